@@ -1,0 +1,212 @@
+/*
+ * ws_codec: the client side of RFC 6455, pure (no I/O, no globals).
+ *
+ * - URL parsing (ws:// and wss://)
+ * - the upgrade request and the checks on the server's response
+ * - an incremental frame parser that accepts bytes split anywhere
+ * - frame headers and masking for sends
+ * - incremental UTF-8 validation and close-payload checks
+ *
+ * Return conventions: functions returning int give >= 0 on success and a
+ * negative WSC_E* code on failure; the meaning of a positive value is
+ * documented on each prototype.
+ */
+#ifndef WS_CODEC_H
+#define WS_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- errors (negative) ------------------------------------------------ */
+enum {
+    WSC_OK = 0,
+    WSC_ENEED_MORE = -1,     /* not an error: feed more bytes */
+    WSC_ENOSPC = -2,         /* output buffer too small */
+    WSC_EURL = -100,         /* malformed URL: see errstr */
+    WSC_EHTTP = -200,        /* malformed HTTP response */
+    WSC_EHTTP_TOO_BIG = -201, /* response headers exceed the limit */
+    WSC_EHANDSHAKE = -202,   /* 101 but the upgrade is invalid */
+    WSC_EPROTO = -300,       /* frame protocol violation: see close_code */
+};
+
+/* WebSocket opcodes */
+enum {
+    WSC_OP_CONT = 0x0,
+    WSC_OP_TEXT = 0x1,
+    WSC_OP_BINARY = 0x2,
+    WSC_OP_CLOSE = 0x8,
+    WSC_OP_PING = 0x9,
+    WSC_OP_PONG = 0xA,
+};
+
+/* ---- URL -------------------------------------------------------------- */
+struct wsc_url {
+    int tls;              /* 1 for wss:// */
+    char host[256];       /* without brackets for IPv6 literals */
+    int host_is_ip;       /* 1 if host is an IPv4 or IPv6 literal */
+    int host_is_ipv6;     /* 1 if host was written as [v6] */
+    uint16_t port;        /* explicit or 80 / 443 */
+    int port_explicit;    /* 1 if the URL named the port */
+    char path[4096];      /* path + '?' + query, at least "/"; no fragment */
+};
+
+/* Parses `url` (len bytes, need not be NUL-terminated).
+ * Returns 0, or WSC_EURL with a static message in *errstr naming the
+ * problem ("scheme must be ws or wss", "empty host", "bad port", ...). */
+int wsc_parse_url(const char *url, size_t len, struct wsc_url *out,
+                  const char **errstr);
+
+/* ---- handshake -------------------------------------------------------- */
+struct wsc_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
+/* Base64 of 16 random bytes: 24 chars + NUL. */
+void wsc_make_key(const uint8_t random16[16], char key_out[25]);
+
+/* base64(SHA1(key + GUID)): 28 chars + NUL. */
+void wsc_accept_for_key(const char *key, char accept_out[29]);
+
+/* Writes the GET upgrade request into out (cap bytes).
+ * host_header: value of Host ("example.com", "example.com:8080", "[::1]:9000").
+ * protocols: offered subprotocols (may be 0 of them).
+ * headers: extra headers; each name/value must be free of CR, LF and NUL
+ * (checked: returns WSC_EHTTP with *errstr set if not) and must not be one the
+ * handshake sets itself (Host, Upgrade, Connection, Sec-WebSocket-Key,
+ * Sec-WebSocket-Version; checked case-insensitively, WSC_EHTTP).
+ * Returns the request length (> 0), WSC_ENOSPC, or WSC_EHTTP. */
+int wsc_build_request(char *out, size_t cap, const char *path,
+                      const char *host_header, const char *key,
+                      const char *const *protocols, size_t nprotocols,
+                      const struct wsc_header *headers, size_t nheaders,
+                      const char **errstr);
+
+#define WSC_MAX_RESPONSE_HEADERS 100
+#define WSC_MAX_RESPONSE_BYTES (64 * 1024)
+
+struct wsc_response {
+    int status;                 /* e.g. 101 */
+    size_t nheaders;
+    struct wsc_header headers[WSC_MAX_RESPONSE_HEADERS]; /* point into buf */
+    size_t header_bytes;        /* bytes of buf up to and including CRLFCRLF */
+};
+
+/* Parses an HTTP/1.1 response head from buf[0..len). Pointers in *out point
+ * into buf. Returns the number of bytes the head took (> 0) once
+ * "\r\n\r\n" has arrived, WSC_ENEED_MORE before that, WSC_EHTTP_TOO_BIG when
+ * len reaches WSC_MAX_RESPONSE_BYTES (or more than WSC_MAX_RESPONSE_HEADERS
+ * headers) without an end, WSC_EHTTP on malformed input (*errstr says what).
+ * Bytes after the head (the first frames) are the caller's. */
+int wsc_parse_response(const char *buf, size_t len, struct wsc_response *out,
+                       const char **errstr);
+
+/* Checks a parsed 101 response against the request: Upgrade: websocket,
+ * Connection: upgrade (token list, case-insensitive), Sec-WebSocket-Accept
+ * matching key, Sec-WebSocket-Protocol one of those offered (or absent),
+ * no Sec-WebSocket-Extensions (none offered). On success returns 0 and sets
+ * *protocol / *protocol_len to the chosen subprotocol (NULL/0 if none).
+ * Returns WSC_EHANDSHAKE with *errstr naming the problem otherwise.
+ * Call only when status == 101. */
+int wsc_check_upgrade(const struct wsc_response *r, const char *key,
+                      const char *const *protocols, size_t nprotocols,
+                      const char **protocol, size_t *protocol_len,
+                      const char **errstr);
+
+/* Case-insensitive header lookup; returns NULL if absent. */
+const struct wsc_header *wsc_find_header(const struct wsc_response *r,
+                                         const char *name);
+
+/* ---- UTF-8 ------------------------------------------------------------ */
+/* Incremental validator (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).
+ * state 0 = at a character boundary. */
+typedef struct { uint32_t state; } wsc_utf8;
+
+/* Returns 0 if the bytes are valid so far, -1 at the first invalid byte
+ * (fail fast: a sequence that can no longer become valid). */
+int wsc_utf8_feed(wsc_utf8 *u, const uint8_t *p, size_t len);
+/* 1 if the validator sits at a character boundary. */
+static inline int wsc_utf8_complete(const wsc_utf8 *u) { return u->state == 0; }
+
+/* ---- frame parser ----------------------------------------------------- */
+enum wsc_event_type {
+    WSC_EV_DATA = 1,    /* a slice of a text/binary message's payload */
+    WSC_EV_PING,        /* whole ping payload in data/len (<= 125) */
+    WSC_EV_PONG,        /* whole pong payload */
+    WSC_EV_CLOSE,       /* close: close_code (1005 if none), reason slice */
+};
+
+struct wsc_event {
+    enum wsc_event_type type;
+    int opcode;              /* DATA: WSC_OP_TEXT or WSC_OP_BINARY of the message */
+    int message_start;       /* DATA: 1 on the first slice of a message */
+    int message_end;         /* DATA: 1 on the last slice of a message
+                                (may come with len == 0) */
+    const uint8_t *data;     /* DATA: points into the fed buffer;
+                                control frames: into the parser's own buffer */
+    size_t len;
+    uint16_t close_code;     /* CLOSE */
+};
+
+struct wsc_parser {
+    /* configuration */
+    uint64_t max_message_size;   /* 0 = unlimited */
+    /* private state (zeroed by wsc_parser_init) */
+    int hdr_len;                 /* bytes of the current header gathered */
+    uint8_t hdr[14];
+    int in_frame;                /* header complete, payload pending */
+    int fin, opcode;
+    uint64_t remaining;          /* payload bytes of current frame left */
+    int msg_opcode;              /* opcode of the open fragmented message, 0 if none */
+    int msg_started;             /* first slice of message delivered */
+    uint64_t msg_len;            /* bytes of the open message so far */
+    wsc_utf8 utf8;
+    uint8_t ctl[125];            /* control frame payload gathered */
+    size_t ctl_len;
+    int closed;                  /* a close frame was parsed: stop */
+    /* set when wsc_parser_next returns WSC_EPROTO */
+    uint16_t close_code;         /* 1002, 1007 or 1009 */
+    const char *errstr;          /* static text naming the violation */
+};
+
+void wsc_parser_init(struct wsc_parser *p, uint64_t max_message_size);
+
+/* Consumes bytes from buf[0..len) until one event is ready.
+ * Returns 1 with *ev filled (*consumed bytes used), WSC_ENEED_MORE when all
+ * of buf was consumed without completing an event (*consumed == len), or
+ * WSC_EPROTO (p->close_code, p->errstr set; parser is dead).
+ * DATA events are emitted for every payload slice available (a frame's
+ * payload may come as several slices when bytes arrive split); a message
+ * whose frames are all in buf in one piece yields one slice with
+ * message_start and message_end both set. Text is UTF-8 checked (fail fast)
+ * across fragments. Checks: RSV bits (1002), unknown opcodes (1002), masked
+ * frames from the server (1002), control frames fragmented or > 125 bytes
+ * (1002), continuation without a message / new message inside one (1002),
+ * non-minimal length encodings are accepted, 64-bit length with the top bit
+ * set (1002), message length > max_message_size (1009), invalid UTF-8 in text
+ * or close reason (1007), bad close payloads (1 byte, invalid codes: 1002).
+ * After a CLOSE event the parser returns WSC_ENEED_MORE consuming nothing. */
+int wsc_parser_next(struct wsc_parser *p, const uint8_t *buf, size_t len,
+                    size_t *consumed, struct wsc_event *ev);
+
+/* ---- frame writer ----------------------------------------------------- */
+/* Writes a client frame header (mask bit set) for a payload of len bytes.
+ * Returns its length: 6, 8 or 14. out must hold 14 bytes. */
+size_t wsc_frame_header(uint8_t out[14], int opcode, int fin, uint64_t len,
+                        const uint8_t mask[4]);
+
+/* XORs data[0..len) with the mask, starting at mask offset `offset`
+ * (offset counts payload bytes already masked). Word-at-a-time fast path. */
+void wsc_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t offset);
+
+/* Same, copying src into dst (may not overlap). */
+void wsc_mask_copy(uint8_t *dst, const uint8_t *src, size_t len,
+                   const uint8_t mask[4], uint64_t offset);
+
+/* 1 if code may be sent or received in a close frame (RFC 6455 7.4:
+ * 1000-1003, 1007-1011, 1012-1014, 3000-4999). */
+int wsc_close_code_valid(unsigned code);
+
+#endif

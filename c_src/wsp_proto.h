@@ -1,0 +1,131 @@
+/*
+ * wsp_proto: the BEAM <-> port term protocol (see docs/protocol.md).
+ * Pure: decodes one {packet,4} payload into a command, encodes events into
+ * ei_x_buff. No I/O. The grammar is written out at the top of ws_port.c.
+ */
+#ifndef WSP_PROTO_H
+#define WSP_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <ei.h>
+
+#include "ws_codec.h"
+
+#define WSP_RAW_SEND 1      /* first byte of a raw send command */
+#define WSP_RAW_DATA 1      /* first byte of a data event packet */
+#define WSP_DATA_ENTRY_HDR 9 /* Id:32 Opcode:8 Len:32 */
+
+#define WSP_DEFAULT_CONNECT_TIMEOUT_MS 15000u
+#define WSP_DEFAULT_MAX_MESSAGE_SIZE (64ull * 1024 * 1024)
+
+enum wsp_cmd_type {
+    WSP_CMD_CONNECT = 1,
+    WSP_CMD_SEND,
+    WSP_CMD_CLOSE,
+    WSP_CMD_ACTIVE,
+    WSP_CMD_STATS,
+};
+
+/* Active mode, as gen_tcp's {active, _}. */
+enum wsp_active_kind {
+    WSP_ACTIVE_TRUE = 1,   /* unlimited */
+    WSP_ACTIVE_FALSE,      /* credit := 0 */
+    WSP_ACTIVE_ONCE,       /* credit := 1, no passive event */
+    WSP_ACTIVE_N,          /* credit += n (n may be negative) */
+};
+
+struct wsp_connect_opts {          /* every pointer owned (malloc) */
+    char *url;                     /* NUL-terminated */
+    size_t url_len;
+    struct wsc_header *headers;    /* name/value owned, NUL-terminated */
+    size_t nheaders;
+    char **protocols;              /* NUL-terminated strings */
+    size_t nprotocols;
+    uint32_t connect_timeout_ms;   /* default WSP_DEFAULT_CONNECT_TIMEOUT_MS */
+    uint64_t max_message_size;     /* default WSP_DEFAULT_MAX_MESSAGE_SIZE */
+    enum wsp_active_kind active;   /* default WSP_ACTIVE_TRUE */
+    int64_t active_n;
+    int verify;                    /* 1 = verify_peer (default), 0 = verify_none */
+    char *cacertfile, *certfile, *keyfile, *server_name; /* NULL if absent */
+    uint32_t ping_interval_ms;     /* 0 = off (default) */
+    uint32_t idle_timeout_ms;      /* 0 = off (default) */
+};
+
+struct wsp_cmd {
+    enum wsp_cmd_type type;
+    uint32_t id;
+    /* SEND: payload points into the decoded packet (valid while it is) */
+    int opcode;                    /* WSC_OP_TEXT/BINARY/PING/PONG */
+    const uint8_t *payload;
+    size_t payload_len;
+    /* CLOSE: reason points into the packet */
+    unsigned close_code;
+    const uint8_t *reason;
+    size_t reason_len;
+    /* ACTIVE */
+    enum wsp_active_kind active;
+    int64_t active_n;
+    /* CONNECT: owned, release with wsp_cmd_free */
+    struct wsp_connect_opts *connect;
+};
+
+/* Decodes one packet (without its 4-byte length). Returns 0 with *out
+ * filled, or -1 with: *what = "badarg" (malformed), "bad_option" (a connect
+ * option is unknown or has a bad value); err (NUL-terminated, errcap bytes)
+ * naming the problem, e.g. "connect: option connect_timeout must be a
+ * positive integer, got -5" or "unknown command foo/2"; out->id set to the
+ * command's id when it could be read (0 otherwise). Never crashes on any
+ * input: lengths are checked before every read. */
+int wsp_decode_command(const uint8_t *buf, size_t len, struct wsp_cmd *out,
+                       const char **what, char *err, size_t errcap);
+
+/* Frees what a decoded CONNECT owns (safe on any decoded cmd, and twice). */
+void wsp_cmd_free(struct wsp_cmd *cmd);
+void wsp_connect_opts_free(struct wsp_connect_opts *o);
+
+/* ---- events: each resets x (ei_x_new_with_version) and encodes one term -- */
+/* {up, Id, #{status => S, headers => [{N, V}], protocol => P | undefined}} */
+int wsp_enc_up(ei_x_buff *x, uint32_t id, int status,
+               const struct wsc_header *headers, size_t nheaders,
+               const char *protocol, size_t protocol_len);
+/* {closed, Id, Atom} e.g. econnrefused, eof, timeout, idle_timeout */
+int wsp_enc_closed_atom(ei_x_buff *x, uint32_t id, const char *atom);
+/* {closed, Id, {Kind, Code, Text}}: Kind = remote | local | protocol_error */
+int wsp_enc_closed_code(ei_x_buff *x, uint32_t id, const char *kind,
+                        unsigned code, const char *text, size_t text_len);
+/* {closed, Id, {Kind, Detail}}: Kind = tls | dns | bad_handshake |
+ * invalid_url | bad_option | socket (detail as binary) */
+int wsp_enc_closed_detail(ei_x_buff *x, uint32_t id, const char *kind,
+                          const char *detail, size_t detail_len);
+/* {closed, Id, {dns, nxdomain}} style: {Kind, Atom} */
+int wsp_enc_closed_tag_atom(ei_x_buff *x, uint32_t id, const char *kind,
+                            const char *atom);
+/* {closed, Id, {http_status, Status, [{N, V}]}} */
+int wsp_enc_closed_http(ei_x_buff *x, uint32_t id, int status,
+                        const struct wsc_header *headers, size_t nheaders);
+/* {error, Id, {What, Detail}} */
+int wsp_enc_error(ei_x_buff *x, uint32_t id, const char *what,
+                  const char *detail, size_t detail_len);
+/* {passive, Id} */
+int wsp_enc_passive(ei_x_buff *x, uint32_t id);
+/* {pong, Id, RttMicros} */
+int wsp_enc_pong(ei_x_buff *x, uint32_t id, int64_t rtt_us);
+
+struct wsp_stats {
+    const char *state;             /* atom: connecting | open | closing */
+    uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
+    int64_t last_rtt_us;           /* -1 if none */
+    int64_t connected_us;          /* time since up, -1 if not up */
+    int64_t credit;                /* -1 = unlimited */
+};
+/* {stats, Id, #{state, bytes_in, bytes_out, msgs_in, msgs_out, rtt_us,
+ *               connected_us, credit}} (rtt_us / connected_us undefined
+ * when -1; credit infinity when -1) */
+int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s);
+
+/* Writes the 9-byte data entry header <<Id:32, Opcode:8, Len:32>>. */
+void wsp_data_entry_header(uint8_t out[WSP_DATA_ENTRY_HDR], uint32_t id,
+                           int opcode, uint32_t len);
+
+#endif
