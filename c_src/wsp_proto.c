@@ -1,0 +1,1060 @@
+/*
+ * wsp_proto: decoding of BEAM -> port commands and encoding of port -> BEAM
+ * events (see docs/protocol.md and wsp_proto.h).
+ *
+ * Safety: ei's decoders take no buffer length, so before any of them runs
+ * the whole term is walked by a bounded validator (term_skip) that checks
+ * every length against the packet, accepts only the tags we can meet in a
+ * command, bounds atom lengths (so ei_decode_atom_as can never overflow its
+ * MAXATOMLEN_UTF8 buffer) and limits nesting. After that, every ei call only
+ * touches bytes the validator has seen.
+ */
+#include "wsp_proto.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WSP_MAX_DEPTH 16          /* deepest real command needs 6 */
+#define WSP_MAX_CTL_PAYLOAD 125   /* ping / pong payload */
+#define WSP_MAX_CLOSE_REASON 123  /* 125 - 2 bytes of code */
+
+/* External term format tags. */
+enum {
+    TAG_VERSION = 131,
+    TAG_NEW_FLOAT = 70,
+    TAG_SMALL_INTEGER = 97,
+    TAG_INTEGER = 98,
+    TAG_ATOM = 100,
+    TAG_SMALL_TUPLE = 104,
+    TAG_LARGE_TUPLE = 105,
+    TAG_NIL = 106,
+    TAG_STRING = 107,
+    TAG_LIST = 108,
+    TAG_BINARY = 109,
+    TAG_SMALL_BIG = 110,
+    TAG_LARGE_BIG = 111,
+    TAG_SMALL_ATOM = 115,
+    TAG_MAP = 116,
+    TAG_ATOM_UTF8 = 118,
+    TAG_SMALL_ATOM_UTF8 = 119,
+};
+
+/* ------------------------------------------------------------------------ */
+/* errors                                                                    */
+
+struct dctx {
+    const uint8_t *b;   /* whole packet; b[0] == 131 for terms */
+    size_t len;
+    const char *eb;     /* same, as ei wants it */
+    const char **what;
+    char *err;
+    size_t errcap;
+};
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static int fail(struct dctx *c, const char *what, const char *fmt, ...)
+{
+    *c->what = what;
+    if (c->err && c->errcap > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(c->err, c->errcap, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            c->err[0] = '\0';
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* bounded validator                                                         */
+
+static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+enum { V_OK = 0, V_TRUNC = -1, V_TAG = -2, V_DEEP = -3, V_ATOM = -4 };
+
+/* Skips the term at b[*i], never reading at or past len. On failure *i is
+ * the offset where the problem was found. */
+static int term_skip(const uint8_t *b, size_t len, size_t *i, int depth)
+{
+    if (depth > WSP_MAX_DEPTH)
+        return V_DEEP;
+    if (*i >= len)
+        return V_TRUNC;
+    size_t avail = len - *i - 1;      /* bytes after the tag */
+    const uint8_t *p = b + *i + 1;
+    uint64_t need;                    /* bytes after the tag, flat part */
+    uint64_t nsub = 0;                /* nested terms that follow */
+    int list_tail = 0;
+
+    switch (b[*i]) {
+    case TAG_SMALL_INTEGER: need = 1; break;
+    case TAG_INTEGER: need = 4; break;
+    case TAG_NEW_FLOAT: need = 8; break;
+    case TAG_NIL: need = 0; break;
+    case TAG_SMALL_ATOM:
+    case TAG_SMALL_ATOM_UTF8:
+        if (avail < 1) return V_TRUNC;
+        need = 1 + (uint64_t)p[0];
+        break;
+    case TAG_ATOM:
+    case TAG_ATOM_UTF8: {
+        if (avail < 2) return V_TRUNC;
+        uint32_t n = rd16(p);
+        /* Erlang atoms have at most 255 characters; bounding the bytes keeps
+         * ei_decode_atom_as inside a MAXATOMLEN_UTF8 buffer. */
+        if (n > (b[*i] == TAG_ATOM ? 255u : (uint32_t)(MAXATOMLEN_UTF8 - 1)))
+            return V_ATOM;
+        need = 2 + (uint64_t)n;
+        break;
+    }
+    case TAG_STRING:
+        if (avail < 2) return V_TRUNC;
+        need = 2 + (uint64_t)rd16(p);
+        break;
+    case TAG_BINARY:
+        if (avail < 4) return V_TRUNC;
+        need = 4 + (uint64_t)rd32(p);
+        break;
+    case TAG_SMALL_BIG:
+        if (avail < 1) return V_TRUNC;
+        need = 2 + (uint64_t)p[0];
+        break;
+    case TAG_LARGE_BIG:
+        if (avail < 4) return V_TRUNC;
+        need = 5 + (uint64_t)rd32(p);
+        break;
+    case TAG_SMALL_TUPLE:
+        if (avail < 1) return V_TRUNC;
+        need = 1;
+        nsub = p[0];
+        break;
+    case TAG_LARGE_TUPLE:
+        if (avail < 4) return V_TRUNC;
+        need = 4;
+        nsub = rd32(p);
+        break;
+    case TAG_LIST:
+        if (avail < 4) return V_TRUNC;
+        need = 4;
+        nsub = rd32(p);
+        list_tail = 1;
+        break;
+    case TAG_MAP:
+        if (avail < 4) return V_TRUNC;
+        need = 4;
+        nsub = 2 * (uint64_t)rd32(p);
+        break;
+    default:
+        return V_TAG;
+    }
+    if (need > avail)
+        return V_TRUNC;
+    /* every nested term takes at least one byte: fail fast on huge counts */
+    if (nsub + (uint64_t)list_tail > avail - need)
+        return V_TRUNC;
+    *i += 1 + (size_t)need;
+    for (uint64_t k = 0; k < nsub + (uint64_t)list_tail; k++) {
+        int r = term_skip(b, len, i, depth + 1);
+        if (r != V_OK)
+            return r;
+    }
+    return V_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* term helpers (run only on validated bytes)                                */
+
+static int tag_at(const struct dctx *c, int idx) { return c->b[idx]; }
+
+static int is_atom_tag(int t)
+{
+    return t == TAG_ATOM || t == TAG_SMALL_ATOM || t == TAG_ATOM_UTF8 ||
+           t == TAG_SMALL_ATOM_UTF8;
+}
+static int is_int_tag(int t)
+{
+    return t == TAG_SMALL_INTEGER || t == TAG_INTEGER || t == TAG_SMALL_BIG ||
+           t == TAG_LARGE_BIG;
+}
+
+/* Reads an atom into out (MAXATOMLEN_UTF8 bytes). 0 ok, -1 not an atom. */
+static int get_atom(const struct dctx *c, int *idx, char out[MAXATOMLEN_UTF8])
+{
+    if (!is_atom_tag(tag_at(c, *idx)))
+        return -1;
+    erlang_char_encoding was, res;
+    int i = *idx;
+    if (ei_decode_atom_as(c->eb, &i, out, MAXATOMLEN_UTF8, ERLANG_UTF8, &was, &res) < 0)
+        return -1;
+    *idx = i;
+    return 0;
+}
+
+/* Describes the term at idx for error messages ("-5", "atom foo",
+ * "a binary of 3 bytes", "a 2-tuple", ...). */
+static const char *describe(const struct dctx *c, int idx, char *buf, size_t cap)
+{
+    int t = tag_at(c, idx);
+    if (is_atom_tag(t)) {
+        char a[MAXATOMLEN_UTF8];
+        int i = idx;
+        if (get_atom(c, &i, a) == 0) {
+            snprintf(buf, cap, "atom %.40s%s", a, strlen(a) > 40 ? "..." : "");
+            return buf;
+        }
+        return "an atom";
+    }
+    switch (t) {
+    case TAG_SMALL_INTEGER:
+    case TAG_INTEGER:
+    case TAG_SMALL_BIG: {
+        long long v;
+        int i = idx;
+        if (ei_decode_longlong(c->eb, &i, &v) == 0) {
+            snprintf(buf, cap, "%lld", v);
+            return buf;
+        }
+        return "a big integer";
+    }
+    case TAG_LARGE_BIG: return "a big integer";
+    case TAG_NEW_FLOAT: return "a float";
+    case TAG_NIL: return "[]";
+    case TAG_STRING: return "a string (list)";
+    case TAG_LIST: return "a list";
+    case TAG_MAP: return "a map";
+    case TAG_BINARY:
+        snprintf(buf, cap, "a binary of %u bytes", (unsigned)rd32(c->b + idx + 1));
+        return buf;
+    case TAG_SMALL_TUPLE:
+    case TAG_LARGE_TUPLE: {
+        int i = idx, n;
+        if (ei_decode_tuple_header(c->eb, &i, &n) == 0) {
+            snprintf(buf, cap, "a %d-tuple", n);
+            return buf;
+        }
+        return "a tuple";
+    }
+    default: return "an unsupported term";
+    }
+}
+
+/* Integer in [lo, hi]. 0 ok, -1 not an integer or out of range. */
+static int get_int(const struct dctx *c, int *idx, long long lo, long long hi,
+                   long long *v)
+{
+    if (!is_int_tag(tag_at(c, *idx)))
+        return -1;
+    int i = *idx;
+    long long x;
+    if (ei_decode_longlong(c->eb, &i, &x) < 0)
+        return -1; /* beyond 64 bits */
+    if (x < lo || x > hi)
+        return -1;
+    *v = x;
+    *idx = i;
+    return 0;
+}
+
+/* Binary: pointer into the packet. 0 ok, -1 not a binary. */
+static int get_bin(const struct dctx *c, int *idx, const uint8_t **p, size_t *n)
+{
+    int type, size;
+    if (tag_at(c, *idx) != TAG_BINARY)
+        return -1;
+    if (ei_get_type(c->eb, idx, &type, &size) < 0 || type != ERL_BINARY_EXT ||
+        size < 0)
+        return -1;
+    *p = c->b + *idx + 5;
+    *n = (size_t)size;
+    *idx += 5 + size;
+    return 0;
+}
+
+/* Start of a list: *n elements follow (0 for []). STRING_EXT is refused
+ * (the BEAM side sends binaries, never strings). */
+static int get_list(const struct dctx *c, int *idx, int *n)
+{
+    int t = tag_at(c, *idx);
+    if (t != TAG_LIST && t != TAG_NIL)
+        return -1;
+    return ei_decode_list_header(c->eb, idx, n) < 0 ? -1 : 0;
+}
+
+/* Tail after the last element of a non-empty list must be []. */
+static int list_end(const struct dctx *c, int *idx)
+{
+    if (tag_at(c, *idx) != TAG_NIL)
+        return -1;
+    *idx += 1;
+    return 0;
+}
+
+static char *dup_bytes(const uint8_t *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (s) {
+        if (n)
+            memcpy(s, p, n);
+        s[n] = '\0';
+    }
+    return s;
+}
+
+/* RFC 7230 tchar, for subprotocol tokens. */
+static int is_tchar(uint8_t ch)
+{
+    if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'))
+        return 1;
+    return ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* Close codes a client may send (RFC 6455 7.4.1/7.4.2). Same rule as
+ * wsc_close_code_valid in ws_codec; kept local so this file does not depend
+ * on the codec at link time. */
+static int close_code_sendable(long long code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
+/* ------------------------------------------------------------------------ */
+/* free                                                                      */
+
+void wsp_connect_opts_free(struct wsp_connect_opts *o)
+{
+    if (!o)
+        return;
+    free(o->url);
+    for (size_t k = 0; k < o->nheaders; k++) {
+        free((char *)o->headers[k].name);
+        free((char *)o->headers[k].value);
+    }
+    free(o->headers);
+    for (size_t k = 0; k < o->nprotocols; k++)
+        free(o->protocols[k]);
+    free(o->protocols);
+    free(o->cacertfile);
+    free(o->certfile);
+    free(o->keyfile);
+    free(o->server_name);
+    free(o);
+}
+
+void wsp_cmd_free(struct wsp_cmd *cmd)
+{
+    if (!cmd)
+        return;
+    wsp_connect_opts_free(cmd->connect);
+    cmd->connect = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* commands                                                                  */
+
+#define ID_MSG "id must be an integer 1..4294967295"
+
+static int decode_id(struct dctx *c, int *idx, const char *cmd, struct wsp_cmd *out)
+{
+    long long v;
+    char d[96];
+    int at = *idx;
+    if (get_int(c, idx, 1, 4294967295LL, &v) < 0)
+        return fail(c, "badarg", "%s: " ID_MSG ", got %s", cmd,
+                    describe(c, at, d, sizeof d));
+    out->id = (uint32_t)v;
+    return 0;
+}
+
+static int parse_active(struct dctx *c, int *idx, enum wsp_active_kind *kind,
+                        int64_t *n)
+{
+    char a[MAXATOMLEN_UTF8];
+    int i = *idx;
+    if (get_atom(c, &i, a) == 0) {
+        if (strcmp(a, "true") == 0) *kind = WSP_ACTIVE_TRUE;
+        else if (strcmp(a, "false") == 0) *kind = WSP_ACTIVE_FALSE;
+        else if (strcmp(a, "once") == 0) *kind = WSP_ACTIVE_ONCE;
+        else return -1;
+        *n = 0;
+        *idx = i;
+        return 0;
+    }
+    long long v;
+    if (get_int(c, &i, INT32_MIN, INT32_MAX, &v) == 0) {
+        *kind = WSP_ACTIVE_N;
+        *n = v;
+        *idx = i;
+        return 0;
+    }
+    return -1;
+}
+
+#define ACTIVE_MSG "must be true, false, once or an integer -2147483648..2147483647"
+
+/* A binary copied as a NUL-terminated string; empty/NUL-containing refused. */
+static int opt_string(struct dctx *c, int *idx, const char *name, char **dst)
+{
+    const uint8_t *p;
+    size_t n;
+    char d[96];
+    int at = *idx;
+    if (get_bin(c, idx, &p, &n) < 0)
+        return fail(c, "bad_option", "connect: option %s must be a binary, got %s",
+                    name, describe(c, at, d, sizeof d));
+    if (n == 0)
+        return fail(c, "bad_option", "connect: option %s must not be empty", name);
+    if (memchr(p, 0, n))
+        return fail(c, "bad_option", "connect: option %s must not contain NUL bytes",
+                    name);
+    char *s = dup_bytes(p, n);
+    if (!s)
+        return fail(c, "badarg", "connect: out of memory");
+    free(*dst); /* a later occurrence overrides an earlier one */
+    *dst = s;
+    return 0;
+}
+
+static int opt_uint(struct dctx *c, int *idx, const char *name, long long lo,
+                    long long hi, long long *v)
+{
+    char d[96];
+    int at = *idx;
+    if (get_int(c, idx, lo, hi, v) < 0)
+        return fail(c, "bad_option", "connect: option %s must be %s integer <= %lld, got %s",
+                    name, lo > 0 ? "a positive" : "a non-negative", hi,
+                    describe(c, at, d, sizeof d));
+    return 0;
+}
+
+static void free_headers(struct wsc_header *h, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        free((char *)h[k].name);
+        free((char *)h[k].value);
+    }
+    free(h);
+}
+
+static int opt_headers(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96];
+    int at = *idx, n;
+    if (get_list(c, idx, &n) < 0)
+        return fail(c, "bad_option",
+                    "connect: option headers must be a list of {Name, Value} binaries, got %s",
+                    describe(c, at, d, sizeof d));
+    struct wsc_header *h = NULL;
+    if (n > 0) {
+        h = calloc((size_t)n, sizeof *h);
+        if (!h)
+            return fail(c, "badarg", "connect: out of memory");
+    }
+    size_t got = 0;
+    for (int k = 0; k < n; k++) {
+        int ar;
+        const uint8_t *np, *vp;
+        size_t nl, vl;
+        at = *idx;
+        if (tag_at(c, *idx) != TAG_SMALL_TUPLE ||
+            ei_decode_tuple_header(c->eb, idx, &ar) < 0 || ar != 2 ||
+            get_bin(c, idx, &np, &nl) < 0 || get_bin(c, idx, &vp, &vl) < 0) {
+            free_headers(h, got);
+            return fail(c, "bad_option",
+                        "connect: option headers: each header must be a {Name, Value} "
+                        "tuple of binaries, got %s", describe(c, at, d, sizeof d));
+        }
+        if (nl == 0) {
+            free_headers(h, got);
+            return fail(c, "bad_option", "connect: option headers: empty header name");
+        }
+        h[got].name = dup_bytes(np, nl);
+        h[got].value = dup_bytes(vp, vl);
+        h[got].name_len = nl;
+        h[got].value_len = vl;
+        got++;
+        if (!h[got - 1].name || !h[got - 1].value) {
+            free_headers(h, got);
+            return fail(c, "badarg", "connect: out of memory");
+        }
+    }
+    if (n > 0 && list_end(c, idx) < 0) {
+        free_headers(h, got);
+        return fail(c, "bad_option", "connect: option headers must be a proper list");
+    }
+    free_headers(o->headers, o->nheaders);
+    o->headers = h;
+    o->nheaders = got;
+    return 0;
+}
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        free(v[k]);
+    free(v);
+}
+
+static int opt_protocols(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96];
+    int at = *idx, n;
+    if (get_list(c, idx, &n) < 0)
+        return fail(c, "bad_option",
+                    "connect: option protocols must be a list of binaries, got %s",
+                    describe(c, at, d, sizeof d));
+    char **v = NULL;
+    if (n > 0) {
+        v = calloc((size_t)n, sizeof *v);
+        if (!v)
+            return fail(c, "badarg", "connect: out of memory");
+    }
+    size_t got = 0;
+    for (int k = 0; k < n; k++) {
+        const uint8_t *p;
+        size_t l;
+        at = *idx;
+        if (get_bin(c, idx, &p, &l) < 0) {
+            free_strv(v, got);
+            return fail(c, "bad_option",
+                        "connect: option protocols must be a list of binaries, got %s "
+                        "in it", describe(c, at, d, sizeof d));
+        }
+        int ok = l > 0;
+        for (size_t j = 0; ok && j < l; j++)
+            ok = is_tchar(p[j]);
+        if (!ok) {
+            free_strv(v, got);
+            return fail(c, "bad_option",
+                        "connect: option protocols: each protocol must be a non-empty "
+                        "HTTP token");
+        }
+        v[got] = dup_bytes(p, l);
+        if (!v[got]) {
+            free_strv(v, got);
+            return fail(c, "badarg", "connect: out of memory");
+        }
+        got++;
+    }
+    if (n > 0 && list_end(c, idx) < 0) {
+        free_strv(v, got);
+        return fail(c, "bad_option", "connect: option protocols must be a proper list");
+    }
+    free_strv(o->protocols, o->nprotocols);
+    o->protocols = v;
+    o->nprotocols = got;
+    return 0;
+}
+
+static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96], name[MAXATOMLEN_UTF8];
+    int at = *idx, ar;
+    if (tag_at(c, *idx) != TAG_SMALL_TUPLE ||
+        ei_decode_tuple_header(c->eb, idx, &ar) < 0 || ar != 2 ||
+        get_atom(c, idx, name) < 0) {
+        return fail(c, "badarg",
+                    "connect: each option must be a {Name, Value} tuple with an atom "
+                    "name, got %s", describe(c, at, d, sizeof d));
+    }
+    long long v;
+    at = *idx;
+    if (strcmp(name, "headers") == 0)
+        return opt_headers(c, idx, o);
+    if (strcmp(name, "protocols") == 0)
+        return opt_protocols(c, idx, o);
+    if (strcmp(name, "connect_timeout") == 0) {
+        if (opt_uint(c, idx, name, 1, UINT32_MAX, &v) < 0)
+            return -1;
+        o->connect_timeout_ms = (uint32_t)v;
+        return 0;
+    }
+    if (strcmp(name, "max_message_size") == 0) {
+        if (opt_uint(c, idx, name, 1, UINT32_MAX, &v) < 0)
+            return -1;
+        o->max_message_size = (uint64_t)v;
+        return 0;
+    }
+    if (strcmp(name, "ping_interval") == 0) {
+        if (opt_uint(c, idx, name, 0, UINT32_MAX, &v) < 0)
+            return -1;
+        o->ping_interval_ms = (uint32_t)v;
+        return 0;
+    }
+    if (strcmp(name, "idle_timeout") == 0) {
+        if (opt_uint(c, idx, name, 0, UINT32_MAX, &v) < 0)
+            return -1;
+        o->idle_timeout_ms = (uint32_t)v;
+        return 0;
+    }
+    if (strcmp(name, "active") == 0) {
+        if (parse_active(c, idx, &o->active, &o->active_n) < 0)
+            return fail(c, "bad_option", "connect: option active " ACTIVE_MSG ", got %s",
+                        describe(c, at, d, sizeof d));
+        return 0;
+    }
+    if (strcmp(name, "verify") == 0) {
+        char a[MAXATOMLEN_UTF8];
+        int ok = get_atom(c, idx, a) == 0;
+        if (ok && strcmp(a, "verify_peer") == 0)
+            o->verify = 1;
+        else if (ok && strcmp(a, "verify_none") == 0)
+            o->verify = 0;
+        else
+            return fail(c, "bad_option",
+                        "connect: option verify must be verify_peer or verify_none, got %s",
+                        describe(c, at, d, sizeof d));
+        return 0;
+    }
+    if (strcmp(name, "cacertfile") == 0)
+        return opt_string(c, idx, name, &o->cacertfile);
+    if (strcmp(name, "certfile") == 0)
+        return opt_string(c, idx, name, &o->certfile);
+    if (strcmp(name, "keyfile") == 0)
+        return opt_string(c, idx, name, &o->keyfile);
+    if (strcmp(name, "server_name") == 0)
+        return opt_string(c, idx, name, &o->server_name);
+    return fail(c, "bad_option", "connect: unknown option %.64s", name);
+}
+
+static int decode_connect(struct dctx *c, int *idx, int arity, struct wsp_cmd *out)
+{
+    char d[96];
+    if (arity != 4)
+        return fail(c, "badarg", "connect: expected {connect, Id, Url, Opts}, got a %d-tuple",
+                    arity);
+    if (decode_id(c, idx, "connect", out) < 0)
+        return -1;
+    const uint8_t *up;
+    size_t ul;
+    int at = *idx;
+    if (get_bin(c, idx, &up, &ul) < 0)
+        return fail(c, "badarg", "connect: url must be a binary, got %s",
+                    describe(c, at, d, sizeof d));
+    if (ul == 0)
+        return fail(c, "badarg", "connect: url must not be empty");
+    if (memchr(up, 0, ul))
+        return fail(c, "badarg", "connect: url must not contain NUL bytes");
+
+    struct wsp_connect_opts *o = calloc(1, sizeof *o);
+    if (!o)
+        return fail(c, "badarg", "connect: out of memory");
+    o->connect_timeout_ms = WSP_DEFAULT_CONNECT_TIMEOUT_MS;
+    o->max_message_size = WSP_DEFAULT_MAX_MESSAGE_SIZE;
+    o->active = WSP_ACTIVE_TRUE;
+    o->verify = 1;
+    o->url = dup_bytes(up, ul);
+    o->url_len = ul;
+    if (!o->url) {
+        wsp_connect_opts_free(o);
+        return fail(c, "badarg", "connect: out of memory");
+    }
+
+    int n;
+    at = *idx;
+    if (get_list(c, idx, &n) < 0) {
+        wsp_connect_opts_free(o);
+        return fail(c, "badarg", "connect: options must be a list, got %s",
+                    describe(c, at, d, sizeof d));
+    }
+    for (int k = 0; k < n; k++) {
+        if (decode_option(c, idx, o) < 0) {
+            wsp_connect_opts_free(o);
+            return -1;
+        }
+    }
+    if (n > 0 && list_end(c, idx) < 0) {
+        wsp_connect_opts_free(o);
+        return fail(c, "badarg", "connect: options must be a proper list");
+    }
+    out->connect = o;
+    return 0;
+}
+
+static int send_opcode(const char *a)
+{
+    if (strcmp(a, "text") == 0) return WSC_OP_TEXT;
+    if (strcmp(a, "binary") == 0) return WSC_OP_BINARY;
+    if (strcmp(a, "ping") == 0) return WSC_OP_PING;
+    if (strcmp(a, "pong") == 0) return WSC_OP_PONG;
+    return -1;
+}
+
+static int check_ctl_len(struct dctx *c, int opcode, size_t n)
+{
+    if ((opcode == WSC_OP_PING || opcode == WSC_OP_PONG) && n > WSP_MAX_CTL_PAYLOAD)
+        return fail(c, "badarg", "send: %s payload must be at most 125 bytes, got %zu",
+                    opcode == WSC_OP_PING ? "ping" : "pong", n);
+    return 0;
+}
+
+static int decode_send(struct dctx *c, int *idx, int arity, struct wsp_cmd *out)
+{
+    char d[96], a[MAXATOMLEN_UTF8];
+    if (arity != 4)
+        return fail(c, "badarg", "send: expected {send, Id, Type, Payload}, got a %d-tuple",
+                    arity);
+    if (decode_id(c, idx, "send", out) < 0)
+        return -1;
+    int at = *idx;
+    if (get_atom(c, idx, a) < 0 || (out->opcode = send_opcode(a)) < 0) {
+        out->opcode = 0;
+        return fail(c, "badarg", "send: type must be text, binary, ping or pong, got %s",
+                    describe(c, at, d, sizeof d));
+    }
+    at = *idx;
+    if (get_bin(c, idx, &out->payload, &out->payload_len) < 0)
+        return fail(c, "badarg", "send: payload must be a binary, got %s",
+                    describe(c, at, d, sizeof d));
+    return check_ctl_len(c, out->opcode, out->payload_len);
+}
+
+static int decode_close(struct dctx *c, int *idx, int arity, struct wsp_cmd *out)
+{
+    char d[96];
+    if (arity != 4)
+        return fail(c, "badarg", "close: expected {close, Id, Code, Reason}, got a %d-tuple",
+                    arity);
+    if (decode_id(c, idx, "close", out) < 0)
+        return -1;
+    long long code;
+    int at = *idx;
+    if (get_int(c, idx, 0, 65535, &code) < 0 || !close_code_sendable(code))
+        return fail(c, "badarg",
+                    "close: code must be a valid close code (1000-1003, 1007-1014, "
+                    "3000-4999), got %s", describe(c, at, d, sizeof d));
+    out->close_code = (unsigned)code;
+    at = *idx;
+    if (get_bin(c, idx, &out->reason, &out->reason_len) < 0)
+        return fail(c, "badarg", "close: reason must be a binary, got %s",
+                    describe(c, at, d, sizeof d));
+    if (out->reason_len > WSP_MAX_CLOSE_REASON)
+        return fail(c, "badarg", "close: reason must be at most 123 bytes, got %zu",
+                    out->reason_len);
+    return 0;
+}
+
+static int decode_active(struct dctx *c, int *idx, int arity, struct wsp_cmd *out)
+{
+    char d[96];
+    if (arity != 3)
+        return fail(c, "badarg", "active: expected {active, Id, Active}, got a %d-tuple",
+                    arity);
+    if (decode_id(c, idx, "active", out) < 0)
+        return -1;
+    int at = *idx;
+    if (parse_active(c, idx, &out->active, &out->active_n) < 0)
+        return fail(c, "badarg", "active: Active " ACTIVE_MSG ", got %s",
+                    describe(c, at, d, sizeof d));
+    return 0;
+}
+
+static int decode_stats(struct dctx *c, int *idx, int arity, struct wsp_cmd *out)
+{
+    if (arity != 2)
+        return fail(c, "badarg", "stats: expected {stats, Id}, got a %d-tuple", arity);
+    return decode_id(c, idx, "stats", out);
+}
+
+static int decode_raw(struct dctx *c, struct wsp_cmd *out)
+{
+    const uint8_t *b = c->b;
+    if (b[0] != WSP_RAW_SEND)
+        return fail(c, "badarg", "unknown packet type %u (expected 131 or %d)",
+                    (unsigned)b[0], WSP_RAW_SEND);
+    if (c->len < 6)
+        return fail(c, "badarg", "truncated packet: raw send needs at least 6 bytes, got %zu",
+                    c->len);
+    uint32_t id = rd32(b + 1);
+    if (id == 0)
+        return fail(c, "badarg", "send: " ID_MSG ", got 0");
+    out->id = id;
+    int op = b[5];
+    if (op != WSC_OP_TEXT && op != WSC_OP_BINARY && op != WSC_OP_PING && op != WSC_OP_PONG)
+        return fail(c, "badarg", "send: raw opcode must be 1, 2, 9 or 10, got %d", op);
+    out->type = WSP_CMD_SEND;
+    out->opcode = op;
+    out->payload = b + 6;
+    out->payload_len = c->len - 6;
+    return check_ctl_len(c, op, out->payload_len);
+}
+
+static int decode_term(struct dctx *c, struct wsp_cmd *out)
+{
+    if (c->len > INT_MAX)
+        return fail(c, "badarg", "packet too large for a term (%zu bytes)", c->len);
+    size_t end = 1;
+    int r = term_skip(c->b, c->len, &end, 0);
+    switch (r) {
+    case V_OK: break;
+    case V_TRUNC: return fail(c, "badarg", "truncated packet (%zu bytes)", c->len);
+    case V_DEEP:
+        return fail(c, "badarg", "term nested deeper than %d levels", WSP_MAX_DEPTH);
+    case V_ATOM: return fail(c, "badarg", "atom too long at byte %zu", end);
+    default:
+        return fail(c, "badarg", "unsupported term type (tag %u) at byte %zu",
+                    (unsigned)c->b[end], end);
+    }
+    if (end != c->len)
+        return fail(c, "badarg", "%zu trailing bytes after the term", c->len - end);
+
+    int idx = 0, ver, arity;
+    if (ei_decode_version(c->eb, &idx, &ver) < 0)
+        return fail(c, "badarg", "bad term version");
+    int t = tag_at(c, idx);
+    if ((t != TAG_SMALL_TUPLE && t != TAG_LARGE_TUPLE) ||
+        ei_decode_tuple_header(c->eb, &idx, &arity) < 0) {
+        char d[96];
+        return fail(c, "badarg", "packet is not a tuple, got %s",
+                    describe(c, idx, d, sizeof d));
+    }
+    char name[MAXATOMLEN_UTF8];
+    if (arity < 1 || get_atom(c, &idx, name) < 0)
+        return fail(c, "badarg", "command must be a tuple starting with an atom");
+    /* read the id early, so that even refused commands can be answered */
+    if (arity >= 2) {
+        int i = idx;
+        long long v;
+        if (get_int(c, &i, 1, 4294967295LL, &v) == 0)
+            out->id = (uint32_t)v;
+    }
+    if (strcmp(name, "connect") == 0) {
+        out->type = WSP_CMD_CONNECT;
+        return decode_connect(c, &idx, arity, out);
+    }
+    if (strcmp(name, "send") == 0) {
+        out->type = WSP_CMD_SEND;
+        return decode_send(c, &idx, arity, out);
+    }
+    if (strcmp(name, "close") == 0) {
+        out->type = WSP_CMD_CLOSE;
+        return decode_close(c, &idx, arity, out);
+    }
+    if (strcmp(name, "active") == 0) {
+        out->type = WSP_CMD_ACTIVE;
+        return decode_active(c, &idx, arity, out);
+    }
+    if (strcmp(name, "stats") == 0) {
+        out->type = WSP_CMD_STATS;
+        return decode_stats(c, &idx, arity, out);
+    }
+    return fail(c, "badarg", "unknown command %.64s/%d", name, arity);
+}
+
+int wsp_decode_command(const uint8_t *buf, size_t len, struct wsp_cmd *out,
+                       const char **what, char *err, size_t errcap)
+{
+    static const char *dummy_what;
+    struct dctx c = {
+        .b = buf, .len = len, .eb = (const char *)buf,
+        .what = what ? what : &dummy_what, .err = err, .errcap = errcap,
+    };
+    memset(out, 0, sizeof *out);
+    *c.what = NULL;
+    if (err && errcap)
+        err[0] = '\0';
+    if (!buf || len == 0)
+        return fail(&c, "badarg", "empty packet");
+    int r = buf[0] == TAG_VERSION ? decode_term(&c, out) : decode_raw(&c, out);
+    if (r < 0) {
+        wsp_cmd_free(out);
+        return -1;
+    }
+    *c.what = NULL;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* events                                                                    */
+
+static int enc_bin(ei_x_buff *x, const void *p, size_t n)
+{
+    if (n > INT_MAX)
+        return -1;
+    return ei_x_encode_binary(x, p ? p : "", (int)n);
+}
+
+static int enc_headers(ei_x_buff *x, const struct wsc_header *h, size_t n)
+{
+    if (n > LONG_MAX)
+        return -1;
+    if (n > 0) {
+        if (ei_x_encode_list_header(x, (long)n) < 0)
+            return -1;
+        for (size_t k = 0; k < n; k++) {
+            if (ei_x_encode_tuple_header(x, 2) < 0 ||
+                enc_bin(x, h[k].name, h[k].name_len) < 0 ||
+                enc_bin(x, h[k].value, h[k].value_len) < 0)
+                return -1;
+        }
+    }
+    return ei_x_encode_empty_list(x);
+}
+
+/* Starts {Tag, Id, ...} of the given arity. */
+static int enc_start(ei_x_buff *x, int arity, const char *tag, uint32_t id)
+{
+    if (ei_x_new_with_version(x) < 0)
+        return -1;
+    if (ei_x_encode_tuple_header(x, arity) < 0 || ei_x_encode_atom(x, tag) < 0 ||
+        ei_x_encode_ulong(x, id) < 0) {
+        ei_x_free(x);
+        return -1;
+    }
+    return 0;
+}
+
+static int enc_done(ei_x_buff *x, int r)
+{
+    if (r < 0) {
+        ei_x_free(x);
+        return -1;
+    }
+    return 0;
+}
+
+int wsp_enc_up(ei_x_buff *x, uint32_t id, int status,
+               const struct wsc_header *headers, size_t nheaders,
+               const char *protocol, size_t protocol_len)
+{
+    if (enc_start(x, 3, "up", id) < 0)
+        return -1;
+    int r = ei_x_encode_map_header(x, 3);
+    r = r < 0 ? r : ei_x_encode_atom(x, "status");
+    r = r < 0 ? r : ei_x_encode_long(x, status);
+    r = r < 0 ? r : ei_x_encode_atom(x, "headers");
+    r = r < 0 ? r : enc_headers(x, headers, nheaders);
+    r = r < 0 ? r : ei_x_encode_atom(x, "protocol");
+    if (r >= 0)
+        r = protocol ? enc_bin(x, protocol, protocol_len) : ei_x_encode_atom(x, "undefined");
+    return enc_done(x, r);
+}
+
+int wsp_enc_closed_atom(ei_x_buff *x, uint32_t id, const char *atom)
+{
+    if (enc_start(x, 3, "closed", id) < 0)
+        return -1;
+    return enc_done(x, ei_x_encode_atom(x, atom));
+}
+
+int wsp_enc_closed_code(ei_x_buff *x, uint32_t id, const char *kind,
+                        unsigned code, const char *text, size_t text_len)
+{
+    if (enc_start(x, 3, "closed", id) < 0)
+        return -1;
+    int r = ei_x_encode_tuple_header(x, 3);
+    r = r < 0 ? r : ei_x_encode_atom(x, kind);
+    r = r < 0 ? r : ei_x_encode_ulong(x, code);
+    r = r < 0 ? r : enc_bin(x, text, text_len);
+    return enc_done(x, r);
+}
+
+int wsp_enc_closed_detail(ei_x_buff *x, uint32_t id, const char *kind,
+                          const char *detail, size_t detail_len)
+{
+    if (enc_start(x, 3, "closed", id) < 0)
+        return -1;
+    int r = ei_x_encode_tuple_header(x, 2);
+    r = r < 0 ? r : ei_x_encode_atom(x, kind);
+    r = r < 0 ? r : enc_bin(x, detail, detail_len);
+    return enc_done(x, r);
+}
+
+int wsp_enc_closed_tag_atom(ei_x_buff *x, uint32_t id, const char *kind,
+                            const char *atom)
+{
+    if (enc_start(x, 3, "closed", id) < 0)
+        return -1;
+    int r = ei_x_encode_tuple_header(x, 2);
+    r = r < 0 ? r : ei_x_encode_atom(x, kind);
+    r = r < 0 ? r : ei_x_encode_atom(x, atom);
+    return enc_done(x, r);
+}
+
+int wsp_enc_closed_http(ei_x_buff *x, uint32_t id, int status,
+                        const struct wsc_header *headers, size_t nheaders)
+{
+    if (enc_start(x, 3, "closed", id) < 0)
+        return -1;
+    int r = ei_x_encode_tuple_header(x, 3);
+    r = r < 0 ? r : ei_x_encode_atom(x, "http_status");
+    r = r < 0 ? r : ei_x_encode_long(x, status);
+    r = r < 0 ? r : enc_headers(x, headers, nheaders);
+    return enc_done(x, r);
+}
+
+int wsp_enc_error(ei_x_buff *x, uint32_t id, const char *what,
+                  const char *detail, size_t detail_len)
+{
+    if (enc_start(x, 3, "error", id) < 0)
+        return -1;
+    int r = ei_x_encode_tuple_header(x, 2);
+    r = r < 0 ? r : ei_x_encode_atom(x, what);
+    r = r < 0 ? r : enc_bin(x, detail, detail_len);
+    return enc_done(x, r);
+}
+
+int wsp_enc_passive(ei_x_buff *x, uint32_t id)
+{
+    return enc_start(x, 2, "passive", id);
+}
+
+int wsp_enc_pong(ei_x_buff *x, uint32_t id, int64_t rtt_us)
+{
+    if (enc_start(x, 3, "pong", id) < 0)
+        return -1;
+    return enc_done(x, ei_x_encode_longlong(x, rtt_us));
+}
+
+int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s)
+{
+    if (enc_start(x, 3, "stats", id) < 0)
+        return -1;
+    int r = ei_x_encode_map_header(x, 8);
+    r = r < 0 ? r : ei_x_encode_atom(x, "state");
+    r = r < 0 ? r : ei_x_encode_atom(x, s->state ? s->state : "undefined");
+    r = r < 0 ? r : ei_x_encode_atom(x, "bytes_in");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, s->bytes_in);
+    r = r < 0 ? r : ei_x_encode_atom(x, "bytes_out");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, s->bytes_out);
+    r = r < 0 ? r : ei_x_encode_atom(x, "msgs_in");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, s->msgs_in);
+    r = r < 0 ? r : ei_x_encode_atom(x, "msgs_out");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, s->msgs_out);
+    r = r < 0 ? r : ei_x_encode_atom(x, "rtt_us");
+    if (r >= 0)
+        r = s->last_rtt_us < 0 ? ei_x_encode_atom(x, "undefined")
+                               : ei_x_encode_longlong(x, s->last_rtt_us);
+    r = r < 0 ? r : ei_x_encode_atom(x, "connected_us");
+    if (r >= 0)
+        r = s->connected_us < 0 ? ei_x_encode_atom(x, "undefined")
+                                : ei_x_encode_longlong(x, s->connected_us);
+    r = r < 0 ? r : ei_x_encode_atom(x, "credit");
+    if (r >= 0)
+        r = s->credit < 0 ? ei_x_encode_atom(x, "infinity")
+                          : ei_x_encode_longlong(x, s->credit);
+    return enc_done(x, r);
+}
+
+void wsp_data_entry_header(uint8_t out[WSP_DATA_ENTRY_HDR], uint32_t id,
+                           int opcode, uint32_t len)
+{
+    out[0] = (uint8_t)(id >> 24);
+    out[1] = (uint8_t)(id >> 16);
+    out[2] = (uint8_t)(id >> 8);
+    out[3] = (uint8_t)id;
+    out[4] = (uint8_t)opcode;
+    out[5] = (uint8_t)(len >> 24);
+    out[6] = (uint8_t)(len >> 16);
+    out[7] = (uint8_t)(len >> 8);
+    out[8] = (uint8_t)len;
+}
