@@ -1,0 +1,178 @@
+#!/usr/bin/python3
+"""WebSocket test server for ws_port's end-to-end tests (python3-websockets 10.4).
+
+Usage: ws_server.py [--tls CERT KEY] [--client-ca CAFILE] [--exit-on-eof]
+
+Listens on 127.0.0.1, port 0 (the kernel picks one), and prints ``PORT <n>``
+on stdout once listening. The behaviour of a connection is chosen by the
+request path:
+
+  /echo                     echo every message back, same type
+  /headers                  send one text message: JSON object of the request
+                            headers (lower-case name -> value)
+  /subprotocol              send one text message: the negotiated subprotocol
+                            (server preference "chat.v2", then "chat.v1"), or
+                            "" when none was agreed
+  /close?code=C&reason=R    close with that code and reason
+  /status?code=S            refuse the upgrade with HTTP status S and the
+                            header ``WWW-Authenticate: Basic realm="ws_port"``
+  /send?n=N&size=S&type=T   send N messages of S bytes (T = text | binary), then
+                            read (and drop) until the client closes. Message i
+                            (0-based) is S copies of one byte: for text the
+                            letter "abcdefghijklmnopqrstuvwxyz"[i % 26], for
+                            binary the byte i % 256. Prints ``SENT <path>``.
+  /fragmented               send the text "Hello, fragmented world" as three
+                            fragments, then the binary bytes(range(256)) * 4 as
+                            four fragments of 256 bytes, then echo like /echo
+
+Every connection prints ``OPEN <path>`` when it is established and
+``CLOSED <path> <code> <reason>`` when it ends (code 1006 = no close frame),
+so tests can see what the server saw. Any query parameter not listed above
+(e.g. ``tag=...``) is ignored by the server and lets a test find its lines.
+
+--client-ca makes the server require a client certificate signed by CAFILE.
+--exit-on-eof makes the server exit when its stdin reaches EOF (use it when
+the parent holds stdin open, as an Erlang port does).
+"""
+
+import argparse
+import asyncio
+import http
+import json
+import ssl
+import sys
+import urllib.parse
+
+import websockets
+
+SERVER_PROTOCOLS = ["chat.v2", "chat.v1"]
+FRAGMENTED_TEXT = ["Hello, ", "fragmented ", "world"]
+FRAGMENTED_BINARY = [bytes(range(256))] * 4
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def say(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def split_path(path):
+    parsed = urllib.parse.urlsplit(path)
+    query = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
+    return parsed.path, query
+
+
+def select_subprotocol(client_protocols, server_protocols):
+    # Server preference order, not the client's.
+    for proto in server_protocols:
+        if proto in client_protocols:
+            return proto
+    return None
+
+
+async def process_request(path, request_headers):
+    route, query = split_path(path)
+    if route == "/status":
+        status = http.HTTPStatus(int(query.get("code", "401")))
+        say("REFUSED %s %d" % (path, status.value))
+        return (status, [("WWW-Authenticate", 'Basic realm="ws_port"')],
+                b"upgrade refused by test server\n")
+    return None
+
+
+async def drain(ws):
+    async for _ in ws:
+        pass
+
+
+async def handler(ws, path):
+    route, query = split_path(path)
+    say("OPEN %s" % path)
+    try:
+        if route == "/echo":
+            async for msg in ws:
+                await ws.send(msg)
+        elif route == "/headers":
+            seen = {}
+            for name, value in ws.request_headers.raw_items():
+                key = name.lower()
+                seen[key] = seen[key] + ", " + value if key in seen else value
+            await ws.send(json.dumps(seen, sort_keys=True))
+            await drain(ws)
+        elif route == "/subprotocol":
+            await ws.send(ws.subprotocol or "")
+            await drain(ws)
+        elif route == "/close":
+            await ws.close(int(query.get("code", "1000")), query.get("reason", ""))
+        elif route == "/send":
+            n = int(query.get("n", "1"))
+            size = int(query.get("size", "0"))
+            kind = query.get("type", "text")
+            for i in range(n):
+                if kind == "binary":
+                    await ws.send(bytes([i % 256]) * size)
+                else:
+                    await ws.send(LETTERS[i % 26] * size)
+            say("SENT %s" % path)
+            await drain(ws)
+        elif route == "/fragmented":
+            await ws.send(iter(FRAGMENTED_TEXT))
+            await ws.send(iter(FRAGMENTED_BINARY))
+            async for msg in ws:
+                await ws.send(msg)
+        else:
+            await ws.close(4404, "unknown path " + route)
+    except websockets.ConnectionClosed:
+        pass
+    finally:
+        await ws.wait_closed()
+        say("CLOSED %s %s %s" % (path, ws.close_code, ws.close_reason))
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    ap.add_argument("--client-ca")
+    ap.add_argument("--exit-on-eof", action="store_true")
+    args = ap.parse_args()
+
+    ssl_ctx = None
+    if args.tls:
+        ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ssl_ctx.load_cert_chain(args.tls[0], args.tls[1])
+        if args.client_ca:
+            ssl_ctx.load_verify_locations(args.client_ca)
+            ssl_ctx.verify_mode = ssl.CERT_REQUIRED
+
+    stop = asyncio.get_running_loop().create_future()
+    if args.exit_on_eof:
+        loop = asyncio.get_running_loop()
+
+        def on_stdin():
+            if not sys.stdin.buffer.raw.read(65536) and not stop.done():
+                loop.remove_reader(sys.stdin.fileno())
+                stop.set_result(None)
+
+        loop.add_reader(sys.stdin.fileno(), on_stdin)
+
+    async with websockets.serve(
+        handler, "127.0.0.1", 0,
+        ssl=ssl_ctx,
+        subprotocols=SERVER_PROTOCOLS,
+        select_subprotocol=select_subprotocol,
+        process_request=process_request,
+        max_size=None,
+        max_queue=64,
+        compression=None,
+        ping_interval=None,
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        say("PORT %d" % port)
+        await stop
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
