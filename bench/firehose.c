@@ -36,7 +36,8 @@
 #include <openssl/ssl.h>
 
 #define MAX_PAYLOAD (64u * 1024u * 1024u)
-#define TARGET_BUF (256u * 1024u) /* pre-encoded buffer size to aim for */
+#define TARGET_BUF (1024u * 1024u) /* pre-encoded buffer: 1 MiB measured
+                                       * faster than 256 KiB and 2 MiB */
 #define WRITES_PER_TURN 64        /* bound the time spent on one connection */
 
 struct session {

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Receive-throughput benchmark: plain C client vs ws_port, one connection,
+# firehose server on 127.0.0.1. See bench/README.md.
+#
+#   bench/run.sh                 every case, RUNS runs each, table appended
+#                                to bench/RESULTS.md
+#   RUNS=5 bench/run.sh          more runs per case (median reported)
+#   CLIENTS=plain bench/run.sh   only the plain C client
+#   SIZES="1024" TRANSPORTS=ws bench/run.sh
+#   N_100=2000000 N_1024=500000 N_65536=20000   messages per case
+#   NO_RESULTS=1                 print the table, do not touch RESULTS.md
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+OUT="$HERE/out"
+RUNS=${RUNS:-5}
+SIZES=${SIZES:-"100 1024 65536"}
+TRANSPORTS=${TRANSPORTS:-"ws wss"}
+CLIENTS=${CLIENTS:-"plain ws_port"}
+N_100=${N_100:-2000000}
+N_1024=${N_1024:-500000}
+N_65536=${N_65536:-20000}
+CMD="$0 $*"
+for v in RUNS SIZES TRANSPORTS CLIENTS N_100 N_1024 N_65536; do
+    CMD="$v=\"${!v}\" $CMD"
+done
+
+make -s -C "$HERE" build
+
+have_ws_port=0
+if [[ " $CLIENTS " == *" ws_port "* ]]; then
+    if [[ -x "$ROOT/priv/ws_port" || -f "$ROOT/Makefile" ]] && [[ -f "$ROOT/src/ws_port.erl" ]]; then
+        make -s -C "$ROOT" priv/ws_port >&2
+        if [[ -z "${WS_PORT_EBIN:-}" ]]; then
+            if [[ -f "$ROOT/rebar.config" ]] && command -v rebar3 >/dev/null; then
+                (cd "$ROOT" && rebar3 compile >&2)
+            elif [[ -f "$ROOT/mix.exs" ]]; then
+                (cd "$ROOT" && mix compile >&2)
+            fi
+        fi
+        have_ws_port=1
+    else
+        echo "run.sh: ws_port not built (no src/ws_port.erl): plain client only" >&2
+        CLIENTS=plain
+    fi
+fi
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+
+start_server() { # name args...
+    local name=$1; shift
+    "$OUT/firehose" "$@" >"$TMP/$name.port" 2>"$TMP/$name.log" &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        grep -q '^PORT ' "$TMP/$name.port" 2>/dev/null && break
+        sleep 0.05
+    done
+    awk '/^PORT /{print $2}' "$TMP/$name.port"
+}
+WS_PORTNUM=$(start_server ws)
+WSS_PORTNUM=$(start_server wss --tls "$TMP/cert.pem" "$TMP/key.pem")
+[[ -n "$WS_PORTNUM" && -n "$WSS_PORTNUM" ]] || { echo "run.sh: firehose did not start" >&2; exit 1; }
+
+field() { # line key
+    tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1==k{print $2}'
+}
+median() { # numbers...
+    printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'
+}
+
+run_client() { # client url -> result line, or "FAIL"
+    local line
+    case $1 in
+        plain) line=$(timeout 120 "$OUT/plain_client" --quiet "$2" 2>>"$TMP/client.log") || line=FAIL ;;
+        ws_port) line=$(timeout 120 escript "$HERE/recv_bench.escript" "$2" 2>>"$TMP/client.log") || line=FAIL ;;
+    esac
+    echo "$line"
+}
+
+declare -A R  # R[client,transport,size,metric] = median
+for tr in $TRANSPORTS; do
+    port=$WS_PORTNUM; [[ $tr == wss ]] && port=$WSS_PORTNUM
+    for size in $SIZES; do
+        nvar="N_$size"; n=${!nvar:-100000}
+        url="$tr://127.0.0.1:$port/?n=$n&size=$size&type=binary"
+        declare -A M=()
+        for run in $(seq "$RUNS"); do
+            for c in $CLIENTS; do
+                line=$(run_client "$c" "$url")
+                echo "$c $tr size=$size n=$n run=$run: $line" >&2
+                if [[ $line == FAIL || $(field "$line" msgs) != "$n" ]]; then
+                    M[$c,fail]=1
+                    continue
+                fi
+                M[$c,msgs]+=" $(field "$line" msgs_per_s)"
+                M[$c,mb]+=" $(field "$line" mb_per_s)"
+                if [[ $c == plain ]]; then
+                    cpu=$(awk -v u="$(field "$line" cpu_user)" -v s="$(field "$line" cpu_sys)" 'BEGIN{printf "%.3f", u+s}')
+                    M[$c,cpu]+=" $cpu"
+                else
+                    M[$c,cpu]+=" $(field "$line" cpu_port)"
+                    M[$c,beam]+=" $(field "$line" cpu_beam)"
+                fi
+            done
+        done
+        for c in $CLIENTS; do
+            if [[ -n "${M[$c,fail]:-}" || -z "${M[$c,msgs]:-}" ]]; then
+                R[$c,$tr,$size,msgs]=FAIL; continue
+            fi
+            # shellcheck disable=SC2086
+            {
+                R[$c,$tr,$size,msgs]=$(median ${M[$c,msgs]})
+                R[$c,$tr,$size,mb]=$(median ${M[$c,mb]})
+                R[$c,$tr,$size,cpu]=$(median ${M[$c,cpu]})
+                [[ -n "${M[$c,beam]:-}" ]] && R[$c,$tr,$size,beam]=$(median ${M[$c,beam]})
+            }
+        done
+        R[n,$size]=$n
+        unset M
+    done
+done
+
+fmt_int() { awk -v x="$1" 'BEGIN{ if (x=="") print "-"; else printf "%d", x }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a==""||b==""||b==0||a=="FAIL"||b=="FAIL") print "-"; else printf "%.2f", a/b }'; }
+
+table() {
+    if [[ $have_ws_port == 1 ]]; then
+        echo "| case | N | plain msgs/s | plain MB/s | plain CPU s | ws_port msgs/s | ws_port MB/s | ws_port/plain | port CPU s | BEAM CPU s |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    else
+        echo "| case | N | plain msgs/s | plain MB/s | plain CPU s |"
+        echo "|---|---:|---:|---:|---:|"
+    fi
+    for tr in $TRANSPORTS; do
+        for size in $SIZES; do
+            local p=${R[plain,$tr,$size,msgs]:-} row
+            row="| $tr $size B | $(fmt_int "${R[n,$size]}") | $(fmt_int "$p") | ${R[plain,$tr,$size,mb]:--} | ${R[plain,$tr,$size,cpu]:--} |"
+            [[ $p == FAIL ]] && row="| $tr $size B | $(fmt_int "${R[n,$size]}") | FAIL | - | - |"
+            if [[ $have_ws_port == 1 ]]; then
+                local w=${R[ws_port,$tr,$size,msgs]:-}
+                if [[ $w == FAIL ]]; then
+                    row+=" FAIL | - | - | - | - |"
+                else
+                    row+=" $(fmt_int "$w") | ${R[ws_port,$tr,$size,mb]:--} | $(ratio "$w" "$p") | ${R[ws_port,$tr,$size,cpu]:--} | ${R[ws_port,$tr,$size,beam]:--} |"
+                fi
+            fi
+            echo "$row"
+        done
+    done
+}
+
+TABLE=$(table)
+echo
+echo "$TABLE"
+
+if [[ -z "${NO_RESULTS:-}" ]]; then
+    {
+        echo
+        echo "## $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo
+        echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), $(uname -sr)"
+        echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- c_src src 2>/dev/null || echo ' (+ uncommitted changes in c_src/src)')"
+        echo "- command: \`$CMD\`"
+        echo "- median of $RUNS runs; one connection; payload MB = 10^6 bytes; CPU = user+sys over the receive"
+        echo
+        echo "$TABLE"
+    } >>"$HERE/RESULTS.md"
+    echo >&2
+    echo "appended to bench/RESULTS.md" >&2
+fi
