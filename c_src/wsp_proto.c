@@ -217,7 +217,8 @@ static const char *describe(const struct dctx *c, int idx, char *buf, size_t cap
     switch (t) {
     case TAG_SMALL_INTEGER:
     case TAG_INTEGER:
-    case TAG_SMALL_BIG: {
+    case TAG_SMALL_BIG:
+    case TAG_LARGE_BIG: {
         long long v;
         int i = idx;
         if (ei_decode_longlong(c->eb, &i, &v) == 0) {
@@ -226,7 +227,6 @@ static const char *describe(const struct dctx *c, int idx, char *buf, size_t cap
         }
         return "a big integer";
     }
-    case TAG_LARGE_BIG: return "a big integer";
     case TAG_NEW_FLOAT: return "a float";
     case TAG_NIL: return "[]";
     case TAG_STRING: return "a string (list)";
@@ -316,15 +316,6 @@ static int is_tchar(uint8_t ch)
     if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'))
         return 1;
     return ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
-
-/* Close codes a client may send (RFC 6455 7.4.1/7.4.2). Same rule as
- * wsc_close_code_valid in ws_codec; kept local so this file does not depend
- * on the codec at link time. */
-static int close_code_sendable(long long code)
-{
-    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
-           (code >= 3000 && code <= 4999);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -728,7 +719,7 @@ static int decode_close(struct dctx *c, int *idx, int arity, struct wsp_cmd *out
         return -1;
     long long code;
     int at = *idx;
-    if (get_int(c, idx, 0, 65535, &code) < 0 || !close_code_sendable(code))
+    if (get_int(c, idx, 0, 65535, &code) < 0 || !wsc_close_code_valid((unsigned)code))
         return fail(c, "badarg",
                     "close: code must be a valid close code (1000-1003, 1007-1014, "
                     "3000-4999), got %s", describe(c, at, d, sizeof d));
@@ -740,6 +731,9 @@ static int decode_close(struct dctx *c, int *idx, int arity, struct wsp_cmd *out
     if (out->reason_len > WSP_MAX_CLOSE_REASON)
         return fail(c, "badarg", "close: reason must be at most 123 bytes, got %zu",
                     out->reason_len);
+    wsc_utf8 u = {0};
+    if (wsc_utf8_feed(&u, out->reason, out->reason_len) < 0 || !wsc_utf8_complete(&u))
+        return fail(c, "badarg", "close: reason must be valid UTF-8");
     return 0;
 }
 
