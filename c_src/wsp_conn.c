@@ -1,0 +1,1305 @@
+#include "wsp_conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "wsp_buf.h"
+#include "wsp_dns.h"
+#include "wsp_link.h"
+#include "wsp_log.h"
+#include "wsp_tls.h"
+#include "ws_codec.h"
+
+#define READ_CHUNK (256 * 1024)
+#define READ_BUDGET (4 * 1024 * 1024)     /* bytes per wake-up before yielding */
+#define SENDQ_HIGH (16u * 1024 * 1024)    /* pause stdin above this per conn */
+#define SENDQ_LOW (4u * 1024 * 1024)
+#define CLOSE_TIMEOUT_US (5 * LWS_US_PER_SEC)
+#define LINGER_US (1 * LWS_US_PER_SEC)
+
+enum conn_state {
+    ST_RESOLVING = 1,
+    ST_CONNECTING,
+    ST_TLS,
+    ST_UPGRADING,
+    ST_OPEN,
+    ST_CLOSING,   /* our close frame sent, waiting for the server's */
+    ST_DONE,      /* final event sent; flushing, then the socket goes */
+};
+
+static const char *state_name(enum conn_state s)
+{
+    switch (s) {
+    case ST_RESOLVING: return "resolving";
+    case ST_CONNECTING: return "connecting";
+    case ST_TLS: return "tls_handshake";
+    case ST_UPGRADING: return "upgrading";
+    case ST_OPEN: return "open";
+    case ST_CLOSING: return "closing";
+    case ST_DONE: return "closed";
+    }
+    return "unknown";
+}
+
+struct wsp_conn {
+    struct wsp_watch watch;          /* first member: routed by the loop */
+    uint32_t id;
+    enum conn_state state;
+    struct wsp_connect_opts *opts;
+    struct wsc_url url;
+    char host_header[300];
+    const char *tls_name;            /* SNI and certificate name */
+
+    int fd;
+    struct lws *wsi;                 /* == watch.wsi while the socket is adopted */
+    SSL *ssl;
+    int tls_want_write;              /* SSL_read/handshake wants POLLOUT */
+    struct wsp_dns_req *dns;
+    struct wsp_dns_result *addrs;
+    size_t addr_next;
+    int last_errno;
+
+    char key[25];
+    struct wsp_buf rbuf;             /* bytes read, not yet parsed */
+    struct wsp_buf wbuf;             /* bytes to write */
+    struct wsp_buf msg;              /* a fragmented message being assembled */
+    struct wsc_parser parser;
+
+    int64_t credit;                  /* -1 = unlimited */
+    int passive_events;              /* credit came from {active, N} */
+    int reading;                     /* input polling enabled */
+    int want_write;
+    int over_high;                   /* counted in g_over_high */
+    int dirty;
+    struct wsp_conn *dirty_next;
+
+    lws_sorted_usec_list_t timer;    /* connect / close / linger deadline */
+    lws_sorted_usec_list_t live;     /* ping interval and idle timeout */
+    lws_sorted_usec_list_t kick;     /* continue reading from the loop */
+
+    lws_usec_t last_rx, up_at, ping_sent_at;
+    int user_ping;                   /* the outstanding ping is the user's */
+    int64_t last_rtt_us;
+    uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
+
+    unsigned close_code;             /* what we sent in our close frame */
+    char close_reason[124];
+    size_t close_reason_len;
+
+    int in_cb;                       /* inside wsp_conn_on_io for this conn */
+    int free_pending;
+    struct wsp_conn *all_next, **all_prev;
+};
+
+/* ---- the set of connections -------------------------------------------- */
+
+static struct wsp_conn *g_all;           /* every live struct (incl. lingering) */
+static struct wsp_conn **g_table;        /* id -> conn, open addressing */
+static size_t g_table_cap, g_table_used;
+static struct wsp_conn *g_dirty;
+static int g_over_high;
+static int g_congested;
+static uint64_t g_rng[4];
+
+static size_t slot_of(uint32_t id, size_t cap) { return (id * 2654435761u) & (cap - 1); }
+
+static struct wsp_conn *table_get(uint32_t id)
+{
+    if (!g_table) {
+        return NULL;
+    }
+    for (size_t i = slot_of(id, g_table_cap);; i = (i + 1) & (g_table_cap - 1)) {
+        if (!g_table[i]) {
+            return NULL;
+        }
+        if (g_table[i]->id == id) {
+            return g_table[i];
+        }
+    }
+}
+
+static int table_put(struct wsp_conn *c)
+{
+    if ((g_table_used + 1) * 2 > g_table_cap) {
+        size_t ncap = g_table_cap ? g_table_cap * 2 : 64;
+        struct wsp_conn **nt = calloc(ncap, sizeof *nt);
+        if (!nt) {
+            return -1;
+        }
+        for (size_t i = 0; i < g_table_cap; i++) {
+            if (g_table[i]) {
+                size_t j = slot_of(g_table[i]->id, ncap);
+                while (nt[j]) {
+                    j = (j + 1) & (ncap - 1);
+                }
+                nt[j] = g_table[i];
+            }
+        }
+        free(g_table);
+        g_table = nt;
+        g_table_cap = ncap;
+    }
+    size_t i = slot_of(c->id, g_table_cap);
+    while (g_table[i]) {
+        i = (i + 1) & (g_table_cap - 1);
+    }
+    g_table[i] = c;
+    g_table_used++;
+    return 0;
+}
+
+static void table_del(struct wsp_conn *c)
+{
+    if (!g_table) {
+        return;
+    }
+    size_t i = slot_of(c->id, g_table_cap);
+    while (g_table[i] && g_table[i] != c) {
+        i = (i + 1) & (g_table_cap - 1);
+    }
+    if (!g_table[i]) {
+        return;
+    }
+    g_table[i] = NULL;
+    g_table_used--;
+    /* re-insert the rest of the cluster (backward-shift would also do) */
+    for (size_t j = (i + 1) & (g_table_cap - 1); g_table[j]; j = (j + 1) & (g_table_cap - 1)) {
+        struct wsp_conn *m = g_table[j];
+        g_table[j] = NULL;
+        size_t k = slot_of(m->id, g_table_cap);
+        while (g_table[k]) {
+            k = (k + 1) & (g_table_cap - 1);
+        }
+        g_table[k] = m;
+    }
+}
+
+/* ---- masks: xoshiro256**, seeded from the kernel ----------------------- */
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t rng_next(void)
+{
+    if (!(g_rng[0] | g_rng[1] | g_rng[2] | g_rng[3])) {
+        if (getrandom(g_rng, sizeof g_rng, 0) != (ssize_t)sizeof g_rng) {
+            g_rng[0] = (uint64_t)lws_now_usecs() | 1;
+            g_rng[1] = (uint64_t)getpid();
+        }
+    }
+    uint64_t r = rotl(g_rng[1] * 5, 7) * 9, t = g_rng[1] << 17;
+    g_rng[2] ^= g_rng[0];
+    g_rng[3] ^= g_rng[1];
+    g_rng[1] ^= g_rng[2];
+    g_rng[0] ^= g_rng[3];
+    g_rng[2] ^= t;
+    g_rng[3] = rotl(g_rng[3], 45);
+    return r;
+}
+
+/* ---- events to the BEAM ------------------------------------------------ */
+
+static ei_x_buff g_x;
+
+static ei_x_buff *xbuf(void)
+{
+    if (!g_x.buff) {
+        ei_x_new(&g_x);
+    }
+    return &g_x;
+}
+
+static void emit(void) { wsp_link_event(&g_x); }
+
+static void emit_error(uint32_t id, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void emit_error(uint32_t id, const char *what, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        n = 0;
+    }
+    if ((size_t)n >= sizeof msg) {
+        n = (int)sizeof msg - 1;
+    }
+    wsp_enc_error(xbuf(), id, what, msg, (size_t)n);
+    emit();
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+static void conn_set_reading(struct wsp_conn *c);
+static void conn_flush(struct wsp_conn *c);
+static void conn_read(struct wsp_conn *c);
+
+static void detach_socket(struct wsp_conn *c)
+{
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    if (c->wsi) {
+        wsp_loop_close(&c->watch);
+        c->wsi = NULL;
+    } else if (c->fd >= 0) {
+        close(c->fd);
+    }
+    c->fd = -1;
+    c->reading = 0;
+}
+
+static void update_over_high(struct wsp_conn *c)
+{
+    size_t q = wsp_buf_pending(&c->wbuf);
+    int over = c->over_high ? q > SENDQ_LOW : q >= SENDQ_HIGH;
+    if (over != c->over_high) {
+        c->over_high = over;
+        g_over_high += over ? 1 : -1;
+        wsp_link_pause_input(g_over_high > 0);
+    }
+}
+
+static void conn_free(struct wsp_conn *c)
+{
+    if (c->in_cb) {
+        c->free_pending = 1;
+        return;
+    }
+    detach_socket(c);
+    lws_sul_cancel(&c->timer);
+    lws_sul_cancel(&c->live);
+    lws_sul_cancel(&c->kick);
+    if (c->dns) {
+        wsp_dns_cancel(c->dns);
+    }
+    if (c->over_high) {
+        c->over_high = 0;
+        g_over_high--;
+        wsp_link_pause_input(g_over_high > 0);
+    }
+    if (c->dirty) {
+        for (struct wsp_conn **pp = &g_dirty; *pp; pp = &(*pp)->dirty_next) {
+            if (*pp == c) {
+                *pp = c->dirty_next;
+                break;
+            }
+        }
+    }
+    table_del(c); /* no-op if already gone */
+    *c->all_prev = c->all_next;
+    if (c->all_next) {
+        c->all_next->all_prev = c->all_prev;
+    }
+    wsp_connect_opts_free(c->opts);
+    free(c->addrs);
+    wsp_buf_free(&c->rbuf);
+    wsp_buf_free(&c->wbuf);
+    wsp_buf_free(&c->msg);
+    free(c);
+}
+
+static void on_linger(lws_sorted_usec_list_t *sul)
+{
+    conn_free(lws_container_of(sul, struct wsp_conn, timer));
+}
+
+/* The final event has been encoded into g_x: send it, free the id, and let
+ * the socket go once what is queued on it (a close frame) is written. */
+static void finish(struct wsp_conn *c)
+{
+    emit();
+    table_del(c);
+    c->state = ST_DONE;
+    lws_sul_cancel(&c->live);
+    lws_sul_cancel(&c->kick);
+    if (c->dns) {
+        wsp_dns_cancel(c->dns);
+        c->dns = NULL;
+    }
+    wsp_buf_free(&c->msg);
+    if (c->wsi && wsp_buf_pending(&c->wbuf) > 0) {
+        conn_flush(c);
+    }
+    if (c->wsi && wsp_buf_pending(&c->wbuf) > 0) {
+        wsp_loop_want_read(c->wsi, 0);
+        c->reading = 0;
+        lws_sul_schedule(wsp_ctx, 0, &c->timer, on_linger, LINGER_US);
+        return;
+    }
+    conn_free(c);
+}
+
+static void fail_atom(struct wsp_conn *c, const char *atom)
+{
+    wsp_enc_closed_atom(xbuf(), c->id, atom);
+    finish(c);
+}
+
+static void fail_detail(struct wsp_conn *c, const char *kind, const char *detail)
+{
+    wsp_enc_closed_detail(xbuf(), c->id, kind, detail, strlen(detail));
+    finish(c);
+}
+
+static const char *errno_atom(int e)
+{
+    switch (e) {
+    case ECONNREFUSED: return "econnrefused";
+    case ECONNRESET: return "econnreset";
+    case EHOSTUNREACH: return "ehostunreach";
+    case ENETUNREACH: return "enetunreach";
+    case ETIMEDOUT: return "etimedout";
+    case EPIPE: return "epipe";
+    case ECONNABORTED: return "econnaborted";
+    case EADDRNOTAVAIL: return "eaddrnotavail";
+    default: return NULL;
+    }
+}
+
+static void fail_errno(struct wsp_conn *c, int e)
+{
+    const char *a = errno_atom(e);
+    if (a) {
+        fail_atom(c, a);
+    } else {
+        fail_detail(c, "socket", strerror(e));
+    }
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+static void mark_dirty(struct wsp_conn *c)
+{
+    if (!c->dirty) {
+        c->dirty = 1;
+        c->dirty_next = g_dirty;
+        g_dirty = c;
+    }
+}
+
+/* Queues one frame (masked) on the connection. */
+static int queue_frame(struct wsp_conn *c, int opcode, const uint8_t *p1, size_t n1,
+                       const uint8_t *p2, size_t n2)
+{
+    uint64_t r = rng_next();
+    uint8_t mask[4];
+    memcpy(mask, &r, 4);
+    uint8_t hdr[14];
+    size_t hl = wsc_frame_header(hdr, opcode, 1, n1 + n2, mask);
+    uint8_t *dst = wsp_buf_reserve(&c->wbuf, hl + n1 + n2);
+    if (!dst) {
+        return -1;
+    }
+    memcpy(dst, hdr, hl);
+    if (n1) {
+        wsc_mask_copy(dst + hl, p1, n1, mask, 0);
+    }
+    if (n2) {
+        wsc_mask_copy(dst + hl + n1, p2, n2, mask, n1);
+    }
+    wsp_buf_commit(&c->wbuf, hl + n1 + n2);
+    c->bytes_out += n1 + n2;
+    mark_dirty(c);
+    update_over_high(c);
+    return 0;
+}
+
+static void queue_close(struct wsp_conn *c, unsigned code, const uint8_t *reason, size_t len)
+{
+    if (len > sizeof c->close_reason) {
+        len = sizeof c->close_reason; /* 125 - 2 bytes of code fits */
+    }
+    c->close_code = code;
+    memcpy(c->close_reason, reason, len);
+    c->close_reason_len = len;
+    uint8_t cb[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    if (code == 1005) {
+        queue_frame(c, WSC_OP_CLOSE, NULL, 0, NULL, 0);
+    } else {
+        queue_frame(c, WSC_OP_CLOSE, cb, 2, reason, len);
+    }
+}
+
+static int io_write(struct wsp_conn *c, const uint8_t *p, size_t n, int *err)
+{
+    if (c->ssl) {
+        ERR_clear_error();
+        int w = SSL_write(c->ssl, p, (int)(n > INT32_MAX ? INT32_MAX : n));
+        if (w > 0) {
+            return w;
+        }
+        int e = SSL_get_error(c->ssl, w);
+        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+            return 0;
+        }
+        *err = errno ? errno : EPIPE;
+        return -1;
+    }
+    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+    if (w >= 0) {
+        return (int)w;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        return 0;
+    }
+    *err = errno;
+    return -1;
+}
+
+static void conn_flush(struct wsp_conn *c)
+{
+    while (c->wsi && wsp_buf_pending(&c->wbuf) > 0 && c->state >= ST_UPGRADING) {
+        int err = 0;
+        int w = io_write(c, c->wbuf.data + c->wbuf.off, wsp_buf_pending(&c->wbuf), &err);
+        if (w > 0) {
+            wsp_buf_consume(&c->wbuf, (size_t)w);
+            continue;
+        }
+        if (w == 0) {
+            if (!c->want_write) {
+                c->want_write = 1;
+                wsp_loop_want_write(c->wsi);
+            }
+            break;
+        }
+        /* the peer is gone */
+        wsp_buf_consume(&c->wbuf, wsp_buf_pending(&c->wbuf));
+        if (c->state == ST_DONE) {
+            break;
+        }
+        fail_errno(c, err);
+        return;
+    }
+    if (wsp_buf_pending(&c->wbuf) == 0) {
+        wsp_buf_shrink(&c->wbuf, 256 * 1024);
+        if (c->state == ST_DONE && c->wsi) {
+            lws_sul_cancel(&c->timer);
+            conn_free(c);
+            return;
+        }
+    }
+    update_over_high(c);
+}
+
+void wsp_conn_flush_all(void)
+{
+    while (g_dirty) {
+        struct wsp_conn *c = g_dirty;
+        g_dirty = c->dirty_next;
+        c->dirty = 0;
+        conn_flush(c);
+    }
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+static void on_deadline(lws_sorted_usec_list_t *sul)
+{
+    struct wsp_conn *c = lws_container_of(sul, struct wsp_conn, timer);
+    if (c->state == ST_CLOSING) {
+        /* the server never answered our close: report what we sent */
+        wsp_enc_closed_code(xbuf(), c->id, "local", c->close_code, c->close_reason,
+                            c->close_reason_len);
+        finish(c);
+    } else if (c->state < ST_OPEN) {
+        fail_atom(c, "timeout");
+    }
+    wsp_conn_flush_all();
+    wsp_link_flush();
+}
+
+static void on_live(lws_sorted_usec_list_t *sul);
+
+static void send_ping(struct wsp_conn *c, int user, const uint8_t *p, size_t n)
+{
+    c->ping_sent_at = wsp_now();
+    c->user_ping = user;
+    queue_frame(c, WSC_OP_PING, p, n, NULL, 0);
+}
+
+static void schedule_live(struct wsp_conn *c)
+{
+    const struct wsp_connect_opts *o = c->opts;
+    if (!o->ping_interval_ms && !o->idle_timeout_ms) {
+        return;
+    }
+    lws_usec_t now = wsp_now(), next = 0;
+    if (o->ping_interval_ms) {
+        lws_usec_t base = c->last_rx > c->ping_sent_at ? c->last_rx : c->ping_sent_at;
+        next = base + (lws_usec_t)o->ping_interval_ms * 1000;
+    }
+    if (o->idle_timeout_ms) {
+        lws_usec_t idle = c->last_rx + (lws_usec_t)o->idle_timeout_ms * 1000;
+        if (!next || idle < next) {
+            next = idle;
+        }
+    }
+    lws_sul_schedule(wsp_ctx, 0, &c->live, on_live, next > now ? next - now : 0);
+}
+
+static void on_live(lws_sorted_usec_list_t *sul)
+{
+    struct wsp_conn *c = lws_container_of(sul, struct wsp_conn, live);
+    if (c->state != ST_OPEN) {
+        return;
+    }
+    const struct wsp_connect_opts *o = c->opts;
+    lws_usec_t now = wsp_now();
+    if (o->idle_timeout_ms && now - c->last_rx >= (lws_usec_t)o->idle_timeout_ms * 1000) {
+        /* nothing from the server for idle_timeout: the link is dead */
+        fail_atom(c, "idle_timeout");
+    } else {
+        if (o->ping_interval_ms) {
+            lws_usec_t base = c->last_rx > c->ping_sent_at ? c->last_rx : c->ping_sent_at;
+            if (now - base >= (lws_usec_t)o->ping_interval_ms * 1000) {
+                uint8_t ts[8];
+                uint64_t t = (uint64_t)now;
+                memcpy(ts, &t, 8);
+                send_ping(c, 0, ts, 8);
+            }
+        }
+        schedule_live(c);
+    }
+    wsp_conn_flush_all();
+    wsp_link_flush();
+}
+
+static void on_kick(lws_sorted_usec_list_t *sul)
+{
+    struct wsp_conn *c = lws_container_of(sul, struct wsp_conn, kick);
+    conn_read(c);
+    wsp_conn_flush_all();
+    wsp_link_flush();
+}
+
+/* ---- connecting --------------------------------------------------------- */
+
+static void try_next_address(struct wsp_conn *c);
+
+static void start_upgrade(struct wsp_conn *c)
+{
+    uint8_t rnd[16];
+    uint64_t a = rng_next(), b = rng_next();
+    memcpy(rnd, &a, 8);
+    memcpy(rnd + 8, &b, 8);
+    wsc_make_key(rnd, c->key);
+    const struct wsp_connect_opts *o = c->opts;
+    const char *err = NULL;
+    size_t cap = 1024 + strlen(c->url.path) + strlen(c->host_header);
+    for (size_t i = 0; i < o->nheaders; i++) {
+        cap += o->headers[i].name_len + o->headers[i].value_len + 4;
+    }
+    for (size_t i = 0; i < o->nprotocols; i++) {
+        cap += strlen(o->protocols[i]) + 2;
+    }
+    uint8_t *dst = wsp_buf_reserve(&c->wbuf, cap);
+    if (!dst) {
+        fail_detail(c, "socket", "out of memory");
+        return;
+    }
+    int n = wsc_build_request((char *)dst, cap, c->url.path, c->host_header, c->key,
+                              (const char *const *)o->protocols, o->nprotocols, o->headers,
+                              o->nheaders, &err);
+    if (n < 0) {
+        fail_detail(c, "bad_option", err ? err : "cannot build the upgrade request");
+        return;
+    }
+    wsp_buf_commit(&c->wbuf, (size_t)n);
+    c->state = ST_UPGRADING;
+    conn_flush(c);
+}
+
+static void tls_step(struct wsp_conn *c)
+{
+    char err[300];
+    int ww = 0;
+    int r = wsp_tls_handshake(c->ssl, &ww, err, sizeof err);
+    if (r < 0) {
+        fail_detail(c, "tls", err);
+        return;
+    }
+    if (r == 0) {
+        c->tls_want_write = ww;
+        if (ww) {
+            wsp_loop_want_write(c->wsi);
+        }
+        return;
+    }
+    c->tls_want_write = 0;
+    start_upgrade(c);
+}
+
+static void tcp_connected(struct wsp_conn *c)
+{
+    if (!c->url.tls) {
+        start_upgrade(c);
+        return;
+    }
+    char err[300];
+    struct wsp_tls_config cfg = {
+        .verify = c->opts->verify,
+        .cacertfile = c->opts->cacertfile,
+        .certfile = c->opts->certfile,
+        .keyfile = c->opts->keyfile,
+    };
+    SSL_CTX *ctx = wsp_tls_ctx(&cfg, err, sizeof err);
+    if (!ctx) {
+        fail_detail(c, "tls", err);
+        return;
+    }
+    c->ssl = wsp_tls_new(ctx, c->fd, c->tls_name, c->opts->verify, err, sizeof err);
+    if (!c->ssl) {
+        fail_detail(c, "tls", err);
+        return;
+    }
+    c->state = ST_TLS;
+    tls_step(c);
+}
+
+static void connect_addr(struct wsp_conn *c, const struct sockaddr *sa, socklen_t salen)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        c->last_errno = errno;
+        try_next_address(c);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, sa, salen) < 0 && errno != EINPROGRESS) {
+        c->last_errno = errno;
+        close(fd);
+        try_next_address(c);
+        return;
+    }
+    c->fd = fd;
+    c->state = ST_CONNECTING;
+    c->wsi = wsp_loop_adopt(fd, &c->watch);
+    if (!c->wsi) {
+        c->fd = -1; /* lws closed it */
+        fail_detail(c, "socket", "cannot add the socket to the event loop");
+        return;
+    }
+    c->reading = 1;
+    wsp_loop_want_write(c->wsi);
+}
+
+static void try_next_address(struct wsp_conn *c)
+{
+    if (!c->addrs || c->addr_next >= c->addrs->naddrs) {
+        fail_errno(c, c->last_errno ? c->last_errno : ECONNREFUSED);
+        return;
+    }
+    size_t i = c->addr_next++;
+    connect_addr(c, (const struct sockaddr *)&c->addrs->addrs[i], c->addrs->addrlens[i]);
+}
+
+static void on_resolved(void *arg, const struct wsp_dns_result *res)
+{
+    struct wsp_conn *c = arg;
+    c->dns = NULL;
+    if (res->status != 0) {
+        if (res->nxdomain) {
+            wsp_enc_closed_tag_atom(xbuf(), c->id, "dns", "nxdomain");
+            finish(c);
+        } else {
+            fail_detail(c, "dns", res->error ? res->error : "lookup failed");
+        }
+    } else {
+        c->addrs = malloc(sizeof *c->addrs);
+        if (!c->addrs) {
+            fail_detail(c, "dns", "out of memory");
+        } else {
+            *c->addrs = *res;
+            try_next_address(c);
+        }
+    }
+    wsp_conn_flush_all();
+    wsp_link_flush();
+}
+
+void wsp_conn_connect(uint32_t id, struct wsp_connect_opts *opts)
+{
+    if (table_get(id)) {
+        emit_error(id, "id_in_use", "connection id %u is already in use", id);
+        wsp_connect_opts_free(opts);
+        return;
+    }
+    struct wsp_conn *c = calloc(1, sizeof *c);
+    if (!c || table_put(c ? (c->id = id, c) : c) < 0) {
+        free(c);
+        emit_error(id, "badarg", "out of memory");
+        wsp_connect_opts_free(opts);
+        return;
+    }
+    c->watch.kind = WSP_W_CONN;
+    c->opts = opts;
+    c->fd = -1;
+    c->last_rtt_us = -1;
+    c->all_next = g_all;
+    if (g_all) {
+        g_all->all_prev = &c->all_next;
+    }
+    c->all_prev = &g_all;
+    g_all = c;
+    switch (opts->active) {
+    case WSP_ACTIVE_TRUE: c->credit = -1; break;
+    case WSP_ACTIVE_FALSE: c->credit = 0; break;
+    case WSP_ACTIVE_ONCE: c->credit = 1; break;
+    case WSP_ACTIVE_N:
+        c->credit = opts->active_n > 0 ? opts->active_n : 0;
+        c->passive_events = 1;
+        break;
+    }
+    c->state = ST_RESOLVING;
+
+    const char *uerr = NULL;
+    if (wsc_parse_url(opts->url, opts->url_len, &c->url, &uerr) < 0) {
+        fail_detail(c, "invalid_url", uerr ? uerr : "malformed URL");
+        return;
+    }
+    wsc_parser_init(&c->parser, opts->max_message_size);
+    int default_port = c->url.port == (c->url.tls ? 443 : 80);
+    snprintf(c->host_header, sizeof c->host_header, c->url.host_is_ipv6 ? "[%s]" : "%s",
+             c->url.host);
+    if (!default_port) {
+        size_t hl = strlen(c->host_header);
+        snprintf(c->host_header + hl, sizeof c->host_header - hl, ":%u", c->url.port);
+    }
+    c->tls_name = opts->server_name ? opts->server_name : c->url.host;
+    lws_sul_schedule(wsp_ctx, 0, &c->timer, on_deadline,
+                     (lws_usec_t)opts->connect_timeout_ms * 1000);
+
+    struct sockaddr_in6 a6;
+    struct sockaddr_in a4;
+    memset(&a6, 0, sizeof a6);
+    memset(&a4, 0, sizeof a4);
+    if (inet_pton(AF_INET, c->url.host, &a4.sin_addr) == 1) {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons(c->url.port);
+        connect_addr(c, (struct sockaddr *)&a4, sizeof a4);
+    } else if (inet_pton(AF_INET6, c->url.host, &a6.sin6_addr) == 1) {
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons(c->url.port);
+        connect_addr(c, (struct sockaddr *)&a6, sizeof a6);
+    } else {
+        c->dns = wsp_dns_resolve(c->url.host, c->url.port, on_resolved, c);
+        if (!c->dns) {
+            fail_detail(c, "dns", "cannot start the lookup");
+        }
+    }
+}
+
+/* ---- receiving ---------------------------------------------------------- */
+
+static void deliver(struct wsp_conn *c, int opcode, const uint8_t *p, size_t n)
+{
+    wsp_link_data(c->id, opcode, p, n);
+    c->msgs_in++;
+    if (c->credit > 0 && --c->credit == 0 && c->passive_events) {
+        wsp_enc_passive(xbuf(), c->id);
+        emit();
+    }
+}
+
+static void protocol_fail(struct wsp_conn *c, unsigned code, const char *why)
+{
+    queue_close(c, code, (const uint8_t *)why, strlen(why));
+    wsp_enc_closed_code(xbuf(), c->id, "protocol_error", code, why, strlen(why));
+    finish(c);
+}
+
+/* Parses what rbuf holds while credit lasts. Returns 0, or -1 if the
+ * connection finished (c may be freed: do not touch it). */
+static int process_frames(struct wsp_conn *c)
+{
+    while (c->credit != 0 && wsp_buf_pending(&c->rbuf) > 0) {
+        struct wsc_event ev;
+        size_t used = 0;
+        int r = wsc_parser_next(&c->parser, c->rbuf.data + c->rbuf.off,
+                                wsp_buf_pending(&c->rbuf), &used, &ev);
+        wsp_buf_consume(&c->rbuf, used);
+        if (r == WSC_ENEED_MORE) {
+            break;
+        }
+        if (r < 0) {
+            protocol_fail(c, c->parser.close_code,
+                          c->parser.errstr ? c->parser.errstr : "protocol error");
+            return -1;
+        }
+        switch (ev.type) {
+        case WSC_EV_DATA:
+            if (ev.message_start && ev.message_end) {
+                deliver(c, ev.opcode, ev.data, ev.len);
+                break;
+            }
+            if (ev.message_start) {
+                c->msg.off = c->msg.len = 0;
+            }
+            if (wsp_buf_append(&c->msg, ev.data, ev.len) < 0) {
+                protocol_fail(c, 1009, "out of memory for message");
+                return -1;
+            }
+            if (ev.message_end) {
+                deliver(c, ev.opcode, c->msg.data + c->msg.off, wsp_buf_pending(&c->msg));
+                c->msg.off = c->msg.len = 0;
+                wsp_buf_shrink(&c->msg, 1024 * 1024);
+            }
+            break;
+        case WSC_EV_PING:
+            if (c->state == ST_OPEN) {
+                queue_frame(c, WSC_OP_PONG, ev.data, ev.len, NULL, 0);
+            }
+            break;
+        case WSC_EV_PONG:
+            if (c->ping_sent_at) {
+                c->last_rtt_us = (int64_t)(wsp_now() - c->ping_sent_at);
+                if (c->user_ping) {
+                    wsp_enc_pong(xbuf(), c->id, c->last_rtt_us);
+                    emit();
+                }
+                c->user_ping = 0;
+            }
+            break;
+        case WSC_EV_CLOSE:
+            if (c->state == ST_CLOSING) {
+                wsp_enc_closed_code(xbuf(), c->id, "local", c->close_code, c->close_reason,
+                                    c->close_reason_len);
+            } else {
+                /* echo the code (RFC 6455 5.5.1) and report it */
+                queue_close(c, ev.close_code, NULL, 0);
+                wsp_enc_closed_code(xbuf(), c->id, "remote", ev.close_code,
+                                    (const char *)ev.data, ev.len);
+            }
+            finish(c);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void handle_response(struct wsp_conn *c)
+{
+    struct wsc_response resp;
+    const char *err = NULL;
+    int r = wsc_parse_response((const char *)c->rbuf.data + c->rbuf.off,
+                               wsp_buf_pending(&c->rbuf), &resp, &err);
+    if (r == WSC_ENEED_MORE) {
+        return;
+    }
+    if (r < 0) {
+        fail_detail(c, "bad_handshake",
+                    r == WSC_EHTTP_TOO_BIG ? "response headers too large"
+                                           : (err ? err : "malformed HTTP response"));
+        return;
+    }
+    if (resp.status != 101) {
+        wsp_enc_closed_http(xbuf(), c->id, resp.status, resp.headers, resp.nheaders);
+        finish(c);
+        return;
+    }
+    const char *proto = NULL;
+    size_t proto_len = 0;
+    if (wsc_check_upgrade(&resp, c->key, (const char *const *)c->opts->protocols,
+                          c->opts->nprotocols, &proto, &proto_len, &err) < 0) {
+        fail_detail(c, "bad_handshake", err ? err : "invalid upgrade response");
+        return;
+    }
+    lws_sul_cancel(&c->timer);
+    c->state = ST_OPEN;
+    c->up_at = wsp_now();
+    wsp_enc_up(xbuf(), c->id, resp.status, resp.headers, resp.nheaders, proto, proto_len);
+    emit();
+    wsp_buf_consume(&c->rbuf, (size_t)r);
+    schedule_live(c);
+    conn_set_reading(c);
+    process_frames(c);
+}
+
+static int io_read(struct wsp_conn *c, uint8_t *p, size_t n, int *err)
+{
+    if (c->ssl) {
+        ERR_clear_error();
+        int r = SSL_read(c->ssl, p, (int)(n > INT32_MAX ? INT32_MAX : n));
+        if (r > 0) {
+            return r;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ) {
+            return -1;
+        }
+        if (e == SSL_ERROR_WANT_WRITE) {
+            c->tls_want_write = 1;
+            wsp_loop_want_write(c->wsi);
+            return -1;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            return 0;
+        }
+        if (e == SSL_ERROR_SYSCALL && errno == 0) {
+            return 0; /* EOF without close_notify */
+        }
+        *err = errno ? errno : ECONNRESET;
+        return -2;
+    }
+    ssize_t r = recv(c->fd, p, n, 0);
+    if (r > 0) {
+        return (int)r;
+    }
+    if (r == 0) {
+        return 0;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        return -1;
+    }
+    *err = errno;
+    return -2;
+}
+
+static int may_read(const struct wsp_conn *c)
+{
+    switch (c->state) {
+    case ST_CONNECTING:
+    case ST_TLS:
+    case ST_UPGRADING:
+        return 1;
+    case ST_OPEN:
+    case ST_CLOSING:
+        return c->credit != 0 && !g_congested;
+    default:
+        return 0;
+    }
+}
+
+static void conn_set_reading(struct wsp_conn *c)
+{
+    int want = c->wsi && may_read(c);
+    if (want != c->reading && c->wsi) {
+        c->reading = want;
+        wsp_loop_want_read(c->wsi, want);
+    }
+}
+
+/* Reads while there is credit and data, parsing as it goes. */
+static void conn_read(struct wsp_conn *c)
+{
+    size_t budget = READ_BUDGET;
+    if (c->state == ST_OPEN || c->state == ST_CLOSING) {
+        if (process_frames(c) < 0) {
+            return;
+        }
+    }
+    while (c->wsi && may_read(c) && budget > 0) {
+        uint8_t *dst = wsp_buf_reserve(&c->rbuf, READ_CHUNK);
+        if (!dst) {
+            fail_detail(c, "socket", "out of memory");
+            return;
+        }
+        int err = 0;
+        int r = io_read(c, dst, c->rbuf.cap - c->rbuf.len, &err);
+        if (r == -1) {
+            break;
+        }
+        if (r == 0 || r == -2) {
+            if (c->state == ST_TLS || c->state == ST_CONNECTING) {
+                fail_detail(c, "tls", "connection closed during the TLS handshake");
+            } else if (r == 0) {
+                fail_atom(c, "eof");
+            } else {
+                fail_errno(c, err);
+            }
+            return;
+        }
+        wsp_buf_commit(&c->rbuf, (size_t)r);
+        c->bytes_in += (uint64_t)r;
+        c->last_rx = wsp_now();
+        budget = (size_t)r < budget ? budget - (size_t)r : 0;
+        if (c->state == ST_UPGRADING) {
+            handle_response(c);
+            if (c->state == ST_DONE) {
+                return;
+            }
+        } else if (process_frames(c) < 0) {
+            return;
+        }
+    }
+    if (budget == 0 && may_read(c)) {
+        lws_sul_schedule(wsp_ctx, 0, &c->kick, on_kick, 0);
+    }
+    if (wsp_buf_pending(&c->rbuf) == 0) {
+        wsp_buf_shrink(&c->rbuf, READ_CHUNK * 2);
+    }
+    conn_set_reading(c);
+}
+
+static void on_writable(struct wsp_conn *c)
+{
+    c->want_write = 0;
+    if (c->state == ST_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+            err = errno;
+        }
+        if (err == EINPROGRESS) {
+            wsp_loop_want_write(c->wsi);
+            return;
+        }
+        if (err) {
+            c->last_errno = err;
+            detach_socket(c);
+            try_next_address(c);
+            return;
+        }
+        tcp_connected(c);
+        return;
+    }
+    if (c->state == ST_TLS) {
+        tls_step(c);
+        return;
+    }
+    if (c->tls_want_write) {
+        c->tls_want_write = 0;
+        conn_read(c);
+        if (c->state == ST_DONE && !c->wsi) {
+            return;
+        }
+    }
+    conn_flush(c);
+}
+
+int wsp_conn_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
+{
+    struct wsp_conn *c = (struct wsp_conn *)w;
+    (void)wsi;
+    c->in_cb = 1;
+    switch (io) {
+    case WSP_IO_READABLE:
+        if (c->state == ST_CONNECTING) {
+            on_writable(c); /* a failed connect shows as readable too */
+        } else if (c->state == ST_TLS) {
+            tls_step(c);
+        } else if (c->state == ST_DONE) {
+            /* draining after our final event: discard */
+            uint8_t sink[4096];
+            int err;
+            while (c->wsi && io_read(c, sink, sizeof sink, &err) > 0) {
+            }
+        } else {
+            conn_read(c);
+        }
+        break;
+    case WSP_IO_WRITABLE:
+        on_writable(c);
+        break;
+    case WSP_IO_CLOSED:
+        c->wsi = NULL;
+        c->fd = -1;
+        if (c->ssl) {
+            SSL_free(c->ssl);
+            c->ssl = NULL;
+        }
+        if (c->state == ST_DONE) {
+            c->in_cb = 0;
+            conn_free(c);
+            return 0;
+        }
+        fail_atom(c, c->state == ST_CONNECTING ? "econnrefused" : "eof");
+        break;
+    }
+    c->in_cb = 0;
+    if (c->free_pending) {
+        c->free_pending = 0;
+        conn_free(c);
+    }
+    wsp_conn_flush_all();
+    wsp_link_flush();
+    return 0;
+}
+
+/* ---- commands ----------------------------------------------------------- */
+
+static struct wsp_conn *lookup(uint32_t id, const char *cmd)
+{
+    struct wsp_conn *c = table_get(id);
+    if (!c) {
+        emit_error(id, "unknown_id", "%s: no connection with id %u", cmd, id);
+    }
+    return c;
+}
+
+void wsp_conn_send(uint32_t id, int opcode, const uint8_t *payload, size_t len)
+{
+    struct wsp_conn *c = lookup(id, "send");
+    if (!c) {
+        return;
+    }
+    if (c->state != ST_OPEN) {
+        emit_error(id, "not_connected", "send: connection %u is %s; %zu-byte frame dropped", id,
+                   state_name(c->state), len);
+        return;
+    }
+    if (opcode == WSC_OP_PING) {
+        send_ping(c, 1, payload, len);
+    } else {
+        if (queue_frame(c, opcode, payload, len, NULL, 0) < 0) {
+            emit_error(id, "badarg", "send: out of memory for a %zu-byte frame", len);
+            return;
+        }
+        if (opcode == WSC_OP_TEXT || opcode == WSC_OP_BINARY) {
+            c->msgs_out++;
+        }
+    }
+}
+
+void wsp_conn_close(uint32_t id, unsigned code, const uint8_t *reason, size_t len)
+{
+    struct wsp_conn *c = lookup(id, "close");
+    if (!c) {
+        return;
+    }
+    if (c->state == ST_OPEN) {
+        queue_close(c, code, reason, len);
+        c->state = ST_CLOSING;
+        lws_sul_cancel(&c->live);
+        lws_sul_schedule(wsp_ctx, 0, &c->timer, on_deadline, CLOSE_TIMEOUT_US);
+        /* keep reading: the server's close frame ends it */
+        if (c->credit == 0) {
+            c->credit = -1;
+            c->passive_events = 0;
+        }
+        conn_set_reading(c);
+        conn_read(c);
+    } else if (c->state < ST_OPEN) {
+        wsp_enc_closed_code(xbuf(), c->id, "local", code, (const char *)reason, len);
+        finish(c);
+    }
+    /* already closing: nothing more to do */
+}
+
+void wsp_conn_active(uint32_t id, enum wsp_active_kind kind, int64_t n)
+{
+    struct wsp_conn *c = lookup(id, "active");
+    if (!c) {
+        return;
+    }
+    switch (kind) {
+    case WSP_ACTIVE_TRUE:
+        c->credit = -1;
+        c->passive_events = 0;
+        break;
+    case WSP_ACTIVE_FALSE:
+        c->credit = 0;
+        break;
+    case WSP_ACTIVE_ONCE:
+        c->credit = 1;
+        c->passive_events = 0;
+        break;
+    case WSP_ACTIVE_N: {
+        int64_t cur = c->credit < 0 ? 0 : c->credit;
+        int64_t next = cur + n;
+        c->credit = next > 0 ? next : 0;
+        c->passive_events = 1;
+        if (c->credit == 0) {
+            wsp_enc_passive(xbuf(), c->id);
+            emit();
+        }
+        break;
+    }
+    }
+    if (c->credit != 0 && c->wsi && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
+        /* bytes may wait in rbuf or inside TLS: do not wait for poll */
+        lws_sul_schedule(wsp_ctx, 0, &c->kick, on_kick, 0);
+    }
+    conn_set_reading(c);
+}
+
+void wsp_conn_stats(uint32_t id)
+{
+    struct wsp_conn *c = lookup(id, "stats");
+    if (!c) {
+        return;
+    }
+    struct wsp_stats s = {
+        .state = state_name(c->state),
+        .bytes_in = c->bytes_in,
+        .bytes_out = c->bytes_out,
+        .msgs_in = c->msgs_in,
+        .msgs_out = c->msgs_out,
+        .last_rtt_us = c->last_rtt_us,
+        .connected_us = c->up_at ? (int64_t)(wsp_now() - c->up_at) : -1,
+        .credit = c->credit,
+    };
+    wsp_enc_stats(xbuf(), id, &s);
+    emit();
+}
+
+void wsp_conn_link_congested(int congested)
+{
+    g_congested = congested;
+    for (struct wsp_conn *c = g_all; c; c = c->all_next) {
+        conn_set_reading(c);
+        if (!congested && may_read(c) && c->wsi) {
+            lws_sul_schedule(wsp_ctx, 0, &c->kick, on_kick, 0);
+        }
+    }
+}
+
+void wsp_conn_close_all(void)
+{
+    struct wsp_conn *next;
+    for (struct wsp_conn *c = g_all; c; c = next) {
+        next = c->all_next;
+        if (c->state == ST_DONE) {
+            continue;
+        }
+        if (c->state == ST_OPEN) {
+            static const char why[] = "going away";
+            queue_close(c, 1001, (const uint8_t *)why, sizeof why - 1);
+            c->state = ST_CLOSING;
+            lws_sul_schedule(wsp_ctx, 0, &c->timer, on_deadline, LINGER_US);
+        } else if (c->state != ST_CLOSING) {
+            fail_atom(c, "closed");
+        }
+    }
+    wsp_conn_flush_all();
+}
+
+size_t wsp_conn_count(void)
+{
+    size_t n = 0;
+    for (const struct wsp_conn *c = g_all; c; c = c->all_next) {
+        n++;
+    }
+    return n;
+}
+
+void wsp_conn_free_all(void)
+{
+    while (g_all) {
+        g_all->in_cb = 0;
+        conn_free(g_all);
+    }
+    free(g_table);
+    g_table = NULL;
+    g_table_cap = g_table_used = 0;
+    if (g_x.buff) {
+        ei_x_free(&g_x);
+    }
+}

@@ -1,0 +1,51 @@
+/*
+ * wsp_link: the port link to the BEAM. {packet,4} framing on stdin/stdout,
+ * an output queue with high/low watermarks, and batching of data events
+ * (several messages in one packet, see docs/protocol.md).
+ * Knows nothing of connections: packets in go to a handler, events out come
+ * from whoever calls the wsp_link_* emitters.
+ */
+#ifndef WSP_LINK_H
+#define WSP_LINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <ei.h>
+
+#include "wsp_loop.h"
+
+struct wsp_link_hooks {
+    /* one packet from the BEAM (payload without its 4-byte length) */
+    void (*on_packet)(const uint8_t *p, size_t len);
+    /* stdin reached EOF (or failed): the BEAM is gone */
+    void (*on_eof)(void);
+    /* the output queue crossed the high (congested = 1) or low (0) mark */
+    void (*on_congestion)(int congested);
+};
+
+#define WSP_LINK_HIGH_WATER (8u * 1024 * 1024)
+#define WSP_LINK_LOW_WATER (2u * 1024 * 1024)
+#define WSP_LINK_MAX_PACKET (1u << 30)       /* larger commands are refused */
+#define WSP_LINK_BATCH_BYTES (64u * 1024)    /* data packets grow to this */
+
+int wsp_link_init(const struct wsp_link_hooks *hooks);
+int wsp_link_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io);
+
+/* Queues one term event (x->buff[0..x->index)). */
+void wsp_link_event(const ei_x_buff *x);
+/* Queues one message as a data entry, batched with neighbours. */
+int wsp_link_data(uint32_t id, int opcode, const uint8_t *payload, size_t len);
+/* Writes what it can now; asks the loop for more when stdout is full. */
+void wsp_link_flush(void);
+/* 1 while the output queue is above the high watermark (until below low). */
+int wsp_link_congested(void);
+/* Bytes queued for stdout. */
+size_t wsp_link_queued(void);
+/* Pauses/resumes reading commands from stdin (input backpressure). */
+void wsp_link_pause_input(int paused);
+/* Blocks until everything queued is written (used at exit). */
+void wsp_link_drain_blocking(void);
+/* Stops reading stdin (at exit). */
+void wsp_link_close(void);
+
+#endif

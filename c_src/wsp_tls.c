@@ -1,0 +1,167 @@
+#include "wsp_tls.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+struct ctx_entry {
+    struct ctx_entry *next;
+    int verify;
+    char *cacertfile, *certfile, *keyfile;
+    SSL_CTX *ctx;
+};
+
+static struct ctx_entry *contexts;
+
+static int same(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static void openssl_reason(char *err, size_t errcap, const char *what, const char *arg)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256] = "unknown error";
+    if (e) {
+        ERR_error_string_n(e, buf, sizeof buf);
+    }
+    snprintf(err, errcap, "%s%s%s: %s", what, arg ? " " : "", arg ? arg : "", buf);
+    ERR_clear_error();
+}
+
+SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
+{
+    for (struct ctx_entry *e = contexts; e; e = e->next) {
+        if (e->verify == cfg->verify && same(e->cacertfile, cfg->cacertfile) &&
+            same(e->certfile, cfg->certfile) && same(e->keyfile, cfg->keyfile)) {
+            return e->ctx;
+        }
+    }
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        openssl_reason(err, errcap, "SSL_CTX_new", NULL);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    /* WebSocket upgrades are HTTP/1.1: never let ALPN pick h2 */
+    static const unsigned char alpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn);
+    if (cfg->verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        int ok = cfg->cacertfile ? SSL_CTX_load_verify_locations(ctx, cfg->cacertfile, NULL)
+                                 : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) {
+            openssl_reason(err, errcap, "cannot load CA file", cfg->cacertfile);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    if (cfg->certfile || cfg->keyfile) {
+        if (!cfg->certfile || !cfg->keyfile) {
+            snprintf(err, errcap, "certfile and keyfile must be given together");
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        if (SSL_CTX_use_certificate_chain_file(ctx, cfg->certfile) != 1) {
+            openssl_reason(err, errcap, "cannot load certfile", cfg->certfile);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, cfg->keyfile, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            openssl_reason(err, errcap, "cannot load keyfile", cfg->keyfile);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    }
+    struct ctx_entry *e = calloc(1, sizeof *e);
+    if (!e) {
+        SSL_CTX_free(ctx);
+        snprintf(err, errcap, "out of memory");
+        return NULL;
+    }
+    e->verify = cfg->verify;
+    e->cacertfile = dup_or_null(cfg->cacertfile);
+    e->certfile = dup_or_null(cfg->certfile);
+    e->keyfile = dup_or_null(cfg->keyfile);
+    e->ctx = ctx;
+    e->next = contexts;
+    contexts = e;
+    return ctx;
+}
+
+SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify, char *err, size_t errcap)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl) {
+        openssl_reason(err, errcap, "SSL_new", NULL);
+        return NULL;
+    }
+    SSL_set_fd(ssl, fd);
+    unsigned char ip[16];
+    int is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+    if (!is_ip) {
+        SSL_set_tlsext_host_name(ssl, name);
+    }
+    if (verify) {
+        X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name)
+                       : X509_VERIFY_PARAM_set1_host(param, name, 0);
+        if (ok != 1) {
+            openssl_reason(err, errcap, "cannot set the name to verify", name);
+            SSL_free(ssl);
+            return NULL;
+        }
+    }
+    SSL_set_connect_state(ssl);
+    return ssl;
+}
+
+int wsp_tls_handshake(SSL *ssl, int *want_write, char *err, size_t errcap)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(ssl);
+    if (r == 1) {
+        return 1;
+    }
+    int e = SSL_get_error(ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        *want_write = e == SSL_ERROR_WANT_WRITE;
+        return 0;
+    }
+    long vr = SSL_get_verify_result(ssl);
+    if (vr != X509_V_OK) {
+        snprintf(err, errcap, "certificate verify failed: %s",
+                 X509_verify_cert_error_string(vr));
+    } else if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+        snprintf(err, errcap, "connection closed during the TLS handshake");
+    } else {
+        openssl_reason(err, errcap, "handshake failed", NULL);
+    }
+    ERR_clear_error();
+    return -1;
+}
+
+void wsp_tls_free_all(void)
+{
+    while (contexts) {
+        struct ctx_entry *e = contexts;
+        contexts = e->next;
+        SSL_CTX_free(e->ctx);
+        free(e->cacertfile);
+        free(e->certfile);
+        free(e->keyfile);
+        free(e);
+    }
+}

@@ -1,0 +1,37 @@
+/*
+ * wsp_tls: OpenSSL used directly on a connection's own socket.
+ * One SSL_CTX per distinct TLS configuration, shared by every connection
+ * that uses it. The peer is verified against the system CA store (or the
+ * given CA file) and its name checked, unless verify is explicitly off.
+ */
+#ifndef WSP_TLS_H
+#define WSP_TLS_H
+
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+struct wsp_tls_config {
+    int verify;              /* 1 = verify peer and host name */
+    const char *cacertfile;  /* NULL: system default store */
+    const char *certfile;    /* client certificate (with keyfile) */
+    const char *keyfile;
+};
+
+/* Returns the shared context for cfg, creating it on first use; NULL with a
+ * message in err ("cannot load CA file x: ...") on failure. */
+SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap);
+
+/* A client SSL on fd, with SNI (unless name is an IP literal) and the name
+ * to check in the peer certificate when verifying. */
+SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify, char *err,
+                 size_t errcap);
+
+/* Drives the handshake: 1 done, 0 in progress (*want_write says which way),
+ * -1 failed with a message in err, e.g.
+ * "certificate verify failed: Hostname mismatch". */
+int wsp_tls_handshake(SSL *ssl, int *want_write, char *err, size_t errcap);
+
+/* Frees every shared context (at exit). */
+void wsp_tls_free_all(void);
+
+#endif
