@@ -30,6 +30,8 @@ Every connection prints ``OPEN <path>`` when it is established and
 so tests can see what the server saw. Any query parameter not listed above
 (e.g. ``tag=...``) is ignored by the server and lets a test find its lines.
 
+With --tls, every TLS handshake prints ``SNI <name>`` (``SNI -`` when the
+client sent no server_name extension).
 --client-ca makes the server require a client certificate signed by CAFILE.
 --exit-on-eof makes the server exit when its stdin reaches EOF (use it when
 the parent holds stdin open, as an Erlang port does).
@@ -143,6 +145,11 @@ async def main():
         if args.client_ca:
             ssl_ctx.load_verify_locations(args.client_ca)
             ssl_ctx.verify_mode = ssl.CERT_REQUIRED
+
+        def on_sni(_sock, server_name, _ctx):
+            say("SNI %s" % (server_name or "-"))
+
+        ssl_ctx.sni_callback = on_sni
 
     stop = asyncio.get_running_loop().create_future()
     if args.exit_on_eof:
