@@ -727,12 +727,10 @@ static int check_b0(struct wsc_parser *p, uint8_t b0)
     return 0;
 }
 
-static int check_b1(struct wsc_parser *p, uint8_t b0, uint8_t b1)
+static int check_b1(struct wsc_parser *p, uint8_t b1)
 {
     if (b1 & 0x80)
         return fail(p, 1002, "masked frame from server");
-    if ((b0 & 0x8) && (b1 & 0x7F) > 125)
-        return fail(p, 1002, "control frame payload > 125");
     return 0;
 }
 
@@ -760,6 +758,9 @@ static int start_frame(struct wsc_parser *p, const uint8_t *h)
     p->opcode = op;
     p->remaining = n;
     if (op & 0x8) {
+        /* checked on the length itself: non-minimal encodings are accepted */
+        if (n > 125)
+            return fail(p, 1002, "control frame payload > 125");
         p->ctl_len = 0;
     } else {
         if (op != WSC_OP_CONT) {
@@ -832,7 +833,7 @@ int wsc_parser_next(struct wsc_parser *p, const uint8_t *buf, size_t len,
             /* fast path: the whole header is in buf */
             if (p->hdr_len == 0 && len - pos >= 2) {
                 const uint8_t *h = buf + pos;
-                if ((r = check_b0(p, h[0])) < 0 || (r = check_b1(p, h[0], h[1])) < 0)
+                if ((r = check_b0(p, h[0])) < 0 || (r = check_b1(p, h[1])) < 0)
                     goto out;
                 size_t need = hdr_size(h[1]);
                 if (len - pos >= need) {
@@ -849,7 +850,7 @@ int wsc_parser_next(struct wsc_parser *p, const uint8_t *buf, size_t len,
                     if ((r = check_b0(p, c)) < 0)
                         goto out;
                 } else {
-                    if (p->hdr_len == 2 && (r = check_b1(p, p->hdr[0], c)) < 0)
+                    if (p->hdr_len == 2 && (r = check_b1(p, c)) < 0)
                         goto out;
                     if ((size_t)p->hdr_len == hdr_size(p->hdr[1])) {
                         p->hdr_len = 0;
