@@ -1,0 +1,135 @@
+defmodule WsPort do
+  @moduledoc """
+  WebSocket client connections whose network, TLS and framing run in a C port
+  program (`priv/ws_port`). A thin facade over the Erlang module `:ws_port`;
+  the API mirrors `:gen_tcp` and `:ssl`.
+
+  ## Example
+
+      {:ok, conn} = WsPort.connect("wss://example.com/socket", headers: [{"authorization", "Bearer x"}])
+      :ok = WsPort.send_text(conn, "hello")
+
+      receive do
+        {:ws_port, ^conn, {:text, reply}} -> reply
+      end
+
+      :ok = WsPort.close(conn)
+
+  ## Messages to the owner
+
+  A connection belongs to the process that opened it (see
+  `controlling_process/2`), which gets:
+
+    * `{:ws_port, conn, {:text, data}}` and `{:ws_port, conn, {:binary, data}}`:
+      one whole message, while the connection is active.
+    * `{:ws_port_passive, conn}`: the credit given with `active: n` is used
+      up; nothing more is delivered (nor read from the socket) until
+      `setopts/2`.
+    * `{:ws_port_pong, conn, rtt_micros}`: the answer to a ping.
+    * `{:ws_port_closed, conn, reason}`: the connection is gone for good, e.g.
+      `{:remote, code, text}`, `:eof`, `:idle_timeout`,
+      `{:protocol_error, code, detail}` (see `docs/protocol.md`). Not sent
+      after `close/1`.
+    * `{:ws_port_down, conn, {:port_exit, status}}` then
+      `{:ws_port_up, conn, info}`: the port program died and was restarted,
+      and the connection was opened again (same handle).
+    * `{:ws_port_up, conn, info}` also when `await: false` was given to
+      `connect/2`; a failed handshake then arrives as
+      `{:ws_port_closed, conn, reason}`.
+    * `{:ws_port_error, conn, {what, detail}}`: the port program refused a
+      command for this connection (e.g. `:not_connected`).
+  """
+
+  @typedoc "A connection handle (opaque)."
+  @type conn :: :ws_port.conn()
+
+  @typedoc "A message to send."
+  @type message :: {:text | :binary | :ping | :pong, iodata()}
+
+  @typedoc "Options of `connect/2`, as a keyword list or a map."
+  @type connect_opts :: keyword() | map()
+
+  @doc """
+  Opens a WebSocket connection owned by the caller.
+
+  `url` is `ws://host[:port]/path` or `wss://...`. Options (keyword list or
+  map):
+
+    * `:headers` - extra request headers, `[{name, value}]`.
+    * `:protocols` - the `Sec-WebSocket-Protocol` offer, a list of strings.
+    * `:connect_timeout` - ms for DNS, TCP, TLS and the upgrade together
+      (default 15000).
+    * `:tls` - for `wss`: `verify: :verify_peer | :verify_none`,
+      `cacertfile:`, `certfile:`, `keyfile:`, `server_name:` (default: verify
+      against the system CA store, name from the URL).
+    * `:max_message_size` - bytes (the port's default is 64 MiB).
+    * `:active` - `true` (default), `false`, `:once` or an integer, as
+      `:gen_tcp`.
+    * `:ping_interval`, `:idle_timeout` - ms, 0 = off (default).
+    * `:driver` - a driver's registered name or pid (default: one of the
+      application's pool).
+    * `:await` - `true` (default) returns once the handshake succeeded or
+      failed; `false` returns `{:ok, conn}` at once and the owner gets
+      `{:ws_port_up, conn, info}` or `{:ws_port_closed, conn, reason}`.
+
+  A bad option gives `{:error, {:bad_option, name, value}}`.
+  """
+  @spec connect(String.t() | charlist(), connect_opts()) :: {:ok, conn()} | {:error, term()}
+  def connect(url, opts \\ []) when is_list(opts) or is_map(opts) do
+    :ws_port.connect(url, opts)
+  end
+
+  @doc """
+  Sends one message: `{:text, iodata}`, `{:binary, iodata}`, `{:ping, iodata}`
+  or `{:pong, iodata}`. The caller writes to the port itself (no process hop).
+
+  Returns `{:error, :not_connected}` while the handshake is in progress and
+  `{:error, :closed}` once the connection is closed.
+  """
+  @spec send(conn(), message()) :: :ok | {:error, :closed | :not_connected}
+  def send(conn, message), do: :ws_port.send(conn, message)
+
+  @doc "Sends a text message (`data` must be UTF-8)."
+  @spec send_text(conn(), iodata()) :: :ok | {:error, :closed | :not_connected}
+  def send_text(conn, data), do: :ws_port.send(conn, {:text, data})
+
+  @doc "Sends a binary message."
+  @spec send_binary(conn(), iodata()) :: :ok | {:error, :closed | :not_connected}
+  def send_binary(conn, data), do: :ws_port.send(conn, {:binary, data})
+
+  @doc """
+  Closes a connection with code 1000. The owner gets no further message for
+  `conn`; closing a closed connection is `:ok`.
+  """
+  @spec close(conn()) :: :ok
+  def close(conn), do: :ws_port.close(conn)
+
+  @doc """
+  Closes a connection with a close `code` (1000..4999, one a client may send)
+  and a `reason` of at most 123 bytes.
+  """
+  @spec close(conn(), 1000..4999, String.t()) :: :ok
+  def close(conn, code, reason), do: :ws_port.close(conn, code, reason)
+
+  @doc """
+  Sets options of a connection. Only `active: true | false | :once | n`
+  (`:gen_tcp` semantics: `n` adds `n` to the credit and
+  `{:ws_port_passive, conn}` comes when it reaches 0).
+  """
+  @spec setopts(conn(), keyword()) :: :ok | {:error, term()}
+  def setopts(conn, opts) when is_list(opts), do: :ws_port.setopts(conn, opts)
+
+  @doc """
+  Makes `pid` the owner of `conn`. Only the current owner may call it;
+  returns `{:error, :not_owner}` otherwise.
+  """
+  @spec controlling_process(conn(), pid()) :: :ok | {:error, :not_owner | :closed}
+  def controlling_process(conn, pid), do: :ws_port.controlling_process(conn, pid)
+
+  @doc """
+  Statistics of a connection (from the port program) plus `:id`, `:url`,
+  `:driver` and `:owner`.
+  """
+  @spec info(conn()) :: {:ok, map()} | {:error, :closed}
+  def info(conn), do: :ws_port.info(conn)
+end

@@ -1,0 +1,74 @@
+defmodule Mix.Tasks.Compile.WsPortC do
+  @shortdoc "Builds the port program priv/ws_port with make"
+  @moduledoc """
+  Mix compiler that runs `make priv/ws_port` at the root of ws_port (also
+  when ws_port is a dependency). Fails the compile when make fails.
+  """
+  use Mix.Task.Compiler
+
+  @impl Mix.Task.Compiler
+  def run(_args) do
+    root = Path.dirname(__ENV__.file)
+
+    case System.cmd("make", ["priv/ws_port"], cd: root, into: IO.stream(:stdio, :line)) do
+      {_, 0} ->
+        {:ok, []}
+
+      {_, status} ->
+        message = "make priv/ws_port failed with exit status #{status}"
+        Mix.shell().error(message)
+
+        {:error,
+         [
+           %Mix.Task.Compiler.Diagnostic{
+             compiler_name: "ws_port_c",
+             file: Path.join(root, "Makefile"),
+             message: message,
+             position: nil,
+             severity: :error
+           }
+         ]}
+    end
+  end
+end
+
+defmodule WsPort.MixProject do
+  use Mix.Project
+
+  def project do
+    [
+      app: :ws_port,
+      version: "0.1.0",
+      elixir: "~> 1.14",
+      compilers: [:ws_port_c] ++ Mix.compilers(),
+      erlc_paths: ["src"],
+      erlc_include_path: "src",
+      erlc_options: [:debug_info, :warnings_as_errors],
+      start_permanent: Mix.env() == :prod,
+      deps: deps()
+    ]
+  end
+
+  def application do
+    [
+      mod: {:ws_port_app, []},
+      env: [drivers: 2],
+      registered: [:ws_port_sup],
+      extra_applications: [:logger]
+    ]
+  end
+
+  # No hex dependency in the core. Broadway and telemetry are optional: they
+  # are declared only where Hex is installed (a user's project), because a
+  # mix.exs naming a hex dep cannot even load without Hex (see DESIGN.md).
+  defp deps do
+    if Code.ensure_loaded?(Hex) do
+      [
+        {:broadway, "~> 1.0", optional: true},
+        {:telemetry, "~> 1.0", optional: true}
+      ]
+    else
+      []
+    end
+  end
+end

@@ -1,0 +1,565 @@
+%% @doc A driver owns one port program (`priv/ws_port') and multiplexes many
+%% WebSocket connections over it.
+%%
+%% It allocates connection ids, keeps the public ETS table of connections up
+%% to date (so that {@link ws_port:send/2} goes from the caller straight to
+%% the port), routes every event of the port to the connection's owner (one
+%% hop), monitors owners (an owner that dies closes its connections with
+%% 1001), and restarts the port program if it dies, re-issuing `connect' for
+%% every connection it carried. Owners of open connections then get
+%% `{ws_port_down, Conn, {port_exit, Status}}' and, once the replayed
+%% handshake succeeded, `{ws_port_up, Conn, Info}'. Handles stay valid.
+%%
+%% More than 5 port restarts within 10 seconds stop the driver with reason
+%% `{port_exit, Status}' (owners get `{ws_port_closed, Conn, {port_exit,
+%% Status}}').
+%%
+%% Users normally go through {@link ws_port}. The application starts a pool
+%% of drivers; {@link start_link/0} and {@link start_link/1} start a
+%% dedicated one, to be passed as the `driver' option of
+%% {@link ws_port:connect/2}.
+-module(ws_port_driver).
+-behaviour(gen_server).
+
+-include("ws_port_int.hrl").
+-include_lib("kernel/include/logger.hrl").
+
+-export([start_link/0, start_link/1, start_link/2]).
+-export([connect/4, close/4, controlling_process/3, info/2]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+
+-export_type([key/0, handle/0]).
+
+%% How a driver is named in connection handles and ETS keys.
+-type key() :: atom() | pid().
+%% A connection handle as built by the driver (ws_port:conn() to users).
+-type handle() :: {ws_port, key(), ws_port_proto:id()}.
+
+-type start_opt() :: {port_program, file:filename_all()}.
+
+-record(conn, {
+    handle :: handle(),
+    %% undefined once the connection is closed by the user, abandoned after
+    %% a connect timeout, or its owner died: nothing is delivered any more,
+    %% the driver only waits for the port's `closed' event.
+    owner :: pid() | undefined,
+    mref :: reference() | undefined,
+    %% the caller of an awaited connect, until `up' or `closed'
+    from :: gen_server:from() | undefined,
+    %% send {ws_port_up, Conn, Info} to the owner on the next `up'
+    notify_up = false :: boolean(),
+    url :: binary(),
+    %% the connect options, replayed if the port program restarts
+    wire :: [ws_port_proto:wire_opt()],
+    connect_timeout :: pos_integer(),
+    %% guard timer in case the port never answers a connect
+    timer :: reference() | undefined,
+    %% callers of info/2 waiting for a `stats' event, oldest first
+    stats = [] :: [gen_server:from()],
+    %% erlang:monotonic_time() when connect was sent
+    since :: integer(),
+    replayed = false :: boolean()
+}).
+
+-record(state, {
+    key :: key(),
+    port :: port(),
+    program :: file:filename_all(),
+    conns = #{} :: #{ws_port_proto:id() => #conn{}},
+    next_id = 1 :: ws_port_proto:id(),
+    %% monotonic milliseconds of recent port restarts
+    restarts = [] :: [integer()]
+}).
+
+-define(MAX_ID, 4294967295).
+-define(CONNECT_GUARD_MS, 3000).
+-define(MAX_RESTARTS, 5).
+-define(RESTART_PERIOD_MS, 10000).
+
+%%====================================================================
+%% API
+%%====================================================================
+
+%% @doc Starts a driver with no registered name (a dedicated driver). Its
+%% connections are keyed by its pid. The ws_port application must be
+%% running (it owns the table of connections).
+-spec start_link() -> gen_server:start_ret().
+start_link() ->
+    start_link(undefined, []).
+
+%% @doc Starts a driver registered as `Name' (`undefined': none).
+-spec start_link(atom()) -> gen_server:start_ret().
+start_link(Name) ->
+    start_link(Name, []).
+
+%% @doc Starts a driver registered as `Name' (`undefined': none). Option
+%% `{port_program, Path}' runs another build of the port program (e.g.
+%% `priv/ws_port.asan'); the default is the application environment
+%% `port_program' if set, else `priv/ws_port' of the ws_port application.
+-spec start_link(atom(), [start_opt()]) -> gen_server:start_ret().
+start_link(undefined, Opts) ->
+    gen_server:start_link(?MODULE, {undefined, Opts}, []);
+start_link(Name, Opts) when is_atom(Name) ->
+    gen_server:start_link({local, Name}, ?MODULE, {Name, Opts}, []).
+
+%% @doc Opens a connection owned by the caller. `Opts' are normalised
+%% options ({@link ws_port_proto:normalize_connect_opts/1}); with
+%% `await => true' the call returns when the handshake succeeded or failed.
+-spec connect(key(), binary(), ws_port_proto:opts(), timeout()) ->
+    {ok, handle()} | {error, term()}.
+connect(Driver, Url, Opts, Timeout) ->
+    gen_server:call(Driver, {connect, Url, Opts}, Timeout).
+
+%% @doc Closes a connection: the close command goes to the port and its
+%% owner gets no further message for it.
+-spec close(key(), ws_port_proto:id(), 1000..4999, binary()) -> ok.
+close(Driver, Id, Code, Reason) ->
+    gen_server:call(Driver, {close, Id, Code, Reason}, infinity).
+
+%% @doc Makes `NewOwner' the owner of a connection; only the current owner
+%% may do so.
+-spec controlling_process(key(), ws_port_proto:id(), pid()) ->
+    ok | {error, not_owner | closed}.
+controlling_process(Driver, Id, NewOwner) ->
+    gen_server:call(Driver, {controlling_process, Id, NewOwner}, infinity).
+
+%% @doc Asks the port program for a connection's statistics.
+-spec info(key(), ws_port_proto:id()) -> {ok, map()} | {error, closed}.
+info(Driver, Id) ->
+    gen_server:call(Driver, {info, Id}, 30000).
+
+%%====================================================================
+%% gen_server callbacks
+%%====================================================================
+
+%% @private
+-spec init({atom(), [start_opt()]}) -> {ok, #state{}} | {stop, term()}.
+init({Name, Opts}) ->
+    process_flag(trap_exit, true),
+    Key =
+        case Name of
+            undefined -> self();
+            _ -> Name
+        end,
+    case ets:whereis(?WS_PORT_TAB) of
+        undefined ->
+            {stop, {not_started, ws_port}};
+        _ ->
+            %% rows left by a previous incarnation of this driver
+            true = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_'}),
+            Program = port_program(Opts),
+            case open(Program) of
+                {ok, Port} -> {ok, #state{key = Key, port = Port, program = Program}};
+                {error, Reason} -> {stop, Reason}
+            end
+    end.
+
+%% @private
+-spec handle_call(term(), gen_server:from(), #state{}) ->
+    {reply, term(), #state{}} | {noreply, #state{}}.
+handle_call({connect, Url, Opts}, {Owner, _} = From, State) ->
+    do_connect(Url, Opts, Owner, From, State);
+handle_call({close, Id, Code, Reason}, _From, #state{conns = Conns} = State) ->
+    case Conns of
+        #{Id := #conn{owner = Owner} = C} when is_pid(Owner) ->
+            command(State#state.port, ws_port_proto:close_cmd(Id, Code, Reason)),
+            {reply, ok, State#state{conns = Conns#{Id := detach(C, {error, closed})}}};
+        _ ->
+            {reply, ok, State}
+    end;
+handle_call({controlling_process, Id, NewOwner}, {Caller, _}, #state{conns = Conns} = State) ->
+    case Conns of
+        #{Id := #conn{owner = Caller, mref = OldRef} = C} ->
+            demonitor(OldRef, [flush]),
+            Ref = monitor_owner(NewOwner, Id),
+            C2 = C#conn{owner = NewOwner, mref = Ref},
+            {reply, ok, State#state{conns = Conns#{Id := C2}}};
+        #{Id := #conn{owner = Owner}} when is_pid(Owner) ->
+            {reply, {error, not_owner}, State};
+        _ ->
+            {reply, {error, closed}, State}
+    end;
+handle_call({info, Id}, From, #state{conns = Conns} = State) ->
+    case Conns of
+        #{Id := #conn{owner = Owner, stats = Waiting} = C} when is_pid(Owner) ->
+            command(State#state.port, ws_port_proto:stats_cmd(Id)),
+            {noreply, State#state{conns = Conns#{Id := C#conn{stats = Waiting ++ [From]}}}};
+        _ ->
+            {reply, {error, closed}, State}
+    end;
+handle_call(Request, _From, State) ->
+    {reply, {error, {badarg, Request}}, State}.
+
+%% @private
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+%% @private
+-spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
+handle_info({Port, {data, <<1, Entries/binary>>}}, #state{port = Port, conns = Conns} = State) ->
+    deliver(Entries, 0, undefined, undefined, Conns),
+    {noreply, State};
+handle_info({Port, {data, <<131, _/binary>> = Packet}}, #state{port = Port} = State) ->
+    try binary_to_term(Packet) of
+        Event -> {noreply, event(Event, State)}
+    catch
+        error:badarg ->
+            ?LOG_WARNING("ws_port: undecodable packet from the port program: ~P", [Packet, 20]),
+            {noreply, State}
+    end;
+handle_info({Port, {exit_status, Status}}, #state{port = Port} = State) ->
+    port_exited(Status, State);
+handle_info({{owner_down, Id}, Ref, process, _Pid, _Reason}, #state{conns = Conns} = State) ->
+    case Conns of
+        #{Id := #conn{mref = Ref} = C} ->
+            command(State#state.port, ws_port_proto:close_cmd(Id, 1001, <<"owner exited">>)),
+            C2 = detach(C#conn{mref = undefined}, no_reply),
+            {noreply, State#state{conns = Conns#{Id := C2}}};
+        _ ->
+            {noreply, State}
+    end;
+handle_info({timeout, TRef, {connect_timeout, Id}}, #state{conns = Conns} = State) ->
+    case Conns of
+        #{Id := #conn{timer = TRef, owner = Owner} = C} when is_pid(Owner) ->
+            notify_closed(C, timeout),
+            command(State#state.port, ws_port_proto:close_cmd(Id, 1001, <<"connect timeout">>)),
+            C2 = detach(C#conn{timer = undefined, from = undefined}, no_reply),
+            {noreply, State#state{conns = Conns#{Id := C2}}};
+        _ ->
+            {noreply, State}
+    end;
+handle_info({Port, {data, Packet}}, #state{port = Port} = State) ->
+    ?LOG_WARNING("ws_port: unknown packet from the port program: ~P", [Packet, 20]),
+    {noreply, State};
+handle_info({'EXIT', Port, _Reason}, State) when is_port(Port) ->
+    %% handled with the exit_status message
+    {noreply, State};
+handle_info(Msg, State) ->
+    ?LOG_DEBUG("ws_port_driver: unexpected message ~P", [Msg, 20]),
+    {noreply, State}.
+
+%% @private
+-spec terminate(term(), #state{}) -> ok.
+terminate(Reason, #state{key = Key, port = Port, conns = Conns}) ->
+    maps:foreach(fun(_Id, C) -> finish(C, {driver_exit, Reason}) end, Conns),
+    _ = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_'}),
+    %% EOF on stdin: the program closes every connection (1001) and exits
+    catch port_close(Port),
+    ok.
+
+%%====================================================================
+%% Connecting
+%%====================================================================
+
+do_connect(Url, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns} = State) ->
+    Id = next_id(State#state.next_id, Conns),
+    Wire = ws_port_proto:wire_opts(Opts),
+    #{connect_timeout := Timeout, active := Active, await := Await} = Opts,
+    command(Port, ws_port_proto:connect_cmd(Id, Url, Wire)),
+    true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active}),
+    Handle = {ws_port, Key, Id},
+    C = #conn{
+        handle = Handle,
+        owner = Owner,
+        mref = monitor_owner(Owner, Id),
+        url = Url,
+        wire = Wire,
+        connect_timeout = Timeout,
+        timer = guard_timer(Id, Timeout),
+        since = erlang:monotonic_time()
+    },
+    case Await of
+        true ->
+            {noreply, State#state{conns = Conns#{Id => C#conn{from = From}}, next_id = inc_id(Id)}};
+        false ->
+            C2 = C#conn{notify_up = true},
+            {reply, {ok, Handle}, State#state{conns = Conns#{Id => C2}, next_id = inc_id(Id)}}
+    end.
+
+%% The next free id at or after N, wrapping from 4294967295 to 1.
+next_id(N, Conns) ->
+    case is_map_key(N, Conns) of
+        false -> N;
+        true -> next_id(inc_id(N), Conns)
+    end.
+
+inc_id(?MAX_ID) -> 1;
+inc_id(N) -> N + 1.
+
+monitor_owner(Pid, Id) ->
+    erlang:monitor(process, Pid, [{tag, {owner_down, Id}}]).
+
+guard_timer(Id, Timeout) ->
+    erlang:start_timer(Timeout + ?CONNECT_GUARD_MS, self(), {connect_timeout, Id}).
+
+cancel_timer(undefined) -> ok;
+cancel_timer(TRef) -> _ = erlang:cancel_timer(TRef, [{async, true}, {info, false}]), ok.
+
+%% Stops delivering to the owner of a connection (closed by the user, owner
+%% dead, connect abandoned). The id stays reserved until the port says
+%% `closed'. A waiting connect caller gets Reply.
+detach(#conn{handle = {ws_port, Key, Id}, mref = Ref, from = From, timer = TRef} = C, Reply) ->
+    case Ref of
+        undefined -> ok;
+        _ -> demonitor(Ref, [flush])
+    end,
+    case {From, Reply} of
+        {undefined, _} -> ok;
+        {_, no_reply} -> ok;
+        _ -> gen_server:reply(From, Reply)
+    end,
+    cancel_timer(TRef),
+    _ = ets:update_element(?WS_PORT_TAB, {Key, Id}, {3, closing}),
+    C#conn{owner = undefined, mref = undefined, from = undefined, timer = undefined}.
+
+%% The connection is gone for good: tell whoever waits.
+finish(#conn{owner = Owner, from = From, stats = Waiting, handle = Handle}, Reason) ->
+    case From of
+        undefined when is_pid(Owner) -> Owner ! {ws_port_closed, Handle, Reason};
+        undefined -> ok;
+        _ -> gen_server:reply(From, {error, Reason})
+    end,
+    lists:foreach(fun(W) -> gen_server:reply(W, {error, closed}) end, Waiting).
+
+notify_closed(#conn{owner = Owner, from = From, handle = Handle}, Reason) ->
+    case From of
+        undefined when is_pid(Owner) -> Owner ! {ws_port_closed, Handle, Reason};
+        undefined -> ok;
+        _ -> gen_server:reply(From, {error, Reason})
+    end,
+    ok.
+
+%%====================================================================
+%% Events from the port
+%%====================================================================
+
+%% The hot path: deliver every message of a data packet, in order, caching
+%% the owner of the last id seen. Payloads are sub-binaries of the packet.
+deliver(<<Id:32, Op, Len:32, Payload:Len/binary, Rest/binary>>, Id, Owner, Handle, Conns) when
+    is_pid(Owner)
+->
+    Owner ! {ws_port, Handle, frame(Op, Payload)},
+    deliver(Rest, Id, Owner, Handle, Conns);
+deliver(<<Id:32, Op, Len:32, Payload:Len/binary, Rest/binary>>, _, _, _, Conns) ->
+    case Conns of
+        #{Id := #conn{owner = Owner, handle = Handle}} when is_pid(Owner) ->
+            Owner ! {ws_port, Handle, frame(Op, Payload)},
+            deliver(Rest, Id, Owner, Handle, Conns);
+        _ ->
+            %% closed by the user or unknown: dropped
+            deliver(Rest, 0, undefined, undefined, Conns)
+    end;
+deliver(<<>>, _, _, _, _) ->
+    ok;
+deliver(Bad, _, _, _, _) ->
+    ?LOG_WARNING("ws_port: malformed data packet from the port program: ~P", [Bad, 20]).
+
+-compile({inline, [frame/2]}).
+frame(1, Payload) -> {text, Payload};
+frame(_, Payload) -> {binary, Payload}.
+
+event({up, Id, Info}, #state{conns = Conns} = State) ->
+    case Conns of
+        #{Id := #conn{owner = Owner} = C} when is_pid(Owner) ->
+            #conn{handle = {ws_port, Key, _} = Handle, from = From} = C,
+            cancel_timer(C#conn.timer),
+            _ = ets:update_element(?WS_PORT_TAB, {Key, Id}, {3, open}),
+            case From of
+                undefined when C#conn.notify_up -> Owner ! {ws_port_up, Handle, Info};
+                undefined -> ok;
+                _ -> gen_server:reply(From, {ok, Handle})
+            end,
+            ws_port_telemetry:execute(
+                [ws_port, connection, up],
+                #{duration => erlang:monotonic_time() - C#conn.since},
+                (metadata(C))#{replay => C#conn.replayed}
+            ),
+            C2 = C#conn{from = undefined, notify_up = false, timer = undefined},
+            State#state{conns = Conns#{Id := C2}};
+        _ ->
+            State
+    end;
+event({closed, Id, Reason}, #state{key = Key, conns = Conns} = State) ->
+    case maps:take(Id, Conns) of
+        {C, Conns2} ->
+            finish(C, Reason),
+            case C#conn.mref of
+                undefined -> ok;
+                Ref -> demonitor(Ref, [flush])
+            end,
+            cancel_timer(C#conn.timer),
+            true = ets:delete(?WS_PORT_TAB, {Key, Id}),
+            ws_port_telemetry:execute(
+                [ws_port, connection, closed],
+                #{duration => erlang:monotonic_time() - C#conn.since},
+                (metadata(C))#{reason => Reason}
+            ),
+            State#state{conns = Conns2};
+        error ->
+            State
+    end;
+event({passive, Id}, State) ->
+    to_owner(Id, fun(H) -> {ws_port_passive, H} end, State);
+event({pong, Id, Rtt}, State) ->
+    to_owner(Id, fun(H) -> {ws_port_pong, H, Rtt} end, State);
+event({stats, Id, Stats}, #state{conns = Conns} = State) when is_map(Stats) ->
+    case Conns of
+        #{Id := #conn{stats = [From | Waiting]} = C} ->
+            #conn{handle = {ws_port, Key, _}, url = Url, owner = Owner} = C,
+            Info = Stats#{id => Id, url => Url, driver => Key, owner => Owner},
+            gen_server:reply(From, {ok, Info}),
+            State#state{conns = Conns#{Id := C#conn{stats = Waiting}}};
+        _ ->
+            State
+    end;
+event({error, Id, {What, Detail}} = Event, #state{conns = Conns} = State) ->
+    case Conns of
+        #{Id := #conn{owner = Owner, handle = Handle}} when is_pid(Owner) ->
+            Owner ! {ws_port_error, Handle, {What, Detail}},
+            State;
+        #{Id := _} ->
+            State;
+        _ when What =:= unknown_id; What =:= not_connected ->
+            %% a send that raced the connection's end
+            ?LOG_DEBUG("ws_port: ~p", [Event]),
+            State;
+        _ ->
+            ?LOG_WARNING("ws_port: the port program refused a command: ~p", [Event]),
+            State
+    end;
+event(Event, State) ->
+    ?LOG_WARNING("ws_port: unknown event from the port program: ~P", [Event, 20]),
+    State.
+
+to_owner(Id, Msg, #state{conns = Conns} = State) ->
+    case Conns of
+        #{Id := #conn{owner = Owner, handle = Handle}} when is_pid(Owner) ->
+            Owner ! Msg(Handle),
+            State;
+        _ ->
+            State
+    end.
+
+metadata(#conn{handle = {ws_port, Key, Id} = Handle, url = Url}) ->
+    #{conn => Handle, driver => Key, id => Id, url => Url}.
+
+%%====================================================================
+%% The port program
+%%====================================================================
+
+port_program(Opts) ->
+    case proplists:get_value(port_program, Opts) of
+        undefined ->
+            case application:get_env(ws_port, port_program) of
+                {ok, Path} -> Path;
+                undefined -> filename:join(priv_dir(), "ws_port")
+            end;
+        Path ->
+            Path
+    end.
+
+priv_dir() ->
+    case code:priv_dir(ws_port) of
+        {error, bad_name} ->
+            %% not loaded as an application (e.g. bare code path)
+            filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+        Dir ->
+            Dir
+    end.
+
+open(Program) ->
+    case filelib:is_regular(Program) of
+        false ->
+            {error, {no_port_program, Program}};
+        true ->
+            try
+                {ok,
+                    open_port({spawn_executable, Program}, [
+                        {packet, 4}, binary, exit_status, use_stdio
+                    ])}
+            catch
+                error:Reason -> {error, {port_program, Program, Reason}}
+            end
+    end.
+
+%% A command to the port. If the port is dead, its exit_status message is on
+%% its way and the restart replays what matters.
+command(Port, Data) ->
+    try
+        true = erlang:port_command(Port, Data),
+        ok
+    catch
+        error:badarg -> ok
+    end.
+
+port_exited(Status, #state{restarts = Restarts0, conns = Conns} = State) ->
+    Now = erlang:monotonic_time(millisecond),
+    Restarts = [T || T <- [Now | Restarts0], Now - T < ?RESTART_PERIOD_MS],
+    case length(Restarts) > ?MAX_RESTARTS of
+        true ->
+            ?LOG_ERROR("ws_port: port program exited with status ~p, too many restarts", [Status]),
+            stop_all(Status, State);
+        false ->
+            ?LOG_WARNING("ws_port: port program exited with status ~p, restarting it (~b connections)",
+                         [Status, map_size(Conns)]),
+            case open(State#state.program) of
+                {ok, Port} ->
+                    State2 = State#state{port = Port, restarts = Restarts},
+                    {noreply, replay(Status, State2)};
+                {error, Reason} ->
+                    ?LOG_ERROR("ws_port: cannot restart the port program: ~p", [Reason]),
+                    stop_all(Status, State)
+            end
+    end.
+
+stop_all(Status, #state{key = Key, conns = Conns} = State) ->
+    maps:foreach(
+        fun(Id, C) ->
+            finish(C, {port_exit, Status}),
+            ets:delete(?WS_PORT_TAB, {Key, Id})
+        end,
+        Conns
+    ),
+    {stop, {port_exit, Status}, State#state{conns = #{}}}.
+
+%% Re-issue connect for every connection the dead port carried.
+replay(Status, #state{key = Key, port = Port, conns = Conns} = State) ->
+    Replayed = maps:fold(
+        fun(Id, C, Acc) ->
+            case replay_one(Id, C, Status, Key, Port) of
+                drop -> Acc;
+                C2 -> Acc#{Id => C2}
+            end
+        end,
+        #{},
+        Conns
+    ),
+    State#state{conns = Replayed}.
+
+replay_one(Id, #conn{owner = undefined} = C, _Status, Key, _Port) ->
+    %% closed or abandoned: nothing to come back to
+    finish(C, closed),
+    ets:delete(?WS_PORT_TAB, {Key, Id}),
+    drop;
+replay_one(Id, #conn{} = C, Status, Key, Port) ->
+    {WasOpen, Active} =
+        case ets:lookup(?WS_PORT_TAB, {Key, Id}) of
+            [{_, _, S, A}] -> {S =:= open, A};
+            [] -> {false, proplists:get_value(active, C#conn.wire, true)}
+        end,
+    Wire = lists:keystore(active, 1, C#conn.wire, {active, Active}),
+    command(Port, ws_port_proto:connect_cmd(Id, C#conn.url, Wire)),
+    true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active}),
+    [command(Port, ws_port_proto:stats_cmd(Id)) || _ <- C#conn.stats],
+    case WasOpen andalso C#conn.from =:= undefined of
+        true -> C#conn.owner ! {ws_port_down, C#conn.handle, {port_exit, Status}};
+        false -> ok
+    end,
+    cancel_timer(C#conn.timer),
+    C#conn{
+        notify_up = C#conn.from =:= undefined,
+        timer = guard_timer(Id, C#conn.connect_timeout),
+        since = erlang:monotonic_time(),
+        replayed = true
+    }.

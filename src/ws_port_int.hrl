@@ -1,0 +1,12 @@
+%% Internal definitions shared by ws_port and ws_port_driver. Not a public
+%% interface.
+
+%% The public ETS table of connections, owned by ws_port_sup. One row per
+%% connection that a driver knows of:
+%%   {{DriverKey, Id}, Port, connecting | open | closing, Active}
+%% DriverKey is the driver's registered name, or its pid if it has none.
+%% Active is the last {active, _} mode given (replayed if the port restarts).
+-define(WS_PORT_TAB, ws_port_conns).
+
+%% persistent_term key of the default pool: {tuple of driver names, atomics}.
+-define(WS_PORT_POOL, {ws_port, pool}).

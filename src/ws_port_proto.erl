@@ -1,0 +1,340 @@
+%% @doc The BEAM side of the wire protocol between ws_port and the port
+%% program `priv/ws_port' (see docs/protocol.md, which is binding).
+%%
+%% Pure functions only: validation and normalisation of the options given to
+%% {@link ws_port:connect/2}, encoding of commands, decoding of data packets.
+%% No process, no I/O, so all of it is covered by EUnit.
+-module(ws_port_proto).
+
+-export([normalize_url/1, normalize_connect_opts/1, wire_opts/1]).
+-export([connect_cmd/3, send_cmd/3, close_cmd/3, active_cmd/2, stats_cmd/1]).
+-export([validate_active/1, validate_close/2, opcode/1]).
+-export([decode_data/1]).
+
+-export_type([id/0, active/0, frame_type/0, opts/0, wire_opt/0, data_entry/0]).
+
+%% A connection id, chosen by the BEAM side. 0 means the port program itself.
+-type id() :: 1..4294967295.
+%% As gen_tcp's `{active, _}'.
+-type active() :: boolean() | once | -2147483648..2147483647.
+-type frame_type() :: text | binary | ping | pong.
+
+%% Normalised options, as returned by {@link normalize_connect_opts/1}.
+-type opts() :: #{
+    headers => [{binary(), binary()}],
+    protocols => [binary()],
+    connect_timeout := pos_integer(),
+    tls => #{tls_key() => binary() | verify_peer | verify_none},
+    max_message_size => pos_integer(),
+    active := active(),
+    ping_interval => non_neg_integer(),
+    idle_timeout => non_neg_integer(),
+    driver => atom() | pid(),
+    await := boolean()
+}.
+-type tls_key() :: verify | cacertfile | certfile | keyfile | server_name.
+
+%% One option of the `connect' command, as the port program reads it.
+-type wire_opt() ::
+    {headers, [{binary(), binary()}]}
+    | {protocols, [binary()]}
+    | {connect_timeout, pos_integer()}
+    | {max_message_size, pos_integer()}
+    | {active, active()}
+    | {verify, verify_peer | verify_none}
+    | {cacertfile | certfile | keyfile | server_name, binary()}
+    | {ping_interval | idle_timeout, non_neg_integer()}.
+
+-type data_entry() :: {id(), text | binary, binary()}.
+
+-define(DEFAULT_CONNECT_TIMEOUT, 15000).
+-define(MAX_U32, 4294967295).
+-define(MAX_ACTIVE, 2147483647).
+-define(MIN_ACTIVE, -2147483648).
+-define(RAW_SEND, 1).
+-define(RAW_DATA, 1).
+
+%%====================================================================
+%% URL and options
+%%====================================================================
+
+%% @doc Turns a URL given as a binary or a string into a binary and checks
+%% its scheme (`ws://' or `wss://', any case). The port program checks the
+%% rest and answers `{invalid_url, Detail}' itself.
+-spec normalize_url(unicode:chardata()) -> {ok, binary()} | {error, {invalid_url, binary()}}.
+normalize_url(Url) ->
+    case to_binary(Url) of
+        {ok, Bin} ->
+            case has_ws_scheme(Bin) of
+                true -> {ok, Bin};
+                false -> {error, {invalid_url, <<"scheme must be ws:// or wss://">>}}
+            end;
+        error ->
+            {error, {invalid_url, <<"not a string">>}}
+    end.
+
+has_ws_scheme(<<W, S, "://", _/binary>>) when W bor 32 =:= $w, S bor 32 =:= $s ->
+    true;
+has_ws_scheme(<<W, S, S2, "://", _/binary>>) when
+    W bor 32 =:= $w, S bor 32 =:= $s, S2 bor 32 =:= $s
+->
+    true;
+has_ws_scheme(_) ->
+    false.
+
+%% @doc Validates and normalises the options of {@link ws_port:connect/2}.
+%%
+%% Accepts a map or a proplist (a bare atom `A' means `{A, true}'; a later
+%% entry overrides an earlier one). Names, values, header names and values
+%% given as strings or atoms become binaries. Defaults are filled in for
+%% `connect_timeout' (15000), `active' (true) and `await' (true). The first
+%% bad option is named: `{error, {bad_option, Name, Value}}', or
+%% `{error, {bad_option, {tls, Key}, Value}}' inside `tls'.
+-spec normalize_connect_opts(map() | proplists:proplist()) ->
+    {ok, opts()} | {error, {bad_option, term(), term()}}.
+normalize_connect_opts(Opts) when is_list(Opts) ->
+    case proplist_to_map(Opts) of
+        {ok, Map} -> normalize_connect_opts(Map);
+        {error, _} = Error -> Error
+    end;
+normalize_connect_opts(Opts) when is_map(Opts) ->
+    Defaults = #{connect_timeout => ?DEFAULT_CONNECT_TIMEOUT, active => true, await => true},
+    normalize_each(maps:to_list(Opts), Defaults);
+normalize_connect_opts(Opts) ->
+    {error, {bad_option, opts, Opts}}.
+
+normalize_each([], Acc) ->
+    {ok, Acc};
+normalize_each([{Name, Value} | Rest], Acc) ->
+    case normalize_opt(Name, Value) of
+        {ok, Normal} -> normalize_each(Rest, Acc#{Name => Normal});
+        error -> {error, {bad_option, Name, Value}};
+        {error, _} = Error -> Error
+    end.
+
+normalize_opt(headers, Headers) ->
+    map_list(fun normalize_header/1, Headers);
+normalize_opt(protocols, Protocols) ->
+    map_list(fun normalize_token/1, Protocols);
+normalize_opt(connect_timeout, T) when is_integer(T), T > 0, T =< ?MAX_U32 -> {ok, T};
+normalize_opt(max_message_size, N) when is_integer(N), N > 0 -> {ok, N};
+normalize_opt(active, A) ->
+    case validate_active(A) of
+        ok -> {ok, A};
+        error -> error
+    end;
+normalize_opt(ping_interval, T) when is_integer(T), T >= 0, T =< ?MAX_U32 -> {ok, T};
+normalize_opt(idle_timeout, T) when is_integer(T), T >= 0, T =< ?MAX_U32 -> {ok, T};
+normalize_opt(tls, Tls) when is_map(Tls) ->
+    normalize_tls(maps:to_list(Tls), #{});
+normalize_opt(tls, Tls) when is_list(Tls) ->
+    case proplist_to_map(Tls) of
+        {ok, Map} -> normalize_opt(tls, Map);
+        {error, _} -> error
+    end;
+normalize_opt(driver, D) when is_atom(D), D =/= undefined; is_pid(D) -> {ok, D};
+normalize_opt(await, B) when is_boolean(B) -> {ok, B};
+normalize_opt(_, _) ->
+    error.
+
+normalize_tls([], Acc) ->
+    {ok, Acc};
+normalize_tls([{verify, V} | Rest], Acc) when V =:= verify_peer; V =:= verify_none ->
+    normalize_tls(Rest, Acc#{verify => V});
+normalize_tls([{Key, V} | Rest], Acc) when
+    Key =:= cacertfile; Key =:= certfile; Key =:= keyfile; Key =:= server_name
+->
+    case to_binary(V) of
+        {ok, Bin} when byte_size(Bin) > 0 ->
+            case binary:match(Bin, <<0>>) of
+                nomatch -> normalize_tls(Rest, Acc#{Key => Bin});
+                _ -> {error, {bad_option, {tls, Key}, V}}
+            end;
+        _ ->
+            {error, {bad_option, {tls, Key}, V}}
+    end;
+normalize_tls([{Key, V} | _], _) ->
+    {error, {bad_option, {tls, Key}, V}}.
+
+%% A header: name is an HTTP token, value has no CR, LF or NUL.
+normalize_header({Name, Value}) ->
+    case {normalize_token(Name), to_header_value(Value)} of
+        {{ok, N}, {ok, V}} -> {ok, {N, V}};
+        _ -> error
+    end;
+normalize_header(_) ->
+    error.
+
+normalize_token(T) ->
+    case to_binary(T) of
+        {ok, Bin} when byte_size(Bin) > 0 ->
+            case is_token(Bin) of
+                true -> {ok, Bin};
+                false -> error
+            end;
+        _ ->
+            error
+    end.
+
+%% RFC 7230 token characters.
+is_token(<<>>) ->
+    true;
+is_token(<<C, Rest/binary>>) when
+    C >= $a, C =< $z; C >= $A, C =< $Z; C >= $0, C =< $9
+->
+    is_token(Rest);
+is_token(<<C, Rest/binary>>) ->
+    case lists:member(C, "!#$%&'*+-.^_`|~") of
+        true -> is_token(Rest);
+        false -> false
+    end.
+
+to_header_value(V) when is_integer(V) ->
+    {ok, integer_to_binary(V)};
+to_header_value(V) ->
+    case to_binary(V) of
+        {ok, Bin} ->
+            case binary:match(Bin, [<<"\r">>, <<"\n">>, <<0>>]) of
+                nomatch -> {ok, Bin};
+                _ -> error
+            end;
+        error ->
+            error
+    end.
+
+map_list(F, L) when is_list(L) ->
+    map_list(F, L, []);
+map_list(_, _) ->
+    error.
+
+map_list(_, [], Acc) ->
+    {ok, lists:reverse(Acc)};
+map_list(F, [X | Rest], Acc) ->
+    case F(X) of
+        {ok, Y} -> map_list(F, Rest, [Y | Acc]);
+        error -> error
+    end;
+map_list(_, _Improper, _) ->
+    error.
+
+proplist_to_map(L) ->
+    proplist_to_map(L, #{}).
+
+proplist_to_map([], Acc) ->
+    {ok, Acc};
+proplist_to_map([{K, V} | Rest], Acc) when is_atom(K) ->
+    proplist_to_map(Rest, Acc#{K => V});
+proplist_to_map([K | Rest], Acc) when is_atom(K) ->
+    proplist_to_map(Rest, Acc#{K => true});
+proplist_to_map([Bad | _], _) ->
+    {error, {bad_option, Bad, undefined}};
+proplist_to_map(Bad, _) ->
+    {error, {bad_option, opts, Bad}}.
+
+to_binary(B) when is_binary(B) ->
+    {ok, B};
+to_binary(A) when is_atom(A) ->
+    {ok, atom_to_binary(A, utf8)};
+to_binary(L) when is_list(L) ->
+    try unicode:characters_to_binary(L) of
+        B when is_binary(B) -> {ok, B};
+        _ -> error
+    catch
+        error:_ -> error
+    end;
+to_binary(_) ->
+    error.
+
+%% @doc The options of the `connect' command sent to the port program, from
+%% normalised options: BEAM-only options (`driver', `await') are dropped and
+%% the `tls' map is flattened into `verify', `cacertfile', `certfile',
+%% `keyfile' and `server_name'. The order is stable (sorted by name).
+-spec wire_opts(opts()) -> [wire_opt()].
+wire_opts(Opts) ->
+    lists:sort(maps:fold(fun wire_opt/3, [], Opts)).
+
+wire_opt(driver, _, Acc) -> Acc;
+wire_opt(await, _, Acc) -> Acc;
+wire_opt(tls, Tls, Acc) -> maps:to_list(Tls) ++ Acc;
+wire_opt(Name, Value, Acc) -> [{Name, Value} | Acc].
+
+%%====================================================================
+%% Commands
+%%====================================================================
+
+%% @doc `{connect, Id, Url, Opts}' as a packet.
+-spec connect_cmd(id(), binary(), [wire_opt()]) -> binary().
+connect_cmd(Id, Url, WireOpts) ->
+    term_to_binary({connect, Id, Url, WireOpts}).
+
+%% @doc A raw send command: `<<1, Id:32, Opcode:8, Payload/binary>>'.
+-spec send_cmd(id(), frame_type(), iodata()) -> iodata().
+send_cmd(Id, Type, Data) ->
+    [<<?RAW_SEND, Id:32, (opcode(Type))>> | Data].
+
+%% @doc `{close, Id, Code, Reason}' as a packet.
+-spec close_cmd(id(), 1000..4999, binary()) -> binary().
+close_cmd(Id, Code, Reason) ->
+    term_to_binary({close, Id, Code, Reason}).
+
+%% @doc `{active, Id, Active}' as a packet.
+-spec active_cmd(id(), active()) -> binary().
+active_cmd(Id, Active) ->
+    term_to_binary({active, Id, Active}).
+
+%% @doc `{stats, Id}' as a packet.
+-spec stats_cmd(id()) -> binary().
+stats_cmd(Id) ->
+    term_to_binary({stats, Id}).
+
+%% @doc The opcode of a frame type in a raw send command.
+-spec opcode(frame_type()) -> 1 | 2 | 9 | 10.
+opcode(text) -> 1;
+opcode(binary) -> 2;
+opcode(ping) -> 9;
+opcode(pong) -> 10.
+
+%% @doc Checks an `{active, _}' value (gen_tcp's, with a 32-bit integer).
+-spec validate_active(term()) -> ok | error.
+validate_active(A) when is_boolean(A); A =:= once -> ok;
+validate_active(N) when is_integer(N), N >= ?MIN_ACTIVE, N =< ?MAX_ACTIVE -> ok;
+validate_active(_) -> error.
+
+%% @doc Checks and normalises the arguments of a close: the code is one a
+%% client may send (RFC 6455 7.4: 1000..2999 minus the reserved ones, or
+%% 3000..4999) and the reason is at most 123 bytes of UTF-8.
+-spec validate_close(term(), term()) -> {ok, 1000..4999, binary()} | error.
+validate_close(Code, Reason) when is_integer(Code), Code >= 1000, Code =< 4999 ->
+    Reserved = [1004, 1005, 1006, 1015],
+    Allowed = Code >= 3000 orelse (Code =< 1014 andalso not lists:member(Code, Reserved)),
+    case {Allowed, to_binary(Reason)} of
+        {true, {ok, Bin}} when byte_size(Bin) =< 123 -> {ok, Code, Bin};
+        _ -> error
+    end;
+validate_close(_, _) ->
+    error.
+
+%%====================================================================
+%% Events
+%%====================================================================
+
+%% @doc Splits a data event `<<1, Entry+>>' into its messages. Payloads are
+%% sub-binaries of the packet (no copy). Returns `error' if the packet is
+%% malformed (then nothing of it should be delivered).
+%%
+%% The driver does not call this on its hot path (it delivers while it
+%% walks the packet); this is the reference the tests check it against.
+-spec decode_data(binary()) -> {ok, [data_entry()]} | error.
+decode_data(<<?RAW_DATA, Entries/binary>>) when byte_size(Entries) > 0 ->
+    decode_entries(Entries, []);
+decode_data(_) ->
+    error.
+
+decode_entries(<<>>, Acc) ->
+    {ok, lists:reverse(Acc)};
+decode_entries(<<Id:32, 1, Len:32, Payload:Len/binary, Rest/binary>>, Acc) when Id > 0 ->
+    decode_entries(Rest, [{Id, text, Payload} | Acc]);
+decode_entries(<<Id:32, 2, Len:32, Payload:Len/binary, Rest/binary>>, Acc) when Id > 0 ->
+    decode_entries(Rest, [{Id, binary, Payload} | Acc]);
+decode_entries(_, _) ->
+    error.
