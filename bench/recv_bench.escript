@@ -16,12 +16,20 @@
 %%
 %% secs runs from {ws_port_up, ...} to {ws_port_closed, ...}. The ws_port
 %% code is found in $WS_PORT_EBIN, or in _build/*/lib/ws_port/ebin of the
-%% repository (rebar3 or mix build).
+%% repository (rebar3 or mix build); $WS_PORT_PROGRAM, if set, is the port
+%% program to run instead of priv/ws_port.
+
+-mode(compile).
 
 main([Url]) ->
     add_code_path(),
+    ok = application:load(ws_port),
+    case os:getenv("WS_PORT_PROGRAM") of
+        false -> ok;
+        Prog -> application:set_env(ws_port, port_program, Prog)
+    end,
     {ok, _} = application:ensure_all_started(ws_port),
-    Opts = #{tls => #{verify => verify_none}},
+    Opts = #{tls => #{verify => verify_none}, await => false},
     {ok, Conn} = ws_port:connect(list_to_binary(Url), Opts),
     receive
         {ws_port_up, Conn, _Info} -> ok;

@@ -9,6 +9,8 @@
 #   SIZES="1024" TRANSPORTS=ws bench/run.sh
 #   N_100=2000000 N_1024=500000 N_65536=20000   messages per case
 #   NO_RESULTS=1                 print the table, do not touch RESULTS.md
+#   SKIP_BUILD=1                 do not run rebar3/mix compile first
+#   WS_PORT_PROGRAM=path         port program to run instead of priv/ws_port
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,26 +24,30 @@ N_100=${N_100:-2000000}
 N_1024=${N_1024:-500000}
 N_65536=${N_65536:-20000}
 CMD="$0 $*"
-for v in RUNS SIZES TRANSPORTS CLIENTS N_100 N_1024 N_65536; do
+for v in RUNS SIZES TRANSPORTS CLIENTS N_100 N_1024 N_65536 ${WS_PORT_PROGRAM:+WS_PORT_PROGRAM}; do
     CMD="$v=\"${!v}\" $CMD"
 done
 
+LOAD0=$(cut -d" " -f1-3 /proc/loadavg)
 make -s -C "$HERE" build
 
 have_ws_port=0
 if [[ " $CLIENTS " == *" ws_port "* ]]; then
-    if [[ -x "$ROOT/priv/ws_port" || -f "$ROOT/Makefile" ]] && [[ -f "$ROOT/src/ws_port.erl" ]]; then
-        make -s -C "$ROOT" priv/ws_port >&2
-        if [[ -z "${WS_PORT_EBIN:-}" ]]; then
+    if [[ -f "$ROOT/src/ws_port.erl" ]]; then
+        if [[ -z "${SKIP_BUILD:-}" ]]; then
+            # rebar3's pre-hook builds priv/ws_port; mix when there is no rebar.config
             if [[ -f "$ROOT/rebar.config" ]] && command -v rebar3 >/dev/null; then
-                (cd "$ROOT" && rebar3 compile >&2)
+                (cd "$ROOT" && rebar3 compile >&2) || echo "run.sh: rebar3 compile failed; using what is built" >&2
             elif [[ -f "$ROOT/mix.exs" ]]; then
-                (cd "$ROOT" && mix compile >&2)
+                (cd "$ROOT" && mix compile >&2) || echo "run.sh: mix compile failed; using what is built" >&2
             fi
         fi
-        have_ws_port=1
-    else
-        echo "run.sh: ws_port not built (no src/ws_port.erl): plain client only" >&2
+        if [[ -x "${WS_PORT_PROGRAM:-$ROOT/priv/ws_port}" ]]; then
+            have_ws_port=1
+        fi
+    fi
+    if [[ $have_ws_port == 0 ]]; then
+        echo "run.sh: ws_port is not built: plain client only" >&2
         CLIENTS=plain
     fi
 fi
@@ -59,18 +65,19 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
     -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
     -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
 
-start_server() { # name args...
+start_server() { # name args... -> sets SERVER_PORT
     local name=$1; shift
     "$OUT/firehose" "$@" >"$TMP/$name.port" 2>"$TMP/$name.log" &
     PIDS+=($!)
+    SERVER_PORT=
     for _ in $(seq 100); do
-        grep -q '^PORT ' "$TMP/$name.port" 2>/dev/null && break
+        SERVER_PORT=$(awk '/^PORT /{print $2}' "$TMP/$name.port")
+        [[ -n $SERVER_PORT ]] && break
         sleep 0.05
     done
-    awk '/^PORT /{print $2}' "$TMP/$name.port"
 }
-WS_PORTNUM=$(start_server ws)
-WSS_PORTNUM=$(start_server wss --tls "$TMP/cert.pem" "$TMP/key.pem")
+start_server ws; WS_PORTNUM=$SERVER_PORT
+start_server wss --tls "$TMP/cert.pem" "$TMP/key.pem"; WSS_PORTNUM=$SERVER_PORT
 [[ -n "$WS_PORTNUM" && -n "$WSS_PORTNUM" ]] || { echo "run.sh: firehose did not start" >&2; exit 1; }
 
 field() { # line key
@@ -81,11 +88,14 @@ median() { # numbers...
 }
 
 run_client() { # client url -> result line, or "FAIL"
-    local line
+    local line err="$TMP/client.err"
     case $1 in
-        plain) line=$(timeout 120 "$OUT/plain_client" --quiet "$2" 2>>"$TMP/client.log") || line=FAIL ;;
-        ws_port) line=$(timeout 120 escript "$HERE/recv_bench.escript" "$2" 2>>"$TMP/client.log") || line=FAIL ;;
+        plain) line=$(timeout 120 "$OUT/plain_client" --quiet "$2" 2>"$err" | grep '^msgs=') || line=FAIL ;;
+        ws_port) line=$(timeout 120 escript "$HERE/recv_bench.escript" "$2" 2>"$err" | grep '^msgs=') || line=FAIL ;;
     esac
+    if [[ $line == FAIL || $line != *close=1000* ]]; then
+        sed 's/^/    /' "$err" | tail -5 >&2
+    fi
     echo "$line"
 }
 
@@ -100,8 +110,8 @@ for tr in $TRANSPORTS; do
             for c in $CLIENTS; do
                 line=$(run_client "$c" "$url")
                 echo "$c $tr size=$size n=$n run=$run: $line" >&2
-                if [[ $line == FAIL || $(field "$line" msgs) != "$n" ]]; then
-                    M[$c,fail]=1
+                if [[ $line == FAIL || $(field "$line" msgs) != "$n" || $(field "$line" close) != 1000 ]]; then
+                    M[$c,fail]=$(( ${M[$c,fail]:-0} + 1 ))
                     continue
                 fi
                 M[$c,msgs]+=" $(field "$line" msgs_per_s)"
@@ -116,7 +126,8 @@ for tr in $TRANSPORTS; do
             done
         done
         for c in $CLIENTS; do
-            if [[ -n "${M[$c,fail]:-}" || -z "${M[$c,msgs]:-}" ]]; then
+            R[$c,$tr,$size,fail]=${M[$c,fail]:-0}
+            if [[ -z "${M[$c,msgs]:-}" ]]; then
                 R[$c,$tr,$size,msgs]=FAIL; continue
             fi
             # shellcheck disable=SC2086
@@ -135,6 +146,12 @@ done
 fmt_int() { awk -v x="$1" 'BEGIN{ if (x=="") print "-"; else printf "%d", x }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a==""||b==""||b==0||a=="FAIL"||b=="FAIL") print "-"; else printf "%.2f", a/b }'; }
 
+rate_cell() { # client transport size -> "msgs/s" or "msgs/s (k of RUNS failed)" or FAIL
+    local v=${R[$1,$2,$3,msgs]:-} f=${R[$1,$2,$3,fail]:-0}
+    if [[ $v == FAIL ]]; then echo "FAIL ($f of $RUNS)"; return; fi
+    if [[ $f != 0 ]]; then echo "$(fmt_int "$v") ($f of $RUNS failed)"; else fmt_int "$v"; fi
+}
+
 table() {
     if [[ $have_ws_port == 1 ]]; then
         echo "| case | N | plain msgs/s | plain MB/s | plain CPU s | ws_port msgs/s | ws_port MB/s | ws_port/plain | port CPU s | BEAM CPU s |"
@@ -146,15 +163,10 @@ table() {
     for tr in $TRANSPORTS; do
         for size in $SIZES; do
             local p=${R[plain,$tr,$size,msgs]:-} row
-            row="| $tr $size B | $(fmt_int "${R[n,$size]}") | $(fmt_int "$p") | ${R[plain,$tr,$size,mb]:--} | ${R[plain,$tr,$size,cpu]:--} |"
-            [[ $p == FAIL ]] && row="| $tr $size B | $(fmt_int "${R[n,$size]}") | FAIL | - | - |"
+            row="| $tr $size B | $(fmt_int "${R[n,$size]}") | $(rate_cell plain "$tr" "$size") | ${R[plain,$tr,$size,mb]:--} | ${R[plain,$tr,$size,cpu]:--} |"
             if [[ $have_ws_port == 1 ]]; then
                 local w=${R[ws_port,$tr,$size,msgs]:-}
-                if [[ $w == FAIL ]]; then
-                    row+=" FAIL | - | - | - | - |"
-                else
-                    row+=" $(fmt_int "$w") | ${R[ws_port,$tr,$size,mb]:--} | $(ratio "$w" "$p") | ${R[ws_port,$tr,$size,cpu]:--} | ${R[ws_port,$tr,$size,beam]:--} |"
-                fi
+                row+=" $(rate_cell ws_port "$tr" "$size") | ${R[ws_port,$tr,$size,mb]:--} | $(ratio "$w" "$p") | ${R[ws_port,$tr,$size,cpu]:--} | ${R[ws_port,$tr,$size,beam]:--} |"
             fi
             echo "$row"
         done
@@ -171,6 +183,7 @@ if [[ -z "${NO_RESULTS:-}" ]]; then
         echo "## $(date -u '+%Y-%m-%d %H:%M UTC')"
         echo
         echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), $(uname -sr)"
+        echo "- load average before the run: $LOAD0 (other work on the machine adds noise)"
         echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- c_src src 2>/dev/null || echo ' (+ uncommitted changes in c_src/src)')"
         echo "- command: \`$CMD\`"
         echo "- median of $RUNS runs; one connection; payload MB = 10^6 bytes; CPU = user+sys over the receive"
