@@ -66,6 +66,7 @@ struct wsp_conn {
     struct lws *wsi;                 /* == watch.wsi while the socket is adopted */
     SSL *ssl;
     int tls_want_write;              /* SSL_read/handshake wants POLLOUT */
+    char tls_err[256];               /* OpenSSL's reason after a TLS failure */
     struct wsp_dns_req *dns;
     struct wsp_dns_result *addrs;
     size_t addr_next;
@@ -882,8 +883,8 @@ static int process_frames(struct wsp_conn *c)
                 wsp_enc_closed_code(xbuf(), c->id, "local", c->close_code, c->close_reason,
                                     c->close_reason_len);
             } else {
-                /* echo the code (RFC 6455 5.5.1) and report it */
-                queue_close(c, ev.close_code, NULL, 0);
+                /* echo the code and reason (RFC 6455 5.5.1) and report it */
+                queue_close(c, ev.close_code, ev.data, ev.len);
                 wsp_enc_closed_code(xbuf(), c->id, "remote", ev.close_code,
                                     (const char *)ev.data, ev.len);
             }
@@ -955,6 +956,13 @@ static int io_read(struct wsp_conn *c, uint8_t *p, size_t n, int *err)
         if (e == SSL_ERROR_SYSCALL && errno == 0) {
             return 0; /* EOF without close_notify */
         }
+        if (e == SSL_ERROR_SSL) {
+            /* e.g. an alert from the server: "tlsv13 alert certificate required" */
+            unsigned long le = ERR_get_error();
+            ERR_error_string_n(le, c->tls_err, sizeof c->tls_err);
+            ERR_clear_error();
+            return -3;
+        }
         *err = errno ? errno : ECONNRESET;
         return -2;
     }
@@ -1015,6 +1023,10 @@ static void conn_read(struct wsp_conn *c)
         int r = io_read(c, dst, c->rbuf.cap - c->rbuf.len, &err);
         if (r == -1) {
             break;
+        }
+        if (r == -3) {
+            fail_detail(c, "tls", c->tls_err);
+            return;
         }
         if (r == 0 || r == -2) {
             if (c->state == ST_TLS || c->state == ST_CONNECTING) {
