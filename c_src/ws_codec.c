@@ -618,46 +618,77 @@ static const uint8_t utf8_trans[S_N] = {
 
 #define HI8 0x8080808080808080ull
 
+static int is_tail(uint8_t c)
+{
+    return (c & 0xC0) == 0x80;
+}
+
 int wsc_utf8_feed(wsc_utf8 *u, const uint8_t *p, size_t len)
 {
     uint32_t s = u->state;
-    const uint8_t *end = p + len;
 
     if (s == S_REJ)
         return -1;
+    if (len == 0) /* p may be NULL */
+        return 0;
+    const uint8_t *end = p + len;
     while (p < end) {
         if (s == S_OK) {
-            /* ASCII fast path: 32, then 8 bytes at a time */
-            while (end - p >= 32) {
-                uint64_t a, b, c, d;
-                memcpy(&a, p, 8);
-                memcpy(&b, p + 8, 8);
-                memcpy(&c, p + 16, 8);
-                memcpy(&d, p + 24, 8);
-                if ((a | b | c | d) & HI8)
-                    break;
-                p += 32;
+            uint8_t c = *p;
+            if (c < 0x80) {
+                /* ASCII fast path: 32, then 8 bytes at a time */
+                while (end - p >= 32) {
+                    uint64_t a, b, d, e;
+                    memcpy(&a, p, 8);
+                    memcpy(&b, p + 8, 8);
+                    memcpy(&d, p + 16, 8);
+                    memcpy(&e, p + 24, 8);
+                    if ((a | b | d | e) & HI8)
+                        break;
+                    p += 32;
+                }
+                while (end - p >= 8) {
+                    uint64_t a;
+                    memcpy(&a, p, 8);
+                    if (a & HI8)
+                        break;
+                    p += 8;
+                }
+                while (p < end && *p < 0x80)
+                    p++;
+                continue;
             }
-            while (end - p >= 8) {
-                uint64_t a;
-                memcpy(&a, p, 8);
-                if (a & HI8)
+            if (end - p >= 4) {
+                /* a whole character at once, same ranges as the DFA:
+                 * no chained table loads per byte */
+                if (c >= 0xC2 && c <= 0xDF) {
+                    if (!is_tail(p[1]))
+                        break;
+                    p += 2;
+                } else if (c >= 0xE0 && c <= 0xEF) {
+                    uint8_t lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+                    if (p[1] < lo || p[1] > hi || !is_tail(p[2]))
+                        break;
+                    p += 3;
+                } else if (c >= 0xF0 && c <= 0xF4) {
+                    uint8_t lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+                    if (p[1] < lo || p[1] > hi || !is_tail(p[2]) || !is_tail(p[3]))
+                        break;
+                    p += 4;
+                } else {
                     break;
-                p += 8;
+                }
+                continue;
             }
-            while (p < end && *p < 0x80)
-                p++;
-            if (p == end)
-                break;
         }
-        /* DFA until back at a boundary */
-        do {
-            s = utf8_trans[s + utf8_class[*p++]];
-            if (s == S_REJ) {
-                u->state = S_REJ;
-                return -1;
-            }
-        } while (s != S_OK && p < end);
+        /* DFA, one byte: near the end of the buffer and across feeds */
+        s = utf8_trans[s + utf8_class[*p++]];
+        if (s == S_REJ)
+            break;
+    }
+    if (p < end || s == S_REJ) { /* broke out on an invalid sequence */
+        u->state = S_REJ;
+        return -1;
     }
     u->state = s;
     return 0;

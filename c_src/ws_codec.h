@@ -52,7 +52,10 @@ struct wsc_url {
 
 /* Parses `url` (len bytes, need not be NUL-terminated).
  * Returns 0, or WSC_EURL with a static message in *errstr naming the
- * problem ("scheme must be ws or wss", "empty host", "bad port", ...). */
+ * problem ("scheme must be ws or wss", "empty host", "bad port", ...).
+ * Scheme is case-insensitive; host is lowercased; userinfo ("user@") is
+ * refused; "host:" with an empty port means the default port; the path may
+ * hold only visible ASCII (percent-encode the rest); "#fragment" is dropped. */
 int wsc_parse_url(const char *url, size_t len, struct wsc_url *out,
                   const char **errstr);
 
@@ -77,7 +80,11 @@ void wsc_accept_for_key(const char *key, char accept_out[29]);
  * (checked: returns WSC_EHTTP with *errstr set if not) and must not be one the
  * handshake sets itself (Host, Upgrade, Connection, Sec-WebSocket-Key,
  * Sec-WebSocket-Version; checked case-insensitively, WSC_EHTTP).
- * Returns the request length (> 0), WSC_ENOSPC, or WSC_EHTTP. */
+ * Returns the request length (> 0), WSC_ENOSPC, or WSC_EHTTP.
+ * Also refused (WSC_EHTTP): a path not starting with '/' or holding SP, CTL
+ * or 8-bit bytes, a Host value with CR/LF/NUL, a key that is not visible
+ * ASCII, a protocol or header name that is not an HTTP token. When cap is
+ * larger than the request a NUL follows it (not counted). */
 int wsc_build_request(char *out, size_t cap, const char *path,
                       const char *host_header, const char *key,
                       const char *const *protocols, size_t nprotocols,
@@ -187,7 +194,13 @@ void wsc_parser_init(struct wsc_parser *p, uint64_t max_message_size);
  * non-minimal length encodings are accepted, 64-bit length with the top bit
  * set (1002), message length > max_message_size (1009), invalid UTF-8 in text
  * or close reason (1007), bad close payloads (1 byte, invalid codes: 1002).
- * After a CLOSE event the parser returns WSC_ENEED_MORE consuming nothing. */
+ * After a CLOSE event the parser returns WSC_ENEED_MORE consuming nothing.
+ * Details: an empty non-final fragment yields no event (message_start then
+ * comes with the first slice that has bytes, or with the len 0 last slice);
+ * the 125-byte control limit applies to the decoded length, so a control
+ * frame with a non-minimal 16/64-bit length <= 125 is accepted; errors are
+ * reported as soon as the offending byte arrives (header byte, UTF-8 byte,
+ * or a length that would exceed max_message_size), never after buffering. */
 int wsc_parser_next(struct wsc_parser *p, const uint8_t *buf, size_t len,
                     size_t *consumed, struct wsc_event *ev);
 

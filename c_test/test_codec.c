@@ -938,6 +938,11 @@ static void test_utf8_exhaustive(void **state)
                 want = ref_utf8(s, 3);
                 if (codec_utf8(s, 3, 0) != want || codec_utf8(s, 3, 1) != want)
                     fail_msg("%02x %02x %02x", a, b, c);
+                /* followed by ASCII, so that whole characters are checked
+                 * at once rather than byte by byte */
+                uint8_t padded[8] = {s[0], s[1], s[2], 'a', 'a', 'a', 'a', 'a'};
+                if (codec_utf8(padded, 8, 0) != ref_utf8(padded, 8))
+                    fail_msg("%02x %02x %02x + ascii", a, b, c);
             }
         }
     }
@@ -961,6 +966,9 @@ static void test_utf8_edges(void **state)
                     int want = ref_utf8(s, 4);
                     if (codec_utf8(s, 4, 0) != want || codec_utf8(s, 4, 1) != want)
                         fail_msg("%02x %02x %02x %02x", s[0], s[1], s[2], s[3]);
+                    uint8_t padded[9] = {'a', s[0], s[1], s[2], s[3], 'b', 'c', 'd', 'e'};
+                    if (codec_utf8(padded, 9, 0) != ref_utf8(padded, 9))
+                        fail_msg("a %02x %02x %02x %02x + ascii", s[0], s[1], s[2], s[3]);
                     if (e[i0] < 0xF0)
                         continue;
                     for (size_t i4 = 0; i4 < ne; i4++) {
