@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WSP_MAX_DEPTH 16          /* deepest real command needs 6 */
+#define WSP_MAX_DEPTH WSP_MAX_TERM_DEPTH /* deepest real command needs 6 */
 #define WSP_MAX_CTL_PAYLOAD 125   /* ping / pong payload */
 #define WSP_MAX_CLOSE_REASON 123  /* 125 - 2 bytes of code */
 
@@ -847,7 +847,7 @@ static int decode_term(struct dctx *c, struct wsp_cmd *out)
 int wsp_decode_command(const uint8_t *buf, size_t len, struct wsp_cmd *out,
                        const char **what, char *err, size_t errcap)
 {
-    static const char *dummy_what;
+    const char *dummy_what = NULL;
     struct dctx c = {
         .b = buf, .len = len, .eb = (const char *)buf,
         .what = what ? what : &dummy_what, .err = err, .errcap = errcap,

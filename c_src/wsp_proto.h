@@ -76,7 +76,26 @@ struct wsp_cmd {
  * naming the problem, e.g. "connect: option connect_timeout must be a
  * positive integer, got -5" or "unknown command foo/2"; out->id set to the
  * command's id when it could be read (0 otherwise). Never crashes on any
- * input: lengths are checked before every read. */
+ * input: lengths are checked before every read.
+ * Details of the implementation others may rely on:
+ * - what may be NULL; err may be NULL when errcap is 0. On success *what is
+ *   NULL. Messages longer than errcap are truncated (still NUL-terminated).
+ * - The whole term is validated first (bounded walk, nesting deeper than
+ *   WSP_MAX_TERM_DEPTH refused); pids, refs, funs, bitstrings, compressed
+ *   terms etc. are refused as badarg "unsupported term type (tag N) ...".
+ * - Strings always arrive as binaries: an Erlang string/list where a binary
+ *   is expected is refused. url, protocols, cacertfile, certfile, keyfile and
+ *   server_name must be non-empty and free of NUL; protocols must be HTTP
+ *   tokens; header names non-empty (CR/LF/NUL in headers is left to
+ *   wsc_build_request).
+ * - A connect option given twice: the later one wins.
+ * - active integers (option and command) must lie in INT32 range.
+ * - close: Code must satisfy wsc_close_code_valid; Reason <= 123 bytes and
+ *   valid UTF-8. ping/pong payloads (term or raw) <= 125 bytes. Text
+ *   payloads are not UTF-8 checked here.
+ * - On failure out->connect is NULL (nothing to free); on success call
+ *   wsp_cmd_free (a no-op for commands other than CONNECT). */
+#define WSP_MAX_TERM_DEPTH 16
 int wsp_decode_command(const uint8_t *buf, size_t len, struct wsp_cmd *out,
                        const char **what, char *err, size_t errcap);
 
@@ -84,7 +103,11 @@ int wsp_decode_command(const uint8_t *buf, size_t len, struct wsp_cmd *out,
 void wsp_cmd_free(struct wsp_cmd *cmd);
 void wsp_connect_opts_free(struct wsp_connect_opts *o);
 
-/* ---- events: each resets x (ei_x_new_with_version) and encodes one term -- */
+/* ---- events: each resets x (ei_x_new_with_version) and encodes one term --
+ * x need not be initialised and any buffer it held is NOT freed (ei_x_free
+ * it first if you reuse x). Return 0: x->buff[0..x->index) is the packet
+ * (version byte included); ei_x_free(x) when done. Return -1: x has been
+ * freed already (out of memory or a length beyond INT_MAX). */
 /* {up, Id, #{status => S, headers => [{N, V}], protocol => P | undefined}} */
 int wsp_enc_up(ei_x_buff *x, uint32_t id, int status,
                const struct wsc_header *headers, size_t nheaders,
