@@ -9,7 +9,8 @@
 %%
 %% URL is a firehose stream, e.g. ws://127.0.0.1:P/?n=2000000&size=100.
 %% Prints one line in the same format as plain_client, plus the CPU time of
-%% the port program (from /proc/<os_pid>/stat of every ws_port port, summed)
+%% the port program (from /proc/<os_pid>/stat of every port whose program's
+%% name starts with ws_port, summed)
 %% and of the whole BEAM OS process:
 %%
 %%   msgs=N bytes=B secs=S msgs_per_s=R mb_per_s=M cpu_port=P cpu_beam=E close=C
@@ -46,7 +47,7 @@ main([Url]) ->
     Cpu1 = [cpu(P) || P <- Ports],
     Beam1 = cpu(os:getpid()),
     Secs = erlang:convert_time_unit(T1 - T0, native, microsecond) / 1.0e6,
-    CpuPort = lists:sum(Cpu1) - lists:sum(Cpu0),
+    CpuPort = float(lists:sum(Cpu1) - lists:sum(Cpu0)),
     Code = case Reason of
                {remote, C, _} -> C;
                _ -> -1
@@ -54,7 +55,7 @@ main([Url]) ->
     io:format("msgs=~b bytes=~b secs=~.4f msgs_per_s=~b mb_per_s=~.1f "
               "cpu_port=~.3f cpu_beam=~.3f close=~b~n",
               [Msgs, Bytes, Secs, round(Msgs / Secs), Bytes / Secs / 1.0e6,
-               CpuPort, Beam1 - Beam0, Code]),
+               CpuPort, float(Beam1 - Beam0), Code]),
     case Code of
         1000 -> halt(0);
         _ -> io:format(standard_error, "recv_bench: closed: ~p~n", [Reason]),
@@ -99,7 +100,7 @@ add_code_path() ->
 ws_port_pids() ->
     [Pid || P <- erlang:ports(),
             {name, Name} <- [erlang:port_info(P, name)],
-            filename:basename(hd(string:split(Name, " "))) =:= "ws_port",
+            lists:prefix("ws_port", filename:basename(hd(string:split(Name, " ")))),
             {os_pid, Pid} <- [erlang:port_info(P, os_pid)],
             is_integer(Pid)].
 

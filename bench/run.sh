@@ -9,6 +9,7 @@
 #   SIZES="1024" TRANSPORTS=ws bench/run.sh
 #   N_100=2000000 N_1024=500000 N_65536=20000   messages per case
 #   NO_RESULTS=1                 print the table, do not touch RESULTS.md
+#   NOTE="text"                  a note line for the RESULTS.md entry
 #   SKIP_BUILD=1                 do not run rebar3/mix compile first
 #   WS_PORT_PROGRAM=path         port program to run instead of priv/ws_port
 set -euo pipefail
@@ -186,6 +187,7 @@ if [[ -z "${NO_RESULTS:-}" ]]; then
         echo "- load average before the run: $LOAD0 (other work on the machine adds noise)"
         echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- c_src src 2>/dev/null || echo ' (+ uncommitted changes in c_src/src)')"
         echo "- command: \`$CMD\`"
+        [[ -n "${NOTE:-}" ]] && echo "- note: $NOTE"
         echo "- median of $RUNS runs; one connection; payload MB = 10^6 bytes; CPU = user+sys over the receive"
         echo
         echo "$TABLE"
