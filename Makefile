@@ -10,8 +10,8 @@
 CC ?= cc
 ERL_INTERFACE := $(shell erl -noshell -eval 'io:format("~s",[code:lib_dir(erl_interface)]),halt().' 2>/dev/null)
 CFLAGS ?= -O2 -g
-CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I$(ERL_INTERFACE)/include -Ic_src
-LDLIBS += -L$(ERL_INTERFACE)/lib -lei -lwebsockets -lssl -lcrypto -lcares -lpthread
+WS_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I$(ERL_INTERFACE)/include -Ic_src
+WS_LIBS := -L$(ERL_INTERFACE)/lib -lei -lwebsockets -lssl -lcrypto -lcares -lpthread -lm
 
 SRCS := $(wildcard c_src/*.c)
 LIB_SRCS := $(filter-out c_src/ws_port.c,$(SRCS))
@@ -30,14 +30,14 @@ all: $(TARGET)
 
 $(TARGET): $(OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	@echo "  LD $@"; $(CC) $(WS_CFLAGS) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(WS_LIBS)
 
 $(BUILD)/%.o: c_src/%.c $(HDRS)
 	@mkdir -p $(BUILD)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo "  CC $<"; $(CC) $(WS_CFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/test_%: c_test/test_%.c $(LIB_OBJS) $(HDRS)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB_OBJS) $(LDFLAGS) $(LDLIBS) -lcmocka
+	@echo "  LD $@"; $(CC) $(WS_CFLAGS) $(CFLAGS) -o $@ $< $(LIB_OBJS) $(LDFLAGS) $(WS_LIBS) -lcmocka
 
 c-test: $(TEST_BINS)
 	@set -e; for t in $(TEST_BINS); do echo "== $$t"; $$t; done

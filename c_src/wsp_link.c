@@ -214,6 +214,9 @@ int wsp_link_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
 
 void wsp_link_event(const ei_x_buff *x)
 {
+    if (x->index <= 0) {
+        return; /* the encoder failed (out of memory): nothing to send */
+    }
     uint8_t *dst = wsp_buf_reserve(&L.out, 4 + (size_t)x->index);
     if (!dst) {
         ERR("out of memory queueing an event");

@@ -32,6 +32,9 @@ enum wsp_io {
 };
 
 extern struct lws_context *wsp_ctx;
+/* Creates the lws context and its one vhost; -1 on failure. */
+int wsp_loop_init(void);
+void wsp_loop_destroy(void);
 extern struct lws_vhost *wsp_vhost;
 
 /* Adopts fd (set non-blocking by the caller) into the loop, polled for input.

@@ -897,11 +897,17 @@ static int enc_headers(ei_x_buff *x, const struct wsc_header *h, size_t n)
 /* Starts {Tag, Id, ...} of the given arity. */
 static int enc_start(ei_x_buff *x, int arity, const char *tag, uint32_t id)
 {
-    if (ei_x_new_with_version(x) < 0)
-        return -1;
+    if (x->buff == NULL) {
+        if (ei_x_new_with_version(x) < 0)
+            return -1;
+    } else {
+        x->index = 0; /* reuse the buffer: no allocation per event */
+        if (ei_x_encode_version(x) < 0)
+            return -1;
+    }
     if (ei_x_encode_tuple_header(x, arity) < 0 || ei_x_encode_atom(x, tag) < 0 ||
         ei_x_encode_ulong(x, id) < 0) {
-        ei_x_free(x);
+        x->index = 0;
         return -1;
     }
     return 0;
@@ -910,7 +916,7 @@ static int enc_start(ei_x_buff *x, int arity, const char *tag, uint32_t id)
 static int enc_done(ei_x_buff *x, int r)
 {
     if (r < 0) {
-        ei_x_free(x);
+        x->index = 0;
         return -1;
     }
     return 0;

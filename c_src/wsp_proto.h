@@ -104,10 +104,11 @@ void wsp_cmd_free(struct wsp_cmd *cmd);
 void wsp_connect_opts_free(struct wsp_connect_opts *o);
 
 /* ---- events: each resets x (ei_x_new_with_version) and encodes one term --
- * x need not be initialised and any buffer it held is NOT freed (ei_x_free
- * it first if you reuse x). Return 0: x->buff[0..x->index) is the packet
- * (version byte included); ei_x_free(x) when done. Return -1: x has been
- * freed already (out of memory or a length beyond INT_MAX). */
+ * x must be zeroed (ei_x_buff x = {0}) or initialised with ei_x_new; its
+ * buffer is reused, so one ei_x_buff can serve every event. Return 0:
+ * x->buff[0..x->index) is the packet (version byte included). Return -1: out
+ * of memory or a length beyond INT_MAX; x->index is 0. ei_x_free(x) when
+ * done with it. */
 /* {up, Id, #{status => S, headers => [{N, V}], protocol => P | undefined}} */
 int wsp_enc_up(ei_x_buff *x, uint32_t id, int status,
                const struct wsc_header *headers, size_t nheaders,

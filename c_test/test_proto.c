@@ -173,7 +173,7 @@ static void enc_term(ei_x_buff *x, const char **pp)
 /* Packet of the term written in src, in an exact-size heap buffer. */
 static uint8_t *build(const char *src, size_t *len)
 {
-    ei_x_buff x;
+    ei_x_buff x = {0};
     assert_int_equal(ei_x_new_with_version(&x), 0);
     const char *p = src;
     enc_term(&x, &p);
@@ -620,7 +620,7 @@ static void test_send_term(void **state)
     assert_int_equal(cmd.payload_len, 0);
 
     /* a big payload, built directly */
-    ei_x_buff x;
+    ei_x_buff x = {0};
     size_t big = 200000;
     char *data = malloc(big);
     assert_non_null(data);
@@ -1017,7 +1017,7 @@ static void d_headers(const ei_x_buff *x, int *i, const struct wsc_header *h, si
 static void test_enc_up(void **state)
 {
     (void)state;
-    ei_x_buff x;
+    ei_x_buff x = {0};
     int i, arity;
     assert_int_equal(wsp_enc_up(&x, 4294967295u, 101, HDRS, 3, "chat", 4), 0);
     d_version(&x, &i);
@@ -1054,7 +1054,7 @@ static void test_enc_up(void **state)
 static void test_enc_closed(void **state)
 {
     (void)state;
-    ei_x_buff x;
+    ei_x_buff x = {0};
     int i;
     assert_int_equal(wsp_enc_closed_atom(&x, 5, "econnrefused"), 0);
     d_version(&x, &i);
@@ -1139,7 +1139,7 @@ static void test_enc_closed(void **state)
 static void test_enc_misc(void **state)
 {
     (void)state;
-    ei_x_buff x;
+    ei_x_buff x = {0};
     int i;
     assert_int_equal(wsp_enc_error(&x, 0, "badarg", "unknown command foo/2", 21), 0);
     d_version(&x, &i);
@@ -1175,7 +1175,7 @@ static void test_enc_misc(void **state)
 
 static void check_stats(const struct wsp_stats *s)
 {
-    ei_x_buff x;
+    ei_x_buff x = {0};
     int i, arity;
     assert_int_equal(wsp_enc_stats(&x, 12, s), 0);
     d_version(&x, &i);
@@ -1220,7 +1220,7 @@ static void test_enc_stats(void **state)
 static void test_enc_then_decode(void **state)
 {
     (void)state;
-    ei_x_buff x;
+    ei_x_buff x = {0};
     assert_int_equal(wsp_enc_error(&x, 3, "badarg", "x", 1), 0);
     expect_err_bytes(x.buff, (size_t)x.index, "badarg", "unknown command error/3");
     ei_x_free(&x);

@@ -1,0 +1,62 @@
+#include "wsp_backoff.h"
+
+#include <math.h>
+
+void wsp_backoff_default(struct wsp_backoff *b)
+{
+    b->enabled = 1;
+    b->manual = 0;
+    b->max_retries = -1;
+    b->delay_ms = 1000;
+    b->max_delay_ms = 30000;
+    b->factor = 2.0;
+    b->jitter = 0.1;
+    b->retry_on = WSP_FC_DEFAULT;
+}
+
+int64_t wsp_backoff_delay(const struct wsp_backoff *b, uint64_t attempt, double rnd)
+{
+    if (!b->enabled || attempt == 0) {
+        return -1;
+    }
+    if (b->max_retries >= 0 && attempt > (uint64_t)b->max_retries) {
+        return -1;
+    }
+    double d = (double)b->delay_ms;
+    double cap = (double)b->max_delay_ms;
+    if (b->factor > 1.0) {
+        /* factor^(attempt-1), without overflowing for large attempts */
+        double e = (double)(attempt - 1);
+        double lim = cap > d && d > 0 ? log(cap / d) / log(b->factor) : 0;
+        d = e >= lim ? cap : d * pow(b->factor, e);
+    }
+    if (d > cap && cap > 0) {
+        d = cap;
+    }
+    if (b->jitter > 0) {
+        d *= 1.0 + b->jitter * (2.0 * rnd - 1.0);
+    }
+    if (d < 0) {
+        d = 0;
+    }
+    return (int64_t)(d + 0.5);
+}
+
+int wsp_backoff_retries(const struct wsp_backoff *b, unsigned fc)
+{
+    return b->enabled && (b->retry_on & fc) != 0;
+}
+
+unsigned wsp_backoff_http_class(int status)
+{
+    if (status == 429) {
+        return WSP_FC_HTTP_429;
+    }
+    if (status >= 500 && status <= 599) {
+        return WSP_FC_HTTP_5XX;
+    }
+    if (status >= 400 && status <= 499) {
+        return WSP_FC_HTTP_4XX;
+    }
+    return WSP_FC_HTTP_OTHER;
+}
