@@ -101,6 +101,9 @@ static void on_packet(const uint8_t *p, size_t len)
     case WSP_CMD_STATS:
         wsp_conn_stats(cmd.id);
         break;
+    case WSP_CMD_RECONNECT:
+        wsp_conn_reconnect(cmd.id, cmd.delay_ms);
+        break;
     }
     wsp_cmd_free(&cmd);
 }

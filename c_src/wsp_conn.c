@@ -15,6 +15,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "wsp_backoff.h"
 #include "wsp_buf.h"
 #include "wsp_dns.h"
 #include "wsp_link.h"
@@ -30,7 +31,8 @@
 #define LINGER_US (1 * LWS_US_PER_SEC)
 
 enum conn_state {
-    ST_RESOLVING = 1,
+    ST_BACKOFF = 1, /* lost; waiting to retry (timer, or {reconnect} in manual mode) */
+    ST_RESOLVING,
     ST_CONNECTING,
     ST_TLS,
     ST_UPGRADING,
@@ -42,6 +44,7 @@ enum conn_state {
 static const char *state_name(enum conn_state s)
 {
     switch (s) {
+    case ST_BACKOFF: return "reconnecting";
     case ST_RESOLVING: return "resolving";
     case ST_CONNECTING: return "connecting";
     case ST_TLS: return "tls_handshake";
@@ -98,6 +101,13 @@ struct wsp_conn {
     unsigned close_code;             /* what we sent in our close frame */
     char close_reason[124];
     size_t close_reason_len;
+
+    uint64_t attempt;                /* failed attempts since the last up */
+    uint64_t reconnects;             /* times it came back after a loss */
+    int ever_up;
+    struct wsp_buf held;             /* frames sent while not open (send_queue):
+                                        <<Opcode:8, Len:32, Payload>>, unmasked */
+    uint32_t nheld;
 
     int in_cb;                       /* inside wsp_conn_on_io for this conn */
     int free_pending;
@@ -246,7 +256,7 @@ static void emit_error(uint32_t id, const char *what, const char *fmt, ...)
 /* ---- lifetime ----------------------------------------------------------- */
 
 static void conn_set_reading(struct wsp_conn *c);
-static void conn_flush(struct wsp_conn *c);
+static int conn_flush(struct wsp_conn *c);
 static void conn_read(struct wsp_conn *c);
 
 static void detach_socket(struct wsp_conn *c)
@@ -312,6 +322,7 @@ static void conn_free(struct wsp_conn *c)
     wsp_buf_free(&c->rbuf);
     wsp_buf_free(&c->wbuf);
     wsp_buf_free(&c->msg);
+    wsp_buf_free(&c->held);
     free(c);
 }
 
@@ -334,8 +345,8 @@ static void finish(struct wsp_conn *c)
         c->dns = NULL;
     }
     wsp_buf_free(&c->msg);
-    if (c->wsi && wsp_buf_pending(&c->wbuf) > 0) {
-        conn_flush(c);
+    if (c->wsi && wsp_buf_pending(&c->wbuf) > 0 && conn_flush(c) < 0) {
+        return; /* written out and freed */
     }
     if (c->wsi && wsp_buf_pending(&c->wbuf) > 0) {
         wsp_loop_want_read(c->wsi, 0);
@@ -346,16 +357,20 @@ static void finish(struct wsp_conn *c)
     conn_free(c);
 }
 
-static void fail_atom(struct wsp_conn *c, const char *atom)
+static void lost(struct wsp_conn *c, unsigned fc);
+
+/* Each failure is encoded as the final {closed, Id, Reason}; lost() turns
+ * it into {down, ...} and a retry when the policy retries class fc (0: never). */
+static void fail_atom(struct wsp_conn *c, unsigned fc, const char *atom)
 {
     wsp_enc_closed_atom(xbuf(), c->id, atom);
-    finish(c);
+    lost(c, fc);
 }
 
-static void fail_detail(struct wsp_conn *c, const char *kind, const char *detail)
+static void fail_detail(struct wsp_conn *c, unsigned fc, const char *kind, const char *detail)
 {
     wsp_enc_closed_detail(xbuf(), c->id, kind, detail, strlen(detail));
-    finish(c);
+    lost(c, fc);
 }
 
 static const char *errno_atom(int e)
@@ -377,9 +392,9 @@ static void fail_errno(struct wsp_conn *c, int e)
 {
     const char *a = errno_atom(e);
     if (a) {
-        fail_atom(c, a);
+        fail_atom(c, e == ETIMEDOUT ? WSP_FC_TIMEOUT : WSP_FC_NETWORK, a);
     } else {
-        fail_detail(c, "socket", strerror(e));
+        fail_detail(c, WSP_FC_NETWORK, "socket", strerror(e));
     }
 }
 
@@ -427,7 +442,9 @@ static void queue_close(struct wsp_conn *c, unsigned code, const uint8_t *reason
         len = sizeof c->close_reason; /* 125 - 2 bytes of code fits */
     }
     c->close_code = code;
-    memcpy(c->close_reason, reason, len);
+    if (len) {
+        memcpy(c->close_reason, reason, len);
+    }
     c->close_reason_len = len;
     uint8_t cb[2] = {(uint8_t)(code >> 8), (uint8_t)code};
     if (code == 1005) {
@@ -463,7 +480,9 @@ static int io_write(struct wsp_conn *c, const uint8_t *p, size_t n, int *err)
     return -1;
 }
 
-static void conn_flush(struct wsp_conn *c)
+/* Writes what is queued. Returns 0, or -1 when the connection was freed or
+ * failed (do not touch c then). */
+static int conn_flush(struct wsp_conn *c)
 {
     while (c->wsi && wsp_buf_pending(&c->wbuf) > 0 && c->state >= ST_UPGRADING) {
         int err = 0;
@@ -485,17 +504,18 @@ static void conn_flush(struct wsp_conn *c)
             break;
         }
         fail_errno(c, err);
-        return;
+        return -1;
     }
     if (wsp_buf_pending(&c->wbuf) == 0) {
         wsp_buf_shrink(&c->wbuf, 256 * 1024);
         if (c->state == ST_DONE && c->wsi) {
             lws_sul_cancel(&c->timer);
             conn_free(c);
-            return;
+            return -1;
         }
     }
     update_over_high(c);
+    return 0;
 }
 
 void wsp_conn_flush_all(void)
@@ -519,7 +539,7 @@ static void on_deadline(lws_sorted_usec_list_t *sul)
                             c->close_reason_len);
         finish(c);
     } else if (c->state < ST_OPEN) {
-        fail_atom(c, "timeout");
+        fail_atom(c, WSP_FC_TIMEOUT, "timeout");
     }
     wsp_conn_flush_all();
     wsp_link_flush();
@@ -564,7 +584,7 @@ static void on_live(lws_sorted_usec_list_t *sul)
     lws_usec_t now = wsp_now();
     if (o->idle_timeout_ms && now - c->last_rx >= (lws_usec_t)o->idle_timeout_ms * 1000) {
         /* nothing from the server for idle_timeout: the link is dead */
-        fail_atom(c, "idle_timeout");
+        fail_atom(c, WSP_FC_TIMEOUT, "idle_timeout");
     } else {
         if (o->ping_interval_ms) {
             lws_usec_t base = c->last_rx > c->ping_sent_at ? c->last_rx : c->ping_sent_at;
@@ -611,14 +631,14 @@ static void start_upgrade(struct wsp_conn *c)
     }
     uint8_t *dst = wsp_buf_reserve(&c->wbuf, cap);
     if (!dst) {
-        fail_detail(c, "socket", "out of memory");
+        fail_detail(c, 0, "socket", "out of memory");
         return;
     }
     int n = wsc_build_request((char *)dst, cap, c->url.path, c->host_header, c->key,
                               (const char *const *)o->protocols, o->nprotocols, o->headers,
                               o->nheaders, &err);
     if (n < 0) {
-        fail_detail(c, "bad_option", err ? err : "cannot build the upgrade request");
+        fail_detail(c, 0, "bad_option", err ? err : "cannot build the upgrade request");
         return;
     }
     wsp_buf_commit(&c->wbuf, (size_t)n);
@@ -632,7 +652,7 @@ static void tls_step(struct wsp_conn *c)
     int ww = 0;
     int r = wsp_tls_handshake(c->ssl, &ww, err, sizeof err);
     if (r < 0) {
-        fail_detail(c, "tls", err);
+        fail_detail(c, WSP_FC_TLS, "tls", err);
         return;
     }
     if (r == 0) {
@@ -661,12 +681,12 @@ static void tcp_connected(struct wsp_conn *c)
     };
     SSL_CTX *ctx = wsp_tls_ctx(&cfg, err, sizeof err);
     if (!ctx) {
-        fail_detail(c, "tls", err);
+        fail_detail(c, WSP_FC_TLS, "tls", err);
         return;
     }
     c->ssl = wsp_tls_new(ctx, c->fd, c->tls_name, c->opts->verify, err, sizeof err);
     if (!c->ssl) {
-        fail_detail(c, "tls", err);
+        fail_detail(c, WSP_FC_TLS, "tls", err);
         return;
     }
     c->state = ST_TLS;
@@ -694,7 +714,7 @@ static void connect_addr(struct wsp_conn *c, const struct sockaddr *sa, socklen_
     c->wsi = wsp_loop_adopt(fd, &c->watch);
     if (!c->wsi) {
         c->fd = -1; /* lws closed it */
-        fail_detail(c, "socket", "cannot add the socket to the event loop");
+        fail_detail(c, WSP_FC_NETWORK, "socket", "cannot add the socket to the event loop");
         return;
     }
     c->reading = 1;
@@ -718,14 +738,14 @@ static void on_resolved(void *arg, const struct wsp_dns_result *res)
     if (res->status != 0) {
         if (res->nxdomain) {
             wsp_enc_closed_tag_atom(xbuf(), c->id, "dns", "nxdomain");
-            finish(c);
+            lost(c, WSP_FC_NETWORK);
         } else {
-            fail_detail(c, "dns", res->error ? res->error : "lookup failed");
+            fail_detail(c, WSP_FC_NETWORK, "dns", res->error ? res->error : "lookup failed");
         }
     } else {
         c->addrs = malloc(sizeof *c->addrs);
         if (!c->addrs) {
-            fail_detail(c, "dns", "out of memory");
+            fail_detail(c, 0, "dns", "out of memory");
         } else {
             *c->addrs = *res;
             try_next_address(c);
@@ -733,6 +753,33 @@ static void on_resolved(void *arg, const struct wsp_dns_result *res)
     }
     wsp_conn_flush_all();
     wsp_link_flush();
+}
+
+static void start_attempt(struct wsp_conn *c)
+{
+    const struct wsp_connect_opts *opts = c->opts;
+    c->state = ST_RESOLVING;
+    lws_sul_schedule(wsp_ctx, 0, &c->timer, on_deadline,
+                     (lws_usec_t)opts->connect_timeout_ms * 1000);
+
+    struct sockaddr_in6 a6;
+    struct sockaddr_in a4;
+    memset(&a6, 0, sizeof a6);
+    memset(&a4, 0, sizeof a4);
+    if (inet_pton(AF_INET, c->url.host, &a4.sin_addr) == 1) {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons(c->url.port);
+        connect_addr(c, (struct sockaddr *)&a4, sizeof a4);
+    } else if (inet_pton(AF_INET6, c->url.host, &a6.sin6_addr) == 1) {
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons(c->url.port);
+        connect_addr(c, (struct sockaddr *)&a6, sizeof a6);
+    } else {
+        c->dns = wsp_dns_resolve(c->url.host, c->url.port, on_resolved, c);
+        if (!c->dns) {
+            fail_detail(c, WSP_FC_NETWORK, "dns", "cannot start the lookup");
+        }
+    }
 }
 
 void wsp_conn_connect(uint32_t id, struct wsp_connect_opts *opts)
@@ -772,7 +819,7 @@ void wsp_conn_connect(uint32_t id, struct wsp_connect_opts *opts)
 
     const char *uerr = NULL;
     if (wsc_parse_url(opts->url, opts->url_len, &c->url, &uerr) < 0) {
-        fail_detail(c, "invalid_url", uerr ? uerr : "malformed URL");
+        fail_detail(c, 0, "invalid_url", uerr ? uerr : "malformed URL");
         return;
     }
     wsc_parser_init(&c->parser, opts->max_message_size);
@@ -784,27 +831,112 @@ void wsp_conn_connect(uint32_t id, struct wsp_connect_opts *opts)
         snprintf(c->host_header + hl, sizeof c->host_header - hl, ":%u", c->url.port);
     }
     c->tls_name = opts->server_name ? opts->server_name : c->url.host;
-    lws_sul_schedule(wsp_ctx, 0, &c->timer, on_deadline,
-                     (lws_usec_t)opts->connect_timeout_ms * 1000);
+    start_attempt(c);
+}
 
-    struct sockaddr_in6 a6;
-    struct sockaddr_in a4;
-    memset(&a6, 0, sizeof a6);
-    memset(&a4, 0, sizeof a4);
-    if (inet_pton(AF_INET, c->url.host, &a4.sin_addr) == 1) {
-        a4.sin_family = AF_INET;
-        a4.sin_port = htons(c->url.port);
-        connect_addr(c, (struct sockaddr *)&a4, sizeof a4);
-    } else if (inet_pton(AF_INET6, c->url.host, &a6.sin6_addr) == 1) {
-        a6.sin6_family = AF_INET6;
-        a6.sin6_port = htons(c->url.port);
-        connect_addr(c, (struct sockaddr *)&a6, sizeof a6);
-    } else {
-        c->dns = wsp_dns_resolve(c->url.host, c->url.port, on_resolved, c);
-        if (!c->dns) {
-            fail_detail(c, "dns", "cannot start the lookup");
+
+/* ---- reconnecting ------------------------------------------------------- */
+
+static ei_x_buff g_down;
+
+static void start_attempt(struct wsp_conn *c);
+
+static void on_retry(lws_sorted_usec_list_t *sul)
+{
+    struct wsp_conn *c = lws_container_of(sul, struct wsp_conn, timer);
+    start_attempt(c);
+    wsp_conn_flush_all();
+    wsp_link_flush();
+}
+
+/* Forgets everything of the attempt that failed; keeps id, options,
+ * counters, credit and the frames held for after the reconnect. */
+static uint64_t reset_attempt(struct wsp_conn *c)
+{
+    uint64_t unsent = wsp_buf_pending(&c->wbuf);
+    if (c->wsi && unsent > 0) {
+        /* best effort: a close frame we owe the server */
+        int err = 0;
+        int w = io_write(c, c->wbuf.data + c->wbuf.off, wsp_buf_pending(&c->wbuf), &err);
+        unsent -= w > 0 ? (uint64_t)w : 0;
+    }
+    detach_socket(c);
+    lws_sul_cancel(&c->timer);
+    lws_sul_cancel(&c->live);
+    lws_sul_cancel(&c->kick);
+    if (c->dns) {
+        wsp_dns_cancel(c->dns);
+        c->dns = NULL;
+    }
+    free(c->addrs);
+    c->addrs = NULL;
+    c->addr_next = 0;
+    c->last_errno = 0;
+    c->tls_want_write = c->want_write = 0;
+    wsp_buf_free(&c->rbuf);
+    wsp_buf_free(&c->wbuf);
+    wsp_buf_free(&c->msg);
+    update_over_high(c);
+    wsc_parser_init(&c->parser, c->opts->max_message_size);
+    c->ping_sent_at = 0;
+    c->user_ping = 0;
+    c->up_at = 0;
+    return unsent;
+}
+
+static void lost(struct wsp_conn *c, unsigned fc)
+{
+    const struct wsp_backoff *b = &c->opts->retry;
+    if (!fc || !wsp_backoff_retries(b, fc)) {
+        finish(c);
+        return;
+    }
+    uint64_t attempt = c->attempt + 1;
+    int64_t delay = -1;
+    if (!b->manual) {
+        delay = wsp_backoff_delay(b, attempt, (double)(rng_next() >> 11) / 9007199254740992.0);
+        if (delay < 0) {
+            finish(c); /* retries exhausted: the reason is final */
+            return;
         }
     }
+    c->attempt = attempt;
+    uint64_t unsent = reset_attempt(c);
+    if (wsp_enc_closed_to_down(&g_x, &g_down, attempt, delay, unsent) == 0) {
+        wsp_link_event(&g_down);
+    }
+    c->state = ST_BACKOFF;
+    if (delay >= 0) {
+        lws_sul_schedule(wsp_ctx, 0, &c->timer, on_retry, (lws_usec_t)delay * 1000);
+    }
+}
+
+/* Frames sent while not open, kept (send_queue) and written after the up. */
+static int hold_frame(struct wsp_conn *c, int opcode, const uint8_t *p, size_t n)
+{
+    if (c->nheld >= c->opts->send_queue || opcode == WSC_OP_PING || opcode == WSC_OP_PONG) {
+        return -1;
+    }
+    uint8_t hdr[5] = {(uint8_t)opcode, (uint8_t)(n >> 24), (uint8_t)(n >> 16),
+                      (uint8_t)(n >> 8), (uint8_t)n};
+    if (wsp_buf_append(&c->held, hdr, 5) < 0 || wsp_buf_append(&c->held, p, n) < 0) {
+        return -1;
+    }
+    c->nheld++;
+    return 0;
+}
+
+static void release_held(struct wsp_conn *c)
+{
+    while (wsp_buf_pending(&c->held) >= 5) {
+        const uint8_t *h = c->held.data + c->held.off;
+        size_t n = ((size_t)h[1] << 24) | ((size_t)h[2] << 16) | ((size_t)h[3] << 8) | h[4];
+        queue_frame(c, h[0], h + 5, n, NULL, 0);
+        c->msgs_out++;
+        wsp_buf_consume(&c->held, 5 + n);
+    }
+    c->nheld = 0;
+    wsp_buf_free(&c->held);
 }
 
 /* ---- receiving ---------------------------------------------------------- */
@@ -823,7 +955,7 @@ static void protocol_fail(struct wsp_conn *c, unsigned code, const char *why)
 {
     queue_close(c, code, (const uint8_t *)why, strlen(why));
     wsp_enc_closed_code(xbuf(), c->id, "protocol_error", code, why, strlen(why));
-    finish(c);
+    lost(c, WSP_FC_PROTOCOL);
 }
 
 /* Parses what rbuf holds while credit lasts. Returns 0, or -1 if the
@@ -887,6 +1019,8 @@ static int process_frames(struct wsp_conn *c)
                 queue_close(c, ev.close_code, ev.data, ev.len);
                 wsp_enc_closed_code(xbuf(), c->id, "remote", ev.close_code,
                                     (const char *)ev.data, ev.len);
+                lost(c, WSP_FC_REMOTE_CLOSE);
+                return -1;
             }
             finish(c);
             return -1;
@@ -905,29 +1039,35 @@ static void handle_response(struct wsp_conn *c)
         return;
     }
     if (r < 0) {
-        fail_detail(c, "bad_handshake",
+        fail_detail(c, WSP_FC_HTTP_OTHER, "bad_handshake",
                     r == WSC_EHTTP_TOO_BIG ? "response headers too large"
                                            : (err ? err : "malformed HTTP response"));
         return;
     }
     if (resp.status != 101) {
         wsp_enc_closed_http(xbuf(), c->id, resp.status, resp.headers, resp.nheaders);
-        finish(c);
+        lost(c, wsp_backoff_http_class(resp.status));
         return;
     }
     const char *proto = NULL;
     size_t proto_len = 0;
     if (wsc_check_upgrade(&resp, c->key, (const char *const *)c->opts->protocols,
                           c->opts->nprotocols, &proto, &proto_len, &err) < 0) {
-        fail_detail(c, "bad_handshake", err ? err : "invalid upgrade response");
+        fail_detail(c, WSP_FC_HTTP_OTHER, "bad_handshake", err ? err : "invalid upgrade response");
         return;
     }
     lws_sul_cancel(&c->timer);
     c->state = ST_OPEN;
     c->up_at = wsp_now();
+    c->attempt = 0;
+    if (c->ever_up) {
+        c->reconnects++;
+    }
+    c->ever_up = 1;
     wsp_enc_up(xbuf(), c->id, resp.status, resp.headers, resp.nheaders, proto, proto_len);
     emit();
     wsp_buf_consume(&c->rbuf, (size_t)r);
+    release_held(c);
     schedule_live(c);
     conn_set_reading(c);
     process_frames(c);
@@ -1016,7 +1156,7 @@ static void conn_read(struct wsp_conn *c)
     while (c->wsi && may_read(c) && budget > 0) {
         uint8_t *dst = wsp_buf_reserve(&c->rbuf, READ_CHUNK);
         if (!dst) {
-            fail_detail(c, "socket", "out of memory");
+            fail_detail(c, 0, "socket", "out of memory");
             return;
         }
         int err = 0;
@@ -1025,14 +1165,15 @@ static void conn_read(struct wsp_conn *c)
             break;
         }
         if (r == -3) {
-            fail_detail(c, "tls", c->tls_err);
+            fail_detail(c, WSP_FC_TLS, "tls", c->tls_err);
             return;
         }
         if (r == 0 || r == -2) {
             if (c->state == ST_TLS || c->state == ST_CONNECTING) {
-                fail_detail(c, "tls", "connection closed during the TLS handshake");
+                fail_detail(c, c->state == ST_TLS ? WSP_FC_TLS : WSP_FC_NETWORK, "tls",
+                            "connection closed during the TLS handshake");
             } else if (r == 0) {
-                fail_atom(c, "eof");
+                fail_atom(c, WSP_FC_NETWORK, "eof");
             } else {
                 fail_errno(c, err);
             }
@@ -1132,7 +1273,7 @@ int wsp_conn_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
             conn_free(c);
             return 0;
         }
-        fail_atom(c, c->state == ST_CONNECTING ? "econnrefused" : "eof");
+        fail_atom(c, WSP_FC_NETWORK, c->state == ST_CONNECTING ? "econnrefused" : "eof");
         break;
     }
     c->in_cb = 0;
@@ -1163,8 +1304,12 @@ void wsp_conn_send(uint32_t id, int opcode, const uint8_t *payload, size_t len)
         return;
     }
     if (c->state != ST_OPEN) {
-        emit_error(id, "not_connected", "send: connection %u is %s; %zu-byte frame dropped", id,
-                   state_name(c->state), len);
+        if (c->state < ST_OPEN && hold_frame(c, opcode, payload, len) == 0) {
+            return; /* written after the reconnect */
+        }
+        emit_error(id, "not_connected", "send: connection %u is %s; %zu-byte frame dropped%s",
+                   id, state_name(c->state), len,
+                   c->state < ST_OPEN && c->opts->send_queue ? " (send_queue full)" : "");
         return;
     }
     if (opcode == WSC_OP_PING) {
@@ -1186,7 +1331,11 @@ void wsp_conn_close(uint32_t id, unsigned code, const uint8_t *reason, size_t le
     if (!c) {
         return;
     }
-    if (c->state == ST_OPEN) {
+    if (c->state == ST_BACKOFF) {
+        lws_sul_cancel(&c->timer);
+        wsp_enc_closed_code(xbuf(), c->id, "local", code, (const char *)reason, len);
+        finish(c);
+    } else if (c->state == ST_OPEN) {
         queue_close(c, code, reason, len);
         c->state = ST_CLOSING;
         lws_sul_cancel(&c->live);
@@ -1242,6 +1391,20 @@ void wsp_conn_active(uint32_t id, enum wsp_active_kind kind, int64_t n)
     conn_set_reading(c);
 }
 
+void wsp_conn_reconnect(uint32_t id, uint32_t delay_ms)
+{
+    struct wsp_conn *c = lookup(id, "reconnect");
+    if (!c) {
+        return;
+    }
+    if (c->state != ST_BACKOFF || !c->opts->retry.manual || lws_dll2_is_detached(&c->timer.list) == 0) {
+        emit_error(id, "badarg", "reconnect: connection %u is %s, not waiting for a reconnect",
+                   id, state_name(c->state));
+        return;
+    }
+    lws_sul_schedule(wsp_ctx, 0, &c->timer, on_retry, (lws_usec_t)delay_ms * 1000);
+}
+
 void wsp_conn_stats(uint32_t id)
 {
     struct wsp_conn *c = lookup(id, "stats");
@@ -1257,6 +1420,8 @@ void wsp_conn_stats(uint32_t id)
         .last_rtt_us = c->last_rtt_us,
         .connected_us = c->up_at ? (int64_t)(wsp_now() - c->up_at) : -1,
         .credit = c->credit,
+        .attempt = c->attempt,
+        .reconnects = c->reconnects,
     };
     wsp_enc_stats(xbuf(), id, &s);
     emit();
@@ -1287,7 +1452,7 @@ void wsp_conn_close_all(void)
             c->state = ST_CLOSING;
             lws_sul_schedule(wsp_ctx, 0, &c->timer, on_deadline, LINGER_US);
         } else if (c->state != ST_CLOSING) {
-            fail_atom(c, "closed");
+            fail_atom(c, 0, "closed");
         }
     }
     wsp_conn_flush_all();
@@ -1313,5 +1478,8 @@ void wsp_conn_free_all(void)
     g_table_cap = g_table_used = 0;
     if (g_x.buff) {
         ei_x_free(&g_x);
+    }
+    if (g_down.buff) {
+        ei_x_free(&g_down);
     }
 }

@@ -21,6 +21,8 @@ void wsp_conn_send(uint32_t id, int opcode, const uint8_t *payload, size_t len);
 void wsp_conn_close(uint32_t id, unsigned code, const uint8_t *reason, size_t len);
 void wsp_conn_active(uint32_t id, enum wsp_active_kind kind, int64_t n);
 void wsp_conn_stats(uint32_t id);
+/* Manual retry mode: the BEAM's answer to {down, Id, _, #{delay_ms := manual}}. */
+void wsp_conn_reconnect(uint32_t id, uint32_t delay_ms);
 
 int wsp_conn_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io);
 

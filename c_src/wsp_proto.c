@@ -546,6 +546,149 @@ static int opt_protocols(struct dctx *c, int *idx, struct wsp_connect_opts *o)
     return 0;
 }
 
+/* A number (integer or float) in [lo, hi]. 0 ok, -1 otherwise. */
+static int get_number(const struct dctx *c, int *idx, double lo, double hi, double *v)
+{
+    int t = tag_at(c, *idx);
+    double x;
+    int i = *idx;
+    if (t == TAG_NEW_FLOAT) {
+        if (ei_decode_double(c->eb, &i, &x) < 0)
+            return -1;
+    } else if (is_int_tag(t)) {
+        long long l;
+        if (ei_decode_longlong(c->eb, &i, &l) < 0)
+            return -1;
+        x = (double)l;
+    } else {
+        return -1;
+    }
+    if (!(x >= lo && x <= hi))
+        return -1;
+    *v = x;
+    *idx = i;
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} retry_classes[] = {
+    {"network", WSP_FC_NETWORK},     {"timeout", WSP_FC_TIMEOUT},
+    {"http_5xx", WSP_FC_HTTP_5XX},   {"http_429", WSP_FC_HTTP_429},
+    {"http_4xx", WSP_FC_HTTP_4XX},   {"tls", WSP_FC_TLS},
+    {"protocol", WSP_FC_PROTOCOL},   {"remote_close", WSP_FC_REMOTE_CLOSE},
+    {"http_other", WSP_FC_HTTP_OTHER},
+};
+
+#define RETRY_ON_MSG                                                            \
+    "a list of network, timeout, http_5xx, http_429, http_4xx, tls, protocol, " \
+    "remote_close, http_other"
+
+static int opt_retry_on(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96], a[MAXATOMLEN_UTF8];
+    int at = *idx, n;
+    if (get_list(c, idx, &n) < 0)
+        return fail(c, "bad_option", "connect: option retry_on must be " RETRY_ON_MSG
+                    ", got %s", describe(c, at, d, sizeof d));
+    unsigned bits = 0;
+    for (int k = 0; k < n; k++) {
+        at = *idx;
+        size_t j = 0, nc = sizeof retry_classes / sizeof retry_classes[0];
+        if (get_atom(c, idx, a) == 0)
+            while (j < nc && strcmp(a, retry_classes[j].name) != 0)
+                j++;
+        else
+            j = nc;
+        if (j == nc)
+            return fail(c, "bad_option", "connect: option retry_on must be " RETRY_ON_MSG
+                        ", got %s in it", describe(c, at, d, sizeof d));
+        bits |= retry_classes[j].bit;
+    }
+    if (n > 0 && list_end(c, idx) < 0)
+        return fail(c, "bad_option", "connect: option retry_on must be a proper list");
+    o->retry.retry_on = bits;
+    return 0;
+}
+
+/* {retry, false} | {retry, [{max_retries, N | infinity}, {delay, Ms},
+ *  {max_delay, Ms}, {backoff_factor, Num}, {jitter, Num}, {manual, Bool}]} */
+static int opt_retry(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96], a[MAXATOMLEN_UTF8];
+    int at = *idx, n;
+    if (get_atom(c, idx, a) == 0) {
+        if (strcmp(a, "false") == 0) {
+            o->retry.enabled = 0;
+            return 0;
+        }
+        *idx = at;
+    }
+    if (get_list(c, idx, &n) < 0)
+        return fail(c, "bad_option",
+                    "connect: option retry must be false or a list of {Key, Value}, got %s",
+                    describe(c, at, d, sizeof d));
+    unsigned retry_on = o->retry.retry_on;
+    wsp_backoff_default(&o->retry);
+    o->retry.retry_on = retry_on ? retry_on : WSP_FC_DEFAULT;
+    for (int k = 0; k < n; k++) {
+        int ar;
+        at = *idx;
+        if (tag_at(c, *idx) != TAG_SMALL_TUPLE || ei_decode_tuple_header(c->eb, idx, &ar) < 0 ||
+            ar != 2 || get_atom(c, idx, a) < 0)
+            return fail(c, "bad_option",
+                        "connect: option retry: each entry must be a {Key, Value} tuple, got %s",
+                        describe(c, at, d, sizeof d));
+        long long v;
+        double x;
+        at = *idx;
+        if (strcmp(a, "max_retries") == 0) {
+            char inf[MAXATOMLEN_UTF8];
+            if (get_atom(c, idx, inf) == 0 && strcmp(inf, "infinity") == 0)
+                o->retry.max_retries = -1;
+            else if ((*idx = at, get_int(c, idx, 0, INT64_MAX, &v)) == 0)
+                o->retry.max_retries = v;
+            else
+                return fail(c, "bad_option", "connect: option retry: max_retries must be a "
+                            "non-negative integer or infinity, got %s",
+                            describe(c, at, d, sizeof d));
+        } else if (strcmp(a, "delay") == 0 || strcmp(a, "max_delay") == 0) {
+            if (get_int(c, idx, 0, UINT32_MAX, &v) < 0)
+                return fail(c, "bad_option", "connect: option retry: %s must be a "
+                            "non-negative integer (ms), got %s", a,
+                            describe(c, at, d, sizeof d));
+            if (a[0] == 'd')
+                o->retry.delay_ms = (uint32_t)v;
+            else
+                o->retry.max_delay_ms = (uint32_t)v;
+        } else if (strcmp(a, "backoff_factor") == 0) {
+            if (get_number(c, idx, 1.0, 1000.0, &x) < 0)
+                return fail(c, "bad_option", "connect: option retry: backoff_factor must be "
+                            "a number from 1 to 1000, got %s", describe(c, at, d, sizeof d));
+            o->retry.factor = x;
+        } else if (strcmp(a, "jitter") == 0) {
+            if (get_number(c, idx, 0.0, 1.0, &x) < 0)
+                return fail(c, "bad_option", "connect: option retry: jitter must be a "
+                            "fraction from 0 to 1, got %s", describe(c, at, d, sizeof d));
+            o->retry.jitter = x;
+        } else if (strcmp(a, "manual") == 0) {
+            char b[MAXATOMLEN_UTF8];
+            if (get_atom(c, idx, b) < 0 || (strcmp(b, "true") && strcmp(b, "false")))
+                return fail(c, "bad_option", "connect: option retry: manual must be true "
+                            "or false, got %s", describe(c, at, d, sizeof d));
+            o->retry.manual = b[0] == 't';
+        } else {
+            return fail(c, "bad_option", "connect: option retry: unknown key %.64s", a);
+        }
+    }
+    if (n > 0 && list_end(c, idx) < 0)
+        return fail(c, "bad_option", "connect: option retry must be a proper list");
+    if (o->retry.max_delay_ms < o->retry.delay_ms)
+        o->retry.max_delay_ms = o->retry.delay_ms;
+    return 0;
+}
+
 static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
 {
     char d[96], name[MAXATOMLEN_UTF8];
@@ -606,6 +749,16 @@ static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
                         describe(c, at, d, sizeof d));
         return 0;
     }
+    if (strcmp(name, "retry") == 0)
+        return opt_retry(c, idx, o);
+    if (strcmp(name, "retry_on") == 0)
+        return opt_retry_on(c, idx, o);
+    if (strcmp(name, "send_queue") == 0) {
+        if (opt_uint(c, idx, name, 0, UINT32_MAX, &v) < 0)
+            return -1;
+        o->send_queue = (uint32_t)v;
+        return 0;
+    }
     if (strcmp(name, "cacertfile") == 0)
         return opt_string(c, idx, name, &o->cacertfile);
     if (strcmp(name, "certfile") == 0)
@@ -643,6 +796,7 @@ static int decode_connect(struct dctx *c, int *idx, int arity, struct wsp_cmd *o
     o->max_message_size = WSP_DEFAULT_MAX_MESSAGE_SIZE;
     o->active = WSP_ACTIVE_TRUE;
     o->verify = 1;
+    o->retry.retry_on = WSP_FC_DEFAULT; /* retry itself is off unless given */
     o->url = dup_bytes(up, ul);
     o->url_len = ul;
     if (!o->url) {
@@ -752,6 +906,23 @@ static int decode_active(struct dctx *c, int *idx, int arity, struct wsp_cmd *ou
     return 0;
 }
 
+static int decode_reconnect(struct dctx *c, int *idx, int arity, struct wsp_cmd *out)
+{
+    char d[96];
+    if (arity != 3)
+        return fail(c, "badarg",
+                    "reconnect: expected {reconnect, Id, DelayMs}, got a %d-tuple", arity);
+    if (decode_id(c, idx, "reconnect", out) < 0)
+        return -1;
+    int at = *idx;
+    long long v;
+    if (get_int(c, idx, 0, UINT32_MAX, &v) < 0)
+        return fail(c, "badarg", "reconnect: DelayMs must be a non-negative integer, got %s",
+                    describe(c, at, d, sizeof d));
+    out->delay_ms = (uint32_t)v;
+    return 0;
+}
+
 static int decode_stats(struct dctx *c, int *idx, int arity, struct wsp_cmd *out)
 {
     if (arity != 2)
@@ -836,6 +1007,10 @@ static int decode_term(struct dctx *c, struct wsp_cmd *out)
     if (strcmp(name, "active") == 0) {
         out->type = WSP_CMD_ACTIVE;
         return decode_active(c, &idx, arity, out);
+    }
+    if (strcmp(name, "reconnect") == 0) {
+        out->type = WSP_CMD_RECONNECT;
+        return decode_reconnect(c, &idx, arity, out);
     }
     if (strcmp(name, "stats") == 0) {
         out->type = WSP_CMD_STATS;
@@ -1019,7 +1194,11 @@ int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s)
 {
     if (enc_start(x, 3, "stats", id) < 0)
         return -1;
-    int r = ei_x_encode_map_header(x, 8);
+    int r = ei_x_encode_map_header(x, 10);
+    r = r < 0 ? r : ei_x_encode_atom(x, "attempt");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, s->attempt);
+    r = r < 0 ? r : ei_x_encode_atom(x, "reconnects");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, s->reconnects);
     r = r < 0 ? r : ei_x_encode_atom(x, "state");
     r = r < 0 ? r : ei_x_encode_atom(x, s->state ? s->state : "undefined");
     r = r < 0 ? r : ei_x_encode_atom(x, "bytes_in");
@@ -1042,6 +1221,31 @@ int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s)
     if (r >= 0)
         r = s->credit < 0 ? ei_x_encode_atom(x, "infinity")
                           : ei_x_encode_longlong(x, s->credit);
+    return enc_done(x, r);
+}
+
+int wsp_enc_closed_to_down(const ei_x_buff *closed, ei_x_buff *x, uint64_t attempt,
+                           int64_t delay_ms, uint64_t unsent_bytes)
+{
+    int i = 0, ver, arity;
+    const char *b = closed->buff;
+    if (!b || ei_decode_version(b, &i, &ver) < 0 || ei_decode_tuple_header(b, &i, &arity) < 0 ||
+        arity != 3 || ei_skip_term(b, &i) < 0)
+        return -1;
+    unsigned long id;
+    if (ei_decode_ulong(b, &i, &id) < 0)
+        return -1;
+    if (enc_start(x, 4, "down", (uint32_t)id) < 0)
+        return -1;
+    int r = ei_x_append_buf(x, b + i, closed->index - i);
+    r = r < 0 ? r : ei_x_encode_map_header(x, 3);
+    r = r < 0 ? r : ei_x_encode_atom(x, "attempt");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, attempt);
+    r = r < 0 ? r : ei_x_encode_atom(x, "delay_ms");
+    if (r >= 0)
+        r = delay_ms < 0 ? ei_x_encode_atom(x, "manual") : ei_x_encode_longlong(x, delay_ms);
+    r = r < 0 ? r : ei_x_encode_atom(x, "unsent_bytes");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, unsent_bytes);
     return enc_done(x, r);
 }
 

@@ -11,6 +11,7 @@
 #include <ei.h>
 
 #include "ws_codec.h"
+#include "wsp_backoff.h"
 
 #define WSP_RAW_SEND 1      /* first byte of a raw send command */
 #define WSP_RAW_DATA 1      /* first byte of a data event packet */
@@ -25,6 +26,7 @@ enum wsp_cmd_type {
     WSP_CMD_CLOSE,
     WSP_CMD_ACTIVE,
     WSP_CMD_STATS,
+    WSP_CMD_RECONNECT,
 };
 
 /* Active mode, as gen_tcp's {active, _}. */
@@ -50,6 +52,8 @@ struct wsp_connect_opts {          /* every pointer owned (malloc) */
     char *cacertfile, *certfile, *keyfile, *server_name; /* NULL if absent */
     uint32_t ping_interval_ms;     /* 0 = off (default) */
     uint32_t idle_timeout_ms;      /* 0 = off (default) */
+    struct wsp_backoff retry;      /* enabled = 0 unless {retry, [...]} given */
+    uint32_t send_queue;           /* frames kept while reconnecting; 0 = off */
 };
 
 struct wsp_cmd {
@@ -66,6 +70,8 @@ struct wsp_cmd {
     /* ACTIVE */
     enum wsp_active_kind active;
     int64_t active_n;
+    /* RECONNECT */
+    uint32_t delay_ms;
     /* CONNECT: owned, release with wsp_cmd_free */
     struct wsp_connect_opts *connect;
 };
@@ -142,8 +148,15 @@ struct wsp_stats {
     int64_t last_rtt_us;           /* -1 if none */
     int64_t connected_us;          /* time since up, -1 if not up */
     int64_t credit;                /* -1 = unlimited */
+    uint64_t attempt;              /* failed attempts since the last up */
+    uint64_t reconnects;           /* times it came back up after a loss */
 };
-/* {stats, Id, #{state, bytes_in, bytes_out, msgs_in, msgs_out, rtt_us,
+/* Turns an encoded {closed, Id, Reason} into
+ * {down, Id, Reason, #{attempt => A, delay_ms => D | manual, unsent_bytes => U}}
+ * (delay_ms < 0 encodes manual: the port waits for {reconnect, Id, Ms}). */
+int wsp_enc_closed_to_down(const ei_x_buff *closed, ei_x_buff *x, uint64_t attempt,
+                           int64_t delay_ms, uint64_t unsent_bytes);
+/* {stats, Id, #{attempt, reconnects, state, bytes_in, bytes_out, msgs_in, msgs_out, rtt_us,
  *               connected_us, credit}} (rtt_us / connected_us undefined
  * when -1; credit infinity when -1) */
 int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s);
