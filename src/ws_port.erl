@@ -269,17 +269,42 @@ set_active(Driver, Id, Active, Tries) ->
     end.
 
 %% @doc Makes `Pid' the owner of `Conn': it gets every message for `Conn'
-%% from now on. Only the current owner may call it. Messages already in the
-%% old owner's mailbox are not moved.
+%% from now on. Only the current owner may call it. As with gen_tcp, the
+%% messages for `Conn' already in the caller's mailbox are moved to `Pid',
+%% and `Pid' gets all messages in order.
 -spec controlling_process(conn(), pid()) -> ok | {error, not_owner | closed}.
-controlling_process({ws_port, Driver, Id}, Pid) when is_pid(Pid) ->
-    try
-        ws_port_driver:controlling_process(Driver, Id, Pid)
+controlling_process({ws_port, Driver, Id} = Conn, Pid) when is_pid(Pid) ->
+    try ws_port_driver:controlling_process(Driver, Id, Pid) of
+        ok when Pid =:= self() ->
+            ws_port_driver:release(Driver, Id);
+        ok ->
+            %% the driver holds Pid's messages until these are forwarded
+            forward_mailbox(Conn, Pid),
+            ws_port_driver:release(Driver, Id);
+        {error, _} = Error ->
+            Error
     catch
         exit:_ -> {error, closed}
     end;
 controlling_process(Conn, Pid) ->
     error(badarg, [Conn, Pid]).
+
+forward_mailbox(Conn, Pid) ->
+    receive
+        {ws_port, Conn, _} = M -> forward(Conn, Pid, M);
+        {ws_port_passive, Conn} = M -> forward(Conn, Pid, M);
+        {ws_port_pong, Conn, _} = M -> forward(Conn, Pid, M);
+        {ws_port_up, Conn, _} = M -> forward(Conn, Pid, M);
+        {ws_port_down, Conn, _} = M -> forward(Conn, Pid, M);
+        {ws_port_closed, Conn, _} = M -> forward(Conn, Pid, M);
+        {ws_port_error, Conn, _} = M -> forward(Conn, Pid, M)
+    after 0 ->
+        ok
+    end.
+
+forward(Conn, Pid, Msg) ->
+    Pid ! Msg,
+    forward_mailbox(Conn, Pid).
 
 %% @doc Statistics of a connection, from the port program, plus `id', `url',
 %% `driver' and `owner'. Keys from the port: `state', `bytes_in',

@@ -10,6 +10,11 @@
 %% `{ws_port_down, Conn, {port_exit, Status}}' and, once the replayed
 %% handshake succeeded, `{ws_port_up, Conn, Info}'. Handles stay valid.
 %%
+%% {@link controlling_process/3} moves messages as gen_tcp does: the driver
+%% holds back what it would send to the new owner until the old owner has
+%% forwarded what was already in its mailbox ({@link release/2}), so the new
+%% owner sees every message in order.
+%%
 %% More than 5 port restarts within 10 seconds stop the driver with reason
 %% `{port_exit, Status}' (owners get `{ws_port_closed, Conn, {port_exit,
 %% Status}}').
@@ -25,7 +30,7 @@
 -include_lib("kernel/include/logger.hrl").
 
 -export([start_link/0, start_link/1, start_link/2]).
--export([connect/4, close/4, controlling_process/3, info/2]).
+-export([connect/4, close/4, controlling_process/3, release/2, info/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -export_type([key/0, handle/0]).
@@ -58,7 +63,22 @@
     stats = [] :: [gen_server:from()],
     %% erlang:monotonic_time() when connect was sent
     since :: integer(),
-    replayed = false :: boolean()
+    replayed = false :: boolean(),
+    %% a handover to a new owner is in progress (see #hold{})
+    hold = false :: boolean()
+}).
+
+%% A handover in progress: what would have gone to the new owner while the
+%% previous owner forwards its mailbox.
+-record(hold, {
+    %% the previous owner, and its monitor: if it dies, the hold ends
+    from :: pid(),
+    ref :: reference(),
+    to :: pid(),
+    %% held messages, newest first
+    buf = [] :: [tuple()],
+    %% a controlling_process call by the new owner, made during the hold
+    next :: {gen_server:from(), pid()} | undefined
 }).
 
 -record(state, {
@@ -68,7 +88,8 @@
     conns = #{} :: #{ws_port_proto:id() => #conn{}},
     next_id = 1 :: ws_port_proto:id(),
     %% monotonic milliseconds of recent port restarts
-    restarts = [] :: [integer()]
+    restarts = [] :: [integer()],
+    held = #{} :: #{ws_port_proto:id() => #hold{}}
 }).
 
 -define(MAX_ID, 4294967295).
@@ -117,11 +138,19 @@ close(Driver, Id, Code, Reason) ->
     gen_server:call(Driver, {close, Id, Code, Reason}, infinity).
 
 %% @doc Makes `NewOwner' the owner of a connection; only the current owner
-%% may do so.
+%% may do so. On `ok' the driver holds back the new owner's messages until
+%% the caller, having forwarded the messages already in its mailbox, calls
+%% {@link release/2} (if it dies first, the hold ends too).
 -spec controlling_process(key(), ws_port_proto:id(), pid()) ->
     ok | {error, not_owner | closed}.
 controlling_process(Driver, Id, NewOwner) ->
     gen_server:call(Driver, {controlling_process, Id, NewOwner}, infinity).
+
+%% @doc Ends the hold started by {@link controlling_process/3}: the held
+%% messages go to the new owner, then everything else.
+-spec release(key(), ws_port_proto:id()) -> ok.
+release(Driver, Id) ->
+    gen_server:cast(Driver, {release, Id, self()}).
 
 %% @doc Asks the port program for a connection's statistics.
 -spec info(key(), ws_port_proto:id()) -> {ok, map()} | {error, closed}.
@@ -167,13 +196,16 @@ handle_call({close, Id, Code, Reason}, _From, #state{conns = Conns} = State) ->
         _ ->
             {reply, ok, State}
     end;
-handle_call({controlling_process, Id, NewOwner}, {Caller, _}, #state{conns = Conns} = State) ->
+handle_call({controlling_process, Id, NewOwner}, {Caller, _} = From, State) ->
+    #state{conns = Conns, held = Held} = State,
     case Conns of
-        #{Id := #conn{owner = Caller, mref = OldRef} = C} ->
-            demonitor(OldRef, [flush]),
-            Ref = monitor_owner(NewOwner, Id),
-            C2 = C#conn{owner = NewOwner, mref = Ref},
-            {reply, ok, State#state{conns = Conns#{Id := C2}}};
+        #{Id := #conn{owner = Caller, hold = true}} ->
+            %% the caller got the connection moments ago and its previous
+            %% owner is still forwarding: hand over once that is done
+            #{Id := H} = Held,
+            {noreply, State#state{held = Held#{Id := H#hold{next = {From, NewOwner}}}}};
+        #{Id := #conn{owner = Caller} = C} ->
+            {reply, ok, hand_over(Id, C, NewOwner, State)};
         #{Id := #conn{owner = Owner}} when is_pid(Owner) ->
             {reply, {error, not_owner}, State};
         _ ->
@@ -192,14 +224,21 @@ handle_call(Request, _From, State) ->
 
 %% @private
 -spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
+handle_cast({release, Id, From}, #state{held = Held} = State) ->
+    case Held of
+        #{Id := #hold{from = From}} -> {noreply, end_hold(Id, true, State)};
+        _ -> {noreply, State}
+    end;
 handle_cast(_Msg, State) ->
     {noreply, State}.
 
 %% @private
 -spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
 handle_info({Port, {data, <<1, Entries/binary>>}}, #state{port = Port, conns = Conns} = State) ->
-    deliver(Entries, 0, undefined, undefined, Conns),
-    {noreply, State};
+    case deliver(Entries, 0, undefined, undefined, Conns, []) of
+        [] -> {noreply, State};
+        Held -> {noreply, hold_messages(lists:reverse(Held), State)}
+    end;
 handle_info({Port, {data, <<131, _/binary>> = Packet}}, #state{port = Port} = State) ->
     try binary_to_term(Packet) of
         Event -> {noreply, event(Event, State)}
@@ -219,13 +258,19 @@ handle_info({{owner_down, Id}, Ref, process, _Pid, _Reason}, #state{conns = Conn
         _ ->
             {noreply, State}
     end;
+handle_info({{handover, Id}, Ref, process, _Pid, _Reason}, #state{held = Held} = State) ->
+    %% the previous owner died before it released the connection
+    case Held of
+        #{Id := #hold{ref = Ref}} -> {noreply, end_hold(Id, true, State)};
+        _ -> {noreply, State}
+    end;
 handle_info({timeout, TRef, {connect_timeout, Id}}, #state{conns = Conns} = State) ->
     case Conns of
         #{Id := #conn{timer = TRef, owner = Owner} = C} when is_pid(Owner) ->
-            notify_closed(C, timeout),
+            State2 = finish(Id, C, timeout, State),
             command(State#state.port, ws_port_proto:close_cmd(Id, 1001, <<"connect timeout">>)),
             C2 = detach(C#conn{timer = undefined, from = undefined}, no_reply),
-            {noreply, State#state{conns = Conns#{Id := C2}}};
+            {noreply, State2#state{conns = Conns#{Id := C2}}};
         _ ->
             {noreply, State}
     end;
@@ -241,8 +286,9 @@ handle_info(Msg, State) ->
 
 %% @private
 -spec terminate(term(), #state{}) -> ok.
-terminate(Reason, #state{key = Key, port = Port, conns = Conns}) ->
-    maps:foreach(fun(_Id, C) -> finish(C, {driver_exit, Reason}) end, Conns),
+terminate(Reason, State) ->
+    #state{key = Key, port = Port, conns = Conns} = State2 = end_all_holds(State),
+    _ = maps:fold(fun(Id, C, S) -> finish(Id, C, {driver_exit, Reason}, S) end, State2, Conns),
     _ = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_'}),
     %% EOF on stdin: the program closes every connection (1001) and exits
     catch port_close(Port),
@@ -313,22 +359,87 @@ detach(#conn{handle = {ws_port, Key, Id}, mref = Ref, from = From, timer = TRef}
     _ = ets:update_element(?WS_PORT_TAB, {Key, Id}, {3, closing}),
     C#conn{owner = undefined, mref = undefined, from = undefined, timer = undefined}.
 
-%% The connection is gone for good: tell whoever waits.
-finish(#conn{owner = Owner, from = From, stats = Waiting, handle = Handle}, Reason) ->
+%% The connection is gone for good (or its connect was abandoned): tell
+%% whoever waits.
+finish(Id, #conn{from = From, stats = Waiting, handle = Handle} = C, Reason, State) ->
+    lists:foreach(fun(W) -> gen_server:reply(W, {error, closed}) end, Waiting),
     case From of
-        undefined when is_pid(Owner) -> Owner ! {ws_port_closed, Handle, Reason};
-        undefined -> ok;
-        _ -> gen_server:reply(From, {error, Reason})
-    end,
-    lists:foreach(fun(W) -> gen_server:reply(W, {error, closed}) end, Waiting).
+        undefined ->
+            emit(Id, C, {ws_port_closed, Handle, Reason}, State);
+        _ ->
+            gen_server:reply(From, {error, Reason}),
+            State
+    end.
 
-notify_closed(#conn{owner = Owner, from = From, handle = Handle}, Reason) ->
-    case From of
-        undefined when is_pid(Owner) -> Owner ! {ws_port_closed, Handle, Reason};
-        undefined -> ok;
-        _ -> gen_server:reply(From, {error, Reason})
-    end,
-    ok.
+%% Sends a message to the owner of a connection, or holds it back during a
+%% handover. Nothing is sent once the connection is detached.
+emit(_Id, #conn{owner = Owner, hold = false}, Msg, State) when is_pid(Owner) ->
+    Owner ! Msg,
+    State;
+emit(Id, #conn{owner = Owner, hold = true}, Msg, #state{held = Held} = State) when
+    is_pid(Owner)
+->
+    #{Id := #hold{buf = Buf} = H} = Held,
+    State#state{held = Held#{Id := H#hold{buf = [Msg | Buf]}}};
+emit(_Id, #conn{}, _Msg, State) ->
+    State.
+
+%%====================================================================
+%% Handover (controlling_process)
+%%====================================================================
+
+%% The caller (the current owner) gives the connection to NewOwner and will
+%% forward what is in its mailbox, then release: until then, hold.
+hand_over(Id, #conn{mref = OldRef, owner = OldOwner} = C, NewOwner, State) ->
+    #state{conns = Conns, held = Held} = State,
+    demonitor(OldRef, [flush]),
+    Ref = monitor_owner(NewOwner, Id),
+    HoldRef = erlang:monitor(process, OldOwner, [{tag, {handover, Id}}]),
+    C2 = C#conn{owner = NewOwner, mref = Ref, hold = true},
+    State#state{
+        conns = Conns#{Id := C2},
+        held = Held#{Id => #hold{from = OldOwner, ref = HoldRef, to = NewOwner}}
+    }.
+
+%% Held messages go to the new owner (also if the connection closed in the
+%% meantime: they were sent before), then a handover it asked for meanwhile
+%% starts (unless Continue is false: the driver is stopping).
+end_hold(Id, Continue, #state{held = Held0, conns = Conns} = State) ->
+    {#hold{ref = Ref, to = To, buf = Buf, next = Next}, Held} = maps:take(Id, Held0),
+    demonitor(Ref, [flush]),
+    lists:foreach(fun(Msg) -> To ! Msg end, lists:reverse(Buf)),
+    State2 = State#state{held = Held},
+    case Conns of
+        #{Id := #conn{owner = To} = C} when Continue ->
+            C2 = C#conn{hold = false},
+            State3 = State2#state{conns = Conns#{Id := C2}},
+            case Next of
+                {From, NewOwner} ->
+                    gen_server:reply(From, ok),
+                    hand_over(Id, C2, NewOwner, State3);
+                undefined ->
+                    State3
+            end;
+        #{Id := C} ->
+            reply_next(Next, {error, closed}),
+            State2#state{conns = Conns#{Id := C#conn{hold = false}}};
+        _ ->
+            reply_next(Next, {error, closed}),
+            State2
+    end.
+
+reply_next(undefined, _) -> ok;
+reply_next({From, _}, Reply) -> gen_server:reply(From, Reply).
+
+end_all_holds(#state{held = Held} = State) ->
+    lists:foldl(fun(Id, S) -> end_hold(Id, false, S) end, State, maps:keys(Held)).
+
+%% Data messages the deliver loop held back, in order.
+hold_messages([], State) ->
+    State;
+hold_messages([{Id, Msg} | Rest], #state{conns = Conns} = State) ->
+    #{Id := C} = Conns,
+    hold_messages(Rest, emit(Id, C, Msg, State)).
 
 %%====================================================================
 %% Events from the port
@@ -336,24 +447,30 @@ notify_closed(#conn{owner = Owner, from = From, handle = Handle}, Reason) ->
 
 %% The hot path: deliver every message of a data packet, in order, caching
 %% the owner of the last id seen. Payloads are sub-binaries of the packet.
-deliver(<<Id:32, Op, Len:32, Payload:Len/binary, Rest/binary>>, Id, Owner, Handle, Conns) when
+%% Messages for a connection in handover are returned (newest first) to be
+%% held; the cache only ever holds an owner that gets messages directly.
+deliver(<<Id:32, Op, Len:32, Payload:Len/binary, Rest/binary>>, Id, Owner, Handle, Conns, Held) when
     is_pid(Owner)
 ->
     Owner ! {ws_port, Handle, frame(Op, Payload)},
-    deliver(Rest, Id, Owner, Handle, Conns);
-deliver(<<Id:32, Op, Len:32, Payload:Len/binary, Rest/binary>>, _, _, _, Conns) ->
+    deliver(Rest, Id, Owner, Handle, Conns, Held);
+deliver(<<Id:32, Op, Len:32, Payload:Len/binary, Rest/binary>>, _, _, _, Conns, Held) ->
     case Conns of
-        #{Id := #conn{owner = Owner, handle = Handle}} when is_pid(Owner) ->
+        #{Id := #conn{owner = Owner, handle = Handle, hold = false}} when is_pid(Owner) ->
             Owner ! {ws_port, Handle, frame(Op, Payload)},
-            deliver(Rest, Id, Owner, Handle, Conns);
+            deliver(Rest, Id, Owner, Handle, Conns, Held);
+        #{Id := #conn{owner = Owner, handle = Handle}} when is_pid(Owner) ->
+            Msg = {ws_port, Handle, frame(Op, Payload)},
+            deliver(Rest, 0, undefined, undefined, Conns, [{Id, Msg} | Held]);
         _ ->
             %% closed by the user or unknown: dropped
-            deliver(Rest, 0, undefined, undefined, Conns)
+            deliver(Rest, 0, undefined, undefined, Conns, Held)
     end;
-deliver(<<>>, _, _, _, _) ->
-    ok;
-deliver(Bad, _, _, _, _) ->
-    ?LOG_WARNING("ws_port: malformed data packet from the port program: ~P", [Bad, 20]).
+deliver(<<>>, _, _, _, _, Held) ->
+    Held;
+deliver(Bad, _, _, _, _, Held) ->
+    ?LOG_WARNING("ws_port: malformed data packet from the port program: ~P", [Bad, 20]),
+    Held.
 
 -compile({inline, [frame/2]}).
 frame(1, Payload) -> {text, Payload};
@@ -365,25 +482,30 @@ event({up, Id, Info}, #state{conns = Conns} = State) ->
             #conn{handle = {ws_port, Key, _} = Handle, from = From} = C,
             cancel_timer(C#conn.timer),
             _ = ets:update_element(?WS_PORT_TAB, {Key, Id}, {3, open}),
-            case From of
-                undefined when C#conn.notify_up -> Owner ! {ws_port_up, Handle, Info};
-                undefined -> ok;
-                _ -> gen_server:reply(From, {ok, Handle})
-            end,
+            State2 =
+                case From of
+                    undefined when C#conn.notify_up ->
+                        emit(Id, C, {ws_port_up, Handle, Info}, State);
+                    undefined ->
+                        State;
+                    _ ->
+                        gen_server:reply(From, {ok, Handle}),
+                        State
+                end,
             ws_port_telemetry:execute(
                 [ws_port, connection, up],
                 #{duration => erlang:monotonic_time() - C#conn.since},
                 (metadata(C))#{replay => C#conn.replayed}
             ),
             C2 = C#conn{from = undefined, notify_up = false, timer = undefined},
-            State#state{conns = Conns#{Id := C2}};
+            State2#state{conns = Conns#{Id := C2}};
         _ ->
             State
     end;
 event({closed, Id, Reason}, #state{key = Key, conns = Conns} = State) ->
     case maps:take(Id, Conns) of
         {C, Conns2} ->
-            finish(C, Reason),
+            State2 = finish(Id, C, Reason, State),
             case C#conn.mref of
                 undefined -> ok;
                 Ref -> demonitor(Ref, [flush])
@@ -395,7 +517,7 @@ event({closed, Id, Reason}, #state{key = Key, conns = Conns} = State) ->
                 #{duration => erlang:monotonic_time() - C#conn.since},
                 (metadata(C))#{reason => Reason}
             ),
-            State#state{conns = Conns2};
+            State2#state{conns = Conns2};
         error ->
             State
     end;
@@ -415,11 +537,8 @@ event({stats, Id, Stats}, #state{conns = Conns} = State) when is_map(Stats) ->
     end;
 event({error, Id, {What, Detail}} = Event, #state{conns = Conns} = State) ->
     case Conns of
-        #{Id := #conn{owner = Owner, handle = Handle}} when is_pid(Owner) ->
-            Owner ! {ws_port_error, Handle, {What, Detail}},
-            State;
-        #{Id := _} ->
-            State;
+        #{Id := #conn{handle = Handle} = C} ->
+            emit(Id, C, {ws_port_error, Handle, {What, Detail}}, State);
         _ when What =:= unknown_id; What =:= not_connected ->
             %% a send that raced the connection's end
             ?LOG_DEBUG("ws_port: ~p", [Event]),
@@ -434,11 +553,8 @@ event(Event, State) ->
 
 to_owner(Id, Msg, #state{conns = Conns} = State) ->
     case Conns of
-        #{Id := #conn{owner = Owner, handle = Handle}} when is_pid(Owner) ->
-            Owner ! Msg(Handle),
-            State;
-        _ ->
-            State
+        #{Id := #conn{handle = Handle} = C} -> emit(Id, C, Msg(Handle), State);
+        _ -> State
     end.
 
 metadata(#conn{handle = {ws_port, Key, Id} = Handle, url = Url}) ->
@@ -513,36 +629,27 @@ port_exited(Status, #state{restarts = Restarts0, conns = Conns} = State) ->
             end
     end.
 
-stop_all(Status, #state{key = Key, conns = Conns} = State) ->
-    maps:foreach(
-        fun(Id, C) ->
-            finish(C, {port_exit, Status}),
-            ets:delete(?WS_PORT_TAB, {Key, Id})
+stop_all(Status, State) ->
+    #state{key = Key, conns = Conns} = State2 = end_all_holds(State),
+    State3 = maps:fold(
+        fun(Id, C, S) ->
+            true = ets:delete(?WS_PORT_TAB, {Key, Id}),
+            finish(Id, C, {port_exit, Status}, S)
         end,
+        State2,
         Conns
     ),
-    {stop, {port_exit, Status}, State#state{conns = #{}}}.
+    {stop, {port_exit, Status}, State3#state{conns = #{}}}.
 
 %% Re-issue connect for every connection the dead port carried.
-replay(Status, #state{key = Key, port = Port, conns = Conns} = State) ->
-    Replayed = maps:fold(
-        fun(Id, C, Acc) ->
-            case replay_one(Id, C, Status, Key, Port) of
-                drop -> Acc;
-                C2 -> Acc#{Id => C2}
-            end
-        end,
-        #{},
-        Conns
-    ),
-    State#state{conns = Replayed}.
+replay(Status, #state{conns = Conns} = State) ->
+    maps:fold(fun(Id, C, S) -> replay_one(Id, C, Status, S) end, State#state{conns = #{}}, Conns).
 
-replay_one(Id, #conn{owner = undefined} = C, _Status, Key, _Port) ->
+replay_one(Id, #conn{owner = undefined} = C, _Status, #state{key = Key} = State) ->
     %% closed or abandoned: nothing to come back to
-    finish(C, closed),
-    ets:delete(?WS_PORT_TAB, {Key, Id}),
-    drop;
-replay_one(Id, #conn{} = C, Status, Key, Port) ->
+    true = ets:delete(?WS_PORT_TAB, {Key, Id}),
+    finish(Id, C, closed, State);
+replay_one(Id, #conn{} = C, Status, #state{key = Key, port = Port} = State) ->
     {WasOpen, Active} =
         case ets:lookup(?WS_PORT_TAB, {Key, Id}) of
             [{_, _, S, A}] -> {S =:= open, A};
@@ -552,14 +659,16 @@ replay_one(Id, #conn{} = C, Status, Key, Port) ->
     command(Port, ws_port_proto:connect_cmd(Id, C#conn.url, Wire)),
     true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active}),
     [command(Port, ws_port_proto:stats_cmd(Id)) || _ <- C#conn.stats],
-    case WasOpen andalso C#conn.from =:= undefined of
-        true -> C#conn.owner ! {ws_port_down, C#conn.handle, {port_exit, Status}};
-        false -> ok
-    end,
+    State2 =
+        case WasOpen andalso C#conn.from =:= undefined of
+            true -> emit(Id, C, {ws_port_down, C#conn.handle, {port_exit, Status}}, State);
+            false -> State
+        end,
     cancel_timer(C#conn.timer),
-    C#conn{
+    C2 = C#conn{
         notify_up = C#conn.from =:= undefined,
         timer = guard_timer(Id, C#conn.connect_timeout),
         since = erlang:monotonic_time(),
         replayed = true
-    }.
+    },
+    State2#state{conns = (State2#state.conns)#{Id => C2}}.

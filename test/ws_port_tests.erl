@@ -1,0 +1,258 @@
+%% EUnit tests of the pure parts of the BEAM side: URL and option
+%% validation, wire options, command encoding, data packet decoding.
+-module(ws_port_tests).
+
+-include_lib("eunit/include/eunit.hrl").
+
+-define(P, ws_port_proto).
+
+%%====================================================================
+%% URL
+%%====================================================================
+
+url_test_() ->
+    [
+        ?_assertEqual({ok, <<"ws://a/">>}, ?P:normalize_url("ws://a/")),
+        ?_assertEqual({ok, <<"wss://a:443/x?y">>}, ?P:normalize_url(<<"wss://a:443/x?y">>)),
+        ?_assertEqual({ok, <<"WSS://A/">>}, ?P:normalize_url("WSS://A/")),
+        ?_assertEqual({ok, <<"Ws://a">>}, ?P:normalize_url(<<"Ws://a">>)),
+        ?_assertEqual({ok, <<"ws://h/é"/utf8>>}, ?P:normalize_url("ws://h/é")),
+        ?_assertMatch({error, {invalid_url, _}}, ?P:normalize_url("http://a/")),
+        ?_assertMatch({error, {invalid_url, _}}, ?P:normalize_url("wss:/a")),
+        ?_assertMatch({error, {invalid_url, _}}, ?P:normalize_url("ws")),
+        ?_assertMatch({error, {invalid_url, _}}, ?P:normalize_url(<<>>)),
+        ?_assertMatch({error, {invalid_url, _}}, ?P:normalize_url(42)),
+        ?_assertMatch({error, {invalid_url, _}}, ?P:normalize_url([-1]))
+    ].
+
+%%====================================================================
+%% Options
+%%====================================================================
+
+defaults_test() ->
+    Defaults = #{connect_timeout => 15000, active => true, await => true},
+    ?assertEqual({ok, Defaults}, ?P:normalize_connect_opts(#{})),
+    ?assertEqual({ok, Defaults}, ?P:normalize_connect_opts([])),
+    ?assertEqual([{active, true}, {connect_timeout, 15000}], ?P:wire_opts(Defaults)).
+
+proplist_test() ->
+    {ok, O} = ?P:normalize_connect_opts([{active, once}, {await, false}, {active, 3}]),
+    %% a later entry overrides an earlier one
+    ?assertMatch(#{active := 3, await := false}, O),
+    %% a bare atom means {Atom, true}
+    ?assertMatch({ok, #{await := true}}, ?P:normalize_connect_opts([await])),
+    ?assertEqual({error, {bad_option, "x", undefined}}, ?P:normalize_connect_opts(["x"])),
+    ?assertEqual({error, {bad_option, opts, 42}}, ?P:normalize_connect_opts(42)),
+    ?assertEqual({error, {bad_option, opts, x}}, ?P:normalize_connect_opts([{a, 1} | x])).
+
+headers_test() ->
+    {ok, O} = ?P:normalize_connect_opts(#{
+        headers => [
+            {<<"Authorization">>, <<"Bearer x">>},
+            {"x-str", "välue"},
+            {'X-Atom', value},
+            {"x-int", 42}
+        ]
+    }),
+    ?assertEqual(
+        [
+            {<<"Authorization">>, <<"Bearer x">>},
+            {<<"x-str">>, <<"välue"/utf8>>},
+            {<<"X-Atom">>, <<"value">>},
+            {<<"x-int">>, <<"42">>}
+        ],
+        maps:get(headers, O)
+    ),
+    Bad = fun(H) -> ?P:normalize_connect_opts(#{headers => H}) end,
+    ?assertEqual({error, {bad_option, headers, x}}, Bad(x)),
+    ?assertEqual({error, {bad_option, headers, [x]}}, Bad([x])),
+    ?assertEqual({error, {bad_option, headers, [{"a b", "c"}]}}, Bad([{"a b", "c"}])),
+    ?assertEqual({error, {bad_option, headers, [{"", "c"}]}}, Bad([{"", "c"}])),
+    ?assertEqual({error, {bad_option, headers, [{"a:", "c"}]}}, Bad([{"a:", "c"}])),
+    %% no header injection
+    ?assertEqual({error, {bad_option, headers, [{"a", "c\r\nx: y"}]}}, Bad([{"a", "c\r\nx: y"}])),
+    ?assertEqual({error, {bad_option, headers, [{"a", <<"c\n">>}]}}, Bad([{"a", <<"c\n">>}])),
+    ?assertEqual({error, {bad_option, headers, [{"a", <<0>>}]}}, Bad([{"a", <<0>>}])),
+    ?assertEqual({error, {bad_option, headers, [{"a", 1.5}]}}, Bad([{"a", 1.5}])),
+    ?assertMatch({ok, #{headers := []}}, ?P:normalize_connect_opts(#{headers => []})).
+
+protocols_test() ->
+    ?assertMatch(
+        {ok, #{protocols := [<<"chat">>, <<"v2.json">>, <<"mqtt">>]}},
+        ?P:normalize_connect_opts(#{protocols => [<<"chat">>, "v2.json", mqtt]})
+    ),
+    ?assertEqual(
+        {error, {bad_option, protocols, [<<"a,b">>]}},
+        ?P:normalize_connect_opts(#{protocols => [<<"a,b">>]})
+    ),
+    ?assertEqual(
+        {error, {bad_option, protocols, <<"chat">>}},
+        ?P:normalize_connect_opts(#{protocols => <<"chat">>})
+    ).
+
+integers_test_() ->
+    Ok = fun(Name, V) -> ?_assertMatch({ok, #{Name := V}}, ?P:normalize_connect_opts(#{Name => V})) end,
+    Bad = fun(Name, V) ->
+        ?_assertEqual({error, {bad_option, Name, V}}, ?P:normalize_connect_opts(#{Name => V}))
+    end,
+    [
+        Ok(connect_timeout, 1),
+        Ok(connect_timeout, 4294967295),
+        Bad(connect_timeout, 0),
+        Bad(connect_timeout, -1),
+        Bad(connect_timeout, 4294967296),
+        Bad(connect_timeout, infinity),
+        Bad(connect_timeout, 1.0),
+        Ok(max_message_size, 1),
+        Ok(max_message_size, 1 bsl 40),
+        Bad(max_message_size, 0),
+        Ok(ping_interval, 0),
+        Ok(ping_interval, 30000),
+        Bad(ping_interval, -1),
+        Ok(idle_timeout, 0),
+        Bad(idle_timeout, "1000"),
+        Ok(active, true),
+        Ok(active, false),
+        Ok(active, once),
+        Ok(active, -5),
+        Ok(active, 2147483647),
+        Bad(active, 2147483648),
+        Bad(active, twice),
+        Ok(await, false),
+        Bad(await, yes),
+        Ok(driver, my_driver),
+        Ok(driver, self()),
+        Bad(driver, undefined),
+        Bad(driver, "name"),
+        Bad(nonsense, 1)
+    ].
+
+tls_test() ->
+    {ok, O} = ?P:normalize_connect_opts(#{
+        tls => #{
+            verify => verify_none,
+            cacertfile => "/tmp/ca.pem",
+            certfile => <<"/tmp/c.pem">>,
+            keyfile => "/tmp/k.pem",
+            server_name => "example.com"
+        },
+        driver => d,
+        await => false,
+        ping_interval => 5
+    }),
+    ?assertEqual(
+        [
+            {active, true},
+            {cacertfile, <<"/tmp/ca.pem">>},
+            {certfile, <<"/tmp/c.pem">>},
+            {connect_timeout, 15000},
+            {keyfile, <<"/tmp/k.pem">>},
+            {ping_interval, 5},
+            {server_name, <<"example.com">>},
+            {verify, verify_none}
+        ],
+        ?P:wire_opts(O)
+    ),
+    %% a proplist works too
+    ?assertMatch(
+        {ok, #{tls := #{verify := verify_peer}}},
+        ?P:normalize_connect_opts([{tls, [{verify, verify_peer}]}])
+    ),
+    ?assertEqual(
+        {error, {bad_option, {tls, verify}, maybe}},
+        ?P:normalize_connect_opts(#{tls => #{verify => maybe}})
+    ),
+    ?assertEqual(
+        {error, {bad_option, {tls, ciphers}, "x"}},
+        ?P:normalize_connect_opts(#{tls => #{ciphers => "x"}})
+    ),
+    ?assertEqual(
+        {error, {bad_option, {tls, cacertfile}, ""}},
+        ?P:normalize_connect_opts(#{tls => #{cacertfile => ""}})
+    ),
+    ?assertEqual(
+        {error, {bad_option, {tls, keyfile}, <<"a", 0>>}},
+        ?P:normalize_connect_opts(#{tls => #{keyfile => <<"a", 0>>}})
+    ),
+    ?assertEqual({error, {bad_option, tls, 1}}, ?P:normalize_connect_opts(#{tls => 1})),
+    ?assertEqual({error, {bad_option, tls, [1]}}, ?P:normalize_connect_opts(#{tls => [1]})).
+
+%%====================================================================
+%% Commands
+%%====================================================================
+
+commands_test() ->
+    Wire = [{active, true}, {connect_timeout, 15000}],
+    ?assertEqual(
+        {connect, 7, <<"ws://a/">>, Wire},
+        binary_to_term(?P:connect_cmd(7, <<"ws://a/">>, Wire))
+    ),
+    ?assertEqual({close, 7, 1000, <<"bye">>}, binary_to_term(?P:close_cmd(7, 1000, <<"bye">>))),
+    ?assertEqual({active, 7, once}, binary_to_term(?P:active_cmd(7, once))),
+    ?assertEqual({stats, 4294967295}, binary_to_term(?P:stats_cmd(4294967295))),
+    ?assertEqual(
+        <<1, 0, 0, 1, 2, 1, "héllo"/utf8>>,
+        iolist_to_binary(?P:send_cmd(258, text, [<<"hé"/utf8>>, "llo"]))
+    ),
+    ?assertEqual(<<1, 0, 0, 0, 1, 2, 1, 2, 3>>, iolist_to_binary(?P:send_cmd(1, binary, <<1, 2, 3>>))),
+    ?assertEqual(<<1, 0, 0, 0, 1, 9>>, iolist_to_binary(?P:send_cmd(1, ping, []))),
+    ?assertEqual(<<1, 0, 0, 0, 1, 10, "p">>, iolist_to_binary(?P:send_cmd(1, pong, "p"))).
+
+close_args_test_() ->
+    V = fun ?P:validate_close/2,
+    [
+        ?_assertEqual({ok, 1000, <<>>}, V(1000, <<>>)),
+        ?_assertEqual({ok, 1001, <<"going away">>}, V(1001, "going away")),
+        ?_assertEqual({ok, 3000, <<"x">>}, V(3000, x)),
+        ?_assertEqual({ok, 4999, <<"é"/utf8>>}, V(4999, "é")),
+        ?_assertEqual({ok, 1000, binary:copy(<<"a">>, 123)}, V(1000, binary:copy(<<"a">>, 123))),
+        ?_assertEqual(error, V(1000, binary:copy(<<"a">>, 124))),
+        ?_assertEqual(error, V(999, <<>>)),
+        ?_assertEqual(error, V(5000, <<>>)),
+        ?_assertEqual(error, V(1004, <<>>)),
+        ?_assertEqual(error, V(1005, <<>>)),
+        ?_assertEqual(error, V(1006, <<>>)),
+        ?_assertEqual(error, V(1015, <<>>)),
+        ?_assertEqual(error, V(2000, <<>>)),
+        ?_assertEqual(error, V(normal, <<>>)),
+        ?_assertEqual(error, V(1000, 42))
+    ].
+
+%%====================================================================
+%% Data packets
+%%====================================================================
+
+entry(Id, Op, Payload) ->
+    <<Id:32, Op, (byte_size(Payload)):32, Payload/binary>>.
+
+decode_data_test() ->
+    Big = binary:copy(<<"z">>, 70000),
+    Packet = iolist_to_binary([
+        1,
+        entry(1, 1, <<"hello">>),
+        entry(2, 2, <<>>),
+        entry(4294967295, 2, Big),
+        entry(1, 1, <<"again">>)
+    ]),
+    {ok, Entries} = ?P:decode_data(Packet),
+    ?assertEqual(
+        [{1, text, <<"hello">>}, {2, binary, <<>>}, {4294967295, binary, Big}, {1, text, <<"again">>}],
+        Entries
+    ),
+    %% payloads are sub-binaries of the packet, not copies
+    {_, _, BigOut} = lists:nth(3, Entries),
+    ?assertEqual(byte_size(Packet), binary:referenced_byte_size(BigOut)).
+
+decode_data_malformed_test_() ->
+    Good = entry(1, 1, <<"abc">>),
+    [
+        ?_assertEqual(error, ?P:decode_data(<<>>)),
+        ?_assertEqual(error, ?P:decode_data(<<1>>)),
+        ?_assertEqual(error, ?P:decode_data(<<2, Good/binary>>)),
+        %% truncated payload, truncated header, trailing garbage
+        ?_assertEqual(error, ?P:decode_data(<<1, 0, 0, 0, 1, 1, 0, 0, 0, 4, "abc">>)),
+        ?_assertEqual(error, ?P:decode_data(<<1, Good/binary, 0, 0, 0>>)),
+        %% unknown opcode, id 0
+        ?_assertEqual(error, ?P:decode_data(<<1, (entry(1, 9, <<>>))/binary>>)),
+        ?_assertEqual(error, ?P:decode_data(<<1, (entry(0, 1, <<"x">>))/binary>>))
+    ].
