@@ -1183,7 +1183,11 @@ static void check_stats(const struct wsp_stats *s)
     d_atom(&x, &i, "stats");
     d_long(&x, &i, 12);
     assert_int_equal(ei_decode_map_header(x.buff, &i, &arity), 0);
-    assert_int_equal(arity, 8);
+    assert_int_equal(arity, 10);
+    d_atom(&x, &i, "attempt");
+    d_ulong(&x, &i, s->attempt);
+    d_atom(&x, &i, "reconnects");
+    d_ulong(&x, &i, s->reconnects);
     d_atom(&x, &i, "state");
     d_atom(&x, &i, s->state);
     d_atom(&x, &i, "bytes_in");
@@ -1207,9 +1211,10 @@ static void check_stats(const struct wsp_stats *s)
 static void test_enc_stats(void **state)
 {
     (void)state;
-    struct wsp_stats a = {"open", 1, 2, 3, 4, 250, 1000000, 10};
-    struct wsp_stats b = {"connecting", 0, 0, 0, 0, -1, -1, -1};
-    struct wsp_stats c = {"closing", UINT64_MAX, (uint64_t)1 << 40, 1u << 31, 7, 0, 0, 0};
+    struct wsp_stats a = {"open", 1, 2, 3, 4, 250, 1000000, 10, 0, 3};
+    struct wsp_stats b = {"connecting", 0, 0, 0, 0, -1, -1, -1, 5, 0};
+    struct wsp_stats c = {"closing", UINT64_MAX, (uint64_t)1 << 40, 1u << 31, 7, 0, 0, 0,
+                          UINT64_MAX, 1};
     check_stats(&a);
     check_stats(&b);
     check_stats(&c);
@@ -1229,6 +1234,140 @@ static void test_enc_then_decode(void **state)
     ei_x_free(&x);
 }
 
+/* closed -> down keeps the reason term and adds the retry facts */
+static void test_enc_closed_to_down(void **state)
+{
+    (void)state;
+    ei_x_buff x = {0}, y = {0};
+    int i, arity;
+    assert_int_equal(wsp_enc_closed_code(&x, 9, "remote", 1001, "going away", 10), 0);
+    assert_int_equal(wsp_enc_closed_to_down(&x, &y, 3, 2000, 17), 0);
+    d_version(&y, &i);
+    d_tuple(&y, &i, 4);
+    d_atom(&y, &i, "down");
+    d_long(&y, &i, 9);
+    d_tuple(&y, &i, 3);
+    d_atom(&y, &i, "remote");
+    d_long(&y, &i, 1001);
+    d_bin(&y, &i, "going away", 10);
+    assert_int_equal(ei_decode_map_header(y.buff, &i, &arity), 0);
+    assert_int_equal(arity, 3);
+    d_atom(&y, &i, "attempt");
+    d_ulong(&y, &i, 3);
+    d_atom(&y, &i, "delay_ms");
+    d_long(&y, &i, 2000);
+    d_atom(&y, &i, "unsent_bytes");
+    d_ulong(&y, &i, 17);
+    d_end(&y, i);
+    assert_int_equal(wsp_enc_closed_atom(&x, 4, "econnrefused"), 0);
+    assert_int_equal(wsp_enc_closed_to_down(&x, &y, 1, -1, 0), 0);
+    d_version(&y, &i);
+    d_tuple(&y, &i, 4);
+    d_atom(&y, &i, "down");
+    d_long(&y, &i, 4);
+    d_atom(&y, &i, "econnrefused");
+    assert_int_equal(ei_decode_map_header(y.buff, &i, &arity), 0);
+    d_atom(&y, &i, "attempt");
+    d_ulong(&y, &i, 1);
+    d_atom(&y, &i, "delay_ms");
+    d_atom(&y, &i, "manual");
+    ei_x_free(&x);
+    ei_x_free(&y);
+}
+
+/* retry options decode into the backoff policy; bad ones are named */
+static void test_connect_retry_options(void **state)
+{
+    (void)state;
+    ei_x_buff x = {0};
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 4);
+    ei_x_encode_atom(&x, "connect");
+    ei_x_encode_long(&x, 7);
+    ei_x_encode_binary(&x, "ws://h/", 7);
+    ei_x_encode_list_header(&x, 3);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "retry");
+    ei_x_encode_list_header(&x, 5);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "max_retries");
+    ei_x_encode_long(&x, 5);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "delay");
+    ei_x_encode_long(&x, 250);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "backoff_factor");
+    ei_x_encode_double(&x, 1.5);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "jitter");
+    ei_x_encode_long(&x, 0);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "manual");
+    ei_x_encode_atom(&x, "true");
+    ei_x_encode_empty_list(&x);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "retry_on");
+    ei_x_encode_list_header(&x, 2);
+    ei_x_encode_atom(&x, "tls");
+    ei_x_encode_atom(&x, "http_4xx");
+    ei_x_encode_empty_list(&x);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "send_queue");
+    ei_x_encode_long(&x, 100);
+    ei_x_encode_empty_list(&x);
+    struct wsp_cmd cmd;
+    const char *what;
+    char err[256];
+    assert_int_equal(wsp_decode_command((const uint8_t *)x.buff, (size_t)x.index, &cmd, &what,
+                                        err, sizeof err), 0);
+    const struct wsp_connect_opts *o = cmd.connect;
+    assert_int_equal(o->retry.enabled, 1);
+    assert_int_equal(o->retry.manual, 1);
+    assert_int_equal(o->retry.max_retries, 5);
+    assert_int_equal(o->retry.delay_ms, 250);
+    assert_int_equal(o->retry.max_delay_ms, 30000);
+    assert_true(o->retry.factor == 1.5);
+    assert_true(o->retry.jitter == 0.0);
+    assert_int_equal(o->retry.retry_on, WSP_FC_TLS | WSP_FC_HTTP_4XX);
+    assert_int_equal(o->send_queue, 100);
+    wsp_cmd_free(&cmd);
+
+    /* absent: no retries */
+    ei_x_free(&x);
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 4);
+    ei_x_encode_atom(&x, "connect");
+    ei_x_encode_long(&x, 7);
+    ei_x_encode_binary(&x, "ws://h/", 7);
+    ei_x_encode_list_header(&x, 1);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "retry");
+    ei_x_encode_list_header(&x, 1);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "jitter");
+    ei_x_encode_double(&x, 1.5);
+    ei_x_encode_empty_list(&x);
+    ei_x_encode_empty_list(&x);
+    assert_int_equal(wsp_decode_command((const uint8_t *)x.buff, (size_t)x.index, &cmd, &what,
+                                        err, sizeof err), -1);
+    assert_string_equal(what, "bad_option");
+    assert_non_null(strstr(err, "jitter must be a fraction from 0 to 1"));
+    assert_null(cmd.connect);
+    ei_x_free(&x);
+
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 3);
+    ei_x_encode_atom(&x, "reconnect");
+    ei_x_encode_long(&x, 7);
+    ei_x_encode_long(&x, 1500);
+    assert_int_equal(wsp_decode_command((const uint8_t *)x.buff, (size_t)x.index, &cmd, &what,
+                                        err, sizeof err), 0);
+    assert_int_equal(cmd.type, WSP_CMD_RECONNECT);
+    assert_int_equal(cmd.id, 7);
+    assert_int_equal(cmd.delay_ms, 1500);
+    ei_x_free(&x);
+}
+
 static void test_data_entry_header(void **state)
 {
     (void)state;
@@ -1244,6 +1383,8 @@ static void test_data_entry_header(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_enc_closed_to_down),
+        cmocka_unit_test(test_connect_retry_options),
         cmocka_unit_test_teardown(test_connect_defaults, teardown),
         cmocka_unit_test_teardown(test_connect_all_options, teardown),
         cmocka_unit_test_teardown(test_connect_option_values, teardown),
