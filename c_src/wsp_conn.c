@@ -430,7 +430,6 @@ static int queue_frame(struct wsp_conn *c, int opcode, const uint8_t *p1, size_t
         wsc_mask_copy(dst + hl + n1, p2, n2, mask, n1);
     }
     wsp_buf_commit(&c->wbuf, hl + n1 + n2);
-    c->bytes_out += n1 + n2;
     mark_dirty(c);
     update_over_high(c);
     return 0;
@@ -489,6 +488,7 @@ static int conn_flush(struct wsp_conn *c)
         int w = io_write(c, c->wbuf.data + c->wbuf.off, wsp_buf_pending(&c->wbuf), &err);
         if (w > 0) {
             wsp_buf_consume(&c->wbuf, (size_t)w);
+            c->bytes_out += (uint64_t)w;
             continue;
         }
         if (w == 0) {
