@@ -30,9 +30,14 @@ defmodule WsPort do
       `{:remote, code, text}`, `:eof`, `:idle_timeout`,
       `{:protocol_error, code, detail}` (see `docs/protocol.md`). Not sent
       after `close/1`.
-    * `{:ws_port_down, conn, {:port_exit, status}}` then
-      `{:ws_port_up, conn, info}`: the port program died and was restarted,
-      and the connection was opened again (same handle).
+    * `{:ws_port_down, conn, reason}` then, once it is back,
+      `{:ws_port_up, conn, info}` (same handle): the connection was lost and
+      is being reopened, either by the port program (`:retry` option; `reason`
+      as in `:ws_port_closed`) or because the port program died and was
+      restarted (`reason` is `{:port_exit, status}`). Sends in between return
+      `{:error, :not_connected}` unless `:send_queue` is set. In manual retry
+      mode the owner answers with `reconnect/2` or `close/1`. Each failed
+      attempt of the port program's retries is one more `:ws_port_down`.
     * `{:ws_port_up, conn, info}` also when `await: false` was given to
       `connect/2`; a failed handshake then arrives as
       `{:ws_port_closed, conn, reason}`.
@@ -66,10 +71,24 @@ defmodule WsPort do
     * `:active` - `true` (default), `false`, `:once` or an integer, as
       `:gen_tcp`.
     * `:ping_interval`, `:idle_timeout` - ms, 0 = off (default).
+    * `:retry` - `false` (default), `true` (the port's default policy) or a
+      keyword list or map of `:max_retries` (default `:infinity`), `:delay`
+      (ms, 1000), `:max_delay` (ms, 30000), `:backoff_factor` (2), `:jitter`
+      (0.1) and `:manual` (`false`; `true`: the owner calls `reconnect/2`
+      after each `:ws_port_down`). The port program then reconnects by itself
+      after failures of the classes in `:retry_on`.
+    * `:retry_on` - the failure classes retried (default `[:network,
+      :timeout, :http_5xx, :http_429, :protocol, :remote_close]`; also
+      `:http_4xx`, `:tls`, `:http_other`).
+    * `:send_queue` - up to `n` text/binary messages sent while the
+      connection is not open are kept by the port and written after the next
+      handshake (default 0: such sends return `{:error, :not_connected}`).
     * `:driver` - a driver's registered name or pid (default: one of the
       application's pool).
     * `:await` - `true` (default) returns once the handshake succeeded or
-      failed; `false` returns `{:ok, conn}` at once and the owner gets
+      failed for good (with automatic retries this may be much later than
+      `:connect_timeout`; in manual retry mode the first failure is
+      returned); `false` returns `{:ok, conn}` at once and the owner gets
       `{:ws_port_up, conn, info}` or `{:ws_port_closed, conn, reason}`.
 
   A bad option gives `{:error, {:bad_option, name, value}}`.
@@ -125,6 +144,14 @@ defmodule WsPort do
   """
   @spec controlling_process(conn(), pid()) :: :ok | {:error, :not_owner | :closed}
   def controlling_process(conn, pid), do: :ws_port.controlling_process(conn, pid)
+
+  @doc """
+  In manual retry mode (`retry: [manual: true]`), tells the port program to
+  try again after `delay_ms`: the answer to `{:ws_port_down, conn, reason}`.
+  Close the connection to give up.
+  """
+  @spec reconnect(conn(), non_neg_integer()) :: :ok | {:error, :closed}
+  def reconnect(conn, delay_ms), do: :ws_port.reconnect(conn, delay_ms)
 
   @doc """
   Statistics of a connection (from the port program) plus `:id`, `:url`,

@@ -14,9 +14,15 @@
 %%     (server close `{remote, Code, Text}', `eof', `idle_timeout',
 %%     `{protocol_error, Code, Detail}', ... see docs/protocol.md). Not sent
 %%     after {@link close/1}.</li>
-%% <li>`{ws_port_down, Conn, {port_exit, Status}}' then
-%%     `{ws_port_up, Conn, Info}': the port program died and was restarted,
-%%     and the connection was opened again (same handle).</li>
+%% <li>`{ws_port_down, Conn, Reason}' then, once it is back,
+%%     `{ws_port_up, Conn, Info}' (same handle): the connection was lost and
+%%     is being reopened, either by the port program (`retry' option; Reason
+%%     as in `ws_port_closed') or because the port program died and was
+%%     restarted (Reason `{port_exit, Status}'). Sends in between return
+%%     `{error, not_connected}' unless `send_queue' is set. In manual retry
+%%     mode the owner answers with {@link reconnect/2} or {@link close/1}.
+%%     Each failed attempt of the port program's retries is one more
+%%     `ws_port_down'.</li>
 %% <li>`{ws_port_up, Conn, Info}' also when `await => false' was given to
 %%     {@link connect/2}; a failed handshake is then `{ws_port_closed, Conn,
 %%     Reason}'.</li>
@@ -28,7 +34,7 @@
 -include("ws_port_int.hrl").
 
 -export([connect/1, connect/2]).
--export([send/2, close/1, close/3, setopts/2, controlling_process/2, info/1]).
+-export([send/2, close/1, close/3, setopts/2, controlling_process/2, info/1, reconnect/2]).
 
 -export_type([conn/0, connect_opts/0, message/0, close_reason/0]).
 
@@ -46,9 +52,32 @@
         ping_interval => non_neg_integer(),
         idle_timeout => non_neg_integer(),
         driver => atom() | pid(),
-        await => boolean()
+        await => boolean(),
+        retry => boolean() | retry_opts(),
+        retry_on => [retry_class()],
+        send_queue => non_neg_integer()
     }
     | proplists:proplist().
+-type retry_opts() ::
+    #{
+        max_retries => non_neg_integer() | infinity,
+        delay => non_neg_integer(),
+        max_delay => non_neg_integer(),
+        backoff_factor => number(),
+        jitter => number(),
+        manual => boolean()
+    }
+    | proplists:proplist().
+-type retry_class() ::
+    network
+    | timeout
+    | http_5xx
+    | http_429
+    | http_4xx
+    | tls
+    | protocol
+    | remote_close
+    | http_other.
 -type header_part() :: binary() | string() | atom().
 -type tls_opts() ::
     #{
@@ -109,10 +138,23 @@ connect(Url) ->
 %% <li>`active': `true' (default), `false', `once' or an integer, as
 %%     gen_tcp.</li>
 %% <li>`ping_interval', `idle_timeout': ms, 0 = off (default).</li>
+%% <li>`retry': `false' (default), `true' (the port's default policy) or a
+%%     map or proplist of `max_retries' (default `infinity'), `delay' (ms,
+%%     1000), `max_delay' (ms, 30000), `backoff_factor' (2), `jitter' (0.1)
+%%     and `manual' (false: the owner calls {@link reconnect/2} after each
+%%     `ws_port_down'). The port program then reconnects by itself after
+%%     failures of the classes in `retry_on' (default `[network, timeout,
+%%     http_5xx, http_429, protocol, remote_close]'; also `http_4xx', `tls',
+%%     `http_other').</li>
+%% <li>`send_queue': up to N text/binary messages sent while the connection
+%%     is not open are kept by the port and written after the next
+%%     handshake (default 0: such sends return `{error, not_connected}').</li>
 %% <li>`driver': a driver's registered name or pid (default: one of the
 %%     application's pool, round robin).</li>
 %% <li>`await': `true' (default) returns once the handshake succeeded or
-%%     failed; `false' returns `{ok, Conn}' at once, and the owner gets
+%%     failed for good (with automatic retries this may be much later than
+%%     `connect_timeout'; in manual retry mode the first failure is
+%%     returned); `false' returns `{ok, Conn}' at once, and the owner gets
 %%     `{ws_port_up, Conn, Info}' or `{ws_port_closed, Conn, Reason}'.</li>
 %% </ul>
 %% A bad option gives `{error, {bad_option, Name, Value}}' without
@@ -135,8 +177,13 @@ connect_normalized(Url, #{connect_timeout := Timeout} = Opts) ->
             #{driver := D} -> D;
             _ -> pick_driver()
         end,
+    CallTimeout =
+        case Opts of
+            #{retry := Retry} when Retry =/= false -> infinity;
+            _ -> Timeout + 5000
+        end,
     try
-        ws_port_driver:connect(Driver, Url, Opts, Timeout + 5000)
+        ws_port_driver:connect(Driver, Url, Opts, CallTimeout)
     catch
         exit:{timeout, _} -> {error, timeout};
         exit:{noproc, _} -> {error, {no_driver, Driver}};
@@ -192,19 +239,25 @@ send({ws_port, Driver, Id}, {Type, Data}) when
     Type =:= text; Type =:= binary; Type =:= ping; Type =:= pong
 ->
     case lookup(Driver, Id) of
-        {Port, open, _} ->
-            try erlang:port_command(Port, ws_port_proto:send_cmd(Id, Type, Data)) of
-                true -> ok
-            catch
-                error:badarg -> command_failed(Port, Data)
-            end;
-        {_, connecting, _} ->
+        {Port, open, _, _} ->
+            port_send(Port, Id, Type, Data);
+        {Port, connecting, _, true} ->
+            %% the port keeps it until the next handshake (send_queue)
+            port_send(Port, Id, Type, Data);
+        {_, connecting, _, false} ->
             {error, not_connected};
         _ ->
             {error, closed}
     end;
 send(Conn, Message) ->
     error(badarg, [Conn, Message]).
+
+port_send(Port, Id, Type, Data) ->
+    try erlang:port_command(Port, ws_port_proto:send_cmd(Id, Type, Data)) of
+        true -> ok
+    catch
+        error:badarg -> command_failed(Port, Data)
+    end.
 
 %% A badarg from port_command: the port is dead (closed) or the data is not
 %% iodata (the caller's fault).
@@ -218,7 +271,7 @@ command_failed(Port, Data) ->
 
 lookup(Driver, Id) ->
     try ets:lookup(?WS_PORT_TAB, {Driver, Id}) of
-        [{_, Port, State, Active}] -> {Port, State, Active};
+        [{_, Port, State, Active, Queue}] -> {Port, State, Active, Queue};
         [] -> undefined
     catch
         %% no table: the application is not running
@@ -228,6 +281,26 @@ lookup(Driver, Id) ->
 %%====================================================================
 %% Options and ownership
 %%====================================================================
+
+%% @doc In manual retry mode (`retry => #{manual => true}'), tells the port
+%% program to try again after `DelayMs' milliseconds; the answer to
+%% `{ws_port_down, Conn, Reason}'. Close the connection to give up.
+-spec reconnect(conn(), non_neg_integer()) -> ok | {error, closed}.
+reconnect({ws_port, Driver, Id}, DelayMs) when
+    is_integer(DelayMs), DelayMs >= 0, DelayMs =< 4294967295
+->
+    case lookup(Driver, Id) of
+        {Port, State, _, _} when State =:= open; State =:= connecting ->
+            try erlang:port_command(Port, ws_port_proto:reconnect_cmd(Id, DelayMs)) of
+                true -> ok
+            catch
+                error:badarg -> {error, closed}
+            end;
+        _ ->
+            {error, closed}
+    end;
+reconnect(Conn, DelayMs) ->
+    error(badarg, [Conn, DelayMs]).
 
 %% @doc Sets options of a connection. Only `{active, true | false | once |
 %% N}' (gen_tcp semantics: N adds N to the credit, `{ws_port_passive, Conn}'
@@ -253,7 +326,7 @@ setopts(Conn, Opts) ->
 
 set_active(Driver, Id, Active, Tries) ->
     case lookup(Driver, Id) of
-        {Port, State, _} when State =:= open; State =:= connecting ->
+        {Port, State, _, _} when State =:= open; State =:= connecting ->
             %% remembered for a replay after a port restart
             _ = ets:update_element(?WS_PORT_TAB, {Driver, Id}, {4, Active}),
             try erlang:port_command(Port, ws_port_proto:active_cmd(Id, Active)) of

@@ -10,6 +10,12 @@
 %% `{ws_port_down, Conn, {port_exit, Status}}' and, once the replayed
 %% handshake succeeded, `{ws_port_up, Conn, Info}'. Handles stay valid.
 %%
+%% With the `retry' option the port program reconnects by itself: its
+%% `down' event becomes `{ws_port_down, Conn, Reason}' and the next `up'
+%% `{ws_port_up, Conn, Info}'. A connect awaited by its caller keeps waiting
+%% through automatic retries, until `up' or the final `closed'; in manual
+%% mode the first failure ends it (the caller cannot answer the `down').
+%%
 %% {@link controlling_process/3} moves messages as gen_tcp does: the driver
 %% holds back what it would send to the new owner until the old owner has
 %% forwarded what was already in its mailbox ({@link release/2}), so the new
@@ -64,6 +70,8 @@
     %% erlang:monotonic_time() when connect was sent
     since :: integer(),
     replayed = false :: boolean(),
+    %% the port's own reconnection policy (retry option)
+    retry = none :: none | auto | manual,
     %% a handover to a new owner is in progress (see #hold{})
     hold = false :: boolean()
 }).
@@ -175,7 +183,7 @@ init({Name, Opts}) ->
             {stop, {not_started, ws_port}};
         _ ->
             %% rows left by a previous incarnation of this driver
-            true = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_'}),
+            true = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_', '_'}),
             Program = port_program(Opts),
             case open(Program) of
                 {ok, Port} -> {ok, #state{key = Key, port = Port, program = Program}};
@@ -289,7 +297,7 @@ handle_info(Msg, State) ->
 terminate(Reason, State) ->
     #state{key = Key, port = Port, conns = Conns} = State2 = end_all_holds(State),
     _ = maps:fold(fun(Id, C, S) -> finish(Id, C, {driver_exit, Reason}, S) end, State2, Conns),
-    _ = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_'}),
+    _ = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_', '_'}),
     %% EOF on stdin: the program closes every connection (1001) and exits
     catch port_close(Port),
     ok.
@@ -303,7 +311,7 @@ do_connect(Url, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns}
     Wire = ws_port_proto:wire_opts(Opts),
     #{connect_timeout := Timeout, active := Active, await := Await} = Opts,
     command(Port, ws_port_proto:connect_cmd(Id, Url, Wire)),
-    true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active}),
+    true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active, queues(Wire)}),
     Handle = {ws_port, Key, Id},
     C = #conn{
         handle = Handle,
@@ -313,6 +321,7 @@ do_connect(Url, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns}
         wire = Wire,
         connect_timeout = Timeout,
         timer = guard_timer(Id, Timeout),
+        retry = retry_mode(Wire),
         since = erlang:monotonic_time()
     },
     case Await of
@@ -321,6 +330,20 @@ do_connect(Url, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns}
         false ->
             C2 = C#conn{notify_up = true},
             {reply, {ok, Handle}, State#state{conns = Conns#{Id => C2}, next_id = inc_id(Id)}}
+    end.
+
+queues(Wire) ->
+    proplists:get_value(send_queue, Wire, 0) > 0.
+
+retry_mode(Wire) ->
+    case proplists:get_value(retry, Wire, false) of
+        false ->
+            none;
+        Retry ->
+            case proplists:get_value(manual, Retry, false) of
+                true -> manual;
+                false -> auto
+            end
     end.
 
 %% The next free id at or after N, wrapping from 4294967295 to 1.
@@ -338,6 +361,15 @@ monitor_owner(Pid, Id) ->
 
 guard_timer(Id, Timeout) ->
     erlang:start_timer(Timeout + ?CONNECT_GUARD_MS, self(), {connect_timeout, Id}).
+
+%% After a down event: the next attempt starts after Delay.
+retry_guard(Id, #conn{connect_timeout = Timeout, timer = TRef}, Delay) ->
+    cancel_timer(TRef),
+    case Delay of
+        manual -> undefined;
+        _ when is_integer(Delay) -> guard_timer(Id, Timeout + Delay);
+        _ -> guard_timer(Id, Timeout)
+    end.
 
 cancel_timer(undefined) -> ok;
 cancel_timer(TRef) -> _ = erlang:cancel_timer(TRef, [{async, true}, {info, false}]), ok.
@@ -521,6 +553,37 @@ event({closed, Id, Reason}, #state{key = Key, conns = Conns} = State) ->
         error ->
             State
     end;
+event({down, Id, Reason, Info}, #state{conns = Conns} = State) ->
+    case Conns of
+        #{Id := #conn{owner = Owner, from = From, handle = Handle} = C} when is_pid(Owner) ->
+            {ws_port, Key, _} = Handle,
+            Delay = maps:get(delay_ms, Info, undefined),
+            ws_port_telemetry:execute(
+                [ws_port, connection, down],
+                #{duration => erlang:monotonic_time() - C#conn.since},
+                (metadata(C))#{reason => Reason, info => Info}
+            ),
+            case From =/= undefined andalso C#conn.retry =:= manual of
+                true ->
+                    %% an awaited connect in manual mode: nobody can answer
+                    gen_server:reply(From, {error, Reason}),
+                    command(State#state.port, ws_port_proto:close_cmd(Id, 1000, <<>>)),
+                    C2 = detach(C#conn{from = undefined}, no_reply),
+                    State#state{conns = Conns#{Id := C2}};
+                false ->
+                    _ = ets:update_element(?WS_PORT_TAB, {Key, Id}, {3, connecting}),
+                    C2 = C#conn{timer = retry_guard(Id, C, Delay), since = erlang:monotonic_time()},
+                    case From of
+                        undefined ->
+                            State2 = emit(Id, C, {ws_port_down, Handle, Reason}, State),
+                            State2#state{conns = Conns#{Id := C2#conn{notify_up = true}}};
+                        _ ->
+                            State#state{conns = Conns#{Id := C2}}
+                    end
+            end;
+        _ ->
+            State
+    end;
 event({passive, Id}, State) ->
     to_owner(Id, fun(H) -> {ws_port_passive, H} end, State);
 event({pong, Id, Rtt}, State) ->
@@ -652,12 +715,12 @@ replay_one(Id, #conn{owner = undefined} = C, _Status, #state{key = Key} = State)
 replay_one(Id, #conn{} = C, Status, #state{key = Key, port = Port} = State) ->
     {WasOpen, Active} =
         case ets:lookup(?WS_PORT_TAB, {Key, Id}) of
-            [{_, _, S, A}] -> {S =:= open, A};
+            [{_, _, S, A, _}] -> {S =:= open, A};
             [] -> {false, proplists:get_value(active, C#conn.wire, true)}
         end,
     Wire = lists:keystore(active, 1, C#conn.wire, {active, Active}),
     command(Port, ws_port_proto:connect_cmd(Id, C#conn.url, Wire)),
-    true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active}),
+    true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active, queues(Wire)}),
     [command(Port, ws_port_proto:stats_cmd(Id)) || _ <- C#conn.stats],
     State2 =
         case WasOpen andalso C#conn.from =:= undefined of

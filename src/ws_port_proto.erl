@@ -7,7 +7,7 @@
 -module(ws_port_proto).
 
 -export([normalize_url/1, normalize_connect_opts/1, wire_opts/1]).
--export([connect_cmd/3, send_cmd/3, close_cmd/3, active_cmd/2, stats_cmd/1]).
+-export([connect_cmd/3, send_cmd/3, close_cmd/3, active_cmd/2, stats_cmd/1, reconnect_cmd/2]).
 -export([validate_active/1, validate_close/2, opcode/1]).
 -export([decode_data/1]).
 
@@ -30,9 +30,23 @@
     ping_interval => non_neg_integer(),
     idle_timeout => non_neg_integer(),
     driver => atom() | pid(),
-    await := boolean()
+    await := boolean(),
+    retry => false | #{retry_key() => term()},
+    retry_on => [retry_class()],
+    send_queue => non_neg_integer()
 }.
 -type tls_key() :: verify | cacertfile | certfile | keyfile | server_name.
+-type retry_key() :: max_retries | delay | max_delay | backoff_factor | jitter | manual.
+-type retry_class() ::
+    network
+    | timeout
+    | http_5xx
+    | http_429
+    | http_4xx
+    | tls
+    | protocol
+    | remote_close
+    | http_other.
 
 %% One option of the `connect' command, as the port program reads it.
 -type wire_opt() ::
@@ -43,7 +57,10 @@
     | {active, active()}
     | {verify, verify_peer | verify_none}
     | {cacertfile | certfile | keyfile | server_name, binary()}
-    | {ping_interval | idle_timeout, non_neg_integer()}.
+    | {ping_interval | idle_timeout, non_neg_integer()}
+    | {retry, false | [{retry_key(), term()}]}
+    | {retry_on, [retry_class()]}
+    | {send_queue, non_neg_integer()}.
 
 -type data_entry() :: {id(), text | binary, binary()}.
 
@@ -87,9 +104,12 @@ has_ws_scheme(_) ->
 %% Accepts a map or a proplist (a bare atom `A' means `{A, true}'; a later
 %% entry overrides an earlier one). Names, values, header names and values
 %% given as strings or atoms become binaries. Defaults are filled in for
-%% `connect_timeout' (15000), `active' (true) and `await' (true). The first
-%% bad option is named: `{error, {bad_option, Name, Value}}', or
-%% `{error, {bad_option, {tls, Key}, Value}}' inside `tls'.
+%% `connect_timeout' (15000), `active' (true) and `await' (true). `retry'
+%% is `false', `true' (the port's defaults) or a map or proplist of
+%% `max_retries', `delay', `max_delay', `backoff_factor', `jitter' and
+%% `manual'. The first bad option is named: `{error, {bad_option, Name,
+%% Value}}', or `{error, {bad_option, {tls | retry, Key}, Value}}' inside
+%% `tls' or `retry'.
 -spec normalize_connect_opts(map() | proplists:proplist()) ->
     {ok, opts()} | {error, {bad_option, term(), term()}}.
 normalize_connect_opts(Opts) when is_list(Opts) ->
@@ -132,6 +152,28 @@ normalize_opt(tls, Tls) when is_list(Tls) ->
         {ok, Map} -> normalize_opt(tls, Map);
         {error, _} -> error
     end;
+normalize_opt(retry, false) ->
+    {ok, false};
+normalize_opt(retry, true) ->
+    {ok, #{}};
+normalize_opt(retry, Retry) when is_map(Retry) ->
+    normalize_retry(maps:to_list(Retry), #{});
+normalize_opt(retry, Retry) when is_list(Retry) ->
+    case proplist_to_map(Retry) of
+        {ok, Map} -> normalize_opt(retry, Map);
+        {error, _} -> error
+    end;
+normalize_opt(retry_on, Classes) ->
+    map_list(
+        fun(C) ->
+            case lists:member(C, retry_classes()) of
+                true -> {ok, C};
+                false -> error
+            end
+        end,
+        Classes
+    );
+normalize_opt(send_queue, N) when is_integer(N), N >= 0, N =< ?MAX_U32 -> {ok, N};
 normalize_opt(driver, D) when is_atom(D), D =/= undefined; is_pid(D) -> {ok, D};
 normalize_opt(await, B) when is_boolean(B) -> {ok, B};
 normalize_opt(_, _) ->
@@ -155,6 +197,26 @@ normalize_tls([{Key, V} | Rest], Acc) when
     end;
 normalize_tls([{Key, V} | _], _) ->
     {error, {bad_option, {tls, Key}, V}}.
+
+normalize_retry([], Acc) ->
+    {ok, Acc};
+normalize_retry([{Key, V} | Rest], Acc) ->
+    case valid_retry(Key, V) of
+        true -> normalize_retry(Rest, Acc#{Key => V});
+        false -> {error, {bad_option, {retry, Key}, V}}
+    end.
+
+valid_retry(max_retries, infinity) -> true;
+valid_retry(max_retries, N) -> is_integer(N) andalso N >= 0 andalso N < 1 bsl 63;
+valid_retry(delay, Ms) -> is_integer(Ms) andalso Ms >= 0 andalso Ms =< ?MAX_U32;
+valid_retry(max_delay, Ms) -> is_integer(Ms) andalso Ms >= 0 andalso Ms =< ?MAX_U32;
+valid_retry(backoff_factor, X) -> is_number(X) andalso X >= 1 andalso X =< 1000;
+valid_retry(jitter, X) -> is_number(X) andalso X >= 0 andalso X =< 1;
+valid_retry(manual, B) -> is_boolean(B);
+valid_retry(_, _) -> false.
+
+retry_classes() ->
+    [network, timeout, http_5xx, http_429, http_4xx, tls, protocol, remote_close, http_other].
 
 %% A header: name is an HTTP token, value has no CR, LF or NUL.
 normalize_header({Name, Value}) ->
@@ -256,6 +318,8 @@ wire_opts(Opts) ->
 wire_opt(driver, _, Acc) -> Acc;
 wire_opt(await, _, Acc) -> Acc;
 wire_opt(tls, Tls, Acc) -> maps:to_list(Tls) ++ Acc;
+wire_opt(retry, false, Acc) -> [{retry, false} | Acc];
+wire_opt(retry, Retry, Acc) -> [{retry, lists:sort(maps:to_list(Retry))} | Acc];
 wire_opt(Name, Value, Acc) -> [{Name, Value} | Acc].
 
 %%====================================================================
@@ -266,6 +330,11 @@ wire_opt(Name, Value, Acc) -> [{Name, Value} | Acc].
 -spec connect_cmd(id(), binary(), [wire_opt()]) -> binary().
 connect_cmd(Id, Url, WireOpts) ->
     term_to_binary({connect, Id, Url, WireOpts}).
+
+%% @doc `{reconnect, Id, DelayMs}' as a packet (manual retry mode).
+-spec reconnect_cmd(id(), non_neg_integer()) -> binary().
+reconnect_cmd(Id, DelayMs) ->
+    term_to_binary({reconnect, Id, DelayMs}).
 
 %% @doc A raw send command: `<<1, Id:32, Opcode:8, Payload/binary>>'.
 -spec send_cmd(id(), frame_type(), iodata()) -> iodata().

@@ -177,6 +177,50 @@ tls_test() ->
     ?assertEqual({error, {bad_option, tls, 1}}, ?P:normalize_connect_opts(#{tls => 1})),
     ?assertEqual({error, {bad_option, tls, [1]}}, ?P:normalize_connect_opts(#{tls => [1]})).
 
+retry_test() ->
+    {ok, O} = ?P:normalize_connect_opts(#{
+        retry => [{max_retries, 3}, {delay, 10}, {backoff_factor, 1.5}, {jitter, 0}],
+        retry_on => [network, http_5xx],
+        send_queue => 100
+    }),
+    ?assertEqual(
+        [
+            {active, true},
+            {connect_timeout, 15000},
+            {retry, [{backoff_factor, 1.5}, {delay, 10}, {jitter, 0}, {max_retries, 3}]},
+            {retry_on, [network, http_5xx]},
+            {send_queue, 100}
+        ],
+        ?P:wire_opts(O)
+    ),
+    ?assertMatch({ok, #{retry := #{}}}, ?P:normalize_connect_opts(#{retry => true})),
+    ?assertEqual([{retry, []}], [W || {retry, _} = W <- wire(#{retry => true})]),
+    ?assertEqual([{retry, false}], [W || {retry, _} = W <- wire(#{retry => false})]),
+    ?assertMatch(
+        {ok, #{retry := #{max_retries := infinity, manual := true, max_delay := 0}}},
+        ?P:normalize_connect_opts(#{retry => #{max_retries => infinity, manual => true, max_delay => 0}})
+    ),
+    Bad = fun(K, V) -> ?P:normalize_connect_opts(#{retry => #{K => V}}) end,
+    ?assertEqual({error, {bad_option, {retry, max_retries}, -1}}, Bad(max_retries, -1)),
+    ?assertEqual({error, {bad_option, {retry, delay}, 1.5}}, Bad(delay, 1.5)),
+    ?assertEqual({error, {bad_option, {retry, backoff_factor}, 0.5}}, Bad(backoff_factor, 0.5)),
+    ?assertEqual({error, {bad_option, {retry, jitter}, 2}}, Bad(jitter, 2)),
+    ?assertEqual({error, {bad_option, {retry, manual}, yes}}, Bad(manual, yes)),
+    ?assertEqual({error, {bad_option, {retry, forever}, true}}, Bad(forever, true)),
+    ?assertEqual({error, {bad_option, retry, 3}}, ?P:normalize_connect_opts(#{retry => 3})),
+    ?assertEqual(
+        {error, {bad_option, retry_on, [network, sometimes]}},
+        ?P:normalize_connect_opts(#{retry_on => [network, sometimes]})
+    ),
+    ?assertEqual({error, {bad_option, send_queue, -1}}, ?P:normalize_connect_opts(#{send_queue => -1})),
+    ?assertEqual(
+        {reconnect, 5, 250}, binary_to_term(?P:reconnect_cmd(5, 250))
+    ).
+
+wire(Opts) ->
+    {ok, O} = ?P:normalize_connect_opts(Opts),
+    ?P:wire_opts(O).
+
 %%====================================================================
 %% Commands
 %%====================================================================
