@@ -2,7 +2,8 @@ defmodule Mix.Tasks.Compile.WsPortC do
   @shortdoc "Builds the port program priv/ws_port with make"
   @moduledoc """
   Mix compiler that runs `make priv/ws_port` at the root of ws_port (also
-  when ws_port is a dependency). Fails the compile when make fails.
+  when ws_port is a dependency), then makes sure `priv/` is linked into the
+  build directory. Fails the compile when make fails.
   """
   use Mix.Task.Compiler
 
@@ -12,6 +13,9 @@ defmodule Mix.Tasks.Compile.WsPortC do
 
     case System.cmd("make", ["priv/ws_port"], cd: root, into: IO.stream(:stdio, :line)) do
       {_, 0} ->
+        # Mix links priv/ into _build before the compilers run; in a fresh
+        # checkout priv/ only exists now, so link it again.
+        Mix.Project.build_structure()
         {:ok, []}
 
       {_, status} ->
