@@ -308,21 +308,34 @@ reconnect(Conn, DelayMs) ->
 -spec setopts(conn(), [{active, ws_port_proto:active()}]) ->
     ok | {error, closed | {bad_option, term(), term()}}.
 setopts({ws_port, Driver, Id}, Opts) when is_list(Opts) ->
-    case Opts of
-        [{active, Active}] ->
-            case ws_port_proto:validate_active(Active) of
-                ok -> set_active(Driver, Id, Active, 1);
-                error -> {error, {bad_option, active, Active}}
-            end;
-        [] ->
-            ok;
-        [{Name, Value} | _] ->
-            {error, {bad_option, Name, Value}};
-        [Other | _] ->
-            {error, {bad_option, Other, undefined}}
+    case validate_setopts(Opts) of
+        ok -> apply_setopts(Driver, Id, Opts);
+        {error, _} = Error -> Error
     end;
 setopts(Conn, Opts) ->
     error(badarg, [Conn, Opts]).
+
+validate_setopts([]) ->
+    ok;
+validate_setopts([{active, Active} | Rest]) ->
+    case ws_port_proto:validate_active(Active) of
+        ok -> validate_setopts(Rest);
+        error -> {error, {bad_option, active, Active}}
+    end;
+validate_setopts([{Name, Value} | _]) ->
+    {error, {bad_option, Name, Value}};
+validate_setopts([Other | _]) ->
+    {error, {bad_option, Other, undefined}};
+validate_setopts(Improper) ->
+    {error, {bad_option, Improper, undefined}}.
+
+apply_setopts(_Driver, _Id, []) ->
+    ok;
+apply_setopts(Driver, Id, [{active, Active} | Rest]) ->
+    case set_active(Driver, Id, Active, 1) of
+        ok -> apply_setopts(Driver, Id, Rest);
+        {error, _} = Error -> Error
+    end.
 
 set_active(Driver, Id, Active, Tries) ->
     case lookup(Driver, Id) of

@@ -1,0 +1,336 @@
+%% EUnit tests of ws_port_driver and ws_port against the real port program
+%% (priv/ws_port, built by make) and the python3-websockets test server
+%% test/peers/ws_server.py on 127.0.0.1. They cover what the driver itself
+%% does: message order across controlling_process/2, close/1 semantics,
+%% owner monitoring, a dedicated driver's shutdown, a port program killed
+%% with connections in every state.
+-module(ws_port_driver_tests).
+
+-include_lib("eunit/include/eunit.hrl").
+
+-define(WAIT, 20000).
+
+%%====================================================================
+%% Fixture
+%%====================================================================
+
+driver_test_() ->
+    {setup, fun start/0, fun stop/1, fun(Peer) ->
+        {inorder, [
+            {timeout, 60, {Name, fun() -> F(base(Peer)) end}}
+         || {Name, F} <- [
+                {"handover keeps every message in order", fun handover_in_order/1},
+                {"handover to self and by a non-owner", fun handover_edge_cases/1},
+                {"nothing is delivered after close/1", fun nothing_after_close/1},
+                {"the owner's death closes the connection", fun owner_death/1},
+                {"bad options never reach the port", fun bad_options/1},
+                {"info/1 merges the port's stats", fun info/1},
+                {"a dedicated driver's shutdown closes its connections", fun dedicated_driver/1},
+                {"a killed port program: pending and open connections come back",
+                    fun port_killed/1}
+            ]
+        ]}
+    end}.
+
+start() ->
+    {ok, _} = application:ensure_all_started(ws_port),
+    Script = filename:join([root(), "test", "peers", "ws_server.py"]),
+    Port = open_port({spawn_executable, "/usr/bin/python3"}, [
+        {args, [Script, "--exit-on-eof"]}, {line, 4096}, binary, use_stdio
+    ]),
+    receive
+        {Port, {data, {eol, <<"PORT ", N/binary>>}}} -> {Port, binary_to_integer(N)}
+    after ?WAIT -> error(no_peer)
+    end.
+
+stop({Port, _}) ->
+    catch port_close(Port),
+    ok.
+
+root() ->
+    %% test/ beside src/ of this application
+    filename:dirname(filename:dirname(code:which(ws_port))).
+
+base({_, N}) ->
+    "ws://127.0.0.1:" ++ integer_to_list(N).
+
+flush() ->
+    receive
+        _ -> flush()
+    after 0 -> ok
+    end.
+
+%%====================================================================
+%% Tests
+%%====================================================================
+
+%% The server sends N messages; the connection changes owner while they
+%% arrive. The new owner must get every one the old owner did not read,
+%% in order (message i is the letter i rem 26, repeated).
+handover_in_order(Base) ->
+    flush(),
+    N = 20000,
+    Url = Base ++ "/send?n=" ++ integer_to_list(N) ++ "&size=8&type=text",
+    {ok, Conn} = ws_port:connect(Url, #{}),
+    Self = self(),
+    %% read some messages here first
+    Read = [
+        receive
+            {ws_port, Conn, {text, T}} -> T
+        after ?WAIT -> error(timeout)
+        end
+     || _ <- lists:seq(1, 100)
+    ],
+    New = spawn_link(fun() ->
+        receive
+            go -> Self ! {got, collect(Conn, N - 100, [])}
+        end,
+        receive
+            stop -> ok
+        end
+    end),
+    ok = ws_port:controlling_process(Conn, New),
+    %% nothing for Conn is left here
+    ?assertEqual([], [M || {ws_port, C, _} = M <- element(2, process_info(self(), messages)), C =:= Conn]),
+    New ! go,
+    Got =
+        receive
+            {got, G} -> G
+        after ?WAIT * 2 -> error(timeout)
+        end,
+    All = Read ++ Got,
+    ?assertEqual(N, length(All)),
+    Expected = [binary:copy(<<($a + I rem 26)>>, 8) || I <- lists:seq(0, N - 1)],
+    ?assert(All =:= Expected),
+    %% the old owner may no longer hand it on; it is not the owner
+    ?assertEqual({error, not_owner}, ws_port:controlling_process(Conn, self())),
+    ok = ws_port:close(Conn),
+    unlink(New),
+    New ! stop.
+
+collect(_Conn, 0, Acc) ->
+    lists:reverse(Acc);
+collect(Conn, N, Acc) ->
+    receive
+        {ws_port, Conn, {text, T}} -> collect(Conn, N - 1, [T | Acc])
+    after ?WAIT -> lists:reverse(Acc)
+    end.
+
+handover_edge_cases(Base) ->
+    flush(),
+    {ok, Conn} = ws_port:connect(Base ++ "/echo", #{}),
+    ok = ws_port:controlling_process(Conn, self()),
+    ok = ws_port:send(Conn, {text, <<"still mine">>}),
+    ?assertEqual({text, <<"still mine">>}, recv(Conn)),
+    %% a process that is not the owner
+    Self = self(),
+    spawn(fun() -> Self ! {r, ws_port:controlling_process(Conn, self())} end),
+    ?assertEqual({error, not_owner}, receive {r, R} -> R after ?WAIT -> timeout end),
+    %% a chain of handovers: A gives it to B at once, B to us
+    A = spawn(fun() ->
+        receive
+            {go, B} -> Self ! {a, ws_port:controlling_process(Conn, B)}
+        end
+    end),
+    B = spawn(fun() ->
+        receive
+            go -> Self ! {b, ws_port:controlling_process(Conn, Self)}
+        end
+    end),
+    ok = ws_port:send(Conn, {text, <<"1">>}),
+    ok = ws_port:send(Conn, {text, <<"2">>}),
+    ok = ws_port:controlling_process(Conn, A),
+    A ! {go, B},
+    ?assertEqual(ok, receive {a, RA} -> RA after ?WAIT -> timeout end),
+    B ! go,
+    ?assertEqual(ok, receive {b, RB} -> RB after ?WAIT -> timeout end),
+    ok = ws_port:send(Conn, {text, <<"3">>}),
+    ?assertEqual([{text, <<"1">>}, {text, <<"2">>}, {text, <<"3">>}], [recv(Conn) || _ <- [1, 2, 3]]),
+    ok = ws_port:close(Conn),
+    ?assertEqual({error, closed}, ws_port:controlling_process(Conn, self())).
+
+nothing_after_close(Base) ->
+    flush(),
+    {ok, Conn} = ws_port:connect(Base ++ "/send?n=100000&size=10&type=binary", #{}),
+    _ = recv(Conn),
+    ok = ws_port:close(Conn, 4000, "enough"),
+    %% what was delivered before close/1 returned may be here; nothing after
+    flush(),
+    receive
+        M -> ?assertEqual(nothing, M)
+    after 500 -> ok
+    end,
+    ?assertEqual({error, closed}, ws_port:send(Conn, {text, <<"x">>})),
+    ?assertEqual({error, closed}, ws_port:setopts(Conn, [{active, once}])),
+    ?assertEqual({error, closed}, ws_port:info(Conn)),
+    ?assertEqual(ok, ws_port:close(Conn)),
+    ?assertError(badarg, ws_port:close(Conn, 1005, <<>>)),
+    ?assertError(badarg, ws_port:send(Conn, <<"not a tuple">>)).
+
+owner_death(Base) ->
+    flush(),
+    Self = self(),
+    {Owner, Ref} = spawn_monitor(fun() ->
+        {ok, C} = ws_port:connect(Base ++ "/echo", #{}),
+        Self ! {conn, C},
+        receive
+            never -> ok
+        end
+    end),
+    Conn =
+        receive
+            {conn, C} -> C
+        after ?WAIT -> error(timeout)
+        end,
+    ?assertEqual(ok, ws_port:send(Conn, {text, <<"anyone may send">>})),
+    exit(Owner, kill),
+    receive
+        {'DOWN', Ref, process, Owner, killed} -> ok
+    end,
+    ?assertEqual(ok, wait_until(fun() -> ws_port:send(Conn, {text, <<"x">>}) =:= {error, closed} end)),
+    %% the driver forgets it once the port reports it closed
+    {ws_port, Driver, Id} = Conn,
+    ?assertEqual(ok, wait_until(fun() -> ets:lookup(ws_port_conns, {Driver, Id}) =:= [] end)).
+
+bad_options(Base) ->
+    ?assertEqual(
+        {error, {bad_option, active, sometimes}},
+        ws_port:connect(Base, #{active => sometimes})
+    ),
+    ?assertEqual(
+        {error, {bad_option, {tls, verify}, true}},
+        ws_port:connect(Base, [{tls, [{verify, true}]}])
+    ),
+    ?assertEqual({error, {bad_option, colour, blue}}, ws_port:connect(Base, #{colour => blue})),
+    ?assertMatch({error, {invalid_url, _}}, ws_port:connect("http://127.0.0.1/", #{})),
+    ?assertEqual(
+        {error, {no_driver, no_such_driver}},
+        ws_port:connect(Base ++ "/echo", #{driver => no_such_driver})
+    ).
+
+info(Base) ->
+    flush(),
+    {ok, Conn} = ws_port:connect(Base ++ "/echo", #{active => false}),
+    {ws_port, Driver, Id} = Conn,
+    {ok, Info} = ws_port:info(Conn),
+    ?assertMatch(#{state := open, id := Id, driver := Driver}, Info),
+    ?assertEqual(list_to_binary(Base ++ "/echo"), maps:get(url, Info)),
+    ?assertEqual(self(), maps:get(owner, Info)),
+    ?assertEqual({error, {bad_option, active, x}}, ws_port:setopts(Conn, [{active, once}, {active, x}])),
+    ?assertEqual({error, {bad_option, nodelay, true}}, ws_port:setopts(Conn, [{nodelay, true}])),
+    ok = ws_port:send(Conn, {text, <<"1">>}),
+    ok = ws_port:send(Conn, {text, <<"2">>}),
+    ok = ws_port:setopts(Conn, [{active, 1}, {active, 1}]),
+    ?assertEqual([{text, <<"1">>}, {text, <<"2">>}], [recv(Conn), recv(Conn)]),
+    ?assertEqual({ws_port_passive, Conn}, recv_any(Conn)),
+    ok = ws_port:close(Conn).
+
+dedicated_driver(Base) ->
+    flush(),
+    process_flag(trap_exit, true),
+    {ok, Driver} = ws_port_driver:start_link(),
+    {ok, Conn} = ws_port:connect(Base ++ "/echo", #{driver => Driver}),
+    ?assertMatch({ws_port, Driver, _}, Conn),
+    ok = ws_port:send(Conn, {binary, <<1, 2, 3>>}),
+    ?assertEqual({binary, <<1, 2, 3>>}, recv(Conn)),
+    {ok, Pending} = ws_port:connect(Base ++ "/echo", #{driver => Driver, await => false}),
+    ok = gen_server:stop(Driver),
+    Closed = [
+        receive
+            {ws_port_closed, C, Reason} -> {C, Reason}
+        after ?WAIT -> timeout
+        end
+     || C <- [Conn, Pending]
+    ],
+    ?assertEqual([{Conn, {driver_exit, normal}}, {Pending, {driver_exit, normal}}], Closed),
+    ?assertEqual({error, closed}, ws_port:send(Conn, {text, <<"x">>})),
+    ?assertEqual(ok, ws_port:close(Conn)),
+    ?assertEqual({error, closed}, ws_port:info(Conn)),
+    receive
+        {'EXIT', Driver, normal} -> ok
+    after ?WAIT -> error(no_exit)
+    end,
+    process_flag(trap_exit, false).
+
+%% Kill the port program while one connection is open, one was just
+%% requested with await => false, one is closing and one is being awaited
+%% by another process: the open one sees down then up and works again; the
+%% others end up open as well (or closed, for the closing one).
+port_killed(Base) ->
+    flush(),
+    {ok, Driver} = ws_port_driver:start_link(),
+    unlink(Driver),
+    Opts = #{driver => Driver},
+    {ok, Open} = ws_port:connect(Base ++ "/echo", Opts),
+    {ok, Closing} = ws_port:connect(Base ++ "/echo", Opts),
+    {ok, Info0} = ws_port:info(Open),
+    ?assertEqual(open, maps:get(state, Info0)),
+    [Port] = [P || P <- erlang:ports(), erlang:port_info(P, connected) =:= {connected, Driver}],
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    Self = self(),
+    %% stop the port program so that commands pile up, then kill it
+    "" = os:cmd("kill -STOP " ++ integer_to_list(OsPid)),
+    {ok, Later} = ws_port:connect(Base ++ "/echo", Opts#{await => false}),
+    Awaiter = spawn(fun() ->
+        R = ws_port:connect(Base ++ "/echo", Opts),
+        Self ! {awaited, R},
+        receive
+            stop -> ok
+        end
+    end),
+    ok = ws_port:close(Closing),
+    timer:sleep(100),
+    "" = os:cmd("kill -KILL " ++ integer_to_list(OsPid)),
+    ?assertMatch({ws_port_down, Open, {port_exit, _}}, recv_any(Open)),
+    ?assertMatch({ws_port_up, Open, #{status := 101}}, recv_any(Open)),
+    ?assertMatch({ws_port_up, Later, #{status := 101}}, recv_any(Later)),
+    {ok, Awaited} =
+        receive
+            {awaited, R} -> R
+        after ?WAIT -> error(timeout)
+        end,
+    ok = ws_port:send(Open, {text, <<"after">>}),
+    ?assertEqual({text, <<"after">>}, recv(Open)),
+    ok = ws_port:send(Later, {text, <<"later">>}),
+    ?assertEqual({text, <<"later">>}, recv(Later)),
+    ?assertEqual({error, closed}, ws_port:send(Closing, {text, <<"x">>})),
+    {ok, #{state := open}} = ws_port_driver:info(Driver, element(3, Awaited)),
+    Awaiter ! stop,
+    [ok = ws_port:close(C) || C <- [Open, Later]],
+    ok = gen_server:stop(Driver),
+    %% only the messages asserted above were sent to this process
+    receive
+        M -> ?assertEqual(nothing, M)
+    after 200 -> ok
+    end.
+
+%%====================================================================
+%% Helpers
+%%====================================================================
+
+recv(Conn) ->
+    receive
+        {ws_port, Conn, Msg} -> Msg;
+        {ws_port_closed, Conn, Reason} -> error({closed, Reason})
+    after ?WAIT -> error(timeout)
+    end.
+
+recv_any(Conn) ->
+    receive
+        M when element(2, M) =:= Conn -> M
+    after ?WAIT -> error(timeout)
+    end.
+
+wait_until(F) ->
+    wait_until(F, ?WAIT div 20).
+
+wait_until(_F, 0) ->
+    timeout;
+wait_until(F, N) ->
+    case F() of
+        true ->
+            ok;
+        false ->
+            timer:sleep(20),
+            wait_until(F, N - 1)
+    end.
