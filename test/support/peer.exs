@@ -17,7 +17,7 @@ defmodule WsPort.Test.Peer do
   def peers_dir, do: @peers_dir
 
   @doc """
-  kind: :python | :node | :raw. opts: tls: {cert, key}, client_ca: path,
+  kind: :python | :node | :raw | :evil (test/peers/evil_server.py). opts: tls: {cert, key}, client_ca: path,
   args: extra arguments.
   """
   def start(kind, opts \\ []) do
@@ -105,6 +105,9 @@ defmodule WsPort.Test.Peer do
 
   defp command(:raw, opts),
     do: {@python, [Path.join(@peers_dir, "raw_peer.py"), "--exit-on-eof"] ++ Keyword.get(opts, :args, [])}
+
+  defp command(:evil, opts),
+    do: {@python, [Path.join(@peers_dir, "evil_server.py"), "--exit-on-eof"] ++ Keyword.get(opts, :args, [])}
 
   defp command(:node, opts) do
     ensure_node_modules!()

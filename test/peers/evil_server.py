@@ -1,0 +1,413 @@
+#!/usr/bin/python3
+"""A malicious WebSocket server for ws_port's hardening tests.
+
+Usage: evil_server.py [--exit-on-eof]
+
+Plain sockets driven by asyncio (loop.sock_*): the HTTP upgrade is answered by hand (the
+Sec-WebSocket-Accept is computed here) and frames are written byte for byte,
+so the server can send what no WebSocket library would. Listens on
+127.0.0.1 port 0 and prints ``PORT <n>`` once listening. The behaviour is
+chosen by the request path (the query string is kept in the logged path, so
+a ``tag=...`` parameter lets a test find its own lines):
+
+  /len63                  a binary frame header announcing 2^63-1 bytes,
+                          then a few payload bytes
+  /over_max?size=N        one binary message of N bytes, in one frame
+  /endless_fragments?size=S
+                          a text message as non-final fragments of S bytes
+                          (default 256), sent until the client closes;
+                          bounded: at most 200000 fragments or 60 s
+  /ping_flood?n=N         N (default 5000) pings of 125 bytes as fast as
+                          possible, then the text message "flood done"; then
+                          waits for the client. Prints ``PONGS <path> <k>``
+                          (pongs read back so far) when the client closes.
+  /bad_close_1byte        a close frame whose payload is one byte
+  /bad_close_code         a close frame with code 1005 (never valid on the
+                          wire)
+  /bad_accept             101 with a wrong Sec-WebSocket-Accept
+  /endless_headers?interval_ms=I
+                          "HTTP/1.1 101" then header lines forever (every I
+                          ms, default 0 = as fast as the socket takes them),
+                          never the empty line; bounded: 60 s
+  /huge_headers           one 100 KiB header line, then the end of the head
+  /trickle                a valid handshake, then a text frame of 1000 bytes
+                          one byte per second (bounded: 60 s)
+  anything else           a valid handshake, then echo (text and binary)
+
+Printed on stdout:
+  OPEN <path>             the request head was read
+  SENT <path> <n>         the malicious part is done (n: frames or lines sent)
+  CLOSE <path> <code>     the client's close frame: its code, "none" for an
+                          empty payload, or 1006 when the TCP connection ended
+                          without a close frame
+  PONGS <path> <k>        /ping_flood only
+
+--exit-on-eof: exit when stdin reaches EOF (an Erlang port holds it open).
+Only 127.0.0.1 is ever used.
+"""
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import socket
+import struct
+import sys
+import time
+import urllib.parse
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_HEAD = 64 * 1024
+BOUND_SECONDS = 60
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+
+
+def say(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def accept_for(key):
+    return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+
+
+def frame_header(opcode, n, fin=True):
+    b0 = (0x80 if fin else 0) | opcode
+    if n <= 125:
+        return bytes([b0, n])
+    if n <= 0xFFFF:
+        return bytes([b0, 126]) + struct.pack("!H", n)
+    return bytes([b0, 127]) + struct.pack("!Q", n)
+
+
+def frame(opcode, payload=b"", fin=True):
+    return frame_header(opcode, len(payload), fin) + payload
+
+
+class Conn:
+    """One client connection on a plain non-blocking socket. Reads and writes
+    are independent: when a write fails (the client closed with our data
+    unread, so the kernel answered with RST), what the client sent before
+    leaving is still in the receive queue and the reader gets it."""
+
+    def __init__(self, sock, path=None):
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self.buf = b""
+        self.path = path
+        self.closed = asyncio.Event()   # client close frame or EOF seen
+        self.pongs = 0
+        self.logged = False
+        self.write_failed = False
+
+    def log_close(self, code):
+        if not self.logged:
+            self.logged = True
+            say("CLOSE %s %s" % (self.path, code))
+
+    async def write(self, data):
+        try:
+            await self.loop.sock_sendall(self.sock, data)
+        except (ConnectionError, OSError):
+            self.write_failed = True
+            raise
+
+    async def recv_some(self):
+        data = await self.loop.sock_recv(self.sock, 65536)
+        if not data:
+            raise asyncio.IncompleteReadError(self.buf, None)
+        self.buf += data
+
+    async def readexactly(self, n):
+        while len(self.buf) < n:
+            await self.recv_some()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    async def read_head(self):
+        """The request head (str), or None if it is missing or too big."""
+        try:
+            while b"\r\n\r\n" not in self.buf:
+                if len(self.buf) > MAX_HEAD:
+                    return None
+                await self.recv_some()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            return None
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        return head.decode("latin-1")
+
+    async def read_frames(self, echo=False):
+        """Reads the client's frames until its close frame or EOF."""
+        try:
+            while True:
+                h = await self.readexactly(2)
+                n = h[1] & 0x7F
+                if n == 126:
+                    n = struct.unpack("!H", await self.readexactly(2))[0]
+                elif n == 127:
+                    n = struct.unpack("!Q", await self.readexactly(8))[0]
+                mask = await self.readexactly(4) if h[1] & 0x80 else b"\0\0\0\0"
+                if n > 16 * 1024 * 1024:
+                    raise ValueError("client frame too big")
+                data = await self.readexactly(n)
+                data = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+                op = h[0] & 0x0F
+                if op == OP_CLOSE:
+                    code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else "none"
+                    self.log_close(code)
+                    try:
+                        await self.write(frame(OP_CLOSE, data[:2]))
+                    except (ConnectionError, OSError):
+                        pass
+                    break
+                if op == OP_PONG:
+                    self.pongs += 1
+                elif op == OP_PING and not self.write_failed:
+                    await self.write(frame(OP_PONG, data))
+                elif echo and op in (OP_TEXT, OP_BINARY):
+                    await self.write(frame(op, data))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
+            self.log_close(1006)
+        finally:
+            self.closed.set()
+
+    async def wait_closed(self, timeout=BOUND_SECONDS):
+        try:
+            await asyncio.wait_for(self.closed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+def handshake_bytes(key, accept=None):
+    return ("HTTP/1.1 101 Switching Protocols\r\n"
+            "Upgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
+            "Sec-WebSocket-Accept: %s\r\n\r\n" % (accept or accept_for(key))).encode()
+
+
+async def handle(sock):
+    c = Conn(sock)
+    try:
+        head = await c.read_head()
+        if head is None:
+            return
+        lines = head.split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) < 2:
+            return
+        target = parts[1]
+        headers = {}
+        for l in lines[1:]:
+            name, _, value = l.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        key = headers.get("sec-websocket-key", "")
+        url = urllib.parse.urlsplit(target)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        c.path = target
+        say("OPEN %s" % target)
+        try:
+            await CASES.get(url.path, echo)(c, key, q)
+        except (ConnectionError, OSError):
+            # a write failed: let the reader see what the client sent before
+            # it left (its close frame is usually still queued)
+            await c.wait_closed(5)
+            c.log_close(1006)
+    finally:
+        sock.close()
+
+
+async def open_ws(c, key):
+    await c.write(handshake_bytes(key))
+    return asyncio.ensure_future(c.read_frames())
+
+
+async def echo(c, key, q):
+    await c.write(handshake_bytes(key))
+    await c.read_frames(echo=True)
+
+
+async def len63(c, key, q):
+    rd = await open_ws(c, key)
+    await c.write(frame_header(OP_BINARY, (1 << 63) - 1) + b"x" * 1024)
+    say("SENT %s 1" % c.path)
+    await c.wait_closed()
+    rd.cancel()
+
+
+async def over_max(c, key, q):
+    size = int(q.get("size", "1024"))
+    rd = await open_ws(c, key)
+    await c.write(frame(OP_BINARY, b"\xAB" * size))
+    say("SENT %s 1" % c.path)
+    await c.wait_closed()
+    rd.cancel()
+
+
+async def endless_fragments(c, key, q):
+    size = int(q.get("size", "256"))
+    rd = await open_ws(c, key)
+    deadline = time.monotonic() + BOUND_SECONDS
+    sent = 0
+    chunk = b"f" * size
+    first = frame(OP_TEXT, chunk, fin=False)
+    more = frame(OP_CONT, chunk, fin=False)
+    try:
+        while not c.closed.is_set() and sent < 200000 and time.monotonic() < deadline:
+            batch = 64 if sent else 63
+            await c.write((b"" if sent else first) + more * batch)
+            sent += 64
+    finally:
+        say("SENT %s %d" % (c.path, sent))
+    await c.wait_closed()
+    rd.cancel()
+
+
+async def ping_flood(c, key, q):
+    n = int(q.get("n", "5000"))
+    rd = await open_ws(c, key)
+    ping = frame(OP_PING, b"p" * 125)
+    for i in range(0, n, 256):
+        await c.write(ping * min(256, n - i))
+    await c.write(frame(OP_TEXT, b"flood done"))
+    say("SENT %s %d" % (c.path, n))
+    await c.wait_closed()
+    say("PONGS %s %d" % (c.path, c.pongs))
+    rd.cancel()
+
+
+async def bad_close_1byte(c, key, q):
+    rd = await open_ws(c, key)
+    await c.write(frame(OP_CLOSE, b"\x03"))
+    say("SENT %s 1" % c.path)
+    await c.wait_closed()
+    rd.cancel()
+
+
+async def bad_close_code(c, key, q):
+    rd = await open_ws(c, key)
+    await c.write(frame(OP_CLOSE, struct.pack("!H", 1005) + b"no"))
+    say("SENT %s 1" % c.path)
+    await c.wait_closed()
+    rd.cancel()
+
+
+async def bad_accept(c, key, q):
+    await c.write(handshake_bytes(key, accept=accept_for(key + "x")))
+    say("SENT %s 1" % c.path)
+    await c.read_frames()
+
+
+async def drain_until_eof(c):
+    """Reads and drops whatever the client sends until EOF (handshake cases)."""
+    try:
+        while True:
+            c.buf = b""
+            await c.recv_some()
+    except (asyncio.IncompleteReadError, ConnectionError, OSError):
+        pass
+    c.log_close(1006)
+    c.closed.set()
+
+
+async def endless_headers(c, key, q):
+    interval = int(q.get("interval_ms", "0")) / 1000.0
+    rd = asyncio.ensure_future(drain_until_eof(c))
+    deadline = time.monotonic() + BOUND_SECONDS
+    sent = 0
+    try:
+        await c.write(b"HTTP/1.1 101 Switching Protocols\r\n")
+        while not c.closed.is_set() and time.monotonic() < deadline:
+            await c.write(b"X-Pad-%d: %s\r\n" % (sent, b"a" * 64))
+            sent += 1
+            await asyncio.sleep(interval)
+    except (ConnectionError, OSError):
+        pass
+    say("SENT %s %d" % (c.path, sent))
+    await c.wait_closed()
+    rd.cancel()
+
+
+async def huge_headers(c, key, q):
+    rd = asyncio.ensure_future(drain_until_eof(c))
+    try:
+        await c.write(b"HTTP/1.1 101 Switching Protocols\r\nX-Huge: " + b"h" * (100 * 1024)
+                      + b"\r\nUpgrade: websocket\r\n\r\n")
+    except (ConnectionError, OSError):
+        pass
+    say("SENT %s 1" % c.path)
+    await c.wait_closed()
+    rd.cancel()
+
+
+async def trickle(c, key, q):
+    rd = await open_ws(c, key)
+    data = frame(OP_TEXT, b"t" * 1000)
+    deadline = time.monotonic() + BOUND_SECONDS
+    sent = 0
+    while not c.closed.is_set() and sent < len(data) and time.monotonic() < deadline:
+        await c.write(data[sent:sent + 1])
+        sent += 1
+        try:
+            await asyncio.wait_for(c.closed.wait(), 1.0)
+        except asyncio.TimeoutError:
+            pass
+    say("SENT %s %d" % (c.path, sent))
+    await c.wait_closed()
+    rd.cancel()
+
+
+CASES = {
+    "/len63": len63,
+    "/over_max": over_max,
+    "/endless_fragments": endless_fragments,
+    "/ping_flood": ping_flood,
+    "/bad_close_1byte": bad_close_1byte,
+    "/bad_close_code": bad_close_code,
+    "/bad_accept": bad_accept,
+    "/endless_headers": endless_headers,
+    "/huge_headers": huge_headers,
+    "/trickle": trickle,
+}
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--exit-on-eof", action="store_true")
+    args = ap.parse_args()
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    if args.exit_on_eof:
+        def on_stdin():
+            if not sys.stdin.buffer.raw.read(65536) and not stop.done():
+                loop.remove_reader(sys.stdin.fileno())
+                stop.set_result(None)
+        loop.add_reader(sys.stdin.fileno(), on_stdin)
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(128)
+    lsock.setblocking(False)
+    say("PORT %d" % lsock.getsockname()[1])
+    tasks = set()
+
+    async def accept_loop():
+        while True:
+            sock, _ = await loop.sock_accept(lsock)
+            sock.setblocking(False)
+            t = asyncio.ensure_future(handle(sock))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+
+    acceptor = asyncio.ensure_future(accept_loop())
+    await stop
+    acceptor.cancel()
+    for t in list(tasks):
+        t.cancel()
+    lsock.close()
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
