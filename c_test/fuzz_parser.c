@@ -184,7 +184,7 @@ static void on_event(struct run *r, const uint8_t *buf, size_t consumed,
         gput(&r->log, ev->data, ev->len);
         break;
     default:
-        CHECK(0 && "unknown event type");
+        fuzz_fail(__LINE__, "unknown event type");
     }
 }
 
