@@ -11,12 +11,10 @@ defmodule Mix.Tasks.Compile.WsPortC do
   def run(_args) do
     root = Path.dirname(__ENV__.file)
 
-    case System.cmd("make", ["priv/ws_port"], cd: root, into: IO.stream(:stdio, :line)) do
+    # -s: silent when up to date; the Makefile still prints "CC file" lines
+    case System.cmd("make", ["-s", "priv/ws_port"], cd: root, into: IO.stream(:stdio, :line)) do
       {_, 0} ->
-        # Mix links priv/ into _build before the compilers run; in a fresh
-        # checkout priv/ only exists now, so link it again.
-        Mix.Project.build_structure()
-        {:ok, []}
+        link_priv()
 
       {_, status} ->
         message = "make priv/ws_port failed with exit status #{status}"
@@ -33,6 +31,13 @@ defmodule Mix.Tasks.Compile.WsPortC do
            }
          ]}
     end
+  end
+
+  # Mix links priv/ into _build before the compilers run; in a fresh
+  # checkout priv/ only exists after make, so link it again.
+  defp link_priv do
+    Mix.Project.build_structure()
+    {:ok, []}
   end
 end
 

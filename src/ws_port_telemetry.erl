@@ -8,6 +8,10 @@
 %%     units from the connect command to the handshake), metadata
 %%     `#{conn, driver, id, url, replay}' (`replay' is true after a port
 %%     restart).</li>
+%% <li>`[ws_port, connection, down]': measurements `#{duration}' (native
+%%     time units since the connect command or the previous attempt),
+%%     metadata `#{conn, driver, id, url, reason, info}' (`info' is the port
+%%     program's `#{attempt, delay_ms, unsent_bytes}'); only with `retry'.</li>
 %% <li>`[ws_port, connection, closed]': measurements `#{duration}' (native
 %%     time units since the connect command), metadata
 %%     `#{conn, driver, id, url, reason}'.</li>
