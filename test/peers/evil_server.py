@@ -21,6 +21,8 @@ a ``tag=...`` parameter lets a test find its own lines):
                           possible, then the text message "flood done"; then
                           waits for the client. Prints ``PONGS <path> <k>``
                           (pongs read back so far) when the client closes.
+                          With read=0 the server reads nothing until hold_s
+                          seconds (default 10) after the flood.
   /bad_close_1byte        a close frame whose payload is one byte
   /bad_close_code         a close frame with code 1005 (never valid on the
                           wire)
@@ -265,12 +267,20 @@ async def endless_fragments(c, key, q):
 
 async def ping_flood(c, key, q):
     n = int(q.get("n", "5000"))
-    rd = await open_ws(c, key)
+    if q.get("read", "1") == "0":
+        # never read: the client's pongs pile up wherever it keeps them
+        await c.write(handshake_bytes(key))
+        rd = None
+    else:
+        rd = await open_ws(c, key)
     ping = frame(OP_PING, b"p" * 125)
     for i in range(0, n, 256):
         await c.write(ping * min(256, n - i))
     await c.write(frame(OP_TEXT, b"flood done"))
     say("SENT %s %d" % (c.path, n))
+    if rd is None:
+        await asyncio.sleep(float(q.get("hold_s", "10")))
+        rd = asyncio.ensure_future(c.read_frames())
     await c.wait_closed()
     say("PONGS %s %d" % (c.path, c.pongs))
     rd.cancel()
