@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "wsp_buf.h"
@@ -228,8 +229,51 @@ void wsp_link_event(const ei_x_buff *x)
     L.last_data_off = SIZE_MAX;
 }
 
+/* A large message with nothing queued before it goes out with one writev
+ * straight from where it lies (the receive buffer): no copy into the queue.
+ * Returns 1 if it was handled (written, or the rest queued), 0 otherwise. */
+static int data_direct(uint32_t id, int opcode, const uint8_t *payload, size_t len)
+{
+    if (len < WSP_LINK_DIRECT_BYTES || wsp_buf_pending(&L.out) > 0 || L.eof) {
+        return 0;
+    }
+    uint8_t hdr[5 + WSP_DATA_ENTRY_HDR];
+    put_be32(hdr, (uint32_t)(1 + WSP_DATA_ENTRY_HDR + len));
+    hdr[4] = WSP_RAW_DATA;
+    wsp_data_entry_header(hdr + 5, id, opcode, (uint32_t)len);
+    struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)payload, len}};
+    ssize_t w;
+    do {
+        w = writev(1, iov, 2);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) {
+        w = 0; /* EAGAIN, or an error wsp_link_flush will report */
+    }
+    size_t done = (size_t)w;
+    if (done < sizeof hdr) {
+        if (wsp_buf_append(&L.out, hdr + done, sizeof hdr - done) < 0) {
+            return -1;
+        }
+        done = 0;
+    } else {
+        done -= sizeof hdr;
+    }
+    if (done < len && wsp_buf_append(&L.out, payload + done, len - done) < 0) {
+        return -1;
+    }
+    L.last_data_off = SIZE_MAX; /* begun on the pipe: cannot take more entries */
+    if (wsp_buf_pending(&L.out) > 0) {
+        wsp_link_flush();
+    }
+    return 1;
+}
+
 int wsp_link_data(uint32_t id, int opcode, const uint8_t *payload, size_t len)
 {
+    int direct = data_direct(id, opcode, payload, len);
+    if (direct != 0) {
+        return direct < 0 ? -1 : 0;
+    }
     size_t entry = WSP_DATA_ENTRY_HDR + len;
     int extend = L.last_data_off != SIZE_MAX &&
                  (L.out.len - L.last_data_off) + entry <= WSP_LINK_BATCH_BYTES;

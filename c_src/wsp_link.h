@@ -27,6 +27,7 @@ struct wsp_link_hooks {
 #define WSP_LINK_LOW_WATER (2u * 1024 * 1024)
 #define WSP_LINK_MAX_PACKET (1u << 30)       /* larger commands are refused */
 #define WSP_LINK_BATCH_BYTES (64u * 1024)    /* data packets grow to this */
+#define WSP_LINK_DIRECT_BYTES (16u * 1024)   /* larger messages skip the queue */
 
 int wsp_link_init(const struct wsp_link_hooks *hooks);
 int wsp_link_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io);
