@@ -136,7 +136,8 @@ int wsc_parse_url(const char *url, size_t len, struct wsc_url *out,
         tmp[hl] = '\0';
         if (inet_pton(AF_INET6, tmp, bin) != 1)
             return url_fail(errstr, "bad IPv6 literal");
-        memcpy(out->host, h, hl);
+        for (size_t i = 0; i < hl; i++) /* lowercased like names ("::1F") */
+            out->host[i] = (char)lower((unsigned char)h[i]);
         out->host[hl] = '\0';
         out->host_is_ip = 1;
         out->host_is_ipv6 = 1;

@@ -8,7 +8,8 @@ on PATH.
 
 Each harness reads a few configuration bytes first (see its header comment):
 fuzz_parser 5 (max_message_size selector, split seed), fuzz_handshake 2
-(offered protocols, prefix selector), fuzz_proto 1 (error buffer size).
+(offered protocols, prefix selector), fuzz_proto 1 (error buffer size);
+fuzz_request takes NUL-separated fields (URL, key, protocols, headers).
 """
 import base64
 import hashlib
@@ -198,6 +199,38 @@ def proto_seeds():
             for i, (k, v) in enumerate(sorted(seeds.items()))}
 
 
+def request_seeds():
+    key = KEY.encode()
+    seeds = {
+        "plain": [b"ws://127.0.0.1:9000/echo", key],
+        "tls_default_port": [b"wss://Example.COM/a/b?c=d#frag", key],
+        "ipv6": [b"ws://[::1]:8080/", key],
+        "ipv6_upper": [b"ws://[::1F]:8080/", key],
+        "ipv6_no_port": [b"wss://[fe80::1%25eth0]", key],
+        "empty_port": [b"ws://host:/x", key],
+        "query_only": [b"ws://host?x=1", key],
+        "protocols": [b"ws://h/", key, b"Pchat", b"Pv1.x"],
+        "headers": [b"ws://h/", key, b"Pchat", b"X-Token", b"abc", b"Origin",
+                    b"http://h"],
+        "header_crlf": [b"ws://h/", key, b"X-A", b"a\r\nInjected: 1"],
+        "header_reserved": [b"ws://h/", key, b"Host", b"evil"],
+        "header_bad_name": [b"ws://h/", key, b"X A", b"v"],
+        "bad_proto": [b"ws://h/", key, b"Pch at"],
+        "bad_key": [b"ws://h/", b"k e y"],
+        "small_cap": [b"2ws://h/", key],
+        "cap_minus_one": [b"0ws://h/long/path", key],
+        "userinfo": [b"ws://u@h/", key],
+        "bad_scheme": [b"http://h/", key],
+        "port_too_big": [b"ws://h:65536/", key],
+        "port_zero": [b"ws://h:0/", key],
+        "path_space": [b"ws://h/a b", key],
+        "path_8bit": [b"ws://h/\xc3\xa9", key],
+        "long_host": [b"ws://" + b"a" * 300 + b"/", key],
+        "long_path": [b"ws://h/" + b"p" * 4100, key],
+    }
+    return {k: b"\0".join(v) for k, v in sorted(seeds.items())}
+
+
 def write(harness, seeds):
     d = os.path.join(OUT, harness)
     shutil.rmtree(d, ignore_errors=True)
@@ -212,3 +245,4 @@ if __name__ == "__main__":
     write("fuzz_parser", parser_seeds())
     write("fuzz_handshake", handshake_seeds())
     write("fuzz_proto", proto_seeds())
+    write("fuzz_request", request_seeds())

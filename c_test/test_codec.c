@@ -1207,6 +1207,11 @@ static void test_url_ok(void **state)
     assert_int_equal(url("wss://[2001:db8::7]", &u, &err), 0);
     assert_string_equal(u.host, "2001:db8::7");
     assert_int_equal(u.port, 443);
+    /* IPv6 literals are lowercased too (found by fuzz_request) */
+    assert_int_equal(url("ws://[::1F]:8080/", &u, &err), 0);
+    assert_string_equal(u.host, "::1f");
+    assert_int_equal(url("ws://[2001:DB8::aBc]/", &u, &err), 0);
+    assert_string_equal(u.host, "2001:db8::abc");
     assert_int_equal(url("ws://[::ffff:10.0.0.1]?x", &u, &err), 0);
     assert_string_equal(u.host, "::ffff:10.0.0.1");
     assert_string_equal(u.path, "/?x");
