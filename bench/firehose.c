@@ -2,20 +2,44 @@
  * firehose: a WebSocket server that streams pre-encoded frames as fast as the
  * client takes them. Benchmark peer for ws_port (see bench/README.md).
  *
- *   firehose [--port P] [--tls CERT KEY]
+ *   firehose [--port P] [--tls CERT KEY] [--progress MS] [--verbose]
  *
  * Prints "PORT <n>" on stdout once listening (port 0, the default, lets the
- * kernel choose). Binds 127.0.0.1 only. Every connection chooses its stream
- * with the query string of the upgrade request:
+ * kernel choose). Binds 127.0.0.1 only. Every connection chooses what it
+ * gets with the query string of the upgrade request:
  *
  *   ws://127.0.0.1:P/?n=1000000&size=100&type=binary
  *
- *   n     number of messages (default 1000)
- *   size  payload bytes per message (default 100, at most 64 MiB)
- *   type  binary | text (default binary; text payloads are ASCII)
+ *   mode  stream (default): n messages of size bytes, as fast as the client
+ *               takes them, then close 1000
+ *         echo: every data message the client sends is sent back
+ *         idle: nothing is sent; the connection stays open until the client
+ *               closes it (memory per idle connection)
+ *         sink: reads what the client sends; with seq=1 checks the sequence
+ *               numbers and the pattern (see below)
+ *   n     number of messages (stream; default 1000)
+ *   size  payload bytes per message (stream, and what sink expects; default
+ *         100, at most 64 MiB)
+ *   type  binary | text (stream; default binary; text payloads are ASCII)
+ *   seq   1: every payload is <<Seq:64/big, Pattern>>, Seq = 0, 1, 2, ...
+ *         and byte k of Pattern is (Seq mod 251 + k) mod 251 (binary only,
+ *         size >= 8). A reordered, lost or corrupted byte shows.
+ *   slow_ms, slow_secs (sink): during the first slow_secs seconds, stop
+ *         reading the socket for slow_ms ms after every chunk read (a slow
+ *         server); then read at full speed
+ *   tag   a label for the lines below (default: the connection's number)
  *
  * After n messages the server sends a close frame 1000 and waits for the
- * client's close. One line of statistics per connection goes to stderr.
+ * client's close. One line of statistics per connection goes to stderr, and
+ * one to stdout when the connection ends:
+ *
+ *   DONE tag=T mode=M sent_msgs=N sent_bytes=B recv_msgs=N recv_bytes=B
+ *        errors=E complete=0|1
+ *
+ * (errors: sequence or pattern mismatches seen by sink; complete: stream
+ * wrote all n messages). With --progress MS, every MS milliseconds each
+ * connection prints PROGRESS with the same fields (bytes written to the
+ * socket, or read from it), so a test can see a stream stall.
  *
  * libwebsockets does the accept, the TLS handshake and the HTTP upgrade. The
  * data frames are built once into a buffer holding many frames and written
@@ -39,21 +63,122 @@
 #define TARGET_BUF (1024u * 1024u) /* pre-encoded buffer: 1 MiB measured
                                        * faster than 256 KiB and 2 MiB */
 #define WRITES_PER_TURN 64        /* bound the time spent on one connection */
+#define SEQ_MOD 251                /* pattern period of seq mode (prime) */
+
+enum mode { M_STREAM, M_ECHO, M_IDLE, M_SINK };
+static const char *const mode_names[] = {"stream", "echo", "idle", "sink"};
+
+struct echo_msg { /* echo: one message waiting to be sent back */
+    struct echo_msg *next;
+    int binary;
+    size_t len;
+    uint8_t data[]; /* LWS_PRE bytes, then the payload */
+};
 
 struct session {
-    uint8_t *buf;          /* nframes identical frames, back to back */
+    struct session *prev, *next; /* every open session, for --progress */
+    struct lws *wsi;
+    enum mode mode;
+    char tag[48];
+    uint8_t *buf;          /* nframes frames, back to back */
     size_t buflen;         /* nframes * framelen */
     size_t framelen;
+    size_t hdrlen;
+    size_t nframes;
     uint64_t nmsgs;
     size_t size;
     uint64_t remaining;    /* bytes still to send */
     size_t pos;            /* offset in buf of the next byte to send */
+    int seq;               /* seq mode */
+    uint64_t next_seq;     /* stream: seq of the first frame of buf; sink:
+                            * seq expected of the message being read */
+    uint64_t sent_bytes, sent_msgs, recv_bytes, recv_msgs, errors;
+    size_t msg_off;        /* sink/echo: bytes of the current message so far */
+    uint8_t *rx;           /* echo: the message being assembled */
+    size_t rx_cap;
+    struct echo_msg *q_head, *q_tail;
     int tls;
     int done;              /* all frames written, close under way */
+    int paused;            /* sink: reading stopped for slow_ms */
+    unsigned slow_ms;
+    double slow_until;     /* monotonic seconds */
+    lws_sorted_usec_list_t sul; /* sink: resume reading */
     struct timespec t0, t1;
 };
 
 static volatile sig_atomic_t interrupted;
+static struct session *sessions;
+static unsigned long conn_counter;
+static struct lws_context *g_ctx;
+static lws_sorted_usec_list_t progress_sul;
+static unsigned progress_ms;
+static uint8_t *pattern;   /* SEQ_MOD + 64 MiB bytes: pattern[k] = k mod 251 */
+static size_t pattern_len;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* pattern[] covers offsets up to need bytes past any start 0..250. */
+static int ensure_pattern(size_t need)
+{
+    if (pattern_len >= need + SEQ_MOD)
+        return 0;
+    uint8_t *p = realloc(pattern, need + SEQ_MOD);
+    if (!p)
+        return -1;
+    for (size_t k = pattern_len; k < need + SEQ_MOD; k++)
+        p[k] = (uint8_t)(k % SEQ_MOD);
+    pattern = p;
+    pattern_len = need + SEQ_MOD;
+    return 0;
+}
+
+/* Writes the seq-mode payload of message seq into p (size >= 8 bytes). */
+static void seq_payload(uint8_t *p, uint64_t seq, size_t size)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(seq >> (56 - 8 * i));
+    memcpy(p + 8, pattern + seq % SEQ_MOD, size - 8);
+}
+
+/* Expected byte at offset k of seq-mode message seq. */
+static uint8_t seq_byte(uint64_t seq, size_t k)
+{
+    if (k < 8)
+        return (uint8_t)(seq >> (56 - 8 * k));
+    return pattern[seq % SEQ_MOD + (k - 8)];
+}
+
+static void print_stats(const char *what, const struct session *s)
+{
+    printf("%s tag=%s mode=%s sent_msgs=%llu sent_bytes=%llu recv_msgs=%llu "
+           "recv_bytes=%llu errors=%llu complete=%d\n",
+           what, s->tag, mode_names[s->mode], (unsigned long long)s->sent_msgs,
+           (unsigned long long)s->sent_bytes, (unsigned long long)s->recv_msgs,
+           (unsigned long long)s->recv_bytes, (unsigned long long)s->errors,
+           s->mode == M_STREAM && s->done);
+}
+
+static void on_progress(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    for (struct session *s = sessions; s; s = s->next)
+        print_stats("PROGRESS", s);
+    fflush(stdout);
+    lws_sul_schedule(g_ctx, 0, &progress_sul, on_progress,
+                     (lws_usec_t)progress_ms * LWS_US_PER_MS);
+}
+
+static void on_resume(lws_sorted_usec_list_t *sul)
+{
+    struct session *s = lws_container_of(sul, struct session, sul);
+    s->paused = 0;
+    lws_rx_flow_control(s->wsi, 1);
+}
 
 static void on_signal(int sig)
 {
@@ -99,11 +224,33 @@ static int query_arg(struct lws *wsi, const char *name, char *out, int outlen)
 static int session_init(struct lws *wsi, struct session *s)
 {
     char v[128];
-    unsigned long long n = 1000, size = 100;
+    unsigned long long n = 1000, size = 100, seq = 0, slow_ms = 0, slow_secs = 0;
     int opcode = 2;
     char *end;
 
     memset(s, 0, sizeof(*s));
+    s->wsi = wsi;
+    s->tls = lws_is_ssl(wsi);
+    snprintf(s->tag, sizeof(s->tag), "%lu", ++conn_counter);
+    if (query_arg(wsi, "tag=", v, sizeof(v)))
+        snprintf(s->tag, sizeof(s->tag), "%.47s", v);
+    s->mode = M_STREAM;
+    if (query_arg(wsi, "mode=", v, sizeof(v))) {
+        int found = 0;
+        for (int m = 0; m < 4; m++)
+            if (!strcmp(v, mode_names[m])) {
+                s->mode = (enum mode)m;
+                found = 1;
+            }
+        if (!found)
+            return -1;
+    }
+    if (query_arg(wsi, "seq=", v, sizeof(v)))
+        seq = strtoull(v, NULL, 10);
+    if (query_arg(wsi, "slow_ms=", v, sizeof(v)))
+        slow_ms = strtoull(v, NULL, 10);
+    if (query_arg(wsi, "slow_secs=", v, sizeof(v)))
+        slow_secs = strtoull(v, NULL, 10);
     if (query_arg(wsi, "n=", v, sizeof(v))) {
         errno = 0;
         n = strtoull(v, &end, 10);
@@ -123,6 +270,21 @@ static int session_init(struct lws *wsi, struct session *s)
             return -1;
     }
 
+    if (seq && (opcode != 2 || size < 8))
+        return -1;
+    s->seq = seq != 0;
+    s->size = (size_t)size;
+    clock_gettime(CLOCK_MONOTONIC, &s->t0);
+    if (s->seq && ensure_pattern((size_t)size))
+        return -1;
+    if (s->mode == M_SINK) {
+        s->slow_ms = (unsigned)slow_ms;
+        s->slow_until = now_s() + (double)slow_secs;
+        return 0;
+    }
+    if (s->mode != M_STREAM)
+        return 0;
+
     uint8_t hdr[10];
     size_t hl = frame_header(hdr, opcode, size);
     s->framelen = hl + (size_t)size;
@@ -137,18 +299,29 @@ static int session_init(struct lws *wsi, struct session *s)
     s->buf = malloc(s->buflen);
     if (!s->buf)
         return -1;
+    s->nframes = nframes;
+    s->hdrlen = hl;
     for (size_t f = 0; f < nframes; f++) {
         uint8_t *p = s->buf + f * s->framelen;
         memcpy(p, hdr, hl);
-        for (size_t i = 0; i < size; i++)
-            p[hl + i] = (uint8_t)('a' + (i % 26));
+        if (s->seq)
+            seq_payload(p + hl, f, (size_t)size);
+        else
+            for (size_t i = 0; i < size; i++)
+                p[hl + i] = (uint8_t)('a' + (i % 26));
     }
     s->nmsgs = n;
-    s->size = (size_t)size;
     s->remaining = (uint64_t)n * s->framelen;
-    s->tls = lws_is_ssl(wsi);
-    clock_gettime(CLOCK_MONOTONIC, &s->t0);
     return 0;
+}
+
+/* seq mode: the whole buffer went out; number its frames for the next turn.
+ * (Only then: a partial SSL_write retry must see the same bytes.) */
+static void renumber(struct session *s)
+{
+    s->next_seq += s->nframes;
+    for (size_t f = 0; f < s->nframes; f++)
+        seq_payload(s->buf + f * s->framelen + s->hdrlen, s->next_seq + f, s->size);
 }
 
 /* Writes as much as the socket takes. Returns 0 to go on, 1 when all frames
@@ -187,19 +360,122 @@ static int pump(struct lws *wsi, struct session *s)
             wrote = (size_t)r;
         }
         s->pos += wrote;
-        if (s->pos == s->buflen)
+        s->sent_bytes += wrote;
+        if (s->pos == s->buflen) {
             s->pos = 0;
+            if (s->seq)
+                renumber(s);
+        }
         s->remaining -= wrote;
     }
     return s->remaining ? 0 : 1;
+}
+
+static void unlink_session(struct session *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (sessions == s)
+        sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
+
+/* sink: one chunk of a message read from the client. */
+static void sink_rx(struct session *s, const uint8_t *p, size_t len, int final)
+{
+    if (s->seq) {
+        for (size_t i = 0; i < len; i++)
+            if (p[i] != seq_byte(s->next_seq, s->msg_off + i)) {
+                if (!s->errors)
+                    fprintf(stderr, "firehose: sink %s: message %llu byte %zu is %u, "
+                            "expected %u\n", s->tag, (unsigned long long)s->recv_msgs,
+                            s->msg_off + i, p[i], seq_byte(s->next_seq, s->msg_off + i));
+                s->errors++;
+                break;
+            }
+    }
+    s->msg_off += len;
+    s->recv_bytes += len;
+    if (final) {
+        if (s->seq && s->msg_off != s->size) {
+            if (!s->errors)
+                fprintf(stderr, "firehose: sink %s: message %llu has %zu bytes, expected %zu\n",
+                        s->tag, (unsigned long long)s->recv_msgs, s->msg_off, s->size);
+            s->errors++;
+        }
+        s->recv_msgs++;
+        s->next_seq++;
+        s->msg_off = 0;
+    }
+    if (s->slow_ms && now_s() < s->slow_until) {
+        s->paused = 1;
+        lws_rx_flow_control(s->wsi, 0);
+        lws_sul_schedule(g_ctx, 0, &s->sul, on_resume, (lws_usec_t)s->slow_ms * LWS_US_PER_MS);
+    }
+}
+
+/* echo: one chunk of a message; a whole message is queued to go back. */
+static int echo_rx(struct session *s, const uint8_t *p, size_t len, int final, int binary)
+{
+    if (s->msg_off + len > s->rx_cap) {
+        size_t cap = s->rx_cap ? s->rx_cap : 4096;
+        while (cap < s->msg_off + len)
+            cap *= 2;
+        uint8_t *n = realloc(s->rx, cap);
+        if (!n)
+            return -1;
+        s->rx = n;
+        s->rx_cap = cap;
+    }
+    memcpy(s->rx + s->msg_off, p, len);
+    s->msg_off += len;
+    s->recv_bytes += len;
+    if (!final)
+        return 0;
+    struct echo_msg *m = malloc(sizeof(*m) + LWS_PRE + s->msg_off);
+    if (!m)
+        return -1;
+    m->next = NULL;
+    m->binary = binary;
+    m->len = s->msg_off;
+    memcpy(m->data + LWS_PRE, s->rx, s->msg_off);
+    if (s->q_tail)
+        s->q_tail->next = m;
+    else
+        s->q_head = m;
+    s->q_tail = m;
+    s->recv_msgs++;
+    s->msg_off = 0;
+    lws_callback_on_writable(s->wsi);
+    return 0;
+}
+
+static int echo_tx(struct session *s)
+{
+    struct echo_msg *m = s->q_head;
+    if (!m)
+        return 0;
+    int r = lws_write(s->wsi, m->data + LWS_PRE, m->len,
+                      m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    if (r < (int)m->len)
+        return -1;
+    s->sent_bytes += m->len;
+    s->sent_msgs++;
+    s->q_head = m->next;
+    if (!s->q_head)
+        s->q_tail = NULL;
+    free(m);
+    if (s->q_head)
+        lws_callback_on_writable(s->wsi);
+    return 0;
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                     void *in, size_t len)
 {
     struct session *s = user;
-    (void)in;
-    (void)len;
 
     switch (reason) {
     case LWS_CALLBACK_ESTABLISHED:
@@ -209,13 +485,30 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                              (unsigned char *)"bad query", 9);
             return -1;
         }
-        lws_callback_on_writable(wsi);
+        s->next = sessions;
+        if (sessions)
+            sessions->prev = s;
+        sessions = s;
+        if (s->mode == M_STREAM)
+            lws_callback_on_writable(wsi);
         break;
 
+    case LWS_CALLBACK_RECEIVE: {
+        int final = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
+        if (s->mode == M_SINK)
+            sink_rx(s, in, len, final);
+        else if (s->mode == M_ECHO)
+            return echo_rx(s, in, len, final, lws_frame_is_binary(wsi));
+        break;
+    }
+
     case LWS_CALLBACK_SERVER_WRITEABLE: {
-        if (s->done)
+        if (s->mode == M_ECHO)
+            return echo_tx(s);
+        if (s->mode != M_STREAM || s->done)
             break;
         int r = pump(wsi, s);
+        s->sent_msgs = s->sent_bytes / s->framelen;
         if (r < 0)
             return -1;
         if (r == 0) {
@@ -230,6 +523,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     }
 
     case LWS_CALLBACK_CLOSED:
+        if (s->wsi != wsi) /* session_init never ran */
+            break;
+        unlink_session(s);
+        lws_sul_cancel(&s->sul);
+        print_stats("DONE", s);
+        fflush(stdout);
         if (s->buf) {
             if (!s->done)
                 clock_gettime(CLOCK_MONOTONIC, &s->t1);
@@ -244,7 +543,22 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                     secs > 0 ? (double)sent * (double)s->size / secs / 1e6 : 0.0);
             free(s->buf);
             s->buf = NULL;
+        } else if (s->mode == M_SINK) {
+            clock_gettime(CLOCK_MONOTONIC, &s->t1);
+            fprintf(stderr, "firehose: sink %s: %llu msgs, %llu bytes, %llu errors in %.3f s\n",
+                    s->tag, (unsigned long long)s->recv_msgs,
+                    (unsigned long long)s->recv_bytes, (unsigned long long)s->errors,
+                    elapsed(&s->t0, &s->t1));
         }
+        while (s->q_head) {
+            struct echo_msg *m = s->q_head;
+            s->q_head = m->next;
+            free(m);
+        }
+        s->q_tail = NULL;
+        free(s->rx);
+        s->rx = NULL;
+        s->wsi = NULL;
         break;
 
     default:
@@ -260,7 +574,7 @@ static const struct lws_protocols protocols[] = {
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: firehose [--port P] [--tls CERT KEY] [--verbose]\n");
+    fprintf(stderr, "usage: firehose [--port P] [--tls CERT KEY] [--progress MS] [--verbose]\n");
     exit(2);
 }
 
@@ -276,7 +590,9 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--tls") && i + 2 < argc) {
             cert = argv[++i];
             key = argv[++i];
-        } else if (!strcmp(argv[i], "--verbose"))
+        } else if (!strcmp(argv[i], "--progress") && i + 1 < argc)
+            progress_ms = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--verbose"))
             verbose = 1;
         else
             usage();
@@ -313,6 +629,10 @@ int main(int argc, char **argv)
     }
     printf("PORT %d\n", bound);
     fflush(stdout);
+    g_ctx = ctx;
+    if (progress_ms)
+        lws_sul_schedule(ctx, 0, &progress_sul, on_progress,
+                         (lws_usec_t)progress_ms * LWS_US_PER_MS);
 
     while (!interrupted)
         if (lws_service(ctx, 0) < 0)
