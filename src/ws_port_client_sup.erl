@@ -1,0 +1,271 @@
+%% @doc A dynamic supervisor of {@link ws_port_client} processes, with
+%% health-based load balancing over its clients.
+%%
+%% The library starts none: add it to your own supervision tree, e.g.
+%% `ws_port_client_sup:child_spec(#{})', then start clients in it with
+%% {@link start_client/2}. Clients are `transient': a crashing client is
+%% restarted (a new process, which connects again and runs
+%% `handle_connect/2'), one stopped by {@link stop_client/1} or {@link
+%% ws_port_client:close/1} is not. More than `max_restarts' restarts in
+%% `max_seconds' (default 10 in 60) end the supervisor itself, as for any
+%% OTP supervisor.
+%%
+%% Functions without a supervisor argument use the default name
+%% `ws_port_client_sup'.
+-module(ws_port_client_sup).
+
+-behaviour(supervisor).
+
+-export([start_link/0, start_link/1, child_spec/1]).
+-export([start_client/1, start_client/2, start_client/3]).
+-export([stop_client/1, stop_client/2, list_clients/0, list_clients/1]).
+-export([send_balanced/1, send_balanced/2, rank/1]).
+-export([init/1]).
+
+-export_type([sup_opts/0, balance_opts/0]).
+
+-type sup_ref() :: pid() | atom() | {atom(), node()} | {global, term()} | {via, module(), term()}.
+
+%% Options of start_link/1.
+-type sup_opts() ::
+    #{
+        name => atom() | {local, atom()} | {global, term()} | {via, module(), term()} | false,
+        max_restarts => non_neg_integer(),
+        max_seconds => pos_integer()
+    }
+    | proplists:proplist().
+
+%% Options of send_balanced/2.
+-type balance_opts() ::
+    #{
+        max_attempts => pos_integer(),
+        client_discovery => fun(() -> [pid()]) | {module(), atom(), [term()]},
+        supervisor => sup_ref(),
+        timeout => timeout()
+    }
+    | proplists:proplist().
+
+%%====================================================================
+%% Starting
+%%====================================================================
+
+%% @equiv start_link(#{})
+-spec start_link() -> supervisor:startlink_ret().
+start_link() ->
+    start_link(#{}).
+
+%% @doc Starts the supervisor. Options: `name' (default `ws_port_client_sup';
+%% `false' for none), `max_restarts' (10), `max_seconds' (60).
+-spec start_link(sup_opts()) -> supervisor:startlink_ret().
+start_link(Opts) ->
+    Map = to_map(Opts),
+    Intensity = maps:get(max_restarts, Map, 10),
+    Period = maps:get(max_seconds, Map, 60),
+    case maps:get(name, Map, ?MODULE) of
+        false -> supervisor:start_link(?MODULE, {Intensity, Period});
+        Name when is_atom(Name) -> supervisor:start_link({local, Name}, ?MODULE, {Intensity, Period});
+        Name -> supervisor:start_link(Name, ?MODULE, {Intensity, Period})
+    end.
+
+%% @doc A child specification for the supervisor (options as {@link
+%% start_link/1}; `id' defaults to the module).
+-spec child_spec(sup_opts()) -> supervisor:child_spec().
+child_spec(Opts) ->
+    Map = to_map(Opts),
+    #{
+        id => maps:get(id, Map, ?MODULE),
+        start => {?MODULE, start_link, [maps:remove(id, Map)]},
+        restart => permanent,
+        shutdown => infinity,
+        type => supervisor,
+        modules => [?MODULE]
+    }.
+
+%% @private
+init({Intensity, Period}) ->
+    Flags = #{strategy => simple_one_for_one, intensity => Intensity, period => Period},
+    Child = #{
+        id => ws_port_client,
+        start => {ws_port_client, start_link, []},
+        restart => transient,
+        shutdown => 5000,
+        type => worker,
+        modules => [ws_port_client]
+    },
+    {ok, {Flags, [Child]}}.
+
+%%====================================================================
+%% Clients
+%%====================================================================
+
+%% @equiv start_client(UrlOrConfig, #{})
+-spec start_client(unicode:chardata() | map() | proplists:proplist()) ->
+    supervisor:startchild_ret().
+start_client(UrlOrConfig) ->
+    start_client(UrlOrConfig, #{}).
+
+%% @doc Starts a supervised client. `UrlOrConfig' is the URL, or a map or
+%% proplist with `url' and any option; `Opts' (merged over it) are the
+%% options of {@link ws_port_client:start_link/3}, plus `module' (the
+%% callback module; default {@link ws_port_client_forward}, forwarding to
+%% the caller) and `supervisor' (default `ws_port_client_sup').
+%% `on_connect' and `on_disconnect' hooks run in the client, e.g.
+%% `{pg, join, [Scope, Group]}' and `{pg, leave, [Scope, Group]}'.
+-spec start_client(
+    unicode:chardata() | map() | proplists:proplist(), map() | proplists:proplist()
+) -> supervisor:startchild_ret().
+start_client(UrlOrConfig, Opts) ->
+    Map = maps:merge(config(UrlOrConfig), to_map(Opts)),
+    {Sup, Map2} = take(supervisor, Map, ?MODULE),
+    start_client(Sup, Map2, #{}).
+
+%% @doc As {@link start_client/2} in the supervisor `Sup'.
+-spec start_client(sup_ref(), unicode:chardata() | map() | proplists:proplist(), map() | proplists:proplist()) ->
+    supervisor:startchild_ret().
+start_client(Sup, UrlOrConfig, Opts) ->
+    Map = maps:remove(supervisor, maps:merge(config(UrlOrConfig), to_map(Opts))),
+    {Url, Map2} = take(url, Map, undefined),
+    {Module, Map3} = take(module, Map2, ws_port_client_forward),
+    Map4 =
+        case Module of
+            ws_port_client_forward -> maps:merge(#{init_arg => self()}, Map3);
+            _ -> Map3
+        end,
+    case Url of
+        undefined -> {error, {bad_option, url, undefined}};
+        _ -> supervisor:start_child(Sup, [Module, Url, Map4])
+    end.
+
+config(Url) when is_binary(Url) -> #{url => Url};
+config(Config) when is_map(Config) -> Config;
+config(List) when is_list(List) ->
+    case io_lib:char_list(List) of
+        true -> #{url => List};
+        false -> to_map(List)
+    end.
+
+%% @equiv stop_client(ws_port_client_sup, Pid)
+-spec stop_client(pid()) -> ok | {error, not_found}.
+stop_client(Pid) ->
+    stop_client(?MODULE, Pid).
+
+%% @doc Stops a client gracefully (its connection is closed with 1000 and
+%% `terminate/2' runs); it is not restarted. `{error, not_found}' when
+%% `Pid' is not a client of `Sup'.
+-spec stop_client(sup_ref(), pid()) -> ok | {error, not_found}.
+stop_client(Sup, Pid) when is_pid(Pid) ->
+    %% terminate_child/2 of a simple_one_for_one supervisor answers ok for
+    %% any pid that is not alive: ask the supervisor first
+    case lists:member(Pid, list_clients(Sup)) of
+        true ->
+            case supervisor:terminate_child(Sup, Pid) of
+                ok -> ok;
+                {error, _} -> {error, not_found}
+            end;
+        false ->
+            {error, not_found}
+    end;
+stop_client(_Sup, _) ->
+    {error, not_found}.
+
+%% @equiv list_clients(ws_port_client_sup)
+-spec list_clients() -> [pid()].
+list_clients() ->
+    list_clients(?MODULE).
+
+%% @doc The pids of the running clients of `Sup'.
+-spec list_clients(sup_ref()) -> [pid()].
+list_clients(Sup) ->
+    [Pid || {_, Pid, _, _} <- supervisor:which_children(Sup), is_pid(Pid)].
+
+%%====================================================================
+%% Load balancing
+%%====================================================================
+
+%% @equiv send_balanced(Frame, #{})
+-spec send_balanced(ws_port_client:frame()) -> ok | {error, no_connections}.
+send_balanced(Frame) ->
+    send_balanced(Frame, #{}).
+
+%% @doc Sends `Frame' through the healthiest connected client, failing over
+%% to the next one when a send fails.
+%%
+%% The clients are those `client_discovery' returns (a fun or `{M, F, A}';
+%% default: the clients of `supervisor', itself by default
+%% `ws_port_client_sup'), on any node. They are asked for their {@link
+%% ws_port_client:health/1} at once (each answer within `timeout' ms,
+%% default 1000); those not connected, or not answering, are left out; the
+%% others are tried in order of fewest heartbeat misses, then fewest
+%% errors, then lowest round-trip time, at most `max_attempts' of them
+%% (default 3). A failed send counts in that client's `errors'. Returns
+%% `{error, no_connections}' when no client took the frame.
+-spec send_balanced(ws_port_client:frame(), balance_opts()) -> ok | {error, no_connections}.
+send_balanced(Frame, Opts) ->
+    Map = to_map(Opts),
+    MaxAttempts = maps:get(max_attempts, Map, 3),
+    Timeout = maps:get(timeout, Map, 1000),
+    Pids = discover(Map),
+    try_send(Frame, lists:sublist(rank(healths(Pids, Timeout)), MaxAttempts), Timeout).
+
+discover(#{client_discovery := {M, F, A}}) ->
+    apply(M, F, A);
+discover(#{client_discovery := Fun}) when is_function(Fun, 0) ->
+    Fun();
+discover(Map) ->
+    try
+        list_clients(maps:get(supervisor, Map, ?MODULE))
+    catch
+        exit:_ -> []
+    end.
+
+%% Asks every client for its health concurrently.
+healths(Pids, Timeout) ->
+    Requests = [{Pid, gen_server:send_request(Pid, {'$ws_port_client', health})} || Pid <- lists:usort(Pids)],
+    Deadline = erlang:monotonic_time(millisecond) + Timeout,
+    lists:filtermap(
+        fun({Pid, ReqId}) ->
+            Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+            case gen_server:receive_response(ReqId, Left) of
+                {reply, Health} when is_map(Health) -> {true, {Pid, Health}};
+                _ -> false
+            end
+        end,
+        Requests
+    ).
+
+%% @doc Orders clients by health, healthiest first, leaving out those not
+%% connected: fewest consecutive heartbeat misses, then fewest errors, then
+%% lowest last round-trip time (unknown last), then fewest reconnects.
+-spec rank([{pid(), map()}]) -> [pid()].
+rank(Healths) ->
+    Scored = [{score(H), Pid} || {Pid, #{connected := true} = H} <- Healths],
+    [Pid || {_, Pid} <- lists:sort(Scored)].
+
+score(H) ->
+    Rtt =
+        case maps:get(last_rtt_us, H, undefined) of
+            undefined -> infinity;
+            R -> R
+        end,
+    {maps:get(misses, H, 0), maps:get(errors, H, 0), Rtt, maps:get(reconnects, H, 0)}.
+
+try_send(_Frame, [], _Timeout) ->
+    {error, no_connections};
+try_send(Frame, [Pid | Rest], Timeout) ->
+    case ws_port_client:send_frame(Pid, Frame, Timeout) of
+        ok -> ok;
+        {error, _} -> try_send(Frame, Rest, Timeout)
+    end.
+
+%%====================================================================
+%% Helpers
+%%====================================================================
+
+to_map(Opts) when is_map(Opts) -> Opts;
+to_map(Opts) when is_list(Opts) -> maps:from_list(proplists:unfold(Opts)).
+
+take(Key, Map, Default) ->
+    case maps:take(Key, Map) of
+        {Value, Rest} -> {Value, Rest};
+        error -> {Default, Map}
+    end.
