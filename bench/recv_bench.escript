@@ -30,12 +30,12 @@ main([Url]) ->
         Prog -> application:set_env(ws_port, port_program, Prog)
     end,
     {ok, _} = application:ensure_all_started(ws_port),
-    Opts = #{tls => #{verify => verify_none}, await => false},
+    Opts = #{tls => #{verify => verify_none}, await => false, retry => false},
     {ok, Conn} = ws_port:connect(list_to_binary(Url), Opts),
     receive
         {ws_port_up, Conn, _Info} -> ok;
         {ws_port_closed, Conn, R0} -> fail("closed before up: ~p", [R0]);
-        {ws_port_down, Conn, R0} -> fail("down before up: ~p", [R0])
+        {ws_port_down, Conn, R0, _} -> fail("down before up: ~p", [R0])
     after 10000 -> fail("no ws_port_up in 10 s", [])
     end,
     Ports = ws_port_pids(),
@@ -70,7 +70,7 @@ loop(Conn, N, B) ->
         {ws_port, Conn, {binary, D}} -> loop(Conn, N + 1, B + byte_size(D));
         {ws_port, Conn, {text, D}} -> loop(Conn, N + 1, B + byte_size(D));
         {ws_port_closed, Conn, Reason} -> {N, B, Reason};
-        {ws_port_down, Conn, Reason} -> {N, B, {down, Reason}}
+        {ws_port_down, Conn, Reason, _} -> {N, B, {down, Reason}}
     after 30000 -> {N, B, timeout}
     end.
 

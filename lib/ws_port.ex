@@ -26,21 +26,27 @@ defmodule WsPort do
       up; nothing more is delivered (nor read from the socket) until
       `setopts/2`.
     * `{:ws_port_pong, conn, rtt_micros}`: the answer to a ping.
-    * `{:ws_port_closed, conn, reason}`: the connection is gone for good, e.g.
-      `{:remote, code, text}`, `:eof`, `:idle_timeout`,
+    * `{:ws_port_closed, conn, reason}`: the connection is gone for good and
+      will not be retried any more (a failure not in `:retry_on`, retries
+      exhausted, `retry: false`, or `:retry_fun` returned `:stop`); `reason`
+      is the last failure's, e.g. `{:remote, code, text}`, `:eof`,
+      `:idle_timeout`, `{:http_status, 401, headers}`,
       `{:protocol_error, code, detail}` (see `docs/protocol.md`). Not sent
       after `close/1`.
-    * `{:ws_port_down, conn, reason}` then, once it is back,
-      `{:ws_port_up, conn, info}` (same handle): the connection was lost and
-      is being reopened, either by the port program (`:retry` option; `reason`
-      as in `:ws_port_closed`) or because the port program died and was
-      restarted (`reason` is `{:port_exit, status}`). Sends in between return
-      `{:error, :not_connected}` unless `:send_queue` is set. In manual retry
-      mode the owner answers with `reconnect/2` or `close/1`. Each failed
-      attempt of the port program's retries is one more `:ws_port_down`.
-    * `{:ws_port_up, conn, info}` also when `await: false` was given to
-      `connect/2`; a failed handshake then arrives as
-      `{:ws_port_closed, conn, reason}`.
+    * `{:ws_port_down, conn, reason, info}` then, once it is back,
+      `{:ws_port_up, conn, info}` (same handle): the connection was lost (or
+      an attempt failed) and will be tried again. `info` is
+      `%{attempt: pos_integer, delay_ms: non_neg_integer | :manual,
+      unsent_bytes: non_neg_integer}`: the failed attempt's number since the
+      last `:ws_port_up`, the delay before the next try (the one `:retry_fun`
+      chose; `:manual` with `retry: [manual: true]`, then the owner answers
+      with `reconnect/2` or `close/1`), and the bytes lost with the socket.
+      When the port program died and was restarted: `{:ws_port_down, conn,
+      {:port_exit, status}, %{attempt: 1, delay_ms: 0, unsent_bytes: 0}}`.
+      Sends in between return `{:error, :not_connected}` unless `:send_queue`
+      is set.
+    * `{:ws_port_up, conn, info}` after every `:ws_port_down`, and for the
+      first handshake when `await: false` was given to `connect/2`.
     * `{:ws_port_error, conn, {what, detail}}`: the port program refused a
       command for this connection (e.g. `:not_connected`).
   """
@@ -71,25 +77,41 @@ defmodule WsPort do
     * `:active` - `true` (default), `false`, `:once` or an integer, as
       `:gen_tcp`.
     * `:ping_interval`, `:idle_timeout` - ms, 0 = off (default).
-    * `:retry` - `false` (default), `true` (the port's default policy) or a
-      keyword list or map of `:max_retries` (default `:infinity`), `:delay`
-      (ms, 1000), `:max_delay` (ms, 30000), `:backoff_factor` (2), `:jitter`
-      (0.1) and `:manual` (`false`; `true`: the owner calls `reconnect/2`
-      after each `:ws_port_down`). The port program then reconnects by itself
-      after failures of the classes in `:retry_on`.
+    * `:retry` - the reconnection policy, on by default: a keyword list or
+      map of `:max_retries` (default `:infinity`), `:delay` (ms, 1000),
+      `:max_delay` (ms, 30000), `:backoff_factor` (2; 1 = constant),
+      `:jitter` (0.1 = ±10%; alias `:jitter_fraction`) and `:manual`
+      (`false`; `true`: the owner calls `reconnect/2` after each
+      `:ws_port_down`). Keys not given keep their defaults; `true` is the
+      default policy, `false` disables reconnection. The port program
+      reconnects by itself after failures of the classes in `:retry_on`.
     * `:retry_on` - the failure classes retried (default `[:network,
       :timeout, :http_5xx, :http_429, :protocol, :remote_close]`; also
       `:http_4xx`, `:tls`, `:http_other`).
+    * `:retry_fun` - `(state -> state | :stop)`, the contract of
+      off_broadway_websocket's `ws_retry_fun`: called after each failed
+      attempt with the current state (initially `:retry_state`), it returns
+      the next state, whose `:delay` (ms) is waited before the next try and
+      which is the next call's input (extra keys are carried through), or
+      `:stop` (then `{:ws_port_closed, conn, last_reason}`). A crash or a bad
+      return value is logged and stops the retries. The state starts again
+      from `:retry_state` after a successful reconnect. It runs in the
+      driver process: keep it quick and do not call `WsPort` from it.
+      Replaces `:retry`.
+    * `:retry_state` - the initial state of `:retry_fun` (default
+      `%{max_retries: 5, retries_left: 5, delay: 10_000}`).
     * `:send_queue` - up to `n` text/binary messages sent while the
-      connection is not open are kept by the port and written after the next
-      handshake (default 0: such sends return `{:error, :not_connected}`).
+      connection is not open are kept by the port and written, in order,
+      after the next handshake; when `n` are kept the port drops the message
+      and the owner gets `{:ws_port_error, conn, {:not_connected, detail}}`
+      (default 0: such sends return `{:error, :not_connected}`).
     * `:driver` - a driver's registered name or pid (default: one of the
       application's pool).
-    * `:await` - `true` (default) returns once the handshake succeeded or
-      failed for good (with automatic retries this may be much later than
-      `:connect_timeout`; in manual retry mode the first failure is
-      returned); `false` returns `{:ok, conn}` at once and the owner gets
-      `{:ws_port_up, conn, info}` or `{:ws_port_closed, conn, reason}`.
+    * `:await` - `true` (default) returns once the first attempt succeeded
+      or failed (within `:connect_timeout`): a failure is `{:error, reason}`
+      and is not retried; `false` returns `{:ok, conn}` at once and the owner
+      gets `{:ws_port_up, conn, info}`, or `{:ws_port_down, conn, reason,
+      info}` (then retries) or `{:ws_port_closed, conn, reason}`.
 
   A bad option gives `{:error, {:bad_option, name, value}}`.
   """
@@ -102,8 +124,9 @@ defmodule WsPort do
   Sends one message: `{:text, iodata}`, `{:binary, iodata}`, `{:ping, iodata}`
   or `{:pong, iodata}`. The caller writes to the port itself (no process hop).
 
-  Returns `{:error, :not_connected}` while the handshake is in progress and
-  `{:error, :closed}` once the connection is closed.
+  Returns `{:error, :not_connected}` while the connection is not open
+  (handshake, waiting to retry) unless it has a `:send_queue` (see
+  `connect/2`), and `{:error, :closed}` once the connection is closed.
   """
   @spec send(conn(), message()) :: :ok | {:error, :closed | :not_connected}
   def send(conn, message), do: :ws_port.send(conn, message)
@@ -147,15 +170,18 @@ defmodule WsPort do
 
   @doc """
   In manual retry mode (`retry: [manual: true]`), tells the port program to
-  try again after `delay_ms`: the answer to `{:ws_port_down, conn, reason}`.
-  Close the connection to give up.
+  try again after `delay_ms`: the answer to `{:ws_port_down, conn, reason,
+  %{delay_ms: :manual}}`. Close the connection to give up.
   """
   @spec reconnect(conn(), non_neg_integer()) :: :ok | {:error, :closed}
   def reconnect(conn, delay_ms), do: :ws_port.reconnect(conn, delay_ms)
 
   @doc """
-  Statistics of a connection (from the port program) plus `:id`, `:url`,
-  `:driver` and `:owner`.
+  Statistics of a connection: `:state` (`:open`, `:reconnecting`,
+  `:connecting`, ...), `:url`, `:attempt`, `:reconnects`, `:bytes_in`,
+  `:bytes_out`, `:msgs_in`, `:msgs_out`, `:rtt_us` (last pong round trip),
+  `:connected_us`, `:credit`, plus `:id`, `:driver` and `:owner` (see
+  `:ws_port.info/1`).
   """
   @spec info(conn()) :: {:ok, map()} | {:error, :closed}
   def info(conn), do: :ws_port.info(conn)

@@ -11,21 +11,29 @@
 %%     {@link setopts/2}.</li>
 %% <li>`{ws_port_pong, Conn, RttMicros}': the answer to a ping.</li>
 %% <li>`{ws_port_closed, Conn, Reason}': the connection is gone for good
+%%     and will not be retried any more: a failure not retried (`retry_on'),
+%%     retries exhausted, `retry => false', or `retry_fun' said `stop'
 %%     (server close `{remote, Code, Text}', `eof', `idle_timeout',
-%%     `{protocol_error, Code, Detail}', ... see docs/protocol.md). Not sent
+%%     `{protocol_error, Code, Detail}', `{http_status, 401, Headers}', ...
+%%     see docs/protocol.md); Reason is that of the last failure. Not sent
 %%     after {@link close/1}.</li>
-%% <li>`{ws_port_down, Conn, Reason}' then, once it is back,
-%%     `{ws_port_up, Conn, Info}' (same handle): the connection was lost and
-%%     is being reopened, either by the port program (`retry' option; Reason
-%%     as in `ws_port_closed') or because the port program died and was
-%%     restarted (Reason `{port_exit, Status}'). Sends in between return
-%%     `{error, not_connected}' unless `send_queue' is set. In manual retry
-%%     mode the owner answers with {@link reconnect/2} or {@link close/1}.
-%%     Each failed attempt of the port program's retries is one more
-%%     `ws_port_down'.</li>
-%% <li>`{ws_port_up, Conn, Info}' also when `await => false' was given to
-%%     {@link connect/2}; a failed handshake is then `{ws_port_closed, Conn,
-%%     Reason}'.</li>
+%% <li>`{ws_port_down, Conn, Reason, Info}' then, once it is back,
+%%     `{ws_port_up, Conn, Info}' (same handle): the connection was lost (or
+%%     an attempt failed) and will be tried again. `Info' is `#{attempt :=
+%%     pos_integer(), delay_ms := non_neg_integer() | manual, unsent_bytes
+%%     := non_neg_integer()}': the number of this failed attempt since the
+%%     last `up' (1 for the loss of an open connection), the delay before
+%%     the next try (the one `retry_fun' chose; `manual' with `retry =>
+%%     #{manual => true}': the owner answers with {@link reconnect/2} or
+%%     {@link close/1}) and the bytes of frames lost with the socket. Each
+%%     failed attempt is one more `ws_port_down'. When the port program died
+%%     and was restarted: `{ws_port_down, Conn, {port_exit, Status},
+%%     #{attempt => 1, delay_ms => 0, unsent_bytes => 0}}'. Sends in between
+%%     return `{error, not_connected}' unless `send_queue' is set.</li>
+%% <li>`{ws_port_up, Conn, Info}' on every re-establishment, and also for the
+%%     first handshake when `await => false' was given to {@link connect/2}
+%%     (a failed first attempt is then `ws_port_down' or
+%%     `ws_port_closed').</li>
 %% <li>`{ws_port_error, Conn, {What, Detail}}': the port program refused a
 %%     command for this connection (e.g. `not_connected').</li>
 %% </ul>
@@ -55,6 +63,8 @@
         await => boolean(),
         retry => boolean() | retry_opts(),
         retry_on => [retry_class()],
+        retry_fun => ws_port_retry:retry_fun(),
+        retry_state => ws_port_retry:retry_state(),
         send_queue => non_neg_integer()
     }
     | proplists:proplist().
@@ -65,6 +75,7 @@
         max_delay => non_neg_integer(),
         backoff_factor => number(),
         jitter => number(),
+        jitter_fraction => number(),
         manual => boolean()
     }
     | proplists:proplist().
@@ -138,24 +149,43 @@ connect(Url) ->
 %% <li>`active': `true' (default), `false', `once' or an integer, as
 %%     gen_tcp.</li>
 %% <li>`ping_interval', `idle_timeout': ms, 0 = off (default).</li>
-%% <li>`retry': `false' (default), `true' (the port's default policy) or a
-%%     map or proplist of `max_retries' (default `infinity'), `delay' (ms,
-%%     1000), `max_delay' (ms, 30000), `backoff_factor' (2), `jitter' (0.1)
-%%     and `manual' (false: the owner calls {@link reconnect/2} after each
-%%     `ws_port_down'). The port program then reconnects by itself after
-%%     failures of the classes in `retry_on' (default `[network, timeout,
+%% <li>`retry': the port program's reconnection policy, on by default.
+%%     A map or proplist of `max_retries' (default `infinity'), `delay' (ms,
+%%     1000), `max_delay' (ms, 30000), `backoff_factor' (2; 1 = constant),
+%%     `jitter' (0.1 = +-10%; alias `jitter_fraction') and `manual' (false;
+%%     true: the owner calls {@link reconnect/2} after each `ws_port_down').
+%%     Keys not given keep their defaults; `true' or no `retry' option is
+%%     the default policy, `false' disables reconnection. The port program
+%%     reconnects by itself after failures of the classes in `retry_on'.</li>
+%% <li>`retry_on': the failure classes retried, default `[network, timeout,
 %%     http_5xx, http_429, protocol, remote_close]'; also `http_4xx', `tls',
-%%     `http_other').</li>
+%%     `http_other'.</li>
+%% <li>`retry_fun': `fun((State) -> State | stop)', the contract of
+%%     off_broadway_websocket's `ws_retry_fun' (see {@link ws_port_retry}):
+%%     after each failed attempt it is called with the current retry state
+%%     and returns the next one, whose `delay' (ms) is waited before the next
+%%     try and which is the next call's input (extra keys are carried
+%%     through), or `stop' (then `{ws_port_closed, Conn, Reason}' with the
+%%     last failure's reason). A crash or a bad return value is logged and
+%%     stops the retries. The state starts again from `retry_state' after a
+%%     successful reconnect. It runs in the driver process: keep it quick
+%%     and do not call ws_port from it. Replaces `retry' (only `retry =>
+%%     true' may be given with it); `retry_on' still applies.</li>
+%% <li>`retry_state': the initial state of `retry_fun', a map (default
+%%     `#{max_retries => 5, retries_left => 5, delay => 10000}').</li>
 %% <li>`send_queue': up to N text/binary messages sent while the connection
-%%     is not open are kept by the port and written after the next
-%%     handshake (default 0: such sends return `{error, not_connected}').</li>
+%%     is not open are kept by the port and written, in order, after the
+%%     next handshake; when N are already kept, the port drops the message
+%%     and the owner gets `{ws_port_error, Conn, {not_connected, Detail}}'
+%%     naming it (default 0: such sends return `{error, not_connected}').</li>
 %% <li>`driver': a driver's registered name or pid (default: one of the
 %%     application's pool, round robin).</li>
-%% <li>`await': `true' (default) returns once the handshake succeeded or
-%%     failed for good (with automatic retries this may be much later than
-%%     `connect_timeout'; in manual retry mode the first failure is
-%%     returned); `false' returns `{ok, Conn}' at once, and the owner gets
-%%     `{ws_port_up, Conn, Info}' or `{ws_port_closed, Conn, Reason}'.</li>
+%% <li>`await': `true' (default) returns once the first attempt succeeded
+%%     or failed (within `connect_timeout'): a failure is `{error, Reason}'
+%%     and the connection is not retried, whatever `retry' says; `false'
+%%     returns `{ok, Conn}' at once, and the owner gets `{ws_port_up, Conn,
+%%     Info}', or `{ws_port_down, Conn, Reason, Info}' (then retries) or
+%%     `{ws_port_closed, Conn, Reason}'.</li>
 %% </ul>
 %% A bad option gives `{error, {bad_option, Name, Value}}' without
 %% contacting the port program.
@@ -177,13 +207,9 @@ connect_normalized(Url, #{connect_timeout := Timeout} = Opts) ->
             #{driver := D} -> D;
             _ -> pick_driver()
         end,
-    CallTimeout =
-        case Opts of
-            #{retry := Retry} when Retry =/= false -> infinity;
-            _ -> Timeout + 5000
-        end,
+    %% the driver's own guard fires after Timeout + 3000
     try
-        ws_port_driver:connect(Driver, Url, Opts, CallTimeout)
+        ws_port_driver:connect(Driver, Url, Opts, Timeout + 5000)
     catch
         exit:{timeout, _} -> {error, timeout};
         exit:{noproc, _} -> {error, {no_driver, Driver}};
@@ -231,9 +257,15 @@ close({ws_port, Driver, Id} = Conn, Code, Reason) ->
 %% @doc Sends one message. The caller writes it to the port itself (no
 %% process hop); a busy port blocks the caller, as a busy socket does.
 %%
-%% Returns `{error, not_connected}' while the handshake is in progress
-%% (also during a reconnection after a port restart) and `{error, closed}'
-%% once the connection is closed. Text is not checked for UTF-8 here.
+%% While the connection is not open (handshake in progress, waiting to
+%% retry, port program restarting) it returns `{error, not_connected}' and
+%% the message is not sent, unless the connection has a `send_queue': then
+%% the message goes to the port, which keeps it and writes it after the
+%% next handshake, or, when its queue is full, drops it and tells the owner
+%% `{ws_port_error, Conn, {not_connected, Detail}}'. The same message
+%% reaches the owner when the connection is lost between this check and
+%% the port. `{error, closed}' once the connection is closed. Text is not
+%% checked for UTF-8 here.
 -spec send(conn(), message()) -> ok | {error, closed | not_connected}.
 send({ws_port, Driver, Id}, {Type, Data}) when
     Type =:= text; Type =:= binary; Type =:= ping; Type =:= pong
@@ -284,7 +316,8 @@ lookup(Driver, Id) ->
 
 %% @doc In manual retry mode (`retry => #{manual => true}'), tells the port
 %% program to try again after `DelayMs' milliseconds; the answer to
-%% `{ws_port_down, Conn, Reason}'. Close the connection to give up.
+%% `{ws_port_down, Conn, Reason, #{delay_ms := manual}}'. Close the
+%% connection to give up. Not for `retry_fun' (the driver answers then).
 -spec reconnect(conn(), non_neg_integer()) -> ok | {error, closed}.
 reconnect({ws_port, Driver, Id}, DelayMs) when
     is_integer(DelayMs), DelayMs >= 0, DelayMs =< 4294967295
@@ -381,7 +414,7 @@ forward_mailbox(Conn, Pid) ->
         {ws_port_passive, Conn} = M -> forward(Conn, Pid, M);
         {ws_port_pong, Conn, _} = M -> forward(Conn, Pid, M);
         {ws_port_up, Conn, _} = M -> forward(Conn, Pid, M);
-        {ws_port_down, Conn, _} = M -> forward(Conn, Pid, M);
+        {ws_port_down, Conn, _, _} = M -> forward(Conn, Pid, M);
         {ws_port_closed, Conn, _} = M -> forward(Conn, Pid, M);
         {ws_port_error, Conn, _} = M -> forward(Conn, Pid, M)
     after 0 ->
@@ -393,8 +426,16 @@ forward(Conn, Pid, Msg) ->
     forward_mailbox(Conn, Pid).
 
 %% @doc Statistics of a connection, from the port program, plus `id', `url',
-%% `driver' and `owner'. Keys from the port: `state', `bytes_in',
-%% `bytes_out', `msgs_in', `msgs_out', `rtt_us', `connected_us', `credit'.
+%% `driver' and `owner'. Keys from the port: `state' (`open',
+%% `reconnecting' while waiting to retry, `resolving', `connecting',
+%% `tls_handshake', `upgrading', `closing'), `attempt' (failed attempts
+%% since the last handshake), `bytes_in', `bytes_out', `msgs_in',
+%% `msgs_out', `rtt_us' (round-trip time of the last pong, `undefined'
+%% before one), `connected_us' (time since the current connection's
+%% handshake, `undefined' while not open), `credit'. `reconnects' (times
+%% the connection came back after a loss, port program restarts included)
+%% is counted by the driver; the port's byte and message counters start
+%% again when the port program restarts.
 -spec info(conn()) -> {ok, map()} | {error, closed}.
 info({ws_port, Driver, Id}) ->
     try

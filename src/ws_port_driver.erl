@@ -7,14 +7,28 @@
 %% hop), monitors owners (an owner that dies closes its connections with
 %% 1001), and restarts the port program if it dies, re-issuing `connect' for
 %% every connection it carried. Owners of open connections then get
-%% `{ws_port_down, Conn, {port_exit, Status}}' and, once the replayed
-%% handshake succeeded, `{ws_port_up, Conn, Info}'. Handles stay valid.
+%% `{ws_port_down, Conn, {port_exit, Status}, #{attempt => 1, delay_ms => 0,
+%% unsent_bytes => 0}}' and, once the replayed handshake succeeded,
+%% `{ws_port_up, Conn, Info}'. Handles stay valid.
 %%
-%% With the `retry' option the port program reconnects by itself: its
-%% `down' event becomes `{ws_port_down, Conn, Reason}' and the next `up'
-%% `{ws_port_up, Conn, Info}'. A connect awaited by its caller keeps waiting
-%% through automatic retries, until `up' or the final `closed'; in manual
-%% mode the first failure ends it (the caller cannot answer the `down').
+%% With the `retry' option (on by default) the port program reconnects by
+%% itself: its `down' event becomes `{ws_port_down, Conn, Reason, #{attempt,
+%% delay_ms, unsent_bytes}}' and the next `up' `{ws_port_up, Conn, Info}'.
+%% A connect awaited by its caller ends with the first attempt: if that
+%% fails, the caller gets `{error, Reason}' and the driver closes the
+%% connection in the port (no retries).
+%%
+%% With `retry_fun' the port runs in manual retry mode and the driver
+%% answers each `down' itself: it calls the fun on the connection's retry
+%% state ({@link ws_port_retry:next/2}, inside try/catch, in the driver
+%% process) and sends `{reconnect, Id, Delay}', or, on `stop' (or a crash
+%% or a bad return value, logged as a warning), closes the connection: the
+%% owner gets `{ws_port_closed, Conn, Reason}' with the reason of the last
+%% failure. The state starts again from its initial value after each `up'.
+%% The fun must be quick and must not call the driver (e.g. through
+%% {@link ws_port}): the driver waits for it.
+%%
+%% Telemetry: see {@link ws_port_telemetry}.
 %%
 %% {@link controlling_process/3} moves messages as gen_tcp does: the driver
 %% holds back what it would send to the new owner until the old owner has
@@ -70,8 +84,18 @@
     %% erlang:monotonic_time() when connect was sent
     since :: integer(),
     replayed = false :: boolean(),
-    %% the port's own reconnection policy (retry option)
-    retry = none :: none | auto | manual,
+    %% the port's own reconnection policy (retry option), or the driver's
+    %% (retry_fun: the port is in manual mode, the driver answers)
+    retry = none :: none | auto | manual | callback,
+    retry_fun :: ws_port_retry:retry_fun() | undefined,
+    retry_init = #{} :: ws_port_retry:retry_state(),
+    retry_state = #{} :: ws_port_retry:retry_state(),
+    %% failed attempts since the last up (from the last down event)
+    attempt = 0 :: non_neg_integer(),
+    %% handshakes done (the first, then each reconnection)
+    ups = 0 :: non_neg_integer(),
+    %% the final outcome was already reported (telemetry closed sent)
+    final = false :: boolean(),
     %% a handover to a new owner is in progress (see #hold{})
     hold = false :: boolean()
 }).
@@ -277,7 +301,8 @@ handle_info({timeout, TRef, {connect_timeout, Id}}, #state{conns = Conns} = Stat
         #{Id := #conn{timer = TRef, owner = Owner} = C} when is_pid(Owner) ->
             State2 = finish(Id, C, timeout, State),
             command(State#state.port, ws_port_proto:close_cmd(Id, 1001, <<"connect timeout">>)),
-            C2 = detach(C#conn{timer = undefined, from = undefined}, no_reply),
+            ok = closed_telemetry(C, timeout),
+            C2 = detach(C#conn{timer = undefined, from = undefined, final = true, stats = []}, no_reply),
             {noreply, State2#state{conns = Conns#{Id := C2}}};
         _ ->
             {noreply, State}
@@ -321,7 +346,10 @@ do_connect(Url, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns}
         wire = Wire,
         connect_timeout = Timeout,
         timer = guard_timer(Id, Timeout),
-        retry = retry_mode(Wire),
+        retry = retry_mode(Opts, Wire),
+        retry_fun = maps:get(retry_fun, Opts, undefined),
+        retry_init = maps:get(retry_state, Opts, #{}),
+        retry_state = maps:get(retry_state, Opts, #{}),
         since = erlang:monotonic_time()
     },
     case Await of
@@ -335,7 +363,9 @@ do_connect(Url, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns}
 queues(Wire) ->
     proplists:get_value(send_queue, Wire, 0) > 0.
 
-retry_mode(Wire) ->
+retry_mode(#{retry_fun := _}, _Wire) ->
+    callback;
+retry_mode(_Opts, Wire) ->
     case proplists:get_value(retry, Wire, false) of
         false ->
             none;
@@ -526,10 +556,22 @@ event({up, Id, Info}, #state{conns = Conns} = State) ->
                 end,
             ws_port_telemetry:execute(
                 [ws_port, connection, up],
-                #{duration => erlang:monotonic_time() - C#conn.since},
+                #{
+                    count => 1,
+                    attempt => C#conn.attempt + 1,
+                    duration => erlang:monotonic_time() - C#conn.since
+                },
                 (metadata(C))#{replay => C#conn.replayed}
             ),
-            C2 = C#conn{from = undefined, notify_up = false, timer = undefined},
+            C2 = C#conn{
+                from = undefined,
+                notify_up = false,
+                timer = undefined,
+                attempt = 0,
+                ups = C#conn.ups + 1,
+                %% a successful reconnect: the retry_fun starts afresh
+                retry_state = C#conn.retry_init
+            },
             State2#state{conns = Conns#{Id := C2}};
         _ ->
             State
@@ -544,43 +586,26 @@ event({closed, Id, Reason}, #state{key = Key, conns = Conns} = State) ->
             end,
             cancel_timer(C#conn.timer),
             true = ets:delete(?WS_PORT_TAB, {Key, Id}),
-            ws_port_telemetry:execute(
-                [ws_port, connection, closed],
-                #{duration => erlang:monotonic_time() - C#conn.since},
-                (metadata(C))#{reason => Reason}
-            ),
+            case C#conn.final of
+                true -> ok;
+                false -> closed_telemetry(C, Reason)
+            end,
             State2#state{conns = Conns2};
         error ->
             State
     end;
-event({down, Id, Reason, Info}, #state{conns = Conns} = State) ->
+event({down, Id, Reason, Info}, #state{conns = Conns} = State) when is_map(Info) ->
     case Conns of
-        #{Id := #conn{owner = Owner, from = From, handle = Handle} = C} when is_pid(Owner) ->
-            {ws_port, Key, _} = Handle,
-            Delay = maps:get(delay_ms, Info, undefined),
-            ws_port_telemetry:execute(
-                [ws_port, connection, down],
-                #{duration => erlang:monotonic_time() - C#conn.since},
-                (metadata(C))#{reason => Reason, info => Info}
-            ),
-            case From =/= undefined andalso C#conn.retry =:= manual of
-                true ->
-                    %% an awaited connect in manual mode: nobody can answer
-                    gen_server:reply(From, {error, Reason}),
-                    command(State#state.port, ws_port_proto:close_cmd(Id, 1000, <<>>)),
-                    C2 = detach(C#conn{from = undefined}, no_reply),
-                    State#state{conns = Conns#{Id := C2}};
-                false ->
-                    _ = ets:update_element(?WS_PORT_TAB, {Key, Id}, {3, connecting}),
-                    C2 = C#conn{timer = retry_guard(Id, C, Delay), since = erlang:monotonic_time()},
-                    case From of
-                        undefined ->
-                            State2 = emit(Id, C, {ws_port_down, Handle, Reason}, State),
-                            State2#state{conns = Conns#{Id := C2#conn{notify_up = true}}};
-                        _ ->
-                            State#state{conns = Conns#{Id := C2}}
-                    end
+        #{Id := #conn{owner = Owner, from = undefined} = C} when is_pid(Owner) ->
+            Attempt = attempt_of(Info, C),
+            case C#conn.retry of
+                callback -> ask_retry_fun(Id, C#conn{attempt = Attempt}, Reason, Info, State);
+                _ -> retrying(Id, C#conn{attempt = Attempt}, Reason, Info, State)
             end;
+        #{Id := #conn{owner = Owner} = C} when is_pid(Owner) ->
+            %% the first attempt of an awaited connect failed: the caller
+            %% gets {error, Reason} (from finish/4), no retries
+            give_up(Id, C, Reason, State);
         _ ->
             State
     end;
@@ -592,7 +617,15 @@ event({stats, Id, Stats}, #state{conns = Conns} = State) when is_map(Stats) ->
     case Conns of
         #{Id := #conn{stats = [From | Waiting]} = C} ->
             #conn{handle = {ws_port, Key, _}, url = Url, owner = Owner} = C,
-            Info = Stats#{id => Id, url => Url, driver => Key, owner => Owner},
+            %% the port's counters start again if the port program
+            %% restarts; reconnects is counted here, across restarts
+            Info = Stats#{
+                id => Id,
+                url => Url,
+                driver => Key,
+                owner => Owner,
+                reconnects => max(C#conn.ups - 1, 0)
+            },
             gen_server:reply(From, {ok, Info}),
             State#state{conns = Conns#{Id := C#conn{stats = Waiting}}};
         _ ->
@@ -619,6 +652,99 @@ to_owner(Id, Msg, #state{conns = Conns} = State) ->
         #{Id := #conn{handle = Handle} = C} -> emit(Id, C, Msg(Handle), State);
         _ -> State
     end.
+
+attempt_of(#{attempt := A}, _C) when is_integer(A), A > 0 -> A;
+attempt_of(_Info, #conn{attempt = A}) -> A + 1.
+
+%% The connection was lost and the port program will try again after
+%% Info's delay_ms (or, in manual mode, once told so).
+retrying(Id, C, Reason, Info, #state{conns = Conns} = State) ->
+    #conn{handle = {ws_port, Key, _} = Handle} = C,
+    Delay = maps:get(delay_ms, Info, undefined),
+    _ = ets:update_element(?WS_PORT_TAB, {Key, Id}, {3, connecting}),
+    ok = down_telemetry(C, Reason, Info),
+    State2 = emit(Id, C, {ws_port_down, Handle, Reason, down_info(Info, C)}, State),
+    C2 = C#conn{
+        timer = retry_guard(Id, C, Delay),
+        since = erlang:monotonic_time(),
+        notify_up = true
+    },
+    State2#state{conns = Conns#{Id := C2}}.
+
+%% What the owner gets as the Info of ws_port_down.
+down_info(Info, #conn{attempt = A}) ->
+    #{
+        attempt => A,
+        delay_ms => maps:get(delay_ms, Info, manual),
+        unsent_bytes => maps:get(unsent_bytes, Info, 0)
+    }.
+
+%% retry_fun: the driver decides for the port (in manual mode).
+ask_retry_fun(Id, #conn{retry_fun = Fun, retry_state = RS, handle = Handle} = C, Reason, Info, State) ->
+    case ws_port_retry:next(Fun, RS) of
+        {ok, Delay, Next} ->
+            command(State#state.port, ws_port_proto:reconnect_cmd(Id, Delay)),
+            retrying(Id, C#conn{retry_state = Next}, Reason, Info#{delay_ms => Delay}, State);
+        stop ->
+            give_up(Id, C, Reason, State);
+        {error, Why} ->
+            ?LOG_WARNING(
+                "ws_port: retry_fun of ~p (~p) failed on state ~P: ~P; not retrying",
+                [Handle, C#conn.url, RS, 20, Why, 30]
+            ),
+            give_up(Id, C, Reason, State)
+    end.
+
+%% No more attempts after a failure: the owner gets ws_port_closed with
+%% the failure's reason (or a waiting connect caller {error, Reason}), the
+%% port is told to close the connection (its
+%% closed event is then only bookkeeping).
+give_up(Id, #conn{} = C, Reason, #state{conns = Conns} = State) ->
+    State2 = finish(Id, C, Reason, State),
+    command(State#state.port, ws_port_proto:close_cmd(Id, 1000, <<>>)),
+    ok = closed_telemetry(C, Reason),
+    C2 = detach(C#conn{final = true, stats = []}, no_reply),
+    State2#state{conns = Conns#{Id := C2}}.
+
+down_telemetry(C, Reason, Info) ->
+    Attempt = C#conn.attempt,
+    Delay = maps:get(delay_ms, Info, manual),
+    Meta = (metadata(C))#{
+        reason => Reason,
+        attempt => Attempt,
+        delay_ms => Delay,
+        unsent_bytes => maps:get(unsent_bytes, Info, 0),
+        info => Info
+    },
+    ws_port_telemetry:execute(
+        [ws_port, connection, down],
+        #{count => 1, duration => erlang:monotonic_time() - C#conn.since},
+        Meta
+    ),
+    case Delay of
+        D when is_integer(D) ->
+            ws_port_telemetry:execute(
+                [ws_port, connection, retry],
+                #{delay_ms => D},
+                (metadata(C))#{reason => Reason, attempt => Attempt}
+            );
+        _ ->
+            ok
+    end,
+    idle_telemetry(C, Reason).
+
+closed_telemetry(C, Reason) ->
+    ws_port_telemetry:execute(
+        [ws_port, connection, closed],
+        #{count => 1, duration => erlang:monotonic_time() - C#conn.since},
+        (metadata(C))#{reason => Reason}
+    ),
+    idle_telemetry(C, Reason).
+
+idle_telemetry(C, idle_timeout) ->
+    ws_port_telemetry:execute([ws_port, connection, idle_timeout], #{count => 1}, metadata(C));
+idle_telemetry(_C, _Reason) ->
+    ok.
 
 metadata(#conn{handle = {ws_port, Key, Id} = Handle, url = Url}) ->
     #{conn => Handle, driver => Key, id => Id, url => Url}.
@@ -724,14 +850,20 @@ replay_one(Id, #conn{} = C, Status, #state{key = Key, port = Port} = State) ->
     [command(Port, ws_port_proto:stats_cmd(Id)) || _ <- C#conn.stats],
     State2 =
         case WasOpen andalso C#conn.from =:= undefined of
-            true -> emit(Id, C, {ws_port_down, C#conn.handle, {port_exit, Status}}, State);
-            false -> State
+            true ->
+                Reason = {port_exit, Status},
+                Info = #{attempt => 1, delay_ms => 0, unsent_bytes => 0},
+                ok = down_telemetry(C#conn{attempt = 1}, Reason, Info),
+                emit(Id, C, {ws_port_down, C#conn.handle, Reason, Info}, State);
+            false ->
+                State
         end,
     cancel_timer(C#conn.timer),
     C2 = C#conn{
         notify_up = C#conn.from =:= undefined,
         timer = guard_timer(Id, C#conn.connect_timeout),
         since = erlang:monotonic_time(),
-        replayed = true
+        replayed = true,
+        attempt = 0
     },
     State2#state{conns = (State2#state.conns)#{Id => C2}}.

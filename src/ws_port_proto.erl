@@ -8,7 +8,7 @@
 
 -export([normalize_url/1, normalize_connect_opts/1, wire_opts/1]).
 -export([connect_cmd/3, send_cmd/3, close_cmd/3, active_cmd/2, stats_cmd/1, reconnect_cmd/2]).
--export([validate_active/1, validate_close/2, opcode/1]).
+-export([validate_active/1, validate_close/2, opcode/1, default_retry/0]).
 -export([decode_data/1]).
 
 -export_type([id/0, active/0, frame_type/0, opts/0, wire_opt/0, data_entry/0]).
@@ -31,7 +31,9 @@
     idle_timeout => non_neg_integer(),
     driver => atom() | pid(),
     await := boolean(),
-    retry => false | #{retry_key() => term()},
+    retry := false | #{retry_key() => term()},
+    retry_fun => ws_port_retry:retry_fun(),
+    retry_state => ws_port_retry:retry_state(),
     retry_on => [retry_class()],
     send_queue => non_neg_integer()
 }.
@@ -104,12 +106,22 @@ has_ws_scheme(_) ->
 %% Accepts a map or a proplist (a bare atom `A' means `{A, true}'; a later
 %% entry overrides an earlier one). Names, values, header names and values
 %% given as strings or atoms become binaries. Defaults are filled in for
-%% `connect_timeout' (15000), `active' (true) and `await' (true). `retry'
-%% is `false', `true' (the port's defaults) or a map or proplist of
-%% `max_retries', `delay', `max_delay', `backoff_factor', `jitter' and
-%% `manual'. The first bad option is named: `{error, {bad_option, Name,
-%% Value}}', or `{error, {bad_option, {tls | retry, Key}, Value}}' inside
-%% `tls' or `retry'.
+%% `connect_timeout' (15000), `active' (true), `await' (true) and `retry'.
+%%
+%% `retry' is always present in the result: `false', or a map of
+%% `max_retries', `delay', `max_delay', `backoff_factor', `jitter' (alias
+%% `jitter_fraction') and `manual', where the keys not given take their
+%% values from {@link default_retry/0} (also for `retry => true' and when
+%% `retry' is absent). With `retry_fun' (a fun of arity 1, see
+%% {@link ws_port_retry}) `retry' becomes `#{manual => true}' and
+%% `retry_state' (a map) is filled in with
+%% {@link ws_port_retry:default_state/0}; `retry_fun' together with a
+%% `retry' other than `true' is refused (`{bad_option, retry, Value}'), and
+%% so is `retry_state' without `retry_fun'.
+%%
+%% The first bad option is named: `{error, {bad_option, Name, Value}}', or
+%% `{error, {bad_option, {tls | retry, Key}, Value}}' inside `tls' or
+%% `retry'.
 -spec normalize_connect_opts(map() | proplists:proplist()) ->
     {ok, opts()} | {error, {bad_option, term(), term()}}.
 normalize_connect_opts(Opts) when is_list(Opts) ->
@@ -119,9 +131,34 @@ normalize_connect_opts(Opts) when is_list(Opts) ->
     end;
 normalize_connect_opts(Opts) when is_map(Opts) ->
     Defaults = #{connect_timeout => ?DEFAULT_CONNECT_TIMEOUT, active => true, await => true},
-    normalize_each(maps:to_list(Opts), Defaults);
+    case normalize_each(lists:sort(maps:to_list(Opts)), Defaults) of
+        {ok, Normal} -> finish_retry(Opts, Normal);
+        {error, _} = Error -> Error
+    end;
 normalize_connect_opts(Opts) ->
     {error, {bad_option, opts, Opts}}.
+
+%% @doc The retry policy used when `retry' is absent or `true': retry
+%% forever, exponential from 1 s (factor 2) up to 30 s, jitter +-10%.
+-spec default_retry() -> #{retry_key() => term()}.
+default_retry() ->
+    #{max_retries => infinity, delay => 1000, max_delay => 30000, backoff_factor => 2, jitter => 0.1}.
+
+%% retry, retry_fun and retry_state depend on each other.
+finish_retry(#{retry_fun := _} = Given, Normal) ->
+    case Given of
+        #{retry := Retry} when Retry =/= true ->
+            {error, {bad_option, retry, Retry}};
+        _ ->
+            State = maps:get(retry_state, Normal, ws_port_retry:default_state()),
+            {ok, Normal#{retry => #{manual => true}, retry_state => State}}
+    end;
+finish_retry(#{retry_state := State}, _Normal) ->
+    {error, {bad_option, retry_state, State}};
+finish_retry(_Given, #{retry := _} = Normal) ->
+    {ok, Normal};
+finish_retry(_Given, Normal) ->
+    {ok, Normal#{retry => default_retry()}}.
 
 normalize_each([], Acc) ->
     {ok, Acc};
@@ -155,9 +192,14 @@ normalize_opt(tls, Tls) when is_list(Tls) ->
 normalize_opt(retry, false) ->
     {ok, false};
 normalize_opt(retry, true) ->
-    {ok, #{}};
+    {ok, default_retry()};
 normalize_opt(retry, Retry) when is_map(Retry) ->
-    normalize_retry(maps:to_list(Retry), #{});
+    case Retry of
+        #{jitter := _, jitter_fraction := J} ->
+            {error, {bad_option, {retry, jitter_fraction}, J}};
+        _ ->
+            normalize_retry(lists:sort(maps:to_list(Retry)), default_retry())
+    end;
 normalize_opt(retry, Retry) when is_list(Retry) ->
     case proplist_to_map(Retry) of
         {ok, Map} -> normalize_opt(retry, Map);
@@ -173,6 +215,16 @@ normalize_opt(retry_on, Classes) ->
         end,
         Classes
     );
+normalize_opt(retry_fun, F) ->
+    case ws_port_retry:validate_fun(F) of
+        ok -> {ok, F};
+        error -> error
+    end;
+normalize_opt(retry_state, S) ->
+    case ws_port_retry:validate_state(S) of
+        ok -> {ok, S};
+        error -> error
+    end;
 normalize_opt(send_queue, N) when is_integer(N), N >= 0, N =< ?MAX_U32 -> {ok, N};
 normalize_opt(driver, D) when is_atom(D), D =/= undefined; is_pid(D) -> {ok, D};
 normalize_opt(await, B) when is_boolean(B) -> {ok, B};
@@ -200,6 +252,11 @@ normalize_tls([{Key, V} | _], _) ->
 
 normalize_retry([], Acc) ->
     {ok, Acc};
+normalize_retry([{jitter_fraction, V} | Rest], Acc) ->
+    case valid_retry(jitter, V) of
+        true -> normalize_retry(Rest, Acc#{jitter => V});
+        false -> {error, {bad_option, {retry, jitter_fraction}, V}}
+    end;
 normalize_retry([{Key, V} | Rest], Acc) ->
     case valid_retry(Key, V) of
         true -> normalize_retry(Rest, Acc#{Key => V});
@@ -308,7 +365,8 @@ to_binary(_) ->
     error.
 
 %% @doc The options of the `connect' command sent to the port program, from
-%% normalised options: BEAM-only options (`driver', `await') are dropped and
+%% normalised options: BEAM-only options (`driver', `await', `retry_fun',
+%% `retry_state') are dropped and
 %% the `tls' map is flattened into `verify', `cacertfile', `certfile',
 %% `keyfile' and `server_name'. The order is stable (sorted by name).
 -spec wire_opts(opts()) -> [wire_opt()].
@@ -317,6 +375,8 @@ wire_opts(Opts) ->
 
 wire_opt(driver, _, Acc) -> Acc;
 wire_opt(await, _, Acc) -> Acc;
+wire_opt(retry_fun, _, Acc) -> Acc;
+wire_opt(retry_state, _, Acc) -> Acc;
 wire_opt(tls, Tls, Acc) -> maps:to_list(Tls) ++ Acc;
 wire_opt(retry, false, Acc) -> [{retry, false} | Acc];
 wire_opt(retry, Retry, Acc) -> [{retry, lists:sort(maps:to_list(Retry))} | Acc];

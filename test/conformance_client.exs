@@ -36,7 +36,7 @@ defmodule WsPort.Conformance.Client do
   end
 
   defp fetch_list(base) do
-    {:ok, conn} = :ws_port.connect(base <> "/list", %{})
+    {:ok, conn} = :ws_port.connect(base <> "/list", %{retry: false})
 
     receive do
       {:ws_port, ^conn, {:text, list}} ->
@@ -48,7 +48,7 @@ defmodule WsPort.Conformance.Client do
   end
 
   defp run_case(base, name) do
-    case :ws_port.connect(base <> "/case/" <> name, %{}) do
+    case :ws_port.connect(base <> "/case/" <> name, %{retry: false}) do
       {:ok, conn} -> echo_until_closed(conn)
       {:error, reason} -> {:connect_error, reason}
     end
@@ -75,7 +75,7 @@ defmodule WsPort.Conformance.Client do
   defp describe(_), do: "unknown -"
 
   defp report(base, text) do
-    {:ok, conn} = :ws_port.connect(base <> "/report", %{})
+    {:ok, conn} = :ws_port.connect(base <> "/report", %{retry: false})
     :ok = :ws_port.send(conn, {:text, text})
 
     receive do

@@ -83,8 +83,10 @@ defmodule WsPort.HardeningTest do
     "#{path}#{sep}tag=#{System.unique_integer([:positive])}"
   end
 
+  # retry: false: each test is about one connection's fate (reconnection
+  # is on by default)
   defp connect(url, opts \\ %{}) do
-    :ws_port.connect(url, Map.merge(%{driver: :ws_port_hardening_driver}, opts))
+    :ws_port.connect(url, Map.merge(%{driver: :ws_port_hardening_driver, retry: false}, opts))
   end
 
   defp connect!(url, opts \\ %{}) do

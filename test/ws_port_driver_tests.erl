@@ -281,7 +281,10 @@ port_killed(Base) ->
     ok = ws_port:close(Closing),
     timer:sleep(100),
     "" = os:cmd("kill -KILL " ++ integer_to_list(OsPid)),
-    ?assertMatch({ws_port_down, Open, {port_exit, _}}, recv_any(Open)),
+    ?assertMatch(
+        {ws_port_down, Open, {port_exit, _}, #{attempt := 1, delay_ms := 0, unsent_bytes := 0}},
+        recv_any(Open)
+    ),
     ?assertMatch({ws_port_up, Open, #{status := 101}}, recv_any(Open)),
     ?assertMatch({ws_port_up, Later, #{status := 101}}, recv_any(Later)),
     {ok, Awaited} =

@@ -240,7 +240,7 @@ defmodule WsPort.E2ETest do
 
       test "delivers the server's close code and reason", ctx do
         path = tagged("/close?code=4001&reason=bye")
-        conn = connect!(ctx, path)
+        conn = connect!(ctx, path, %{retry: false})
         assert_receive {:ws_port_closed, ^conn, {:remote, 4001, "bye"}}, @wait
         # the client answered the close frame, so the server saw a clean close
         assert {4001, "bye"} = Peer.await_closed(ctx.server, path)
@@ -281,7 +281,7 @@ defmodule WsPort.E2ETest do
 
       test "a message over max_message_size fails the connection with 1009", ctx do
         path = tagged("/send?n=1&size=2048&type=binary")
-        conn = connect!(ctx, path, %{max_message_size: 1024})
+        conn = connect!(ctx, path, %{max_message_size: 1024, retry: false})
         assert_receive {:ws_port_closed, ^conn, {:protocol_error, 1009, _}}, @wait
         refute_received {:ws_port, ^conn, _}
         assert {1009, _} = Peer.await_closed(ctx.server, path)
@@ -291,7 +291,7 @@ defmodule WsPort.E2ETest do
         # /fragmented sends 23 bytes of text, then 1024 bytes of binary as 4
         # fragments of 256: every fragment fits, the message does not.
         path = tagged("/fragmented")
-        conn = connect!(ctx, path, %{max_message_size: 1000})
+        conn = connect!(ctx, path, %{max_message_size: 1000, retry: false})
         assert recv!(conn) == {:text, "Hello, fragmented world"}
         assert_receive {:ws_port_closed, ^conn, {:protocol_error, 1009, _}}, @wait
         refute_received {:ws_port, ^conn, _}
@@ -448,7 +448,9 @@ defmodule WsPort.E2ETest do
         {:os_pid, os_pid} = Port.info(port, :os_pid)
         {_, 0} = System.cmd("kill", ["-KILL", Integer.to_string(os_pid)])
 
-        assert_receive {:ws_port_down, ^conn, {:port_exit, _}}, @wait
+        assert_receive {:ws_port_down, ^conn, {:port_exit, _},
+                        %{attempt: 1, delay_ms: 0, unsent_bytes: 0}},
+                       @wait
         assert_receive {:ws_port_up, ^conn, %{status: 101}}, @wait
         # the server saw the old connection drop (no close frame) and a new one
         assert {1006, _} = Peer.await_closed(ctx.server, path)
@@ -658,7 +660,7 @@ defmodule WsPort.E2ETest do
           end
         end)
 
-      {:ok, conn} = :ws_port.connect("ws://127.0.0.1:#{port}/", %{})
+      {:ok, conn} = :ws_port.connect("ws://127.0.0.1:#{port}/", %{retry: false})
       send(server.pid, :drop)
       Task.await(server)
       assert_receive {:ws_port_closed, ^conn, :eof}, @wait

@@ -30,10 +30,15 @@ url_test_() ->
 %%====================================================================
 
 defaults_test() ->
-    Defaults = #{connect_timeout => 15000, active => true, await => true},
+    Defaults = #{
+        connect_timeout => 15000, active => true, await => true, retry => ?P:default_retry()
+    },
     ?assertEqual({ok, Defaults}, ?P:normalize_connect_opts(#{})),
     ?assertEqual({ok, Defaults}, ?P:normalize_connect_opts([])),
-    ?assertEqual([{active, true}, {connect_timeout, 15000}], ?P:wire_opts(Defaults)).
+    ?assertEqual(
+        [{active, true}, {connect_timeout, 15000}, {retry, lists:sort(maps:to_list(?P:default_retry()))}],
+        ?P:wire_opts(Defaults)
+    ).
 
 proplist_test() ->
     {ok, O} = ?P:normalize_connect_opts([{active, once}, {await, false}, {active, 3}]),
@@ -138,7 +143,8 @@ tls_test() ->
         },
         driver => d,
         await => false,
-        ping_interval => 5
+        ping_interval => 5,
+        retry => false
     }),
     ?assertEqual(
         [
@@ -148,6 +154,7 @@ tls_test() ->
             {connect_timeout, 15000},
             {keyfile, <<"/tmp/k.pem">>},
             {ping_interval, 5},
+            {retry, false},
             {server_name, <<"example.com">>},
             {verify, verify_none}
         ],
@@ -187,14 +194,19 @@ retry_test() ->
         [
             {active, true},
             {connect_timeout, 15000},
-            {retry, [{backoff_factor, 1.5}, {delay, 10}, {jitter, 0}, {max_retries, 3}]},
+            {retry, [
+                {backoff_factor, 1.5}, {delay, 10}, {jitter, 0}, {max_delay, 30000}, {max_retries, 3}
+            ]},
             {retry_on, [network, http_5xx]},
             {send_queue, 100}
         ],
         ?P:wire_opts(O)
     ),
-    ?assertMatch({ok, #{retry := #{}}}, ?P:normalize_connect_opts(#{retry => true})),
-    ?assertEqual([{retry, []}], [W || {retry, _} = W <- wire(#{retry => true})]),
+    ?assertMatch({ok, #{retry := #{delay := 1000}}}, ?P:normalize_connect_opts(#{retry => true})),
+    ?assertEqual(
+        [{retry, lists:sort(maps:to_list(?P:default_retry()))}],
+        [W || {retry, _} = W <- wire(#{retry => true})]
+    ),
     ?assertEqual([{retry, false}], [W || {retry, _} = W <- wire(#{retry => false})]),
     ?assertMatch(
         {ok, #{retry := #{max_retries := infinity, manual := true, max_delay := 0}}},
