@@ -15,6 +15,18 @@
  *
  * secs runs from the end of the handshake to the close frame; MB = 10^6
  * bytes of payload; cpu_* is getrusage(RUSAGE_SELF) over the whole run.
+ *
+ *   plain_client --echo N [--size B] 'ws://127.0.0.1:P/?mode=echo'
+ *   msgs=N size=B rtt_p50_us=.. rtt_p99_us=.. rtt_mean_us=.. cpu_user=.. cpu_sys=..
+ *
+ * one binary message of B bytes (default 100) in flight, N round trips
+ * timed after N/10 (at least 100) warm-up ones, against firehose's echo mode.
+ *
+ *   plain_client --connect N 'ws://127.0.0.1:P/?mode=idle'
+ *   conns=N secs=S conns_per_s=R cpu_user=.. cpu_sys=..
+ *
+ * N connections opened one after the other (TCP + TLS + upgrade) and kept
+ * open until all are up, then closed.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -106,52 +118,12 @@ static double tv(struct timeval t)
     return (double)t.tv_sec + (double)t.tv_usec / 1e6;
 }
 
-int main(int argc, char **argv)
+/* Opens one connection (TCP, TLS when ctx, the upgrade): sets fd and ssl.
+ * Returns the number of bytes after the response headers, left at the
+ * start of rbuf. */
+static size_t ws_open(const char *host, const char *port, const char *path, SSL_CTX *ctx)
 {
-    int quiet = 0;
-    const char *url = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quiet"))
-            quiet = 1;
-        else
-            url = argv[i];
-    }
-    if (!url) {
-        fprintf(stderr, "usage: plain_client [--quiet] ws[s]://host:port/path?query\n");
-        return 2;
-    }
-
-    /* ---- URL: scheme://host:port/rest (no IPv6 literals; bench only) */
-    int tls;
-    const char *p;
-    if (!strncmp(url, "ws://", 5)) {
-        tls = 0;
-        p = url + 5;
-    } else if (!strncmp(url, "wss://", 6)) {
-        tls = 1;
-        p = url + 6;
-    } else
-        die("URL must start with ws:// or wss://");
-    char host[256], port[16];
-    const char *path = strchr(p, '/');
-    if (!path)
-        path = p + strlen(p);
-    const char *colon = memchr(p, ':', (size_t)(path - p));
-    const char *hend = colon ? colon : path;
-    if (hend == p || (size_t)(hend - p) >= sizeof(host))
-        die("bad host");
-    memcpy(host, p, (size_t)(hend - p));
-    host[hend - p] = 0;
-    if (colon) {
-        if ((size_t)(path - colon - 1) >= sizeof(port) || path == colon + 1)
-            die("bad port");
-        memcpy(port, colon + 1, (size_t)(path - colon - 1));
-        port[path - colon - 1] = 0;
-    } else
-        strcpy(port, tls ? "443" : "80");
-    if (!*path)
-        path = "/";
-
+    int tls = ctx != NULL;
     /* ---- TCP */
     struct addrinfo hints = {0}, *ai;
     hints.ai_family = AF_UNSPEC;
@@ -166,12 +138,8 @@ int main(int argc, char **argv)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
     /* ---- TLS, verification off */
-    SSL_CTX *ctx = NULL;
+    ssl = NULL;
     if (tls) {
-        ctx = SSL_CTX_new(TLS_client_method());
-        if (!ctx)
-            die("SSL_CTX_new failed");
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
         ssl = SSL_new(ctx);
         if (!ssl)
             die("SSL_new failed");
@@ -244,9 +212,200 @@ int main(int argc, char **argv)
             die("bad Sec-WebSocket-Accept");
     }
 
-    /* ---- frames */
     memmove(rbuf, rbuf + hdr_end, have - hdr_end);
-    have -= hdr_end;
+    return have - hdr_end;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void print_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf(" cpu_user=%.3f cpu_sys=%.3f\n", tv(ru.ru_utime), tv(ru.ru_stime));
+}
+
+/* --echo N: one binary message of size bytes in flight at a time, N times
+ * (after N/10 warm-up round trips, not counted); the echo server sends each
+ * one back. Prints the round-trip percentiles. */
+static int echo_mode(uint64_t n, size_t size)
+{
+    uint64_t warm = n / 10 > 100 ? n / 10 : 100;
+    size_t flen = 2 + (size < 126 ? 0 : size < 65536 ? 2 : 8) + 4 + size;
+    uint8_t *f = calloc(1, flen);
+    uint64_t *rtt = malloc(n * sizeof *rtt);
+    if (!f || !rtt || size > RBUF_SIZE - 16)
+        die("echo: bad size or out of memory");
+    f[0] = 0x82;
+    size_t hl = 2;
+    if (size < 126)
+        f[1] = (uint8_t)(0x80 | size);
+    else if (size < 65536) {
+        f[1] = 0x80 | 126;
+        f[2] = (uint8_t)(size >> 8);
+        f[3] = (uint8_t)size;
+        hl = 4;
+    } else {
+        f[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++)
+            f[2 + i] = (uint8_t)((uint64_t)size >> (56 - 8 * i));
+        hl = 10;
+    }
+    /* mask key 0: the payload goes as is */
+    memset(f + hl + 4, 'e', size);
+    for (uint64_t i = 0; i < warm + n; i++) {
+        uint64_t t0 = now_ns();
+        wr(f, flen);
+        size_t have = 0, need = 2;
+        for (;;) {
+            while (have < need) {
+                size_t r = rd(rbuf + have, RBUF_SIZE - have);
+                if (!r)
+                    die("echo: EOF");
+                have += r;
+            }
+            uint64_t len = rbuf[1] & 0x7f;
+            size_t h = len == 126 ? 4 : len == 127 ? 10 : 2;
+            if (have < h) {
+                need = h;
+                continue;
+            }
+            if (len == 126)
+                len = (uint64_t)rbuf[2] << 8 | rbuf[3];
+            else if (len == 127)
+                for (int k = 0; k < 8; k++)
+                    len = (k ? len << 8 : 0) | rbuf[2 + k];
+            if (have < h + len) {
+                need = h + (size_t)len;
+                continue;
+            }
+            if ((rbuf[0] & 0x0f) != 2 || len != size)
+                die("echo: unexpected frame");
+            break;
+        }
+        if (i >= warm)
+            rtt[i - warm] = now_ns() - t0;
+    }
+    qsort(rtt, n, sizeof *rtt, cmp_u64);
+    double sum = 0;
+    for (uint64_t i = 0; i < n; i++)
+        sum += (double)rtt[i];
+    static const uint8_t cl[] = {0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8};
+    wr(cl, sizeof(cl));
+    printf("msgs=%llu size=%zu rtt_p50_us=%.1f rtt_p99_us=%.1f rtt_mean_us=%.1f",
+           (unsigned long long)n, size, rtt[n / 2] / 1e3, rtt[n * 99 / 100] / 1e3,
+           sum / (double)n / 1e3);
+    print_cpu();
+    return 0;
+}
+
+/* --connect N: N connections opened one after the other (TCP, TLS, upgrade)
+ * and kept open; prints the rate, then closes them all. */
+static int connect_mode(const char *host, const char *port, const char *path, SSL_CTX *ctx,
+                        int n)
+{
+    int *fds = malloc((size_t)n * sizeof *fds);
+    SSL **ssls = malloc((size_t)n * sizeof *ssls);
+    if (!fds || !ssls)
+        die("out of memory");
+    double t0 = now();
+    for (int i = 0; i < n; i++) {
+        ws_open(host, port, path, ctx);
+        fds[i] = fd;
+        ssls[i] = ssl;
+    }
+    double secs = now() - t0;
+    printf("conns=%d secs=%.4f conns_per_s=%.0f", n, secs, secs > 0 ? n / secs : 0.0);
+    print_cpu();
+    fflush(stdout);
+    for (int i = 0; i < n; i++) {
+        if (ssls[i])
+            SSL_free(ssls[i]);
+        close(fds[i]);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int quiet = 0, connect_n = 0;
+    uint64_t echo_n = 0;
+    size_t echo_size = 100;
+    const char *url = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quiet"))
+            quiet = 1;
+        else if (!strcmp(argv[i], "--echo") && i + 1 < argc)
+            echo_n = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--size") && i + 1 < argc)
+            echo_size = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--connect") && i + 1 < argc)
+            connect_n = atoi(argv[++i]);
+        else
+            url = argv[i];
+    }
+    if (!url) {
+        fprintf(stderr, "usage: plain_client [--quiet] [--echo N [--size B] | --connect N] "
+                        "ws[s]://host:port/path?query\n");
+        return 2;
+    }
+
+    /* ---- URL: scheme://host:port/rest (no IPv6 literals; bench only) */
+    int tls;
+    const char *p;
+    if (!strncmp(url, "ws://", 5)) {
+        tls = 0;
+        p = url + 5;
+    } else if (!strncmp(url, "wss://", 6)) {
+        tls = 1;
+        p = url + 6;
+    } else
+        die("URL must start with ws:// or wss://");
+    char host[256], port[16];
+    const char *path = strchr(p, '/');
+    if (!path)
+        path = p + strlen(p);
+    const char *colon = memchr(p, ':', (size_t)(path - p));
+    const char *hend = colon ? colon : path;
+    if (hend == p || (size_t)(hend - p) >= sizeof(host))
+        die("bad host");
+    memcpy(host, p, (size_t)(hend - p));
+    host[hend - p] = 0;
+    if (colon) {
+        if ((size_t)(path - colon - 1) >= sizeof(port) || path == colon + 1)
+            die("bad port");
+        memcpy(port, colon + 1, (size_t)(path - colon - 1));
+        port[path - colon - 1] = 0;
+    } else
+        strcpy(port, tls ? "443" : "80");
+    if (!*path)
+        path = "/";
+
+    SSL_CTX *ctx = NULL;
+    if (tls) {
+        ctx = SSL_CTX_new(TLS_client_method());
+        if (!ctx)
+            die("SSL_CTX_new failed");
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    if (connect_n)
+        return connect_mode(host, port, path, ctx, connect_n);
+    size_t have = ws_open(host, port, path, ctx);
+    if (echo_n)
+        return echo_mode(echo_n, echo_size);
+
+    /* ---- frames */
     size_t off = 0;
     uint64_t msgs = 0, bytes = 0, payload_left = 0;
     int in_data = 0, fin = 0, close_code = -1;

@@ -147,6 +147,8 @@ done
 fmt_int() { awk -v x="$1" 'BEGIN{ if (x=="") print "-"; else printf "%d", x }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a==""||b==""||b==0||a=="FAIL"||b=="FAIL") print "-"; else printf "%.2f", a/b }'; }
 
+per_gb() { awk -v c="$1" -v g="$2" 'BEGIN{ if (c==""||c=="FAIL"||g==0) print "-"; else printf "%.2f", c/g }'; }
+
 rate_cell() { # client transport size -> "msgs/s" or "msgs/s (k of RUNS failed)" or FAIL
     local v=${R[$1,$2,$3,msgs]:-} f=${R[$1,$2,$3,fail]:-0}
     if [[ $v == FAIL ]]; then echo "FAIL ($f of $RUNS)"; return; fi
@@ -155,8 +157,8 @@ rate_cell() { # client transport size -> "msgs/s" or "msgs/s (k of RUNS failed)"
 
 table() {
     if [[ $have_ws_port == 1 ]]; then
-        echo "| case | N | plain msgs/s | plain MB/s | plain CPU s | ws_port msgs/s | ws_port MB/s | ws_port/plain | port CPU s | BEAM CPU s |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        echo "| case | N | plain msgs/s | plain MB/s | plain CPU s | ws_port msgs/s | ws_port MB/s | ws_port/plain | port CPU s | BEAM CPU s | port CPU s/GB | plain CPU s/GB | port/plain CPU |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     else
         echo "| case | N | plain msgs/s | plain MB/s | plain CPU s |"
         echo "|---|---:|---:|---:|---:|"
@@ -167,7 +169,9 @@ table() {
             row="| $tr $size B | $(fmt_int "${R[n,$size]}") | $(rate_cell plain "$tr" "$size") | ${R[plain,$tr,$size,mb]:--} | ${R[plain,$tr,$size,cpu]:--} |"
             if [[ $have_ws_port == 1 ]]; then
                 local w=${R[ws_port,$tr,$size,msgs]:-}
-                row+=" $(rate_cell ws_port "$tr" "$size") | ${R[ws_port,$tr,$size,mb]:--} | $(ratio "$w" "$p") | ${R[ws_port,$tr,$size,cpu]:--} | ${R[ws_port,$tr,$size,beam]:--} |"
+                local gb pc=${R[ws_port,$tr,$size,cpu]:-} cc=${R[plain,$tr,$size,cpu]:-}
+                gb=$(awk -v n="${R[n,$size]}" -v s="$size" 'BEGIN{printf "%.6f", n*s/1e9}')
+                row+=" $(rate_cell ws_port "$tr" "$size") | ${R[ws_port,$tr,$size,mb]:--} | $(ratio "$w" "$p") | ${pc:--} | ${R[ws_port,$tr,$size,beam]:--} | $(per_gb "$pc" "$gb") | $(per_gb "$cc" "$gb") | $(ratio "$pc" "$cc") |"
             fi
             echo "$row"
         done

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# The benchmarks other than receive throughput (that is run.sh): echo
+# round-trip latency, connection setup rate, memory per idle connection. See
+# README.md. Appends a table to RESULTS.md (unless NO_RESULTS is set).
+#
+#   bench/suite.sh                     # everything, RUNS runs each, medians
+#   BENCHES="echo setup" bench/suite.sh
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+OUT="$HERE/out"
+RUNS=${RUNS:-3}
+TRANSPORTS=${TRANSPORTS:-"ws wss"}
+BENCHES=${BENCHES:-"echo setup idle"}
+ECHO_N=${ECHO_N:-20000}
+ECHO_SIZE=${ECHO_SIZE:-100}
+SETUP_N=${SETUP_N:-1000}
+IDLE_N=${IDLE_N:-10000}
+CMD="$0 $*"
+for v in RUNS TRANSPORTS BENCHES ECHO_N ECHO_SIZE SETUP_N IDLE_N ${WS_PORT_PROGRAM:+WS_PORT_PROGRAM}; do
+    CMD="$v=\"${!v}\" $CMD"
+done
+
+# 10,000 connections: the server and the port program each need an fd per
+# connection (the port program raises its soft limit to the hard one itself)
+ulimit -n "$(ulimit -Hn)"
+if (( $(ulimit -n) < IDLE_N + 100 )); then
+    echo "suite.sh: ulimit -n is $(ulimit -n), below IDLE_N=$IDLE_N + 100" >&2
+    exit 1
+fi
+
+LOAD0=$(cut -d" " -f1-3 /proc/loadavg)
+make -s -C "$HERE" build
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+    if [[ -f "$ROOT/rebar.config" ]] && command -v rebar3 >/dev/null; then
+        (cd "$ROOT" && rebar3 compile >&2) || echo "suite.sh: rebar3 compile failed; using what is built" >&2
+    elif [[ -f "$ROOT/mix.exs" ]]; then
+        (cd "$ROOT" && mix compile >&2) || echo "suite.sh: mix compile failed; using what is built" >&2
+    fi
+fi
+[[ -x "${WS_PORT_PROGRAM:-$ROOT/priv/ws_port}" ]] || { echo "suite.sh: no port program" >&2; exit 1; }
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+
+start_server() { # name args... -> sets SERVER_PORT
+    local name=$1; shift
+    "$OUT/firehose" "$@" >"$TMP/$name.port" 2>"$TMP/$name.log" &
+    PIDS+=($!)
+    SERVER_PORT=
+    for _ in $(seq 100); do
+        SERVER_PORT=$(awk '/^PORT /{print $2}' "$TMP/$name.port")
+        [[ -n $SERVER_PORT ]] && break
+        sleep 0.05
+    done
+}
+start_server ws; WS_PORTNUM=$SERVER_PORT
+start_server wss --tls "$TMP/cert.pem" "$TMP/key.pem"; WSS_PORTNUM=$SERVER_PORT
+[[ -n "$WS_PORTNUM" && -n "$WSS_PORTNUM" ]] || { echo "suite.sh: firehose did not start" >&2; exit 1; }
+
+field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1==k{print $2}'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a==""||b==""||b==0) print "-"; else printf "%.2f", a/b }'; }
+run() { # label command... -> result line or FAIL
+    local line
+    shift
+    line=$(timeout 300 "$@" 2>"$TMP/err" | tail -1) || line=FAIL
+    if [[ $line == FAIL || -z $line ]]; then
+        sed 's/^/    /' "$TMP/err" | tail -5 >&2
+        line=FAIL
+    fi
+    echo "$line"
+}
+
+declare -A R
+for tr in $TRANSPORTS; do
+    port=$WS_PORTNUM; [[ $tr == wss ]] && port=$WSS_PORTNUM
+    base="$tr://127.0.0.1:$port"
+    for b in $BENCHES; do
+        declare -A M=()
+        for r in $(seq "$RUNS"); do
+            case $b in
+            echo)
+                for c in plain ws_port; do
+                    if [[ $c == plain ]]; then
+                        line=$(run "$c" "$OUT/plain_client" --echo "$ECHO_N" --size "$ECHO_SIZE" "$base/?mode=echo")
+                    else
+                        line=$(run "$c" escript "$HERE/ws_bench.escript" echo "$base/?mode=echo" "$ECHO_N" "$ECHO_SIZE")
+                    fi
+                    echo "echo $tr $c run=$r: $line" >&2
+                    [[ $line == FAIL ]] && continue
+                    M[$c,p50]+=" $(field "$line" rtt_p50_us)"
+                    M[$c,p99]+=" $(field "$line" rtt_p99_us)"
+                done
+                ;;
+            setup)
+                for c in plain ws_port; do
+                    if [[ $c == plain ]]; then
+                        line=$(run "$c" "$OUT/plain_client" --connect "$SETUP_N" "$base/?mode=idle")
+                    else
+                        line=$(run "$c" escript "$HERE/ws_bench.escript" setup "$base/?mode=idle" "$SETUP_N")
+                    fi
+                    echo "setup $tr $c run=$r: $line" >&2
+                    [[ $line == FAIL ]] && continue
+                    M[$c,rate]+=" $(field "$line" conns_per_s)"
+                done
+                ;;
+            idle)
+                line=$(run ws_port escript "$HERE/ws_bench.escript" idle "$base/?mode=idle" "$IDLE_N")
+                echo "idle $tr run=$r: $line" >&2
+                [[ $line == FAIL || $(field "$line" conns) != "$IDLE_N" ]] && continue
+                M[beam]+=" $(field "$line" beam_kib_per_conn)"
+                M[port]+=" $(field "$line" port_kib_per_conn)"
+                M[total]+=" $(field "$line" total_kib_per_conn)"
+                ;;
+            esac
+        done
+        # shellcheck disable=SC2086
+        for k in "${!M[@]}"; do R[$tr,$b,$k]=$(median ${M[$k]}); done
+        unset M
+    done
+done
+
+v() { echo "${R[$1]:--}"; }
+TABLE=""
+if [[ " $BENCHES " == *" echo "* ]]; then
+    TABLE+="Echo round trip, $ECHO_SIZE B binary, one message in flight, $ECHO_N round trips (µs; lower is better)"$'\n\n'
+    TABLE+="| transport | plain p50 | plain p99 | ws_port p50 | ws_port p99 | ws_port/plain p50 | ws_port/plain p99 |"$'\n'
+    TABLE+="|---|---:|---:|---:|---:|---:|---:|"$'\n'
+    for tr in $TRANSPORTS; do
+        TABLE+="| $tr | $(v "$tr,echo,plain,p50") | $(v "$tr,echo,plain,p99") | $(v "$tr,echo,ws_port,p50") | $(v "$tr,echo,ws_port,p99") | $(ratio "${R[$tr,echo,ws_port,p50]:-}" "${R[$tr,echo,plain,p50]:-}") | $(ratio "${R[$tr,echo,ws_port,p99]:-}" "${R[$tr,echo,plain,p99]:-}") |"$'\n'
+    done
+    TABLE+=$'\n'
+fi
+if [[ " $BENCHES " == *" setup "* ]]; then
+    TABLE+="Connection setup, $SETUP_N connections one after the other, kept open (connections/s; higher is better)"$'\n\n'
+    TABLE+="| transport | plain | ws_port | ws_port/plain |"$'\n'
+    TABLE+="|---|---:|---:|---:|"$'\n'
+    for tr in $TRANSPORTS; do
+        TABLE+="| $tr | $(v "$tr,setup,plain,rate") | $(v "$tr,setup,ws_port,rate") | $(ratio "${R[$tr,setup,ws_port,rate]:-}" "${R[$tr,setup,plain,rate]:-}") |"$'\n'
+    done
+    TABLE+=$'\n'
+fi
+if [[ " $BENCHES " == *" idle "* ]]; then
+    TABLE+="Memory per idle connection, $IDLE_N open at once on one driver (KiB per connection; target ws <= 12, wss <= 40)"$'\n\n'
+    TABLE+="| transport | BEAM | port RSS | total | target |"$'\n'
+    TABLE+="|---|---:|---:|---:|---:|"$'\n'
+    for tr in $TRANSPORTS; do
+        tgt=12; [[ $tr == wss ]] && tgt=40
+        TABLE+="| $tr | $(v "$tr,idle,beam") | $(v "$tr,idle,port") | $(v "$tr,idle,total") | $tgt |"$'\n'
+    done
+fi
+
+echo
+echo "$TABLE"
+if [[ -z "${NO_RESULTS:-}" ]]; then
+    {
+        echo
+        echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — latency, setup, idle memory (suite.sh)"
+        echo
+        echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), $(uname -sr), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+        echo "- load average before the run: $LOAD0 (other work on the machine adds noise)"
+        echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- c_src src 2>/dev/null || echo ' (+ uncommitted changes in c_src/src)')"
+        echo "- command: \`$CMD\`"
+        [[ -n "${NOTE:-}" ]] && echo "- note: $NOTE"
+        echo "- median of $RUNS runs; server: bench/out/firehose (echo / idle modes; wss: RSA 2048 self-signed); plain = bench/out/plain_client; ws_port = bench/ws_bench.escript"
+        echo
+        echo "$TABLE"
+    } >>"$HERE/RESULTS.md"
+    echo "appended to bench/RESULTS.md" >&2
+fi

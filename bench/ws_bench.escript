@@ -1,0 +1,202 @@
+#!/usr/bin/env escript
+%% -*- erlang -*-
+%%! -noinput
+%%
+%% ws_bench: latency, connection setup and idle memory of ws_port, against
+%% bench/out/firehose (echo and idle modes). Same conventions as
+%% recv_bench.escript ($WS_PORT_EBIN, $WS_PORT_PROGRAM); one result line.
+%%
+%%   escript bench/ws_bench.escript echo URL N [SIZE]
+%%     one message of SIZE bytes (default 100) in flight, N timed round
+%%     trips after N/10 (at least 100) warm-up ones; URL in echo mode
+%%     msgs=N size=S rtt_p50_us=.. rtt_p99_us=.. rtt_mean_us=.. cpu_port=.. cpu_beam=..
+%%
+%%   escript bench/ws_bench.escript setup URL N
+%%     N connections opened one after the other (ws_port:connect/2 awaiting
+%%     the handshake), kept open until all are up; URL in idle mode
+%%     conns=N secs=S conns_per_s=R cpu_port=.. cpu_beam=..
+%%
+%%   escript bench/ws_bench.escript idle URL N [WINDOW]
+%%     N idle connections open at once (at most WINDOW handshakes under way,
+%%     default 500), on one dedicated driver (one port program); memory
+%%     measured before and after (garbage collected, 1 s settle):
+%%     conns=N beam_kib_per_conn=.. port_kib_per_conn=.. total_kib_per_conn=..
+%%       beam_before_kib=.. beam_after_kib=.. port_before_kib=.. port_after_kib=..
+%%       secs=S
+%%
+%% The BEAM figure is erlang:memory(total) (the whole VM: driver state, ETS
+%% row, monitors, the handles held by this process); the port figure is the
+%% port program's VmRSS.
+
+-mode(compile).
+
+main(["echo", Url, N | Rest]) ->
+    Size = case Rest of [S] -> list_to_integer(S); [] -> 100 end,
+    start(),
+    Conn = connect(Url, #{}),
+    Payload = binary:copy(<<"e">>, Size),
+    Ports = ws_port_pids(),
+    Count = list_to_integer(N),
+    Warm = max(100, Count div 10),
+    _ = rtts(Conn, Payload, Warm, []),
+    Cpu0 = cpu_sum(Ports),
+    Beam0 = cpu(os:getpid()),
+    Rtts = lists:sort(rtts(Conn, Payload, Count, [])),
+    Cpu1 = cpu_sum(Ports),
+    Beam1 = cpu(os:getpid()),
+    ok = ws_port:close(Conn),
+    P50 = lists:nth(Count div 2 + 1, Rtts),
+    P99 = lists:nth(Count * 99 div 100 + 1, Rtts),
+    Mean = lists:sum(Rtts) / Count,
+    io:format("msgs=~b size=~b rtt_p50_us=~.1f rtt_p99_us=~.1f rtt_mean_us=~.1f "
+              "cpu_port=~.3f cpu_beam=~.3f~n",
+              [Count, Size, P50 / 1000, P99 / 1000, Mean / 1000, Cpu1 - Cpu0, Beam1 - Beam0]),
+    halt(0);
+main(["setup", Url, N]) ->
+    start(),
+    Count = list_to_integer(N),
+    Ports = ws_port_pids(),
+    Cpu0 = cpu_sum(Ports),
+    Beam0 = cpu(os:getpid()),
+    T0 = erlang:monotonic_time(),
+    Conns = [connect(Url, #{}) || _ <- lists:seq(1, Count)],
+    T1 = erlang:monotonic_time(),
+    Cpu1 = cpu_sum(Ports),
+    Beam1 = cpu(os:getpid()),
+    Secs = erlang:convert_time_unit(T1 - T0, native, microsecond) / 1.0e6,
+    io:format("conns=~b secs=~.4f conns_per_s=~b cpu_port=~.3f cpu_beam=~.3f~n",
+              [Count, Secs, round(Count / Secs), Cpu1 - Cpu0, Beam1 - Beam0]),
+    [ws_port:close(C) || C <- Conns],
+    halt(0);
+main(["idle", Url, N | Rest]) ->
+    Window = case Rest of [W] -> list_to_integer(W); [] -> 500 end,
+    start(),
+    {ok, Driver} = ws_port_driver:start_link(),
+    [OsPid] = [P || P <- ws_port_pids(), owner_of(P) =:= Driver],
+    Count = list_to_integer(N),
+    timer:sleep(200),
+    {Beam0, Port0} = measure(OsPid),
+    T0 = erlang:monotonic_time(),
+    Conns = open_window(list_to_binary(Url), Driver, Count, Window),
+    T1 = erlang:monotonic_time(),
+    timer:sleep(1000),
+    {Beam1, Port1} = measure(OsPid),
+    Secs = erlang:convert_time_unit(T1 - T0, native, microsecond) / 1.0e6,
+    Beam = (Beam1 - Beam0) / 1024 / Count,
+    Port = (Port1 - Port0) / Count,
+    io:format("conns=~b beam_kib_per_conn=~.2f port_kib_per_conn=~.2f total_kib_per_conn=~.2f "
+              "beam_before_kib=~b beam_after_kib=~b port_before_kib=~b port_after_kib=~b secs=~.2f~n",
+              [length(Conns), Beam, Port, Beam + Port, Beam0 div 1024, Beam1 div 1024,
+               Port0, Port1, Secs]),
+    halt(0);
+main(_) ->
+    io:format(standard_error,
+              "usage: ws_bench.escript echo URL N [SIZE] | setup URL N | idle URL N [WINDOW]~n", []),
+    halt(2).
+
+start() ->
+    add_code_path(),
+    ok = application:load(ws_port),
+    case os:getenv("WS_PORT_PROGRAM") of
+        false -> ok;
+        Prog -> application:set_env(ws_port, port_program, Prog)
+    end,
+    {ok, _} = application:ensure_all_started(ws_port),
+    ok.
+
+connect(Url, Opts) ->
+    case ws_port:connect(list_to_binary(Url), maps:merge(#{tls => #{verify => verify_none}}, Opts)) of
+        {ok, Conn} -> Conn;
+        Error -> fail("connect: ~p", [Error])
+    end.
+
+rtts(_Conn, _Payload, 0, Acc) ->
+    Acc;
+rtts(Conn, Payload, N, Acc) ->
+    T0 = erlang:monotonic_time(nanosecond),
+    ok = ws_port:send(Conn, {binary, Payload}),
+    receive
+        {ws_port, Conn, {binary, _}} -> ok;
+        {ws_port_closed, Conn, R} -> fail("closed: ~p", [R])
+    after 10000 -> fail("no echo in 10 s", [])
+    end,
+    rtts(Conn, Payload, N - 1, [erlang:monotonic_time(nanosecond) - T0 | Acc]).
+
+%% Opens Count connections with await => false, at most Window pending.
+open_window(Url, Driver, Count, Window) ->
+    open_window(Url, Driver, Count, Window, 0, []).
+
+open_window(_Url, _Driver, 0, _Window, 0, Acc) ->
+    Acc;
+open_window(Url, Driver, Left, Window, Pending, Acc) when Left > 0, Pending < Window ->
+    Opts = #{tls => #{verify => verify_none}, await => false, driver => Driver},
+    case ws_port:connect(Url, Opts) of
+        {ok, Conn} -> open_window(Url, Driver, Left - 1, Window, Pending + 1, [Conn | Acc]);
+        Error -> fail("connect: ~p", [Error])
+    end;
+open_window(Url, Driver, Left, Window, Pending, Acc) ->
+    receive
+        {ws_port_up, _, _} -> open_window(Url, Driver, Left, Window, Pending - 1, Acc);
+        {ws_port_closed, _, R} -> fail("connection failed after ~b: ~p", [length(Acc), R])
+    after 30000 -> fail("no handshake in 30 s (~b pending)", [Pending])
+    end.
+
+measure(OsPid) ->
+    [erlang:garbage_collect(P) || P <- processes()],
+    timer:sleep(100),
+    {erlang:memory(total), rss_kib(OsPid)}.
+
+rss_kib(OsPid) ->
+    {ok, S} = file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/status"),
+    [Line] = [L || L <- binary:split(S, <<"\n">>, [global]), binary:match(L, <<"VmRSS:">>) =/= nomatch],
+    [_, Kib | _] = string:lexemes(Line, " \t"),
+    binary_to_integer(Kib).
+
+owner_of(OsPid) ->
+    hd([Owner || P <- erlang:ports(),
+                 {os_pid, O} <- [erlang:port_info(P, os_pid)], O =:= OsPid,
+                 {connected, Owner} <- [erlang:port_info(P, connected)]]).
+
+fail(Fmt, Args) ->
+    io:format(standard_error, "ws_bench: " ++ Fmt ++ "~n", Args),
+    halt(1).
+
+add_code_path() ->
+    Root = filename:dirname(filename:dirname(filename:absname(escript:script_name()))),
+    Cands = case os:getenv("WS_PORT_EBIN") of
+                false -> [];
+                E -> [E]
+            end ++ filelib:wildcard(filename:join([Root, "_build", "*", "lib", "ws_port", "ebin"])),
+    case [D || D <- Cands, filelib:is_file(filename:join(D, "ws_port.beam"))] of
+        [Ebin | _] ->
+            code:add_patha(Ebin),
+            Lib = filename:dirname(filename:dirname(Ebin)),
+            [code:add_pathz(P) || P <- filelib:wildcard(filename:join([Lib, "*", "ebin"])),
+                                  P =/= Ebin],
+            ok;
+        [] ->
+            fail("no ws_port.beam found (set WS_PORT_EBIN or build with rebar3/mix)", [])
+    end.
+
+%% OS pids of the ws_port port programs running in this node.
+ws_port_pids() ->
+    [Pid || P <- erlang:ports(),
+            {name, Name} <- [erlang:port_info(P, name)],
+            lists:prefix("ws_port", filename:basename(hd(string:split(Name, " ")))),
+            {os_pid, Pid} <- [erlang:port_info(P, os_pid)],
+            is_integer(Pid)].
+
+cpu_sum(Pids) -> lists:sum([cpu(P) || P <- Pids]).
+
+%% utime + stime of an OS process, in seconds.
+cpu(Pid) when is_integer(Pid) -> cpu(integer_to_list(Pid));
+cpu(Pid) ->
+    case file:read_file("/proc/" ++ Pid ++ "/stat") of
+        {ok, Stat} ->
+            [_, Rest] = string:split(Stat, ")", trailing),
+            Fields = string:lexemes(Rest, " "),
+            UT = binary_to_integer(lists:nth(12, Fields)),
+            ST = binary_to_integer(lists:nth(13, Fields)),
+            (UT + ST) / 100;
+        _ -> 0.0
+    end.
