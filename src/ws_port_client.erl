@@ -145,10 +145,10 @@
 ]).
 
 -record(st, {
-    mod :: module(),
+    mod :: module() | undefined,
     mstate :: term(),
-    url :: unicode:chardata(),
-    conn_opts :: map(),
+    url :: unicode:chardata() | undefined,
+    conn_opts = #{} :: map(),
     conn :: ws_port:conn() | undefined,
     status = connecting :: connecting | connected | reconnecting,
     ever_up = false :: boolean(),
@@ -156,7 +156,7 @@
     window :: pos_integer() | infinity,
     handled = 0 :: non_neg_integer(),
     %% heartbeat
-    hb :: ping_pong | none | {module(), term()},
+    hb = none :: ping_pong | none | {module(), term()},
     hb_interval :: pos_integer() | undefined,
     hb_max :: pos_integer() | undefined,
     hb_timer :: reference() | undefined,
