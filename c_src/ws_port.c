@@ -2,9 +2,11 @@
  * ws_port: the port program. WebSocket connections (TCP, TLS, RFC 6455
  * framing) for the BEAM, which talks to it over stdin/stdout.
  *
- * Started by the BEAM with no arguments:
+ * Started by the BEAM with no arguments (or the one argument "port"):
  *   open_port({spawn_executable, "priv/ws_port"},
  *             [{packet, 4}, binary, exit_status, use_stdio])
+ * `ws_port connect URL [options]` is a command line client instead
+ * (wsp_cli.c; `ws_port --help`).
  *
  * Wire protocol (docs/protocol.md has the full text). Each {packet,4} packet
  * holds one command or event. First byte 131: a term (term_to_binary/1).
@@ -46,6 +48,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "wsp_cli.h"
 #include "wsp_conn.h"
 #include "wsp_dns.h"
 #include "wsp_link.h"
@@ -134,15 +137,29 @@ static void lws_log(int level, const char *line)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: ws_port            run as a port program for the BEAM\n"
+            "usage: ws_port [port]     run as a port program for the BEAM\n"
             "                          ({packet,4} terms on stdin/stdout)\n"
             "       ws_port --version\n"
-            "       ws_port --help\n"
-            "environment: WS_PORT_LOG=0..3 (errors, warnings, info, debug)\n");
+            "       ws_port --help\n");
+    wsp_cli_usage(f);
+    fprintf(f, "\nenvironment: WS_PORT_LOG=0..3 (errors, warnings, info, debug)\n");
+}
+
+static void set_log_level(void)
+{
+    const char *lvl = getenv("WS_PORT_LOG");
+    if (lvl && *lvl >= '0' && *lvl <= '3') {
+        wsp_log_level = *lvl - '0';
+    }
 }
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "connect")) {
+        set_log_level();
+        signal(SIGPIPE, SIG_IGN);
+        return wsp_cli_main(argc - 1, argv + 1);
+    }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--version")) {
             printf("ws_port %s\n", WS_PORT_VERSION);
@@ -158,10 +175,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    const char *lvl = getenv("WS_PORT_LOG");
-    if (lvl && *lvl >= '0' && *lvl <= '3') {
-        wsp_log_level = *lvl - '0';
-    }
+    set_log_level();
     signal(SIGPIPE, SIG_IGN);
 
     /* one fd per connection: take what the hard limit allows */

@@ -24,6 +24,9 @@ static struct {
     int eof;
 } L;
 
+/* in-process delivery (wsp_link_set_sink): replaces stdin/stdout when set */
+static struct wsp_link_sink S;
+
 static void put_be32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);
@@ -215,6 +218,12 @@ int wsp_link_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
 
 void wsp_link_event(const ei_x_buff *x)
 {
+    if (S.on_event) {
+        if (x->index > 0) {
+            S.on_event((const uint8_t *)x->buff, (size_t)x->index);
+        }
+        return;
+    }
     if (x->index <= 0) {
         return; /* the encoder failed (out of memory): nothing to send */
     }
@@ -270,6 +279,10 @@ static int data_direct(uint32_t id, int opcode, const uint8_t *payload, size_t l
 
 int wsp_link_data(uint32_t id, int opcode, const uint8_t *payload, size_t len)
 {
+    if (S.on_data) {
+        S.on_data(id, opcode, payload, len);
+        return 0;
+    }
     int direct = data_direct(id, opcode, payload, len);
     if (direct != 0) {
         return direct < 0 ? -1 : 0;
@@ -307,6 +320,12 @@ size_t wsp_link_queued(void) { return wsp_buf_pending(&L.out); }
 
 void wsp_link_pause_input(int paused)
 {
+    if (S.on_event) {
+        if (S.on_pause_input) {
+            S.on_pause_input(paused);
+        }
+        return;
+    }
     if (L.input_paused == paused) {
         return;
     }
@@ -343,5 +362,14 @@ void wsp_link_close(void)
 {
     if (L.in_wsi) {
         wsp_loop_want_read(L.in_wsi, 0);
+    }
+}
+
+void wsp_link_set_sink(const struct wsp_link_sink *sink)
+{
+    if (sink) {
+        S = *sink;
+    } else {
+        memset(&S, 0, sizeof S);
     }
 }

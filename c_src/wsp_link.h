@@ -49,4 +49,21 @@ void wsp_link_drain_blocking(void);
 /* Stops reading stdin (at exit). */
 void wsp_link_close(void);
 
+/* In-process delivery, for the command line client (wsp_cli): when a sink is
+ * set, wsp_link_event and wsp_link_data hand each event to it at once instead
+ * of queueing it for stdout, and wsp_link_pause_input is forwarded to
+ * on_pause_input; stdin and stdout are never touched (do not call
+ * wsp_link_init then). The callbacks run inside the connection layer: they
+ * must not call back into wsp_conn (defer that to after lws_service). */
+struct wsp_link_sink {
+    /* one term event, version byte included (as a packet's payload) */
+    void (*on_event)(const uint8_t *term, size_t len);
+    /* one whole message (opcode WSC_OP_TEXT or WSC_OP_BINARY) */
+    void (*on_data)(uint32_t id, int opcode, const uint8_t *payload, size_t len);
+    /* input backpressure from the connection layer; may be NULL */
+    void (*on_pause_input)(int paused);
+};
+/* Sets the sink (copied), or clears it with NULL. */
+void wsp_link_set_sink(const struct wsp_link_sink *sink);
+
 #endif

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "wsp_cli.h"
 #include "wsp_conn.h"
 #include "wsp_dns.h"
 #include "wsp_link.h"
@@ -49,6 +50,7 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     case WSP_W_STDOUT: r = wsp_link_on_io(w, wsi, io); break;
     case WSP_W_CONN: r = wsp_conn_on_io(w, wsi, io); break;
     case WSP_W_DNS: r = wsp_dns_on_io(w, wsi, io); break;
+    case WSP_W_CLI: r = wsp_cli_on_io(w, wsi, io); break;
     }
     int kill = G.kill_cur;
     G.cur_wsi = prev;

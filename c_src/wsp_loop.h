@@ -15,6 +15,7 @@ enum wsp_watch_kind {
     WSP_W_STDOUT,
     WSP_W_CONN,
     WSP_W_DNS,
+    WSP_W_CLI,       /* the command line client's stdin (wsp_cli) */
 };
 
 struct wsp_watch {

@@ -1,0 +1,1232 @@
+#include "wsp_cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ei.h>
+
+#include "ws_codec.h"
+#include "wsp_backoff.h"
+#include "wsp_buf.h"
+#include "wsp_conn.h"
+#include "wsp_dns.h"
+#include "wsp_link.h"
+#include "wsp_log.h"
+#include "wsp_proto.h"
+#include "wsp_tls.h"
+
+#define CLI_ID 1u                       /* the one connection's id */
+#define CLI_READ_CHUNK (64u * 1024)     /* bytes read from stdin per event */
+#define CLI_OUT_FLUSH (256u * 1024)     /* stdout is written at this size */
+
+struct cli_opts {
+    int binary;        /* send lines as binary */
+    int hex;           /* print binary messages as hex (else base64) */
+    int echo;
+    int quiet;
+    int timestamps;
+    uint64_t count;    /* 0 = unlimited */
+    uint32_t ping_ms;  /* 0 = off */
+};
+
+static struct {
+    struct cli_opts o;
+    struct wsp_backoff retry;   /* copy of the policy, to classify the end */
+    char *url;                  /* for messages */
+    struct wsp_watch in_watch;
+    struct lws *in_wsi;
+    struct wsp_buf line;        /* stdin bytes not yet sent (a partial line) */
+    struct wsp_buf out;         /* stdout bytes not yet written */
+    struct wsp_buf echo;        /* <<Opcode:8, Len:32, Payload>> to send back */
+    lws_sorted_usec_list_t ping_sul;
+    lws_sorted_usec_list_t defer_sul; /* runs run_deferred soon (from timers too) */
+    uint64_t received;
+    uint64_t downs;             /* down events since the last up */
+    int up;                     /* the handshake is done and not lost since */
+    int reading;                /* stdin polled for input */
+    int link_paused;            /* the connection's send queue is over its mark */
+    int stdin_eof;
+    int in_hup;                 /* lws dropped stdin on a hang-up: the rest is read from fd 0 */
+    int closing;                /* we asked for the close */
+    int close_pending;          /* close after this loop round (--count, output gone) */
+    int out_broken;             /* stdout cannot be written any more */
+    int done;
+    int exit_code;
+} C;
+
+static volatile sig_atomic_t g_signal;
+
+/* ---- output --------------------------------------------------------------- */
+
+static void ev_vprint(int always, const char *fmt, va_list ap)
+{
+    if (C.o.quiet && !always) {
+        return;
+    }
+    char line[1024];
+    size_t n = 0;
+    if (C.o.timestamps) {
+        struct timespec ts;
+        struct tm tm;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+        int k = snprintf(line + n, sizeof line - n, ".%03ldZ ", ts.tv_nsec / 1000000);
+        n += k > 0 ? (size_t)k : 0;
+    }
+    int k = snprintf(line + n, sizeof line - n, "ws_port: ");
+    n += k > 0 ? (size_t)k : 0;
+    k = vsnprintf(line + n, sizeof line - n, fmt, ap);
+    n = k < 0 ? n : (n + (size_t)k >= sizeof line - 1 ? sizeof line - 2 : n + (size_t)k);
+    line[n++] = '\n';
+    line[n] = 0;
+    fputs(line, stderr);
+}
+
+/* a connection event (silenced by --quiet) */
+static void event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void event(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ev_vprint(0, fmt, ap);
+    va_end(ap);
+}
+
+/* a warning or error (always printed) */
+static void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ev_vprint(1, fmt, ap);
+    va_end(ap);
+}
+
+/* Writes everything buffered for stdout, waiting when it is full (a slow
+ * reader of our stdout slows down the reading of the socket, not memory). */
+static void out_flush(void)
+{
+    while (wsp_buf_pending(&C.out) > 0 && !C.out_broken) {
+        ssize_t w = write(1, C.out.data + C.out.off, wsp_buf_pending(&C.out));
+        if (w > 0) {
+            wsp_buf_consume(&C.out, (size_t)w);
+        } else if (w < 0 && errno == EINTR) {
+            continue;
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pfd = {.fd = 1, .events = POLLOUT};
+            (void)poll(&pfd, 1, 1000);
+        } else {
+            /* the reader is gone (EPIPE): nothing more can be shown */
+            C.out_broken = 1;
+            C.close_pending = 1;
+        }
+    }
+    if (C.out_broken) {
+        wsp_buf_consume(&C.out, wsp_buf_pending(&C.out));
+    }
+    wsp_buf_shrink(&C.out, 4 * CLI_OUT_FLUSH);
+}
+
+static void out_append(const void *p, size_t n)
+{
+    if (C.out_broken) {
+        return;
+    }
+    if (wsp_buf_append(&C.out, p, n) < 0) {
+        warn("out of memory for a %zu-byte message: not printed", n);
+    }
+}
+
+static void out_base64(const uint8_t *p, size_t n)
+{
+    static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint8_t *d = wsp_buf_reserve(&C.out, (n + 2) / 3 * 4);
+    if (!d) {
+        warn("out of memory for a %zu-byte message: not printed", n);
+        return;
+    }
+    size_t k = 0, i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = ((uint32_t)p[i] << 16) | ((uint32_t)p[i + 1] << 8) | p[i + 2];
+        d[k++] = (uint8_t)A[v >> 18];
+        d[k++] = (uint8_t)A[(v >> 12) & 63];
+        d[k++] = (uint8_t)A[(v >> 6) & 63];
+        d[k++] = (uint8_t)A[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        d[k++] = (uint8_t)A[v >> 18];
+        d[k++] = (uint8_t)A[(v >> 12) & 63];
+        d[k++] = '=';
+        d[k++] = '=';
+    } else if (n - i == 2) {
+        uint32_t v = ((uint32_t)p[i] << 16) | ((uint32_t)p[i + 1] << 8);
+        d[k++] = (uint8_t)A[v >> 18];
+        d[k++] = (uint8_t)A[(v >> 12) & 63];
+        d[k++] = (uint8_t)A[(v >> 6) & 63];
+        d[k++] = '=';
+    }
+    wsp_buf_commit(&C.out, k);
+}
+
+static void out_hex(const uint8_t *p, size_t n)
+{
+    static const char H[] = "0123456789abcdef";
+    if (n > SIZE_MAX / 2) {
+        return;
+    }
+    uint8_t *d = wsp_buf_reserve(&C.out, 2 * n);
+    if (!d) {
+        warn("out of memory for a %zu-byte message: not printed", n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        d[2 * i] = (uint8_t)H[p[i] >> 4];
+        d[2 * i + 1] = (uint8_t)H[p[i] & 15];
+    }
+    wsp_buf_commit(&C.out, 2 * n);
+}
+
+/* ---- events from the connection layer (through the wsp_link sink) ---------- */
+
+struct reason {
+    char kind[MAXATOMLEN_UTF8];  /* the atom, or the tuple's tag */
+    long code;                   /* close code or HTTP status, -1 if none */
+    char text[400];              /* human-readable */
+};
+
+/* snprintf that truncates silently (texts shown to a person) */
+static void fmt(char *dst, size_t cap, const char *f, ...) __attribute__((format(printf, 3, 4)));
+static void fmt(char *dst, size_t cap, const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    (void)vsnprintf(dst, cap, f, ap);
+    va_end(ap);
+}
+
+/* Decodes a binary (or an atom) at *i into out, NUL-terminated, truncated. */
+static int dec_text(const char *b, int *i, char *out, size_t cap)
+{
+    int type, size;
+    out[0] = 0;
+    if (ei_get_type(b, i, &type, &size) < 0) {
+        return -1;
+    }
+    if (type == ERL_BINARY_EXT) {
+        char *tmp = malloc((size_t)size + 1);
+        long got = 0;
+        if (!tmp || ei_decode_binary(b, i, tmp, &got) < 0) {
+            free(tmp);
+            return -1;
+        }
+        size_t n = (size_t)got < cap - 1 ? (size_t)got : cap - 1;
+        memcpy(out, tmp, n);
+        out[n] = 0;
+        free(tmp);
+        return 0;
+    }
+    char atom[MAXATOMLEN_UTF8];
+    if (ei_decode_atom(b, i, atom) == 0) {
+        fmt(out, cap, "%s", atom);
+        return 0;
+    }
+    return ei_skip_term(b, i);
+}
+
+static const char *atom_text(const char *a)
+{
+    static const struct {
+        const char *atom, *text;
+    } T[] = {
+        {"econnrefused", "connection refused"},
+        {"econnreset", "connection reset"},
+        {"ehostunreach", "host unreachable"},
+        {"enetunreach", "network unreachable"},
+        {"timeout", "connect timeout"},
+        {"eof", "connection closed without a close frame"},
+        {"idle_timeout", "idle timeout: nothing received"},
+        {"closed", "closed"},
+    };
+    for (size_t k = 0; k < sizeof T / sizeof T[0]; k++) {
+        if (!strcmp(a, T[k].atom)) {
+            return T[k].text;
+        }
+    }
+    return a;
+}
+
+static int dec_reason(const char *b, int *i, struct reason *r)
+{
+    int type, size, arity;
+    r->kind[0] = 0;
+    r->code = -1;
+    r->text[0] = 0;
+    if (ei_get_type(b, i, &type, &size) < 0) {
+        return -1;
+    }
+    if (type != ERL_SMALL_TUPLE_EXT && type != ERL_LARGE_TUPLE_EXT) {
+        if (ei_decode_atom(b, i, r->kind) < 0) {
+            return -1;
+        }
+        fmt(r->text, sizeof r->text, "%s (%s)", atom_text(r->kind), r->kind);
+        return 0;
+    }
+    if (ei_decode_tuple_header(b, i, &arity) < 0 || arity < 2 || ei_decode_atom(b, i, r->kind) < 0) {
+        return -1;
+    }
+    char detail[320];
+    if (arity == 3 && !strcmp(r->kind, "http_status")) {
+        if (ei_decode_long(b, i, &r->code) < 0 || ei_skip_term(b, i) < 0) {
+            return -1;
+        }
+        fmt(r->text, sizeof r->text, "upgrade refused: HTTP %ld", r->code);
+        return 0;
+    }
+    if (arity == 3) {
+        if (ei_decode_long(b, i, &r->code) < 0 || dec_text(b, i, detail, sizeof detail) < 0) {
+            return -1;
+        }
+        if (!strcmp(r->kind, "remote")) {
+            fmt(r->text, sizeof r->text, "closed by the server with %ld%s%s%s", r->code,
+                     *detail ? " \"" : "", detail, *detail ? "\"" : "");
+        } else if (!strcmp(r->kind, "local")) {
+            fmt(r->text, sizeof r->text, "closed with %ld%s%s%s", r->code,
+                     *detail ? " \"" : "", detail, *detail ? "\"" : "");
+        } else if (!strcmp(r->kind, "protocol_error")) {
+            fmt(r->text, sizeof r->text, "protocol error: %s (closed with %ld)", detail,
+                     r->code);
+        } else {
+            fmt(r->text, sizeof r->text, "%s %ld %s", r->kind, r->code, detail);
+        }
+        return 0;
+    }
+    if (dec_text(b, i, detail, sizeof detail) < 0) {
+        return -1;
+    }
+    for (int k = 2; k < arity; k++) {
+        if (ei_skip_term(b, i) < 0) {
+            return -1;
+        }
+    }
+    static const struct {
+        const char *kind, *text;
+    } T[] = {
+        {"tls", "TLS failure"},         {"dns", "DNS lookup failed"},
+        {"bad_handshake", "bad handshake"}, {"invalid_url", "invalid URL"},
+        {"bad_option", "bad option"},   {"socket", "socket error"},
+    };
+    const char *what = r->kind;
+    for (size_t k = 0; k < sizeof T / sizeof T[0]; k++) {
+        if (!strcmp(r->kind, T[k].kind)) {
+            what = T[k].text;
+        }
+    }
+    fmt(r->text, sizeof r->text, "%s: %s", what, detail);
+    return 0;
+}
+
+/* The failure class of a reason, as the connection layer classifies it. */
+static unsigned reason_class(const struct reason *r)
+{
+    const char *k = r->kind;
+    if (!strcmp(k, "remote")) return WSP_FC_REMOTE_CLOSE;
+    if (!strcmp(k, "protocol_error")) return WSP_FC_PROTOCOL;
+    if (!strcmp(k, "http_status")) return wsp_backoff_http_class((int)r->code);
+    if (!strcmp(k, "bad_handshake")) return WSP_FC_HTTP_OTHER;
+    if (!strcmp(k, "tls")) return WSP_FC_TLS;
+    if (!strcmp(k, "timeout") || !strcmp(k, "idle_timeout")) return WSP_FC_TIMEOUT;
+    if (!strcmp(k, "local") || !strcmp(k, "invalid_url") || !strcmp(k, "bad_option") ||
+        !strcmp(k, "closed"))
+        return 0;
+    return WSP_FC_NETWORK;
+}
+
+/* The exit status for a final reason; was_up: the connection was open. */
+static int reason_exit(const struct reason *r, int was_up)
+{
+    const char *k = r->kind;
+    if (!strcmp(k, "local")) return WSP_EXIT_OK;
+    if (C.downs > 0 && C.retry.enabled && wsp_backoff_retries(&C.retry, reason_class(r)))
+        return WSP_EXIT_RETRIES;
+    if (!strcmp(k, "remote"))
+        return r->code == 1000 || r->code == 1005 ? WSP_EXIT_OK : WSP_EXIT_REMOTE_CODE;
+    if (!strcmp(k, "protocol_error") || !strcmp(k, "bad_handshake")) return WSP_EXIT_PROTOCOL;
+    if (!strcmp(k, "http_status")) return WSP_EXIT_UPGRADE;
+    if (!strcmp(k, "tls")) return WSP_EXIT_TLS;
+    if (!strcmp(k, "invalid_url") || !strcmp(k, "bad_option")) return WSP_EXIT_USAGE;
+    if (!strcmp(k, "closed")) return WSP_EXIT_INTERNAL;
+    if (was_up && (!strcmp(k, "eof") || !strcmp(k, "econnreset") || !strcmp(k, "idle_timeout") ||
+                   !strcmp(k, "socket")))
+        return WSP_EXIT_LOST;
+    return WSP_EXIT_CONNECT;
+}
+
+static void on_defer(lws_sorted_usec_list_t *sul);
+
+/* Work that must not run inside the connection layer's callbacks (sending,
+ * closing) is done by run_deferred, from a 0-delay timer: events may come
+ * from the connection's own timers, after which lws would go on polling. */
+static void defer(void)
+{
+    lws_sul_schedule(wsp_ctx, 0, &C.defer_sul, on_defer, 0);
+}
+
+static void update_reading(void)
+{
+    int want = C.in_wsi && C.up && !C.closing && !C.stdin_eof && !C.link_paused;
+    if (C.in_wsi && want != C.reading) {
+        wsp_loop_want_read(C.in_wsi, want);
+    }
+    C.reading = want;
+}
+
+static void on_ping(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    if (!C.up || C.closing || !C.o.ping_ms) {
+        return;
+    }
+    static const char payload[] = "ws_port";
+    wsp_conn_send(CLI_ID, WSC_OP_PING, (const uint8_t *)payload, sizeof payload - 1);
+    lws_sul_schedule(wsp_ctx, 0, &C.ping_sul, on_ping, (lws_usec_t)C.o.ping_ms * 1000);
+    wsp_conn_flush_all(); /* lws polls next, without returning to the main loop */
+}
+
+static void ev_up(const char *b, int *i)
+{
+    int arity;
+    long status = 0;
+    char proto[256] = "";
+    if (ei_decode_map_header(b, i, &arity) == 0) {
+        for (int k = 0; k < arity; k++) {
+            char key[MAXATOMLEN_UTF8];
+            if (ei_decode_atom(b, i, key) < 0) {
+                break;
+            }
+            if (!strcmp(key, "status")) {
+                (void)ei_decode_long(b, i, &status);
+            } else if (!strcmp(key, "protocol")) {
+                int type, size;
+                if (ei_get_type(b, i, &type, &size) == 0 && type == ERL_BINARY_EXT) {
+                    (void)dec_text(b, i, proto, sizeof proto);
+                } else {
+                    (void)ei_skip_term(b, i);
+                }
+            } else {
+                (void)ei_skip_term(b, i);
+            }
+        }
+    }
+    C.up = 1;
+    C.downs = 0;
+    if (C.in_hup) {
+        defer();
+    }
+    if (*proto) {
+        event("connected to %s (HTTP %ld, subprotocol %s)", C.url, status, proto);
+    } else {
+        event("connected to %s (HTTP %ld)", C.url, status);
+    }
+    if (C.o.ping_ms && !C.closing) {
+        lws_sul_schedule(wsp_ctx, 0, &C.ping_sul, on_ping, (lws_usec_t)C.o.ping_ms * 1000);
+    }
+    update_reading();
+}
+
+static void ev_down(const char *b, int *i)
+{
+    struct reason r;
+    if (dec_reason(b, i, &r) < 0) {
+        warn("undecodable down event");
+        return;
+    }
+    long long attempt = 0, delay = -1, unsent = 0;
+    int arity;
+    if (ei_decode_map_header(b, i, &arity) == 0) {
+        for (int k = 0; k < arity; k++) {
+            char key[MAXATOMLEN_UTF8];
+            long long v = -1;
+            if (ei_decode_atom(b, i, key) < 0) {
+                break;
+            }
+            if (ei_decode_longlong(b, i, &v) < 0) {
+                (void)ei_skip_term(b, i);
+            }
+            if (!strcmp(key, "attempt")) attempt = v;
+            else if (!strcmp(key, "delay_ms")) delay = v;
+            else if (!strcmp(key, "unsent_bytes")) unsent = v;
+        }
+    }
+    C.up = 0;
+    C.downs++;
+    lws_sul_cancel(&C.ping_sul);
+    update_reading();
+    char lost[64] = "";
+    if (unsent > 0) {
+        snprintf(lost, sizeof lost, ", %lld unsent bytes dropped", unsent);
+    }
+    event("disconnected: %s; retrying in %lld ms (attempt %lld%s)", r.text, delay, attempt, lost);
+}
+
+static void ev_closed(const char *b, int *i)
+{
+    struct reason r;
+    if (dec_reason(b, i, &r) < 0) {
+        warn("undecodable closed event");
+        C.exit_code = WSP_EXIT_INTERNAL;
+        C.done = 1;
+        return;
+    }
+    int code = reason_exit(&r, C.up);
+    if (code == WSP_EXIT_RETRIES) {
+        event("closed: %s; giving up after %llu %s", r.text, (unsigned long long)C.downs,
+              C.downs == 1 ? "retry" : "retries");
+    } else {
+        event("closed: %s", r.text);
+    }
+    C.up = 0;
+    lws_sul_cancel(&C.ping_sul);
+    update_reading();
+    if (!C.exit_code) {
+        C.exit_code = code;
+    }
+    C.done = 1;
+}
+
+static void sink_event(const uint8_t *term, size_t len)
+{
+    (void)len; /* encoded by wsp_proto, whole */
+    const char *b = (const char *)term;
+    int i = 0, ver, arity;
+    char tag[MAXATOMLEN_UTF8];
+    unsigned long id;
+    if (ei_decode_version(b, &i, &ver) < 0 || ei_decode_tuple_header(b, &i, &arity) < 0 ||
+        arity < 2 || ei_decode_atom(b, &i, tag) < 0 || ei_decode_ulong(b, &i, &id) < 0) {
+        warn("undecodable event from the connection layer");
+        return;
+    }
+    if (!strcmp(tag, "up") && arity == 3) {
+        ev_up(b, &i);
+    } else if (!strcmp(tag, "down") && arity == 4) {
+        ev_down(b, &i);
+    } else if (!strcmp(tag, "closed") && arity == 3) {
+        ev_closed(b, &i);
+    } else if (!strcmp(tag, "pong") && arity == 3) {
+        long long rtt = 0;
+        (void)ei_decode_longlong(b, &i, &rtt);
+        event("pong: rtt %lld.%03lld ms", rtt / 1000, rtt % 1000);
+    } else if (!strcmp(tag, "error") && arity == 3) {
+        char what[MAXATOMLEN_UTF8] = "error", detail[320] = "";
+        if (ei_decode_tuple_header(b, &i, &arity) == 0 && arity == 2) {
+            (void)ei_decode_atom(b, &i, what);
+            (void)dec_text(b, &i, detail, sizeof detail);
+        }
+        warn("error: %s: %s", what, detail);
+    }
+    /* passive and stats are not used here */
+}
+
+static void sink_data(uint32_t id, int opcode, const uint8_t *p, size_t n)
+{
+    (void)id;
+    if (C.o.count && C.received >= C.o.count) {
+        return; /* past --count: closing, not shown */
+    }
+    C.received++;
+    if (opcode == WSC_OP_TEXT) {
+        out_append(p, n);
+    } else if (C.o.hex) {
+        out_hex(p, n);
+    } else {
+        out_base64(p, n);
+    }
+    out_append("\n", 1);
+    if (C.o.echo) {
+        uint8_t hdr[5] = {(uint8_t)opcode, (uint8_t)(n >> 24), (uint8_t)(n >> 16),
+                          (uint8_t)(n >> 8), (uint8_t)n};
+        if (n > UINT32_MAX || wsp_buf_append(&C.echo, hdr, 5) < 0 ||
+            wsp_buf_append(&C.echo, p, n) < 0) {
+            warn("out of memory: a %zu-byte message not echoed", n);
+        }
+    }
+    if (C.o.count && C.received == C.o.count) {
+        C.close_pending = 1;
+    }
+    if (C.o.echo || C.close_pending) {
+        defer();
+    }
+    if (wsp_buf_pending(&C.out) >= CLI_OUT_FLUSH) {
+        out_flush();
+    }
+}
+
+static void sink_pause(int paused)
+{
+    C.link_paused = paused;
+    update_reading();
+}
+
+/* ---- actions (run from the main loop, outside the connection's callbacks) - */
+
+static void begin_close(void)
+{
+    if (C.closing || C.done) {
+        return;
+    }
+    C.closing = 1;
+    lws_sul_cancel(&C.ping_sul);
+    update_reading();
+    wsp_conn_close(CLI_ID, 1000, (const uint8_t *)"", 0);
+}
+
+static void drain_hup(void);
+
+static void run_deferred(void)
+{
+    if (g_signal && !C.closing) {
+        C.exit_code = g_signal == SIGTERM ? WSP_EXIT_SIGTERM : WSP_EXIT_SIGINT;
+        begin_close();
+    }
+    if (C.in_hup && C.up && !C.closing && !C.link_paused) {
+        drain_hup();
+    }
+    while (wsp_buf_pending(&C.echo) >= 5) {
+        const uint8_t *h = C.echo.data + C.echo.off;
+        size_t n = ((size_t)h[1] << 24) | ((size_t)h[2] << 16) | ((size_t)h[3] << 8) | h[4];
+        if (C.up && !C.closing) {
+            wsp_conn_send(CLI_ID, h[0], h + 5, n);
+        }
+        wsp_buf_consume(&C.echo, 5 + n);
+    }
+    wsp_buf_shrink(&C.echo, 1024 * 1024);
+    if (C.close_pending) {
+        C.close_pending = 0;
+        begin_close();
+    }
+}
+
+static void on_defer(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    run_deferred();
+    wsp_conn_flush_all();
+    out_flush();
+}
+
+/* ---- stdin ----------------------------------------------------------------- */
+
+static void send_line(const uint8_t *p, size_t n)
+{
+    if (!C.o.binary) {
+        wsc_utf8 u = {0};
+        if (wsc_utf8_feed(&u, p, n) < 0 || !wsc_utf8_complete(&u)) {
+            warn("a %zu-byte line is not valid UTF-8: not sent (use --binary)", n);
+            return;
+        }
+    }
+    wsp_conn_send(CLI_ID, C.o.binary ? WSC_OP_BINARY : WSC_OP_TEXT, p, n);
+}
+
+static void send_lines(int at_eof)
+{
+    while (wsp_buf_pending(&C.line) > 0) {
+        const uint8_t *p = C.line.data + C.line.off;
+        size_t avail = wsp_buf_pending(&C.line);
+        const uint8_t *nl = memchr(p, '\n', avail);
+        if (!nl) {
+            if (at_eof) {
+                send_line(p, avail); /* the last line, without a newline */
+                wsp_buf_consume(&C.line, avail);
+            }
+            break;
+        }
+        send_line(p, (size_t)(nl - p));
+        wsp_buf_consume(&C.line, (size_t)(nl - p) + 1);
+    }
+    wsp_buf_shrink(&C.line, 4 * CLI_READ_CHUNK);
+}
+
+static void stdin_ended(void)
+{
+    send_lines(1);
+    C.stdin_eof = 1;
+    update_reading();
+    if (C.in_wsi) {
+        C.in_wsi = NULL;
+        wsp_loop_close(&C.in_watch);
+    }
+    if (!C.o.echo && !C.o.count) {
+        begin_close();
+    }
+}
+
+/* After a hang-up every byte left is in the pipe already: read it all. */
+static void drain_hup(void)
+{
+    C.in_hup = 0;
+    for (;;) {
+        uint8_t *dst = wsp_buf_reserve(&C.line, CLI_READ_CHUNK);
+        if (!dst) {
+            warn("out of memory reading stdin");
+            break;
+        }
+        ssize_t r = read(0, dst, CLI_READ_CHUNK);
+        if (r > 0) {
+            wsp_buf_commit(&C.line, (size_t)r);
+            send_lines(0);
+        } else if (r < 0 && errno == EINTR) {
+            continue;
+        } else {
+            break;
+        }
+    }
+    stdin_ended();
+}
+
+int wsp_cli_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
+{
+    (void)w;
+    if (io == WSP_IO_CLOSED) {
+        /* a hang-up (the writer of a pipe is gone), maybe before we read
+         * anything: lws closed our duplicate, the pipe still holds the rest,
+         * which drain_hup reads from fd 0 once the connection is open */
+        C.in_wsi = NULL;
+        C.reading = 0;
+        if (!C.stdin_eof) {
+            C.in_hup = 1;
+        }
+        return 0;
+    }
+    if (io != WSP_IO_READABLE || !C.reading) {
+        return 0;
+    }
+    uint8_t *dst = wsp_buf_reserve(&C.line, CLI_READ_CHUNK);
+    if (!dst) {
+        warn("out of memory reading stdin");
+        stdin_ended();
+        return 0;
+    }
+    ssize_t r = read(lws_get_socket_fd(wsi), dst, CLI_READ_CHUNK);
+    if (r > 0) {
+        wsp_buf_commit(&C.line, (size_t)r);
+        send_lines(0);
+    } else if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        if (r < 0) {
+            warn("reading stdin: %s", strerror(errno));
+        }
+        stdin_ended();
+    }
+    return 0;
+}
+
+/* ---- arguments ------------------------------------------------------------- */
+
+static void usage_body(FILE *f)
+{
+    fprintf(f,
+        "ws_port connect URL [options]\n"
+        "  Connects to URL (ws://HOST[:PORT]/PATH or wss://...). Each line read on\n"
+        "  stdin is sent as one text message (without its newline); each message\n"
+        "  received is printed on stdout on one line: text as is, binary as base64\n"
+        "  (or hex). Connection events go to stderr. At the end of stdin the\n"
+        "  connection is closed with 1000 and the program exits once it is closed.\n"
+        "  Lines are read only while the connection is open.\n"
+        "\n"
+        "  -H, --header 'Name: value'  extra request header (repeatable)\n"
+        "  --subprotocol P             offer subprotocol P (repeatable)\n"
+        "  --cacert FILE               CA certificates for the server (default: system store)\n"
+        "  --cert FILE --key FILE      client certificate and its private key\n"
+        "  --insecure                  do not verify the server's certificate (verify_none)\n"
+        "  --server-name NAME          SNI and the name checked (default: the URL's host)\n"
+        "  --connect-timeout MS        DNS + TCP + TLS + upgrade (default 15000)\n"
+        "  --ping-interval MS          ping every MS ms while open; prints the pong RTT\n"
+        "  --idle-timeout MS           drop the connection after MS ms with nothing received\n"
+        "  --retry POLICY              reconnect on failure (default off):\n"
+        "                                off\n"
+        "                                constant:DELAY[:MAX_RETRIES]\n"
+        "                                exponential:DELAY:MAX_DELAY[:FACTOR[:MAX_RETRIES]]\n"
+        "                              milliseconds, +-10%% jitter, FACTOR default 2,\n"
+        "                              MAX_RETRIES default infinity\n"
+        "  --max-message-size N        larger messages close with 1009 (default %llu)\n"
+        "  --binary                    send stdin lines as binary messages\n"
+        "  --binary-format base64|hex  how binary messages are printed (default base64)\n"
+        "  --echo                      send every message received back, same type; the\n"
+        "                              end of stdin does not close (a conformance testee)\n"
+        "  --count N                   exit after N messages received (closing with 1000);\n"
+        "                              the end of stdin does not close\n"
+        "  -q, --quiet                 no connection events on stderr\n"
+        "  --timestamps                events prefixed with the UTC time\n"
+        "\n"
+        "  Exit status:\n"
+        "    0  closed normally: by us, or by the server with 1000 (or no code)\n"
+        "    1  internal error\n"
+        "    2  usage error (bad option or URL)\n"
+        "    3  could not connect: refused, DNS, unreachable, connect timeout\n"
+        "    4  TLS failure (handshake, certificate verification)\n"
+        "    5  upgrade refused: the server answered with an HTTP status\n"
+        "    6  protocol error: bad handshake response, RFC 6455 violation,\n"
+        "       message over --max-message-size\n"
+        "    7  --retry gave up: the last allowed attempt failed too\n"
+        "    8  closed by the server with a code other than 1000\n"
+        "    9  connection lost: no close frame, reset, idle timeout\n"
+        "    130, 143  interrupted by SIGINT, SIGTERM (the connection is closed\n"
+        "       with 1000 first; a second signal exits at once)\n",
+        (unsigned long long)WSP_DEFAULT_MAX_MESSAGE_SIZE);
+}
+
+void wsp_cli_usage(FILE *f)
+{
+    fprintf(f, "       ws_port connect URL [options]\n"
+               "                          a WebSocket client for the command line\n\n");
+    usage_body(f);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ws_port connect: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs("\n(ws_port --help for the options)\n", stderr);
+    va_end(ap);
+    return -1;
+}
+
+static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    if (!s || !*s || *s == '-' || *s == '+') {
+        return -1;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_u32_opt(const char *opt, const char *s, uint64_t lo, uint32_t *out)
+{
+    uint64_t v;
+    if (parse_u64(s, lo, UINT32_MAX, &v) < 0) {
+        return usage_error("%s needs an integer from %llu to %u, got '%s'", opt,
+                           (unsigned long long)lo, UINT32_MAX, s);
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int is_token(const char *s)
+{
+    if (!*s) {
+        return 0;
+    }
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch <= 32 || ch >= 127 || strchr("()<>@,;:\\\"/[]?={}", ch)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int set_string(const char *opt, const char *v, char **dst)
+{
+    if (!*v) {
+        return usage_error("%s needs a non-empty value", opt);
+    }
+    free(*dst);
+    *dst = strdup(v);
+    return *dst ? 0 : usage_error("out of memory");
+}
+
+static int add_header(struct wsp_connect_opts *o, const char *v)
+{
+    const char *colon = strchr(v, ':');
+    if (!colon || colon == v) {
+        return usage_error("-H needs 'Name: value', got '%s'", v);
+    }
+    size_t nl = (size_t)(colon - v);
+    const char *val = colon + 1;
+    while (*val == ' ' || *val == '\t') {
+        val++;
+    }
+    char *name = strndup(v, nl);
+    char *value = strdup(val);
+    struct wsc_header *h = realloc(o->headers, (o->nheaders + 1) * sizeof *h);
+    if (!name || !value || !h) {
+        free(name);
+        free(value);
+        if (h) {
+            o->headers = h;
+        }
+        return usage_error("out of memory");
+    }
+    o->headers = h;
+    if (!is_token(name) || strpbrk(value, "\r\n")) {
+        free(name);
+        free(value);
+        return usage_error("bad header '%s': the name must be a token and the value one line", v);
+    }
+    h[o->nheaders].name = name;
+    h[o->nheaders].name_len = nl;
+    h[o->nheaders].value = value;
+    h[o->nheaders].value_len = strlen(value);
+    o->nheaders++;
+    return 0;
+}
+
+static int add_protocol(struct wsp_connect_opts *o, const char *v)
+{
+    if (!is_token(v)) {
+        return usage_error("--subprotocol needs an HTTP token, got '%s'", v);
+    }
+    char **p = realloc(o->protocols, (o->nprotocols + 1) * sizeof *p);
+    if (!p) {
+        return usage_error("out of memory");
+    }
+    o->protocols = p;
+    p[o->nprotocols] = strdup(v);
+    if (!p[o->nprotocols]) {
+        return usage_error("out of memory");
+    }
+    o->nprotocols++;
+    return 0;
+}
+
+/* off | constant:DELAY[:MAX] | exponential:DELAY:MAX_DELAY[:FACTOR[:MAX]] */
+static int parse_retry(const char *v, struct wsp_backoff *b)
+{
+    if (!strcmp(v, "off")) {
+        b->enabled = 0;
+        return 0;
+    }
+    char buf[128];
+    if (strlen(v) >= sizeof buf) {
+        return usage_error("--retry: policy too long");
+    }
+    strcpy(buf, v);
+    char *f[6];
+    int nf = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ":", &save); t && nf < 6; t = strtok_r(NULL, ":", &save)) {
+        f[nf++] = t;
+    }
+    int constant = nf >= 1 && !strcmp(f[0], "constant");
+    int expo = nf >= 1 && !strcmp(f[0], "exponential");
+    if ((!constant && !expo) || (constant && (nf < 2 || nf > 3)) ||
+        (expo && (nf < 3 || nf > 5))) {
+        return usage_error("--retry needs off, constant:DELAY[:MAX_RETRIES] or "
+                           "exponential:DELAY:MAX_DELAY[:FACTOR[:MAX_RETRIES]], got '%s'", v);
+    }
+    wsp_backoff_default(b);
+    b->jitter = 0.1;
+    uint64_t x;
+    if (parse_u64(f[1], 0, UINT32_MAX, &x) < 0) {
+        return usage_error("--retry: DELAY must be milliseconds, got '%s'", f[1]);
+    }
+    b->delay_ms = b->max_delay_ms = (uint32_t)x;
+    const char *max = NULL;
+    if (constant) {
+        b->factor = 1.0;
+        max = nf == 3 ? f[2] : NULL;
+    } else {
+        if (parse_u64(f[2], 0, UINT32_MAX, &x) < 0) {
+            return usage_error("--retry: MAX_DELAY must be milliseconds, got '%s'", f[2]);
+        }
+        b->max_delay_ms = x < b->delay_ms ? b->delay_ms : (uint32_t)x;
+        if (nf >= 4) {
+            char *end;
+            errno = 0;
+            double fa = strtod(f[3], &end);
+            if (errno || *end || !(fa >= 1.0 && fa <= 1000.0)) {
+                return usage_error("--retry: FACTOR must be a number from 1 to 1000, got '%s'",
+                                   f[3]);
+            }
+            b->factor = fa;
+        }
+        max = nf == 5 ? f[4] : NULL;
+    }
+    if (max && strcmp(max, "infinity") != 0) {
+        if (parse_u64(max, 0, INT64_MAX, &x) < 0) {
+            return usage_error("--retry: MAX_RETRIES must be an integer or infinity, got '%s'",
+                               max);
+        }
+        b->max_retries = (int64_t)x;
+    }
+    return 0;
+}
+
+enum {
+    O_HEADER = 1, O_SUBPROTO, O_CACERT, O_CERT, O_KEY, O_INSECURE, O_SERVER_NAME,
+    O_PING, O_IDLE, O_CONNECT_TIMEOUT, O_RETRY, O_MAX_MSG, O_BINARY, O_BIN_FORMAT,
+    O_ECHO, O_COUNT, O_QUIET, O_TIMESTAMPS, O_HELP,
+};
+
+static const struct {
+    const char *name;
+    int has_arg;
+    int id;
+} OPTS[] = {
+    {"-H", 1, O_HEADER},           {"--header", 1, O_HEADER},
+    {"--subprotocol", 1, O_SUBPROTO}, {"--cacert", 1, O_CACERT},
+    {"--cert", 1, O_CERT},         {"--key", 1, O_KEY},
+    {"--insecure", 0, O_INSECURE}, {"--server-name", 1, O_SERVER_NAME},
+    {"--ping-interval", 1, O_PING}, {"--idle-timeout", 1, O_IDLE},
+    {"--connect-timeout", 1, O_CONNECT_TIMEOUT}, {"--retry", 1, O_RETRY},
+    {"--max-message-size", 1, O_MAX_MSG}, {"--binary", 0, O_BINARY},
+    {"--binary-format", 1, O_BIN_FORMAT}, {"--echo", 0, O_ECHO},
+    {"--count", 1, O_COUNT},       {"-q", 0, O_QUIET},
+    {"--quiet", 0, O_QUIET},       {"--timestamps", 0, O_TIMESTAMPS},
+    {"--help", 0, O_HELP},         {"-h", 0, O_HELP},
+};
+
+/* 0 ok, 1 help shown, -1 usage error (reported). */
+static int parse_args(int argc, char **argv, struct wsp_connect_opts *o, struct cli_opts *co)
+{
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (arg[0] != '-' || !strcmp(arg, "-")) {
+            if (o->url) {
+                return usage_error("one URL only (got '%s' and '%s')", o->url, arg);
+            }
+            o->url = strdup(arg);
+            if (!o->url) {
+                return usage_error("out of memory");
+            }
+            o->url_len = strlen(arg);
+            continue;
+        }
+        const char *val = NULL;
+        size_t nlen = strlen(arg);
+        const char *eq = !strncmp(arg, "--", 2) ? strchr(arg, '=') : NULL;
+        if (eq) {
+            nlen = (size_t)(eq - arg);
+            val = eq + 1;
+        } else if (!strncmp(arg, "-H", 2) && arg[2]) {
+            nlen = 2;
+            val = arg + 2;
+        }
+        int id = 0, has_arg = 0;
+        for (size_t k = 0; k < sizeof OPTS / sizeof OPTS[0]; k++) {
+            if (strlen(OPTS[k].name) == nlen && !strncmp(OPTS[k].name, arg, nlen)) {
+                id = OPTS[k].id;
+                has_arg = OPTS[k].has_arg;
+                break;
+            }
+        }
+        if (!id) {
+            return usage_error("unknown option '%s'", arg);
+        }
+        if (has_arg && !val) {
+            if (a + 1 >= argc) {
+                return usage_error("%s needs a value", arg);
+            }
+            val = argv[++a];
+        } else if (!has_arg && val) {
+            return usage_error("%.*s takes no value", (int)nlen, arg);
+        }
+        uint64_t x;
+        int r = 0;
+        switch (id) {
+        case O_HEADER: r = add_header(o, val); break;
+        case O_SUBPROTO: r = add_protocol(o, val); break;
+        case O_CACERT: r = set_string("--cacert", val, &o->cacertfile); break;
+        case O_CERT: r = set_string("--cert", val, &o->certfile); break;
+        case O_KEY: r = set_string("--key", val, &o->keyfile); break;
+        case O_SERVER_NAME: r = set_string("--server-name", val, &o->server_name); break;
+        case O_INSECURE: o->verify = 0; break;
+        case O_PING: r = parse_u32_opt("--ping-interval", val, 0, &co->ping_ms); break;
+        case O_IDLE: r = parse_u32_opt("--idle-timeout", val, 0, &o->idle_timeout_ms); break;
+        case O_CONNECT_TIMEOUT:
+            r = parse_u32_opt("--connect-timeout", val, 1, &o->connect_timeout_ms);
+            break;
+        case O_RETRY: r = parse_retry(val, &o->retry); break;
+        case O_MAX_MSG:
+            if (parse_u64(val, 1, UINT64_MAX, &x) < 0) {
+                return usage_error("--max-message-size needs a positive integer, got '%s'", val);
+            }
+            o->max_message_size = x;
+            break;
+        case O_BINARY: co->binary = 1; break;
+        case O_BIN_FORMAT:
+            if (!strcmp(val, "hex")) {
+                co->hex = 1;
+            } else if (!strcmp(val, "base64")) {
+                co->hex = 0;
+            } else {
+                return usage_error("--binary-format needs base64 or hex, got '%s'", val);
+            }
+            break;
+        case O_ECHO: co->echo = 1; break;
+        case O_COUNT:
+            if (parse_u64(val, 1, UINT64_MAX, &x) < 0) {
+                return usage_error("--count needs a positive integer, got '%s'", val);
+            }
+            co->count = x;
+            break;
+        case O_QUIET: co->quiet = 1; break;
+        case O_TIMESTAMPS: co->timestamps = 1; break;
+        case O_HELP: return 1;
+        }
+        if (r < 0) {
+            return -1;
+        }
+    }
+    if (!o->url) {
+        return usage_error("a URL is needed (ws://... or wss://...)");
+    }
+    if (strncmp(o->url, "ws://", 5) != 0 && strncmp(o->url, "wss://", 6) != 0) {
+        return usage_error("the URL must start with ws:// or wss://, got '%s'", o->url);
+    }
+    if (!o->certfile != !o->keyfile) {
+        return usage_error("--cert and --key go together");
+    }
+    return 0;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static void on_signal(int sig)
+{
+    if (g_signal) {
+        _exit(sig == SIGTERM ? WSP_EXIT_SIGTERM : WSP_EXIT_SIGINT);
+    }
+    g_signal = sig;
+}
+
+static void cli_lws_log(int level, const char *line)
+{
+    (void)level;
+    if (wsp_log_level >= 1) {
+        fprintf(stderr, "ws_port lws: %s", line);
+    }
+}
+
+int wsp_cli_main(int argc, char **argv)
+{
+    struct wsp_connect_opts *o = calloc(1, sizeof *o);
+    if (!o) {
+        return WSP_EXIT_INTERNAL;
+    }
+    /* the defaults wsp_proto gives a connect command; retry off */
+    o->connect_timeout_ms = WSP_DEFAULT_CONNECT_TIMEOUT_MS;
+    o->max_message_size = WSP_DEFAULT_MAX_MESSAGE_SIZE;
+    o->active = WSP_ACTIVE_TRUE;
+    o->verify = 1;
+    o->retry.retry_on = WSP_FC_DEFAULT;
+    memset(&C, 0, sizeof C);
+    int r = parse_args(argc, argv, o, &C.o);
+    if (r != 0) {
+        wsp_connect_opts_free(o);
+        if (r > 0) {
+            printf("usage: ws_port connect URL [options]\n\n");
+            usage_body(stdout);
+            return WSP_EXIT_OK;
+        }
+        return WSP_EXIT_USAGE;
+    }
+    C.retry = o->retry;
+    C.url = strdup(o->url);
+    if (!C.url) {
+        wsp_connect_opts_free(o);
+        return WSP_EXIT_INTERNAL;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: poll returns at once */
+    sigemptyset(&sa.sa_mask);
+    static const int sigs[] = {SIGINT, SIGTERM};
+    for (size_t k = 0; k < 2; k++) {
+        struct sigaction old;
+        /* a signal ignored by whoever started us (nohup, sh &) stays ignored */
+        if (sigaction(sigs[k], NULL, &old) == 0 && old.sa_handler != SIG_IGN) {
+            sigaction(sigs[k], &sa, NULL);
+        }
+    }
+
+    lws_set_log_level(LLL_ERR, cli_lws_log);
+    if (wsp_loop_init() < 0) {
+        ERR("cannot create the event loop");
+        wsp_connect_opts_free(o);
+        free(C.url);
+        return WSP_EXIT_INTERNAL;
+    }
+    if (wsp_dns_init() < 0) {
+        ERR("cannot start the DNS resolver (c-ares)");
+        wsp_loop_destroy();
+        wsp_connect_opts_free(o);
+        free(C.url);
+        return WSP_EXIT_INTERNAL;
+    }
+    struct wsp_link_sink sink = {
+        .on_event = sink_event,
+        .on_data = sink_data,
+        .on_pause_input = sink_pause,
+    };
+    wsp_link_set_sink(&sink);
+
+    /* stdin stays blocking (it may share its open file with the terminal's
+     * stdout); one read per readable event never blocks. lws closes what it
+     * adopts: give it a duplicate. */
+    C.in_watch.kind = WSP_W_CLI;
+    int in_fd = fcntl(0, F_DUPFD_CLOEXEC, 3);
+    if (in_fd >= 0) {
+        C.in_wsi = wsp_loop_adopt(in_fd, &C.in_watch);
+    }
+    if (C.in_wsi) {
+        wsp_loop_want_read(C.in_wsi, 0);
+    } else {
+        C.stdin_eof = 1; /* no stdin: behave as at its end once connected */
+    }
+
+    wsp_conn_connect(CLI_ID, o); /* owns o now */
+    while (!C.done) {
+        if (C.stdin_eof && !C.closing && C.up && !C.o.echo && !C.o.count) {
+            begin_close();
+        }
+        run_deferred();
+        wsp_conn_flush_all();
+        out_flush();
+        if (C.done || lws_service(wsp_ctx, 0) < 0) {
+            break;
+        }
+        run_deferred();
+        wsp_conn_flush_all();
+        out_flush();
+    }
+    if (!C.done) {
+        C.exit_code = WSP_EXIT_INTERNAL;
+    }
+    out_flush();
+    lws_sul_cancel(&C.ping_sul);
+    lws_sul_cancel(&C.defer_sul);
+    wsp_conn_free_all();
+    if (C.in_wsi) {
+        C.in_wsi = NULL;
+        wsp_loop_close(&C.in_watch);
+    }
+    wsp_dns_shutdown();
+    wsp_loop_destroy();
+    wsp_tls_free_all();
+    wsp_link_set_sink(NULL);
+    wsp_buf_free(&C.line);
+    wsp_buf_free(&C.out);
+    wsp_buf_free(&C.echo);
+    free(C.url);
+    return C.exit_code;
+}

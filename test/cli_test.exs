@@ -1,0 +1,300 @@
+Code.require_file("support/peer.exs", __DIR__)
+
+defmodule WsPort.CLITest do
+  @moduledoc """
+  The port program as a command line client (`ws_port connect URL [options]`),
+  driven as a user drives it: arguments, stdin, stdout, stderr and the exit
+  status, against the real test servers of test/peers/ on 127.0.0.1 (ws and
+  wss, certificates made at test time).
+
+  `WS_PORT_PROGRAM=priv/ws_port.asan` runs them on the ASan/UBSan build.
+  Each run goes through `/bin/sh` so that stdin comes from a file (or
+  /dev/null) and stderr is kept apart from stdout; `timeout` bounds every run.
+  """
+  use ExUnit.Case, async: false
+
+  alias WsPort.Test.{Certs, JSON, Peer}
+
+  @moduletag timeout: 180_000
+  # WS_PORT_PROGRAM=priv/ws_port.asan runs the same tests on the sanitizer
+  # build (`make asan`): any report lands on stderr and fails the assertions.
+  defp bin do
+    case System.get_env("WS_PORT_PROGRAM") do
+      nil -> Path.expand("../priv/ws_port", __DIR__)
+      p -> Path.expand(p, Path.expand("..", __DIR__))
+    end
+  end
+  # a liveness bound for one run, not a performance threshold
+  @run_timeout_s 30
+
+  setup_all do
+    certs = Certs.make!()
+    on_exit(fn -> Certs.cleanup(certs) end)
+    ws = Peer.start!(:python)
+    trusted = Peer.start!(:python, tls: {certs.server.cert, certs.server.key})
+    untrusted = Peer.start!(:python, tls: {certs.untrusted.cert, certs.untrusted.key})
+
+    on_exit(fn ->
+      Enum.each([ws, trusted, untrusted], &Peer.stop/1)
+    end)
+
+    tmp = Path.join(System.tmp_dir!(), "ws_port_cli_#{System.unique_integer([:positive])}")
+    File.mkdir_p!(tmp)
+    on_exit(fn -> File.rm_rf!(tmp) end)
+
+    %{certs: certs, ws: ws, trusted: trusted, untrusted: untrusted, tmp: tmp}
+  end
+
+  # Runs `ws_port args...` with `input` (binary, or nil for /dev/null) on
+  # stdin. Returns {exit_status, stdout, stderr}.
+  defp run(ctx, args, input \\ nil) do
+    n = System.unique_integer([:positive])
+    in_file =
+      case input do
+        nil ->
+          "/dev/null"
+
+        data ->
+          f = Path.join(ctx.tmp, "in_#{n}")
+          File.write!(f, data)
+          f
+      end
+
+    err_file = Path.join(ctx.tmp, "err_#{n}")
+    script = ~s(exec timeout #{@run_timeout_s} "$0" "$@" <"$WSP_IN" 2>"$WSP_ERR")
+
+    {out, status} =
+      System.cmd("/bin/sh", ["-c", script, bin() | args],
+        env: [{"WSP_IN", in_file}, {"WSP_ERR", err_file}]
+      )
+
+    {status, out, File.read!(err_file)}
+  end
+
+  defp url(peer, path, scheme \\ "ws", host \\ "127.0.0.1"),
+    do: "#{scheme}://#{host}:#{Peer.port(peer)}#{path}"
+
+  defp tag, do: "cli#{System.unique_integer([:positive])}"
+
+  # a TCP port on 127.0.0.1 where nothing listens
+  defp closed_port do
+    {:ok, l} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
+    {:ok, port} = :inet.port(l)
+    :ok = :gen_tcp.close(l)
+    port
+  end
+
+  describe "usage" do
+    test "--help prints the full usage with the exit statuses", ctx do
+      {0, out, _} = run(ctx, ["--help"])
+      assert out =~ "ws_port connect URL [options]"
+      assert out =~ "--retry POLICY"
+      assert out =~ "Exit status"
+      assert out =~ "7  --retry gave up"
+      {0, out2, _} = run(ctx, ["connect", "--help"])
+      assert out2 =~ "--binary-format base64|hex"
+    end
+
+    test "--version", ctx do
+      {0, out, _} = run(ctx, ["--version"])
+      assert out =~ ~r/^ws_port \d+\.\d+\.\d+\n$/
+    end
+
+    test "bad arguments exit 2 with a message", ctx do
+      {2, "", err} = run(ctx, ["connect", "ws://127.0.0.1:1/", "--bogus"])
+      assert err =~ "unknown option '--bogus'"
+      {2, _, err} = run(ctx, ["connect"])
+      assert err =~ "a URL is needed"
+      {2, _, err} = run(ctx, ["connect", "http://127.0.0.1/"])
+      assert err =~ "ws:// or wss://"
+      {2, _, err} = run(ctx, ["connect", "ws://127.0.0.1:1/", "--retry", "sometimes"])
+      assert err =~ "--retry needs"
+      {2, _, err} = run(ctx, ["connect", "ws://127.0.0.1:1/", "-H", "no colon"])
+      assert err =~ "Name: value"
+      {2, _, err} = run(ctx, ["connect", "ws://127.0.0.1:1/", "--cert", "x.pem"])
+      assert err =~ "--cert and --key"
+      {2, _, err} = run(ctx, ["connect", "ws://[::1/"])
+      assert err =~ "invalid URL"
+    end
+  end
+
+  describe "messages" do
+    test "stdin lines are sent as text, replies printed one per line", ctx do
+      {0, out, err} =
+        run(ctx, ["connect", url(ctx.ws, "/echo?tag=#{tag()}"), "--count", "4"], "hello\nwörld\n\nlast")
+
+      assert out == "hello\nwörld\n\nlast\n"
+      assert err =~ ~r/connected to ws:.*\(HTTP 101\)/
+      assert err =~ "closed: closed with 1000"
+    end
+
+    test "end of stdin closes with 1000 and exits 0", ctx do
+      t = tag()
+      {0, _out, err} = run(ctx, ["connect", url(ctx.ws, "/echo?tag=#{t}")], "one\n")
+      assert err =~ "closed: closed with 1000"
+      assert {1000, ""} = Peer.await_closed(ctx.ws, "/echo?tag=#{t}")
+    end
+
+    test "a line that is not UTF-8 is not sent as text", ctx do
+      {0, out, err} =
+        run(ctx, ["connect", url(ctx.ws, "/echo"), "--count", "1"], <<0xFF, 0xFE, ?\n, "ok\n">>)
+
+      assert out == "ok\n"
+      assert err =~ "not valid UTF-8: not sent"
+    end
+
+    test "binary messages are printed as base64 (default) or hex", ctx do
+      path = "/send?n=3&size=4&type=binary&tag=#{tag()}"
+      {0, out, _} = run(ctx, ["connect", url(ctx.ws, path), "--count", "3"])
+      assert out == "AAAAAA==\nAQEBAQ==\nAgICAg==\n"
+
+      path = "/send?n=2&size=3&type=binary&tag=#{tag()}"
+      {0, out, _} = run(ctx, ["connect", url(ctx.ws, path), "--count", "2", "--binary-format", "hex"])
+      assert out == "000000\n010101\n"
+    end
+
+    test "--binary sends lines as binary messages", ctx do
+      {0, out, _} = run(ctx, ["connect", url(ctx.ws, "/echo"), "--binary", "--count", "2"], "abc\nhi\n")
+      assert out == "YWJj\naGk=\n"
+    end
+
+    test "--count N exits 0 after N messages, closing with 1000", ctx do
+      t = tag()
+      path = "/send?n=50&size=10&type=text&tag=#{t}"
+      {0, out, _} = run(ctx, ["connect", url(ctx.ws, path), "--count", "5"])
+      assert String.split(out, "\n", trim: true) ==
+               ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc", "dddddddddd", "eeeeeeeeee"]
+
+      assert {1000, ""} = Peer.await_closed(ctx.ws, path)
+    end
+
+    test "--echo sends every message back, same type", ctx do
+      # /fragmented sends a text and a binary message, then echoes: what we
+      # echo comes back again, so messages 3 and 4 are our echoes.
+      {0, out, _} = run(ctx, ["connect", url(ctx.ws, "/fragmented"), "--echo", "--count", "4"])
+      bin = Base.encode64(:binary.copy(:binary.list_to_bin(Enum.to_list(0..255)), 4))
+      text = "Hello, fragmented world"
+      assert String.split(out, "\n", trim: true) == [text, bin, text, bin]
+    end
+
+    test "-H headers and --subprotocol reach the server", ctx do
+      {0, out, err} =
+        run(ctx, [
+          "connect",
+          url(ctx.ws, "/headers"),
+          "-H",
+          "X-Ws-Port-Test: from the cli",
+          "--header=X-Second:two",
+          "--subprotocol",
+          "chat.v1",
+          "--count",
+          "1"
+        ])
+
+      seen = JSON.decode!(String.trim_trailing(out, "\n"))
+      assert seen["x-ws-port-test"] == "from the cli"
+      assert seen["x-second"] == "two"
+      assert seen["sec-websocket-protocol"] == "chat.v1"
+      assert err =~ "subprotocol chat.v1"
+    end
+
+    test "--max-message-size: a bigger message is a protocol error (exit 6)", ctx do
+      path = "/send?n=1&size=5000&type=text&tag=#{tag()}"
+      {6, "", err} = run(ctx, ["connect", url(ctx.ws, path), "--max-message-size", "1000"])
+      assert err =~ "protocol error"
+      assert err =~ "1009"
+    end
+
+    test "--ping-interval prints pong round trips", ctx do
+      # stdin stays open for a while (a pipe), then ends
+      {err, 0} =
+        System.cmd("/bin/sh", [
+          "-c",
+          ~s[(sleep 1; echo x) | timeout #{@run_timeout_s} "$0" "$@" 2>&1 >/dev/null],
+          bin(),
+          "connect",
+          url(ctx.ws, "/echo"),
+          "--ping-interval",
+          "200"
+        ])
+
+      assert Regex.scan(~r/pong: rtt \d+\.\d{3} ms/, err) |> length() >= 2
+    end
+  end
+
+  describe "events and exit statuses" do
+    test "--timestamps prefixes events; --quiet silences them", ctx do
+      {0, _, err} = run(ctx, ["connect", url(ctx.ws, "/echo"), "--timestamps"], "x\n")
+      assert err =~ ~r/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ws_port: connected to /m
+      {0, _, ""} = run(ctx, ["connect", url(ctx.ws, "/echo"), "--quiet"], "x\n")
+    end
+
+    test "server closes with 1000: exit 0; with another code: exit 8", ctx do
+      # --count: the end of stdin (/dev/null) does not close first
+      {0, _, err} = run(ctx, ["connect", url(ctx.ws, "/close?code=1000&reason=done"), "--count", "1"])
+      assert err =~ ~s(closed by the server with 1000 "done")
+      {8, _, err} = run(ctx, ["connect", url(ctx.ws, "/close?code=4001&reason=go%20away"), "--echo"])
+      assert err =~ ~s(closed by the server with 4001 "go away")
+    end
+
+    test "refused upgrade: exit 5 with the HTTP status", ctx do
+      {5, "", err} = run(ctx, ["connect", url(ctx.ws, "/status?code=401")])
+      assert err =~ "upgrade refused: HTTP 401"
+    end
+
+    test "connection refused: exit 3", ctx do
+      {3, "", err} = run(ctx, ["connect", "ws://127.0.0.1:#{closed_port()}/"])
+      assert err =~ "connection refused (econnrefused)"
+    end
+
+    test "--retry constant:100:3 against a closed port: three retries, then exit 7", ctx do
+      {7, "", err} =
+        run(ctx, ["connect", "ws://127.0.0.1:#{closed_port()}/", "--retry", "constant:100:3"])
+
+      retries = Regex.scan(~r/^ws_port: disconnected: connection refused \(econnrefused\); retrying in (\d+) ms \(attempt (\d)\)$/m, err)
+      assert Enum.map(retries, fn [_, _, a] -> a end) == ["1", "2", "3"]
+      # 100 ms +- 10% jitter
+      assert Enum.all?(retries, fn [_, ms, _] -> String.to_integer(ms) in 90..110 end)
+      assert err =~ "giving up after 3 retries"
+    end
+
+    test "--retry exponential gives up on a refused upgrade it retries (503)", ctx do
+      {7, "", err} =
+        run(ctx, ["connect", url(ctx.ws, "/status?code=503"), "--retry", "exponential:50:200:2:2"])
+
+      assert length(Regex.scan(~r/retrying in \d+ ms/, err)) == 2
+      # 401 is not retried: the status decides
+      {5, "", err} =
+        run(ctx, ["connect", url(ctx.ws, "/status?code=401"), "--retry", "exponential:50:200:2:2"])
+
+      refute err =~ "retrying"
+    end
+  end
+
+  describe "TLS" do
+    test "untrusted certificate: exit 4, naming the verify failure", ctx do
+      {4, "", err} = run(ctx, ["connect", url(ctx.untrusted, "/echo", "wss")])
+      assert err =~ "TLS failure: certificate verify failed"
+    end
+
+    test "--insecure connects to the untrusted server", ctx do
+      {0, out, err} =
+        run(ctx, ["connect", url(ctx.untrusted, "/echo", "wss"), "--insecure", "--count", "1"], "hi\n")
+
+      assert out == "hi\n"
+      assert err =~ "connected to wss://"
+    end
+
+    test "--cacert verifies the server; a wrong --server-name fails", ctx do
+      ca = ctx.certs.ca.cert
+
+      {0, "hi\n", _} =
+        run(ctx, ["connect", url(ctx.trusted, "/echo", "wss", "localhost"), "--cacert", ca, "--count", "1"], "hi\n")
+
+      {4, "", err} =
+        run(ctx, ["connect", url(ctx.trusted, "/echo", "wss"), "--cacert", ca, "--server-name", "other.example"])
+
+      assert err =~ "certificate verify failed"
+    end
+  end
+end
