@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """WebSocket test server for ws_port's end-to-end tests (python3-websockets 10.4).
 
-Usage: ws_server.py [--tls CERT KEY] [--client-ca CAFILE] [--exit-on-eof]
+Usage: ws_server.py [--tls CERT KEY] [--client-ca CAFILE] [--exit-on-eof] [--port N]
 
-Listens on 127.0.0.1, port 0 (the kernel picks one), and prints ``PORT <n>``
+Listens on 127.0.0.1, port 0 (the kernel picks one) or N with --port (e.g.
+to come back on the same port after a restart), and prints ``PORT <n>``
 on stdout once listening. The behaviour of a connection is chosen by the
 request path:
 
@@ -21,6 +22,13 @@ request path:
                             (0-based) is S copies of one byte: for text the
                             letter "abcdefghijklmnopqrstuvwxyz"[i % 26], for
                             binary the byte i % 256. Prints ``SENT <path>``.
+  /seq?n=N&interval_ms=I    send N numbered text messages "CONNID:SEQ" (SEQ
+                            0, 1, ...; CONNID "<server pid>.<k>" names this
+                            connection, unique across restarts), one every
+                            I ms (default 0), printing ``SEQ <CONNID> <SEQ>``
+                            after each one was written to the socket, then
+                            ``SENT <path>``, then read (and drop) until the
+                            client closes
   /fragmented               send the text "Hello, fragmented world" as three
                             fragments, then the binary bytes(range(256)) * 4 as
                             four fragments of 256 bytes, then echo like /echo
@@ -40,7 +48,9 @@ the parent holds stdin open, as an Erlang port does).
 import argparse
 import asyncio
 import http
+import itertools
 import json
+import os
 import ssl
 import sys
 import urllib.parse
@@ -51,6 +61,7 @@ SERVER_PROTOCOLS = ["chat.v2", "chat.v1"]
 FRAGMENTED_TEXT = ["Hello, ", "fragmented ", "world"]
 FRAGMENTED_BINARY = [bytes(range(256))] * 4
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
+SEQ_CONNS = itertools.count()
 
 
 def say(line):
@@ -117,6 +128,17 @@ async def handler(ws, path):
                     await ws.send(LETTERS[i % 26] * size)
             say("SENT %s" % path)
             await drain(ws)
+        elif route == "/seq":
+            n = int(query.get("n", "1"))
+            interval = int(query.get("interval_ms", "0")) / 1000.0
+            conn_id = "%d.%d" % (os.getpid(), next(SEQ_CONNS))
+            for i in range(n):
+                await ws.send("%s:%d" % (conn_id, i))
+                say("SEQ %s %d" % (conn_id, i))
+                if interval > 0:
+                    await asyncio.sleep(interval)
+            say("SENT %s" % path)
+            await drain(ws)
         elif route == "/fragmented":
             await ws.send(iter(FRAGMENTED_TEXT))
             await ws.send(iter(FRAGMENTED_BINARY))
@@ -136,6 +158,7 @@ async def main():
     ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     ap.add_argument("--client-ca")
     ap.add_argument("--exit-on-eof", action="store_true")
+    ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args()
 
     ssl_ctx = None
@@ -163,7 +186,7 @@ async def main():
         loop.add_reader(sys.stdin.fileno(), on_stdin)
 
     async with websockets.serve(
-        handler, "127.0.0.1", 0,
+        handler, "127.0.0.1", args.port,
         ssl=ssl_ctx,
         subprotocols=SERVER_PROTOCOLS,
         select_subprotocol=select_subprotocol,

@@ -32,6 +32,32 @@ defmodule WsPort.Test.Peer do
     pid
   end
 
+  @doc """
+  Starts test/peers/fault_proxy.py in front of `target_port` (127.0.0.1) and
+  returns the peer; `port/1` is the proxy's own port. Drive it with
+  `control/2` (`"mode blackhole"`, `"reset"`, `"refuse on"`, ...).
+  """
+  def start_proxy!(target_port) when is_integer(target_port),
+    do: start!(:proxy, args: ["--target", "127.0.0.1:#{target_port}"])
+
+  @doc """
+  Writes one command line to the peer's stdin (test/peers/fault_proxy.py) and
+  returns its answer line (`"OK ..."`); raises on `"ERR ..."`.
+  """
+  def control(peer, line, timeout \\ 15_000) do
+    case GenServer.call(peer, {:control, line}, timeout) do
+      "OK" <> _ = ok -> ok
+      other -> raise "peer command #{inspect(line)} failed: #{inspect(other)}"
+    end
+  end
+
+  @doc """
+  Sends `signal` ("KILL", "TERM", ...) to the peer's OS process and waits
+  until it has exited (then `stop/1` has nothing left to do).
+  """
+  def signal_and_wait(peer, signal \\ "KILL", timeout \\ 15_000),
+    do: GenServer.call(peer, {:kill, signal, timeout}, timeout + 5_000)
+
   def port(peer), do: GenServer.call(peer, :port)
   def os_pid(peer), do: GenServer.call(peer, :os_pid)
   def lines(peer), do: GenServer.call(peer, :lines)
@@ -109,6 +135,9 @@ defmodule WsPort.Test.Peer do
   defp command(:evil, opts),
     do: {@python, [Path.join(@peers_dir, "evil_server.py"), "--exit-on-eof"] ++ Keyword.get(opts, :args, [])}
 
+  defp command(:proxy, opts),
+    do: {@python, [Path.join(@peers_dir, "fault_proxy.py")] ++ Keyword.get(opts, :args, [])}
+
   defp command(:node, opts) do
     ensure_node_modules!()
     node = System.find_executable("node") || raise "node is not on PATH"
@@ -177,6 +206,27 @@ defmodule WsPort.Test.Peer do
   def handle_call(:port, _from, state), do: {:reply, state.number, state}
   def handle_call(:os_pid, _from, state), do: {:reply, state.os_pid, state}
   def handle_call(:lines, _from, state), do: {:reply, Enum.reverse(state.lines), state}
+
+  def handle_call({:control, line}, from, state) do
+    # The answer is the first OK/ERR line printed after the command is written.
+    true = Port.command(state.port, line <> "\n")
+    pred = &(String.starts_with?(&1, "OK") or String.starts_with?(&1, "ERR"))
+    {:noreply, %{state | waiters: state.waiters ++ [{from, pred}]}}
+  end
+
+  def handle_call({:kill, _signal, _timeout}, _from, %{exited: true} = state),
+    do: {:reply, {:exited, :already}, state}
+
+  def handle_call({:kill, signal, timeout}, _from, state) do
+    signal(state.os_pid, signal)
+
+    receive do
+      {port, {:exit_status, status}} when port == state.port ->
+        {:reply, {:exited, status}, %{state | exited: true}}
+    after
+      timeout -> {:reply, {:error, :still_running}, state}
+    end
+  end
 
   def handle_call({:await, pred}, from, state) do
     case Enum.find(Enum.reverse(state.lines), pred) do
