@@ -56,6 +56,10 @@
 %%     process ends; each `on_connect' is followed by one `on_disconnect'
 %%     (e.g. `pg:join/3' and `pg:leave/3'). A hook that fails is logged.</li>
 %% </ul>
+%% After missed heartbeats the client closes the connection and opens a
+%% new one; messages of the old connection still in its mailbox are
+%% dropped.
+%%
 %% The `retry' default is `true' (the port program's policy: exponential
 %% from 1 s to 30 s, jitter 0.1, forever). `active' and `await' are set by
 %% the client and may not be given.
@@ -464,7 +468,13 @@ on_up(Info, #st{ever_up = EverUp, reconnects = Reconnects, url = Url} = St) ->
     callback(handle_connect, [Info2], St2).
 
 on_down(Reason, Info, Final, St) ->
-    St1 = leave_connected(St),
+    St0 =
+        case {Reason, St#st.hb} of
+            %% the port program's keepalive saw nothing for idle_timeout
+            {idle_timeout, ping_pong} -> St#st{total_misses = St#st.total_misses + 1};
+            _ -> St
+        end,
+    St1 = leave_connected(St0),
     Attempt = maps:get(attempt, Info, St#st.attempt + 1),
     DInfo = #{
         reason => Reason,

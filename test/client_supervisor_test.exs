@@ -10,6 +10,12 @@ defmodule WsPort.ClientSupervisorTest do
   """
   use ExUnit.Case, async: false
 
+  defp quietly(fun) do
+    fun.()
+  catch
+    :exit, _ -> :ok
+  end
+
   alias WsPort.ClientSupervisor, as: CS
   alias WsPort.Test.JsonRpcPeer, as: Peer
   alias WsPort.Test.ReportClient
@@ -75,6 +81,14 @@ defmodule WsPort.ClientSupervisorTest do
     assert_receive {:ws_port_client_up, ^c, %{status: 101}}, 5000
     :ok = WsPort.Client.send_frame(c, "hi")
     assert_receive {:ws_port_client, ^c, {:text, "hi"}}, 5000
+    # callbacks the module does not define
+    assert {:error, {:unknown_call, :what}} = WsPort.Client.call(c, :what)
+    :ok = WsPort.Client.cast(c, :ignored)
+    send(c, :ignored)
+    assert WsPort.Client.health(c).connected
+    ref = Process.monitor(c)
+    :ok = CS.stop_client(sup, c)
+    assert_receive {:DOWN, ^ref, :process, ^c, :shutdown}, 5000
   end
 
   @tag capture_log: true
@@ -112,7 +126,8 @@ defmodule WsPort.ClientSupervisorTest do
 
   test "on_connect / on_disconnect hooks keep a :pg group of connected clients", %{peer: peer} do
     scope = :ws_port_hooks_test
-    {:ok, _} = :pg.start_link(scope)
+    {:ok, scope_pid} = :pg.start(scope)
+    on_exit(fn -> quietly(fn -> GenServer.stop(scope_pid) end) end)
     sup = start_sup()
 
     hooks = [

@@ -13,6 +13,12 @@ defmodule WsPort.MultinodeTest do
   """
   use ExUnit.Case, async: false
 
+  defp quietly(fun) do
+    fun.()
+  catch
+    :exit, _ -> :ok
+  end
+
   alias WsPort.Test.JsonRpcPeer, as: Server
   alias WsPort.Test.ReportClient
 
@@ -68,13 +74,14 @@ defmodule WsPort.MultinodeTest do
   end
 
   test "send_balanced over :pg reaches the other node and fails over" do
-    {:ok, _} = :pg.start_link(@scope)
+    {:ok, scope} = :pg.start(@scope)
+    on_exit(fn -> quietly(fn -> GenServer.stop(scope) end) end)
     server_a = Server.start!()
     server_b = Server.start!()
     on_exit(fn -> Server.stop(server_a) && Server.stop(server_b) end)
 
     {peer, node_b} = start_peer_node()
-    on_exit(fn -> catch_exit(:peer.stop(peer)) end)
+    on_exit(fn -> quietly(fn -> :peer.stop(peer) end) end)
 
     # the client on node B joins the group once connected
     {_holder, client_b} =
