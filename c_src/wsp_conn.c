@@ -88,6 +88,8 @@ struct wsp_conn {
     int over_high;                   /* counted in g_over_high */
     int dirty;
     struct wsp_conn *dirty_next;
+    int link_paused;                 /* on g_paused: stopped for a full link */
+    struct wsp_conn *paused_next;
 
     lws_sorted_usec_list_t timer;    /* connect / close / linger deadline */
     lws_sorted_usec_list_t live;     /* ping interval and idle timeout */
@@ -120,6 +122,7 @@ static struct wsp_conn *g_all;           /* every live struct (incl. lingering) 
 static struct wsp_conn **g_table;        /* id -> conn, open addressing */
 static size_t g_table_cap, g_table_used;
 static struct wsp_conn *g_dirty;
+static struct wsp_conn *g_paused;        /* stopped because the link is full */
 static int g_over_high;
 static int g_congested;
 static uint64_t g_rng[4];
@@ -308,6 +311,14 @@ static void conn_free(struct wsp_conn *c)
         for (struct wsp_conn **pp = &g_dirty; *pp; pp = &(*pp)->dirty_next) {
             if (*pp == c) {
                 *pp = c->dirty_next;
+                break;
+            }
+        }
+    }
+    if (c->link_paused) {
+        for (struct wsp_conn **pp = &g_paused; *pp; pp = &(*pp)->paused_next) {
+            if (*pp == c) {
+                *pp = c->paused_next;
                 break;
             }
         }
@@ -1142,6 +1153,15 @@ static void conn_set_reading(struct wsp_conn *c)
         c->reading = want;
         wsp_loop_want_read(c->wsi, want);
     }
+    /* Stopped only because the link to the BEAM is full: remember it, so
+     * that resuming touches the connections that stopped, not all of them
+     * (a connection that never tries to read while congested stays as is). */
+    if (!want && g_congested && !c->link_paused && c->wsi &&
+        (c->state == ST_OPEN || c->state == ST_CLOSING) && c->credit != 0) {
+        c->link_paused = 1;
+        c->paused_next = g_paused;
+        g_paused = c;
+    }
 }
 
 /* Reads while there is credit and data, parsing as it goes. */
@@ -1430,9 +1450,15 @@ void wsp_conn_stats(uint32_t id)
 void wsp_conn_link_congested(int congested)
 {
     g_congested = congested;
-    for (struct wsp_conn *c = g_all; c; c = c->all_next) {
+    if (congested) {
+        return; /* each connection stops when it next tries to read */
+    }
+    while (g_paused) {
+        struct wsp_conn *c = g_paused;
+        g_paused = c->paused_next;
+        c->link_paused = 0;
         conn_set_reading(c);
-        if (!congested && may_read(c) && c->wsi) {
+        if (may_read(c) && c->wsi) {
             lws_sul_schedule(wsp_ctx, 0, &c->kick, on_kick, 0);
         }
     }

@@ -274,6 +274,7 @@ static int data_direct(uint32_t id, int opcode, const uint8_t *payload, size_t l
     if (wsp_buf_pending(&L.out) > 0) {
         wsp_link_flush();
     }
+    update_congestion();
     return 1;
 }
 
@@ -311,6 +312,7 @@ int wsp_link_data(uint32_t id, int opcode, const uint8_t *payload, size_t len)
     }
     wsp_buf_commit(&L.out, entry);
     put_be32(L.out.data + L.last_data_off, (uint32_t)(L.out.len - L.last_data_off - 4));
+    update_congestion();
     return 0;
 }
 

@@ -23,8 +23,12 @@ struct wsp_link_hooks {
     void (*on_congestion)(int congested);
 };
 
-#define WSP_LINK_HIGH_WATER (8u * 1024 * 1024)
-#define WSP_LINK_LOW_WATER (2u * 1024 * 1024)
+/* Reading from sockets stops once this much waits for the BEAM, and goes on
+ * when it has all been written: data then waits in the kernel's socket
+ * buffers (TCP pushes back) rather than in ours, and most large messages go
+ * to the pipe straight from the receive buffer. */
+#define WSP_LINK_HIGH_WATER (256u * 1024)
+#define WSP_LINK_LOW_WATER 0u
 #define WSP_LINK_MAX_PACKET (1u << 30)       /* larger commands are refused */
 #define WSP_LINK_BATCH_BYTES (64u * 1024)    /* data packets grow to this */
 #define WSP_LINK_DIRECT_BYTES (16u * 1024)   /* larger messages skip the queue */
