@@ -280,6 +280,27 @@ defmodule WsPort.ClientTest do
     Supervisor.stop(sup)
   end
 
+  test "WsPort.Client.child_spec/1 puts a client given as options in a tree", %{peer: peer} do
+    children = [
+      {WsPort.Client,
+       url: Peer.url(peer, "/echo?tag=spec"),
+       id: :exchange1_client,
+       module: ReportClient,
+       init_arg: [test: self()],
+       heartbeat: :none}
+    ]
+
+    {:ok, sup} = Supervisor.start_link(children, strategy: :one_for_one)
+    assert_receive {:client, :connect, pid, _}, 5000
+    assert [{:exchange1_client, ^pid, :worker, _}] = Supervisor.which_children(sup)
+    assert WsPort.Client.health(pid).heartbeat == :none
+    # a normal close is not restarted (transient)
+    :ok = WsPort.Client.close(pid)
+    Process.sleep(200)
+    assert [{:exchange1_client, :undefined, :worker, _}] = Supervisor.which_children(sup)
+    Supervisor.stop(sup)
+  end
+
   test "synchronous interface: connect, send, receive_frame", %{peer: peer} do
     {:ok, conn} = WsPort.Sync.connect(Peer.url(peer, "/echo?tag=sync"))
     :ok = WsPort.Sync.send(conn, "one")
