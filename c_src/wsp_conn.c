@@ -895,6 +895,21 @@ static uint64_t reset_attempt(struct wsp_conn *c)
     return unsent;
 }
 
+/* g_x holds {closed, Id, Reason}: send it as {down, Id, Reason, Info} instead
+ * and try again after delay ms (delay < 0: manual, wait for {reconnect}). */
+static void retry_after(struct wsp_conn *c, uint64_t attempt, int64_t delay)
+{
+    c->attempt = attempt;
+    uint64_t unsent = reset_attempt(c);
+    if (wsp_enc_closed_to_down(&g_x, &g_down, attempt, delay, unsent) == 0) {
+        wsp_link_event(&g_down);
+    }
+    c->state = ST_BACKOFF;
+    if (delay >= 0) {
+        lws_sul_schedule(wsp_ctx, 0, &c->timer, on_retry, (lws_usec_t)delay * 1000);
+    }
+}
+
 static void lost(struct wsp_conn *c, unsigned fc)
 {
     const struct wsp_backoff *b = &c->opts->retry;
@@ -911,15 +926,7 @@ static void lost(struct wsp_conn *c, unsigned fc)
             return;
         }
     }
-    c->attempt = attempt;
-    uint64_t unsent = reset_attempt(c);
-    if (wsp_enc_closed_to_down(&g_x, &g_down, attempt, delay, unsent) == 0) {
-        wsp_link_event(&g_down);
-    }
-    c->state = ST_BACKOFF;
-    if (delay >= 0) {
-        lws_sul_schedule(wsp_ctx, 0, &c->timer, on_retry, (lws_usec_t)delay * 1000);
-    }
+    retry_after(c, attempt, delay);
 }
 
 /* Frames sent while not open, kept (send_queue) and written after the up. */
@@ -1417,12 +1424,25 @@ void wsp_conn_reconnect(uint32_t id, uint32_t delay_ms)
     if (!c) {
         return;
     }
-    if (c->state != ST_BACKOFF || !c->opts->retry.manual || lws_dll2_is_detached(&c->timer.list) == 0) {
-        emit_error(id, "badarg", "reconnect: connection %u is %s, not waiting for a reconnect",
-                   id, state_name(c->state));
+    if (c->state == ST_BACKOFF && lws_dll2_is_detached(&c->timer.list)) {
+        /* manual mode: the answer to a down event */
+        lws_sul_schedule(wsp_ctx, 0, &c->timer, on_retry, (lws_usec_t)delay_ms * 1000);
         return;
     }
-    lws_sul_schedule(wsp_ctx, 0, &c->timer, on_retry, (lws_usec_t)delay_ms * 1000);
+    if (c->state > ST_BACKOFF && c->state <= ST_OPEN) {
+        /* asked to drop a live (or connecting) connection and start over,
+         * e.g. after missed application heartbeats: same id, whatever the
+         * retry policy */
+        if (c->state == ST_OPEN) {
+            static const char why[] = "reconnecting";
+            queue_close(c, 1000, (const uint8_t *)why, sizeof why - 1);
+        }
+        wsp_enc_closed_atom(xbuf(), c->id, "reconnect");
+        retry_after(c, c->attempt + 1, delay_ms);
+        return;
+    }
+    emit_error(id, "badarg", "reconnect: connection %u is %s, not waiting for a reconnect", id,
+               state_name(c->state));
 }
 
 void wsp_conn_stats(uint32_t id)

@@ -314,10 +314,17 @@ lookup(Driver, Id) ->
 %% Options and ownership
 %%====================================================================
 
-%% @doc In manual retry mode (`retry => #{manual => true}'), tells the port
-%% program to try again after `DelayMs' milliseconds; the answer to
+%% @doc Reconnects after `DelayMs' milliseconds, keeping the handle.
+%%
+%% On an open (or connecting) connection: drops it now (close 1000
+%% `"reconnecting"' when open) and opens it again, whatever the retry
+%% policy; the owner gets `{ws_port_down, Conn, reconnect, #{delay_ms :=
+%% DelayMs}}' then `{ws_port_up, Conn, Info}'. Use it when the link looks
+%% dead to you (missed application heartbeats).
+%%
+%% In manual retry mode (`retry => #{manual => true}'): the answer to
 %% `{ws_port_down, Conn, Reason, #{delay_ms := manual}}'. Close the
-%% connection to give up. Not for `retry_fun' (the driver answers then).
+%% connection to give up. With `retry_fun' the driver answers those.
 -spec reconnect(conn(), non_neg_integer()) -> ok | {error, closed}.
 reconnect({ws_port, Driver, Id}, DelayMs) when
     is_integer(DelayMs), DelayMs >= 0, DelayMs =< 4294967295

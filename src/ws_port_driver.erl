@@ -598,9 +598,13 @@ event({down, Id, Reason, Info}, #state{conns = Conns} = State) when is_map(Info)
     case Conns of
         #{Id := #conn{owner = Owner, from = undefined} = C} when is_pid(Owner) ->
             Attempt = attempt_of(Info, C),
-            case C#conn.retry of
-                callback -> ask_retry_fun(Id, C#conn{attempt = Attempt}, Reason, Info, State);
-                _ -> retrying(Id, C#conn{attempt = Attempt}, Reason, Info, State)
+            %% a down with a delay already chosen (ws_port:reconnect/2 on an
+            %% open connection) is not the retry_fun's to answer
+            case {C#conn.retry, maps:get(delay_ms, Info, manual)} of
+                {callback, manual} ->
+                    ask_retry_fun(Id, C#conn{attempt = Attempt}, Reason, Info, State);
+                _ ->
+                    retrying(Id, C#conn{attempt = Attempt}, Reason, Info, State)
             end;
         #{Id := #conn{owner = Owner} = C} when is_pid(Owner) ->
             %% the first attempt of an awaited connect failed: the caller
