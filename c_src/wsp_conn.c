@@ -25,8 +25,10 @@
 
 #define READ_CHUNK (256 * 1024)
 #define READ_BUDGET (4 * 1024 * 1024)     /* bytes per wake-up before yielding */
-#define SENDQ_HIGH (16u * 1024 * 1024)    /* pause stdin above this per conn */
-#define SENDQ_LOW (4u * 1024 * 1024)
+#define SENDQ_HIGH (4u * 1024 * 1024)     /* {busy, Id} above this per conn */
+#define SENDQ_LOW (1u * 1024 * 1024)      /* {ready, Id} again below this */
+#define SENDQ_HARD (64u * 1024 * 1024)    /* pause all commands above this */
+#define PONG_SKIP (256u * 1024)           /* no auto-pong while this much waits */
 #define CLOSE_TIMEOUT_US (5 * LWS_US_PER_SEC)
 #define LINGER_US (1 * LWS_US_PER_SEC)
 
@@ -85,7 +87,8 @@ struct wsp_conn {
     int passive_events;              /* credit came from {active, N} */
     int reading;                     /* input polling enabled */
     int want_write;
-    int over_high;                   /* counted in g_over_high */
+    int over_high;                   /* sent {busy, Id}: waiting for {ready, Id} */
+    int over_hard;                   /* counted in g_over_hard */
     int dirty;
     struct wsp_conn *dirty_next;
     int link_paused;                 /* on g_paused: stopped for a full link */
@@ -123,7 +126,7 @@ static struct wsp_conn **g_table;        /* id -> conn, open addressing */
 static size_t g_table_cap, g_table_used;
 static struct wsp_conn *g_dirty;
 static struct wsp_conn *g_paused;        /* stopped because the link is full */
-static int g_over_high;
+static int g_over_hard;
 static int g_congested;
 static uint64_t g_rng[4];
 
@@ -278,14 +281,24 @@ static void detach_socket(struct wsp_conn *c)
     c->reading = 0;
 }
 
+/* Send backpressure, per connection: above SENDQ_HIGH unwritten bytes the
+ * BEAM is told {busy, Id} (its senders then wait), below SENDQ_LOW {ready,
+ * Id}. Only a connection past SENDQ_HARD (senders that ignore busy) stops
+ * the reading of commands for the whole program. */
 static void update_over_high(struct wsp_conn *c)
 {
     size_t q = wsp_buf_pending(&c->wbuf);
     int over = c->over_high ? q > SENDQ_LOW : q >= SENDQ_HIGH;
-    if (over != c->over_high) {
+    if (over != c->over_high && c->state != ST_DONE) {
         c->over_high = over;
-        g_over_high += over ? 1 : -1;
-        wsp_link_pause_input(g_over_high > 0);
+        wsp_enc_tag_id(xbuf(), over ? "busy" : "ready", c->id);
+        emit();
+    }
+    int hard = c->over_hard ? q > SENDQ_HIGH : q >= SENDQ_HARD;
+    if (hard != c->over_hard) {
+        c->over_hard = hard;
+        g_over_hard += hard ? 1 : -1;
+        wsp_link_pause_input(g_over_hard > 0);
     }
 }
 
@@ -302,10 +315,10 @@ static void conn_free(struct wsp_conn *c)
     if (c->dns) {
         wsp_dns_cancel(c->dns);
     }
-    if (c->over_high) {
-        c->over_high = 0;
-        g_over_high--;
-        wsp_link_pause_input(g_over_high > 0);
+    if (c->over_hard) {
+        c->over_hard = 0;
+        g_over_hard--;
+        wsp_link_pause_input(g_over_hard > 0);
     }
     if (c->dirty) {
         for (struct wsp_conn **pp = &g_dirty; *pp; pp = &(*pp)->dirty_next) {
@@ -1014,7 +1027,10 @@ static int process_frames(struct wsp_conn *c)
             }
             break;
         case WSC_EV_PING:
-            if (c->state == ST_OPEN) {
+            /* a server that pings but does not read gets no more pongs
+             * once PONG_SKIP bytes wait (RFC 6455 5.5.3 lets us answer
+             * only the latest ping) */
+            if (c->state == ST_OPEN && wsp_buf_pending(&c->wbuf) < PONG_SKIP) {
                 queue_frame(c, WSC_OP_PONG, ev.data, ev.len, NULL, 0);
             }
             break;

@@ -1183,6 +1183,11 @@ int wsp_enc_passive(ei_x_buff *x, uint32_t id)
     return enc_start(x, 2, "passive", id);
 }
 
+int wsp_enc_tag_id(ei_x_buff *x, const char *tag, uint32_t id)
+{
+    return enc_start(x, 2, tag, id);
+}
+
 int wsp_enc_pong(ei_x_buff *x, uint32_t id, int64_t rtt_us)
 {
     if (enc_start(x, 3, "pong", id) < 0)

@@ -137,6 +137,8 @@ int wsp_enc_closed_http(ei_x_buff *x, uint32_t id, int status,
 /* {error, Id, {What, Detail}} */
 int wsp_enc_error(ei_x_buff *x, uint32_t id, const char *what,
                   const char *detail, size_t detail_len);
+/* {Tag, Id}: busy, ready */
+int wsp_enc_tag_id(ei_x_buff *x, const char *tag, uint32_t id);
 /* {passive, Id} */
 int wsp_enc_passive(ei_x_buff *x, uint32_t id);
 /* {pong, Id, RttMicros} */

@@ -255,7 +255,10 @@ close({ws_port, Driver, Id} = Conn, Code, Reason) ->
 %%====================================================================
 
 %% @doc Sends one message. The caller writes it to the port itself (no
-%% process hop); a busy port blocks the caller, as a busy socket does.
+%% process hop). When more than 4 MiB of this connection's frames wait in
+%% the port program to be written (the peer reads slowly or not at all), the
+%% call waits until that is back under 1 MiB, as gen_tcp:send/2 waits on a
+%% full socket; sends on other connections go on meanwhile.
 %%
 %% While the connection is not open (handshake in progress, waiting to
 %% retry, port program restarting) it returns `{error, not_connected}' and
@@ -273,6 +276,11 @@ send({ws_port, Driver, Id}, {Type, Data}) when
     case lookup(Driver, Id) of
         {Port, open, _, _} ->
             port_send(Port, Id, Type, Data);
+        {_, busy, _, _} ->
+            %% more than 4 MiB wait to be written to this peer: wait, as
+            %% gen_tcp:send does on a full socket (other connections go on)
+            ok = ws_port_driver:await_ready(Driver, Id),
+            send({ws_port, Driver, Id}, {Type, Data});
         {Port, connecting, _, true} ->
             %% the port keeps it until the next handshake (send_queue)
             port_send(Port, Id, Type, Data);
@@ -330,7 +338,7 @@ reconnect({ws_port, Driver, Id}, DelayMs) when
     is_integer(DelayMs), DelayMs >= 0, DelayMs =< 4294967295
 ->
     case lookup(Driver, Id) of
-        {Port, State, _, _} when State =:= open; State =:= connecting ->
+        {Port, State, _, _} when State =:= open; State =:= busy; State =:= connecting ->
             try erlang:port_command(Port, ws_port_proto:reconnect_cmd(Id, DelayMs)) of
                 true -> ok
             catch
@@ -379,7 +387,7 @@ apply_setopts(Driver, Id, [{active, Active} | Rest]) ->
 
 set_active(Driver, Id, Active, Tries) ->
     case lookup(Driver, Id) of
-        {Port, State, _, _} when State =:= open; State =:= connecting ->
+        {Port, State, _, _} when State =:= open; State =:= busy; State =:= connecting ->
             %% remembered for a replay after a port restart
             _ = ets:update_element(?WS_PORT_TAB, {Driver, Id}, {4, Active}),
             try erlang:port_command(Port, ws_port_proto:active_cmd(Id, Active)) of

@@ -50,7 +50,7 @@
 -include_lib("kernel/include/logger.hrl").
 
 -export([start_link/0, start_link/1, start_link/2]).
--export([connect/4, close/4, controlling_process/3, release/2, info/2]).
+-export([connect/4, close/4, controlling_process/3, release/2, info/2, await_ready/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -export_type([key/0, handle/0]).
@@ -97,7 +97,9 @@
     %% the final outcome was already reported (telemetry closed sent)
     final = false :: boolean(),
     %% a handover to a new owner is in progress (see #hold{})
-    hold = false :: boolean()
+    hold = false :: boolean(),
+    %% senders waiting for the port's {ready, Id} (see await_ready/2)
+    waiting = [] :: [gen_server:from()]
 }).
 
 %% A handover in progress: what would have gone to the new owner while the
@@ -184,6 +186,18 @@ controlling_process(Driver, Id, NewOwner) ->
 release(Driver, Id) ->
     gen_server:cast(Driver, {release, Id, self()}).
 
+%% @doc Waits while the port program has said `{busy, Id}': more than 4 MiB
+%% of this connection's frames wait to be written (a slow peer). Returns
+%% when it says `{ready, Id}', or when the connection goes down, comes up or
+%% closes; the caller then looks at the connection's state again.
+-spec await_ready(key(), ws_port_proto:id()) -> ok.
+await_ready(Driver, Id) ->
+    try
+        gen_server:call(Driver, {await_ready, Id}, infinity)
+    catch
+        exit:_ -> ok
+    end.
+
 %% @doc Asks the port program for a connection's statistics.
 -spec info(key(), ws_port_proto:id()) -> {ok, map()} | {error, closed}.
 info(Driver, Id) ->
@@ -250,6 +264,13 @@ handle_call({info, Id}, From, #state{conns = Conns} = State) ->
             {noreply, State#state{conns = Conns#{Id := C#conn{stats = Waiting ++ [From]}}}};
         _ ->
             {reply, {error, closed}, State}
+    end;
+handle_call({await_ready, Id}, From, #state{key = Key, conns = Conns} = State) ->
+    case {Conns, ets:lookup(?WS_PORT_TAB, {Key, Id})} of
+        {#{Id := #conn{waiting = W} = C}, [{_, _, busy, _, _}]} ->
+            {noreply, State#state{conns = Conns#{Id := C#conn{waiting = [From | W]}}}};
+        _ ->
+            {reply, ok, State}
     end;
 handle_call(Request, _From, State) ->
     {reply, {error, {badarg, Request}}, State}.
@@ -563,7 +584,7 @@ event({up, Id, Info}, #state{conns = Conns} = State) ->
                 },
                 (metadata(C))#{replay => C#conn.replayed}
             ),
-            C2 = C#conn{
+            C2 = (wake(C))#conn{
                 from = undefined,
                 notify_up = false,
                 timer = undefined,
@@ -578,7 +599,8 @@ event({up, Id, Info}, #state{conns = Conns} = State) ->
     end;
 event({closed, Id, Reason}, #state{key = Key, conns = Conns} = State) ->
     case maps:take(Id, Conns) of
-        {C, Conns2} ->
+        {C0, Conns2} ->
+            C = wake(C0),
             State2 = finish(Id, C, Reason, State),
             case C#conn.mref of
                 undefined -> ok;
@@ -612,6 +634,20 @@ event({down, Id, Reason, Info}, #state{conns = Conns} = State) when is_map(Info)
             give_up(Id, C, Reason, State);
         _ ->
             State
+    end;
+event({busy, Id}, #state{key = Key} = State) ->
+    %% senders wait (ws_port:send/2 -> await_ready/2) until {ready, Id}
+    _ = ets:select_replace(?WS_PORT_TAB, [
+        {{{Key, Id}, '$1', open, '$2', '$3'}, [], [{{{{Key, Id}}, '$1', busy, '$2', '$3'}}]}
+    ]),
+    State;
+event({ready, Id}, #state{key = Key, conns = Conns} = State) ->
+    _ = ets:select_replace(?WS_PORT_TAB, [
+        {{{Key, Id}, '$1', busy, '$2', '$3'}, [], [{{{{Key, Id}}, '$1', open, '$2', '$3'}}]}
+    ]),
+    case Conns of
+        #{Id := C} -> State#state{conns = Conns#{Id := wake(C)}};
+        _ -> State
     end;
 event({passive, Id}, State) ->
     to_owner(Id, fun(H) -> {ws_port_passive, H} end, State);
@@ -668,12 +704,19 @@ retrying(Id, C, Reason, Info, #state{conns = Conns} = State) ->
     _ = ets:update_element(?WS_PORT_TAB, {Key, Id}, {3, connecting}),
     ok = down_telemetry(C, Reason, Info),
     State2 = emit(Id, C, {ws_port_down, Handle, Reason, down_info(Info, C)}, State),
-    C2 = C#conn{
+    C2 = (wake(C))#conn{
         timer = retry_guard(Id, C, Delay),
         since = erlang:monotonic_time(),
         notify_up = true
     },
     State2#state{conns = Conns#{Id := C2}}.
+
+%% Lets the senders waiting on a busy connection look at it again.
+wake(#conn{waiting = []} = C) ->
+    C;
+wake(#conn{waiting = W} = C) ->
+    _ = [gen_server:reply(From, ok) || From <- W],
+    C#conn{waiting = []}.
 
 %% What the owner gets as the Info of ws_port_down.
 down_info(Info, #conn{attempt = A}) ->
@@ -845,7 +888,7 @@ replay_one(Id, #conn{owner = undefined} = C, _Status, #state{key = Key} = State)
 replay_one(Id, #conn{} = C, Status, #state{key = Key, port = Port} = State) ->
     {WasOpen, Active} =
         case ets:lookup(?WS_PORT_TAB, {Key, Id}) of
-            [{_, _, S, A, _}] -> {S =:= open, A};
+            [{_, _, S, A, _}] -> {S =:= open orelse S =:= busy, A};
             [] -> {false, proplists:get_value(active, C#conn.wire, true)}
         end,
     Wire = lists:keystore(active, 1, C#conn.wire, {active, Active}),
@@ -863,7 +906,7 @@ replay_one(Id, #conn{} = C, Status, #state{key = Key, port = Port} = State) ->
                 State
         end,
     cancel_timer(C#conn.timer),
-    C2 = C#conn{
+    C2 = (wake(C))#conn{
         notify_up = C#conn.from =:= undefined,
         timer = guard_timer(Id, C#conn.connect_timeout),
         since = erlang:monotonic_time(),

@@ -3,7 +3,8 @@
 
 %% The public ETS table of connections, owned by ws_port_sup. One row per
 %% connection that a driver knows of:
-%%   {{DriverKey, Id}, Port, connecting | open | closing, Active, Queue}
+%%   {{DriverKey, Id}, Port, connecting | open | busy | closing, Active, Queue}
+%%   (busy: open, but the port said {busy, Id}; senders wait for {ready, Id})
 %% DriverKey is the driver's registered name, or its pid if it has none.
 %% connecting also covers waiting to retry after a down event.
 %% Active is the last {active, _} mode given (replayed if the port restarts).
