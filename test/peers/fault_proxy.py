@@ -14,6 +14,8 @@ order the commands came:
   mode blackhole         keep both sockets open, read and drop every byte, both ways
   mode chop              forward writes in 1-byte pieces (one send() per byte,
                          TCP_NODELAY), both ways
+  mode stall             stop reading both sockets (bytes pile up in the
+                         kernel buffers, then the senders block), keep them open
   reset                  RST every open connection (SO_LINGER {1, 0}, then close),
                          both sides; answers ``OK <t_ms> <n>`` (n connections reset)
   fin                    close every open connection with FIN (shutdown, no close
@@ -133,7 +135,7 @@ class Proxy:
             return "ERR empty command"
         cmd, args = words[0], words[1:]
         if cmd == "mode":
-            if args == ["pass"] or args == ["blackhole"] or args == ["chop"]:
+            if args in (["pass"], ["blackhole"], ["chop"], ["stall"]):
                 self.mode = args[0]
                 return "OK"
             if len(args) == 2 and args[0] == "delay" and args[1].isdigit():
@@ -217,6 +219,8 @@ class Conn:
         self.tasks.append(writer)
         try:
             while True:
+                while self.proxy.mode == "stall":
+                    await asyncio.sleep(0.01)
                 try:
                     data = await self.loop.sock_recv(src, CHUNK)
                 except (ConnectionResetError, OSError):
