@@ -263,6 +263,7 @@ static void emit_error(uint32_t id, const char *what, const char *fmt, ...)
 
 static void conn_set_reading(struct wsp_conn *c);
 static int conn_flush(struct wsp_conn *c);
+static int io_read(struct wsp_conn *c, uint8_t *p, size_t n, int *err);
 static void conn_read(struct wsp_conn *c);
 
 static void detach_socket(struct wsp_conn *c)
@@ -357,6 +358,26 @@ static void on_linger(lws_sorted_usec_list_t *sul)
 
 /* The final event has been encoded into g_x: send it, free the id, and let
  * the socket go once what is queued on it (a close frame) is written. */
+/* Everything we owed the peer is written: end our side (FIN) and read and
+ * drop what still comes until its EOF, at most LINGER_US. Closing with
+ * unread bytes would make the kernel send a reset, which can destroy our
+ * close frame before the server reads it (RFC 6455 7.1.1: the server closes
+ * the TCP connection first). */
+static void linger_close(struct wsp_conn *c)
+{
+    if (c->ssl) {
+        ERR_clear_error();
+        (void)SSL_shutdown(c->ssl); /* close_notify, best effort */
+        ERR_clear_error();
+    }
+    (void)shutdown(c->fd, SHUT_WR);
+    if (!c->reading) {
+        c->reading = 1;
+        wsp_loop_want_read(c->wsi, 1);
+    }
+    lws_sul_schedule(wsp_ctx, 0, &c->timer, on_linger, LINGER_US);
+}
+
 static void finish(struct wsp_conn *c)
 {
     emit();
@@ -369,16 +390,20 @@ static void finish(struct wsp_conn *c)
         c->dns = NULL;
     }
     wsp_buf_free(&c->msg);
+    wsp_buf_free(&c->rbuf);
     if (c->wsi && wsp_buf_pending(&c->wbuf) > 0 && conn_flush(c) < 0) {
-        return; /* written out and freed */
+        return; /* failed and freed */
     }
-    if (c->wsi && wsp_buf_pending(&c->wbuf) > 0) {
-        wsp_loop_want_read(c->wsi, 0);
-        c->reading = 0;
+    if (!c->wsi) {
+        conn_free(c);
+        return;
+    }
+    if (wsp_buf_pending(&c->wbuf) > 0) {
+        /* the close frame waits for the socket: conn_flush lingers after */
         lws_sul_schedule(wsp_ctx, 0, &c->timer, on_linger, LINGER_US);
         return;
     }
-    conn_free(c);
+    linger_close(c);
 }
 
 static void lost(struct wsp_conn *c, unsigned fc);
@@ -525,7 +550,17 @@ static int conn_flush(struct wsp_conn *c)
         /* the peer is gone */
         wsp_buf_consume(&c->wbuf, wsp_buf_pending(&c->wbuf));
         if (c->state == ST_DONE) {
-            break;
+            conn_free(c);
+            return -1;
+        }
+        if (c->ssl) {
+            /* a TLS alert may say why (e.g. "certificate required") */
+            uint8_t tmp[512];
+            int e2 = 0;
+            if (io_read(c, tmp, sizeof tmp, &e2) == -3) {
+                fail_detail(c, WSP_FC_TLS, "tls", c->tls_err);
+                return -1;
+            }
         }
         fail_errno(c, err);
         return -1;
@@ -533,9 +568,8 @@ static int conn_flush(struct wsp_conn *c)
     if (wsp_buf_pending(&c->wbuf) == 0) {
         wsp_buf_shrink(&c->wbuf, 256 * 1024);
         if (c->state == ST_DONE && c->wsi) {
-            lws_sul_cancel(&c->timer);
-            conn_free(c);
-            return -1;
+            linger_close(c);
+            return 0;
         }
     }
     update_over_high(c);
@@ -1292,10 +1326,13 @@ int wsp_conn_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
         } else if (c->state == ST_TLS) {
             tls_step(c);
         } else if (c->state == ST_DONE) {
-            /* draining after our final event: discard */
+            /* lingering after our final event: drop what comes, until EOF */
             uint8_t sink[4096];
-            int err;
-            while (c->wsi && io_read(c, sink, sizeof sink, &err) > 0) {
+            int err, r = -1;
+            while (c->wsi && (r = io_read(c, sink, sizeof sink, &err)) > 0) {
+            }
+            if (c->wsi && r != -1) {
+                conn_free(c); /* EOF or error: the peer has closed too */
             }
         } else {
             conn_read(c);
