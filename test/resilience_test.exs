@@ -315,8 +315,9 @@ defmodule WsPort.ResilienceTest do
       assert Enum.all?(results, &(&1 in [:ok, {:error, :not_connected}])),
              inspect(Enum.uniq(results))
 
-      # 48 MiB cannot all fit in two sockets' buffers: some never left the port
-      assert accepted >= 16
+      # Nobody reads: the port's queue filled past its high watermark (senders
+      # then wait, see ws_port:send/2) and was still full when the link died.
+      assert accepted >= 1
       assert unsent > 0, "unsent_bytes is 0 with #{accepted} MiB accepted into a stalled link"
       assert unsent <= accepted * (mib + 14)
 
