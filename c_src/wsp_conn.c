@@ -98,8 +98,10 @@ struct wsp_conn {
     lws_sorted_usec_list_t live;     /* ping interval and idle timeout */
     lws_sorted_usec_list_t kick;     /* continue reading from the loop */
 
-    lws_usec_t last_rx, up_at, ping_sent_at;
-    int user_ping;                   /* the outstanding ping is the user's */
+    lws_usec_t last_rx, up_at;
+    lws_usec_t ping_sent_at;         /* the last ping sent, ours or the user's */
+    lws_usec_t user_ping_at;         /* the user's outstanding ping, 0 if none */
+    uint64_t ping_key;               /* our pings carry (send time ^ ping_key) */
     int64_t last_rtt_us;
     uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
 
@@ -291,9 +293,13 @@ static void update_over_high(struct wsp_conn *c)
     size_t q = wsp_buf_pending(&c->wbuf);
     int over = c->over_high ? q > SENDQ_LOW : q >= SENDQ_HIGH;
     if (over != c->over_high && c->state != ST_DONE) {
+        /* its own buffer: this runs while g_x may hold a final event that
+         * lost() is about to turn into a down event */
+        static ei_x_buff flow;
         c->over_high = over;
-        wsp_enc_tag_id(xbuf(), over ? "busy" : "ready", c->id);
-        emit();
+        if (wsp_enc_tag_id(&flow, over ? "busy" : "ready", c->id) == 0) {
+            wsp_link_event(&flow);
+        }
     }
     int hard = c->over_hard ? q > SENDQ_HIGH : q >= SENDQ_HARD;
     if (hard != c->over_hard) {
@@ -608,8 +614,44 @@ static void on_live(lws_sorted_usec_list_t *sul);
 static void send_ping(struct wsp_conn *c, int user, const uint8_t *p, size_t n)
 {
     c->ping_sent_at = wsp_now();
-    c->user_ping = user;
+    if (user) {
+        c->user_ping_at = c->ping_sent_at;
+    }
     queue_frame(c, WSC_OP_PING, p, n, NULL, 0);
+}
+
+/* A keepalive ping carries its own send time, so that its pong gives the
+ * right round trip even when pongs come back after the next ping. */
+static void send_keepalive_ping(struct wsp_conn *c, lws_usec_t now)
+{
+    uint64_t t = (uint64_t)now ^ c->ping_key;
+    uint8_t p[8];
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(t >> (56 - 8 * i));
+    }
+    send_ping(c, 0, p, 8);
+}
+
+static void on_pong(struct wsp_conn *c, const uint8_t *p, size_t n)
+{
+    lws_usec_t now = wsp_now();
+    if (n == 8) {
+        uint64_t t = 0;
+        for (int i = 0; i < 8; i++) {
+            t = (t << 8) | p[i];
+        }
+        t ^= c->ping_key;
+        if (c->up_at && t >= (uint64_t)c->up_at && t <= (uint64_t)now) {
+            c->last_rtt_us = (int64_t)(now - (lws_usec_t)t);
+            return;
+        }
+    }
+    if (c->user_ping_at) {
+        c->last_rtt_us = (int64_t)(now - c->user_ping_at);
+        c->user_ping_at = 0;
+        wsp_enc_pong(xbuf(), c->id, c->last_rtt_us);
+        emit();
+    }
 }
 
 static void schedule_live(struct wsp_conn *c)
@@ -647,10 +689,7 @@ static void on_live(lws_sorted_usec_list_t *sul)
         if (o->ping_interval_ms) {
             lws_usec_t base = c->last_rx > c->ping_sent_at ? c->last_rx : c->ping_sent_at;
             if (now - base >= (lws_usec_t)o->ping_interval_ms * 1000) {
-                uint8_t ts[8];
-                uint64_t t = (uint64_t)now;
-                memcpy(ts, &t, 8);
-                send_ping(c, 0, ts, 8);
+                send_keepalive_ping(c, now);
             }
         }
         schedule_live(c);
@@ -855,6 +894,7 @@ void wsp_conn_connect(uint32_t id, struct wsp_connect_opts *opts)
         return;
     }
     c->watch.kind = WSP_W_CONN;
+    c->ping_key = rng_next();
     c->opts = opts;
     c->fd = -1;
     c->last_rtt_us = -1;
@@ -937,7 +977,7 @@ static uint64_t reset_attempt(struct wsp_conn *c)
     update_over_high(c);
     wsc_parser_init(&c->parser, c->opts->max_message_size);
     c->ping_sent_at = 0;
-    c->user_ping = 0;
+    c->user_ping_at = 0;
     c->up_at = 0;
     return unsent;
 }
@@ -1069,14 +1109,7 @@ static int process_frames(struct wsp_conn *c)
             }
             break;
         case WSC_EV_PONG:
-            if (c->ping_sent_at) {
-                c->last_rtt_us = (int64_t)(wsp_now() - c->ping_sent_at);
-                if (c->user_ping) {
-                    wsp_enc_pong(xbuf(), c->id, c->last_rtt_us);
-                    emit();
-                }
-                c->user_ping = 0;
-            }
+            on_pong(c, ev.data, ev.len);
             break;
         case WSC_EV_CLOSE:
             if (c->state == ST_CLOSING) {
