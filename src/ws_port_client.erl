@@ -167,6 +167,9 @@
     hb_alive = true :: boolean(),
     misses = 0 :: non_neg_integer(),
     total_misses = 0 :: non_neg_integer(),
+    %% why we asked the port to drop the connection (ws_port:reconnect/2):
+    %% reported instead of its `reconnect' reason
+    drop_reason :: term(),
     %% health
     last_rtt :: non_neg_integer() | undefined,
     reconnects = 0 :: non_neg_integer(),
@@ -409,6 +412,10 @@ handle_info({ws_port_passive, Conn}, #st{conn = Conn} = St) ->
     {noreply, St};
 handle_info({ws_port_up, Conn, Info}, #st{conn = Conn} = St) ->
     on_up(Info, St);
+handle_info({ws_port_down, Conn, reconnect, Info}, #st{conn = Conn, drop_reason = Why} = St) when
+    Why =/= undefined
+->
+    on_down(Why, Info, false, St#st{drop_reason = undefined});
 handle_info({ws_port_down, Conn, Reason, Info}, #st{conn = Conn} = St) when is_map(Info) ->
     on_down(Reason, Info, false, St);
 handle_info({ws_port_down, Conn, Reason}, #st{conn = Conn} = St) ->
@@ -590,15 +597,25 @@ on_tick(#st{status = connected, hb = {HbMod, HbState}} = St) ->
 on_tick(St) ->
     {noreply, St}.
 
-%% Too many misses: drop the connection and open a new one (the port
-%% program's retry policy applies to the new one's failures).
+%% Too many misses: the port program drops the connection and opens it again
+%% at once (same handle, same credit; its retry policy applies if that
+%% fails); handle_disconnect sees {heartbeat_timeout, Misses}. If the
+%% connection is already gone, a new one is opened.
 heartbeat_lost(#st{conn = Conn, misses = Misses} = St) ->
-    ok = ws_port:close(Conn),
-    St1 = leave_connected(St#st{conn = undefined}),
-    Reason = {heartbeat_timeout, Misses},
     logger:notice("ws_port_client ~p: ~b heartbeats missed, reconnecting to ~ts", [
         self(), Misses, St#st.url
     ]),
+    case ws_port:reconnect(Conn, 0) of
+        ok ->
+            {noreply, cancel_timer(St#st{drop_reason = {heartbeat_timeout, Misses}})};
+        {error, closed} ->
+            reopen(St)
+    end.
+
+reopen(#st{conn = Conn, misses = Misses} = St) ->
+    ok = ws_port:close(Conn),
+    St1 = leave_connected(St#st{conn = undefined}),
+    Reason = {heartbeat_timeout, Misses},
     DInfo = #{reason => Reason, attempt => 1, delay_ms => 0, unsent_bytes => 0, final => false},
     case callback(handle_disconnect, [DInfo], St1#st{attempt = 1}) of
         {noreply, St2} ->
