@@ -676,6 +676,99 @@ defmodule WsPort.E2ETest do
     end
   end
 
+  ## RFC 6455 4.1: what the client must check in the server's handshake.
+  # No WebSocket server library answers like this, so a gen_tcp server
+  # stands in: it reads the upgrade request and writes the response given.
+
+  describe "handshake checks" do
+    test "a subprotocol the client did not offer fails the handshake" do
+      url = handshake_server(&ok_101(&1, "Sec-WebSocket-Protocol: not.offered\r\n"))
+      assert {:error, {:bad_handshake, _}} = :ws_port.connect(url, %{protocols: ["chat.v1"], retry: false})
+    end
+
+    test "a subprotocol when none was offered fails the handshake" do
+      url = handshake_server(&ok_101(&1, "Sec-WebSocket-Protocol: chat.v1\r\n"))
+      assert {:error, {:bad_handshake, _}} = :ws_port.connect(url, %{retry: false})
+    end
+
+    test "an extension the client did not offer fails the handshake" do
+      url = handshake_server(&ok_101(&1, "Sec-WebSocket-Extensions: permessage-deflate\r\n"))
+      assert {:error, {:bad_handshake, _}} = :ws_port.connect(url, %{retry: false})
+    end
+
+    test "a 101 without Upgrade: websocket fails the handshake" do
+      url =
+        handshake_server(fn key ->
+          "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n" <>
+            "Sec-WebSocket-Accept: #{accept_key(key)}\r\n\r\n"
+        end)
+
+      assert {:error, {:bad_handshake, _}} = :ws_port.connect(url, %{retry: false})
+    end
+
+    test "a 200 answer is an http_status, not a connection" do
+      url =
+        handshake_server(fn _ ->
+          "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Why: not a websocket\r\nContent-Length: 3\r\n\r\nhi\n"
+        end)
+
+      assert {:error, {:http_status, 200, headers}} = :ws_port.connect(url, %{retry: false})
+      assert {"x-why", "not a websocket"} in Enum.map(headers, fn {k, v} -> {String.downcase(k), v} end)
+    end
+
+    test "the control: a correct 101 from the same server connects" do
+      url = handshake_server(&ok_101(&1, ""))
+      assert {:ok, conn} = :ws_port.connect(url, %{retry: false})
+      close_quietly(conn)
+    end
+
+    test "wss:// to a plain (non-TLS) server is a TLS error", ctx do
+      peer = Peer.start!(:python)
+      on_exit(fn -> Peer.stop(peer) end)
+
+      assert {:error, {:tls, _}} =
+               :ws_port.connect("wss://127.0.0.1:#{Peer.port(peer)}/echo", %{
+                 tls: %{cacertfile: ctx.certs.ca.cert},
+                 retry: false
+               })
+    end
+  end
+
+  defp accept_key(key),
+    do: Base.encode64(:crypto.hash(:sha, key <> "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+
+  defp ok_101(key, extra) do
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" <>
+      "Sec-WebSocket-Accept: #{accept_key(key)}\r\n" <> extra <> "\r\n"
+  end
+
+  # A one-shot gen_tcp server: reads one upgrade request, writes
+  # respond.(sec_websocket_key), keeps the socket open until the test ends.
+  defp handshake_server(respond) do
+    {:ok, l} = :gen_tcp.listen(0, ip: {127, 0, 0, 1}, active: false, packet: :http_bin)
+    {:ok, port} = :inet.port(l)
+    test_pid = self()
+
+    server =
+      spawn_link(fn ->
+        {:ok, s} = :gen_tcp.accept(l)
+        key = read_http_request(s)[:"sec-websocket-key"]
+        :ok = :gen_tcp.send(s, respond.(key))
+        ref = Process.monitor(test_pid)
+
+        receive do
+          {:DOWN, ^ref, _, _, _} -> :ok
+        end
+      end)
+
+    on_exit(fn ->
+      Process.exit(server, :kill)
+      :gen_tcp.close(l)
+    end)
+
+    "ws://127.0.0.1:#{port}/"
+  end
+
   # Reads an HTTP request with {packet, http_bin}; returns the headers the
   # raw test servers need.
   defp read_http_request(s, acc \\ %{}) do
