@@ -259,6 +259,19 @@ defmodule WsPort.E2ETest do
         assert :ok = :ws_port.close(conn)
       end
 
+      test "close/3 refuses codes a client may not send and reasons over 123 bytes", ctx do
+        conn = connect!(ctx, tagged("/echo"))
+
+        for code <- [999, 1004, 1005, 1006, 1015, 5000] do
+          assert_raise ArgumentError, fn -> :ws_port.close(conn, code, "") end
+        end
+
+        assert_raise ArgumentError, fn -> :ws_port.close(conn, 1000, :binary.copy("r", 124)) end
+        # none of that closed anything
+        assert echo!(conn, {:text, "open"}) == {:text, "open"}
+        :ok = :ws_port.close(conn, 1000, :binary.copy("r", 123))
+      end
+
       test "close/1 closes with 1000", ctx do
         path = tagged("/echo")
         conn = connect!(ctx, path)
@@ -344,6 +357,48 @@ defmodule WsPort.E2ETest do
         :ok = :ws_port.setopts(conn, active: :once)
         assert recv!(conn) == {:binary, <<2, 2, 2, 2>>}
         flush_passive(conn)
+        close_quietly(conn)
+      end
+
+      test "credit of one, renewed 300 times, then :once over 4 MiB messages: all in order", ctx do
+        # Each pause happens with data already read (or buffered inside TLS)
+        # behind it: resuming must deliver it without new socket traffic,
+        # since the server has already sent everything.
+        path = tagged("/send?n=300&size=1000&type=binary")
+        conn = connect!(ctx, path, %{active: 1})
+        Peer.await_line(ctx.server, "SENT #{path}")
+
+        for i <- 0..299 do
+          assert recv!(conn) == {:binary, :binary.copy(<<rem(i, 256)>>, 1000)}, "message #{i}"
+          assert_receive {:ws_port_passive, ^conn}, @wait
+          :ok = :ws_port.setopts(conn, active: 1)
+        end
+
+        close_quietly(conn)
+
+        # (16 MiB do not fit in the socket buffers: the server cannot finish
+        # sending while we hold the credit at 0, which is the point of credit)
+        size = 4 <<< 20
+        path = tagged("/send?n=4&size=#{size}&type=binary")
+        conn = connect!(ctx, path, %{active: :once})
+
+        for i <- 0..3 do
+          assert {:binary, got} = recv!(conn)
+          assert_same_payload(got, :binary.copy(<<i>>, size))
+          flush_passive(conn)
+          :ok = :ws_port.setopts(conn, active: :once)
+        end
+
+        Peer.await_line(ctx.server, "SENT #{path}")
+        close_quietly(conn)
+      end
+
+      test "an oversized ping is refused and the connection carries on", ctx do
+        conn = connect!(ctx, tagged("/echo"))
+        :ok = :ws_port.send(conn, {:ping, :binary.copy("p", 126)})
+        assert_receive {:ws_port_error, ^conn, {:badarg, detail}}, @wait
+        assert is_binary(detail)
+        assert echo!(conn, {:text, "still open"}) == {:text, "still open"}
         close_quietly(conn)
       end
 
