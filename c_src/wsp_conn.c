@@ -31,6 +31,7 @@
 #define PONG_SKIP (256u * 1024)           /* no auto-pong while this much waits */
 #define CLOSE_TIMEOUT_US (5 * LWS_US_PER_SEC)
 #define LINGER_US (1 * LWS_US_PER_SEC)
+#define LINGER_DRAIN (256u * 1024)
 
 enum conn_state {
     ST_BACKOFF = 1, /* lost; waiting to retry (timer, or {reconnect} in manual mode) */
@@ -116,6 +117,8 @@ struct wsp_conn {
                                         <<Opcode:8, Len:32, Payload>>, unmasked */
     uint32_t nheld;
 
+    size_t linger_budget;            /* bytes still read and dropped in ST_DONE */
+
     int in_cb;                       /* inside wsp_conn_on_io for this conn */
     int free_pending;
     struct wsp_conn *all_next, **all_prev;
@@ -123,6 +126,7 @@ struct wsp_conn {
 
 /* ---- the set of connections -------------------------------------------- */
 
+static uint8_t g_rshared[READ_CHUNK];    /* see conn_read */
 static struct wsp_conn *g_all;           /* every live struct (incl. lingering) */
 static struct wsp_conn **g_table;        /* id -> conn, open addressing */
 static size_t g_table_cap, g_table_used;
@@ -377,6 +381,9 @@ static void linger_close(struct wsp_conn *c)
         ERR_clear_error();
     }
     (void)shutdown(c->fd, SHUT_WR);
+    /* a server that keeps sending is not read for ever: after this much
+     * the socket is left alone until the peer's FIN or the timer */
+    c->linger_budget = LINGER_DRAIN;
     if (!c->reading) {
         c->reading = 1;
         wsp_loop_want_read(c->wsi, 1);
@@ -572,7 +579,11 @@ static int conn_flush(struct wsp_conn *c)
         return -1;
     }
     if (wsp_buf_pending(&c->wbuf) == 0) {
-        wsp_buf_shrink(&c->wbuf, 256 * 1024);
+        /* small buffers come back cheaply from malloc: an idle connection
+         * keeps none; a big one (a heavy sender) is kept */
+        if (c->wbuf.cap <= 128 * 1024) {
+            wsp_buf_free(&c->wbuf);
+        }
         if (c->state == ST_DONE && c->wsi) {
             linger_close(c);
             return 0;
@@ -1063,16 +1074,17 @@ static void protocol_fail(struct wsp_conn *c, unsigned code, const char *why)
     lost(c, WSP_FC_PROTOCOL);
 }
 
-/* Parses what rbuf holds while credit lasts. Returns 0, or -1 if the
- * connection finished (c may be freed: do not touch it). */
-static int process_frames(struct wsp_conn *c)
+/* Parses p[0..n) while credit lasts; *taken says how many bytes it used.
+ * Payload slices point into p, and are copied before it returns. Returns 0,
+ * or -1 if the connection finished (c may be freed: do not touch it). */
+static int parse_bytes(struct wsp_conn *c, const uint8_t *p, size_t n, size_t *taken)
 {
-    while (c->credit != 0 && wsp_buf_pending(&c->rbuf) > 0) {
+    *taken = 0;
+    while (c->credit != 0 && *taken < n) {
         struct wsc_event ev;
         size_t used = 0;
-        int r = wsc_parser_next(&c->parser, c->rbuf.data + c->rbuf.off,
-                                wsp_buf_pending(&c->rbuf), &used, &ev);
-        wsp_buf_consume(&c->rbuf, used);
+        int r = wsc_parser_next(&c->parser, p + *taken, n - *taken, &used, &ev);
+        *taken += used;
         if (r == WSC_ENEED_MORE) {
             break;
         }
@@ -1096,8 +1108,7 @@ static int process_frames(struct wsp_conn *c)
             }
             if (ev.message_end) {
                 deliver(c, ev.opcode, c->msg.data + c->msg.off, wsp_buf_pending(&c->msg));
-                c->msg.off = c->msg.len = 0;
-                wsp_buf_shrink(&c->msg, 1024 * 1024);
+                wsp_buf_free(&c->msg);
             }
             break;
         case WSC_EV_PING:
@@ -1126,6 +1137,22 @@ static int process_frames(struct wsp_conn *c)
             finish(c);
             return -1;
         }
+    }
+    return 0;
+}
+
+/* Parses what waits in rbuf (bytes kept while the credit was 0, or after the
+ * handshake) while credit lasts. Returns 0, or -1 if the connection finished
+ * (c may be freed: do not touch it). */
+static int process_frames(struct wsp_conn *c)
+{
+    size_t taken;
+    if (parse_bytes(c, c->rbuf.data + c->rbuf.off, wsp_buf_pending(&c->rbuf), &taken) < 0) {
+        return -1;
+    }
+    wsp_buf_consume(&c->rbuf, taken);
+    if (wsp_buf_pending(&c->rbuf) == 0) {
+        wsp_buf_free(&c->rbuf); /* an idle connection keeps no read buffer */
     }
     return 0;
 }
@@ -1161,6 +1188,9 @@ static void handle_response(struct wsp_conn *c)
     c->state = ST_OPEN;
     c->up_at = wsp_now();
     c->attempt = 0;
+    free(c->addrs); /* no other address will be tried now */
+    c->addrs = NULL;
+    c->addr_next = 0;
     if (c->ever_up) {
         c->reconnects++;
     }
@@ -1264,13 +1294,18 @@ static void conn_read(struct wsp_conn *c)
         }
     }
     while (c->wsi && may_read(c) && budget > 0) {
-        uint8_t *dst = wsp_buf_reserve(&c->rbuf, READ_CHUNK);
+        /* Open connections read into one buffer shared by all (an idle
+         * connection then holds no read buffer); only bytes left when the
+         * credit runs out are kept in the connection's own rbuf. The
+         * handshake's response is gathered in rbuf. */
+        int shared = c->state == ST_OPEN || c->state == ST_CLOSING;
+        uint8_t *dst = shared ? g_rshared : wsp_buf_reserve(&c->rbuf, READ_CHUNK);
         if (!dst) {
             fail_detail(c, 0, "socket", "out of memory");
             return;
         }
         int err = 0;
-        int r = io_read(c, dst, c->rbuf.cap - c->rbuf.len, &err);
+        int r = io_read(c, dst, shared ? READ_CHUNK : c->rbuf.cap - c->rbuf.len, &err);
         if (r == -1) {
             break;
         }
@@ -1289,10 +1324,21 @@ static void conn_read(struct wsp_conn *c)
             }
             return;
         }
-        wsp_buf_commit(&c->rbuf, (size_t)r);
         c->bytes_in += (uint64_t)r;
         c->last_rx = wsp_now();
         budget = (size_t)r < budget ? budget - (size_t)r : 0;
+        if (shared) {
+            size_t taken;
+            if (parse_bytes(c, dst, (size_t)r, &taken) < 0) {
+                return;
+            }
+            if (taken < (size_t)r && wsp_buf_append(&c->rbuf, dst + taken, (size_t)r - taken) < 0) {
+                fail_detail(c, 0, "socket", "out of memory");
+                return;
+            }
+            continue;
+        }
+        wsp_buf_commit(&c->rbuf, (size_t)r);
         if (c->state == ST_UPGRADING) {
             handle_response(c);
             if (c->state == ST_DONE) {
@@ -1305,8 +1351,8 @@ static void conn_read(struct wsp_conn *c)
     if (budget == 0 && may_read(c)) {
         lws_sul_schedule(wsp_ctx, 0, &c->kick, on_kick, 0);
     }
-    if (wsp_buf_pending(&c->rbuf) == 0) {
-        wsp_buf_shrink(&c->rbuf, READ_CHUNK * 2);
+    if (wsp_buf_pending(&c->rbuf) == 0 && c->state != ST_UPGRADING) {
+        wsp_buf_free(&c->rbuf);
     }
     conn_set_reading(c);
 }
@@ -1360,12 +1406,16 @@ int wsp_conn_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
             tls_step(c);
         } else if (c->state == ST_DONE) {
             /* lingering after our final event: drop what comes, until EOF */
-            uint8_t sink[4096];
             int err, r = -1;
-            while (c->wsi && (r = io_read(c, sink, sizeof sink, &err)) > 0) {
+            while (c->wsi && c->linger_budget > 0 &&
+                   (r = io_read(c, g_rshared, sizeof g_rshared, &err)) > 0) {
+                c->linger_budget -= (size_t)r < c->linger_budget ? (size_t)r : c->linger_budget;
             }
-            if (c->wsi && r != -1) {
+            if (c->wsi && r != -1 && c->linger_budget > 0) {
                 conn_free(c); /* EOF or error: the peer has closed too */
+            } else if (c->wsi && c->linger_budget == 0 && c->reading) {
+                c->reading = 0;
+                wsp_loop_want_read(c->wsi, 0);
             }
         } else {
             conn_read(c);

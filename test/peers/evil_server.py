@@ -158,9 +158,14 @@ class Conn:
                 if op == OP_CLOSE:
                     code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else "none"
                     self.log_close(code)
+                    # let a sending loop stop first: it may be blocked on a
+                    # client that no longer reads (it lingers after its
+                    # close), and two sendalls on one socket must not wait
+                    # on each other for ever
+                    self.closed.set()
                     try:
-                        await self.write(frame(OP_CLOSE, data[:2]))
-                    except (ConnectionError, OSError):
+                        await asyncio.wait_for(self.write(frame(OP_CLOSE, data[:2])), 2)
+                    except (ConnectionError, OSError, asyncio.TimeoutError):
                         pass
                     break
                 if op == OP_PONG:
@@ -257,8 +262,12 @@ async def endless_fragments(c, key, q):
     try:
         while not c.closed.is_set() and sent < 200000 and time.monotonic() < deadline:
             batch = 64 if sent else 63
-            await c.write((b"" if sent else first) + more * batch)
+            # bounded: a client that lingers after its close frame stops
+            # reading, and a socket it then resets may never wake us up
+            await asyncio.wait_for(c.write((b"" if sent else first) + more * batch), 5)
             sent += 64
+    except (ConnectionError, OSError, asyncio.TimeoutError):
+        pass
     finally:
         say("SENT %s %d" % (c.path, sent))
     await c.wait_closed()
