@@ -59,20 +59,26 @@ static const char *state_name(enum conn_state s)
     return "unknown";
 }
 
+/* What an attempt needs of the URL: parsed again for every attempt, and
+ * dropped once the connection is open (an open connection keeps none of it). */
+struct wsp_target {
+    struct wsc_url url;
+    char host_header[300];
+};
+
+static char g_tls_err[256];              /* OpenSSL's reason after a TLS failure */
+
 struct wsp_conn {
     struct wsp_watch watch;          /* first member: routed by the loop */
     uint32_t id;
     enum conn_state state;
     struct wsp_connect_opts *opts;
-    struct wsc_url url;
-    char host_header[300];
-    const char *tls_name;            /* SNI and certificate name */
+    struct wsp_target *t;            /* where to connect; only while connecting */
 
     int fd;
     struct lws *wsi;                 /* == watch.wsi while the socket is adopted */
     SSL *ssl;
     int tls_want_write;              /* SSL_read/handshake wants POLLOUT */
-    char tls_err[256];               /* OpenSSL's reason after a TLS failure */
     struct wsp_dns_req *dns;
     struct wsp_dns_result *addrs;
     size_t addr_next;
@@ -354,6 +360,7 @@ static void conn_free(struct wsp_conn *c)
     }
     wsp_connect_opts_free(c->opts);
     free(c->addrs);
+    free(c->t);
     wsp_buf_free(&c->rbuf);
     wsp_buf_free(&c->wbuf);
     wsp_buf_free(&c->msg);
@@ -571,7 +578,7 @@ static int conn_flush(struct wsp_conn *c)
             uint8_t tmp[512];
             int e2 = 0;
             if (io_read(c, tmp, sizeof tmp, &e2) == -3) {
-                fail_detail(c, WSP_FC_TLS, "tls", c->tls_err);
+                fail_detail(c, WSP_FC_TLS, "tls", g_tls_err);
                 return -1;
             }
         }
@@ -730,7 +737,7 @@ static void start_upgrade(struct wsp_conn *c)
     wsc_make_key(rnd, c->key);
     const struct wsp_connect_opts *o = c->opts;
     const char *err = NULL;
-    size_t cap = 1024 + strlen(c->url.path) + strlen(c->host_header);
+    size_t cap = 1024 + strlen(c->t->url.path) + strlen(c->t->host_header);
     for (size_t i = 0; i < o->nheaders; i++) {
         cap += o->headers[i].name_len + o->headers[i].value_len + 4;
     }
@@ -742,7 +749,7 @@ static void start_upgrade(struct wsp_conn *c)
         fail_detail(c, 0, "socket", "out of memory");
         return;
     }
-    int n = wsc_build_request((char *)dst, cap, c->url.path, c->host_header, c->key,
+    int n = wsc_build_request((char *)dst, cap, c->t->url.path, c->t->host_header, c->key,
                               (const char *const *)o->protocols, o->nprotocols, o->headers,
                               o->nheaders, &err);
     if (n < 0) {
@@ -776,7 +783,7 @@ static void tls_step(struct wsp_conn *c)
 
 static void tcp_connected(struct wsp_conn *c)
 {
-    if (!c->url.tls) {
+    if (!c->t->url.tls) {
         start_upgrade(c);
         return;
     }
@@ -792,7 +799,8 @@ static void tcp_connected(struct wsp_conn *c)
         fail_detail(c, WSP_FC_TLS, "tls", err);
         return;
     }
-    c->ssl = wsp_tls_new(ctx, c->fd, c->tls_name, c->opts->verify, err, sizeof err);
+    const char *name = c->opts->server_name ? c->opts->server_name : c->t->url.host;
+    c->ssl = wsp_tls_new(ctx, c->fd, name, c->opts->verify, err, sizeof err);
     if (!c->ssl) {
         fail_detail(c, WSP_FC_TLS, "tls", err);
         return;
@@ -863,10 +871,37 @@ static void on_resolved(void *arg, const struct wsp_dns_result *res)
     wsp_link_flush();
 }
 
+static int target_make(struct wsp_conn *c, const char **uerr)
+{
+    struct wsp_target *t = calloc(1, sizeof *t);
+    if (!t) {
+        *uerr = "out of memory";
+        return -1;
+    }
+    if (wsc_parse_url(c->opts->url, c->opts->url_len, &t->url, uerr) < 0) {
+        free(t);
+        return -1;
+    }
+    int default_port = t->url.port == (t->url.tls ? 443 : 80);
+    snprintf(t->host_header, sizeof t->host_header, t->url.host_is_ipv6 ? "[%s]" : "%s",
+             t->url.host);
+    if (!default_port) {
+        size_t hl = strlen(t->host_header);
+        snprintf(t->host_header + hl, sizeof t->host_header - hl, ":%u", t->url.port);
+    }
+    c->t = t;
+    return 0;
+}
+
 static void start_attempt(struct wsp_conn *c)
 {
     const struct wsp_connect_opts *opts = c->opts;
     c->state = ST_RESOLVING;
+    const char *uerr = NULL;
+    if (!c->t && target_make(c, &uerr) < 0) {
+        fail_detail(c, 0, "invalid_url", uerr ? uerr : "malformed URL");
+        return;
+    }
     lws_sul_schedule(wsp_ctx, 0, &c->timer, on_deadline,
                      (lws_usec_t)opts->connect_timeout_ms * 1000);
 
@@ -874,16 +909,16 @@ static void start_attempt(struct wsp_conn *c)
     struct sockaddr_in a4;
     memset(&a6, 0, sizeof a6);
     memset(&a4, 0, sizeof a4);
-    if (inet_pton(AF_INET, c->url.host, &a4.sin_addr) == 1) {
+    if (inet_pton(AF_INET, c->t->url.host, &a4.sin_addr) == 1) {
         a4.sin_family = AF_INET;
-        a4.sin_port = htons(c->url.port);
+        a4.sin_port = htons(c->t->url.port);
         connect_addr(c, (struct sockaddr *)&a4, sizeof a4);
-    } else if (inet_pton(AF_INET6, c->url.host, &a6.sin6_addr) == 1) {
+    } else if (inet_pton(AF_INET6, c->t->url.host, &a6.sin6_addr) == 1) {
         a6.sin6_family = AF_INET6;
-        a6.sin6_port = htons(c->url.port);
+        a6.sin6_port = htons(c->t->url.port);
         connect_addr(c, (struct sockaddr *)&a6, sizeof a6);
     } else {
-        c->dns = wsp_dns_resolve(c->url.host, c->url.port, on_resolved, c);
+        c->dns = wsp_dns_resolve(c->t->url.host, c->t->url.port, on_resolved, c);
         if (!c->dns) {
             fail_detail(c, WSP_FC_NETWORK, "dns", "cannot start the lookup");
         }
@@ -926,20 +961,7 @@ void wsp_conn_connect(uint32_t id, struct wsp_connect_opts *opts)
     }
     c->state = ST_RESOLVING;
 
-    const char *uerr = NULL;
-    if (wsc_parse_url(opts->url, opts->url_len, &c->url, &uerr) < 0) {
-        fail_detail(c, 0, "invalid_url", uerr ? uerr : "malformed URL");
-        return;
-    }
     wsc_parser_init(&c->parser, opts->max_message_size);
-    int default_port = c->url.port == (c->url.tls ? 443 : 80);
-    snprintf(c->host_header, sizeof c->host_header, c->url.host_is_ipv6 ? "[%s]" : "%s",
-             c->url.host);
-    if (!default_port) {
-        size_t hl = strlen(c->host_header);
-        snprintf(c->host_header + hl, sizeof c->host_header - hl, ":%u", c->url.port);
-    }
-    c->tls_name = opts->server_name ? opts->server_name : c->url.host;
     start_attempt(c);
 }
 
@@ -1190,6 +1212,8 @@ static void handle_response(struct wsp_conn *c)
     c->attempt = 0;
     free(c->addrs); /* no other address will be tried now */
     c->addrs = NULL;
+    free(c->t);
+    c->t = NULL;
     c->addr_next = 0;
     if (c->ever_up) {
         c->reconnects++;
@@ -1230,7 +1254,7 @@ static int io_read(struct wsp_conn *c, uint8_t *p, size_t n, int *err)
         if (e == SSL_ERROR_SSL) {
             /* e.g. an alert from the server: "tlsv13 alert certificate required" */
             unsigned long le = ERR_get_error();
-            ERR_error_string_n(le, c->tls_err, sizeof c->tls_err);
+            ERR_error_string_n(le, g_tls_err, sizeof g_tls_err);
             ERR_clear_error();
             return -3;
         }
@@ -1310,7 +1334,7 @@ static void conn_read(struct wsp_conn *c)
             break;
         }
         if (r == -3) {
-            fail_detail(c, WSP_FC_TLS, "tls", c->tls_err);
+            fail_detail(c, WSP_FC_TLS, "tls", g_tls_err);
             return;
         }
         if (r == 0 || r == -2) {
