@@ -26,7 +26,7 @@ TARGET ?= priv/ws_port
 TEST_SRCS := $(wildcard c_test/test_*.c)
 TEST_BINS := $(patsubst c_test/%.c,$(BUILD)/%,$(TEST_SRCS))
 
-.PHONY: setup all test c-test erl-test ex-test conformance demo asan bench clean cppcheck fmt fuzz
+.PHONY: setup all test test-all beam-lint c-test erl-test ex-test conformance demo asan bench clean cppcheck fmt fuzz
 
 all: $(TARGET)
 
@@ -92,6 +92,12 @@ erl-test: all
 ex-test: all
 	mix test
 
+# Static checks of the BEAM code: formatting, no compile warnings, dialyzer.
+beam-lint: all
+	mix format --check-formatted
+	mix compile --force --warnings-as-errors
+	rebar3 dialyzer
+
 conformance: all
 	test/conformance.sh
 
@@ -99,7 +105,7 @@ test: setup
 	$(MAKE) all
 	$(MAKE) test-all
 
-test-all: c-test cppcheck asan ex-test erl-test conformance
+test-all: c-test cppcheck asan beam-lint ex-test erl-test conformance
 	$(MAKE) fuzz FUZZ_SECONDS=20
 
 demo: setup

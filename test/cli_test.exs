@@ -24,6 +24,7 @@ defmodule WsPort.CLITest do
       p -> Path.expand(p, Path.expand("..", __DIR__))
     end
   end
+
   # a liveness bound for one run, not a performance threshold
   @run_timeout_s 30
 
@@ -49,6 +50,7 @@ defmodule WsPort.CLITest do
   # stdin. Returns {exit_status, stdout, stderr}.
   defp run(ctx, args, input \\ nil) do
     n = System.unique_integer([:positive])
+
     in_file =
       case input do
         nil ->
@@ -121,7 +123,11 @@ defmodule WsPort.CLITest do
   describe "messages" do
     test "stdin lines are sent as text, replies printed one per line", ctx do
       {0, out, err} =
-        run(ctx, ["connect", url(ctx.ws, "/echo?tag=#{tag()}"), "--count", "4"], "hello\nwörld\n\nlast")
+        run(
+          ctx,
+          ["connect", url(ctx.ws, "/echo?tag=#{tag()}"), "--count", "4"],
+          "hello\nwörld\n\nlast"
+        )
 
       assert out == "hello\nwörld\n\nlast\n"
       assert err =~ ~r/connected to ws:.*\(HTTP 101\)/
@@ -149,12 +155,17 @@ defmodule WsPort.CLITest do
       assert out == "AAAAAA==\nAQEBAQ==\nAgICAg==\n"
 
       path = "/send?n=2&size=3&type=binary&tag=#{tag()}"
-      {0, out, _} = run(ctx, ["connect", url(ctx.ws, path), "--count", "2", "--binary-format", "hex"])
+
+      {0, out, _} =
+        run(ctx, ["connect", url(ctx.ws, path), "--count", "2", "--binary-format", "hex"])
+
       assert out == "000000\n010101\n"
     end
 
     test "--binary sends lines as binary messages", ctx do
-      {0, out, _} = run(ctx, ["connect", url(ctx.ws, "/echo"), "--binary", "--count", "2"], "abc\nhi\n")
+      {0, out, _} =
+        run(ctx, ["connect", url(ctx.ws, "/echo"), "--binary", "--count", "2"], "abc\nhi\n")
+
       assert out == "YWJj\naGk=\n"
     end
 
@@ -162,6 +173,7 @@ defmodule WsPort.CLITest do
       t = tag()
       path = "/send?n=50&size=10&type=text&tag=#{t}"
       {0, out, _} = run(ctx, ["connect", url(ctx.ws, path), "--count", "5"])
+
       assert String.split(out, "\n", trim: true) ==
                ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc", "dddddddddd", "eeeeeeeeee"]
 
@@ -231,9 +243,14 @@ defmodule WsPort.CLITest do
 
     test "server closes with 1000: exit 0; with another code: exit 8", ctx do
       # --count: the end of stdin (/dev/null) does not close first
-      {0, _, err} = run(ctx, ["connect", url(ctx.ws, "/close?code=1000&reason=done"), "--count", "1"])
+      {0, _, err} =
+        run(ctx, ["connect", url(ctx.ws, "/close?code=1000&reason=done"), "--count", "1"])
+
       assert err =~ ~s(closed by the server with 1000 "done")
-      {8, _, err} = run(ctx, ["connect", url(ctx.ws, "/close?code=4001&reason=go%20away"), "--echo"])
+
+      {8, _, err} =
+        run(ctx, ["connect", url(ctx.ws, "/close?code=4001&reason=go%20away"), "--echo"])
+
       assert err =~ ~s(closed by the server with 4001 "go away")
     end
 
@@ -251,7 +268,12 @@ defmodule WsPort.CLITest do
       {7, "", err} =
         run(ctx, ["connect", "ws://127.0.0.1:#{closed_port()}/", "--retry", "constant:100:3"])
 
-      retries = Regex.scan(~r/^ws_port: disconnected: connection refused \(econnrefused\); retrying in (\d+) ms \(attempt (\d)\)$/m, err)
+      retries =
+        Regex.scan(
+          ~r/^ws_port: disconnected: connection refused \(econnrefused\); retrying in (\d+) ms \(attempt (\d)\)$/m,
+          err
+        )
+
       assert Enum.map(retries, fn [_, _, a] -> a end) == ["1", "2", "3"]
       # 100 ms +- 10% jitter
       assert Enum.all?(retries, fn [_, ms, _] -> String.to_integer(ms) in 90..110 end)
@@ -279,7 +301,11 @@ defmodule WsPort.CLITest do
 
     test "--insecure connects to the untrusted server", ctx do
       {0, out, err} =
-        run(ctx, ["connect", url(ctx.untrusted, "/echo", "wss"), "--insecure", "--count", "1"], "hi\n")
+        run(
+          ctx,
+          ["connect", url(ctx.untrusted, "/echo", "wss"), "--insecure", "--count", "1"],
+          "hi\n"
+        )
 
       assert out == "hi\n"
       assert err =~ "connected to wss://"
@@ -289,10 +315,28 @@ defmodule WsPort.CLITest do
       ca = ctx.certs.ca.cert
 
       {0, "hi\n", _} =
-        run(ctx, ["connect", url(ctx.trusted, "/echo", "wss", "localhost"), "--cacert", ca, "--count", "1"], "hi\n")
+        run(
+          ctx,
+          [
+            "connect",
+            url(ctx.trusted, "/echo", "wss", "localhost"),
+            "--cacert",
+            ca,
+            "--count",
+            "1"
+          ],
+          "hi\n"
+        )
 
       {4, "", err} =
-        run(ctx, ["connect", url(ctx.trusted, "/echo", "wss"), "--cacert", ca, "--server-name", "other.example"])
+        run(ctx, [
+          "connect",
+          url(ctx.trusted, "/echo", "wss"),
+          "--cacert",
+          ca,
+          "--server-name",
+          "other.example"
+        ])
 
       assert err =~ "certificate verify failed"
     end

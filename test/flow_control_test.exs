@@ -81,7 +81,8 @@ defmodule WsPort.Test.Firehose do
 
     receive do
       {^port, {:data, {:eol, "PORT " <> n}}} ->
-        {:ok, %{port: port, os_pid: os_pid, number: String.to_integer(n), conns: %{}, exited: false}}
+        {:ok,
+         %{port: port, os_pid: os_pid, number: String.to_integer(n), conns: %{}, exited: false}}
 
       {^port, {:exit_status, s}} ->
         {:stop, {:firehose_exited, s}}
@@ -118,7 +119,9 @@ defmodule WsPort.Test.Firehose do
     end
   end
 
-  def handle_info({port, {:exit_status, _}}, %{port: port} = s), do: {:noreply, %{s | exited: true}}
+  def handle_info({port, {:exit_status, _}}, %{port: port} = s),
+    do: {:noreply, %{s | exited: true}}
+
   def handle_info(_, s), do: {:noreply, s}
 
   @impl true
@@ -210,7 +213,10 @@ defmodule WsPort.FlowControlTest do
 
     %{
       fh: %{ws: ws, wss: wss},
-      base: %{ws: "ws://127.0.0.1:#{Firehose.port(ws)}", wss: "wss://127.0.0.1:#{Firehose.port(wss)}"},
+      base: %{
+        ws: "ws://127.0.0.1:#{Firehose.port(ws)}",
+        wss: "wss://127.0.0.1:#{Firehose.port(wss)}"
+      },
       driver: driver,
       pattern: pattern
     }
@@ -225,7 +231,8 @@ defmodule WsPort.FlowControlTest do
   defp connect!(url, opts) do
     # retry: false: a server's close 1000 at the end of a stream is final
     # (with retries the connection would come back and stream again)
-    opts = Map.merge(%{driver: :ws_port_flow_driver, tls: %{verify: :verify_none}, retry: false}, opts)
+    opts =
+      Map.merge(%{driver: :ws_port_flow_driver, tls: %{verify: :verify_none}, retry: false}, opts)
 
     case :ws_port.connect(url, opts) do
       {:ok, conn} -> conn
@@ -505,10 +512,21 @@ defmodule WsPort.FlowControlTest do
 
   defp produce(conn, seq, n, pattern, counter, acc) when seq < n do
     t0 = System.monotonic_time(:microsecond)
-    :ok = :ws_port.send(conn, {:binary, [<<seq::64>>, binary_part(pattern, rem(seq, @seq_mod), @size - 8)]})
+
+    :ok =
+      :ws_port.send(
+        conn,
+        {:binary, [<<seq::64>>, binary_part(pattern, rem(seq, @seq_mod), @size - 8)]}
+      )
+
     us = System.monotonic_time(:microsecond) - t0
     :counters.add(counter, 1, 1)
-    acc = %{max_us: max(acc.max_us, us), over_10ms: acc.over_10ms + if(us > 10_000, do: 1, else: 0)}
+
+    acc = %{
+      max_us: max(acc.max_us, us),
+      over_10ms: acc.over_10ms + if(us > 10_000, do: 1, else: 0)
+    }
+
     produce(conn, seq + 1, n, pattern, counter, acc)
   end
 
@@ -520,7 +538,10 @@ defmodule WsPort.FlowControlTest do
     n = 8_192
     slow_secs = 4
     t = tag("sendbp")
-    url = "#{ctx.base.ws}/?mode=sink&seq=1&size=#{@size}&slow_ms=100&slow_secs=#{slow_secs}&tag=#{t}"
+
+    url =
+      "#{ctx.base.ws}/?mode=sink&seq=1&size=#{@size}&slow_ms=100&slow_secs=#{slow_secs}&tag=#{t}"
+
     os_pid = os_pid(ctx.driver)
     base = baseline(os_pid)
     counter = :counters.new(1, [])
@@ -601,6 +622,7 @@ defmodule WsPort.FlowControlTest do
     cmd = :erlang.term_to_binary({:connect, 1, url, [{:active, true}]})
     python = System.find_executable("python3") || flunk("python3 is not on PATH")
     script = Path.join(WsPort.Test.Peer.peers_dir(), "stall_reader.py")
+
     reader =
       Port.open({:spawn_executable, python}, [
         :binary,
@@ -668,21 +690,26 @@ defmodule WsPort.FlowControlTest do
 
     echo_result =
       receive do
-        {:ws_port, ^other, {:text, "still there?"}} -> {:ok, System.monotonic_time(:microsecond) - t0}
+        {:ws_port, ^other, {:text, "still there?"}} ->
+          {:ok, System.monotonic_time(:microsecond) - t0}
       after
         5_000 -> nil
       end
 
     closer = Task.async(fn -> :ws_port.close(stuck) end)
     close_result = Task.yield(closer, 5_000) || Task.shutdown(closer, :brutal_kill)
+
     IO.puts(
       "\nflow stuck peer: bystander send #{inspect(send_result)}, echo (us) #{inspect(echo_result)}, " <>
         "close of the stuck connection #{inspect(close_result)}"
     )
+
     unlink(producer)
     Process.exit(producer, :kill)
     assert send_result == {:ok, :ok}, "the bystander's send did not return within 5 s"
     assert {:ok, _} = echo_result, "the bystander connection could not echo within 5 s"
-    assert close_result == {:ok, :ok}, "ws_port:close/1 of the stuck connection did not return within 5 s"
+
+    assert close_result == {:ok, :ok},
+           "ws_port:close/1 of the stuck connection did not return within 5 s"
   end
 end

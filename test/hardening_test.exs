@@ -276,6 +276,7 @@ defmodule WsPort.HardeningTest do
 
   test "a header block that never ends (fast) is refused at the size limit", ctx do
     path = tagged("/endless_headers")
+
     assert {:error, {:bad_handshake, detail}} =
              connect(ctx.evil_base <> path, %{connect_timeout: 15_000})
 
@@ -413,6 +414,7 @@ defmodule WsPort.HardeningTest do
       end)
 
     refused = length(Regex.scan(~r/refused a command/, log))
+
     assert refused == length(packets),
            "#{refused} refusals logged for #{length(packets)} packets:\n#{log}"
 

@@ -133,7 +133,14 @@ defmodule WsPort.E2ETest do
       test "echoes text, including multi-byte UTF-8", ctx do
         conn = connect!(ctx, tagged("/echo"))
 
-        for msg <- ["hello", "héllo wörld", "✓ 𝄞 日本語", String.duplicate("x", 125), String.duplicate("y", 126), String.duplicate("z", 65_536)] do
+        for msg <- [
+              "hello",
+              "héllo wörld",
+              "✓ 𝄞 日本語",
+              String.duplicate("x", 125),
+              String.duplicate("y", 126),
+              String.duplicate("z", 65_536)
+            ] do
           assert echo!(conn, {:text, msg}) == {:text, msg}
         end
 
@@ -194,7 +201,10 @@ defmodule WsPort.E2ETest do
       test "reassembles messages the server sent as fragments", ctx do
         conn = connect!(ctx, tagged("/fragmented"))
         assert recv!(conn) == {:text, "Hello, fragmented world"}
-        assert recv!(conn) == {:binary, :binary.copy(:binary.list_to_bin(Enum.to_list(0..255)), 4)}
+
+        assert recv!(conn) ==
+                 {:binary, :binary.copy(:binary.list_to_bin(Enum.to_list(0..255)), 4)}
+
         # and the connection still works afterwards
         assert echo!(conn, {:text, "still here"}) == {:text, "still here"}
         close_quietly(conn)
@@ -209,7 +219,11 @@ defmodule WsPort.E2ETest do
               {[], :undefined, ""}
             ] do
           conn = connect!(ctx, tagged("/subprotocol"), %{protocols: offer, await: false})
-          assert_receive {:ws_port_up, ^conn, %{status: 101, protocol: ^agreed, headers: headers}}, @wait
+
+          assert_receive {:ws_port_up, ^conn,
+                          %{status: 101, protocol: ^agreed, headers: headers}},
+                         @wait
+
           assert is_list(headers)
           assert recv!(conn) == {:text, echoed}
           close_quietly(conn)
@@ -360,7 +374,8 @@ defmodule WsPort.E2ETest do
         close_quietly(conn)
       end
 
-      test "credit of one, renewed 300 times, then :once over 4 MiB messages: all in order", ctx do
+      test "credit of one, renewed 300 times, then :once over 4 MiB messages: all in order",
+           ctx do
         # Each pause happens with data already read (or buffered inside TLS)
         # behind it: resuming must deliver it without new socket traffic,
         # since the server has already sent everything.
@@ -459,7 +474,9 @@ defmodule WsPort.E2ETest do
       end
 
       test "200 concurrent connections through one driver each echo their own message", ctx do
-        driver = start_supervised!(%{id: :dedicated_driver, start: {:ws_port_driver, :start_link, []}})
+        driver =
+          start_supervised!(%{id: :dedicated_driver, start: {:ws_port_driver, :start_link, []}})
+
         opts = Map.put(ctx.base_opts, :driver, driver)
         paths = for i <- 1..200, do: {i, tagged("/echo")}
 
@@ -490,11 +507,12 @@ defmodule WsPort.E2ETest do
         for {_, path} <- paths do
           assert {1000, _} = Peer.await_closed(ctx.server, path)
         end
-
       end
 
       test "a killed port program is restarted and the connection reopened", ctx do
-        driver = start_supervised!(%{id: :restart_driver, start: {:ws_port_driver, :start_link, []}})
+        driver =
+          start_supervised!(%{id: :restart_driver, start: {:ws_port_driver, :start_link, []}})
+
         path = tagged("/echo")
         conn = connect!(ctx, path, %{driver: driver})
         assert echo!(conn, {:text, "before"}) == {:text, "before"}
@@ -506,6 +524,7 @@ defmodule WsPort.E2ETest do
         assert_receive {:ws_port_down, ^conn, {:port_exit, _},
                         %{attempt: 1, delay_ms: 0, unsent_bytes: 0}},
                        @wait
+
         assert_receive {:ws_port_up, ^conn, %{status: 101}}, @wait
         # the server saw the old connection drop (no close frame) and a new one
         assert {1006, _} = Peer.await_closed(ctx.server, path)
@@ -532,7 +551,10 @@ defmodule WsPort.E2ETest do
     test "an untrusted (self-signed) server certificate is rejected", ctx do
       peer = ctx.start_tls_peer.(:untrusted, [])
       url = "wss://127.0.0.1:#{Peer.port(peer)}/echo"
-      assert {:error, {:tls, detail}} = :ws_port.connect(url, %{tls: %{cacertfile: ctx.certs.ca.cert}})
+
+      assert {:error, {:tls, detail}} =
+               :ws_port.connect(url, %{tls: %{cacertfile: ctx.certs.ca.cert}})
+
       assert detail =~ ~r/verif/i
       # the system CA store does not trust it either
       assert {:error, {:tls, detail}} = :ws_port.connect(url, %{})
@@ -685,8 +707,7 @@ defmodule WsPort.E2ETest do
           s
         end)
 
-      assert {:error, {:bad_handshake, detail}} =
-               :ws_port.connect("ws://127.0.0.1:#{port}/", %{})
+      assert {:error, {:bad_handshake, detail}} = :ws_port.connect("ws://127.0.0.1:#{port}/", %{})
 
       assert is_binary(detail)
       :gen_tcp.close(Task.await(server))
@@ -701,7 +722,9 @@ defmodule WsPort.E2ETest do
         Task.async(fn ->
           {:ok, s} = :gen_tcp.accept(l)
           key = read_http_request(s)[:"sec-websocket-key"]
-          accept = Base.encode64(:crypto.hash(:sha, key <> "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+
+          accept =
+            Base.encode64(:crypto.hash(:sha, key <> "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
 
           :ok =
             :gen_tcp.send(
@@ -738,7 +761,9 @@ defmodule WsPort.E2ETest do
   describe "handshake checks" do
     test "a subprotocol the client did not offer fails the handshake" do
       url = handshake_server(&ok_101(&1, "Sec-WebSocket-Protocol: not.offered\r\n"))
-      assert {:error, {:bad_handshake, _}} = :ws_port.connect(url, %{protocols: ["chat.v1"], retry: false})
+
+      assert {:error, {:bad_handshake, _}} =
+               :ws_port.connect(url, %{protocols: ["chat.v1"], retry: false})
     end
 
     test "a subprotocol when none was offered fails the handshake" do
@@ -768,7 +793,10 @@ defmodule WsPort.E2ETest do
         end)
 
       assert {:error, {:http_status, 200, headers}} = :ws_port.connect(url, %{retry: false})
-      assert {"x-why", "not a websocket"} in Enum.map(headers, fn {k, v} -> {String.downcase(k), v} end)
+
+      assert {"x-why", "not a websocket"} in Enum.map(headers, fn {k, v} ->
+               {String.downcase(k), v}
+             end)
     end
 
     test "the control: a correct 101 from the same server connects" do
@@ -833,7 +861,10 @@ defmodule WsPort.E2ETest do
 
       {:ok, {:http_header, _, name, _, value}} ->
         name = name |> to_string() |> String.downcase()
-        acc = if name == "sec-websocket-key", do: Map.put(acc, :"sec-websocket-key", value), else: acc
+
+        acc =
+          if name == "sec-websocket-key", do: Map.put(acc, :"sec-websocket-key", value), else: acc
+
         read_http_request(s, acc)
 
       {:ok, _} ->

@@ -121,8 +121,12 @@ defmodule WsPort.Test.Peer do
     state = %{port: port, os_pid: os_pid, exited: false, lines: [], partial: "", waiters: []}
 
     case wait_for_port_line(state) do
-      {:ok, number, state} -> {:ok, Map.put(state, :number, number)}
-      {:error, why, state} -> kill(state); {:stop, why}
+      {:ok, number, state} ->
+        {:ok, Map.put(state, :number, number)}
+
+      {:error, why, state} ->
+        kill(state)
+        {:stop, why}
     end
   end
 
@@ -130,10 +134,14 @@ defmodule WsPort.Test.Peer do
     do: {@python, [Path.join(@peers_dir, "ws_server.py"), "--exit-on-eof"] ++ tls_args(opts)}
 
   defp command(:raw, opts),
-    do: {@python, [Path.join(@peers_dir, "raw_peer.py"), "--exit-on-eof"] ++ Keyword.get(opts, :args, [])}
+    do:
+      {@python,
+       [Path.join(@peers_dir, "raw_peer.py"), "--exit-on-eof"] ++ Keyword.get(opts, :args, [])}
 
   defp command(:evil, opts),
-    do: {@python, [Path.join(@peers_dir, "evil_server.py"), "--exit-on-eof"] ++ Keyword.get(opts, :args, [])}
+    do:
+      {@python,
+       [Path.join(@peers_dir, "evil_server.py"), "--exit-on-eof"] ++ Keyword.get(opts, :args, [])}
 
   defp command(:proxy, opts),
     do: {@python, [Path.join(@peers_dir, "fault_proxy.py")] ++ Keyword.get(opts, :args, [])}
@@ -280,7 +288,8 @@ defmodule WsPort.Test.Peer do
     end
   end
 
-  defp signal(os_pid, sig), do: System.cmd("kill", ["-#{sig}", Integer.to_string(os_pid)], stderr_to_stdout: true)
+  defp signal(os_pid, sig),
+    do: System.cmd("kill", ["-#{sig}", Integer.to_string(os_pid)], stderr_to_stdout: true)
 end
 
 defmodule WsPort.Test.Certs do
@@ -292,7 +301,12 @@ defmodule WsPort.Test.Certs do
   plus :dir. Remove it with `cleanup/1`.
   """
   def make! do
-    dir = Path.join(System.tmp_dir!(), "ws_port_certs_#{System.unique_integer([:positive])}_#{System.os_time()}")
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "ws_port_certs_#{System.unique_integer([:positive])}_#{System.os_time()}"
+      )
+
     script = Path.join(WsPort.Test.Peer.peers_dir(), "make_certs.sh")
     {out, status} = System.cmd("/bin/sh", [script, dir], stderr_to_stdout: true)
     if status != 0, do: raise("make_certs.sh failed (#{status}):\n#{out}")
@@ -334,7 +348,12 @@ defmodule WsPort.Test.JSON do
     case Regex.run(~r/^-?\d+(\.\d+)?([eE][-+]?\d+)?/, s) do
       [num | _] ->
         rest = binary_part(s, byte_size(num), byte_size(s) - byte_size(num))
-        n = if String.contains?(num, [".", "e", "E"]), do: String.to_float(normalise(num)), else: String.to_integer(num)
+
+        n =
+          if String.contains?(num, [".", "e", "E"]),
+            do: String.to_float(normalise(num)),
+            else: String.to_integer(num)
+
         {n, rest}
 
       nil ->
@@ -342,7 +361,8 @@ defmodule WsPort.Test.JSON do
     end
   end
 
-  defp normalise(num), do: if(String.contains?(num, "."), do: num, else: String.replace(num, ~r/[eE]/, ".0e"))
+  defp normalise(num),
+    do: if(String.contains?(num, "."), do: num, else: String.replace(num, ~r/[eE]/, ".0e"))
 
   defp object("}" <> rest, acc), do: {acc, rest}
 
