@@ -124,6 +124,7 @@ struct wsp_conn {
     uint32_t nheld;
 
     size_t linger_budget;            /* bytes still read and dropped in ST_DONE */
+    int lingering;                   /* FIN sent, draining until EOF or timer */
 
     int in_cb;                       /* inside wsp_conn_on_io for this conn */
     int free_pending;
@@ -319,6 +320,20 @@ static void update_over_high(struct wsp_conn *c)
     }
 }
 
+/* Takes c off the list of connections stopped for a full link. */
+static void unpause_unlink(struct wsp_conn *c)
+{
+    if (c->link_paused) {
+        for (struct wsp_conn **pp = &g_paused; *pp; pp = &(*pp)->paused_next) {
+            if (*pp == c) {
+                *pp = c->paused_next;
+                break;
+            }
+        }
+        c->link_paused = 0;
+    }
+}
+
 static void conn_free(struct wsp_conn *c)
 {
     if (c->in_cb) {
@@ -345,14 +360,7 @@ static void conn_free(struct wsp_conn *c)
             }
         }
     }
-    if (c->link_paused) {
-        for (struct wsp_conn **pp = &g_paused; *pp; pp = &(*pp)->paused_next) {
-            if (*pp == c) {
-                *pp = c->paused_next;
-                break;
-            }
-        }
-    }
+    unpause_unlink(c);
     table_del(c); /* no-op if already gone */
     *c->all_prev = c->all_next;
     if (c->all_next) {
@@ -382,6 +390,10 @@ static void on_linger(lws_sorted_usec_list_t *sul)
  * the TCP connection first). */
 static void linger_close(struct wsp_conn *c)
 {
+    if (c->lingering) {
+        return;
+    }
+    c->lingering = 1;
     if (c->ssl) {
         ERR_clear_error();
         (void)SSL_shutdown(c->ssl); /* close_notify, best effort */
@@ -403,6 +415,7 @@ static void finish(struct wsp_conn *c)
     emit();
     table_del(c);
     c->state = ST_DONE;
+    unpause_unlink(c);
     lws_sul_cancel(&c->live);
     lws_sul_cancel(&c->kick);
     if (c->dns) {
@@ -526,6 +539,7 @@ static int io_write(struct wsp_conn *c, const uint8_t *p, size_t n, int *err)
 {
     if (c->ssl) {
         ERR_clear_error();
+        errno = 0;
         int w = SSL_write(c->ssl, p, (int)(n > INT32_MAX ? INT32_MAX : n));
         if (w > 0) {
             return w;
@@ -992,6 +1006,7 @@ static uint64_t reset_attempt(struct wsp_conn *c)
         unsent -= w > 0 ? (uint64_t)w : 0;
     }
     detach_socket(c);
+    unpause_unlink(c);
     lws_sul_cancel(&c->timer);
     lws_sul_cancel(&c->live);
     lws_sul_cancel(&c->kick);
@@ -1232,6 +1247,7 @@ static int io_read(struct wsp_conn *c, uint8_t *p, size_t n, int *err)
 {
     if (c->ssl) {
         ERR_clear_error();
+        errno = 0;
         int r = SSL_read(c->ssl, p, (int)(n > INT32_MAX ? INT32_MAX : n));
         if (r > 0) {
             return r;
@@ -1421,6 +1437,7 @@ int wsp_conn_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
 {
     struct wsp_conn *c = (struct wsp_conn *)w;
     (void)wsi;
+    int outer = c->in_cb;
     c->in_cb = 1;
     switch (io) {
     case WSP_IO_READABLE:
@@ -1456,15 +1473,20 @@ int wsp_conn_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
             c->ssl = NULL;
         }
         if (c->state == ST_DONE) {
-            c->in_cb = 0;
+            c->in_cb = outer;
             conn_free(c);
             return 0;
         }
-        fail_atom(c, WSP_FC_NETWORK, c->state == ST_CONNECTING ? "econnrefused" : "eof");
+        if (c->state == ST_CONNECTING) {
+            c->last_errno = ECONNREFUSED;
+            try_next_address(c); /* other addresses of the name, if any */
+        } else {
+            fail_atom(c, WSP_FC_NETWORK, "eof");
+        }
         break;
     }
-    c->in_cb = 0;
-    if (c->free_pending) {
+    c->in_cb = outer;
+    if (!outer && c->free_pending) {
         c->free_pending = 0;
         conn_free(c);
     }
@@ -1657,6 +1679,11 @@ void wsp_conn_close_all(void)
             queue_close(c, 1001, (const uint8_t *)why, sizeof why - 1);
             c->state = ST_CLOSING;
             lws_sul_schedule(wsp_ctx, 0, &c->timer, on_deadline, LINGER_US);
+            if (c->credit == 0) {
+                c->credit = -1; /* read the server's close reply */
+                c->passive_events = 0;
+            }
+            conn_set_reading(c);
         } else if (c->state != ST_CLOSING) {
             fail_atom(c, 0, "closed");
         }

@@ -22,7 +22,36 @@ static struct {
     int want_write;
     int input_paused;
     int eof;
+    lws_sorted_usec_list_t later;  /* dispatch / EOF from the loop, not nested */
+    int later_eof;
 } L;
+
+/* Work that must not run nested inside whoever triggered it (a connection
+ * in the middle of parsing or resetting): buffered commands after input is
+ * resumed, and the BEAM-gone handling after a failed write. */
+static void dispatch_input(void);
+
+static void on_later(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    if (L.later_eof) {
+        L.later_eof = 0;
+        L.hooks.on_eof();
+        return;
+    }
+    if (!L.input_paused && !L.eof) {
+        dispatch_input();
+    }
+}
+
+static void eof_later(void)
+{
+    if (!L.eof) {
+        L.eof = 1;
+        L.later_eof = 1;
+        lws_sul_schedule(wsp_ctx, 0, &L.later, on_later, 0);
+    }
+}
 
 /* in-process delivery (wsp_link_set_sink): replaces stdin/stdout when set */
 static struct wsp_link_sink S;
@@ -176,12 +205,10 @@ void wsp_link_flush(void)
             }
             break;
         }
-        /* EPIPE or worse: the BEAM is gone */
+        /* EPIPE or worse: the BEAM is gone (handled from the loop: this
+         * may run in the middle of a connection's parsing) */
         wsp_buf_consume(&L.out, wsp_buf_pending(&L.out));
-        if (!L.eof) {
-            L.eof = 1;
-            L.hooks.on_eof();
-        }
+        eof_later();
         break;
     }
     if (wsp_buf_pending(&L.out) == 0) {
@@ -335,9 +362,10 @@ void wsp_link_pause_input(int paused)
     if (L.in_wsi) {
         wsp_loop_want_read(L.in_wsi, !paused);
     }
-    if (!paused && !L.eof) {
-        /* commands may be waiting in the buffer already */
-        dispatch_input();
+    if (!paused && !L.eof && !L.later_eof) {
+        /* commands may be waiting in the buffer already: run them from the
+         * loop, never nested in the connection that freed the room */
+        lws_sul_schedule(wsp_ctx, 0, &L.later, on_later, 0);
     }
 }
 

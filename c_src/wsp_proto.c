@@ -713,7 +713,7 @@ static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
         return 0;
     }
     if (strcmp(name, "max_message_size") == 0) {
-        if (opt_uint(c, idx, name, 1, UINT32_MAX, &v) < 0)
+        if (opt_uint(c, idx, name, 1, WSP_MAX_MESSAGE_SIZE, &v) < 0)
             return -1;
         o->max_message_size = (uint64_t)v;
         return 0;

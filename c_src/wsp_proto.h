@@ -19,6 +19,8 @@
 
 #define WSP_DEFAULT_CONNECT_TIMEOUT_MS 15000u
 #define WSP_DEFAULT_MAX_MESSAGE_SIZE (64ull * 1024 * 1024)
+/* a data packet carries 1 + 9 header bytes and the message in a 32-bit length */
+#define WSP_MAX_MESSAGE_SIZE (4294967295ull - 16)
 
 enum wsp_cmd_type {
     WSP_CMD_CONNECT = 1,

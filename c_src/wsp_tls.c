@@ -49,6 +49,10 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* a peer that closes TCP without close_notify is an EOF like on ws://
+     * (retried as such), not a TLS failure; no renegotiation (an SSL_write
+     * that wants to read would spin) */
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
     /* WebSocket upgrades are HTTP/1.1: never let ALPN pick h2 */

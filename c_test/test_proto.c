@@ -261,7 +261,7 @@ static const char *FULL_CONNECT =
     " [{headers, [{<<\"X-A\">>, <<\"1\">>}, {<<\"Authorization\">>, <<\"Bearer t\">>},"
     "             {<<\"X-Empty\">>, <<>>}]},"
     "  {protocols, [<<\"chat\">>, <<\"v2.json\">>]},"
-    "  {connect_timeout, 5000}, {max_message_size, 4294967295}, {active, 10},"
+    "  {connect_timeout, 5000}, {max_message_size, 4294967279}, {active, 10},"
     "  {verify, verify_none}, {cacertfile, <<\"/etc/ca.pem\">>},"
     "  {certfile, <<\"/c.pem\">>}, {keyfile, <<\"/k.pem\">>},"
     "  {server_name, <<\"example.org\">>}, {ping_interval, 30000}, {idle_timeout, 0}]}";
@@ -321,7 +321,7 @@ static void test_connect_all_options(void **state)
     assert_string_equal(o->protocols[0], "chat");
     assert_string_equal(o->protocols[1], "v2.json");
     assert_int_equal(o->connect_timeout_ms, 5000);
-    assert_true(o->max_message_size == 4294967295ull);
+    assert_true(o->max_message_size == 4294967279ull);
     assert_int_equal(o->active, WSP_ACTIVE_N);
     assert_int_equal(o->active_n, 10);
     assert_int_equal(o->verify, 0);
@@ -438,6 +438,7 @@ static void test_connect_bad(void **state)
         {"{connect, 1, <<\"ws://h\">>, [{connect_timeout, 18446744073709551615}]}", "bad_option", "got a big integer"},
         {"{connect, 1, <<\"ws://h\">>, [{max_message_size, 0}]}", "bad_option", "max_message_size must be a positive integer"},
         {"{connect, 1, <<\"ws://h\">>, [{max_message_size, 4294967296}]}", "bad_option", "max_message_size"},
+        {"{connect, 1, <<\"ws://h\">>, [{max_message_size, 4294967280}]}", "bad_option", "max_message_size"},
         {"{connect, 1, <<\"ws://h\">>, [{ping_interval, -1}]}", "bad_option", "ping_interval must be a non-negative integer"},
         {"{connect, 1, <<\"ws://h\">>, [{ping_interval, 4294967296}]}", "bad_option", "ping_interval"},
         {"{connect, 1, <<\"ws://h\">>, [{idle_timeout, foo}]}", "bad_option", "idle_timeout must be a non-negative integer <= 4294967295, got atom foo"},

@@ -201,7 +201,7 @@ connect(Url, Opts) ->
             Error
     end.
 
-connect_normalized(Url, #{connect_timeout := Timeout} = Opts) ->
+connect_normalized(Url, Opts) ->
     Driver =
         case Opts of
             #{driver := D} -> D;
@@ -209,7 +209,10 @@ connect_normalized(Url, #{connect_timeout := Timeout} = Opts) ->
         end,
     %% the driver's own guard fires after Timeout + 3000
     try
-        ws_port_driver:connect(Driver, Url, Opts, Timeout + 5000)
+        %% no call timeout: the driver's guard (Timeout + 3000) always
+        %% answers, and the call's monitor covers a driver that dies; a call
+        %% timeout would leave a connection the caller never heard of
+        ws_port_driver:connect(Driver, Url, Opts, infinity)
     catch
         exit:{timeout, _} -> {error, timeout};
         exit:{noproc, _} -> {error, {no_driver, Driver}};
@@ -275,7 +278,7 @@ send({ws_port, Driver, Id}, {Type, Data}) when
 ->
     case lookup(Driver, Id) of
         {Port, open, _, _} ->
-            port_send(Port, Id, Type, Data);
+            port_send(Driver, Id, Port, Type, Data);
         {_, busy, _, _} ->
             %% more than 4 MiB wait to be written to this peer: wait, as
             %% gen_tcp:send does on a full socket (other connections go on)
@@ -283,7 +286,7 @@ send({ws_port, Driver, Id}, {Type, Data}) when
             send({ws_port, Driver, Id}, {Type, Data});
         {Port, connecting, _, true} ->
             %% the port keeps it until the next handshake (send_queue)
-            port_send(Port, Id, Type, Data);
+            port_send(Driver, Id, Port, Type, Data);
         {_, connecting, _, false} ->
             {error, not_connected};
         _ ->
@@ -292,19 +295,24 @@ send({ws_port, Driver, Id}, {Type, Data}) when
 send(Conn, Message) ->
     error(badarg, [Conn, Message]).
 
-port_send(Port, Id, Type, Data) ->
+port_send(Driver, Id, Port, Type, Data) ->
     try erlang:port_command(Port, ws_port_proto:send_cmd(Id, Type, Data)) of
         true -> ok
     catch
-        error:badarg -> command_failed(Port, Data)
+        error:badarg -> command_failed(Driver, Id, Port, Type, Data)
     end.
 
-%% A badarg from port_command: the port is dead (closed) or the data is not
-%% iodata (the caller's fault).
-command_failed(Port, Data) ->
+%% A badarg from port_command: the port program died (the driver restarts it
+%% and opens the connection again: not_connected, or send on the new port if
+%% that is done already), or the data is not iodata (the caller's fault).
+command_failed(Driver, Id, Port, Type, Data) ->
     case erlang:port_info(Port, connected) of
         undefined ->
-            {error, closed};
+            case lookup(Driver, Id) of
+                {Port, _, _, _} -> {error, not_connected};
+                {_, _, _, _} -> send({ws_port, Driver, Id}, {Type, Data});
+                undefined -> {error, closed}
+            end;
         _ ->
             error(badarg, [Data])
     end.

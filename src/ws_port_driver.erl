@@ -224,7 +224,15 @@ init({Name, Opts}) ->
             true = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_', '_'}),
             Program = port_program(Opts),
             case open(Program) of
-                {ok, Port} -> {ok, #state{key = Key, port = Port, program = Program}};
+                %% ids start at random: a handle kept from before a restart
+                %% of this driver must not name another owner's connection
+                {ok, Port} ->
+                    {ok, #state{
+                        key = Key,
+                        port = Port,
+                        program = Program,
+                        next_id = rand:uniform(16#7fffffff)
+                    }};
                 {error, Reason} -> {stop, Reason}
             end
     end.
@@ -673,6 +681,12 @@ event({stats, Id, Stats}, #state{conns = Conns} = State) when is_map(Stats) ->
     end;
 event({error, Id, {What, Detail}} = Event, #state{conns = Conns} = State) ->
     case Conns of
+        #{Id := #conn{}} when What =:= bad_option ->
+            %% the port refused the connect itself: it never had this id
+            event({closed, Id, {What, Detail}}, State);
+        #{Id := #conn{owner = undefined}} when What =:= unknown_id ->
+            %% a connection we gave up on that the port no longer knows
+            event({closed, Id, closed}, State);
         #{Id := #conn{handle = Handle} = C} ->
             emit(Id, C, {ws_port_error, Handle, {What, Detail}}, State);
         _ when What =:= unknown_id; What =:= not_connected ->
@@ -886,17 +900,20 @@ replay_one(Id, #conn{owner = undefined} = C, _Status, #state{key = Key} = State)
     true = ets:delete(?WS_PORT_TAB, {Key, Id}),
     finish(Id, C, closed, State);
 replay_one(Id, #conn{} = C, Status, #state{key = Key, port = Port} = State) ->
-    {WasOpen, Active} =
+    Active =
         case ets:lookup(?WS_PORT_TAB, {Key, Id}) of
-            [{_, _, S, A, _}] -> {S =:= open orelse S =:= busy, A};
-            [] -> {false, proplists:get_value(active, C#conn.wire, true)}
+            [{_, _, _, A, _}] -> A;
+            [] -> proplists:get_value(active, C#conn.wire, true)
         end,
     Wire = lists:keystore(active, 1, C#conn.wire, {active, Active}),
     command(Port, ws_port_proto:connect_cmd(Id, C#conn.url, Wire)),
     true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active, queues(Wire)}),
     [command(Port, ws_port_proto:stats_cmd(Id)) || _ <- C#conn.stats],
     State2 =
-        case WasOpen andalso C#conn.from =:= undefined of
+        %% every connection whose owner holds a handle hears of the restart
+        %% (not only open ones): its credit is what was last given, and an
+        %% owner counting credit (WsPort.ProducerCore) must resync
+        case C#conn.from =:= undefined of
             true ->
                 Reason = {port_exit, Status},
                 Info = #{attempt => 1, delay_ms => 0, unsent_bytes => 0},

@@ -84,12 +84,19 @@
 normalize_url(Url) ->
     case to_binary(Url) of
         {ok, Bin} ->
-            case has_ws_scheme(Bin) of
+            case has_ws_scheme(Bin) andalso binary:match(Bin, <<0>>) =:= nomatch of
                 true -> {ok, Bin};
+                false when byte_size(Bin) > 5 -> invalid_url(Bin);
                 false -> {error, {invalid_url, <<"scheme must be ws:// or wss://">>}}
             end;
         error ->
             {error, {invalid_url, <<"not a string">>}}
+    end.
+
+invalid_url(Bin) ->
+    case has_ws_scheme(Bin) of
+        true -> {error, {invalid_url, <<"the URL contains a NUL byte">>}};
+        false -> {error, {invalid_url, <<"scheme must be ws:// or wss://">>}}
     end.
 
 has_ws_scheme(<<W, S, "://", _/binary>>) when W bor 32 =:= $w, S bor 32 =:= $s ->
@@ -174,7 +181,8 @@ normalize_opt(headers, Headers) ->
 normalize_opt(protocols, Protocols) ->
     map_list(fun normalize_token/1, Protocols);
 normalize_opt(connect_timeout, T) when is_integer(T), T > 0, T =< ?MAX_U32 -> {ok, T};
-normalize_opt(max_message_size, N) when is_integer(N), N > 0 -> {ok, N};
+%% the wire carries a message in a 32-bit length with a 10-byte header
+normalize_opt(max_message_size, N) when is_integer(N), N > 0, N =< ?MAX_U32 - 16 -> {ok, N};
 normalize_opt(active, A) ->
     case validate_active(A) of
         ok -> {ok, A};

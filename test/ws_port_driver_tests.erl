@@ -286,6 +286,8 @@ port_killed(Base) ->
         recv_any(Open)
     ),
     ?assertMatch({ws_port_up, Open, #{status := 101}}, recv_any(Open)),
+    %% not yet up when the port died (await => false): told too, then up
+    ?assertMatch({ws_port_down, Later, {port_exit, _}, #{attempt := 1}}, recv_any(Later)),
     ?assertMatch({ws_port_up, Later, #{status := 101}}, recv_any(Later)),
     {ok, Awaited} =
         receive

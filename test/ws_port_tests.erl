@@ -109,7 +109,10 @@ integers_test_() ->
         Bad(connect_timeout, infinity),
         Bad(connect_timeout, 1.0),
         Ok(max_message_size, 1),
-        Ok(max_message_size, 1 bsl 40),
+        Ok(max_message_size, 4294967279),
+        Bad(max_message_size, 4294967280),
+        %% the wire carries a message's length in 32 bits
+        Bad(max_message_size, 1 bsl 40),
         Bad(max_message_size, 0),
         Ok(ping_interval, 0),
         Ok(ping_interval, 30000),

@@ -159,12 +159,16 @@ async def main():
     ap.add_argument("--client-ca")
     ap.add_argument("--exit-on-eof", action="store_true")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--tls12", action="store_true",
+                    help="TLS 1.2 at most (client certificates checked inside the handshake)")
     args = ap.parse_args()
 
     ssl_ctx = None
     if args.tls:
         ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ssl_ctx.load_cert_chain(args.tls[0], args.tls[1])
+        if args.tls12:
+            ssl_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         if args.client_ca:
             ssl_ctx.load_verify_locations(args.client_ca)
             ssl_ctx.verify_mode = ssl.CERT_REQUIRED
