@@ -646,8 +646,7 @@ defmodule WsPort.E2ETest do
       # the alert before we read it (eof/econnreset, a race of TLS 1.3
       # itself). With TLS 1.2 the certificate is checked inside the
       # handshake, so the alert is always what we get.
-      peer12 =
-        ctx.start_tls_peer.(:server, client_ca: ctx.certs.ca.cert, args: ["--tls12"])
+      peer12 = ctx.start_tls_peer.(:server, client_ca: ctx.certs.ca.cert, args: ["--tls12"])
 
       url12 = "wss://127.0.0.1:#{Peer.port(peer12)}/echo"
 
