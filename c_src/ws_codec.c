@@ -999,30 +999,8 @@ static uint64_t mask_word(const uint8_t mask[4], uint64_t off, uint8_t rot[4])
 
 void wsc_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t offset)
 {
-    uint8_t rot[4];
-    uint64_t w = mask_word(mask, offset, rot);
-    size_t i = 0;
-
-    for (; len - i >= 32; i += 32) {
-        uint64_t a, b, c, d;
-        memcpy(&a, data + i, 8);
-        memcpy(&b, data + i + 8, 8);
-        memcpy(&c, data + i + 16, 8);
-        memcpy(&d, data + i + 24, 8);
-        a ^= w, b ^= w, c ^= w, d ^= w;
-        memcpy(data + i, &a, 8);
-        memcpy(data + i + 8, &b, 8);
-        memcpy(data + i + 16, &c, 8);
-        memcpy(data + i + 24, &d, 8);
-    }
-    for (; len - i >= 8; i += 8) {
-        uint64_t a;
-        memcpy(&a, data + i, 8);
-        a ^= w;
-        memcpy(data + i, &a, 8);
-    }
-    for (; i < len; i++)
-        data[i] ^= rot[i & 3];
+    /* in place: wsc_mask_copy reads each word before it writes it */
+    wsc_mask_copy(data, data, len, mask, offset);
 }
 
 void wsc_mask_copy(uint8_t *dst, const uint8_t *src, size_t len,

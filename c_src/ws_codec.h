@@ -214,7 +214,7 @@ size_t wsc_frame_header(uint8_t out[14], int opcode, int fin, uint64_t len,
  * (offset counts payload bytes already masked). Word-at-a-time fast path. */
 void wsc_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t offset);
 
-/* Same, copying src into dst (may not overlap). */
+/* Same, copying src into dst (dst == src is allowed; no other overlap). */
 void wsc_mask_copy(uint8_t *dst, const uint8_t *src, size_t len,
                    const uint8_t mask[4], uint64_t offset);
 

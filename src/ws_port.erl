@@ -79,16 +79,7 @@
         manual => boolean()
     }
     | proplists:proplist().
--type retry_class() ::
-    network
-    | timeout
-    | http_5xx
-    | http_429
-    | http_4xx
-    | tls
-    | protocol
-    | remote_close
-    | http_other.
+-type retry_class() :: ws_port_proto:retry_class().
 -type header_part() :: binary() | string() | atom().
 -type tls_opts() ::
     #{

@@ -11,7 +11,7 @@
 -export([validate_active/1, validate_close/2, opcode/1, default_retry/0]).
 -export([decode_data/1]).
 
--export_type([id/0, active/0, frame_type/0, opts/0, wire_opt/0, data_entry/0]).
+-export_type([id/0, active/0, frame_type/0, opts/0, wire_opt/0, data_entry/0, retry_class/0]).
 
 %% A connection id, chosen by the BEAM side. 0 means the port program itself.
 -type id() :: 1..4294967295.
