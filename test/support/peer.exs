@@ -17,7 +17,8 @@ defmodule WsPort.Test.Peer do
   def peers_dir, do: @peers_dir
 
   @doc """
-  kind: :python | :node | :raw | :evil (test/peers/evil_server.py). opts: tls: {cert, key}, client_ca: path,
+  kind: :python | :node | :raw | :evil (test/peers/evil_server.py) | :jsonrpc
+  (test/peers/jsonrpc_server.py). opts: tls: {cert, key}, client_ca: path,
   args: extra arguments.
   """
   def start(kind, opts \\ []) do
@@ -142,6 +143,12 @@ defmodule WsPort.Test.Peer do
     do:
       {@python,
        [Path.join(@peers_dir, "evil_server.py"), "--exit-on-eof"] ++ Keyword.get(opts, :args, [])}
+
+  defp command(:jsonrpc, opts),
+    do:
+      {@python,
+       [Path.join(@peers_dir, "jsonrpc_server.py"), "--exit-on-eof"] ++
+         Keyword.get(opts, :args, [])}
 
   defp command(:proxy, opts),
     do: {@python, [Path.join(@peers_dir, "fault_proxy.py")] ++ Keyword.get(opts, :args, [])}
