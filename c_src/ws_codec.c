@@ -957,6 +957,29 @@ out:
     return r;
 }
 
+uint64_t wsc_parser_binary_tail(const struct wsc_parser *p)
+{
+    if (!p->in_frame || p->closed || p->close_code || (p->opcode & 0x8) || !p->fin ||
+        p->msg_opcode != WSC_OP_BINARY)
+        return 0;
+    return p->remaining;
+}
+
+int wsc_parser_skip(struct wsc_parser *p, uint64_t n)
+{
+    if (n == 0 || n > wsc_parser_binary_tail(p))
+        return -1;
+    p->remaining -= n;
+    p->msg_started = 1;
+    if (!p->remaining) {
+        p->in_frame = 0;
+        p->msg_opcode = 0;
+        p->msg_started = 0;
+        p->msg_len = 0;
+    }
+    return 0;
+}
+
 /* ======================================================================
  * frame writer and masking (RFC 6455 5.2, 5.3)
  * ====================================================================== */

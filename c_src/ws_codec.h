@@ -204,6 +204,20 @@ void wsc_parser_init(struct wsc_parser *p, uint64_t max_message_size);
 int wsc_parser_next(struct wsc_parser *p, const uint8_t *buf, size_t len,
                     size_t *consumed, struct wsc_event *ev);
 
+/* Payload bytes of the current frame not yet consumed (0 between frames). */
+static inline uint64_t wsc_parser_frame_left(const struct wsc_parser *p)
+{
+    return p->in_frame ? p->remaining : 0;
+}
+
+/* Bytes still to come of the current frame's payload if that frame ends a
+ * binary message (FIN) and part of it may be skipped; 0 otherwise. */
+uint64_t wsc_parser_binary_tail(const struct wsc_parser *p);
+/* Consumes n of those bytes without looking at them (the caller moved them
+ * elsewhere: wsp_link's splice). Returns 0, or -1 if n is more than
+ * wsc_parser_binary_tail. */
+int wsc_parser_skip(struct wsc_parser *p, uint64_t n);
+
 /* ---- frame writer ----------------------------------------------------- */
 /* Writes a client frame header (mask bit set) for a payload of len bytes.
  * Returns its length: 6, 8 or 14. out must hold 14 bytes. */

@@ -37,6 +37,14 @@
  *            | {dns, nxdomain} | econnrefused | econnreset | timeout | eof
  *            | idle_timeout | closed
  *
+ * With `--events-socket NAME` the program connects to that unix stream
+ * socket (a NAME starting with '@' is in the abstract namespace), writes
+ * {hello, socket} on stdout, and sends every later event on the socket
+ * instead ({packet,4} framing as on stdout); {hello, stdout} if it could
+ * not connect. The BEAM reads the socket with inet's driver, which reads
+ * large packets straight into one binary (the spawn driver behind stdout
+ * copies them three times).
+ *
  * EOF on stdin: every connection is closed (1001) and the program exits 0.
  * Nothing on stdin can crash it: a malformed command gets {error, Id, _}.
  * Logging goes to stderr only.
@@ -137,8 +145,11 @@ static void lws_log(int level, const char *line)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: ws_port [port]     run as a port program for the BEAM\n"
-            "                          ({packet,4} terms on stdin/stdout)\n"
+            "usage: ws_port [port] [--events-socket NAME]\n"
+            "                          run as a port program for the BEAM\n"
+            "                          ({packet,4} terms on stdin/stdout; with\n"
+            "                          --events-socket, events go to that unix\n"
+            "                          socket, '@' first = abstract namespace)\n"
             "       ws_port --version\n"
             "       ws_port --help\n");
     wsp_cli_usage(f);
@@ -160,7 +171,12 @@ int main(int argc, char **argv)
         signal(SIGPIPE, SIG_IGN);
         return wsp_cli_main(argc - 1, argv + 1);
     }
+    const char *events_socket = NULL;
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--events-socket") && i + 1 < argc) {
+            events_socket = argv[++i];
+            continue;
+        }
         if (!strcmp(argv[i], "--version")) {
             printf("ws_port %s\n", WS_PORT_VERSION);
             return 0;
@@ -200,7 +216,7 @@ int main(int argc, char **argv)
         .on_eof = on_eof,
         .on_congestion = on_congestion,
     };
-    if (wsp_link_init(&hooks) < 0) {
+    if (wsp_link_init(&hooks, events_socket) < 0) {
         wsp_dns_shutdown();
         wsp_loop_destroy();
         return 1;

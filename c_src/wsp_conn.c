@@ -32,6 +32,9 @@
 #define CLOSE_TIMEOUT_US (5 * LWS_US_PER_SEC)
 #define LINGER_US (1 * LWS_US_PER_SEC)
 #define LINGER_DRAIN (256u * 1024)
+#define SPLICE_MIN (32u * 1024)   /* smaller message tails are copied */
+#define SPLICE_MAX_HAVE (64u * 1024) /* bytes read already, copied into the pipe */
+#define HDR_READ 10               /* the longest server frame header */
 
 enum conn_state {
     ST_BACKOFF = 1, /* lost; waiting to retry (timer, or {reconnect} in manual mode) */
@@ -89,6 +92,9 @@ struct wsp_conn {
     struct wsp_buf wbuf;             /* bytes to write */
     struct wsp_buf msg;              /* a fragmented message being assembled */
     struct wsc_parser parser;
+    int splicing;                    /* the message's tail goes socket -> pipe */
+    int splice_off;                  /* the pipe filled up: not this message */
+    int large;                       /* the last message was >= SPLICE_MIN */
 
     int64_t credit;                  /* -1 = unlimited */
     int passive_events;              /* credit came from {active, N} */
@@ -110,7 +116,7 @@ struct wsp_conn {
     lws_usec_t user_ping_at;         /* the user's outstanding ping, 0 if none */
     uint64_t ping_key;               /* our pings carry (send time ^ ping_key) */
     int64_t last_rtt_us;
-    uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
+    uint64_t bytes_in, bytes_out, msgs_in, msgs_out, msgs_spliced;
 
     unsigned close_code;             /* what we sent in our close frame */
     char close_reason[124];
@@ -279,8 +285,20 @@ static int conn_flush(struct wsp_conn *c);
 static int io_read(struct wsp_conn *c, uint8_t *p, size_t n, int *err);
 static void conn_read(struct wsp_conn *c);
 
+/* A message half moved into wsp_link's pipe is dropped with the socket. */
+static void splice_drop(struct wsp_conn *c)
+{
+    if (c->splicing) {
+        wsp_link_splice_abort();
+        c->splicing = 0;
+    }
+    c->splice_off = 0;
+    c->large = 0;
+}
+
 static void detach_socket(struct wsp_conn *c)
 {
+    splice_drop(c);
     if (c->ssl) {
         SSL_free(c->ssl);
         c->ssl = NULL;
@@ -422,6 +440,7 @@ static void finish(struct wsp_conn *c)
         wsp_dns_cancel(c->dns);
         c->dns = NULL;
     }
+    splice_drop(c);
     wsp_buf_free(&c->msg);
     wsp_buf_free(&c->rbuf);
     if (c->wsi && wsp_buf_pending(&c->wbuf) > 0 && conn_flush(c) < 0) {
@@ -1094,14 +1113,22 @@ static void release_held(struct wsp_conn *c)
 
 /* ---- receiving ---------------------------------------------------------- */
 
-static void deliver(struct wsp_conn *c, int opcode, const uint8_t *p, size_t n)
+/* One message went to the link: count it against the credit. */
+static void delivered(struct wsp_conn *c, size_t len)
 {
-    wsp_link_data(c->id, opcode, p, n);
+    c->splice_off = 0;
+    c->large = len >= SPLICE_MIN;
     c->msgs_in++;
     if (c->credit > 0 && --c->credit == 0 && c->passive_events) {
         wsp_enc_passive(xbuf(), c->id);
         emit();
     }
+}
+
+static void deliver(struct wsp_conn *c, int opcode, const uint8_t *p, size_t n)
+{
+    wsp_link_data(c->id, opcode, p, n);
+    delivered(c, n);
 }
 
 static void protocol_fail(struct wsp_conn *c, unsigned code, const char *why)
@@ -1324,6 +1351,69 @@ static void conn_set_reading(struct wsp_conn *c)
     }
 }
 
+/* The rest of a large binary message, still in the (plain TCP) socket, goes
+ * to the BEAM without passing through our memory: splice(2) socket -> pipe
+ * until the message is whole, then the link sends header + pipe (see
+ * wsp_link.h). Returns 1 if it did something (call again), 0 if there is
+ * no such message (read the ordinary way), -1 if the socket has nothing
+ * now, -2 if the connection failed (c may be freed). */
+static int splice_step(struct wsp_conn *c, size_t *budget)
+{
+    uint64_t tail = wsc_parser_binary_tail(&c->parser);
+    if (!c->splicing) {
+        size_t have = wsp_buf_pending(&c->msg), room = wsp_link_splice_room();
+        if (c->splice_off || tail < SPLICE_MIN || wsp_buf_pending(&c->rbuf) > 0 ||
+            have > SPLICE_MAX_HAVE || have > room || tail > room - have) {
+            return 0;
+        }
+        if (wsp_link_splice_claim(c->id, WSC_OP_BINARY, c->msg.data + c->msg.off, have,
+                                  have + (size_t)tail) < 0) {
+            c->splice_off = 1;
+            return 0;
+        }
+        c->splicing = 1;
+    }
+    ssize_t n = wsp_link_splice_in(c->fd, tail > SIZE_MAX ? SIZE_MAX : (size_t)tail);
+    if (n > 0) {
+        c->bytes_in += (uint64_t)n;
+        c->last_rx = wsp_now();
+        *budget = (size_t)n < *budget ? *budget - (size_t)n : 0;
+        (void)wsc_parser_skip(&c->parser, (uint64_t)n);
+        if (wsc_parser_binary_tail(&c->parser) == 0) {
+            c->splicing = 0;
+            c->msgs_spliced++;
+            wsp_link_splice_commit();
+            wsp_buf_free(&c->msg);
+            delivered(c, SPLICE_MIN);
+        }
+        return 1;
+    }
+    if (n == WSP_SPLICE_AGAIN) {
+        return -1;
+    }
+    if (n == WSP_SPLICE_FULL) {
+        /* the pipe is full of small pieces: take them back and finish
+         * this message the ordinary way */
+        c->splicing = 0;
+        c->splice_off = 1;
+        DEBUG("conn %u: splice pipe full %zu bytes before the message's end; copying",
+              c->id, (size_t)tail);
+        if (wsp_link_splice_take(&c->msg) < 0) {
+            fail_detail(c, 0, "socket", "out of memory");
+            return -2;
+        }
+        return 1;
+    }
+    int e = errno;
+    splice_drop(c);
+    if (n == 0) {
+        fail_atom(c, WSP_FC_NETWORK, "eof");
+    } else {
+        fail_errno(c, e);
+    }
+    return -2;
+}
+
 /* Reads while there is credit and data, parsing as it goes. */
 static void conn_read(struct wsp_conn *c)
 {
@@ -1339,13 +1429,35 @@ static void conn_read(struct wsp_conn *c)
          * credit runs out are kept in the connection's own rbuf. The
          * handshake's response is gathered in rbuf. */
         int shared = c->state == ST_OPEN || c->state == ST_CLOSING;
+        if (shared && !c->ssl) {
+            int s = splice_step(c, &budget);
+            if (s == -2) {
+                return;
+            }
+            if (s == -1) {
+                break;
+            }
+            if (s == 1) {
+                continue;
+            }
+        }
         uint8_t *dst = shared ? g_rshared : wsp_buf_reserve(&c->rbuf, READ_CHUNK);
         if (!dst) {
             fail_detail(c, 0, "socket", "out of memory");
             return;
         }
+        /* while messages are large, read no further than the next frame's
+         * header: if it starts another large one, its payload can be
+         * spliced (plain TCP only) */
+        size_t want = shared ? READ_CHUNK : c->rbuf.cap - c->rbuf.len;
+        if (shared && c->large && !c->ssl) {
+            uint64_t left = wsc_parser_frame_left(&c->parser);
+            if (left + HDR_READ < want) {
+                want = (size_t)left + HDR_READ;
+            }
+        }
         int err = 0;
-        int r = io_read(c, dst, shared ? READ_CHUNK : c->rbuf.cap - c->rbuf.len, &err);
+        int r = io_read(c, dst, want, &err);
         if (r == -1) {
             break;
         }
@@ -1644,6 +1756,7 @@ void wsp_conn_stats(uint32_t id)
         .credit = c->credit,
         .attempt = c->attempt,
         .reconnects = c->reconnects,
+        .msgs_spliced = c->msgs_spliced,
     };
     wsp_enc_stats(xbuf(), id, &s);
     emit();

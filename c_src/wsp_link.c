@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "wsp_buf.h"
@@ -22,6 +24,16 @@ static struct {
     int want_write;
     int input_paused;
     int eof;
+    int out_fd;                 /* where events go: 1, or the events socket */
+    /* Zero-copy messages (see wsp_link_splice_*): payload bytes move
+     * socket -> pipe -> out_fd with splice(2), never through our memory. */
+    int sp_rd, sp_wr;           /* the pipe, or -1 */
+    size_t sp_cap;              /* its size in bytes */
+    int sp_claimed;             /* a connection is filling it */
+    size_t sp_in;               /* bytes in it */
+    size_t sp_prefix;           /* of which packet header + bytes read before */
+    int sp_marked;              /* its bytes belong to the output stream, */
+    size_t sp_before;           /* after this many bytes queued in out */
     lws_sorted_usec_list_t later;  /* dispatch / EOF from the loop, not nested */
     int later_eof;
 } L;
@@ -53,6 +65,8 @@ static void eof_later(void)
     }
 }
 
+static void splice_pipe_open(void);
+
 /* in-process delivery (wsp_link_set_sink): replaces stdin/stdout when set */
 static struct wsp_link_sink S;
 
@@ -69,13 +83,97 @@ static uint32_t get_be32(const uint8_t *p)
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
-int wsp_link_init(const struct wsp_link_hooks *hooks)
+/* Connects to the BEAM's events socket (a unix stream socket; a name that
+ * starts with '@' is in the abstract namespace). Returns the fd, or -1. */
+static int connect_events_socket(const char *name)
+{
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    size_t n = strlen(name);
+    if (n == 0 || n >= sizeof a.sun_path) {
+        ERR("events socket name '%s' is empty or too long", name);
+        return -1;
+    }
+    memcpy(a.sun_path, name, n);
+    if (name[0] == '@') {
+        a.sun_path[0] = '\0';
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        ERR("events socket: %s", strerror(errno));
+        return -1;
+    }
+    if (connect(fd, (struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) <
+        0) {
+        ERR("events socket '%s': connect: %s", name, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    /* room for a few large messages in flight: fewer wake-ups both sides */
+    int sz = 4 * 1024 * 1024;
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    return fd;
+}
+
+/* The first packet on stdout says where every later event goes. */
+static int say_hello(int on_socket)
+{
+    ei_x_buff x;
+    if (ei_x_new_with_version(&x) < 0) {
+        return -1;
+    }
+    int bad = ei_x_encode_tuple_header(&x, 2) < 0 || ei_x_encode_atom(&x, "hello") < 0 ||
+              ei_x_encode_atom(&x, on_socket ? "socket" : "stdout") < 0;
+    uint8_t hdr[4];
+    put_be32(hdr, (uint32_t)x.index);
+    struct iovec iov[2] = {{hdr, 4}, {x.buff, (size_t)x.index}};
+    size_t total = 4 + (size_t)x.index, done = 0;
+    while (!bad && done < total) {
+        /* stdout is still blocking here */
+        ssize_t w = writev(1, iov, 2);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            bad = 1;
+            break;
+        }
+        done += (size_t)w;
+        for (int i = 0; i < 2; i++) {
+            size_t k = (size_t)w < iov[i].iov_len ? (size_t)w : iov[i].iov_len;
+            iov[i].iov_base = (uint8_t *)iov[i].iov_base + k;
+            iov[i].iov_len -= k;
+            w -= (ssize_t)k;
+        }
+    }
+    ei_x_free(&x);
+    return bad ? -1 : 0;
+}
+
+int wsp_link_init(const struct wsp_link_hooks *hooks, const char *events_socket)
 {
     L.hooks = *hooks;
+    L.sp_rd = L.sp_wr = -1;
+    L.out_fd = 1;
+    if (events_socket) {
+        int fd = connect_events_socket(events_socket);
+        if (say_hello(fd >= 0) < 0) {
+            ERR("cannot write to stdout: %s", strerror(errno));
+            if (fd >= 0) {
+                close(fd);
+            }
+            return -1;
+        }
+        if (fd >= 0) {
+            L.out_fd = fd;
+        }
+    }
     L.last_data_off = SIZE_MAX;
     L.in_watch.kind = WSP_W_STDIN;
     L.out_watch.kind = WSP_W_STDOUT;
-    for (int fd = 0; fd <= 1; fd++) {
+    for (int k = 0; k < 2; k++) {
+        int fd = k == 0 ? 0 : L.out_fd;
         int fl = fcntl(fd, F_GETFL);
         if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
             ERR("cannot make fd %d non-blocking: %s", fd, strerror(errno));
@@ -84,14 +182,17 @@ int wsp_link_init(const struct wsp_link_hooks *hooks)
     }
 #ifdef F_SETPIPE_SZ
     /* a bigger pipe means fewer wake-ups of the BEAM; fine to fail */
-    (void)fcntl(1, F_SETPIPE_SZ, 1024 * 1024);
+    if (L.out_fd == 1) {
+        (void)fcntl(1, F_SETPIPE_SZ, 1024 * 1024);
+    }
 #endif
-    /* lws closes adopted fds on exit; give it duplicates of 0 and 1 */
-    int in_fd = dup(0), out_fd = dup(1);
+    /* lws closes adopted fds on exit; give it duplicates */
+    int in_fd = dup(0), out_fd = dup(L.out_fd);
     if (in_fd < 0 || out_fd < 0) {
         ERR("dup: %s", strerror(errno));
         return -1;
     }
+    splice_pipe_open();
     L.in_wsi = wsp_loop_adopt(in_fd, &L.in_watch);
     L.out_wsi = wsp_loop_adopt(out_fd, &L.out_watch);
     if (!L.in_wsi || !L.out_wsi) {
@@ -172,24 +273,70 @@ static int read_input(void)
     return 0;
 }
 
+static size_t queued_total(void);
+
 static void update_congestion(void)
 {
-    size_t q = wsp_buf_pending(&L.out);
-    if (!L.congested && q >= WSP_LINK_HIGH_WATER) {
+    /* a spliced message that could not go out at once counts as full: the
+     * next large message then waits in its socket for the pipe instead of
+     * being read (copied) the ordinary way */
+    size_t q = queued_total();
+    if (!L.congested && (q >= WSP_LINK_HIGH_WATER || L.sp_marked)) {
         L.congested = 1;
         L.hooks.on_congestion(1);
-    } else if (L.congested && q <= WSP_LINK_LOW_WATER) {
+    } else if (L.congested && q <= WSP_LINK_LOW_WATER && !L.sp_marked) {
         L.congested = 0;
         L.hooks.on_congestion(0);
     }
 }
 
-void wsp_link_flush(void)
+/* Moves pipe bytes that are due to out_fd. Returns 1 if all went, 0 if
+ * out_fd is full, -1 if the BEAM is gone. */
+static int splice_out(void)
 {
-    while (wsp_buf_pending(&L.out) > 0) {
-        ssize_t w = write(1, L.out.data + L.out.off, wsp_buf_pending(&L.out));
+    while (L.sp_in > 0) {
+        ssize_t w = splice(L.sp_rd, NULL, L.out_fd, NULL, L.sp_in,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (w > 0) {
+            L.sp_in -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return 0;
+        }
+        return -1;
+    }
+    L.sp_marked = 0;
+    return 1;
+}
+
+/* Writes what is queued, in order: out up to the splice mark, the pipe's
+ * bytes, the rest of out. Returns 1 when all is written, 0 when out_fd is
+ * full, -1 when the BEAM is gone. */
+static int flush_some(void)
+{
+    for (;;) {
+        size_t pending = wsp_buf_pending(&L.out);
+        if (L.sp_marked && L.sp_before == 0) {
+            int r = splice_out();
+            if (r <= 0) {
+                return r;
+            }
+            continue;
+        }
+        if (pending == 0) {
+            return 1;
+        }
+        size_t n = L.sp_marked ? L.sp_before : pending;
+        ssize_t w = write(L.out_fd, L.out.data + L.out.off, n);
         if (w > 0) {
             wsp_buf_consume(&L.out, (size_t)w);
+            if (L.sp_marked) {
+                L.sp_before -= (size_t)w;
+            }
             if (L.last_data_off != SIZE_MAX && L.out.off > L.last_data_off) {
                 L.last_data_off = SIZE_MAX; /* partly written: no more appends */
             }
@@ -199,17 +346,27 @@ void wsp_link_flush(void)
             continue;
         }
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!L.want_write && L.out_wsi) {
-                L.want_write = 1;
-                wsp_loop_want_write(L.out_wsi);
-            }
-            break;
+            return 0;
         }
+        return -1;
+    }
+}
+
+static size_t queued_total(void) { return wsp_buf_pending(&L.out) + (L.sp_marked ? L.sp_in : 0); }
+
+void wsp_link_flush(void)
+{
+    int r = flush_some();
+    if (r == 0 && !L.want_write && L.out_wsi) {
+        L.want_write = 1;
+        wsp_loop_want_write(L.out_wsi);
+    }
+    if (r < 0) {
         /* EPIPE or worse: the BEAM is gone (handled from the loop: this
          * may run in the middle of a connection's parsing) */
         wsp_buf_consume(&L.out, wsp_buf_pending(&L.out));
+        L.sp_marked = 0;
         eof_later();
-        break;
     }
     if (wsp_buf_pending(&L.out) == 0) {
         L.last_data_off = SIZE_MAX;
@@ -265,22 +422,29 @@ void wsp_link_event(const ei_x_buff *x)
     L.last_data_off = SIZE_MAX;
 }
 
+/* The start of a packet holding one message of len bytes. */
+#define DATA_PACKET_HDR (5 + WSP_DATA_ENTRY_HDR)
+static void data_packet_header(uint8_t *hdr, uint32_t id, int opcode, size_t len)
+{
+    put_be32(hdr, (uint32_t)(1 + WSP_DATA_ENTRY_HDR + len));
+    hdr[4] = WSP_RAW_DATA;
+    wsp_data_entry_header(hdr + 5, id, opcode, (uint32_t)len);
+}
+
 /* A large message with nothing queued before it goes out with one writev
  * straight from where it lies (the receive buffer): no copy into the queue.
  * Returns 1 if it was handled (written, or the rest queued), 0 otherwise. */
 static int data_direct(uint32_t id, int opcode, const uint8_t *payload, size_t len)
 {
-    if (len < WSP_LINK_DIRECT_BYTES || wsp_buf_pending(&L.out) > 0 || L.eof) {
+    if (len < WSP_LINK_DIRECT_BYTES || wsp_buf_pending(&L.out) > 0 || L.sp_marked || L.eof) {
         return 0;
     }
-    uint8_t hdr[5 + WSP_DATA_ENTRY_HDR];
-    put_be32(hdr, (uint32_t)(1 + WSP_DATA_ENTRY_HDR + len));
-    hdr[4] = WSP_RAW_DATA;
-    wsp_data_entry_header(hdr + 5, id, opcode, (uint32_t)len);
+    uint8_t hdr[DATA_PACKET_HDR];
+    data_packet_header(hdr, id, opcode, len);
     struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)payload, len}};
     ssize_t w;
     do {
-        w = writev(1, iov, 2);
+        w = writev(L.out_fd, iov, 2);
     } while (w < 0 && errno == EINTR);
     if (w < 0) {
         w = 0; /* EAGAIN, or an error wsp_link_flush will report */
@@ -345,7 +509,7 @@ int wsp_link_data(uint32_t id, int opcode, const uint8_t *payload, size_t len)
 
 int wsp_link_congested(void) { return L.congested; }
 
-size_t wsp_link_queued(void) { return wsp_buf_pending(&L.out); }
+size_t wsp_link_queued(void) { return queued_total(); }
 
 void wsp_link_pause_input(int paused)
 {
@@ -371,16 +535,13 @@ void wsp_link_pause_input(int paused)
 
 void wsp_link_drain_blocking(void)
 {
-    while (wsp_buf_pending(&L.out) > 0) {
-        ssize_t w = write(1, L.out.data + L.out.off, wsp_buf_pending(&L.out));
-        if (w > 0) {
-            wsp_buf_consume(&L.out, (size_t)w);
-        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            struct pollfd pfd = {.fd = 1, .events = POLLOUT};
-            if (poll(&pfd, 1, 5000) <= 0) {
-                break;
-            }
-        } else {
+    for (;;) {
+        int r = flush_some();
+        if (r != 0) {
+            break;
+        }
+        struct pollfd pfd = {.fd = L.out_fd, .events = POLLOUT};
+        if (poll(&pfd, 1, 5000) <= 0) {
             break;
         }
     }
@@ -402,4 +563,143 @@ void wsp_link_set_sink(const struct wsp_link_sink *sink)
     } else {
         memset(&S, 0, sizeof S);
     }
+}
+
+/* ---- zero-copy messages ---------------------------------------------- */
+
+static void splice_pipe_open(void)
+{
+    int fds[2];
+    L.sp_rd = L.sp_wr = -1;
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+        return;
+    }
+    (void)fcntl(fds[1], F_SETPIPE_SZ, (int)WSP_LINK_SPLICE_MAX);
+    int cap = fcntl(fds[1], F_GETPIPE_SZ);
+    if (cap <= 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return;
+    }
+    L.sp_rd = fds[0];
+    L.sp_wr = fds[1];
+    L.sp_cap = (size_t)cap;
+}
+
+size_t wsp_link_splice_room(void)
+{
+    if (S.on_data || L.eof || L.sp_claimed || L.sp_in > 0 || L.out_wsi == NULL) {
+        return 0;
+    }
+    if (L.sp_rd < 0) {
+        return 0;
+    }
+    return L.sp_cap;
+}
+
+int wsp_link_splice_claim(uint32_t id, int opcode, const uint8_t *have, size_t nhave,
+                          size_t len)
+{
+    /* the packet header and the bytes read already go first, into the
+     * pipe: the message then leaves in one piece, with one splice */
+    uint8_t hdr[DATA_PACKET_HDR];
+    data_packet_header(hdr, id, opcode, len);
+    struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)have, nhave}};
+    size_t want = sizeof hdr + nhave;
+    ssize_t w;
+    do {
+        w = writev(L.sp_wr, iov, nhave ? 2 : 1);
+    } while (w < 0 && errno == EINTR);
+    L.sp_claimed = 1;
+    if (w > 0) {
+        L.sp_in = (size_t)w;
+    }
+    if (w < 0 || (size_t)w != want) {
+        wsp_link_splice_abort();
+        return -1;
+    }
+    L.sp_prefix = want;
+    return 0;
+}
+
+ssize_t wsp_link_splice_in(int fd, size_t n)
+{
+    for (;;) {
+        ssize_t r = splice(fd, NULL, L.sp_wr, NULL, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (r > 0) {
+            L.sp_in += (size_t)r;
+            return r;
+        }
+        if (r == 0) {
+            return 0;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            /* the socket is empty, or the pipe has no slot left (each slot
+             * holds one piece of a socket buffer, however small) */
+            struct pollfd pfd = {.fd = L.sp_wr, .events = POLLOUT};
+            return poll(&pfd, 1, 0) == 1 ? WSP_SPLICE_AGAIN : WSP_SPLICE_FULL;
+        }
+        return WSP_SPLICE_ERROR;
+    }
+}
+
+/* Reads and drops n bytes of the pipe; -1 if it cannot. */
+static int pipe_skip(size_t n)
+{
+    uint8_t sink[16 * 1024];
+    while (n > 0) {
+        ssize_t r = read(L.sp_rd, sink, n < sizeof sink ? n : sizeof sink);
+        if (r > 0) {
+            n -= (size_t)r;
+            L.sp_in -= (size_t)r;
+        } else if (!(r < 0 && errno == EINTR)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int wsp_link_splice_take(struct wsp_buf *into)
+{
+    int r = pipe_skip(L.sp_prefix);
+    while (r == 0 && L.sp_in > 0) {
+        uint8_t *dst = wsp_buf_reserve(into, L.sp_in);
+        ssize_t n = dst ? read(L.sp_rd, dst, L.sp_in) : -1;
+        if (n > 0) {
+            wsp_buf_commit(into, (size_t)n);
+            L.sp_in -= (size_t)n;
+        } else if (!(n < 0 && errno == EINTR)) {
+            r = -1;
+        }
+    }
+    if (r < 0) {
+        wsp_link_splice_abort();
+        return -1;
+    }
+    L.sp_claimed = 0;
+    return 0;
+}
+
+void wsp_link_splice_abort(void)
+{
+    if (L.sp_in > 0 && pipe_skip(L.sp_in) < 0) {
+        /* cannot empty it: start over with a new pipe */
+        close(L.sp_rd);
+        close(L.sp_wr);
+        splice_pipe_open();
+    }
+    L.sp_in = 0;
+    L.sp_claimed = 0;
+}
+
+void wsp_link_splice_commit(void)
+{
+    L.sp_claimed = 0;
+    L.sp_marked = 1;
+    L.sp_before = wsp_buf_pending(&L.out);
+    L.last_data_off = SIZE_MAX;
+    wsp_link_flush();
 }

@@ -10,8 +10,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <ei.h>
 
+#include "wsp_buf.h"
 #include "wsp_loop.h"
 
 struct wsp_link_hooks {
@@ -33,7 +35,12 @@ struct wsp_link_hooks {
 #define WSP_LINK_BATCH_BYTES (64u * 1024)    /* data packets grow to this */
 #define WSP_LINK_DIRECT_BYTES (16u * 1024)   /* larger messages skip the queue */
 
-int wsp_link_init(const struct wsp_link_hooks *hooks);
+/* Sets up stdin and the event output. With events_socket (a unix socket
+ * name, '@' first for the abstract namespace) the first packet on stdout is
+ * {hello, socket} and every later event goes to that socket, or {hello,
+ * stdout} if it cannot be reached; without, events go to stdout and no hello
+ * is sent. */
+int wsp_link_init(const struct wsp_link_hooks *hooks, const char *events_socket);
 int wsp_link_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io);
 
 /* Queues one term event (x->buff[0..x->index)). */
@@ -52,6 +59,36 @@ void wsp_link_pause_input(int paused);
 void wsp_link_drain_blocking(void);
 /* Stops reading stdin (at exit). */
 void wsp_link_close(void);
+
+/* Zero-copy messages. A connection that has the rest of one large binary
+ * message still in its (plain TCP) socket moves it into the link's pipe
+ * with splice(2) behind the packet header and the bytes it had already
+ * read; once the message is whole the pipe's bytes are spliced to the BEAM
+ * after what is queued before them. The payload never passes through our
+ * memory. One message at a time is in the pipe, and nothing of it leaves
+ * before all of it is there: a connection that fails half-way corrupts
+ * nothing.
+ *
+ * wsp_link_splice_room: how many bytes the pipe can take for a new message
+ * (0: not possible now: pipe busy, in-process sink, no pipe). Then
+ * wsp_link_splice_claim (len: the whole message), wsp_link_splice_in until
+ * it is whole, and wsp_link_splice_commit; or wsp_link_splice_take (the
+ * pipe filled up before the message did: the payload bytes in it are read
+ * back into a buffer, the caller goes on the ordinary way) or
+ * wsp_link_splice_abort (drop them). */
+#define WSP_LINK_SPLICE_MAX (1024u * 1024)
+#define WSP_SPLICE_AGAIN (-1)   /* socket empty for now */
+#define WSP_SPLICE_FULL (-2)    /* the pipe took all it can */
+#define WSP_SPLICE_ERROR (-3)   /* socket error: errno */
+size_t wsp_link_splice_room(void);
+/* Returns 0, or -1 if the header did not fit (nothing claimed then). */
+int wsp_link_splice_claim(uint32_t id, int opcode, const uint8_t *have, size_t nhave,
+                          size_t len);
+/* Moves up to n bytes from fd; returns how many, 0 at EOF, or WSP_SPLICE_* */
+ssize_t wsp_link_splice_in(int fd, size_t n);
+void wsp_link_splice_commit(void);
+int wsp_link_splice_take(struct wsp_buf *into);
+void wsp_link_splice_abort(void);
 
 /* In-process delivery, for the command line client (wsp_cli): when a sink is
  * set, wsp_link_event and wsp_link_data hand each event to it at once instead

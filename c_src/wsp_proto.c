@@ -1199,7 +1199,7 @@ int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s)
 {
     if (enc_start(x, 3, "stats", id) < 0)
         return -1;
-    int r = ei_x_encode_map_header(x, 10);
+    int r = ei_x_encode_map_header(x, 11);
     r = r < 0 ? r : ei_x_encode_atom(x, "attempt");
     r = r < 0 ? r : ei_x_encode_ulonglong(x, s->attempt);
     r = r < 0 ? r : ei_x_encode_atom(x, "reconnects");
@@ -1226,6 +1226,8 @@ int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s)
     if (r >= 0)
         r = s->credit < 0 ? ei_x_encode_atom(x, "infinity")
                           : ei_x_encode_longlong(x, s->credit);
+    r = r < 0 ? r : ei_x_encode_atom(x, "msgs_spliced");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, s->msgs_spliced);
     return enc_done(x, r);
 }
 

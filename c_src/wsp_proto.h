@@ -154,6 +154,7 @@ struct wsp_stats {
     int64_t credit;                /* -1 = unlimited */
     uint64_t attempt;              /* failed attempts since the last up */
     uint64_t reconnects;           /* times it came back up after a loss */
+    uint64_t msgs_spliced;         /* of msgs_in: moved socket -> BEAM by splice(2) */
 };
 /* Turns an encoded {closed, Id, Reason} into
  * {down, Id, Reason, #{attempt => A, delay_ms => D | manual, unsent_bytes => U}}
@@ -161,7 +162,7 @@ struct wsp_stats {
 int wsp_enc_closed_to_down(const ei_x_buff *closed, ei_x_buff *x, uint64_t attempt,
                            int64_t delay_ms, uint64_t unsent_bytes);
 /* {stats, Id, #{attempt, reconnects, state, bytes_in, bytes_out, msgs_in, msgs_out, rtt_us,
- *               connected_us, credit}} (rtt_us / connected_us undefined
+ *               connected_us, credit, msgs_spliced}} (rtt_us / connected_us undefined
  * when -1; credit infinity when -1) */
 int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s);
 

@@ -260,6 +260,68 @@ static char *want_bin(const char *kind, const uint8_t *p, size_t n)
  * frame parser
  * ====================================================================== */
 
+/* wsc_parser_binary_tail / wsc_parser_skip: what wsp_conn splices */
+static void test_parser_skip(void **state)
+{
+    (void)state;
+    enum { N = 70000 };
+    uint8_t *pl = malloc(N), *b = malloc(2 * N + 64);
+    assert_true(pl && b);
+    for (size_t i = 0; i < N; i++)
+        pl[i] = (uint8_t)(i * 7);
+    /* a fragmented binary message (first frame not FIN), then a FIN frame,
+     * then a small text message */
+    size_t n = frame(b, 0x02, pl, 1000, LEN_MIN);
+    size_t fin_at = n;
+    n += frame(b + n, 0x80, pl, N, LEN_MIN);
+    size_t text_at = n;
+    n += frame_s(b + n, 0x81, "after");
+
+    struct wsc_parser p;
+    struct wsc_event ev;
+    size_t used;
+    wsc_parser_init(&p, 0);
+    assert_int_equal(wsc_parser_binary_tail(&p), 0);
+    assert_int_equal(wsc_parser_skip(&p, 1), -1);
+    /* inside the non-final frame: nothing may be skipped */
+    assert_int_equal(wsc_parser_next(&p, b, 4 + 500, &used, &ev), 1);
+    assert_int_equal(wsc_parser_binary_tail(&p), 0);
+    assert_int_equal(wsc_parser_frame_left(&p), 500);
+    assert_int_equal(wsc_parser_next(&p, b + 504, fin_at - 504, &used, &ev), 1);
+    /* the final frame's header (64-bit length) and 100 payload bytes */
+    assert_int_equal(wsc_parser_next(&p, b + fin_at, 10 + 100, &used, &ev), 1);
+    assert_int_equal(ev.len, 100);
+    assert_false(ev.message_start);
+    assert_int_equal(wsc_parser_binary_tail(&p), N - 100);
+    assert_int_equal(wsc_parser_frame_left(&p), N - 100);
+    assert_int_equal(wsc_parser_skip(&p, N - 99), -1); /* more than is left */
+    assert_int_equal(wsc_parser_skip(&p, 0), -1);
+    assert_int_equal(wsc_parser_skip(&p, 1000), 0);
+    assert_int_equal(wsc_parser_binary_tail(&p), N - 1100);
+    /* the parser goes on with the bytes after the skipped ones */
+    size_t at = fin_at + 10 + 1100;
+    assert_int_equal(wsc_parser_next(&p, b + at, 10, &used, &ev), 1);
+    assert_memory_equal(ev.data, pl + 1100, 10);
+    assert_false(ev.message_end);
+    assert_int_equal(wsc_parser_skip(&p, N - 1110), 0);
+    /* message over: a new one parses normally */
+    assert_int_equal(wsc_parser_binary_tail(&p), 0);
+    assert_int_equal(wsc_parser_frame_left(&p), 0);
+    assert_int_equal(wsc_parser_next(&p, b + text_at, n - text_at, &used, &ev), 1);
+    assert_int_equal(ev.opcode, WSC_OP_TEXT);
+    assert_true(ev.message_start && ev.message_end);
+    assert_memory_equal(ev.data, "after", 5);
+
+    /* text is never skippable (it must be UTF-8 checked) */
+    wsc_parser_init(&p, 0);
+    n = frame(b, 0x81, "abcdefgh", 8, LEN_MIN);
+    assert_int_equal(wsc_parser_next(&p, b, 4, &used, &ev), 1);
+    assert_int_equal(wsc_parser_binary_tail(&p), 0);
+    assert_int_equal(wsc_parser_skip(&p, 1), -1);
+    free(pl);
+    free(b);
+}
+
 static void test_parser_small_text(void **state)
 {
     (void)state;
@@ -1708,6 +1770,7 @@ int main(void)
         cmocka_unit_test(test_close_codes),
         cmocka_unit_test(test_url_ok),
         cmocka_unit_test(test_url_errors),
+        cmocka_unit_test(test_parser_skip),
         cmocka_unit_test(test_key_and_accept),
         cmocka_unit_test(test_build_request),
         cmocka_unit_test(test_parse_response),

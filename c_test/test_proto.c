@@ -1184,7 +1184,7 @@ static void check_stats(const struct wsp_stats *s)
     d_atom(&x, &i, "stats");
     d_long(&x, &i, 12);
     assert_int_equal(ei_decode_map_header(x.buff, &i, &arity), 0);
-    assert_int_equal(arity, 10);
+    assert_int_equal(arity, 11);
     d_atom(&x, &i, "attempt");
     d_ulong(&x, &i, s->attempt);
     d_atom(&x, &i, "reconnects");
@@ -1205,6 +1205,8 @@ static void check_stats(const struct wsp_stats *s)
     if (s->connected_us < 0) d_atom(&x, &i, "undefined"); else d_long(&x, &i, s->connected_us);
     d_atom(&x, &i, "credit");
     if (s->credit < 0) d_atom(&x, &i, "infinity"); else d_long(&x, &i, s->credit);
+    d_atom(&x, &i, "msgs_spliced");
+    d_ulong(&x, &i, s->msgs_spliced);
     d_end(&x, i);
     ei_x_free(&x);
 }
@@ -1212,10 +1214,10 @@ static void check_stats(const struct wsp_stats *s)
 static void test_enc_stats(void **state)
 {
     (void)state;
-    struct wsp_stats a = {"open", 1, 2, 3, 4, 250, 1000000, 10, 0, 3};
-    struct wsp_stats b = {"connecting", 0, 0, 0, 0, -1, -1, -1, 5, 0};
+    struct wsp_stats a = {"open", 1, 2, 3, 4, 250, 1000000, 10, 0, 3, 2};
+    struct wsp_stats b = {"connecting", 0, 0, 0, 0, -1, -1, -1, 5, 0, 0};
     struct wsp_stats c = {"closing", UINT64_MAX, (uint64_t)1 << 40, 1u << 31, 7, 0, 0, 0,
-                          UINT64_MAX, 1};
+                          UINT64_MAX, 1, UINT64_MAX};
     check_stats(&a);
     check_stats(&b);
     check_stats(&c);

@@ -51,6 +51,7 @@
 
 -export([start_link/0, start_link/1, start_link/2]).
 -export([connect/4, close/4, controlling_process/3, release/2, info/2, await_ready/2]).
+-export([program/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -export_type([key/0, handle/0]).
@@ -60,7 +61,7 @@
 %% A connection handle as built by the driver (ws_port:conn() to users).
 -type handle() :: {ws_port, key(), ws_port_proto:id()}.
 
--type start_opt() :: {port_program, file:filename_all()}.
+-type start_opt() :: {port_program, file:filename_all()} | {events_socket, boolean()}.
 
 -record(conn, {
     handle :: handle(),
@@ -118,7 +119,12 @@
 -record(state, {
     key :: key(),
     port :: port(),
+    %% where the port program's events arrive: a unix socket (inet's driver
+    %% reads big packets straight into one binary), or undefined for stdout
+    events :: gen_tcp:socket() | undefined,
     program :: file:filename_all(),
+    %% events over a unix socket (true) or stdout
+    use_socket = true :: boolean(),
     conns = #{} :: #{ws_port_proto:id() => #conn{}},
     next_id = 1 :: ws_port_proto:id(),
     %% monotonic milliseconds of recent port restarts
@@ -127,6 +133,12 @@
 }).
 
 -define(MAX_ID, 4294967295).
+%% events socket: packets taken from it before the driver says "more"
+%% (back pressure reaches the port program when the driver falls behind)
+-define(EVENTS_ACTIVE, 64).
+-define(EVENTS_ACCEPT_MS, 5000).
+-define(SOL_SOCKET, 1).
+-define(SO_PEERCRED, 17).
 -define(CONNECT_GUARD_MS, 3000).
 -define(MAX_RESTARTS, 5).
 -define(RESTART_PERIOD_MS, 10000).
@@ -151,6 +163,10 @@ start_link(Name) ->
 %% `{port_program, Path}' runs another build of the port program (e.g.
 %% `priv/ws_port.asan'); the default is the application environment
 %% `port_program' if set, else `priv/ws_port' of the ws_port application.
+%% Option `{events_socket, false}' (default: application environment
+%% `events_socket', else true) has the port program send its events on
+%% stdout instead of a unix socket (slower for large messages: the BEAM's
+%% spawn driver copies each packet three times, inet's driver once).
 -spec start_link(atom(), [start_opt()]) -> gen_server:start_ret().
 start_link(undefined, Opts) ->
     gen_server:start_link(?MODULE, {undefined, Opts}, []);
@@ -203,6 +219,13 @@ await_ready(Driver, Id) ->
 info(Driver, Id) ->
     gen_server:call(Driver, {info, Id}, 30000).
 
+%% @doc The driver's port program, for diagnostics: its Erlang port, OS pid
+%% (e.g. to read its memory in /proc) and where its events arrive.
+-spec program(key()) ->
+    #{port := port(), os_pid := non_neg_integer() | undefined, events := socket | stdout}.
+program(Driver) ->
+    gen_server:call(Driver, program).
+
 %%====================================================================
 %% gen_server callbacks
 %%====================================================================
@@ -223,14 +246,19 @@ init({Name, Opts}) ->
             %% rows left by a previous incarnation of this driver
             true = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_', '_'}),
             Program = port_program(Opts),
-            case open(Program) of
+            UseSocket = proplists:get_value(
+                events_socket, Opts, application:get_env(ws_port, events_socket, true)
+            ),
+            case open(Program, UseSocket) of
                 %% ids start at random: a handle kept from before a restart
                 %% of this driver must not name another owner's connection
-                {ok, Port} ->
+                {ok, Port, Events} ->
                     {ok, #state{
                         key = Key,
                         port = Port,
+                        events = Events,
                         program = Program,
+                        use_socket = UseSocket,
                         next_id = rand:uniform(16#7fffffff)
                     }};
                 {error, Reason} -> {stop, Reason}
@@ -280,6 +308,18 @@ handle_call({await_ready, Id}, From, #state{key = Key, conns = Conns} = State) -
         _ ->
             {reply, ok, State}
     end;
+handle_call(program, _From, #state{port = Port, events = Events} = State) ->
+    OsPid =
+        case erlang:port_info(Port, os_pid) of
+            {os_pid, P} when is_integer(P) -> P;
+            _ -> undefined
+        end,
+    Where =
+        case Events of
+            undefined -> stdout;
+            _ -> socket
+        end,
+    {reply, #{port => Port, os_pid => OsPid, events => Where}, State};
 handle_call(Request, _From, State) ->
     {reply, {error, {badarg, Request}}, State}.
 
@@ -295,19 +335,19 @@ handle_cast(_Msg, State) ->
 
 %% @private
 -spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
-handle_info({Port, {data, <<1, Entries/binary>>}}, #state{port = Port, conns = Conns} = State) ->
-    case deliver(Entries, 0, undefined, undefined, Conns, []) of
-        [] -> {noreply, State};
-        Held -> {noreply, hold_messages(lists:reverse(Held), State)}
-    end;
-handle_info({Port, {data, <<131, _/binary>> = Packet}}, #state{port = Port} = State) ->
-    try binary_to_term(Packet) of
-        Event -> {noreply, event(Event, State)}
-    catch
-        error:badarg ->
-            ?LOG_WARNING("ws_port: undecodable packet from the port program: ~P", [Packet, 20]),
-            {noreply, State}
-    end;
+handle_info({tcp, Events, Packet}, #state{events = Events} = State) ->
+    packet(Packet, State);
+handle_info({Port, {data, Packet}}, #state{port = Port} = State) ->
+    packet(Packet, State);
+handle_info({tcp_passive, Events}, #state{events = Events} = State) ->
+    ok = inet:setopts(Events, [{active, ?EVENTS_ACTIVE}]),
+    {noreply, State};
+handle_info({Tag, _Sock}, State) when Tag =:= tcp_closed; Tag =:= tcp_passive ->
+    %% the events socket of the current port closes when the program exits:
+    %% its exit_status restarts it; an old port's socket is of no interest
+    {noreply, State};
+handle_info({Tag, _Sock, _}, State) when Tag =:= tcp; Tag =:= tcp_error ->
+    {noreply, State};
 handle_info({Port, {exit_status, Status}}, #state{port = Port} = State) ->
     port_exited(Status, State);
 handle_info({{owner_down, Id}, Ref, process, _Pid, _Reason}, #state{conns = Conns} = State) ->
@@ -336,14 +376,28 @@ handle_info({timeout, TRef, {connect_timeout, Id}}, #state{conns = Conns} = Stat
         _ ->
             {noreply, State}
     end;
-handle_info({Port, {data, Packet}}, #state{port = Port} = State) ->
-    ?LOG_WARNING("ws_port: unknown packet from the port program: ~P", [Packet, 20]),
-    {noreply, State};
 handle_info({'EXIT', Port, _Reason}, State) when is_port(Port) ->
     %% handled with the exit_status message
     {noreply, State};
 handle_info(Msg, State) ->
     ?LOG_DEBUG("ws_port_driver: unexpected message ~P", [Msg, 20]),
+    {noreply, State}.
+
+packet(<<1, Entries/binary>>, #state{conns = Conns} = State) ->
+    case deliver(Entries, 0, undefined, undefined, Conns, []) of
+        [] -> {noreply, State};
+        Held -> {noreply, hold_messages(lists:reverse(Held), State)}
+    end;
+packet(<<131, _/binary>> = Packet, State) ->
+    try binary_to_term(Packet) of
+        Event -> {noreply, event(Event, State)}
+    catch
+        error:badarg ->
+            ?LOG_WARNING("ws_port: undecodable packet from the port program: ~P", [Packet, 20]),
+            {noreply, State}
+    end;
+packet(Packet, State) ->
+    ?LOG_WARNING("ws_port: unknown packet from the port program: ~P", [Packet, 20]),
     {noreply, State}.
 
 %% @private
@@ -354,6 +408,7 @@ terminate(Reason, State) ->
     _ = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_', '_'}),
     %% EOF on stdin: the program closes every connection (1001) and exits
     catch port_close(Port),
+    close_events(State#state.events),
     ok.
 
 %%====================================================================
@@ -834,20 +889,98 @@ priv_dir() ->
             Dir
     end.
 
-open(Program) ->
+open(Program, UseSocket) ->
     case filelib:is_regular(Program) of
         false ->
             {error, {no_port_program, Program}};
         true ->
+            {Listen, Args} = events_listen(UseSocket),
             try
-                {ok,
-                    open_port({spawn_executable, Program}, [
-                        {packet, 4}, binary, exit_status, use_stdio
-                    ])}
+                open_port({spawn_executable, Program}, [
+                    {args, Args}, {packet, 4}, binary, exit_status, use_stdio
+                ])
+            of
+                Port -> events_accept(Port, Listen)
             catch
-                error:Reason -> {error, {port_program, Program, Reason}}
+                error:Reason ->
+                    close_events(Listen),
+                    {error, {port_program, Program, Reason}}
             end
     end.
+
+%% The events socket: a unix socket in the abstract namespace (nothing left
+%% on disk), named for this OS process and a unique integer. If it cannot
+%% be made (not Linux, disabled), events come on stdout.
+events_listen(UseSocket) ->
+    case UseSocket of
+        true ->
+            Name = iolist_to_binary([
+                "ws_port.", os:getpid(), $., integer_to_list(erlang:unique_integer([positive]))
+            ]),
+            Opts = [{ifaddr, {local, <<0, Name/binary>>}}, binary, {packet, 4}, {active, false}],
+            case gen_tcp:listen(0, Opts) of
+                {ok, L} -> {L, ["port", "--events-socket", <<$@, Name/binary>>]};
+                {error, _} -> {undefined, []}
+            end;
+        _ ->
+            {undefined, []}
+    end.
+
+%% The program's first packet says whether it reached the socket; then the
+%% connection is accepted, and taken only from the program itself (its
+%% peer credentials carry the port's OS pid).
+events_accept(Port, undefined) ->
+    {ok, Port, undefined};
+events_accept(Port, Listen) ->
+    Deadline = erlang:monotonic_time(millisecond) + ?EVENTS_ACCEPT_MS,
+    receive
+        {Port, {data, <<131, _/binary>> = Hello}} ->
+            case catch binary_to_term(Hello) of
+                {hello, socket} ->
+                    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+                    R = accept_from(Listen, OsPid, Deadline),
+                    close_events(Listen),
+                    case R of
+                        {ok, S} ->
+                            ok = inet:setopts(S, [{active, ?EVENTS_ACTIVE}]),
+                            {ok, Port, S};
+                        {error, Reason} ->
+                            catch port_close(Port),
+                            {error, {events_socket, Reason}}
+                    end;
+                _ ->
+                    %% {hello, stdout}: the program could not connect
+                    ?LOG_WARNING("ws_port: events socket not reached: events come on stdout"),
+                    close_events(Listen),
+                    {ok, Port, undefined}
+            end;
+        {Port, {exit_status, Status}} ->
+            close_events(Listen),
+            {error, {port_exit, Status}}
+    after ?EVENTS_ACCEPT_MS ->
+        close_events(Listen),
+        catch port_close(Port),
+        {error, {events_socket, timeout}}
+    end.
+
+accept_from(Listen, OsPid, Deadline) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    case gen_tcp:accept(Listen, Left) of
+        {ok, S} ->
+            case inet:getopts(S, [{raw, ?SOL_SOCKET, ?SO_PEERCRED, 12}]) of
+                {ok, [{raw, _, _, <<OsPid:32/native, _/binary>>}]} ->
+                    {ok, S};
+                _ ->
+                    %% someone else found the name: not ours to read
+                    gen_tcp:close(S),
+                    accept_from(Listen, OsPid, Deadline)
+            end;
+        {error, _} = E ->
+            E
+    end.
+
+close_events(undefined) -> ok;
+close_events(Sock) -> gen_tcp:close(Sock).
 
 %% A command to the port. If the port is dead, its exit_status message is on
 %% its way and the restart replays what matters.
@@ -869,9 +1002,10 @@ port_exited(Status, #state{restarts = Restarts0, conns = Conns} = State) ->
         false ->
             ?LOG_WARNING("ws_port: port program exited with status ~p, restarting it (~b connections)",
                          [Status, map_size(Conns)]),
-            case open(State#state.program) of
-                {ok, Port} ->
-                    State2 = State#state{port = Port, restarts = Restarts},
+            close_events(State#state.events),
+            case open(State#state.program, State#state.use_socket) of
+                {ok, Port, Events} ->
+                    State2 = State#state{port = Port, events = Events, restarts = Restarts},
                     {noreply, replay(Status, State2)};
                 {error, Reason} ->
                     ?LOG_ERROR("ws_port: cannot restart the port program: ~p", [Reason]),

@@ -241,14 +241,8 @@ defmodule WsPort.FlowControlTest do
   end
 
   defp os_pid(driver) do
-    case for p <- Port.list(), Port.info(p, :connected) == {:connected, driver}, do: p do
-      [port] ->
-        {:os_pid, pid} = Port.info(port, :os_pid)
-        pid
-
-      ports ->
-        flunk("driver owns #{length(ports)} ports")
-    end
+    %{os_pid: pid} = :ws_port_driver.program(driver)
+    pid
   end
 
   defp rss(os_pid) do

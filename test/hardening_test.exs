@@ -109,10 +109,8 @@ defmodule WsPort.HardeningTest do
   end
 
   defp port_of(driver) do
-    case for p <- Port.list(), Port.info(p, :connected) == {:connected, driver}, do: p do
-      [port] -> port
-      ports -> flunk("driver owns #{length(ports)} ports")
-    end
+    %{port: port} = :ws_port_driver.program(driver)
+    port
   end
 
   defp os_pid(driver) do

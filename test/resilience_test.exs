@@ -763,8 +763,7 @@ defmodule WsPort.ResilienceTest do
   end
 
   defp port_program_pid(driver) do
-    [port] = for p <- Port.list(), Port.info(p, :connected) == {:connected, driver}, do: p
-    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    %{os_pid: os_pid} = :ws_port_driver.program(driver)
     os_pid
   end
 

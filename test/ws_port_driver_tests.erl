@@ -265,8 +265,7 @@ port_killed(Base) ->
     {ok, Closing} = ws_port:connect(Base ++ "/echo", Opts),
     {ok, Info0} = ws_port:info(Open),
     ?assertEqual(open, maps:get(state, Info0)),
-    [Port] = [P || P <- erlang:ports(), erlang:port_info(P, connected) =:= {connected, Driver}],
-    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    #{os_pid := OsPid} = ws_port_driver:program(Driver),
     Self = self(),
     %% stop the port program so that commands pile up, then kill it
     "" = os:cmd("kill -STOP " ++ integer_to_list(OsPid)),

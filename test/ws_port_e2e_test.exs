@@ -517,8 +517,7 @@ defmodule WsPort.E2ETest do
         conn = connect!(ctx, path, %{driver: driver})
         assert echo!(conn, {:text, "before"}) == {:text, "before"}
 
-        [port] = for p <- Port.list(), Port.info(p, :connected) == {:connected, driver}, do: p
-        {:os_pid, os_pid} = Port.info(port, :os_pid)
+        %{os_pid: os_pid} = :ws_port_driver.program(driver)
         {_, 0} = System.cmd("kill", ["-KILL", Integer.to_string(os_pid)])
 
         assert_receive {:ws_port_down, ^conn, {:port_exit, _},

@@ -34,6 +34,15 @@ a ``tag=...`` parameter lets a test find its own lines):
   /huge_headers           one 100 KiB header line, then the end of the head
   /trickle                a valid handshake, then a text frame of 1000 bytes
                           one byte per second (bounded: 60 s)
+  /sizes?sizes=A,B,..     messages of random bytes (binary; a size written
+                          tN is a text message of N random ASCII letters),
+                          in one frame each; prints ``MSG <path> <i> <sha256>``
+                          per message. chunk=C: written C bytes at a time
+                          (TCP_NODELAY, a short pause every piece), so they
+                          arrive in many small segments. cut=K: then the
+                          header and the first K bytes of a binary message
+                          announced as 2K bytes, and a reset (SO_LINGER 0).
+                          Then waits for the client's close.
   anything else           a valid handshake, then echo (text and binary)
 
 Printed on stdout:
@@ -52,6 +61,7 @@ import argparse
 import asyncio
 import base64
 import hashlib
+import os
 import socket
 import struct
 import sys
@@ -376,7 +386,41 @@ async def trickle(c, key, q):
     rd.cancel()
 
 
+async def sizes(c, key, q):
+    rd = await open_ws(c, key)
+    chunk = int(q.get("chunk", "0"))
+    if chunk:
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    letters = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    for i, spec in enumerate(s for s in q.get("sizes", "").split(",") if s):
+        if spec.startswith("t"):
+            payload = bytes(letters[b % 52] for b in os.urandom(int(spec[1:])))
+            data = frame(OP_TEXT, payload)
+        else:
+            payload = os.urandom(int(spec))
+            data = frame(OP_BINARY, payload)
+        say("MSG %s %d %s" % (c.path, i, hashlib.sha256(payload).hexdigest()))
+        if chunk:
+            for k in range(0, len(data), chunk):
+                await c.write(data[k:k + chunk])
+                await asyncio.sleep(0.0002)
+        else:
+            await c.write(data)
+    if "cut" in q:
+        k = int(q["cut"])
+        await c.write(frame_header(OP_BINARY, 2 * k) + os.urandom(k))
+        await asyncio.sleep(0.2)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        say("SENT %s cut" % c.path)
+        rd.cancel()
+        return
+    say("SENT %s all" % c.path)
+    await c.wait_closed()
+    rd.cancel()
+
+
 CASES = {
+    "/sizes": sizes,
     "/len63": len63,
     "/over_max": over_max,
     "/endless_fragments": endless_fragments,
