@@ -61,6 +61,56 @@ flush() ->
     end.
 
 %%====================================================================
+%% The events socket, without a driver
+%%====================================================================
+
+program() ->
+    filename:join([root(), "priv", "ws_port"]).
+
+open_program(Args) ->
+    open_port({spawn_executable, program()}, [
+        {args, Args}, {packet, 4}, binary, exit_status, use_stdio
+    ]).
+
+next_term(Port) ->
+    receive
+        {Port, {data, Packet}} -> binary_to_term(Packet)
+    after ?WAIT -> error(no_packet)
+    end.
+
+%% A socket name nobody listens on: the program says so and goes on with
+%% stdout, answering commands there.
+events_socket_unreachable_test() ->
+    Name = "@ws_port.nobody." ++ integer_to_list(erlang:unique_integer([positive])),
+    Port = open_program(["port", "--events-socket", Name]),
+    ?assertEqual({hello, stdout}, next_term(Port)),
+    true = port_command(Port, term_to_binary({stats, 7})),
+    ?assertMatch({error, 7, {_, _}}, next_term(Port)),
+    port_close(Port).
+
+%% The socket is reached: hello on stdout, then every event on the socket
+%% and nothing more on stdout.
+events_socket_reached_test() ->
+    Name = <<"ws_port.test.", (integer_to_binary(erlang:unique_integer([positive])))/binary>>,
+    {ok, L} = gen_tcp:listen(0, [
+        {ifaddr, {local, <<0, Name/binary>>}}, binary, {packet, 4}, {active, false}
+    ]),
+    Port = open_program(["port", "--events-socket", <<$@, Name/binary>>]),
+    ?assertEqual({hello, socket}, next_term(Port)),
+    {ok, S} = gen_tcp:accept(L, ?WAIT),
+    true = port_command(Port, term_to_binary({stats, 7})),
+    {ok, Packet} = gen_tcp:recv(S, 0, ?WAIT),
+    ?assertMatch({error, 7, {_, _}}, binary_to_term(Packet)),
+    receive
+        {Port, {data, Stray}} -> error({stdout, Stray})
+    after 200 -> ok
+    end,
+    port_close(Port),
+    %% the program exits on stdin's EOF: the socket closes
+    ?assertEqual({error, closed}, gen_tcp:recv(S, 0, ?WAIT)),
+    gen_tcp:close(L).
+
+%%====================================================================
 %% Tests
 %%====================================================================
 
