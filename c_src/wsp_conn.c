@@ -25,6 +25,8 @@
 
 #define READ_CHUNK (256 * 1024)
 #define READ_BUDGET (4 * 1024 * 1024)     /* bytes per wake-up before yielding */
+#define DIRECT_MIN (8u * 1024)            /* a frame's rest read into c->msg from this size */
+#define MSG_PRESIZE_MAX (16u * 1024 * 1024) /* most reserved ahead for a message */
 #define SENDQ_HIGH (4u * 1024 * 1024)     /* {busy, Id} above this per conn */
 #define SENDQ_LOW (1u * 1024 * 1024)      /* {ready, Id} again below this */
 #define SENDQ_HARD (64u * 1024 * 1024)    /* pause all commands above this */
@@ -1166,9 +1168,22 @@ static int parse_bytes(struct wsp_conn *c, const uint8_t *p, size_t n, size_t *t
             if (ev.message_start) {
                 c->msg.off = c->msg.len = 0;
             }
-            if (wsp_buf_append(&c->msg, ev.data, ev.len) < 0) {
-                protocol_fail(c, 1009, "out of memory for message");
-                return -1;
+            if (c->msg.data && ev.data == c->msg.data + c->msg.len &&
+                ev.len <= c->msg.cap - c->msg.len) {
+                wsp_buf_commit(&c->msg, ev.len); /* conn_read read it in place */
+            } else {
+                /* at a message's start, room for the rest of the frame too:
+                 * one allocation, no regrowth copies (capped: the length is
+                 * the server's word) */
+                uint64_t rest = ev.message_start ? wsc_parser_frame_left(&c->parser) : 0;
+                size_t want = ev.len + (rest < MSG_PRESIZE_MAX ? (size_t)rest : MSG_PRESIZE_MAX);
+                uint8_t *dst = wsp_buf_reserve(&c->msg, want);
+                if (!dst) {
+                    protocol_fail(c, 1009, "out of memory for message");
+                    return -1;
+                }
+                memcpy(dst, ev.data, ev.len);
+                wsp_buf_commit(&c->msg, ev.len);
             }
             if (ev.message_end) {
                 deliver(c, ev.opcode, c->msg.data + c->msg.off, wsp_buf_pending(&c->msg));
@@ -1351,6 +1366,20 @@ static void conn_set_reading(struct wsp_conn *c)
     }
 }
 
+/* How many bytes to read straight into c->msg (0: read into g_rshared):
+ * the parser is inside a data frame with at least DIRECT_MIN payload bytes
+ * to come, and nothing waits in rbuf. At most MSG_PRESIZE_MAX, never past the
+ * frame's end, so every byte read is payload of this frame (already
+ * checked against max_message_size; UTF-8 is checked when it is parsed). */
+static size_t direct_len(const struct wsp_conn *c)
+{
+    uint64_t left = wsc_parser_frame_left(&c->parser);
+    if (left < DIRECT_MIN || (c->parser.opcode & 0x8) || wsp_buf_pending(&c->rbuf) != 0) {
+        return 0;
+    }
+    return left < MSG_PRESIZE_MAX ? (size_t)left : MSG_PRESIZE_MAX;
+}
+
 /* The rest of a large binary message, still in the (plain TCP) socket, goes
  * to the BEAM without passing through our memory: splice(2) socket -> pipe
  * until the message is whole, then the link sends header + pipe (see
@@ -1441,20 +1470,36 @@ static void conn_read(struct wsp_conn *c)
                 continue;
             }
         }
-        uint8_t *dst = shared ? g_rshared : wsp_buf_reserve(&c->rbuf, READ_CHUNK);
+        size_t direct = shared ? direct_len(c) : 0;
+        uint8_t *dst;
+        size_t want;
+        if (direct) {
+            /* the rest of a big data frame: read it where the message is
+             * assembled, not into g_rshared and then copied */
+            if (!c->parser.msg_started) {
+                c->msg.off = c->msg.len = 0;
+            }
+            dst = wsp_buf_reserve(&c->msg, direct);
+            want = direct;
+        } else if (shared) {
+            dst = g_rshared;
+            want = READ_CHUNK;
+            /* while messages are large, read no further than the next
+             * frame's header: if it starts another large one, its payload
+             * can be spliced (plain TCP only) */
+            if (c->large && !c->ssl) {
+                uint64_t left = wsc_parser_frame_left(&c->parser);
+                if (left + HDR_READ < want) {
+                    want = (size_t)left + HDR_READ;
+                }
+            }
+        } else {
+            dst = wsp_buf_reserve(&c->rbuf, READ_CHUNK);
+            want = dst ? c->rbuf.cap - c->rbuf.len : 0;
+        }
         if (!dst) {
             fail_detail(c, 0, "socket", "out of memory");
             return;
-        }
-        /* while messages are large, read no further than the next frame's
-         * header: if it starts another large one, its payload can be
-         * spliced (plain TCP only) */
-        size_t want = shared ? READ_CHUNK : c->rbuf.cap - c->rbuf.len;
-        if (shared && c->large && !c->ssl) {
-            uint64_t left = wsc_parser_frame_left(&c->parser);
-            if (left + HDR_READ < want) {
-                want = (size_t)left + HDR_READ;
-            }
         }
         int err = 0;
         int r = io_read(c, dst, want, &err);
@@ -1487,6 +1532,9 @@ static void conn_read(struct wsp_conn *c)
             if (taken < (size_t)r && wsp_buf_append(&c->rbuf, dst + taken, (size_t)r - taken) < 0) {
                 fail_detail(c, 0, "socket", "out of memory");
                 return;
+            }
+            if (direct && wsp_buf_pending(&c->msg) == 0) {
+                wsp_buf_free(&c->msg); /* delivered whole from there */
             }
             continue;
         }
