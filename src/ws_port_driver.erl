@@ -137,6 +137,8 @@
 %% (back pressure reaches the port program when the driver falls behind)
 -define(EVENTS_ACTIVE, 64).
 -define(EVENTS_ACCEPT_MS, 5000).
+%% the program is gone: its socket's end comes at once
+-define(EVENTS_DRAIN_MS, 1000).
 -define(SOL_SOCKET, 1).
 -define(SO_PEERCRED, 17).
 -define(CONNECT_GUARD_MS, 3000).
@@ -992,7 +994,8 @@ command(Port, Data) ->
         error:badarg -> ok
     end.
 
-port_exited(Status, #state{restarts = Restarts0, conns = Conns} = State) ->
+port_exited(Status, State0) ->
+    #state{restarts = Restarts0, conns = Conns} = State = drain_events(State0),
     Now = erlang:monotonic_time(millisecond),
     Restarts = [T || T <- [Now | Restarts0], Now - T < ?RESTART_PERIOD_MS],
     case length(Restarts) > ?MAX_RESTARTS of
@@ -1002,7 +1005,6 @@ port_exited(Status, #state{restarts = Restarts0, conns = Conns} = State) ->
         false ->
             ?LOG_WARNING("ws_port: port program exited with status ~p, restarting it (~b connections)",
                          [Status, map_size(Conns)]),
-            close_events(State#state.events),
             case open(State#state.program, State#state.use_socket) of
                 {ok, Port, Events} ->
                     State2 = State#state{port = Port, events = Events, restarts = Restarts},
@@ -1011,6 +1013,35 @@ port_exited(Status, #state{restarts = Restarts0, conns = Conns} = State) ->
                     ?LOG_ERROR("ws_port: cannot restart the port program: ~p", [Reason]),
                     stop_all(Status, State)
             end
+    end.
+
+%% What the program wrote before it exited still counts (its last events: a
+%% connection closed for good, an error it reported): the events socket is
+%% read to its end before the restart replays anything. (On stdout, those
+%% events came before exit_status anyway.)
+drain_events(#state{events = undefined} = State) ->
+    State;
+drain_events(#state{events = S} = State) ->
+    State2 = drain_mailbox(S, State),
+    _ = inet:setopts(S, [{active, false}]),
+    drain_socket(S, drain_mailbox(S, State2)).
+
+drain_mailbox(S, State) ->
+    receive
+        {tcp, S, Packet} ->
+            {noreply, State2} = packet(Packet, State),
+            drain_mailbox(S, State2)
+    after 0 -> State
+    end.
+
+drain_socket(S, State) ->
+    case gen_tcp:recv(S, 0, ?EVENTS_DRAIN_MS) of
+        {ok, Packet} ->
+            {noreply, State2} = packet(Packet, State),
+            drain_socket(S, State2);
+        {error, _} ->
+            close_events(S),
+            State#state{events = undefined}
     end.
 
 stop_all(Status, State) ->
