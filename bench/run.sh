@@ -5,7 +5,9 @@
 #   bench/run.sh                 every case, RUNS runs each, table appended
 #                                to bench/RESULTS.md
 #   RUNS=5 bench/run.sh          more runs per case (median reported)
-#   CLIENTS=plain bench/run.sh   only the plain C client
+#   CLIENTS=plain bench/run.sh   only the plain C client (default: plain ws_port beam;
+#                                beam = bench/beam_raw_bench.escript, the BEAM's own
+#                                gen_tcp / ssl reading the raw stream, no parsing)
 #   SIZES="1024" TRANSPORTS=ws bench/run.sh
 #   N_100=2000000 N_1024=500000 N_65536=20000   messages per case
 #   NO_RESULTS=1                 print the table, do not touch RESULTS.md
@@ -20,7 +22,7 @@ OUT="$HERE/out"
 RUNS=${RUNS:-5}
 SIZES=${SIZES:-"100 1024 65536"}
 TRANSPORTS=${TRANSPORTS:-"ws wss"}
-CLIENTS=${CLIENTS:-"plain ws_port"}
+CLIENTS=${CLIENTS:-"plain ws_port beam"}
 N_100=${N_100:-2000000}
 N_1024=${N_1024:-500000}
 N_65536=${N_65536:-20000}
@@ -60,6 +62,7 @@ run_client() { # client url -> result line, or "FAIL"
     case $1 in
         plain) line=$(timeout 120 "$OUT/plain_client" --quiet "$2" 2>"$err" | grep '^msgs=') || line=FAIL ;;
         ws_port) line=$(timeout 120 escript "$HERE/recv_bench.escript" "$2" 2>"$err" | grep '^msgs=') || line=FAIL ;;
+        beam) line=$(timeout 120 escript "$HERE/beam_raw_bench.escript" "$2" 2>"$err" | grep '^msgs=') || line=FAIL ;;
     esac
     if [[ $line == FAIL || $line != *close=1000* ]]; then
         sed 's/^/    /' "$err" | tail -5 >&2
@@ -87,6 +90,8 @@ for tr in $TRANSPORTS; do
                 if [[ $c == plain ]]; then
                     cpu=$(awk -v u="$(field "$line" cpu_user)" -v s="$(field "$line" cpu_sys)" 'BEGIN{printf "%.3f", u+s}')
                     M[$c,cpu]+=" $cpu"
+                elif [[ $c == beam ]]; then
+                    M[$c,cpu]+=" $(field "$line" cpu_beam)"
                 else
                     M[$c,cpu]+=" $(field "$line" cpu_port)"
                     M[$c,beam]+=" $(field "$line" cpu_beam)"
@@ -122,10 +127,18 @@ rate_cell() { # client transport size -> "msgs/s" or "msgs/s (k of RUNS failed)"
     if [[ $f != 0 ]]; then echo "$(fmt_int "$v") ($f of $RUNS failed)"; else fmt_int "$v"; fi
 }
 
+have_beam=0
+[[ " $CLIENTS " == *" beam "* ]] && have_beam=1
+
 table() {
     if [[ $have_ws_port == 1 ]]; then
-        echo "| case | N | plain msgs/s | plain MB/s | plain CPU s | ws_port msgs/s | ws_port MB/s | ws_port/plain | port CPU s | BEAM CPU s | port CPU s/GB | plain CPU s/GB | port/plain CPU |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        local extra="" extra_sep=""
+        if [[ $have_beam == 1 ]]; then
+            extra=" beam raw MB/s | ws_port/beam raw |"
+            extra_sep="---:|---:|"
+        fi
+        echo "| case | N | plain msgs/s | plain MB/s | plain CPU s | ws_port msgs/s | ws_port MB/s | ws_port/plain | port CPU s | BEAM CPU s | port CPU s/GB | plain CPU s/GB | port/plain CPU |$extra"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|$extra_sep"
     else
         echo "| case | N | plain msgs/s | plain MB/s | plain CPU s |"
         echo "|---|---:|---:|---:|---:|"
@@ -139,6 +152,9 @@ table() {
                 local gb pc=${R[ws_port,$tr,$size,cpu]:-} cc=${R[plain,$tr,$size,cpu]:-}
                 gb=$(awk -v n="${R[n,$size]}" -v s="$size" 'BEGIN{printf "%.6f", n*s/1e9}')
                 row+=" $(rate_cell ws_port "$tr" "$size") | ${R[ws_port,$tr,$size,mb]:--} | $(ratio "$w" "$p") | ${pc:--} | ${R[ws_port,$tr,$size,beam]:--} | $(per_gb "$pc" "$gb") | $(per_gb "$cc" "$gb") | $(ratio "$pc" "$cc") |"
+                if [[ $have_beam == 1 ]]; then
+                    row+=" ${R[beam,$tr,$size,mb]:--} | $(ratio "$w" "${R[beam,$tr,$size,msgs]:-}") |"
+                fi
             fi
             echo "$row"
         done
@@ -160,6 +176,7 @@ if [[ -z "${NO_RESULTS:-}" ]]; then
         echo "- command: \`$CMD\`"
         [[ -n "${NOTE:-}" ]] && echo "- note: $NOTE"
         echo "- median of $RUNS runs; one connection; payload MB = 10^6 bytes; CPU = user+sys over the receive"
+        [[ $have_beam == 1 ]] && echo "- beam raw: bench/beam_raw_bench.escript, one Erlang process reading the same stream with gen_tcp (ws) or OTP ssl (wss), bytes counted, no WebSocket parsing: the ceiling of an Erlang-side client here"
         echo
         echo "$TABLE"
     } >>"$HERE/RESULTS.md"
