@@ -13,7 +13,7 @@ CC ?= cc
 ERL_INTERFACE := $(shell erl -noshell -eval 'io:format("~s",[code:lib_dir(erl_interface)]),halt().' 2>/dev/null)
 CFLAGS ?= -O2 -g
 WS_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I$(ERL_INTERFACE)/include -Ic_src
-WS_LIBS := -L$(ERL_INTERFACE)/lib -lei -lwebsockets -lssl -lcrypto -lcares -lpthread -lm
+WS_LIBS := -L$(ERL_INTERFACE)/lib -lei -lwebsockets -lssl -lcrypto -lcares -luv -lpthread -lm
 
 SRCS := $(wildcard c_src/*.c)
 LIB_SRCS := $(filter-out c_src/ws_port.c,$(SRCS))

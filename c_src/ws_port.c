@@ -54,7 +54,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "wsp_cli.h"
 #include "wsp_conn.h"
@@ -153,7 +155,33 @@ static void usage(FILE *f)
             "       ws_port --version\n"
             "       ws_port --help\n");
     wsp_cli_usage(f);
-    fprintf(f, "\nenvironment: WS_PORT_LOG=0..3 (errors, warnings, info, debug)\n");
+    fprintf(f, "\nenvironment: WS_PORT_LOG=0..3 (errors, warnings, info, debug)\n"
+               "             WS_PORT_LOOP=poll (port: lws' poll(2) loop instead of libuv/epoll)\n");
+}
+
+/* Whether epoll can watch fd (pipes and sockets can; files and /dev/null
+ * cannot, and libuv aborts on them). */
+static int epollable(int fd)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) {
+        return 0;
+    }
+    struct epoll_event ev = {.events = EPOLLIN};
+    int ok = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+    close(ep);
+    return ok;
+}
+
+/* epoll (libuv) unless WS_PORT_LOOP=poll, or stdin/stdout are not pollable
+ * by epoll: one wake-up then costs the same with 10 or 10,000 connections */
+static enum wsp_loop_kind loop_kind(void)
+{
+    const char *v = getenv("WS_PORT_LOOP");
+    if ((v && !strcmp(v, "poll")) || !epollable(0) || !epollable(1)) {
+        return WSP_LOOP_POLL;
+    }
+    return WSP_LOOP_EPOLL;
 }
 
 static void set_log_level(void)
@@ -202,7 +230,7 @@ int main(int argc, char **argv)
     }
 
     lws_set_log_level(LLL_ERR, lws_log);
-    if (wsp_loop_init() < 0) {
+    if (wsp_loop_init(loop_kind()) < 0) {
         ERR("cannot create the event loop");
         return 1;
     }
@@ -223,7 +251,7 @@ int main(int argc, char **argv)
     }
 
     while (!G.exiting || (wsp_conn_count() > 0 && wsp_now() < G.exit_deadline)) {
-        if (lws_service(wsp_ctx, 0) < 0) {
+        if (wsp_loop_run_once() < 0) {
             break;
         }
         wsp_conn_flush_all();

@@ -378,7 +378,7 @@ static void on_defer(lws_sorted_usec_list_t *sul);
  * from the connection's own timers, after which lws would go on polling. */
 static void defer(void)
 {
-    lws_sul_schedule(wsp_ctx, 0, &C.defer_sul, on_defer, 0);
+    wsp_loop_schedule(&C.defer_sul, on_defer, 0);
 }
 
 static void update_reading(void)
@@ -398,7 +398,7 @@ static void on_ping(lws_sorted_usec_list_t *sul)
     }
     static const char payload[] = "ws_port";
     wsp_conn_send(CLI_ID, WSC_OP_PING, (const uint8_t *)payload, sizeof payload - 1);
-    lws_sul_schedule(wsp_ctx, 0, &C.ping_sul, on_ping, (lws_usec_t)C.o.ping_ms * 1000);
+    wsp_loop_schedule(&C.ping_sul, on_ping, (lws_usec_t)C.o.ping_ms * 1000);
     wsp_conn_flush_all(); /* lws polls next, without returning to the main loop */
 }
 
@@ -438,7 +438,7 @@ static void ev_up(const char *b, int *i)
         event("connected to %s (HTTP %ld)", C.url, status);
     }
     if (C.o.ping_ms && !C.closing) {
-        lws_sul_schedule(wsp_ctx, 0, &C.ping_sul, on_ping, (lws_usec_t)C.o.ping_ms * 1000);
+        wsp_loop_schedule(&C.ping_sul, on_ping, (lws_usec_t)C.o.ping_ms * 1000);
     }
     update_reading();
 }
@@ -1160,7 +1160,9 @@ int wsp_cli_main(int argc, char **argv)
     }
 
     lws_set_log_level(LLL_ERR, cli_lws_log);
-    if (wsp_loop_init() < 0) {
+    /* one connection: poll(2) is as good as epoll, copes with any stdin (a
+     * file, /dev/null) and returns at once on a signal */
+    if (wsp_loop_init(WSP_LOOP_POLL) < 0) {
         ERR("cannot create the event loop");
         wsp_connect_opts_free(o);
         free(C.url);
@@ -1202,7 +1204,7 @@ int wsp_cli_main(int argc, char **argv)
         run_deferred();
         wsp_conn_flush_all();
         out_flush();
-        if (C.done || lws_service(wsp_ctx, 0) < 0) {
+        if (C.done || wsp_loop_run_once() < 0) {
             break;
         }
         run_deferred();

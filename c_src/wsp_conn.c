@@ -427,7 +427,7 @@ static void linger_close(struct wsp_conn *c)
         c->reading = 1;
         wsp_loop_want_read(c->wsi, 1);
     }
-    lws_sul_schedule(wsp_ctx, 0, &c->timer, on_linger, LINGER_US);
+    wsp_loop_schedule(&c->timer, on_linger, LINGER_US);
 }
 
 static void finish(struct wsp_conn *c)
@@ -454,7 +454,7 @@ static void finish(struct wsp_conn *c)
     }
     if (wsp_buf_pending(&c->wbuf) > 0) {
         /* the close frame waits for the socket: conn_flush lingers after */
-        lws_sul_schedule(wsp_ctx, 0, &c->timer, on_linger, LINGER_US);
+        wsp_loop_schedule(&c->timer, on_linger, LINGER_US);
         return;
     }
     linger_close(c);
@@ -724,7 +724,7 @@ static void schedule_live(struct wsp_conn *c)
             next = idle;
         }
     }
-    lws_sul_schedule(wsp_ctx, 0, &c->live, on_live, next > now ? next - now : 0);
+    wsp_loop_schedule(&c->live, on_live, next > now ? next - now : 0);
 }
 
 static void on_live(lws_sorted_usec_list_t *sul)
@@ -937,8 +937,7 @@ static void start_attempt(struct wsp_conn *c)
         fail_detail(c, 0, "invalid_url", uerr ? uerr : "malformed URL");
         return;
     }
-    lws_sul_schedule(wsp_ctx, 0, &c->timer, on_deadline,
-                     (lws_usec_t)opts->connect_timeout_ms * 1000);
+    wsp_loop_schedule(&c->timer, on_deadline, (lws_usec_t)opts->connect_timeout_ms * 1000);
 
     struct sockaddr_in6 a6;
     struct sockaddr_in a4;
@@ -1062,7 +1061,7 @@ static void retry_after(struct wsp_conn *c, uint64_t attempt, int64_t delay)
     }
     c->state = ST_BACKOFF;
     if (delay >= 0) {
-        lws_sul_schedule(wsp_ctx, 0, &c->timer, on_retry, (lws_usec_t)delay * 1000);
+        wsp_loop_schedule(&c->timer, on_retry, (lws_usec_t)delay * 1000);
     }
 }
 
@@ -1549,7 +1548,7 @@ static void conn_read(struct wsp_conn *c)
         }
     }
     if (budget == 0 && may_read(c)) {
-        lws_sul_schedule(wsp_ctx, 0, &c->kick, on_kick, 0);
+        wsp_loop_schedule(&c->kick, on_kick, 0);
     }
     if (wsp_buf_pending(&c->rbuf) == 0 && c->state != ST_UPGRADING) {
         wsp_buf_free(&c->rbuf);
@@ -1708,7 +1707,7 @@ void wsp_conn_close(uint32_t id, unsigned code, const uint8_t *reason, size_t le
         queue_close(c, code, reason, len);
         c->state = ST_CLOSING;
         lws_sul_cancel(&c->live);
-        lws_sul_schedule(wsp_ctx, 0, &c->timer, on_deadline, CLOSE_TIMEOUT_US);
+        wsp_loop_schedule(&c->timer, on_deadline, CLOSE_TIMEOUT_US);
         /* keep reading: the server's close frame ends it */
         if (c->credit == 0) {
             c->credit = -1;
@@ -1755,7 +1754,7 @@ void wsp_conn_active(uint32_t id, enum wsp_active_kind kind, int64_t n)
     }
     if (c->credit != 0 && c->wsi && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
         /* bytes may wait in rbuf or inside TLS: do not wait for poll */
-        lws_sul_schedule(wsp_ctx, 0, &c->kick, on_kick, 0);
+        wsp_loop_schedule(&c->kick, on_kick, 0);
     }
     conn_set_reading(c);
 }
@@ -1768,7 +1767,7 @@ void wsp_conn_reconnect(uint32_t id, uint32_t delay_ms)
     }
     if (c->state == ST_BACKOFF && lws_dll2_is_detached(&c->timer.list)) {
         /* manual mode: the answer to a down event */
-        lws_sul_schedule(wsp_ctx, 0, &c->timer, on_retry, (lws_usec_t)delay_ms * 1000);
+        wsp_loop_schedule(&c->timer, on_retry, (lws_usec_t)delay_ms * 1000);
         return;
     }
     if (c->state > ST_BACKOFF && c->state <= ST_OPEN) {
@@ -1822,7 +1821,7 @@ void wsp_conn_link_congested(int congested)
         c->link_paused = 0;
         conn_set_reading(c);
         if (may_read(c) && c->wsi) {
-            lws_sul_schedule(wsp_ctx, 0, &c->kick, on_kick, 0);
+            wsp_loop_schedule(&c->kick, on_kick, 0);
         }
     }
 }
@@ -1839,7 +1838,7 @@ void wsp_conn_close_all(void)
             static const char why[] = "going away";
             queue_close(c, 1001, (const uint8_t *)why, sizeof why - 1);
             c->state = ST_CLOSING;
-            lws_sul_schedule(wsp_ctx, 0, &c->timer, on_deadline, LINGER_US);
+            wsp_loop_schedule(&c->timer, on_deadline, LINGER_US);
             if (c->credit == 0) {
                 c->credit = -1; /* read the server's close reply */
                 c->passive_events = 0;

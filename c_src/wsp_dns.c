@@ -129,7 +129,7 @@ static void schedule_timeout(void)
     struct timeval tv, *t = ares_timeout(D.channel, NULL, &tv);
     if (t) {
         lws_usec_t us = (lws_usec_t)t->tv_sec * 1000000 + t->tv_usec;
-        lws_sul_schedule(wsp_ctx, 0, &D.timer, on_timer, us);
+        wsp_loop_schedule(&D.timer, on_timer, us);
     } else {
         lws_sul_cancel(&D.timer);
     }
@@ -202,7 +202,7 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
     /* c-ares may answer from inside ares_getaddrinfo (hosts file): deliver
      * from the loop so callers never see their callback re-entered */
     req->res = res;
-    lws_sul_schedule(wsp_ctx, 0, &req->deliver, deliver, 0);
+    wsp_loop_schedule(&req->deliver, deliver, 0);
 }
 
 struct wsp_dns_req *wsp_dns_resolve(const char *host, uint16_t port, wsp_dns_cb cb, void *arg)

@@ -61,7 +61,7 @@ static void eof_later(void)
     if (!L.eof) {
         L.eof = 1;
         L.later_eof = 1;
-        lws_sul_schedule(wsp_ctx, 0, &L.later, on_later, 0);
+        wsp_loop_schedule(&L.later, on_later, 0);
     }
 }
 
@@ -529,7 +529,7 @@ void wsp_link_pause_input(int paused)
     if (!paused && !L.eof && !L.later_eof) {
         /* commands may be waiting in the buffer already: run them from the
          * loop, never nested in the connection that freed the room */
-        lws_sul_schedule(wsp_ctx, 0, &L.later, on_later, 0);
+        wsp_loop_schedule(&L.later, on_later, 0);
     }
 }
 

@@ -1,6 +1,7 @@
 #include "wsp_loop.h"
 
 #include <string.h>
+#include <uv.h>
 
 #include "wsp_cli.h"
 #include "wsp_conn.h"
@@ -15,8 +16,36 @@ struct lws_vhost *wsp_vhost;
 static struct {
     struct lws *cur_wsi;     /* the wsi whose callback is running */
     int kill_cur;            /* close cur_wsi when its callback returns */
+    enum wsp_loop_kind kind;
+    uv_loop_t uv;            /* WSP_LOOP_EPOLL: ours, lent to lws (a "foreign"
+                                loop: lws_service would uv_run it until it
+                                stops, never coming back to the main loop) */
+    int in_run;              /* inside uv_run */
+    int kick;                /* a timer was set outside uv_run */
+    int destroying;
 } G;
 
+
+/* Runs the watcher's handler for one event; -1 if the wsi is to be closed. */
+static int deliver(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
+{
+    struct lws *prev = G.cur_wsi;
+    int prev_kill = G.kill_cur;
+    G.cur_wsi = wsi;
+    G.kill_cur = 0;
+    int r = 0;
+    switch (w->kind) {
+    case WSP_W_STDIN:
+    case WSP_W_STDOUT: r = wsp_link_on_io(w, wsi, io); break;
+    case WSP_W_CONN: r = wsp_conn_on_io(w, wsi, io); break;
+    case WSP_W_DNS: r = wsp_dns_on_io(w, wsi, io); break;
+    case WSP_W_CLI: r = wsp_cli_on_io(w, wsi, io); break;
+    }
+    int kill = G.kill_cur;
+    G.cur_wsi = prev;
+    G.kill_cur = prev_kill;
+    return (kill || r < 0) ? -1 : 0;
+}
 
 static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                   size_t len)
@@ -36,29 +65,31 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         /* detached by wsp_loop_close: lws is closing it */
         return io == WSP_IO_CLOSED ? 0 : -1;
     }
-    if (io == WSP_IO_CLOSED) {
-        lws_sul_cancel(&w->rearm);
-        w->wsi = NULL;
+    if (io != WSP_IO_CLOSED) {
+        return deliver(w, wsi, io);
     }
-    struct lws *prev = G.cur_wsi;
-    int prev_kill = G.kill_cur;
-    G.cur_wsi = wsi;
-    G.kill_cur = 0;
-    int r = 0;
-    switch (w->kind) {
-    case WSP_W_STDIN:
-    case WSP_W_STDOUT: r = wsp_link_on_io(w, wsi, io); break;
-    case WSP_W_CONN: r = wsp_conn_on_io(w, wsi, io); break;
-    case WSP_W_DNS: r = wsp_dns_on_io(w, wsi, io); break;
-    case WSP_W_CLI: r = wsp_cli_on_io(w, wsi, io); break;
+    if (G.kind == WSP_LOOP_EPOLL && !G.destroying && !w->no_read) {
+        /* libuv hands a socket error (EPOLLERR) to lws as UV_EBADF, which
+         * lws takes for a hang-up: it closes the wsi unread. poll(2) said
+         * "readable" too, and the read told the watcher what happened
+         * (ECONNRESET, ECONNREFUSED, the data before a reset). Do that read
+         * first: the fd is still open during this callback. */
+        (void)deliver(w, wsi, WSP_IO_READABLE);
+        if (lws_get_opaque_user_data(wsi) != w) {
+            return 0; /* the watcher let go of it (wsp_loop_close) */
+        }
     }
-    int kill = G.kill_cur;
-    G.cur_wsi = prev;
-    G.kill_cur = prev_kill;
-    if (io == WSP_IO_CLOSED) {
-        return 0;
-    }
-    return (kill || r < 0) ? -1 : 0;
+    lws_sul_cancel(&w->rearm);
+    w->wsi = NULL;
+    /* lws may call back CLOSE again for this wsi (a raw file's close always
+     * does; the Debian build, with _DEBUG, closes twice on the libuv path to
+     * test that): the watcher may be freed by then */
+    lws_set_opaque_user_data(wsi, NULL);
+    (void)deliver(w, wsi, io);
+    /* this may run in libuv's close phase, after lws last looked at its
+     * timers: have it look again */
+    G.kick = 1;
+    return 0;
 }
 
 struct lws *wsp_loop_adopt(int fd, struct wsp_watch *w)
@@ -70,6 +101,7 @@ struct lws *wsp_loop_adopt(int fd, struct wsp_watch *w)
     d.fd.filefd = fd;
     d.vh_prot_name = "ws-port";
     d.opaque = w;
+    w->no_read = 0;
     w->wsi = lws_adopt_descriptor_vhost_via_info(&d);
     return w->wsi;
 }
@@ -91,13 +123,17 @@ void wsp_loop_want_write(struct lws *wsi)
     if (wsi == G.cur_wsi) {
         /* lws clears POLLOUT after a writable callback returns: a request
          * made inside any callback of this wsi is re-made from a timer */
-        lws_sul_schedule(wsp_ctx, 0, &w->rearm, on_rearm, 0);
+        wsp_loop_schedule(&w->rearm, on_rearm, 0);
     }
     lws_callback_on_writable(wsi);
 }
 
 void wsp_loop_want_read(struct lws *wsi, int on)
 {
+    struct wsp_watch *w = lws_get_opaque_user_data(wsi);
+    if (w) {
+        w->no_read = !on;
+    }
     lws_rx_flow_control(wsi, on ? 1 : 0);
 }
 
@@ -117,7 +153,33 @@ void wsp_loop_close(struct wsp_watch *w)
     }
 }
 
-int wsp_loop_init(void)
+void wsp_loop_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us)
+{
+    lws_sul_schedule(wsp_ctx, 0, sul, cb, us);
+    if (!G.in_run) {
+        G.kick = 1;
+    }
+}
+
+int wsp_loop_run_once(void)
+{
+    if (G.kind != WSP_LOOP_EPOLL) {
+        return lws_service(wsp_ctx, 0) < 0 ? -1 : 0;
+    }
+    if (G.kick) {
+        /* lws' libuv glue re-arms its one timer only after an fd event or
+         * that timer: a timer set from outside the loop needs an event.
+         * The event pipe gives one (lws then runs what is due and re-arms). */
+        G.kick = 0;
+        lws_cancel_service(wsp_ctx);
+    }
+    G.in_run = 1;
+    uv_run(&G.uv, UV_RUN_ONCE);
+    G.in_run = 0;
+    return 0;
+}
+
+int wsp_loop_init(enum wsp_loop_kind kind)
 {
     static const struct lws_protocols protocols[] = {
         {"ws-port", on_lws, 0, 0, 0, NULL, 0},
@@ -129,15 +191,31 @@ int wsp_loop_init(void)
     info.protocols = protocols;
     info.pt_serv_buf_size = 256 * 1024;
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
-    wsp_ctx = lws_create_context(&info);
+    G.kind = WSP_LOOP_POLL;
+    void *loops[1] = {&G.uv};
+    if (kind == WSP_LOOP_EPOLL && uv_loop_init(&G.uv) == 0) {
+        info.options |= LWS_SERVER_OPTION_LIBUV;
+        info.foreign_loops = loops;
+        wsp_ctx = lws_create_context(&info);
+        if (wsp_ctx) {
+            G.kind = WSP_LOOP_EPOLL;
+        } else {
+            WARN("no libuv event loop (libwebsockets-evlib-uv missing?): using poll");
+            (void)uv_loop_close(&G.uv);
+            info.options &= ~LWS_SERVER_OPTION_LIBUV;
+            info.foreign_loops = NULL;
+        }
+    }
+    if (!wsp_ctx) {
+        wsp_ctx = lws_create_context(&info);
+    }
     if (!wsp_ctx) {
         return -1;
     }
     info.vhost_name = "ws-port";
     wsp_vhost = lws_create_vhost(wsp_ctx, &info);
     if (!wsp_vhost) {
-        lws_context_destroy(wsp_ctx);
-        wsp_ctx = NULL;
+        wsp_loop_destroy();
         return -1;
     }
     return 0;
@@ -145,9 +223,22 @@ int wsp_loop_init(void)
 
 void wsp_loop_destroy(void)
 {
-    if (wsp_ctx) {
-        lws_context_destroy(wsp_ctx);
-        wsp_ctx = NULL;
-        wsp_vhost = NULL;
+    if (!wsp_ctx) {
+        return;
     }
+    G.destroying = 1;
+    lws_context_destroy(wsp_ctx);
+    if (G.kind == WSP_LOOP_EPOLL) {
+        /* on a foreign loop lws only starts the closes (libuv closes its
+         * handles asynchronously): let them complete, then the second call
+         * frees the context */
+        for (int i = 0; i < 1000 && uv_run(&G.uv, UV_RUN_NOWAIT); i++) {
+        }
+        lws_context_destroy(wsp_ctx);
+        (void)uv_loop_close(&G.uv);
+        G.kind = WSP_LOOP_POLL;
+    }
+    G.destroying = 0;
+    wsp_ctx = NULL;
+    wsp_vhost = NULL;
 }

@@ -22,6 +22,7 @@ struct wsp_watch {
     enum wsp_watch_kind kind;
     struct lws *wsi;                 /* set by wsp_loop_adopt */
     lws_sorted_usec_list_t rearm;    /* private: writable re-arm timer */
+    int no_read;                     /* private: input polling is off */
 };
 
 /* Loop events delivered to a watcher. */
@@ -33,10 +34,27 @@ enum wsp_io {
 };
 
 extern struct lws_context *wsp_ctx;
+
+/* Loop flavours (wsp_loop_init). */
+enum wsp_loop_kind {
+    WSP_LOOP_POLL = 0,   /* lws' own poll(2) loop: every wake-up walks every fd */
+    WSP_LOOP_EPOLL,      /* libuv (epoll) through lws' evlib plugin; falls back
+                            to poll when the plugin or libuv is missing */
+};
+
 /* Creates the lws context and its one vhost; -1 on failure. */
-int wsp_loop_init(void);
+int wsp_loop_init(enum wsp_loop_kind kind);
 void wsp_loop_destroy(void);
 extern struct lws_vhost *wsp_vhost;
+
+/* Waits for events (and due timers) and handles them: one loop iteration.
+ * -1 when the loop cannot go on. */
+int wsp_loop_run_once(void);
+
+/* lws_sul_schedule on the one context. Use this rather than lws_sul_schedule:
+ * with libuv, lws only looks at its timer list after loop events, so a timer
+ * set between two wsp_loop_run_once (outside any loop callback) must wake it. */
+void wsp_loop_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us);
 
 /* Adopts fd (set non-blocking by the caller) into the loop, polled for input.
  * Returns the wsi, or NULL (then the fd has been closed by lws). */
