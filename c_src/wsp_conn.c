@@ -1115,10 +1115,12 @@ static void release_held(struct wsp_conn *c)
 /* ---- receiving ---------------------------------------------------------- */
 
 /* One message went to the link: count it against the credit. */
-static void delivered(struct wsp_conn *c, size_t len)
+static void delivered(struct wsp_conn *c, int opcode, size_t len)
 {
     c->splice_off = 0;
-    c->large = len >= SPLICE_MIN;
+    /* the next one may be spliced too: read only up to its header */
+    c->large = !c->ssl && opcode == WSC_OP_BINARY && len >= SPLICE_MIN &&
+               len <= WSP_LINK_SPLICE_MAX;
     c->msgs_in++;
     if (c->credit > 0 && --c->credit == 0 && c->passive_events) {
         wsp_enc_passive(xbuf(), c->id);
@@ -1129,7 +1131,7 @@ static void delivered(struct wsp_conn *c, size_t len)
 static void deliver(struct wsp_conn *c, int opcode, const uint8_t *p, size_t n)
 {
     wsp_link_data(c->id, opcode, p, n);
-    delivered(c, n);
+    delivered(c, opcode, n);
 }
 
 static void protocol_fail(struct wsp_conn *c, unsigned code, const char *why)
@@ -1412,20 +1414,19 @@ static int splice_step(struct wsp_conn *c, size_t *budget)
             c->msgs_spliced++;
             wsp_link_splice_commit();
             wsp_buf_free(&c->msg);
-            delivered(c, SPLICE_MIN);
+            delivered(c, WSC_OP_BINARY, SPLICE_MIN);
         }
         return 1;
     }
-    if (n == WSP_SPLICE_AGAIN) {
-        return -1;
-    }
-    if (n == WSP_SPLICE_FULL) {
-        /* the pipe is full of small pieces: take them back and finish
-         * this message the ordinary way */
+    if (n == WSP_SPLICE_AGAIN || n == WSP_SPLICE_FULL) {
+        /* The socket has no more for now (the pipe is not held across
+         * wake-ups: another connection may need it, and this one's server
+         * may stall), or the pipe is full of small pieces: take the bytes
+         * back and finish this message the ordinary way. */
         c->splicing = 0;
         c->splice_off = 1;
-        DEBUG("conn %u: splice pipe full %zu bytes before the message's end; copying",
-              c->id, (size_t)tail);
+        DEBUG("conn %u: splice %s %zu bytes before the message's end; copying", c->id,
+              n == WSP_SPLICE_FULL ? "pipe full" : "socket empty", (size_t)tail);
         if (wsp_link_splice_take(&c->msg) < 0) {
             fail_detail(c, 0, "socket", "out of memory");
             return -2;

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "wsp_buf.h"
@@ -99,14 +100,25 @@ static int connect_events_socket(const char *name)
     if (name[0] == '@') {
         a.sun_path[0] = '\0';
     }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         ERR("events socket: %s", strerror(errno));
         return -1;
     }
-    if (connect(fd, (struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) <
-        0) {
-        ERR("events socket '%s': connect: %s", name, strerror(errno));
+    /* never blocks: a listen queue filled by someone else (the name can be
+     * seen in /proc/net/unix) costs at most a second, then stdout is used */
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    int r = -1;
+    for (int tries = 0; tries < 50; tries++) {
+        r = connect(fd, (struct sockaddr *)&a, alen);
+        if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+            break;
+        }
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (r < 0) {
+        WARN("events socket '%s': connect: %s", name, strerror(errno));
         close(fd);
         return -1;
     }

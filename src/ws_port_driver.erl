@@ -342,7 +342,8 @@ handle_info({tcp, Events, Packet}, #state{events = Events} = State) ->
 handle_info({Port, {data, Packet}}, #state{port = Port} = State) ->
     packet(Packet, State);
 handle_info({tcp_passive, Events}, #state{events = Events} = State) ->
-    ok = inet:setopts(Events, [{active, ?EVENTS_ACTIVE}]),
+    %% (a closed socket: its tcp_closed follows, and the exit_status)
+    _ = inet:setopts(Events, [{active, ?EVENTS_ACTIVE}]),
     {noreply, State};
 handle_info({Tag, _Sock}, State) when Tag =:= tcp_closed; Tag =:= tcp_passive ->
     %% the events socket of the current port closes when the program exits:
@@ -896,73 +897,90 @@ open(Program, UseSocket) ->
         false ->
             {error, {no_port_program, Program}};
         true ->
-            {Listen, Args} = events_listen(UseSocket),
-            try
-                open_port({spawn_executable, Program}, [
-                    {args, Args}, {packet, 4}, binary, exit_status, use_stdio
-                ])
-            of
-                Port -> events_accept(Port, Listen)
-            catch
-                error:Reason ->
-                    close_events(Listen),
-                    {error, {port_program, Program, Reason}}
+            case open_with(Program, UseSocket) of
+                {error, {events_socket, Why}} ->
+                    %% the socket is only faster: never a reason not to run
+                    ?LOG_WARNING("ws_port: events socket failed (~p): events come on stdout", [Why]),
+                    open_with(Program, false);
+                Other ->
+                    Other
             end
     end.
 
-%% The events socket: a unix socket in the abstract namespace (nothing left
-%% on disk), named for this OS process and a unique integer. If it cannot
-%% be made (not Linux, disabled), events come on stdout.
-events_listen(UseSocket) ->
-    case UseSocket of
-        true ->
-            Name = iolist_to_binary([
-                "ws_port.", os:getpid(), $., integer_to_list(erlang:unique_integer([positive]))
-            ]),
-            Opts = [{ifaddr, {local, <<0, Name/binary>>}}, binary, {packet, 4}, {active, false}],
-            case gen_tcp:listen(0, Opts) of
-                {ok, L} -> {L, ["port", "--events-socket", <<$@, Name/binary>>]};
-                {error, _} -> {undefined, []}
-            end;
-        _ ->
-            {undefined, []}
+open_with(Program, UseSocket) ->
+    {Listen, Args} = events_listen(UseSocket),
+    try
+        open_port({spawn_executable, Program}, [
+            {args, Args}, {packet, 4}, binary, exit_status, use_stdio
+        ])
+    of
+        Port -> events_accept(Port, Listen)
+    catch
+        error:Reason ->
+            close_events(Listen),
+            {error, {port_program, Program, Reason}}
     end.
 
+%% The events socket: a unix socket in the abstract namespace (nothing left
+%% on disk), named for this OS process, a unique integer and random bytes.
+%% If it cannot be made (not Linux, disabled), events come on stdout.
+events_listen(true) ->
+    Name = iolist_to_binary([
+        "ws_port.", os:getpid(), $., integer_to_list(erlang:unique_integer([positive])), $.,
+        binary:encode_hex(rand:bytes(6))
+    ]),
+    Opts = [
+        {ifaddr, {local, <<0, Name/binary>>}}, binary, {packet, 4}, {active, false}, {backlog, 64}
+    ],
+    case gen_tcp:listen(0, Opts) of
+        {ok, L} ->
+            {L, ["port", "--events-socket", <<$@, Name/binary>>]};
+        {error, Reason} ->
+            ?LOG_WARNING("ws_port: no events socket (~p): events come on stdout", [Reason]),
+            {undefined, []}
+    end;
+events_listen(_) ->
+    {undefined, []}.
+
 %% The program's first packet says whether it reached the socket; then the
-%% connection is accepted, and taken only from the program itself (its
-%% peer credentials carry the port's OS pid).
+%% connection is accepted, and taken only from the program itself or a
+%% process it started (peer credentials: the OS pid). Anything else (a
+%% stranger in the queue, a program too slow to say hello) ends with
+%% {error, {events_socket, _}} and the program closed.
 events_accept(Port, undefined) ->
     {ok, Port, undefined};
 events_accept(Port, Listen) ->
     Deadline = erlang:monotonic_time(millisecond) + ?EVENTS_ACCEPT_MS,
-    receive
-        {Port, {data, <<131, _/binary>> = Hello}} ->
-            case catch binary_to_term(Hello) of
-                {hello, socket} ->
-                    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-                    R = accept_from(Listen, OsPid, Deadline),
-                    close_events(Listen),
-                    case R of
-                        {ok, S} ->
-                            ok = inet:setopts(S, [{active, ?EVENTS_ACTIVE}]),
-                            {ok, Port, S};
-                        {error, Reason} ->
-                            catch port_close(Port),
-                            {error, {events_socket, Reason}}
-                    end;
-                _ ->
-                    %% {hello, stdout}: the program could not connect
-                    ?LOG_WARNING("ws_port: events socket not reached: events come on stdout"),
-                    close_events(Listen),
-                    {ok, Port, undefined}
-            end;
-        {Port, {exit_status, Status}} ->
-            close_events(Listen),
-            {error, {port_exit, Status}}
-    after ?EVENTS_ACCEPT_MS ->
-        close_events(Listen),
-        catch port_close(Port),
-        {error, {events_socket, timeout}}
+    R =
+        receive
+            {Port, {data, <<131, _/binary>> = Hello}} ->
+                case {catch binary_to_term(Hello), erlang:port_info(Port, os_pid)} of
+                    {{hello, socket}, {os_pid, OsPid}} when is_integer(OsPid) ->
+                        accept_from(Listen, OsPid, Deadline);
+                    {{hello, stdout}, _} ->
+                        %% the program could not connect (it said why on stderr)
+                        stdout;
+                    Other ->
+                        {error, {bad_hello, Other}}
+                end;
+            {Port, {exit_status, Status}} ->
+                {exit, Status}
+        after ?EVENTS_ACCEPT_MS ->
+            {error, timeout}
+        end,
+    close_events(Listen),
+    case R of
+        {ok, S} ->
+            _ = inet:setopts(S, [{active, ?EVENTS_ACTIVE}]),
+            {ok, Port, S};
+        stdout ->
+            ?LOG_WARNING("ws_port: events socket not reached: events come on stdout"),
+            {ok, Port, undefined};
+        {exit, St} ->
+            {error, {port_exit, St}};
+        {error, Why} ->
+            catch port_close(Port),
+            {error, {events_socket, Why}}
     end.
 
 accept_from(Listen, OsPid, Deadline) ->
@@ -970,15 +988,40 @@ accept_from(Listen, OsPid, Deadline) ->
     case gen_tcp:accept(Listen, Left) of
         {ok, S} ->
             case inet:getopts(S, [{raw, ?SOL_SOCKET, ?SO_PEERCRED, 12}]) of
-                {ok, [{raw, _, _, <<OsPid:32/native, _/binary>>}]} ->
-                    {ok, S};
+                {ok, [{raw, _, _, <<Peer:32/native, _/binary>>}]} when Peer > 0 ->
+                    case descends_from(Peer, OsPid, 4) of
+                        true ->
+                            {ok, S};
+                        false ->
+                            %% someone else found the name: not ours to read
+                            gen_tcp:close(S),
+                            accept_from(Listen, OsPid, Deadline)
+                    end;
                 _ ->
-                    %% someone else found the name: not ours to read
                     gen_tcp:close(S),
                     accept_from(Listen, OsPid, Deadline)
             end;
         {error, _} = E ->
             E
+    end.
+
+%% Pid is OsPid, or its child, grandchild... up to Depth levels (a wrapper
+%% script as port_program runs the real program as its child).
+descends_from(OsPid, OsPid, _Depth) ->
+    true;
+descends_from(_Pid, _OsPid, 0) ->
+    false;
+descends_from(Pid, OsPid, Depth) ->
+    case file:read_file("/proc/" ++ integer_to_list(Pid) ++ "/stat") of
+        {ok, Stat} ->
+            %% "pid (comm) state ppid ...": comm may hold spaces and ')'
+            [_, Rest] = string:split(Stat, ")", trailing),
+            case string:lexemes(Rest, " ") of
+                [_State, PPid | _] -> descends_from(binary_to_integer(PPid), OsPid, Depth - 1);
+                _ -> false
+            end;
+        _ ->
+            false
     end.
 
 close_events(undefined) -> ok;

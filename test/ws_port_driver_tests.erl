@@ -110,6 +110,49 @@ events_socket_reached_test() ->
     ?assertEqual({error, closed}, gen_tcp:recv(S, 0, ?WAIT)),
     gen_tcp:close(L).
 
+%% A port_program that is a wrapper script running the real program as its
+%% child: the events socket is still taken (the peer descends from the
+%% port's OS pid), and events flow on it.
+wrapper_program_test_() ->
+    {timeout, 60, fun() ->
+        {ok, _} = application:ensure_all_started(ws_port),
+        Script = wrapper("\"$PROG\" \"$@\"\nexit $?\n"),
+        {ok, D} = ws_port_driver:start_link(undefined, [{port_program, Script}]),
+        ?assertMatch(#{events := socket}, ws_port_driver:program(D)),
+        ?assertEqual({error, econnrefused},
+                     ws_port:connect(<<"ws://127.0.0.1:1/">>, #{driver => D, retry => false})),
+        unlink(D),
+        exit(D, shutdown),
+        file:delete(Script)
+    end}.
+
+%% A program that does not say hello in time (here: sleeps when given an
+%% events socket) is restarted with its events on stdout: the socket is
+%% only faster, never a reason not to run.
+slow_program_falls_back_to_stdout_test_() ->
+    {timeout, 60, fun() ->
+        {ok, _} = application:ensure_all_started(ws_port),
+        Script = wrapper("case \"$*\" in *--events-socket*) sleep 8;; esac\nexec \"$PROG\" \"$@\"\n"),
+        T0 = erlang:monotonic_time(millisecond),
+        {ok, D} = ws_port_driver:start_link(undefined, [{port_program, Script}]),
+        ?assert(erlang:monotonic_time(millisecond) - T0 >= 4000),
+        ?assertMatch(#{events := stdout}, ws_port_driver:program(D)),
+        ?assertEqual({error, econnrefused},
+                     ws_port:connect(<<"ws://127.0.0.1:1/">>, #{driver => D, retry => false})),
+        unlink(D),
+        exit(D, shutdown),
+        file:delete(Script)
+    end}.
+
+wrapper(Body) ->
+    Path = filename:join(
+        os:getenv("TMPDIR", "/tmp"),
+        "ws_port_wrapper_" ++ integer_to_list(erlang:unique_integer([positive])) ++ ".sh"
+    ),
+    ok = file:write_file(Path, ["#!/bin/sh\nPROG='", program(), "'\n", Body]),
+    ok = file:change_mode(Path, 8#755),
+    Path.
+
 %%====================================================================
 %% Tests
 %%====================================================================

@@ -153,6 +153,20 @@ defmodule WsPort.ZeroCopyTest do
         assert spliced <= eligible(sizes)
       end
 
+      test "a server stalled in the middle of a large message does not stop others splicing",
+           ctx do
+        path = tagged("/sizes?sizes=65536&stall=300000")
+
+        {:ok, stalled} =
+          :ws_port.connect(ctx.base <> path, %{driver: unquote(driver), retry: false})
+
+        [{0, :binary, _}] = receive_messages(stalled, 1, true)
+        Peer.await_line(ctx.evil, "SENT #{path} stall", @wait)
+        assert check_stream(ctx, unquote(driver), sizes: List.duplicate("65536", 20)) >= 19
+        refute_received {:ws_port, ^stalled, _}
+        :ok = :ws_port.close(stalled)
+      end
+
       test "a reset in the middle of a large message delivers nothing of it", ctx do
         path = tagged("/sizes?sizes=65536,65536&cut=300000")
         {:ok, conn} = :ws_port.connect(ctx.base <> path, %{driver: unquote(driver), retry: false})

@@ -42,6 +42,8 @@ a ``tag=...`` parameter lets a test find its own lines):
                           arrive in many small segments. cut=K: then the
                           header and the first K bytes of a binary message
                           announced as 2K bytes, and a reset (SO_LINGER 0).
+                          stall=K: the same half message, then nothing
+                          (the connection stays open).
                           Then waits for the client's close.
   anything else           a valid handshake, then echo (text and binary)
 
@@ -406,6 +408,13 @@ async def sizes(c, key, q):
                 await asyncio.sleep(0.0002)
         else:
             await c.write(data)
+    if "stall" in q:
+        k = int(q["stall"])
+        await c.write(frame_header(OP_BINARY, 2 * k) + os.urandom(k))
+        say("SENT %s stall" % c.path)
+        await c.wait_closed()
+        rd.cancel()
+        return
     if "cut" in q:
         k = int(q["cut"])
         await c.write(frame_header(OP_BINARY, 2 * k) + os.urandom(k))
