@@ -95,7 +95,8 @@ struct wsp_conn {
     struct wsp_buf msg;              /* a fragmented message being assembled */
     struct wsc_parser parser;
     int splicing;                    /* the message's tail goes socket -> pipe */
-    int splice_off;                  /* the pipe filled up: not this message */
+    int splice_off;                  /* not this message (pipe full, taken back) */
+    int splice_lost;                 /* taking it back failed: fail the conn */
     int large;                       /* the last message was >= SPLICE_MIN */
 
     int64_t credit;                  /* -1 = unlimited */
@@ -1381,6 +1382,22 @@ static size_t direct_len(const struct wsp_conn *c)
     return left < MSG_PRESIZE_MAX ? (size_t)left : MSG_PRESIZE_MAX;
 }
 
+static void on_kick(lws_sorted_usec_list_t *sul);
+
+/* Another connection wants the pipe while c waits for the rest of its
+ * message: c takes its bytes back and goes on the ordinary way. Runs inside
+ * the other connection's read: c is only marked, and kicked if it failed. */
+static void splice_preempt(void *arg)
+{
+    struct wsp_conn *c = arg;
+    c->splicing = 0;
+    c->splice_off = 1;
+    if (wsp_link_splice_take(&c->msg) < 0) {
+        c->splice_lost = 1;
+        wsp_loop_schedule(&c->kick, on_kick, 0);
+    }
+}
+
 /* The rest of a large binary message, still in the (plain TCP) socket, goes
  * to the BEAM without passing through our memory: splice(2) socket -> pipe
  * until the message is whole, then the link sends header + pipe (see
@@ -1389,15 +1406,24 @@ static size_t direct_len(const struct wsp_conn *c)
  * now, -2 if the connection failed (c may be freed). */
 static int splice_step(struct wsp_conn *c, size_t *budget)
 {
+    if (c->splice_lost) {
+        c->splice_lost = 0;
+        fail_detail(c, 0, "socket", "out of memory");
+        return -2;
+    }
     uint64_t tail = wsc_parser_binary_tail(&c->parser);
     if (!c->splicing) {
-        size_t have = wsp_buf_pending(&c->msg), room = wsp_link_splice_room();
+        size_t have = wsp_buf_pending(&c->msg);
         if (c->splice_off || tail < SPLICE_MIN || wsp_buf_pending(&c->rbuf) > 0 ||
-            have > SPLICE_MAX_HAVE || have > room || tail > room - have) {
+            have > SPLICE_MAX_HAVE) {
+            return 0;
+        }
+        size_t room = wsp_link_splice_room(); /* may take the pipe from a waiter */
+        if (have > room || tail > room - have) {
             return 0;
         }
         if (wsp_link_splice_claim(c->id, WSC_OP_BINARY, c->msg.data + c->msg.off, have,
-                                  have + (size_t)tail) < 0) {
+                                  have + (size_t)tail, splice_preempt, c) < 0) {
             c->splice_off = 1;
             return 0;
         }
@@ -1418,15 +1444,18 @@ static int splice_step(struct wsp_conn *c, size_t *budget)
         }
         return 1;
     }
-    if (n == WSP_SPLICE_AGAIN || n == WSP_SPLICE_FULL) {
-        /* The socket has no more for now (the pipe is not held across
-         * wake-ups: another connection may need it, and this one's server
-         * may stall), or the pipe is full of small pieces: take the bytes
-         * back and finish this message the ordinary way. */
+    if (n == WSP_SPLICE_AGAIN) {
+        /* the pipe stays claimed until more comes; another connection
+         * that needs it meanwhile takes it (splice_preempt) */
+        return -1;
+    }
+    if (n == WSP_SPLICE_FULL) {
+        /* the pipe is full of small pieces: take them back and finish this
+         * message the ordinary way */
         c->splicing = 0;
         c->splice_off = 1;
-        DEBUG("conn %u: splice %s %zu bytes before the message's end; copying", c->id,
-              n == WSP_SPLICE_FULL ? "pipe full" : "socket empty", (size_t)tail);
+        DEBUG("conn %u: splice pipe full %zu bytes before the message's end; copying", c->id,
+              (size_t)tail);
         if (wsp_link_splice_take(&c->msg) < 0) {
             fail_detail(c, 0, "socket", "out of memory");
             return -2;

@@ -33,6 +33,8 @@ static struct {
     int sp_claimed;             /* a connection is filling it */
     size_t sp_in;               /* bytes in it */
     size_t sp_prefix;           /* of which packet header + bytes read before */
+    void (*sp_preempt)(void *); /* takes the pipe back from its claimant */
+    void *sp_owner;
     int sp_marked;              /* its bytes belong to the output stream, */
     size_t sp_before;           /* after this many bytes queued in out */
     lws_sorted_usec_list_t later;  /* dispatch / EOF from the loop, not nested */
@@ -600,6 +602,14 @@ static void splice_pipe_open(void)
 
 size_t wsp_link_splice_room(void)
 {
+    if (L.sp_claimed && !L.sp_marked && L.sp_preempt) {
+        /* claimed by a connection waiting for the rest of its message
+         * (its server may be slow, or stalled): it finishes that message
+         * the ordinary way, and the pipe goes to whoever can use it now */
+        void (*fn)(void *) = L.sp_preempt;
+        L.sp_preempt = NULL;
+        fn(L.sp_owner);
+    }
     if (S.on_data || L.eof || L.sp_claimed || L.sp_in > 0 || L.out_wsi == NULL) {
         return 0;
     }
@@ -610,7 +620,7 @@ size_t wsp_link_splice_room(void)
 }
 
 int wsp_link_splice_claim(uint32_t id, int opcode, const uint8_t *have, size_t nhave,
-                          size_t len)
+                          size_t len, void (*preempt)(void *), void *owner)
 {
     /* the packet header and the bytes read already go first, into the
      * pipe: the message then leaves in one piece, with one splice */
@@ -631,6 +641,8 @@ int wsp_link_splice_claim(uint32_t id, int opcode, const uint8_t *have, size_t n
         return -1;
     }
     L.sp_prefix = want;
+    L.sp_preempt = preempt;
+    L.sp_owner = owner;
     return 0;
 }
 
@@ -692,6 +704,7 @@ int wsp_link_splice_take(struct wsp_buf *into)
         return -1;
     }
     L.sp_claimed = 0;
+    L.sp_preempt = NULL;
     return 0;
 }
 
@@ -705,11 +718,13 @@ void wsp_link_splice_abort(void)
     }
     L.sp_in = 0;
     L.sp_claimed = 0;
+    L.sp_preempt = NULL;
 }
 
 void wsp_link_splice_commit(void)
 {
     L.sp_claimed = 0;
+    L.sp_preempt = NULL;
     L.sp_marked = 1;
     L.sp_before = wsp_buf_pending(&L.out);
     L.last_data_off = SIZE_MAX;

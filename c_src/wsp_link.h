@@ -81,9 +81,12 @@ void wsp_link_close(void);
 #define WSP_SPLICE_FULL (-2)    /* the pipe took all it can */
 #define WSP_SPLICE_ERROR (-3)   /* socket error: errno */
 size_t wsp_link_splice_room(void);
-/* Returns 0, or -1 if the header did not fit (nothing claimed then). */
+/* Returns 0, or -1 if the header did not fit (nothing claimed then).
+ * preempt(owner) is called (from wsp_link_splice_room, by another
+ * connection) to make the claimant give the pipe up while it waits for more
+ * of its message: it must call wsp_link_splice_take there. */
 int wsp_link_splice_claim(uint32_t id, int opcode, const uint8_t *have, size_t nhave,
-                          size_t len);
+                          size_t len, void (*preempt)(void *), void *owner);
 /* Moves up to n bytes from fd; returns how many, 0 at EOF, or WSP_SPLICE_* */
 ssize_t wsp_link_splice_in(int fd, size_t n);
 void wsp_link_splice_commit(void);
