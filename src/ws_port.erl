@@ -447,8 +447,8 @@ forward(Conn, Pid, Msg) ->
 %% `msgs_out', `rtt_us' (round-trip time of the last pong, `undefined'
 %% before one), `connected_us' (time since the current connection's
 %% handshake, `undefined' while not open), `credit', `msgs_spliced' (of
-%% `msgs_in', the large binary messages that went from a plain TCP socket
-%% to the BEAM by splice(2), never copied by the port). `reconnects' (times
+%% `msgs_in', the large binary messages whose rest went from a plain TCP
+%% socket to the BEAM by splice(2), not copied by the port). `reconnects' (times
 %% the connection came back after a loss, port program restarts included)
 %% is counted by the driver; the port's byte and message counters start
 %% again when the port program restarts.
