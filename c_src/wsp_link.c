@@ -304,6 +304,16 @@ static void update_congestion(void)
     }
 }
 
+/* After a write or splice to out_fd failed (errno): 1 to try again (EINTR),
+ * 0 when out_fd is full, -1 when the BEAM is gone. */
+static int write_failure(void)
+{
+    if (errno == EINTR) {
+        return 1;
+    }
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+}
+
 /* Moves pipe bytes that are due to out_fd. Returns 1 if all went, 0 if
  * out_fd is full, -1 if the BEAM is gone. */
 static int splice_out(void)
@@ -315,13 +325,10 @@ static int splice_out(void)
             L.sp_in -= (size_t)w;
             continue;
         }
-        if (w < 0 && errno == EINTR) {
-            continue;
+        int f = w < 0 ? write_failure() : -1;
+        if (f <= 0) {
+            return f;
         }
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            return 0;
-        }
-        return -1;
     }
     L.sp_marked = 0;
     return 1;
@@ -356,13 +363,10 @@ static int flush_some(void)
             }
             continue;
         }
-        if (w < 0 && errno == EINTR) {
-            continue;
+        int f = w < 0 ? write_failure() : -1;
+        if (f <= 0) {
+            return f;
         }
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            return 0;
-        }
-        return -1;
     }
 }
 

@@ -115,15 +115,8 @@ events_socket_reached_test() ->
 %% port's OS pid), and events flow on it.
 wrapper_program_test_() ->
     {timeout, 60, fun() ->
-        {ok, _} = application:ensure_all_started(ws_port),
-        Script = wrapper("\"$PROG\" \"$@\"\nexit $?\n"),
-        {ok, D} = ws_port_driver:start_link(undefined, [{port_program, Script}]),
-        ?assertMatch(#{events := socket}, ws_port_driver:program(D)),
-        ?assertEqual({error, econnrefused},
-                     ws_port:connect(<<"ws://127.0.0.1:1/">>, #{driver => D, retry => false})),
-        unlink(D),
-        exit(D, shutdown),
-        file:delete(Script)
+        {_, Events} = driver_with(wrapper("\"$PROG\" \"$@\"\nexit $?\n")),
+        ?assertEqual(socket, Events)
     end}.
 
 %% A program that does not say hello in time (here: sleeps when given an
@@ -131,18 +124,26 @@ wrapper_program_test_() ->
 %% only faster, never a reason not to run.
 slow_program_falls_back_to_stdout_test_() ->
     {timeout, 60, fun() ->
-        {ok, _} = application:ensure_all_started(ws_port),
-        Script = wrapper("case \"$*\" in *--events-socket*) sleep 8;; esac\nexec \"$PROG\" \"$@\"\n"),
-        T0 = erlang:monotonic_time(millisecond),
-        {ok, D} = ws_port_driver:start_link(undefined, [{port_program, Script}]),
-        ?assert(erlang:monotonic_time(millisecond) - T0 >= 4000),
-        ?assertMatch(#{events := stdout}, ws_port_driver:program(D)),
-        ?assertEqual({error, econnrefused},
-                     ws_port:connect(<<"ws://127.0.0.1:1/">>, #{driver => D, retry => false})),
-        unlink(D),
-        exit(D, shutdown),
-        file:delete(Script)
+        Slow = "case \"$*\" in *--events-socket*) sleep 8;; esac\nexec \"$PROG\" \"$@\"\n",
+        {Ms, Events} = driver_with(wrapper(Slow)),
+        ?assert(Ms >= 4000),
+        ?assertEqual(stdout, Events)
     end}.
+
+%% Starts a driver on Script, checks that events flow (a refused connect is
+%% reported), stops it. Returns how long the start took and where events went.
+driver_with(Script) ->
+    {ok, _} = application:ensure_all_started(ws_port),
+    T0 = erlang:monotonic_time(millisecond),
+    {ok, D} = ws_port_driver:start_link(undefined, [{port_program, Script}]),
+    Ms = erlang:monotonic_time(millisecond) - T0,
+    #{events := Events} = ws_port_driver:program(D),
+    ?assertEqual({error, econnrefused},
+                 ws_port:connect(<<"ws://127.0.0.1:1/">>, #{driver => D, retry => false})),
+    unlink(D),
+    exit(D, shutdown),
+    ok = file:delete(Script),
+    {Ms, Events}.
 
 wrapper(Body) ->
     Path = filename:join(
