@@ -23,6 +23,7 @@ static struct {
     int in_run;              /* inside uv_run */
     int kick;                /* a timer was set outside uv_run */
     int destroying;
+    lws_dll2_owner_t soon;   /* WSP_LOOP_EPOLL: 0-delay work (wsp_loop_schedule) */
 } G;
 
 
@@ -102,6 +103,7 @@ struct lws *wsp_loop_adopt(int fd, struct wsp_watch *w)
     d.vh_prot_name = "ws-port";
     d.opaque = w;
     w->no_read = 0;
+    w->read_set = 0;
     w->wsi = lws_adopt_descriptor_vhost_via_info(&d);
     return w->wsi;
 }
@@ -132,7 +134,11 @@ void wsp_loop_want_read(struct lws *wsi, int on)
 {
     struct wsp_watch *w = lws_get_opaque_user_data(wsi);
     if (w) {
+        if (w->no_read == !on && w->read_set) {
+            return; /* no change: lws would still redo the epoll_ctl */
+        }
         w->no_read = !on;
+        w->read_set = 1;
     }
     lws_rx_flow_control(wsi, on ? 1 : 0);
 }
@@ -155,9 +161,37 @@ void wsp_loop_close(struct wsp_watch *w)
 
 void wsp_loop_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us)
 {
+    if (G.kind == WSP_LOOP_EPOLL && us == 0) {
+        /* "go on soon" (a connection's next read, a re-arm): our own list,
+         * run between two loop turns. Through lws' timers they would run
+         * in libuv's timer phase, which (libuv 1.44) keeps running 0 ms
+         * timers without polling: one busy connection would starve stdin
+         * and every other socket. lws_sul_cancel still works on it (it
+         * unlinks the node from whatever list holds it). */
+        lws_dll2_remove(&sul->list);
+        sul->cb = cb;
+        sul->us = 0;
+        lws_dll2_add_tail(&sul->list, &G.soon);
+        return;
+    }
     lws_sul_schedule(wsp_ctx, 0, sul, cb, us);
     if (!G.in_run) {
         G.kick = 1;
+    }
+}
+
+/* Runs what was in the "soon" list when called; what is added meanwhile
+ * waits for the next turn (after the loop has polled). */
+static void run_soon(void)
+{
+    for (uint32_t n = (uint32_t)G.soon.count; n > 0; n--) {
+        struct lws_dll2 *d = lws_dll2_get_head(&G.soon);
+        if (!d) {
+            break;
+        }
+        lws_sorted_usec_list_t *sul = (lws_sorted_usec_list_t *)d; /* list is first */
+        lws_dll2_remove(d);
+        sul->cb(sul);
     }
 }
 
@@ -174,8 +208,10 @@ int wsp_loop_run_once(void)
         lws_cancel_service(wsp_ctx);
     }
     G.in_run = 1;
-    uv_run(&G.uv, UV_RUN_ONCE);
+    /* with work waiting, only look at what is ready, then do the work */
+    uv_run(&G.uv, G.soon.count ? UV_RUN_NOWAIT : UV_RUN_ONCE);
     G.in_run = 0;
+    run_soon();
     return 0;
 }
 

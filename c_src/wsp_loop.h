@@ -23,6 +23,7 @@ struct wsp_watch {
     struct lws *wsi;                 /* set by wsp_loop_adopt */
     lws_sorted_usec_list_t rearm;    /* private: writable re-arm timer */
     int no_read;                     /* private: input polling is off */
+    int read_set;                    /* private: no_read was set by us */
 };
 
 /* Loop events delivered to a watcher. */
