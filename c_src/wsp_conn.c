@@ -355,19 +355,27 @@ static void unpause_unlink(struct wsp_conn *c)
     }
 }
 
-static void conn_free(struct wsp_conn *c)
+/* The socket, the timers and a pending DNS query go: nothing of c runs
+ * from the loop after this. */
+static void stop_io(struct wsp_conn *c)
 {
-    if (c->in_cb) {
-        c->free_pending = 1;
-        return;
-    }
     detach_socket(c);
     lws_sul_cancel(&c->timer);
     lws_sul_cancel(&c->live);
     lws_sul_cancel(&c->kick);
     if (c->dns) {
         wsp_dns_cancel(c->dns);
+        c->dns = NULL;
     }
+}
+
+static void conn_free(struct wsp_conn *c)
+{
+    if (c->in_cb) {
+        c->free_pending = 1;
+        return;
+    }
+    stop_io(c);
     if (c->over_hard) {
         c->over_hard = 0;
         g_over_hard--;
@@ -1026,15 +1034,8 @@ static uint64_t reset_attempt(struct wsp_conn *c)
         int w = io_write(c, c->wbuf.data + c->wbuf.off, wsp_buf_pending(&c->wbuf), &err);
         unsent -= w > 0 ? (uint64_t)w : 0;
     }
-    detach_socket(c);
+    stop_io(c);
     unpause_unlink(c);
-    lws_sul_cancel(&c->timer);
-    lws_sul_cancel(&c->live);
-    lws_sul_cancel(&c->kick);
-    if (c->dns) {
-        wsp_dns_cancel(c->dns);
-        c->dns = NULL;
-    }
     free(c->addrs);
     c->addrs = NULL;
     c->addr_next = 0;

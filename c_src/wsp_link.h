@@ -70,7 +70,9 @@ void wsp_link_close(void);
  * nothing.
  *
  * wsp_link_splice_room: how many bytes the pipe can take for a new message
- * (0: not possible now: pipe busy, in-process sink, no pipe). Then
+ * (0: not possible now: pipe busy, in-process sink, no pipe). A claimant
+ * only waiting for more of its message is preempted by this call (see
+ * wsp_link_splice_claim): call it only with a message to splice. Then
  * wsp_link_splice_claim (len: the whole message), wsp_link_splice_in until
  * it is whole, and wsp_link_splice_commit; or wsp_link_splice_take (the
  * pipe filled up before the message did: the payload bytes in it are read

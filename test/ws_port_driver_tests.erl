@@ -32,27 +32,13 @@ driver_test_() ->
         ]}
     end}.
 
-start() ->
-    {ok, _} = application:ensure_all_started(ws_port),
-    Script = filename:join([root(), "test", "peers", "ws_server.py"]),
-    Port = open_port({spawn_executable, "/usr/bin/python3"}, [
-        {args, [Script, "--exit-on-eof"]}, {line, 4096}, binary, use_stdio
-    ]),
-    receive
-        {Port, {data, {eol, <<"PORT ", N/binary>>}}} -> {Port, binary_to_integer(N)}
-    after ?WAIT -> error(no_peer)
-    end.
+start() -> ws_port_test_peer:start().
 
-stop({Port, _}) ->
-    catch port_close(Port),
-    ok.
+stop(Peer) -> ws_port_test_peer:stop(Peer).
 
-root() ->
-    %% test/ beside src/ of this application
-    filename:dirname(filename:dirname(code:which(ws_port))).
+root() -> ws_port_test_peer:root().
 
-base({_, N}) ->
-    "ws://127.0.0.1:" ++ integer_to_list(N).
+base(Peer) -> ws_port_test_peer:base(Peer).
 
 flush() ->
     receive

@@ -246,21 +246,22 @@ async def echo(c, key, q):
     await c.read_frames(echo=True)
 
 
-async def len63(c, key, q):
+async def send_once(c, key, data):
+    """A valid handshake, then data, then the client's close is awaited."""
     rd = await open_ws(c, key)
-    await c.write(frame_header(OP_BINARY, (1 << 63) - 1) + b"x" * 1024)
+    await c.write(data)
     say("SENT %s 1" % c.path)
     await c.wait_closed()
     rd.cancel()
+
+
+async def len63(c, key, q):
+    await send_once(c, key, frame_header(OP_BINARY, (1 << 63) - 1) + b"x" * 1024)
 
 
 async def over_max(c, key, q):
     size = int(q.get("size", "1024"))
-    rd = await open_ws(c, key)
-    await c.write(frame(OP_BINARY, b"\xAB" * size))
-    say("SENT %s 1" % c.path)
-    await c.wait_closed()
-    rd.cancel()
+    await send_once(c, key, frame(OP_BINARY, b"\xAB" * size))
 
 
 async def endless_fragments(c, key, q):
@@ -308,19 +309,11 @@ async def ping_flood(c, key, q):
 
 
 async def bad_close_1byte(c, key, q):
-    rd = await open_ws(c, key)
-    await c.write(frame(OP_CLOSE, b"\x03"))
-    say("SENT %s 1" % c.path)
-    await c.wait_closed()
-    rd.cancel()
+    await send_once(c, key, frame(OP_CLOSE, b"\x03"))
 
 
 async def bad_close_code(c, key, q):
-    rd = await open_ws(c, key)
-    await c.write(frame(OP_CLOSE, struct.pack("!H", 1005) + b"no"))
-    say("SENT %s 1" % c.path)
-    await c.wait_closed()
-    rd.cancel()
+    await send_once(c, key, frame(OP_CLOSE, struct.pack("!H", 1005) + b"no"))
 
 
 async def bad_accept(c, key, q):
