@@ -202,10 +202,15 @@ start_link(Module, Url, Opts) ->
 %% {@link child_spec/1} starts.
 -spec start_link(opts()) -> gen_server:start_ret().
 start_link(Opts) ->
-    Map = to_map(Opts),
-    Url = maps:get(url, Map),
-    Module = maps:get(module, Map, ws_port_client_forward),
-    start_link(Module, Url, maps:without([url, module], Map)).
+    case ws_port_proto:options_map(Opts) of
+        {ok, #{url := Url} = Map} ->
+            Module = maps:get(module, Map, ws_port_client_forward),
+            start_link(Module, Url, maps:without([url, module], Map));
+        {ok, _} ->
+            {error, {bad_option, url, undefined}};
+        {error, _} = Error ->
+            Error
+    end.
 
 %% @doc As {@link start_link/3}, without a link.
 -spec start(module(), unicode:chardata(), opts()) -> gen_server:start_ret().
@@ -213,12 +218,34 @@ start(Module, Url, Opts) ->
     start(fun gen_server:start/3, fun gen_server:start/4, Module, Url, Opts).
 
 start(Start3, Start4, Module, Url, Opts) ->
-    Map = to_map(Opts),
-    Args = {Module, Url, Map},
-    case maps:find(name, Map) of
-        error -> Start3(?MODULE, Args, []);
-        {ok, Name} when is_atom(Name) -> Start4({local, Name}, ?MODULE, Args, []);
-        {ok, Name} -> Start4(Name, ?MODULE, Args, [])
+    %% options are checked by the caller: a bad one is an error return, not
+    %% an exit signal through the link
+    case check_opts(Opts) of
+        {ok, Map} ->
+            Args = {Module, Url, Map},
+            case maps:find(name, Map) of
+                error -> Start3(?MODULE, Args, []);
+                {ok, Name} when is_atom(Name) -> Start4({local, Name}, ?MODULE, Args, []);
+                {ok, Name} -> Start4(Name, ?MODULE, Args, [])
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+check_opts(Opts) ->
+    case ws_port_proto:options_map(Opts) of
+        {ok, Map} ->
+            case parse_opts(Map) of
+                {ok, #st{conn_opts = ConnOpts}} ->
+                    case ws_port_proto:normalize_connect_opts(ConnOpts) of
+                        {ok, _} -> {ok, Map};
+                        {error, _} = Error -> Error
+                    end;
+                {error, _} = Error ->
+                    Error
+            end;
+        {error, _} = Error ->
+            Error
     end.
 
 %% @doc A child specification for a supervisor: `Opts' as for {@link
@@ -231,7 +258,8 @@ child_spec(Opts) ->
     Module = maps:get(module, Map, ws_port_client_forward),
     #{
         id => maps:get(id, Map, Module),
-        start => {?MODULE, start_link, [Map]},
+        %% the options as given: start_link/1 checks them
+        start => {?MODULE, start_link, [Opts]},
         restart => transient,
         shutdown => 5000,
         type => worker,
@@ -727,9 +755,9 @@ parse_client_opts(Opts) ->
         not (Window =:= infinity orelse (is_integer(Window) andalso Window > 0)) ->
             {error, {bad_option, window, Window}};
         true ->
-            case [H || H <- Hooks, not valid_hook(H)] of
-                [Bad | _] ->
-                    {error, {bad_option, hook, Bad}};
+            case [{K, H} || {K, H} <- lists:zip([on_connect, on_disconnect], Hooks), not valid_hook(H)] of
+                [{Name, Bad} | _] ->
+                    {error, {bad_option, Name, Bad}};
                 [] ->
                     [OnConnect, OnDisconnect] = Hooks,
                     case ws_port_heartbeat:resolve(HeartbeatOpt) of
