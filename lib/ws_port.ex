@@ -66,16 +66,19 @@ defmodule WsPort do
   `url` is `ws://host[:port]/path` or `wss://...`. Options (keyword list or
   map):
 
-    * `:headers` - extra request headers, `[{name, value}]`.
+    * `:headers` - extra request headers, `[{name, value}]`; not the
+      handshake's own (`Host`, `Upgrade`, `Connection`,
+      `Sec-WebSocket-Key`, `Sec-WebSocket-Version`).
     * `:protocols` - the `Sec-WebSocket-Protocol` offer, a list of strings.
     * `:connect_timeout` - ms for DNS, TCP, TLS and the upgrade together
       (default 15000).
     * `:tls` - for `wss`: `verify: :verify_peer | :verify_none`,
       `cacertfile:`, `certfile:`, `keyfile:`, `server_name:` (default: verify
       against the system CA store, name from the URL).
-    * `:max_message_size` - bytes (the port's default is 64 MiB).
-    * `:active` - `true` (default), `false`, `:once` or an integer, as
-      `:gen_tcp`.
+    * `:max_message_size` - bytes (default 64 MiB): a larger message from
+      the server closes the connection (1009); `send/2` refuses larger ones.
+    * `:active` - `true` (default), `false`, `:once` or an integer `n >= 0`
+      (the initial credit), as `:gen_tcp`.
     * `:ping_interval`, `:idle_timeout` - ms, 0 = off (default).
     * `:retry` - the reconnection policy, on by default: a keyword list or
       map of `:max_retries` (default `:infinity`), `:delay` (ms, 1000),

@@ -150,16 +150,20 @@ connect(Url) ->
 %% `Url' is `ws://host[:port]/path' or `wss://...' (binary or string).
 %% Options (a map or a proplist):
 %% <ul>
-%% <li>`headers': extra request headers, `[{Name, Value}]'.</li>
+%% <li>`headers': extra request headers, `[{Name, Value}]'; not the
+%%     handshake's own (`Host', `Upgrade', `Connection',
+%%     `Sec-WebSocket-Key', `Sec-WebSocket-Version').</li>
 %% <li>`protocols': the `Sec-WebSocket-Protocol' offer.</li>
 %% <li>`connect_timeout': ms for DNS, TCP, TLS and the upgrade together
 %%     (default 15000).</li>
 %% <li>`tls': `#{verify => verify_peer | verify_none, cacertfile, certfile,
 %%     keyfile, server_name}' for wss (default: verify against the system CA
 %%     store, name from the URL).</li>
-%% <li>`max_message_size': bytes (the port's default is 64 MiB).</li>
-%% <li>`active': `true' (default), `false', `once' or an integer, as
-%%     gen_tcp.</li>
+%% <li>`max_message_size': bytes (default 64 MiB): a larger message from
+%%     the server closes the connection (1009); {@link send/2} refuses
+%%     larger ones.</li>
+%% <li>`active': `true' (default), `false', `once' or an integer N >= 0
+%%     (the initial credit), as gen_tcp.</li>
 %% <li>`ping_interval', `idle_timeout': ms, 0 = off (default).</li>
 %% <li>`retry': the port program's reconnection policy, on by default.
 %%     A map or proplist of `max_retries' (default `infinity'), `delay' (ms,
@@ -200,7 +204,8 @@ connect(Url) ->
 %%     `{ws_port_closed, Conn, Reason}'.</li>
 %% </ul>
 %% A bad option gives `{error, {bad_option, Name, Value}}' without
-%% contacting the port program. Before the ws_port application is started
+%% contacting the port program; an option given twice in a proplist
+%% `{error, {bad_option, {duplicate, Name}, SecondValue}}'. Before the ws_port application is started
 %% (`application:ensure_all_started(ws_port)'), `{error, {not_started,
 %% ws_port}}'.
 -spec connect(unicode:chardata(), connect_opts()) -> {ok, conn()} | {error, close_reason()}.

@@ -63,6 +63,10 @@ defmodule WsPort.Client do
     * every option of `WsPort.connect/2` (`:headers`, `:protocols`, `:tls`,
       `:retry`, `:retry_on`, `:send_queue`, `:ping_interval`, ...) except
       `:active` and `:await`, which the client sets.
+
+  Any other key, or a key given twice, is refused: `{:error, {:bad_option,
+  name, value}}` (`{:bad_option, {:duplicate, name}, value}`), returned by
+  `start_link` without starting a process.
   """
 
   @typedoc "A running client: a pid or a registered name."
