@@ -277,6 +277,14 @@ option_errors(Base) ->
         {error, {bad_option, active, -1}},
         ws_port_client:start_link(ws_port_client_forward, Url, [{headers, []}, {active, -1}])
     ),
+    ?assertEqual(
+        {error, {bad_option, {duplicate, window}, 2}},
+        ws_port_client_sup:start_client(Url, [{window, 1}, {window, 2}])
+    ),
+    ?assertEqual(
+        {error, {bad_option, {duplicate, retry}, true}},
+        ws_port_sync:connect(Url, [{retry, false}, {retry, true}])
+    ),
     %% every error is {bad_option, Name, Value}
     [
         ?assertMatch({error, {bad_option, _, _}}, ws_port:connect(Url, Opts))
