@@ -235,14 +235,9 @@ start(Start3, Start4, Module, Url, Opts) ->
 check_opts(Opts) ->
     case ws_port_proto:options_map(Opts) of
         {ok, Map} ->
-            case parse_opts(Map) of
-                {ok, #st{conn_opts = ConnOpts}} ->
-                    case ws_port_proto:normalize_connect_opts(ConnOpts) of
-                        {ok, _} -> {ok, Map};
-                        {error, _} = Error -> Error
-                    end;
-                {error, _} = Error ->
-                    Error
+            case parse_opts(Map, check) of
+                ok -> {ok, Map};
+                {error, _} = Error -> Error
             end;
         {error, _} = Error ->
             Error
@@ -359,7 +354,7 @@ init({Module, Url, Opts}) ->
     process_flag(trap_exit, true),
     case code:ensure_loaded(Module) of
         {module, Module} ->
-            case parse_opts(Opts) of
+            case parse_opts(Opts, start) of
                 {ok, St0} ->
                     St = St0#st{mod = Module, url = Url},
                     init_module(St, maps:get(init_arg, Opts, []));
@@ -740,14 +735,16 @@ run_hook(Hook) ->
 %% Options, connecting, health
 %%====================================================================
 
-parse_opts(Opts) ->
+%% check: in the caller of start_link, every option but what the heartbeat
+%% module's init/1 says (it runs once, in the client); start: in init/1.
+parse_opts(Opts, Mode) ->
     Keys = option_names() ++ [module, url],
     case [K || K <- maps:keys(Opts), not lists:member(K, Keys)] of
-        [] -> parse_client_opts(Opts);
+        [] -> parse_client_opts(Opts, Mode);
         [Bad | _] -> {error, {bad_option, Bad, maps:get(Bad, Opts)}}
     end.
 
-parse_client_opts(Opts) ->
+parse_client_opts(Opts, Mode) ->
     Window = maps:get(window, Opts, ?DEFAULT_WINDOW),
     Hooks = [maps:get(K, Opts, undefined) || K <- [on_connect, on_disconnect]],
     HeartbeatOpt = maps:get(heartbeat, Opts, ping_pong),
@@ -761,6 +758,11 @@ parse_client_opts(Opts) ->
                 [] ->
                     [OnConnect, OnDisconnect] = Hooks,
                     case ws_port_heartbeat:resolve(HeartbeatOpt) of
+                        {ok, _} when Mode =:= check ->
+                            case ws_port_proto:normalize_connect_opts(maps:with(?CONNECT_KEYS, Opts)) of
+                                {ok, _} -> ok;
+                                {error, _} = Error -> Error
+                            end;
                         {ok, Heartbeat} ->
                             St = #st{
                                 window = Window,
