@@ -16,6 +16,15 @@
 %%     the handshake), kept open until all are up; URL in idle mode
 %%     conns=N secs=S conns_per_s=R cpu_port=.. cpu_beam=..
 %%
+%%   escript bench/ws_bench.escript send URL N SIZE text|binary [ascii|mixed]
+%%     N messages of SIZE bytes sent as fast as send/2 returns (URL in sink
+%%     mode with size=SIZE), timed until the port program has written them
+%%     all (its bytes_out); for text, what send/2's UTF-8 check costs
+%%     (compare with binary): content ascii (default) or mixed (1- to 4-byte
+%%     characters)
+%%     msgs=N size=S type=T content=C secs=.. mb_per_s=.. cpu_port=.. cpu_beam=..
+%%       beam_cpu_s_per_gb=..
+%%
 %%   escript bench/ws_bench.escript idle URL N [WINDOW]
 %%     N idle connections open at once (at most WINDOW handshakes under way,
 %%     default 500), on one dedicated driver (one port program); memory
@@ -89,10 +98,62 @@ main(["idle", Url, N | Rest]) ->
               [length(Conns), Beam, Port, Beam + Port, Beam0 div 1024, Beam1 div 1024,
                Port0, Port1, Secs]),
     halt(0);
+main(["send", Url, N, Size, Type | Rest]) ->
+    Content = case Rest of [C] -> C; [] -> "ascii" end,
+    start(),
+    Bytes = list_to_integer(Size),
+    Count = list_to_integer(N),
+    Conn = connect(Url, #{}),
+    Payload = payload(Content, Bytes),
+    MsgType = list_to_atom(Type),
+    Ports = ws_port_pids(),
+    Cpu0 = cpu_sum(Ports),
+    Beam0 = cpu(os:getpid()),
+    T0 = erlang:monotonic_time(),
+    ok = send_n(Conn, {MsgType, Payload}, Count),
+    %% everything written: the port's bytes_out covers every frame
+    Frames = Count * (Bytes + 8),
+    ok = wait_written(Conn, Frames),
+    T1 = erlang:monotonic_time(),
+    Cpu1 = cpu_sum(Ports),
+    Beam1 = cpu(os:getpid()),
+    Secs = erlang:convert_time_unit(T1 - T0, native, microsecond) / 1.0e6,
+    ok = ws_port:close(Conn),
+    io:format("msgs=~b size=~b type=~s content=~s secs=~.3f mb_per_s=~.1f cpu_port=~.3f "
+              "cpu_beam=~.3f beam_cpu_s_per_gb=~.3f~n",
+              [Count, Bytes, Type, Content, Secs, Count * Bytes / Secs / 1.0e6,
+               Cpu1 - Cpu0, Beam1 - Beam0, (Beam1 - Beam0) / (Count * Bytes / 1.0e9)]),
+    halt(0);
 main(_) ->
     io:format(standard_error,
-              "usage: ws_bench.escript echo URL N [SIZE] | setup URL N | idle URL N [WINDOW]~n", []),
+              "usage: ws_bench.escript echo URL N [SIZE] | setup URL N | idle URL N [WINDOW]"
+              " | send URL N SIZE text|binary [ascii|mixed]~n", []),
     halt(2).
+
+%% SIZE bytes of UTF-8: ASCII, or a mix of 1- to 4-byte characters (padded
+%% with ASCII to the exact size).
+payload("ascii", Size) ->
+    binary:copy(<<"a">>, Size);
+payload("mixed", Size) ->
+    Unit = <<"héllo wörld 日本語 🎉 "/utf8>>,
+    Whole = binary:copy(Unit, Size div byte_size(Unit)),
+    <<Whole/binary, (binary:copy(<<"a">>, Size - byte_size(Whole)))/binary>>.
+
+send_n(_Conn, _Msg, 0) ->
+    ok;
+send_n(Conn, Msg, N) ->
+    case ws_port:send(Conn, Msg) of
+        ok -> send_n(Conn, Msg, N - 1);
+        Error -> fail("send: ~p", [Error])
+    end.
+
+%% Waits until the port program has written at least Bytes to the socket.
+wait_written(Conn, Bytes) ->
+    {ok, #{bytes_out := Out}} = ws_port:info(Conn),
+    case Out >= Bytes of
+        true -> ok;
+        false -> timer:sleep(5), wait_written(Conn, Bytes)
+    end.
 
 start() ->
     add_code_path(),

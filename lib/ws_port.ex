@@ -66,16 +66,19 @@ defmodule WsPort do
   `url` is `ws://host[:port]/path` or `wss://...`. Options (keyword list or
   map):
 
-    * `:headers` - extra request headers, `[{name, value}]`.
+    * `:headers` - extra request headers, `[{name, value}]`; not the
+      handshake's own (`Host`, `Upgrade`, `Connection`,
+      `Sec-WebSocket-Key`, `Sec-WebSocket-Version`).
     * `:protocols` - the `Sec-WebSocket-Protocol` offer, a list of strings.
     * `:connect_timeout` - ms for DNS, TCP, TLS and the upgrade together
       (default 15000).
     * `:tls` - for `wss`: `verify: :verify_peer | :verify_none`,
       `cacertfile:`, `certfile:`, `keyfile:`, `server_name:` (default: verify
       against the system CA store, name from the URL).
-    * `:max_message_size` - bytes (the port's default is 64 MiB).
-    * `:active` - `true` (default), `false`, `:once` or an integer, as
-      `:gen_tcp`.
+    * `:max_message_size` - bytes (default 64 MiB): a larger message from
+      the server closes the connection (1009); `send/2` refuses larger ones.
+    * `:active` - `true` (default), `false`, `:once` or an integer `n >= 0`
+      (the initial credit), as `:gen_tcp`.
     * `:ping_interval`, `:idle_timeout` - ms, 0 = off (default).
     * `:retry` - the reconnection policy, on by default: a keyword list or
       map of `:max_retries` (default `:infinity`), `:delay` (ms, 1000),
@@ -113,12 +116,14 @@ defmodule WsPort do
       gets `{:ws_port_up, conn, info}`, or `{:ws_port_down, conn, reason,
       info}` (then retries) or `{:ws_port_closed, conn, reason}`.
 
-  A bad option gives `{:error, {:bad_option, name, value}}`.
+  A bad option gives `{:error, {:bad_option, name, value}}` (an option
+  given twice: `{:error, {:bad_option, {:duplicate, name}, value}}`).
+  Before the `:ws_port` application is started (it is, as a dependency of
+  your application; in a script: `Application.ensure_all_started(:ws_port)`),
+  `{:error, {:not_started, :ws_port}}`.
   """
   @spec connect(String.t() | charlist(), connect_opts()) :: {:ok, conn()} | {:error, term()}
-  def connect(url, opts \\ []) when is_list(opts) or is_map(opts) do
-    :ws_port.connect(url, opts)
-  end
+  def connect(url, opts \\ []), do: :ws_port.connect(url, opts)
 
   @doc """
   Sends one message: `{:text, iodata}`, `{:binary, iodata}`, `{:ping, iodata}`
@@ -127,16 +132,26 @@ defmodule WsPort do
   Returns `{:error, :not_connected}` while the connection is not open
   (handshake, waiting to retry) unless it has a `:send_queue` (see
   `connect/2`), and `{:error, :closed}` once the connection is closed.
+
+  A message the connection may not send is refused before it reaches the
+  port: `{:error, {:invalid_utf8, offset}}` for text that is not UTF-8
+  (`offset`: the first byte not part of a valid character), `{:error,
+  {:too_large, size, limit}}` for a ping or pong payload over 125 bytes or
+  a message over the connection's `:max_message_size` (default 64 MiB).
+
+  Arguments of the wrong shape (not a connection, not `{type, iodata}`)
+  raise `ArgumentError` naming the argument, as do the other functions of
+  this module; nothing is sent and nothing is logged.
   """
-  @spec send(conn(), message()) :: :ok | {:error, :closed | :not_connected}
+  @spec send(conn(), message()) :: :ok | {:error, :ws_port.send_error()}
   def send(conn, message), do: :ws_port.send(conn, message)
 
-  @doc "Sends a text message (`data` must be UTF-8)."
-  @spec send_text(conn(), iodata()) :: :ok | {:error, :closed | :not_connected}
+  @doc "Sends a text message (`data` must be UTF-8, else `{:error, {:invalid_utf8, offset}}`)."
+  @spec send_text(conn(), iodata()) :: :ok | {:error, :ws_port.send_error()}
   def send_text(conn, data), do: :ws_port.send(conn, {:text, data})
 
   @doc "Sends a binary message."
-  @spec send_binary(conn(), iodata()) :: :ok | {:error, :closed | :not_connected}
+  @spec send_binary(conn(), iodata()) :: :ok | {:error, :ws_port.send_error()}
   def send_binary(conn, data), do: :ws_port.send(conn, {:binary, data})
 
   @doc """
@@ -147,8 +162,9 @@ defmodule WsPort do
   def close(conn), do: :ws_port.close(conn)
 
   @doc """
-  Closes a connection with a close `code` (1000..4999, one a client may send)
-  and a `reason` of at most 123 bytes.
+  Closes a connection with a close `code` a client may send (RFC 6455 7.4:
+  1000-1003, 1007-1014, 3000-4999) and a `reason` of at most 123 bytes of
+  UTF-8; anything else raises `ArgumentError` naming it.
   """
   @spec close(conn(), 1000..4999, String.t()) :: :ok
   def close(conn, code, reason), do: :ws_port.close(conn, code, reason)
@@ -159,7 +175,7 @@ defmodule WsPort do
   `{:ws_port_passive, conn}` comes when it reaches 0).
   """
   @spec setopts(conn(), keyword()) :: :ok | {:error, term()}
-  def setopts(conn, opts) when is_list(opts), do: :ws_port.setopts(conn, opts)
+  def setopts(conn, opts), do: :ws_port.setopts(conn, opts)
 
   @doc """
   Makes `pid` the owner of `conn`. Only the current owner may call it;
@@ -180,8 +196,10 @@ defmodule WsPort do
   Statistics of a connection: `:state` (`:open`, `:reconnecting`,
   `:connecting`, ...), `:url`, `:attempt`, `:reconnects`, `:bytes_in`,
   `:bytes_out`, `:msgs_in`, `:msgs_out`, `:rtt_us` (last pong round trip),
-  `:connected_us`, `:credit`, plus `:id`, `:driver` and `:owner` (see
-  `:ws_port.info/1`).
+  `:connected_us`, `:credit`, plus `:id`, `:driver` and `:owner`, and the
+  current connection's handshake: `:protocol` (the subprotocol the server
+  chose, `:undefined` if none) and `:headers` (the upgrade response's
+  headers); both are `:undefined` while the connection is not open (see `:ws_port.info/1`).
   """
   @spec info(conn()) :: {:ok, map()} | {:error, :closed}
   def info(conn), do: :ws_port.info(conn)

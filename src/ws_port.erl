@@ -41,10 +41,24 @@
 
 -include("ws_port_int.hrl").
 
+%% A connection handle, as the driver makes them.
+-define(IS_CONN(C),
+    (tuple_size(C) =:= 3 andalso element(1, C) =:= ws_port andalso
+        (is_atom(element(2, C)) orelse is_pid(element(2, C))) andalso is_integer(element(3, C)))
+).
+%% Raises badarg as the BIFs do, in the function called (so the stack shows
+%% it with its arguments): error_info names the argument at fault.
+-define(BADARG(Args, Cause),
+    erlang:error(badarg, Args, [{error_info, #{module => ?MODULE, cause => Cause}}])
+).
+%% RFC 6455 5.5: control frames carry at most 125 bytes.
+-define(MAX_CONTROL_PAYLOAD, 125).
+
 -export([connect/1, connect/2]).
 -export([send/2, close/1, close/3, setopts/2, controlling_process/2, info/1, reconnect/2]).
+-export([format_error/2]).
 
--export_type([conn/0, connect_opts/0, message/0, close_reason/0]).
+-export_type([conn/0, connect_opts/0, message/0, close_reason/0, send_error/0]).
 
 -opaque conn() :: {ws_port, ws_port_driver:key(), ws_port_proto:id()}.
 
@@ -94,6 +108,13 @@
 %% What send/2 takes.
 -type message() :: {text | binary | ping | pong, iodata()}.
 
+%% Why send/2 did not send a (well-formed) message.
+-type send_error() ::
+    closed
+    | not_connected
+    | {invalid_utf8, ByteOffset :: non_neg_integer()}
+    | {too_large, Size :: non_neg_integer(), Limit :: pos_integer()}.
+
 %% Why a connection ended or could not be opened (docs/protocol.md), or a
 %% reason found on the BEAM side.
 -type close_reason() ::
@@ -101,11 +122,11 @@
     | {http_status, integer(), [{binary(), binary()}]}
     | {bad_handshake | tls | invalid_url | socket, binary() | atom()}
     | {dns, nxdomain | binary()}
-    | {bad_option, term()}
     | {bad_option, term(), term()}
     | {port_exit, integer()}
     | {driver_exit, term()}
     | {no_driver, atom() | pid()}
+    | {not_started, ws_port}
     | econnrefused
     | econnreset
     | ehostunreach
@@ -129,16 +150,20 @@ connect(Url) ->
 %% `Url' is `ws://host[:port]/path' or `wss://...' (binary or string).
 %% Options (a map or a proplist):
 %% <ul>
-%% <li>`headers': extra request headers, `[{Name, Value}]'.</li>
+%% <li>`headers': extra request headers, `[{Name, Value}]'; not the
+%%     handshake's own (`Host', `Upgrade', `Connection',
+%%     `Sec-WebSocket-Key', `Sec-WebSocket-Version').</li>
 %% <li>`protocols': the `Sec-WebSocket-Protocol' offer.</li>
 %% <li>`connect_timeout': ms for DNS, TCP, TLS and the upgrade together
 %%     (default 15000).</li>
 %% <li>`tls': `#{verify => verify_peer | verify_none, cacertfile, certfile,
 %%     keyfile, server_name}' for wss (default: verify against the system CA
 %%     store, name from the URL).</li>
-%% <li>`max_message_size': bytes (the port's default is 64 MiB).</li>
-%% <li>`active': `true' (default), `false', `once' or an integer, as
-%%     gen_tcp.</li>
+%% <li>`max_message_size': bytes (default 64 MiB): a larger message from
+%%     the server closes the connection (1009); {@link send/2} refuses
+%%     larger ones.</li>
+%% <li>`active': `true' (default), `false', `once' or an integer N >= 0
+%%     (the initial credit), as gen_tcp.</li>
 %% <li>`ping_interval', `idle_timeout': ms, 0 = off (default).</li>
 %% <li>`retry': the port program's reconnection policy, on by default.
 %%     A map or proplist of `max_retries' (default `infinity'), `delay' (ms,
@@ -179,7 +204,10 @@ connect(Url) ->
 %%     `{ws_port_closed, Conn, Reason}'.</li>
 %% </ul>
 %% A bad option gives `{error, {bad_option, Name, Value}}' without
-%% contacting the port program.
+%% contacting the port program; an option given twice in a proplist
+%% `{error, {bad_option, {duplicate, Name}, SecondValue}}'. Before the ws_port application is started
+%% (`application:ensure_all_started(ws_port)'), `{error, {not_started,
+%% ws_port}}'.
 -spec connect(unicode:chardata(), connect_opts()) -> {ok, conn()} | {error, close_reason()}.
 connect(Url, Opts) ->
     case ws_port_proto:normalize_url(Url) of
@@ -193,12 +221,20 @@ connect(Url, Opts) ->
     end.
 
 connect_normalized(Url, Opts) ->
-    Driver =
-        case Opts of
-            #{driver := D} -> D;
-            _ -> pick_driver()
-        end,
-    %% the driver's own guard fires after Timeout + 3000
+    case ets:whereis(?WS_PORT_TAB) of
+        undefined ->
+            %% the table of connections belongs to the application
+            {error, {not_started, ws_port}};
+        _ ->
+            Driver =
+                case Opts of
+                    #{driver := D} -> D;
+                    _ -> pick_driver()
+                end,
+            call_connect(Driver, Url, Opts)
+    end.
+
+call_connect(Driver, Url, Opts) ->
     try
         %% no call timeout: the driver's guard (Timeout + 3000) always
         %% answers, and the call's monitor covers a driver that dies; a call
@@ -218,21 +254,26 @@ pick_driver() ->
             N = atomics:add_get(Counter, 1, 1),
             element(N rem tuple_size(Names) + 1, Names);
         undefined ->
-            %% the application is not started: connect fails with no_driver
+            %% the application is stopping: connect fails with no_driver
             ws_port_driver_1
     end.
 
 %% @equiv close(Conn, 1000, <<>>)
 -spec close(conn()) -> ok.
+close(Conn) when ?IS_CONN(Conn) ->
+    close(Conn, 1000, <<>>);
 close(Conn) ->
-    close(Conn, 1000, <<>>).
+    ?BADARG([Conn], #{1 => not_conn(Conn)}).
 
-%% @doc Closes a connection with a close code (1000..4999, one a client may
-%% send) and a reason (at most 123 bytes). The owner gets no further
-%% message for `Conn' (messages already in its mailbox stay there).
-%% Closing a closed connection is `ok'.
+%% @doc Closes a connection with a close code and a reason. The code must
+%% be one a client may send (RFC 6455 7.4): 1000-1003, 1007-1014 or
+%% 3000-4999; the reason is UTF-8 of at most 123 bytes (a binary, or a
+%% string of characters). The owner gets no further message for `Conn'
+%% (messages already in its mailbox stay there). Closing a closed
+%% connection is `ok'. Bad arguments raise `badarg' naming the argument
+%% (see {@link send/2}).
 -spec close(conn(), 1000..4999, unicode:chardata()) -> ok.
-close({ws_port, Driver, Id} = Conn, Code, Reason) ->
+close({ws_port, Driver, Id} = Conn, Code, Reason) when ?IS_CONN(Conn) ->
     case ws_port_proto:validate_close(Code, Reason) of
         {ok, Code, ReasonBin} ->
             try
@@ -240,9 +281,24 @@ close({ws_port, Driver, Id} = Conn, Code, Reason) ->
             catch
                 exit:_ -> ok
             end;
-        error ->
-            error(badarg, [Conn, Code, Reason])
-    end.
+        {error, code} ->
+            ?BADARG([Conn, Code, Reason], #{
+                2 => io_lib:format(
+                    "~0tP is not a close code a client may send: RFC 6455 7.4 allows "
+                    "1000-1003, 1007-1014 and 3000-4999",
+                    [Code, 5]
+                )
+            });
+        {error, reason} ->
+            ?BADARG([Conn, Code, Reason], #{
+                3 => io_lib:format(
+                    "the close reason must be UTF-8 of at most 123 bytes, got ~0tP",
+                    [Reason, 10]
+                )
+            })
+    end;
+close(Conn, Code, Reason) ->
+    ?BADARG([Conn, Code, Reason], #{1 => not_conn(Conn)}).
 
 %%====================================================================
 %% Data
@@ -254,6 +310,15 @@ close({ws_port, Driver, Id} = Conn, Code, Reason) ->
 %% call waits until that is back under 1 MiB, as gen_tcp:send/2 waits on a
 %% full socket; sends on other connections go on meanwhile.
 %%
+%% A message the connection may not send is refused here, before anything
+%% reaches the port: `{error, {invalid_utf8, Offset}}' for text that is not
+%% UTF-8 (`Offset': the first byte that is not part of a valid character),
+%% `{error, {too_large, Size, Limit}}' for a ping or pong payload over 125
+%% bytes (RFC 6455 5.5) or a text or binary message over the connection's
+%% `max_message_size' (default 64 MiB). Text is checked with
+%% `unicode:characters_to_binary/3' in the caller (about 1 GB/s; a text
+%% given as a list is made one binary first).
+%%
 %% While the connection is not open (handshake in progress, waiting to
 %% retry, port program restarting) it returns `{error, not_connected}' and
 %% the message is not sent, unless the connection has a `send_queue': then
@@ -261,30 +326,106 @@ close({ws_port, Driver, Id} = Conn, Code, Reason) ->
 %% next handshake, or, when its queue is full, drops it and tells the owner
 %% `{ws_port_error, Conn, {not_connected, Detail}}'. The same message
 %% reaches the owner when the connection is lost between this check and
-%% the port. `{error, closed}' once the connection is closed. Text is not
-%% checked for UTF-8 here.
--spec send(conn(), message()) -> ok | {error, closed | not_connected}.
-send({ws_port, Driver, Id}, {Type, Data}) when
+%% the port. `{error, closed}' once the connection is closed.
+%%
+%% Arguments of the wrong shape (not a connection handle, not `{text |
+%% binary | ping | pong, iodata()}') raise `badarg', like the BIFs do: the
+%% exception's error_info names the argument and what is wrong (the shell
+%% prints it; Elixir raises an `ArgumentError' with that message). The same
+%% holds for every function of this module.
+-spec send(conn(), message()) -> ok | {error, send_error()}.
+send({ws_port, Driver, Id} = Conn, Message) when ?IS_CONN(Conn) ->
+    case check_message(Message) of
+        {ok, Type, Data, Size} ->
+            case lookup(Driver, Id) of
+                {_, _, _, _, MaxSize} ->
+                    case check_payload(Type, Data, Size, MaxSize) of
+                        {ok, Payload} -> send_now(Driver, Id, Type, Payload);
+                        {error, _} = Error -> Error
+                    end;
+                undefined ->
+                    {error, closed}
+            end;
+        {badarg, Why} ->
+            ?BADARG([Conn, Message], #{2 => Why})
+    end;
+send(Conn, Message) ->
+    ?BADARG([Conn, Message], #{1 => not_conn(Conn)}).
+
+%% The shape of a message: {Type, iodata()}.
+check_message({Type, Data}) when
     Type =:= text; Type =:= binary; Type =:= ping; Type =:= pong
 ->
+    if
+        is_binary(Data) ->
+            {ok, Type, Data, byte_size(Data)};
+        is_list(Data) ->
+            try iolist_size(Data) of
+                Size -> {ok, Type, Data, Size}
+            catch
+                error:_ -> {badarg, not_iodata(Type, Data)}
+            end;
+        true ->
+            {badarg, not_iodata(Type, Data)}
+    end;
+check_message(Message) ->
+    {badarg,
+        io_lib:format(
+            "a message is {text | binary | ping | pong, iodata()}, got ~0tP", [Message, 10]
+        )}.
+
+not_iodata(Type, Data) ->
+    io_lib:format(
+        "the payload of a ~s message must be iodata (a binary, or a list of bytes "
+        "and binaries), got ~0tP",
+        [Type, Data, 10]
+    ).
+
+%% What the connection may send: control payloads of 125 bytes at most
+%% (RFC 6455 5.5), messages up to max_message_size, text in UTF-8.
+check_payload(Type, _Data, Size, _MaxSize) when
+    (Type =:= ping orelse Type =:= pong), Size > ?MAX_CONTROL_PAYLOAD
+->
+    {error, {too_large, Size, ?MAX_CONTROL_PAYLOAD}};
+check_payload(Type, _Data, Size, MaxSize) when
+    (Type =:= text orelse Type =:= binary), Size > MaxSize
+->
+    {error, {too_large, Size, MaxSize}};
+check_payload(text, Data, _Size, _MaxSize) when is_binary(Data) ->
+    check_utf8(Data);
+check_payload(text, Data, _Size, _MaxSize) ->
+    %% chardata would take the list's integers for characters: as iodata
+    %% they are bytes, so check (and send) one binary
+    check_utf8(iolist_to_binary(Data));
+check_payload(_Type, Data, _Size, _MaxSize) ->
+    {ok, Data}.
+
+%% unicode:characters_to_binary/3 returns the same binary when it is valid
+%% UTF-8 (no copy) and yields on long inputs.
+check_utf8(Bin) ->
+    case unicode:characters_to_binary(Bin, utf8, utf8) of
+        Bin -> {ok, Bin};
+        {_, Valid, _} -> {error, {invalid_utf8, byte_size(Valid)}};
+        _ -> {ok, Bin}
+    end.
+
+send_now(Driver, Id, Type, Data) ->
     case lookup(Driver, Id) of
-        {Port, open, _, _} ->
+        {Port, open, _, _, _} ->
             port_send(Driver, Id, Port, Type, Data);
-        {_, busy, _, _} ->
+        {_, busy, _, _, _} ->
             %% more than 4 MiB wait to be written to this peer: wait, as
             %% gen_tcp:send does on a full socket (other connections go on)
             ok = ws_port_driver:await_ready(Driver, Id),
-            send({ws_port, Driver, Id}, {Type, Data});
-        {Port, connecting, _, true} ->
+            send_now(Driver, Id, Type, Data);
+        {Port, connecting, _, true, _} ->
             %% the port keeps it until the next handshake (send_queue)
             port_send(Driver, Id, Port, Type, Data);
-        {_, connecting, _, false} ->
+        {_, connecting, _, false, _} ->
             {error, not_connected};
         _ ->
             {error, closed}
-    end;
-send(Conn, Message) ->
-    error(badarg, [Conn, Message]).
+    end.
 
 port_send(Driver, Id, Port, Type, Data) ->
     try erlang:port_command(Port, ws_port_proto:send_cmd(Id, Type, Data)) of
@@ -293,24 +434,19 @@ port_send(Driver, Id, Port, Type, Data) ->
         error:badarg -> command_failed(Driver, Id, Port, Type, Data)
     end.
 
-%% A badarg from port_command: the port program died (the driver restarts it
-%% and opens the connection again: not_connected, or send on the new port if
-%% that is done already), or the data is not iodata (the caller's fault).
+%% A badarg from port_command (the data was checked before): the port
+%% program died. The driver restarts it and opens the connection again:
+%% not_connected, or send on the new port if that is done already.
 command_failed(Driver, Id, Port, Type, Data) ->
-    case erlang:port_info(Port, connected) of
-        undefined ->
-            case lookup(Driver, Id) of
-                {Port, _, _, _} -> {error, not_connected};
-                {_, _, _, _} -> send({ws_port, Driver, Id}, {Type, Data});
-                undefined -> {error, closed}
-            end;
-        _ ->
-            error(badarg, [Data])
+    case lookup(Driver, Id) of
+        {Port, _, _, _, _} -> {error, not_connected};
+        {_, _, _, _, _} -> send_now(Driver, Id, Type, Data);
+        undefined -> {error, closed}
     end.
 
 lookup(Driver, Id) ->
     try ets:lookup(?WS_PORT_TAB, {Driver, Id}) of
-        [{_, Port, State, Active, Queue}] -> {Port, State, Active, Queue};
+        [{_, Port, State, Active, Queue, MaxSize}] -> {Port, State, Active, Queue, MaxSize};
         [] -> undefined
     catch
         %% no table: the application is not running
@@ -333,11 +469,11 @@ lookup(Driver, Id) ->
 %% `{ws_port_down, Conn, Reason, #{delay_ms := manual}}'. Close the
 %% connection to give up. With `retry_fun' the driver answers those.
 -spec reconnect(conn(), non_neg_integer()) -> ok | {error, closed}.
-reconnect({ws_port, Driver, Id}, DelayMs) when
-    is_integer(DelayMs), DelayMs >= 0, DelayMs =< 4294967295
+reconnect({ws_port, Driver, Id} = Conn, DelayMs) when
+    ?IS_CONN(Conn), is_integer(DelayMs), DelayMs >= 0, DelayMs =< 4294967295
 ->
     case lookup(Driver, Id) of
-        {Port, State, _, _} when State =:= open; State =:= busy; State =:= connecting ->
+        {Port, State, _, _, _} when State =:= open; State =:= busy; State =:= connecting ->
             try erlang:port_command(Port, ws_port_proto:reconnect_cmd(Id, DelayMs)) of
                 true -> ok
             catch
@@ -346,21 +482,31 @@ reconnect({ws_port, Driver, Id}, DelayMs) when
         _ ->
             {error, closed}
     end;
+reconnect(Conn, DelayMs) when ?IS_CONN(Conn) ->
+    ?BADARG([Conn, DelayMs], #{
+        2 => io_lib:format("the delay must be an integer 0..4294967295 (ms), got ~0tP", [DelayMs, 5])
+    });
 reconnect(Conn, DelayMs) ->
-    error(badarg, [Conn, DelayMs]).
+    ?BADARG([Conn, DelayMs], #{1 => not_conn(Conn)}).
 
 %% @doc Sets options of a connection. Only `{active, true | false | once |
 %% N}' (gen_tcp semantics: N adds N to the credit, `{ws_port_passive, Conn}'
-%% comes when it reaches 0). Any process may call it.
+%% comes when it reaches 0). Any process may call it. An option it does not
+%% know, or a bad value, is `{error, {bad_option, Name, Value}}' (nothing is
+%% changed); a second argument that is not a list raises `badarg'.
 -spec setopts(conn(), [{active, ws_port_proto:active()}]) ->
     ok | {error, closed | {bad_option, term(), term()}}.
-setopts({ws_port, Driver, Id}, Opts) when is_list(Opts) ->
+setopts({ws_port, Driver, Id} = Conn, Opts) when ?IS_CONN(Conn), is_list(Opts) ->
     case validate_setopts(Opts) of
         ok -> apply_setopts(Driver, Id, Opts);
         {error, _} = Error -> Error
     end;
+setopts(Conn, Opts) when ?IS_CONN(Conn) ->
+    ?BADARG([Conn, Opts], #{
+        2 => io_lib:format("options are a list such as [{active, once}], got ~0tP", [Opts, 10])
+    });
 setopts(Conn, Opts) ->
-    error(badarg, [Conn, Opts]).
+    ?BADARG([Conn, Opts], #{1 => not_conn(Conn)}).
 
 validate_setopts([]) ->
     ok;
@@ -386,7 +532,7 @@ apply_setopts(Driver, Id, [{active, Active} | Rest]) ->
 
 set_active(Driver, Id, Active, Tries) ->
     case lookup(Driver, Id) of
-        {Port, State, _, _} when State =:= open; State =:= busy; State =:= connecting ->
+        {Port, State, _, _, _} when State =:= open; State =:= busy; State =:= connecting ->
             %% remembered for a replay after a port restart
             _ = ets:update_element(?WS_PORT_TAB, {Driver, Id}, {4, Active}),
             try erlang:port_command(Port, ws_port_proto:active_cmd(Id, Active)) of
@@ -404,9 +550,10 @@ set_active(Driver, Id, Active, Tries) ->
 %% @doc Makes `Pid' the owner of `Conn': it gets every message for `Conn'
 %% from now on. Only the current owner may call it. As with gen_tcp, the
 %% messages for `Conn' already in the caller's mailbox are moved to `Pid',
-%% and `Pid' gets all messages in order.
+%% and `Pid' gets all messages in order. `Pid' must be a local pid (else
+%% `badarg').
 -spec controlling_process(conn(), pid()) -> ok | {error, not_owner | closed}.
-controlling_process({ws_port, Driver, Id} = Conn, Pid) when is_pid(Pid) ->
+controlling_process({ws_port, Driver, Id} = Conn, Pid) when ?IS_CONN(Conn), is_pid(Pid) ->
     try ws_port_driver:controlling_process(Driver, Id, Pid) of
         ok when Pid =:= self() ->
             ws_port_driver:release(Driver, Id);
@@ -419,8 +566,10 @@ controlling_process({ws_port, Driver, Id} = Conn, Pid) when is_pid(Pid) ->
     catch
         exit:_ -> {error, closed}
     end;
+controlling_process(Conn, Pid) when ?IS_CONN(Conn) ->
+    ?BADARG([Conn, Pid], #{2 => io_lib:format("the new owner must be a pid, got ~0tP", [Pid, 5])});
 controlling_process(Conn, Pid) ->
-    error(badarg, [Conn, Pid]).
+    ?BADARG([Conn, Pid], #{1 => not_conn(Conn)}).
 
 forward_mailbox(Conn, Pid) ->
     receive
@@ -440,7 +589,11 @@ forward(Conn, Pid, Msg) ->
     forward_mailbox(Conn, Pid).
 
 %% @doc Statistics of a connection, from the port program, plus `id', `url',
-%% `driver' and `owner'. Keys from the port: `state' (`open',
+%% `driver' and `owner', and the current connection's handshake: `protocol'
+%% (the subprotocol the server chose, `undefined' if none) and `headers'
+%% (the response headers of the upgrade, `[{Name, Value}]' binaries); both
+%% are `undefined' while the connection is not open. Keys from the port:
+%% `state' (`open',
 %% `reconnecting' while waiting to retry, `resolving', `connecting',
 %% `tls_handshake', `upgrading', `closing'), `attempt' (failed attempts
 %% since the last handshake), `bytes_in', `bytes_out', `msgs_in',
@@ -453,11 +606,31 @@ forward(Conn, Pid, Msg) ->
 %% is counted by the driver; the port's byte and message counters start
 %% again when the port program restarts.
 -spec info(conn()) -> {ok, map()} | {error, closed}.
-info({ws_port, Driver, Id}) ->
+info({ws_port, Driver, Id} = Conn) when ?IS_CONN(Conn) ->
     try
         ws_port_driver:info(Driver, Id)
     catch
         exit:_ -> {error, closed}
     end;
 info(Conn) ->
-    error(badarg, [Conn]).
+    ?BADARG([Conn], #{1 => not_conn(Conn)}).
+
+%%====================================================================
+%% Errors
+%%====================================================================
+
+not_conn(Term) ->
+    io_lib:format("not a ws_port connection (from ws_port:connect/2), got ~0tP", [Term, 10]).
+
+%% @doc Formats the `badarg' exceptions of this module (the error_info
+%% protocol of `erl_error', used by the shell and by Elixir): a map from
+%% the position of each argument at fault to what is wrong with it.
+-spec format_error(term(), erlang:stacktrace()) -> #{pos_integer() | general => unicode:chardata()}.
+format_error(_Reason, [{_M, _F, _As, Info} | _]) ->
+    ErrorInfo = proplists:get_value(error_info, Info, #{}),
+    case ErrorInfo of
+        #{cause := Cause} when is_map(Cause) -> Cause;
+        _ -> #{}
+    end;
+format_error(_Reason, _Stacktrace) ->
+    #{}.

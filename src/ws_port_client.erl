@@ -202,10 +202,15 @@ start_link(Module, Url, Opts) ->
 %% {@link child_spec/1} starts.
 -spec start_link(opts()) -> gen_server:start_ret().
 start_link(Opts) ->
-    Map = to_map(Opts),
-    Url = maps:get(url, Map),
-    Module = maps:get(module, Map, ws_port_client_forward),
-    start_link(Module, Url, maps:without([url, module], Map)).
+    case ws_port_proto:options_map(Opts) of
+        {ok, #{url := Url} = Map} ->
+            Module = maps:get(module, Map, ws_port_client_forward),
+            start_link(Module, Url, maps:without([url, module], Map));
+        {ok, _} ->
+            {error, {bad_option, url, undefined}};
+        {error, _} = Error ->
+            Error
+    end.
 
 %% @doc As {@link start_link/3}, without a link.
 -spec start(module(), unicode:chardata(), opts()) -> gen_server:start_ret().
@@ -213,12 +218,29 @@ start(Module, Url, Opts) ->
     start(fun gen_server:start/3, fun gen_server:start/4, Module, Url, Opts).
 
 start(Start3, Start4, Module, Url, Opts) ->
-    Map = to_map(Opts),
-    Args = {Module, Url, Map},
-    case maps:find(name, Map) of
-        error -> Start3(?MODULE, Args, []);
-        {ok, Name} when is_atom(Name) -> Start4({local, Name}, ?MODULE, Args, []);
-        {ok, Name} -> Start4(Name, ?MODULE, Args, [])
+    %% options are checked by the caller: a bad one is an error return, not
+    %% an exit signal through the link
+    case check_opts(Opts) of
+        {ok, Map} ->
+            Args = {Module, Url, Map},
+            case maps:find(name, Map) of
+                error -> Start3(?MODULE, Args, []);
+                {ok, Name} when is_atom(Name) -> Start4({local, Name}, ?MODULE, Args, []);
+                {ok, Name} -> Start4(Name, ?MODULE, Args, [])
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+check_opts(Opts) ->
+    case ws_port_proto:options_map(Opts) of
+        {ok, Map} ->
+            case parse_opts(Map, check) of
+                ok -> {ok, Map};
+                {error, _} = Error -> Error
+            end;
+        {error, _} = Error ->
+            Error
     end.
 
 %% @doc A child specification for a supervisor: `Opts' as for {@link
@@ -231,7 +253,8 @@ child_spec(Opts) ->
     Module = maps:get(module, Map, ws_port_client_forward),
     #{
         id => maps:get(id, Map, Module),
-        start => {?MODULE, start_link, [Map]},
+        %% the options as given: start_link/1 checks them
+        start => {?MODULE, start_link, [Opts]},
         restart => transient,
         shutdown => 5000,
         type => worker,
@@ -331,7 +354,7 @@ init({Module, Url, Opts}) ->
     process_flag(trap_exit, true),
     case code:ensure_loaded(Module) of
         {module, Module} ->
-            case parse_opts(Opts) of
+            case parse_opts(Opts, start) of
                 {ok, St0} ->
                     St = St0#st{mod = Module, url = Url},
                     init_module(St, maps:get(init_arg, Opts, []));
@@ -712,14 +735,16 @@ run_hook(Hook) ->
 %% Options, connecting, health
 %%====================================================================
 
-parse_opts(Opts) ->
+%% check: in the caller of start_link, every option but what the heartbeat
+%% module's init/1 says (it runs once, in the client); start: in init/1.
+parse_opts(Opts, Mode) ->
     Keys = option_names() ++ [module, url],
     case [K || K <- maps:keys(Opts), not lists:member(K, Keys)] of
-        [] -> parse_client_opts(Opts);
+        [] -> parse_client_opts(Opts, Mode);
         [Bad | _] -> {error, {bad_option, Bad, maps:get(Bad, Opts)}}
     end.
 
-parse_client_opts(Opts) ->
+parse_client_opts(Opts, Mode) ->
     Window = maps:get(window, Opts, ?DEFAULT_WINDOW),
     Hooks = [maps:get(K, Opts, undefined) || K <- [on_connect, on_disconnect]],
     HeartbeatOpt = maps:get(heartbeat, Opts, ping_pong),
@@ -727,12 +752,17 @@ parse_client_opts(Opts) ->
         not (Window =:= infinity orelse (is_integer(Window) andalso Window > 0)) ->
             {error, {bad_option, window, Window}};
         true ->
-            case [H || H <- Hooks, not valid_hook(H)] of
-                [Bad | _] ->
-                    {error, {bad_option, hook, Bad}};
+            case [{K, H} || {K, H} <- lists:zip([on_connect, on_disconnect], Hooks), not valid_hook(H)] of
+                [{Name, Bad} | _] ->
+                    {error, {bad_option, Name, Bad}};
                 [] ->
                     [OnConnect, OnDisconnect] = Hooks,
                     case ws_port_heartbeat:resolve(HeartbeatOpt) of
+                        {ok, _} when Mode =:= check ->
+                            case ws_port_proto:normalize_connect_opts(maps:with(?CONNECT_KEYS, Opts)) of
+                                {ok, _} -> ok;
+                                {error, _} = Error -> Error
+                            end;
                         {ok, Heartbeat} ->
                             St = #st{
                                 window = Window,

@@ -115,15 +115,46 @@ start_client(UrlOrConfig) ->
     unicode:chardata() | map() | proplists:proplist(), map() | proplists:proplist()
 ) -> supervisor:startchild_ret().
 start_client(UrlOrConfig, Opts) ->
-    Map = maps:merge(config(UrlOrConfig), to_map(Opts)),
-    {Sup, Map2} = take(supervisor, Map, ?MODULE),
-    start_client(Sup, Map2, #{}).
+    case client_map(UrlOrConfig, Opts) of
+        {ok, Map} ->
+            {Sup, Map2} = take(supervisor, Map, ?MODULE),
+            start_child(Sup, Map2);
+        {error, _} = Error ->
+            Error
+    end.
 
 %% @doc As {@link start_client/2} in the supervisor `Sup'.
 -spec start_client(sup_ref(), unicode:chardata() | map() | proplists:proplist(), map() | proplists:proplist()) ->
     supervisor:startchild_ret().
 start_client(Sup, UrlOrConfig, Opts) ->
-    Map = maps:remove(supervisor, maps:merge(config(UrlOrConfig), to_map(Opts))),
+    case client_map(UrlOrConfig, Opts) of
+        {ok, Map} -> start_child(Sup, maps:remove(supervisor, Map));
+        {error, _} = Error -> Error
+    end.
+
+%% The URL or config and the options, merged (the options win); a key
+%% given twice in one proplist is refused.
+client_map(UrlOrConfig, Opts) ->
+    case {client_config(UrlOrConfig), ws_port_proto:options_map(Opts)} of
+        {{ok, Config}, {ok, OptsMap}} -> {ok, maps:merge(Config, OptsMap)};
+        {{error, _} = Error, _} -> Error;
+        {_, {error, _} = Error} -> Error
+    end.
+
+%% A URL, or the client's options (checked: a key twice is refused).
+client_config(List) when is_list(List) ->
+    case io_lib:char_list(List) of
+        true -> {ok, #{url => List}};
+        false -> ws_port_proto:options_map(List)
+    end;
+client_config(Url) when is_binary(Url) ->
+    {ok, #{url => Url}};
+client_config(Config) when is_map(Config) ->
+    {ok, Config};
+client_config(Other) ->
+    {error, {bad_option, url, Other}}.
+
+start_child(Sup, Map) ->
     {Url, Map2} = take(url, Map, undefined),
     {Module, Map3} = take(module, Map2, ws_port_client_forward),
     Map4 =
@@ -134,14 +165,6 @@ start_client(Sup, UrlOrConfig, Opts) ->
     case Url of
         undefined -> {error, {bad_option, url, undefined}};
         _ -> supervisor:start_child(Sup, [Module, Url, Map4])
-    end.
-
-config(Url) when is_binary(Url) -> #{url => Url};
-config(Config) when is_map(Config) -> Config;
-config(List) when is_list(List) ->
-    case io_lib:char_list(List) of
-        true -> #{url => List};
-        false -> to_map(List)
     end.
 
 %% @equiv stop_client(ws_port_client_sup, Pid)

@@ -100,7 +100,10 @@
     %% a handover to a new owner is in progress (see #hold{})
     hold = false :: boolean(),
     %% senders waiting for the port's {ready, Id} (see await_ready/2)
-    waiting = [] :: [gen_server:from()]
+    waiting = [] :: [gen_server:from()],
+    %% the current connection's handshake (from its `up' event), for info/2
+    protocol :: binary() | undefined,
+    headers :: [{binary(), binary()}] | undefined
 }).
 
 %% A handover in progress: what would have gone to the new owner while the
@@ -133,6 +136,7 @@
 }).
 
 -define(MAX_ID, 4294967295).
+-define(DEFAULT_MAX_MESSAGE_SIZE, 64 * 1024 * 1024).
 %% events socket: packets taken from it before the driver says "more"
 %% (back pressure reaches the port program when the driver falls behind)
 -define(EVENTS_ACTIVE, 64).
@@ -246,7 +250,7 @@ init({Name, Opts}) ->
             {stop, {not_started, ws_port}};
         _ ->
             %% rows left by a previous incarnation of this driver
-            true = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_', '_'}),
+            true = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_', '_', '_'}),
             Program = port_program(Opts),
             UseSocket = proplists:get_value(
                 events_socket, Opts, application:get_env(ws_port, events_socket, true)
@@ -305,7 +309,7 @@ handle_call({info, Id}, From, #state{conns = Conns} = State) ->
     end;
 handle_call({await_ready, Id}, From, #state{key = Key, conns = Conns} = State) ->
     case {Conns, ets:lookup(?WS_PORT_TAB, {Key, Id})} of
-        {#{Id := #conn{waiting = W} = C}, [{_, _, busy, _, _}]} ->
+        {#{Id := #conn{waiting = W} = C}, [{_, _, busy, _, _, _}]} ->
             {noreply, State#state{conns = Conns#{Id := C#conn{waiting = [From | W]}}}};
         _ ->
             {reply, ok, State}
@@ -408,7 +412,7 @@ packet(Packet, State) ->
 terminate(Reason, State) ->
     #state{key = Key, port = Port, conns = Conns} = State2 = end_all_holds(State),
     _ = maps:fold(fun(Id, C, S) -> finish(Id, C, {driver_exit, Reason}, S) end, State2, Conns),
-    _ = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_', '_'}),
+    _ = ets:match_delete(?WS_PORT_TAB, {{Key, '_'}, '_', '_', '_', '_', '_'}),
     %% EOF on stdin: the program closes every connection (1001) and exits
     catch port_close(Port),
     close_events(State#state.events),
@@ -423,7 +427,7 @@ do_connect(Url, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns}
     Wire = ws_port_proto:wire_opts(Opts),
     #{connect_timeout := Timeout, active := Active, await := Await} = Opts,
     command(Port, ws_port_proto:connect_cmd(Id, Url, Wire)),
-    true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active, queues(Wire)}),
+    true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active, queues(Wire), max_size(Wire)}),
     Handle = {ws_port, Key, Id},
     C = #conn{
         handle = Handle,
@@ -449,6 +453,11 @@ do_connect(Url, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns}
 
 queues(Wire) ->
     proplists:get_value(send_queue, Wire, 0) > 0.
+
+%% The largest message send/2 lets through (the port's default for
+%% max_message_size is 64 MiB).
+max_size(Wire) ->
+    proplists:get_value(max_message_size, Wire, ?DEFAULT_MAX_MESSAGE_SIZE).
 
 retry_mode(#{retry_fun := _}, _Wire) ->
     callback;
@@ -654,6 +663,8 @@ event({up, Id, Info}, #state{conns = Conns} = State) ->
                 from = undefined,
                 notify_up = false,
                 timer = undefined,
+                protocol = maps:get(protocol, Info, undefined),
+                headers = maps:get(headers, Info, []),
                 attempt = 0,
                 ups = C#conn.ups + 1,
                 %% a successful reconnect: the retry_fun starts afresh
@@ -704,12 +715,12 @@ event({down, Id, Reason, Info}, #state{conns = Conns} = State) when is_map(Info)
 event({busy, Id}, #state{key = Key} = State) ->
     %% senders wait (ws_port:send/2 -> await_ready/2) until {ready, Id}
     _ = ets:select_replace(?WS_PORT_TAB, [
-        {{{Key, Id}, '$1', open, '$2', '$3'}, [], [{{{{Key, Id}}, '$1', busy, '$2', '$3'}}]}
+        {{{Key, Id}, '$1', open, '$2', '$3', '$4'}, [], [{{{{Key, Id}}, '$1', busy, '$2', '$3', '$4'}}]}
     ]),
     State;
 event({ready, Id}, #state{key = Key, conns = Conns} = State) ->
     _ = ets:select_replace(?WS_PORT_TAB, [
-        {{{Key, Id}, '$1', busy, '$2', '$3'}, [], [{{{{Key, Id}}, '$1', open, '$2', '$3'}}]}
+        {{{Key, Id}, '$1', busy, '$2', '$3', '$4'}, [], [{{{{Key, Id}}, '$1', open, '$2', '$3', '$4'}}]}
     ]),
     case Conns of
         #{Id := C} -> State#state{conns = Conns#{Id := wake(C)}};
@@ -730,7 +741,9 @@ event({stats, Id, Stats}, #state{conns = Conns} = State) when is_map(Stats) ->
                 url => Url,
                 driver => Key,
                 owner => Owner,
-                reconnects => max(C#conn.ups - 1, 0)
+                reconnects => max(C#conn.ups - 1, 0),
+                protocol => C#conn.protocol,
+                headers => C#conn.headers
             },
             gen_server:reply(From, {ok, Info}),
             State#state{conns = Conns#{Id := C#conn{stats = Waiting}}};
@@ -779,7 +792,9 @@ retrying(Id, C, Reason, Info, #state{conns = Conns} = State) ->
     C2 = (wake(C))#conn{
         timer = retry_guard(Id, C, Delay),
         since = erlang:monotonic_time(),
-        notify_up = true
+        notify_up = true,
+        protocol = undefined,
+        headers = undefined
     },
     State2#state{conns = Conns#{Id := C2}}.
 
@@ -1110,12 +1125,12 @@ replay_one(Id, #conn{owner = undefined} = C, _Status, #state{key = Key} = State)
 replay_one(Id, #conn{} = C, Status, #state{key = Key, port = Port} = State) ->
     Active =
         case ets:lookup(?WS_PORT_TAB, {Key, Id}) of
-            [{_, _, _, A, _}] -> A;
+            [{_, _, _, A, _, _}] -> A;
             [] -> proplists:get_value(active, C#conn.wire, true)
         end,
     Wire = lists:keystore(active, 1, C#conn.wire, {active, Active}),
     command(Port, ws_port_proto:connect_cmd(Id, C#conn.url, Wire)),
-    true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active, queues(Wire)}),
+    true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active, queues(Wire), max_size(Wire)}),
     [command(Port, ws_port_proto:stats_cmd(Id)) || _ <- C#conn.stats],
     State2 =
         %% every connection whose owner holds a handle hears of the restart
@@ -1136,6 +1151,8 @@ replay_one(Id, #conn{} = C, Status, #state{key = Key, port = Port} = State) ->
         timer = guard_timer(Id, C#conn.connect_timeout),
         since = erlang:monotonic_time(),
         replayed = true,
+        protocol = undefined,
+        headers = undefined,
         attempt = 0
     },
     State2#state{conns = (State2#state.conns)#{Id => C2}}.

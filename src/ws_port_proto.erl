@@ -6,7 +6,7 @@
 %% No process, no I/O, so all of it is covered by EUnit.
 -module(ws_port_proto).
 
--export([normalize_url/1, normalize_connect_opts/1, wire_opts/1]).
+-export([normalize_url/1, normalize_connect_opts/1, wire_opts/1, options_map/1]).
 -export([connect_cmd/3, send_cmd/3, close_cmd/3, active_cmd/2, stats_cmd/1, reconnect_cmd/2]).
 -export([validate_active/1, validate_close/2, opcode/1, default_retry/0]).
 -export([decode_data/1]).
@@ -110,9 +110,11 @@ has_ws_scheme(_) ->
 
 %% @doc Validates and normalises the options of {@link ws_port:connect/2}.
 %%
-%% Accepts a map or a proplist (a bare atom `A' means `{A, true}'; a later
-%% entry overrides an earlier one). Names, values, header names and values
-%% given as strings or atoms become binaries. Defaults are filled in for
+%% Accepts a map or a proplist (a bare atom `A' means `{A, true}'); an
+%% option given twice in a proplist is refused: `{bad_option, {duplicate,
+%% Name}, SecondValue}' (`{duplicate, {tls | retry, Key}}' inside those).
+%% Names, values, header names and values given as strings or atoms become
+%% binaries. Defaults are filled in for
 %% `connect_timeout' (15000), `active' (true), `await' (true) and `retry'.
 %%
 %% `retry' is always present in the result: `false', or a map of
@@ -128,7 +130,10 @@ has_ws_scheme(_) ->
 %%
 %% The first bad option is named: `{error, {bad_option, Name, Value}}', or
 %% `{error, {bad_option, {tls | retry, Key}, Value}}' inside `tls' or
-%% `retry'.
+%% `retry'. `active' must not be negative here (a connection starts with a
+%% credit of N >= 0); `headers' may not set the handshake's own headers
+%% (`Host', `Upgrade', `Connection', `Sec-WebSocket-Key',
+%% `Sec-WebSocket-Version').
 -spec normalize_connect_opts(map() | proplists:proplist()) ->
     {ok, opts()} | {error, {bad_option, term(), term()}}.
 normalize_connect_opts(Opts) when is_list(Opts) ->
@@ -183,6 +188,9 @@ normalize_opt(protocols, Protocols) ->
 normalize_opt(connect_timeout, T) when is_integer(T), T > 0, T =< ?MAX_U32 -> {ok, T};
 %% the wire carries a message in a 32-bit length with a 10-byte header
 normalize_opt(max_message_size, N) when is_integer(N), N > 0, N =< ?MAX_U32 - 16 -> {ok, N};
+%% a connection starts with a credit: N >= 0 (gen_tcp's negative N only
+%% makes sense as a change, in setopts)
+normalize_opt(active, N) when is_integer(N), N < 0 -> error;
 normalize_opt(active, A) ->
     case validate_active(A) of
         ok -> {ok, A};
@@ -195,6 +203,7 @@ normalize_opt(tls, Tls) when is_map(Tls) ->
 normalize_opt(tls, Tls) when is_list(Tls) ->
     case proplist_to_map(Tls) of
         {ok, Map} -> normalize_opt(tls, Map);
+        {error, {bad_option, {duplicate, K}, V}} -> {error, {bad_option, {duplicate, {tls, K}}, V}};
         {error, _} -> error
     end;
 normalize_opt(retry, false) ->
@@ -211,6 +220,7 @@ normalize_opt(retry, Retry) when is_map(Retry) ->
 normalize_opt(retry, Retry) when is_list(Retry) ->
     case proplist_to_map(Retry) of
         {ok, Map} -> normalize_opt(retry, Map);
+        {error, {bad_option, {duplicate, K}, V}} -> {error, {bad_option, {duplicate, {retry, K}}, V}};
         {error, _} -> error
     end;
 normalize_opt(retry_on, Classes) ->
@@ -283,14 +293,24 @@ valid_retry(_, _) -> false.
 retry_classes() ->
     [network, timeout, http_5xx, http_429, http_4xx, tls, protocol, remote_close, http_other].
 
-%% A header: name is an HTTP token, value has no CR, LF or NUL.
+%% A header: name is an HTTP token, value has no CR, LF or NUL. The
+%% handshake's own headers cannot be given (the port program writes them).
 normalize_header({Name, Value}) ->
     case {normalize_token(Name), to_header_value(Value)} of
-        {{ok, N}, {ok, V}} -> {ok, {N, V}};
-        _ -> error
+        {{ok, N}, {ok, V}} ->
+            case lists:member(string:lowercase(N), handshake_headers()) of
+                false -> {ok, {N, V}};
+                true -> error
+            end;
+        _ ->
+            error
     end;
 normalize_header(_) ->
     error.
+
+%% The request headers the port program sets itself (c_src/ws_codec.c).
+handshake_headers() ->
+    [<<"host">>, <<"upgrade">>, <<"connection">>, <<"sec-websocket-key">>, <<"sec-websocket-version">>].
 
 normalize_token(T) ->
     case to_binary(T) of
@@ -344,15 +364,30 @@ map_list(F, [X | Rest], Acc) ->
 map_list(_, _Improper, _) ->
     error.
 
+%% @doc Options given as a map or a proplist, as a map: a bare atom `A'
+%% means `{A, true}'; a name given twice is `{error, {bad_option,
+%% {duplicate, Name}, SecondValue}}', an entry that is not `{atom(), term()}'
+%% or an atom `{error, {bad_option, Entry, undefined}}', anything else
+%% `{error, {bad_option, opts, Opts}}'.
+-spec options_map(term()) -> {ok, map()} | {error, {bad_option, term(), term()}}.
+options_map(Opts) when is_map(Opts) ->
+    {ok, Opts};
+options_map(Opts) when is_list(Opts) ->
+    proplist_to_map(Opts);
+options_map(Opts) ->
+    {error, {bad_option, opts, Opts}}.
+
 proplist_to_map(L) ->
     proplist_to_map(L, #{}).
 
 proplist_to_map([], Acc) ->
     {ok, Acc};
+proplist_to_map([{K, V} | _], Acc) when is_atom(K), is_map_key(K, Acc) ->
+    {error, {bad_option, {duplicate, K}, V}};
 proplist_to_map([{K, V} | Rest], Acc) when is_atom(K) ->
     proplist_to_map(Rest, Acc#{K => V});
 proplist_to_map([K | Rest], Acc) when is_atom(K) ->
-    proplist_to_map(Rest, Acc#{K => true});
+    proplist_to_map([{K, true} | Rest], Acc);
 proplist_to_map([Bad | _], _) ->
     {error, {bad_option, Bad, undefined}};
 proplist_to_map(Bad, _) ->
@@ -438,18 +473,30 @@ validate_active(N) when is_integer(N), N >= ?MIN_ACTIVE, N =< ?MAX_ACTIVE -> ok;
 validate_active(_) -> error.
 
 %% @doc Checks and normalises the arguments of a close: the code is one a
-%% client may send (RFC 6455 7.4: 1000..2999 minus the reserved ones, or
-%% 3000..4999) and the reason is at most 123 bytes of UTF-8.
--spec validate_close(term(), term()) -> {ok, 1000..4999, binary()} | error.
-validate_close(Code, Reason) when is_integer(Code), Code >= 1000, Code =< 4999 ->
-    Reserved = [1004, 1005, 1006, 1015],
-    Allowed = Code >= 3000 orelse (Code =< 1014 andalso not lists:member(Code, Reserved)),
-    case {Allowed, to_binary(Reason)} of
-        {true, {ok, Bin}} when byte_size(Bin) =< 123 -> {ok, Code, Bin};
-        _ -> error
-    end;
-validate_close(_, _) ->
-    error.
+%% client may send (RFC 6455 7.4: 1000-1003, 1007-1014, 3000-4999) and the
+%% reason is at most 123 bytes of UTF-8. `{error, code | reason}' names the
+%% argument at fault.
+-spec validate_close(term(), term()) -> {ok, 1000..4999, binary()} | {error, code | reason}.
+validate_close(Code, Reason) ->
+    Reserved = [1004, 1005, 1006],
+    case
+        is_integer(Code) andalso
+            ((Code >= 1000 andalso Code =< 1014 andalso not lists:member(Code, Reserved)) orelse
+                (Code >= 3000 andalso Code =< 4999))
+    of
+        true ->
+            case to_binary(Reason) of
+                {ok, Bin} when byte_size(Bin) =< 123 ->
+                    case unicode:characters_to_binary(Bin, utf8, utf8) of
+                        Bin -> {ok, Code, Bin};
+                        _ -> {error, reason}
+                    end;
+                _ ->
+                    {error, reason}
+            end;
+        false ->
+            {error, code}
+    end.
 
 %%====================================================================
 %% Events

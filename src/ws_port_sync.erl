@@ -26,15 +26,18 @@ connect(Url) ->
 %% here (`false' and `true'); `retry' defaults to `false', as fits a script.
 -spec connect(unicode:chardata(), map() | proplists:proplist()) ->
     {ok, ws_port:conn()} | {error, ws_port:close_reason()}.
-connect(Url, Opts) when is_list(Opts) ->
-    connect(Url, maps:from_list(proplists:unfold(Opts)));
-connect(Url, Opts) when is_map(Opts) ->
-    Defaults = #{retry => false},
-    ws_port:connect(Url, maps:merge(Defaults, Opts#{active => false, await => true})).
+connect(Url, Opts) ->
+    case ws_port_proto:options_map(Opts) of
+        {ok, Map} ->
+            Defaults = #{retry => false},
+            ws_port:connect(Url, maps:merge(Defaults, Map#{active => false, await => true}));
+        {error, _} = Error ->
+            Error
+    end.
 
 %% @doc Sends a frame: `{text, iodata()}', `{binary, iodata()}', `{ping,
 %% iodata()}' or a binary (sent as text).
--spec send(ws_port:conn(), ws_port:message() | binary()) -> ok | {error, closed | not_connected}.
+-spec send(ws_port:conn(), ws_port:message() | binary()) -> ok | {error, ws_port:send_error()}.
 send(Conn, Data) when is_binary(Data) ->
     ws_port:send(Conn, {text, Data});
 send(Conn, Message) ->

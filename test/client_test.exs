@@ -271,7 +271,10 @@ defmodule WsPort.ClientTest do
 
     {:ok, sup} =
       Supervisor.start_link(
-        [{ReportClient, url: Peer.url(peer, "/echo?tag=tree"), test: self(), retry: @fast_retry}],
+        [
+          {ReportClient,
+           url: Peer.url(peer, "/echo?tag=tree"), init_arg: [test: self()], retry: @fast_retry}
+        ],
         strategy: :one_for_one
       )
 

@@ -410,9 +410,16 @@ defmodule WsPort.E2ETest do
 
       test "an oversized ping is refused and the connection carries on", ctx do
         conn = connect!(ctx, tagged("/echo"))
-        :ok = :ws_port.send(conn, {:ping, :binary.copy("p", 126)})
+        # refused at the call (RFC 6455 5.5: 125 bytes at most)
+        assert {:error, {:too_large, 126, 125}} =
+                 :ws_port.send(conn, {:ping, :binary.copy("p", 126)})
+
+        # the port program refuses it as well, when a command carries it
+        {:ws_port, driver, id} = conn
+        %{port: port} = :ws_port_driver.program(driver)
+        Port.command(port, :ws_port_proto.send_cmd(id, :ping, :binary.copy("p", 126)))
         assert_receive {:ws_port_error, ^conn, {:badarg, detail}}, @wait
-        assert is_binary(detail)
+        assert detail =~ "at most 125 bytes"
         assert echo!(conn, {:text, "still open"}) == {:text, "still open"}
         close_quietly(conn)
       end

@@ -41,9 +41,17 @@ defaults_test() ->
     ).
 
 proplist_test() ->
-    {ok, O} = ?P:normalize_connect_opts([{active, once}, {await, false}, {active, 3}]),
-    %% a later entry overrides an earlier one
+    {ok, O} = ?P:normalize_connect_opts([{active, 3}, {await, false}]),
     ?assertMatch(#{active := 3, await := false}, O),
+    %% an option given twice is refused, naming it and the second value
+    ?assertEqual(
+        {error, {bad_option, {duplicate, active}, 3}},
+        ?P:normalize_connect_opts([{active, once}, {await, false}, {active, 3}])
+    ),
+    ?assertEqual({error, {bad_option, {duplicate, await}, true}}, ?P:normalize_connect_opts([await, await])),
+    %% a connection starts with a credit of N >= 0
+    ?assertEqual({error, {bad_option, active, -3}}, ?P:normalize_connect_opts([{active, -3}])),
+    ?assertMatch({ok, #{active := 0}}, ?P:normalize_connect_opts([{active, 0}])),
     %% a bare atom means {Atom, true}
     ?assertMatch({ok, #{await := true}}, ?P:normalize_connect_opts([await])),
     ?assertEqual({error, {bad_option, "x", undefined}}, ?P:normalize_connect_opts(["x"])),
@@ -122,7 +130,9 @@ integers_test_() ->
         Ok(active, true),
         Ok(active, false),
         Ok(active, once),
-        Ok(active, -5),
+        %% a connection starts with a credit of N >= 0 (negative N: setopts only)
+        Bad(active, -5),
+        Ok(active, 0),
         Ok(active, 2147483647),
         Bad(active, 2147483648),
         Bad(active, twice),
@@ -265,16 +275,22 @@ close_args_test_() ->
         ?_assertEqual({ok, 3000, <<"x">>}, V(3000, x)),
         ?_assertEqual({ok, 4999, <<"é"/utf8>>}, V(4999, "é")),
         ?_assertEqual({ok, 1000, binary:copy(<<"a">>, 123)}, V(1000, binary:copy(<<"a">>, 123))),
-        ?_assertEqual(error, V(1000, binary:copy(<<"a">>, 124))),
-        ?_assertEqual(error, V(999, <<>>)),
-        ?_assertEqual(error, V(5000, <<>>)),
-        ?_assertEqual(error, V(1004, <<>>)),
-        ?_assertEqual(error, V(1005, <<>>)),
-        ?_assertEqual(error, V(1006, <<>>)),
-        ?_assertEqual(error, V(1015, <<>>)),
-        ?_assertEqual(error, V(2000, <<>>)),
-        ?_assertEqual(error, V(normal, <<>>)),
-        ?_assertEqual(error, V(1000, 42))
+        ?_assertEqual({error, reason}, V(1000, binary:copy(<<"a">>, 124))),
+        ?_assertEqual({error, code}, V(999, <<>>)),
+        ?_assertEqual({error, code}, V(5000, <<>>)),
+        ?_assertEqual({error, code}, V(1004, <<>>)),
+        ?_assertEqual({error, code}, V(1005, <<>>)),
+        ?_assertEqual({error, code}, V(1006, <<>>)),
+        ?_assertEqual({error, code}, V(1015, <<>>)),
+        ?_assertEqual({error, code}, V(2000, <<>>)),
+        ?_assertEqual({error, code}, V(normal, <<>>)),
+        ?_assertEqual({ok, 1014, <<>>}, V(1014, <<>>)),
+        ?_assertEqual({ok, 1007, <<>>}, V(1007, <<>>)),
+        ?_assertEqual({ok, 1003, <<>>}, V(1003, <<>>)),
+        ?_assertEqual({error, reason}, V(1000, 42)),
+        %% the reason goes in a close frame: UTF-8 (RFC 6455 5.5.1)
+        ?_assertEqual({error, reason}, V(1000, <<255, 254>>)),
+        ?_assertEqual({error, reason}, V(1000, <<"ab", 16#e6>>))
     ].
 
 %%====================================================================

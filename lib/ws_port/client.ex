@@ -63,6 +63,10 @@ defmodule WsPort.Client do
     * every option of `WsPort.connect/2` (`:headers`, `:protocols`, `:tls`,
       `:retry`, `:retry_on`, `:send_queue`, `:ping_interval`, ...) except
       `:active` and `:await`, which the client sets.
+
+  Any other key, or a key given twice, is refused: `{:error, {:bad_option,
+  name, value}}` (`{:bad_option, {:duplicate, name}, value}`), returned by
+  `start_link` without starting a process.
   """
 
   @typedoc "A running client: a pid or a registered name."
@@ -160,9 +164,11 @@ defmodule WsPort.Client do
       end
 
       @doc """
-      Starts this client. `opts` needs `:url`; the client options among
-      them are used (see `WsPort.Client`), and the whole list is the
-      `init/1` argument unless `:init_arg` is given.
+      Starts this client. `opts` needs `:url`; every other key must be an
+      option of `WsPort.Client.start_link/3` (or `:id`), else
+      `{:error, {:bad_option, name, value}}`: a misspelled option is not
+      ignored. Data of your own for `c:init/1` goes in `:init_arg`; without
+      it, `c:init/1` gets the whole list.
       """
       @spec start_link(keyword()) :: GenServer.on_start()
       def start_link(opts) do
@@ -267,16 +273,18 @@ defmodule WsPort.Client do
   def connection(client), do: :ws_port_client.connection(client)
 
   @doc """
-  Splits a keyword list for the default `start_link/1` of `use
-  WsPort.Client`: keeps the options `start_link/3` knows and makes the
-  whole list the `:init_arg` unless one is given.
+  The options of `start_link/3` from the keyword list given to the default
+  `start_link/1` of `use WsPort.Client`: all but `:url` and `:id`, with the
+  whole list as `:init_arg` unless one is given. Keys `start_link/3` does
+  not know stay in, so that it refuses them (`{:error, {:bad_option, name,
+  value}}`).
   """
   @spec split_opts(keyword()) :: keyword()
   def split_opts(opts) do
-    known = :ws_port_client.option_names() -- [:id]
-
     opts
-    |> Keyword.take(known)
-    |> Keyword.put_new(:init_arg, opts)
+    |> Keyword.drop([:url, :id])
+    |> then(fn rest ->
+      if Keyword.has_key?(rest, :init_arg), do: rest, else: rest ++ [init_arg: opts]
+    end)
   end
 end

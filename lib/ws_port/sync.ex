@@ -23,7 +23,7 @@ defmodule WsPort.Sync do
 
   @doc "Sends `{:text, iodata}`, `{:binary, iodata}`, `{:ping, iodata}` or a binary (as text)."
   @spec send(term(), binary() | {:text | :binary | :ping | :pong, iodata()}) ::
-          :ok | {:error, :closed | :not_connected}
+          :ok | {:error, :ws_port.send_error()}
   def send(conn, frame), do: :ws_port_sync.send(conn, frame)
 
   @doc """

@@ -1,0 +1,141 @@
+Code.require_file("support/peer.exs", __DIR__)
+Code.require_file("support/test_clients.exs", __DIR__)
+
+defmodule WsPort.APIValidationTest do
+  @moduledoc """
+  What `WsPort` and `WsPort.Client` refuse, and how, seen from Elixir:
+  through the real port program and the python3-websockets test server
+  (test/peers/ws_server.py) on 127.0.0.1.
+
+  Arguments of the wrong shape raise `ArgumentError` naming the argument
+  (from the error_info of `:ws_port`'s `badarg`), nothing reaches the port
+  and nothing is logged; a message the connection may not send is an error
+  return; option mistakes are `{:error, {:bad_option, name, value}}`.
+  """
+  use ExUnit.Case, async: false
+  import ExUnit.CaptureLog
+
+  alias WsPort.Test.{Peer, ReportClient}
+
+  @moduletag timeout: 120_000
+  # liveness bound, not a performance threshold
+  @wait 20_000
+
+  setup_all do
+    # capture_log needs Elixir's logger
+    {:ok, _} = Application.ensure_all_started(:logger)
+    {:ok, _} = Application.ensure_all_started(:ws_port)
+    peer = Peer.start!(:python)
+    on_exit(fn -> Peer.stop(peer) end)
+    %{url: "ws://127.0.0.1:#{Peer.port(peer)}"}
+  end
+
+  defp echo!(conn) do
+    tag = "echo #{System.unique_integer([:positive])}"
+    :ok = WsPort.send_text(conn, tag)
+    assert_receive {:ws_port, ^conn, {:text, ^tag}}, @wait
+  end
+
+  test "bad arguments raise ArgumentError naming them; nothing is logged", %{url: url} do
+    {:ok, conn} = WsPort.connect(url <> "/echo")
+
+    calls = [
+      {fn -> WsPort.send(conn, {:text, 123}) end,
+       "2nd argument: the payload of a text message must be iodata"},
+      {fn -> WsPort.send_text(conn, :hello) end,
+       "2nd argument: the payload of a text message must be iodata"},
+      {fn -> WsPort.send(conn, :bad) end,
+       "2nd argument: a message is {text | binary | ping | pong, iodata()}"},
+      {fn -> WsPort.send(:nope, {:text, "x"}) end, "1st argument: not a ws_port connection"},
+      {fn -> WsPort.close(conn, 999, "x") end,
+       "2nd argument: 999 is not a close code a client may send"},
+      {fn -> WsPort.close(conn, 1000, String.duplicate("a", 124)) end,
+       "3rd argument: the close reason must be UTF-8 of at most 123 bytes"},
+      {fn -> WsPort.controlling_process(conn, :nope) end,
+       "2nd argument: the new owner must be a pid"},
+      {fn -> WsPort.info("x") end, "1st argument: not a ws_port connection"},
+      {fn -> WsPort.setopts(conn, :active) end, "2nd argument: options are a list"}
+    ]
+
+    log =
+      capture_log(fn ->
+        for {call, message} <- calls do
+          error = assert_raise ArgumentError, call
+          assert Exception.message(error) =~ message
+        end
+
+        # erts reports a bad port command asynchronously: give it the time
+        echo!(conn)
+      end)
+
+    # before: "Bad value on output port '.../priv/ws_port'"
+    assert log == ""
+    refute_received {:ws_port_error, ^conn, _}
+    :ok = WsPort.close(conn)
+  end
+
+  test "text that is not UTF-8 and oversized messages are refused at the call", %{url: url} do
+    {:ok, conn} = WsPort.connect(url <> "/echo", max_message_size: 100)
+    # before: :ok, then the server closed with 1007 and ws_port reconnected
+    assert {:error, {:invalid_utf8, 0}} = WsPort.send_text(conn, <<255, 254>>)
+    assert {:error, {:invalid_utf8, 3}} = WsPort.send(conn, {:text, ["hé", <<0xE9>>]})
+
+    assert {:error, {:too_large, 126, 125}} =
+             WsPort.send(conn, {:ping, String.duplicate("p", 126)})
+
+    assert {:error, {:too_large, 101, 100}} = WsPort.send_binary(conn, :binary.copy(<<1>>, 101))
+    echo!(conn)
+    refute_received {:ws_port_down, ^conn, _, _}
+    refute_received {:ws_port_error, ^conn, _}
+    :ok = WsPort.close(conn)
+  end
+
+  test "info/1 carries the negotiated subprotocol and the response headers", %{url: url} do
+    {:ok, conn} = WsPort.connect(url <> "/subprotocol", protocols: ["chat.v2"])
+    assert_receive {:ws_port, ^conn, {:text, "chat.v2"}}, @wait
+    assert {:ok, %{protocol: "chat.v2", headers: headers}} = WsPort.info(conn)
+
+    assert Enum.any?(headers, fn {name, value} ->
+             String.downcase(name) == "sec-websocket-protocol" and value == "chat.v2"
+           end)
+
+    :ok = WsPort.close(conn)
+  end
+
+  test "option mistakes name the option", %{url: url} do
+    url = url <> "/echo"
+    # a keyword list with a key twice: the later one won before
+    assert {:error, {:bad_option, {:duplicate, :active}, :once}} =
+             WsPort.connect(url, active: true, active: :once)
+
+    assert {:error, {:bad_option, :active, -3}} = WsPort.connect(url, active: -3)
+    # before: {:error, {:bad_option, "header is set by the handshake itself"}}
+    assert {:error, {:bad_option, :headers, [{"Host", "example.com"}]}} =
+             WsPort.connect(url, headers: [{"Host", "example.com"}])
+
+    assert {:error, {:bad_option, :opts, :bad}} = WsPort.connect(url, :bad)
+  end
+
+  test "a misspelled option of a `use WsPort.Client` module's start_link is refused", %{url: url} do
+    # before: ignored (the client ran with the default heartbeat)
+    assert {:error, {:bad_option, :hearbeat, :none}} =
+             ReportClient.start_link(
+               url: url <> "/echo",
+               hearbeat: :none,
+               init_arg: [test: self()]
+             )
+
+    assert {:error, {:bad_option, {:duplicate, :window}, 5}} =
+             ReportClient.start_link(url: url <> "/echo", window: 4, window: 5)
+
+    # the caller is not killed by the refusal (it is not an exit signal)
+    assert Process.alive?(self())
+
+    {:ok, pid} =
+      ReportClient.start_link(url: url <> "/echo", heartbeat: :none, init_arg: [test: self()])
+
+    assert_receive {:client, :connect, ^pid, _}, @wait
+    assert WsPort.Client.health(pid).heartbeat == :none
+    :ok = WsPort.Client.close(pid)
+  end
+end
