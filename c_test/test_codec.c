@@ -1754,6 +1754,8 @@ static void test_check_upgrade(void **state)
  * new heap buffer of exactly the bytes so far (so ASan sees any read past
  * them). Every call before the last must want more. Returns the last
  * call's result. */
+static const size_t no_cuts[1] = {0};
+
 static int read_in_pieces(const char *text, size_t n, const size_t *cuts, size_t ncuts,
                           struct wsc_response_reader *rd, struct wsc_response *r,
                           const char **err, char **keep)
@@ -1792,7 +1794,7 @@ static void test_read_response_split_anywhere(void **state)
     size_t n = hn + 4;
 
     /* all at once */
-    int rc = read_in_pieces(text, n, NULL, 0, &rd, &r, &err, &keep);
+    int rc = read_in_pieces(text, n, no_cuts, 0, &rd, &r, &err, &keep);
     assert_int_equal(rc, (int)hn);
     assert_int_equal(r.status, 101);
     assert_int_equal(r.nheaders, 6);
@@ -1927,7 +1929,7 @@ static void test_read_response_interim(void **state)
     n += 4;
 
     char *keep;
-    assert_int_equal(read_in_pieces(text, n, NULL, 0, &rd, &r, &err, &keep), (int)fin);
+    assert_int_equal(read_in_pieces(text, n, no_cuts, 0, &rd, &r, &err, &keep), (int)fin);
     assert_int_equal(rd.interim, 3);
     assert_int_equal(r.status, 101);
     assert_int_equal(r.header_bytes, sizeof resp_ok - 1);
