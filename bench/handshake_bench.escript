@@ -24,8 +24,8 @@
 %%      their latency (trickle_*) and count.
 %% Printed:
 %%   attempts=N reason=R ref_p50_us= ref_p99_us= trickle_p50_us= trickle_p99_us=
-%%   trickle_max_us= echoes_during= cpu_per_attempt_ms= wall_per_attempt_ms=
-%%   ref_cpu_ms_per_1000_echoes=
+%%   trickle_max_us= echoes_during= cpu_per_attempt_ms= user_per_attempt_ms=
+%%   sys_per_attempt_ms= wall_per_attempt_ms= ref_cpu_ms_per_1000_echoes=
 %% cpu_*: utime+stime of the port program (/proc/<pid>/stat, 10 ms ticks)
 %% over the phase; reason: how the last trickled attempt ended.
 
@@ -42,13 +42,15 @@ main([TrickleUrl, EchoUrl, Attempts | Rest]) ->
     %% 1. reference
     C0 = cpu(OsPid),
     Ref = lists:sort([rtt(Echo, Payload) || _ <- lists:seq(1, 2000)]),
-    C1 = cpu(OsPid),
+    {U1, S1} = cpu_us(OsPid),
+    C1 = U1 + S1,
     %% 2. trickled attempts alone: the port program's CPU per attempt
     N = list_to_integer(Attempts),
     T0 = erlang:monotonic_time(),
     Reason = alone(list_to_binary(TrickleUrl), Driver, N, none),
     T1 = erlang:monotonic_time(),
-    C2 = cpu(OsPid),
+    {U2, S2} = cpu_us(OsPid),
+    C2 = U2 + S2,
     %% 3. trickled attempts again, the bystander echoing all along
     {_, During} = attempts(list_to_binary(TrickleUrl), Driver, Echo, Payload, N, none, []),
     ok = ws_port:close(Echo),
@@ -56,10 +58,12 @@ main([TrickleUrl, EchoUrl, Attempts | Rest]) ->
     Wall = erlang:convert_time_unit(T1 - T0, native, microsecond) / 1000,
     io:format("attempts=~b reason=~s ref_p50_us=~.1f ref_p99_us=~.1f trickle_p50_us=~.1f "
               "trickle_p99_us=~.1f trickle_max_us=~.1f echoes_during=~b cpu_per_attempt_ms=~.1f "
-              "wall_per_attempt_ms=~.1f ref_cpu_ms_per_1000_echoes=~.2f~n",
+              "user_per_attempt_ms=~.1f sys_per_attempt_ms=~.1f wall_per_attempt_ms=~.1f "
+              "ref_cpu_ms_per_1000_echoes=~.2f~n",
               [N, reason_text(Reason), pct(Ref, 50), pct(Ref, 99), pct(Sorted, 50),
                pct(Sorted, 99), lists:last(Sorted) / 1000, length(Sorted),
-               (C2 - C1) * 1000 / N, Wall / N, (C1 - C0) * 1000 / 2]),
+               (C2 - C1) * 1000 / N, (U2 - U1) * 1000 / N, (S2 - S1) * 1000 / N, Wall / N,
+               (C1 - C0) * 1000 / 2]),
     halt(0);
 main(_) ->
     io:format(standard_error,
@@ -180,9 +184,14 @@ ws_port_pids() ->
 
 %% utime + stime of an OS process, in seconds.
 cpu(Pid) ->
+    {U, S} = cpu_us(Pid),
+    U + S.
+
+%% {utime, stime} of an OS process, in seconds (clock ticks of 10 ms).
+cpu_us(Pid) ->
     {ok, Stat} = file:read_file("/proc/" ++ integer_to_list(Pid) ++ "/stat"),
     [_, Rest] = string:split(Stat, ")", trailing),
     Fields = string:lexemes(Rest, " "),
     UT = binary_to_integer(lists:nth(12, Fields)),
     ST = binary_to_integer(lists:nth(13, Fields)),
-    (UT + ST) / 100.
+    {UT / 100, ST / 100}.
