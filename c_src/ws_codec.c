@@ -358,8 +358,11 @@ static int is_ows(int c)
     return c == ' ' || c == '\t';
 }
 
-#define WSC_HEAD_TOO_LARGE "response headers too large (more than 65536 bytes)"
-#define WSC_TOO_MANY_HEADERS "too many headers (more than 100)"
+/* the numbers in these are the limits of ws_codec.h */
+static const char head_too_large[] = "response headers too large (more than 65536 bytes)";
+static const char too_many_headers[] = "too many headers (more than 100)";
+_Static_assert(WSC_MAX_RESPONSE_BYTES == 65536 && WSC_MAX_RESPONSE_HEADERS == 100,
+               "the texts above name the limits");
 
 static int too_big(const char **errstr, const char *msg)
 {
@@ -434,7 +437,7 @@ static int parse_head(const char *buf, const char *eoh, struct wsc_response *out
             if (*q != '\t' && ((unsigned char)*q < 0x20 || *q == 0x7f))
                 return http_fail(errstr, "bad header value");
         if (out->nheaders == WSC_MAX_RESPONSE_HEADERS)
-            return too_big(errstr, WSC_TOO_MANY_HEADERS);
+            return too_big(errstr, too_many_headers);
         struct wsc_header *x = &out->headers[out->nheaders++];
         x->name = p;
         x->name_len = (size_t)(colon - p);
@@ -457,7 +460,7 @@ int wsc_parse_response(const char *buf, size_t len, struct wsc_response *out,
     const char *eoh = find_crlfcrlf(buf, 0, scan);
     if (!eoh) {
         if (len >= WSC_MAX_RESPONSE_BYTES)
-            return too_big(errstr, WSC_HEAD_TOO_LARGE);
+            return too_big(errstr, head_too_large);
         return WSC_ENEED_MORE;
     }
     return parse_head(buf, eoh, out, errstr);
@@ -489,7 +492,7 @@ int wsc_read_response(struct wsc_response_reader *rd, const char *buf, size_t le
             if (lim > rd->scanned + 3)
                 rd->scanned = lim - 3;
             if (len >= WSC_MAX_RESPONSE_BYTES)
-                return too_big(errstr, WSC_HEAD_TOO_LARGE);
+                return too_big(errstr, head_too_large);
             return WSC_ENEED_MORE;
         }
         int r = parse_head(head, eoh, out, errstr);
