@@ -338,9 +338,10 @@ int wsc_build_request(char *out, size_t cap, const char *path,
  *   header-field = field-name ":" OWS field-value OWS
  * (RFC 7230 3.1.2, 3.2). Obsolete line folding is refused. */
 
-static const char *find_crlfcrlf(const char *buf, size_t len)
+/* The first "\r\n\r\n" starting in buf[from..len), or NULL. */
+static const char *find_crlfcrlf(const char *buf, size_t from, size_t len)
 {
-    const char *p = buf, *end = buf + len;
+    const char *p = buf + from, *end = buf + len;
     while (end - p >= 4) {
         const char *cr = memchr(p, '\r', (size_t)(end - p - 3));
         if (!cr)
@@ -357,14 +358,25 @@ static int is_ows(int c)
     return c == ' ' || c == '\t';
 }
 
-int wsc_parse_response(const char *buf, size_t len, struct wsc_response *out,
-                       const char **errstr)
+/* the numbers in these are the limits of ws_codec.h */
+static const char head_too_large[] = "response headers too large (more than 65536 bytes)";
+static const char too_many_headers[] = "too many headers (more than 100)";
+_Static_assert(WSC_MAX_RESPONSE_BYTES == 65536 && WSC_MAX_RESPONSE_HEADERS == 100,
+               "the texts above name the limits");
+
+static int too_big(const char **errstr, const char *msg)
+{
+    if (errstr)
+        *errstr = msg;
+    return WSC_EHTTP_TOO_BIG;
+}
+
+/* Fail fast: whatever has arrived of a head (buf[0..len)) must be a prefix
+ * of "HTTP/1.d ddd". Returns 0 or WSC_EHTTP. */
+static int check_status_prefix(const char *buf, size_t len, const char **errstr)
 {
     static const char proto[] = "HTTP/1.";
-    size_t scan = len < WSC_MAX_RESPONSE_BYTES ? len : WSC_MAX_RESPONSE_BYTES;
-
-    /* fail fast: whatever has arrived must be a prefix of "HTTP/1.d ddd" */
-    for (size_t i = 0; i < scan && i < 12; i++) {
+    for (size_t i = 0; i < len && i < 12; i++) {
         int c = (unsigned char)buf[i], ok;
         if (i < 7)
             ok = c == proto[i];
@@ -375,21 +387,27 @@ int wsc_parse_response(const char *buf, size_t len, struct wsc_response *out,
         if (!ok)
             return http_fail(errstr, "bad status line");
     }
+    return 0;
+}
 
-    const char *eoh = find_crlfcrlf(buf, scan);
-    if (!eoh)
-        return len >= WSC_MAX_RESPONSE_BYTES ? WSC_EHTTP_TOO_BIG : WSC_ENEED_MORE;
+/* Parses the head buf[0..eoh + 4), eoh pointing at its "\r\n\r\n" (the
+ * first one in buf). Returns the head's length or a negative WSC_E*. */
+static int parse_head(const char *buf, const char *eoh, struct wsc_response *out,
+                      const char **errstr)
+{
     const char *end = eoh + 2; /* the last header line's CRLF ends here */
 
     out->status = 0;
+    out->version_minor = 0;
     out->nheaders = 0;
     out->header_bytes = (size_t)(eoh + 4 - buf);
 
-    /* status line */
+    /* status line (the caller checked "HTTP/1.d ddd" already) */
     const char *p = buf;
     const char *eol = memchr(p, '\r', (size_t)(end - p));
     if ((size_t)(eol - p) < 12 || (eol - p > 12 && p[12] != ' '))
         return http_fail(errstr, "bad status line");
+    out->version_minor = p[7] - '0';
     out->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
     if (out->status < 100)
         return http_fail(errstr, "bad status line");
@@ -418,11 +436,8 @@ int wsc_parse_response(const char *buf, size_t len, struct wsc_response *out,
         for (const char *q = v; q < ve; q++)
             if (*q != '\t' && ((unsigned char)*q < 0x20 || *q == 0x7f))
                 return http_fail(errstr, "bad header value");
-        if (out->nheaders == WSC_MAX_RESPONSE_HEADERS) {
-            if (errstr)
-                *errstr = "too many headers";
-            return WSC_EHTTP_TOO_BIG;
-        }
+        if (out->nheaders == WSC_MAX_RESPONSE_HEADERS)
+            return too_big(errstr, too_many_headers);
         struct wsc_header *x = &out->headers[out->nheaders++];
         x->name = p;
         x->name_len = (size_t)(colon - p);
@@ -433,6 +448,65 @@ int wsc_parse_response(const char *buf, size_t len, struct wsc_response *out,
     if (errstr)
         *errstr = NULL;
     return (int)out->header_bytes;
+}
+
+int wsc_parse_response(const char *buf, size_t len, struct wsc_response *out,
+                       const char **errstr)
+{
+    size_t scan = len < WSC_MAX_RESPONSE_BYTES ? len : WSC_MAX_RESPONSE_BYTES;
+
+    if (check_status_prefix(buf, scan, errstr) < 0)
+        return WSC_EHTTP;
+    const char *eoh = find_crlfcrlf(buf, 0, scan);
+    if (!eoh) {
+        if (len >= WSC_MAX_RESPONSE_BYTES)
+            return too_big(errstr, head_too_large);
+        return WSC_ENEED_MORE;
+    }
+    return parse_head(buf, eoh, out, errstr);
+}
+
+void wsc_response_reader_init(struct wsc_response_reader *rd)
+{
+    rd->head = 0;
+    rd->scanned = 0;
+    rd->interim = 0;
+}
+
+int wsc_read_response(struct wsc_response_reader *rd, const char *buf, size_t len,
+                      struct wsc_response *out, const char **errstr)
+{
+    /* everything up to the final head's end counts against the limit */
+    size_t lim = len < WSC_MAX_RESPONSE_BYTES ? len : WSC_MAX_RESPONSE_BYTES;
+
+    for (;;) {
+        if (rd->head > lim || rd->scanned < rd->head || rd->scanned > lim)
+            return http_fail(errstr, "response reader misused: bytes went missing");
+        const char *head = buf + rd->head;
+        if (check_status_prefix(head, lim - rd->head, errstr) < 0)
+            return WSC_EHTTP;
+        /* a terminator may straddle the previous end: rd->scanned stops 3
+         * bytes short of it */
+        const char *eoh = find_crlfcrlf(buf, rd->scanned, lim);
+        if (!eoh) {
+            if (lim > rd->scanned + 3)
+                rd->scanned = lim - 3;
+            if (len >= WSC_MAX_RESPONSE_BYTES)
+                return too_big(errstr, head_too_large);
+            return WSC_ENEED_MORE;
+        }
+        int r = parse_head(head, eoh, out, errstr);
+        if (r < 0)
+            return r;
+        size_t end = rd->head + (size_t)r;
+        /* RFC 9110 15.2: a client must be able to parse 1xx responses it did
+         * not expect before the final one; 101 is ours, the others are
+         * skipped (100 Continue, 102 Processing, 103 Early Hints, ...) */
+        if (out->status >= 200 || out->status == 101)
+            return (int)end;
+        rd->head = rd->scanned = end;
+        rd->interim++;
+    }
 }
 
 const struct wsc_header *wsc_find_header(const struct wsc_response *r,
@@ -491,6 +565,11 @@ int wsc_check_upgrade(const struct wsc_response *r, const char *key,
     *protocol_len = 0;
     if (r->status != 101)
         return hs_fail(errstr, "status is not 101");
+    /* RFC 6455 4.1: the opening handshake is an HTTP/1.1 upgrade (RFC 9110
+     * 7.8: Upgrade is for HTTP/1.1); the parser admits only HTTP/1.d, so
+     * below 1.1 means 1.0 */
+    if (r->version_minor < 1)
+        return hs_fail(errstr, "HTTP/1.0 101 response: the upgrade needs HTTP/1.1 or later");
     if (!any_list_has(r, "upgrade", "websocket"))
         return hs_fail(errstr, "missing Upgrade: websocket");
     if (!any_list_has(r, "connection", "upgrade"))

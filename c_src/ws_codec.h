@@ -96,21 +96,52 @@ int wsc_build_request(char *out, size_t cap, const char *path,
 
 struct wsc_response {
     int status;                 /* e.g. 101 */
+    int version_minor;          /* the d of "HTTP/1.d" */
     size_t nheaders;
     struct wsc_header headers[WSC_MAX_RESPONSE_HEADERS]; /* point into buf */
-    size_t header_bytes;        /* bytes of buf up to and including CRLFCRLF */
+    size_t header_bytes;        /* bytes of the head up to and including CRLFCRLF */
 };
 
-/* Parses an HTTP/1.1 response head from buf[0..len). Pointers in *out point
+/* Parses one HTTP/1.x response head from buf[0..len). Pointers in *out point
  * into buf. Returns the number of bytes the head took (> 0) once
  * "\r\n\r\n" has arrived, WSC_ENEED_MORE before that, WSC_EHTTP_TOO_BIG when
- * len reaches WSC_MAX_RESPONSE_BYTES (or more than WSC_MAX_RESPONSE_HEADERS
- * headers) without an end, WSC_EHTTP on malformed input (*errstr says what).
- * Bytes after the head (the first frames) are the caller's. */
+ * len reaches WSC_MAX_RESPONSE_BYTES without an end ("response headers too
+ * large ...") or the head holds more than WSC_MAX_RESPONSE_HEADERS headers
+ * ("too many headers ..."), WSC_EHTTP on malformed input. *errstr says what
+ * (NULL on success). Searches all of buf at every call: to read a response
+ * as it arrives, use wsc_read_response. Bytes after the head are the
+ * caller's. */
 int wsc_parse_response(const char *buf, size_t len, struct wsc_response *out,
                        const char **errstr);
 
-/* Checks a parsed 101 response against the request: Upgrade: websocket,
+/* Reads the response to the upgrade request as it arrives, in pieces split
+ * anywhere: where the previous call stopped searching for the end of the
+ * head, the next one goes on (a terminator split across calls included), so
+ * reading a head of n bytes costs O(n) in all, however it trickles in. The
+ * head is parsed once, when its end has arrived. Interim 1xx responses other
+ * than 101 (100 Continue, 103 Early Hints, ...) are parsed and skipped (RFC
+ * 9110 15.2); the limits apply to each head's headers and to all the heads'
+ * bytes together (WSC_MAX_RESPONSE_BYTES). */
+struct wsc_response_reader {
+    size_t head;        /* where the head being read starts in buf */
+    size_t scanned;     /* no "\r\n\r\n" starts in buf[head..scanned) */
+    unsigned interim;   /* interim responses skipped */
+};
+
+void wsc_response_reader_init(struct wsc_response_reader *rd);
+
+/* buf[0..len) is every byte received so far (the bytes of the previous call
+ * and maybe more; buf may have moved). Returns, once the final response's
+ * head has arrived, the bytes it and the interim heads before it took
+ * (> 0; *out describes the final head and points into buf); WSC_ENEED_MORE
+ * before that; or the errors of wsc_parse_response (*errstr set; for the
+ * first head that failed). The status line is checked as its bytes come
+ * (WSC_EHTTP as soon as it cannot be "HTTP/1.d ddd"). */
+int wsc_read_response(struct wsc_response_reader *rd, const char *buf, size_t len,
+                      struct wsc_response *out, const char **errstr);
+
+/* Checks a parsed 101 response against the request: HTTP/1.1 or later
+ * (RFC 6455 4.1 needs an HTTP/1.1 upgrade), Upgrade: websocket,
  * Connection: upgrade (token list, case-insensitive), Sec-WebSocket-Accept
  * matching key, Sec-WebSocket-Protocol one of those offered (or absent),
  * no Sec-WebSocket-Extensions (none offered). On success returns 0 and sets

@@ -37,6 +37,8 @@
 #define SPLICE_MIN (32u * 1024)   /* smaller message tails are copied */
 #define SPLICE_MAX_HAVE (64u * 1024) /* bytes read already, copied into the pipe */
 #define HDR_READ 10               /* the longest server frame header */
+#define UPGRADE_READS 16          /* reads per wake-up while upgrading (a
+                                     trickling server gives a byte a read) */
 
 enum conn_state {
     ST_BACKOFF = 1, /* lost; waiting to retry (timer, or {reconnect} in manual mode) */
@@ -90,6 +92,7 @@ struct wsp_conn {
     int last_errno;
 
     char key[25];
+    struct wsc_response_reader hs;   /* the upgrade response read so far */
     struct wsp_buf rbuf;             /* bytes read, not yet parsed */
     struct wsp_buf wbuf;             /* bytes to write */
     struct wsp_buf msg;              /* a fragmented message being assembled */
@@ -801,6 +804,7 @@ static void start_upgrade(struct wsp_conn *c)
         return;
     }
     wsp_buf_commit(&c->wbuf, (size_t)n);
+    wsc_response_reader_init(&c->hs);
     c->state = ST_UPGRADING;
     conn_flush(c);
 }
@@ -1239,19 +1243,20 @@ static int process_frames(struct wsp_conn *c)
     return 0;
 }
 
+/* The response to the upgrade request, gathered in rbuf: each call searches
+ * only the bytes that came since the last one (c->hs), and parses the head
+ * once its end is there. */
 static void handle_response(struct wsp_conn *c)
 {
     struct wsc_response resp;
     const char *err = NULL;
-    int r = wsc_parse_response((const char *)c->rbuf.data + c->rbuf.off,
-                               wsp_buf_pending(&c->rbuf), &resp, &err);
+    int r = wsc_read_response(&c->hs, (const char *)c->rbuf.data + c->rbuf.off,
+                              wsp_buf_pending(&c->rbuf), &resp, &err);
     if (r == WSC_ENEED_MORE) {
         return;
     }
     if (r < 0) {
-        fail_detail(c, WSP_FC_HTTP_OTHER, "bad_handshake",
-                    r == WSC_EHTTP_TOO_BIG ? "response headers too large"
-                                           : (err ? err : "malformed HTTP response"));
+        fail_detail(c, WSP_FC_HTTP_OTHER, "bad_handshake", err ? err : "malformed HTTP response");
         return;
     }
     if (resp.status != 101) {
@@ -1477,6 +1482,7 @@ static int splice_step(struct wsp_conn *c, size_t *budget)
 static void conn_read(struct wsp_conn *c)
 {
     size_t budget = READ_BUDGET;
+    unsigned upgrade_reads = 0;
     if (c->state == ST_OPEN || c->state == ST_CLOSING) {
         if (process_frames(c) < 0) {
             return;
@@ -1573,6 +1579,11 @@ static void conn_read(struct wsp_conn *c)
             handle_response(c);
             if (c->state == ST_DONE) {
                 return;
+            }
+            /* the budget counts bytes; a server sending a byte at a time
+             * would get a loop turn of thousands of reads: yield after a few */
+            if (c->state == ST_UPGRADING && ++upgrade_reads >= UPGRADE_READS) {
+                budget = 0;
             }
         } else if (process_frames(c) < 0) {
             return;

@@ -3,9 +3,20 @@
  * (wsc_parse_response, then wsc_check_upgrade on a 101).
  *
  * Input layout:
- *   byte 0   bits 0-2: which of "chat", "superchat", "v1.x" were offered
+ *   byte 0   bits 0-2: which of "chat", "superchat", "v1.x" were offered;
+ *            bits 3-7 with byte 1: seed of the split points (see below)
  *   byte 1   picks the prefix length re-parsed (see below)
  *   rest     the bytes the server sent (copied to an exact-size heap buffer)
+ *
+ * The resumable reader (wsc_read_response) gets the same bytes twice: all at
+ * once, and in pieces whose lengths a small PRNG draws from the seed (1 to
+ * 64 bytes, or a run of 1-byte pieces, or the rest), each call with an
+ * exact-size heap copy of the bytes so far (ASan catches a read past them).
+ * Checked: every call before the last answer wants more; the last answer is
+ * the one-shot answer (code, errstr, status, headers at the same offsets,
+ * interim count); no terminator starts in buf[head, scanned); a final head
+ * ends with CRLFCRLF and is 101 or >= 200; without interim responses the
+ * reader agrees with wsc_parse_response.
  *
  * The request key is fixed (RFC 6455's sample "dGhlIHNhbXBsZSBub25jZQ==",
  * accept "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") so seeds can carry a valid accept.
@@ -63,7 +74,103 @@ static int ieq(const char *a, size_t n, const char *z)
     return 1;
 }
 
-static struct wsc_response resp, resp2; /* large: keep off the stack */
+static struct wsc_response resp, resp2, resp3; /* large: keep off the stack */
+
+static uint32_t prng(uint32_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 17;
+    *x ^= *x << 5;
+    return *x;
+}
+
+static void same_response(const struct wsc_response *a, const char *abuf,
+                          const struct wsc_response *b, const char *bbuf)
+{
+    CHECK(a->status == b->status && a->version_minor == b->version_minor);
+    CHECK(a->nheaders == b->nheaders && a->header_bytes == b->header_bytes);
+    for (size_t i = 0; i < a->nheaders; i++) {
+        CHECK(a->headers[i].name - abuf == b->headers[i].name - bbuf);
+        CHECK(a->headers[i].name_len == b->headers[i].name_len);
+        CHECK(a->headers[i].value - abuf == b->headers[i].value - bbuf);
+        CHECK(a->headers[i].value_len == b->headers[i].value_len);
+    }
+}
+
+/* The resumable reader on buf[0..len): all at once, then in pieces. */
+static void check_reader(const char *buf, size_t len, uint32_t seed)
+{
+    struct wsc_response_reader rd, rd2;
+    const char *err = "unset";
+    wsc_response_reader_init(&rd);
+    int whole = wsc_read_response(&rd, buf, len, &resp3, &err);
+    if (whole > 0) {
+        size_t end = (size_t)whole;
+        CHECK(err == NULL);
+        CHECK(end <= len && end <= WSC_MAX_RESPONSE_BYTES && end >= 16);
+        CHECK(memcmp(buf + end - 4, "\r\n\r\n", 4) == 0);
+        CHECK(resp3.status == 101 || resp3.status >= 200);
+        CHECK(resp3.header_bytes <= end);
+        CHECK(rd.head + resp3.header_bytes == end);
+    } else if (whole == WSC_ENEED_MORE) {
+        CHECK(len < WSC_MAX_RESPONSE_BYTES);
+    } else {
+        CHECK(whole == WSC_EHTTP || whole == WSC_EHTTP_TOO_BIG);
+        CHECK(err != NULL && strcmp(err, "unset") != 0);
+    }
+    /* without interim heads it is wsc_parse_response */
+    if (rd.interim == 0) {
+        const char *perr = "unset";
+        int p = wsc_parse_response(buf, len, &resp2, &perr);
+        CHECK(p == whole);
+        CHECK(perr == err || (perr && err && strcmp(perr, err) == 0));
+        if (p > 0)
+            same_response(&resp2, buf, &resp3, buf);
+    }
+
+    /* in pieces */
+    uint32_t x = seed * 2654435761u + 1;
+    size_t have = 0;
+    int r = WSC_ENEED_MORE;
+    wsc_response_reader_init(&rd2);
+    while (have < len) {
+        uint32_t k = prng(&x);
+        size_t step;
+        switch (k & 3) {
+        case 0: step = 1; break;
+        case 1: step = 1 + (k >> 8) % 64; break;
+        case 2: step = 1 + (k >> 8) % 8; break;
+        default: step = (k >> 8) % 16 == 0 ? len - have : 1 + (k >> 8) % 4096; break;
+        }
+        if (step > len - have)
+            step = len - have;
+        have += step;
+        char *piece = malloc(have);
+        CHECK(piece != NULL);
+        memcpy(piece, buf, have);
+        const char *perr = "unset";
+        r = wsc_read_response(&rd2, piece, have, &resp2, &perr);
+        CHECK(rd2.head <= rd2.scanned && rd2.scanned <= have);
+        if (r == WSC_ENEED_MORE) {
+            /* what was searched holds no terminator */
+            size_t upto = rd2.scanned + 3 < have ? rd2.scanned + 3 : have;
+            CHECK(memmem(piece + rd2.head, upto - rd2.head, "\r\n\r\n", 4) == NULL);
+            free(piece);
+            continue;
+        }
+        /* the first answer is the one-shot answer */
+        CHECK(r == whole);
+        CHECK(perr == err || (perr && err && strcmp(perr, err) == 0));
+        if (r > 0) {
+            CHECK(rd2.interim == rd.interim);
+            same_response(&resp2, piece, &resp3, buf);
+        }
+        free(piece);
+        break;
+    }
+    if (r == WSC_ENEED_MORE)
+        CHECK(whole == WSC_ENEED_MORE);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -150,9 +257,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(err != NULL && strcmp(err, "unset") != 0);
     } else {
         CHECK(r == WSC_EHTTP_TOO_BIG);
+        CHECK(err != NULL && strcmp(err, "unset") != 0);
     }
     /* errstr may be NULL */
     (void)wsc_parse_response(buf, len, &resp2, NULL);
+    check_reader(buf, len, (uint32_t)(data[0] >> 3) << 8 | data[1]);
     free(buf);
     return 0;
 }

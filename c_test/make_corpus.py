@@ -133,7 +133,29 @@ def handshake_seeds():
         "lf_only": b"HTTP/1.1 101 X\nUpgrade: websocket\n\n",
         "huge_line": b"HTTP/1.1 101 X\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n",
     }
-    return {k: bytes([i % 8, (i * 37) % 256]) + v for i, (k, v) in enumerate(sorted(seeds.items()))}
+    out = {k: bytes([i % 8, (i * 37) % 256]) + v for i, (k, v) in enumerate(sorted(seeds.items()))}
+    # issue 11: interim responses, the version, many small headers, a long
+    # head of short lines (byte 0's bits 3-7 and byte 1 seed the split
+    # points of the resumable reader)
+    interim = response([], "HTTP/1.1 100 Continue")
+    more = {
+        "interim_100": interim + response(ok) + b"\x81\x02hi",
+        "interim_103_102": response(["Link: </a.css>; rel=preload"], "HTTP/1.1 103 Early Hints")
+        + response([], "HTTP/1.1 102 Processing") + response(ok + ["Sec-WebSocket-Protocol: chat"]),
+        "interim_then_401": interim + response(["WWW-Authenticate: Basic"], "HTTP/1.1 401 No"),
+        "interim_only": interim + interim,
+        "interim_then_bad": interim + b"HTTP/2 101\r\n\r\n",
+        "interim_bad_header": b"HTTP/1.1 100 Continue\r\nno colon\r\n\r\n" + response(ok),
+        "http10_101": response(ok, "HTTP/1.0 101 Switching Protocols"),
+        "http12_101": response(ok, "HTTP/1.2 101 Switching Protocols"),
+        "small_headers_120": response(ok + ["X-H%d: v" % i for i in range(117)]),
+        "short_lines_no_end": b"HTTP/1.1 101 Switching Protocols\r\n"
+        + b"".join(b"h%d: v\r\n" % i for i in range(400)),
+        "terminator_at_end": response(ok)[:-1] + b"\n",
+    }
+    for i, (k, v) in enumerate(sorted(more.items())):
+        out[k] = bytes([(i % 8) | (i * 41 % 32) << 3, (i * 73 + 5) % 256]) + v
+    return out
 
 
 # Erlang terms for fuzz_proto (written with erl's term_to_binary).

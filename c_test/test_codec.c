@@ -1747,6 +1747,268 @@ static void test_check_upgrade(void **state)
     assert_string_equal(err, "server chose a subprotocol we did not offer");
 }
 
+/* ---- the resumable response reader ---------------------------------- */
+
+/* Feeds text[0..n) to a fresh reader in pieces ending at the cut points
+ * cuts[0..ncuts) (increasing, < n), then the rest; each piece arrives in a
+ * new heap buffer of exactly the bytes so far (so ASan sees any read past
+ * them). Every call before the last must want more. Returns the last
+ * call's result. */
+static const size_t no_cuts[1] = {0};
+
+static int read_in_pieces(const char *text, size_t n, const size_t *cuts, size_t ncuts,
+                          struct wsc_response_reader *rd, struct wsc_response *r,
+                          const char **err, char **keep)
+{
+    wsc_response_reader_init(rd);
+    int rc = WSC_ENEED_MORE;
+    for (size_t i = 0; i <= ncuts; i++) {
+        size_t upto = i < ncuts ? cuts[i] : n;
+        char *b = malloc(upto ? upto : 1);
+        assert_non_null(b);
+        memcpy(b, text, upto);
+        rc = wsc_read_response(rd, b, upto, r, err);
+        if (i < ncuts && rc != WSC_ENEED_MORE)
+            fail_msg("piece %zu (up to %zu of %zu): %d %s", i, upto, n, rc,
+                     *err ? *err : "-");
+        if (i == ncuts) {
+            *keep = b; /* r points into it */
+        } else {
+            free(b);
+        }
+    }
+    return rc;
+}
+
+static void test_read_response_split_anywhere(void **state)
+{
+    (void)state;
+    struct wsc_response_reader rd;
+    struct wsc_response r;
+    const char *err = NULL;
+    char *keep = NULL;
+    char text[512];
+    size_t hn = sizeof resp_ok - 1;
+    memcpy(text, resp_ok, hn);
+    memcpy(text + hn, "\x81\x02hi", 4); /* the first frame right behind */
+    size_t n = hn + 4;
+
+    /* all at once */
+    int rc = read_in_pieces(text, n, no_cuts, 0, &rd, &r, &err, &keep);
+    assert_int_equal(rc, (int)hn);
+    assert_int_equal(r.status, 101);
+    assert_int_equal(r.nheaders, 6);
+    assert_int_equal(rd.interim, 0);
+    free(keep);
+
+    /* one byte at a time */
+    size_t cuts[512];
+    for (size_t k = 1; k < n; k++)
+        cuts[k - 1] = k;
+    rc = read_in_pieces(text, n, cuts, hn - 1, &rd, &r, &err, &keep);
+    assert_int_equal(rc, (int)hn);
+    assert_null(err);
+    assert_int_equal(r.nheaders, 6);
+    assert_memory_equal(r.headers[5].name, "X-Empty", 7);
+    free(keep);
+
+    /* two pieces, cut anywhere; three pieces, both cuts anywhere in the
+     * last 40 bytes (the terminator split every way) */
+    for (size_t a = 1; a < hn; a++) {
+        rc = read_in_pieces(text, n, &a, 1, &rd, &r, &err, &keep);
+        if (rc != (int)hn || r.status != 101 || r.nheaders != 6)
+            fail_msg("cut at %zu: %d", a, rc);
+        free(keep);
+    }
+    for (size_t a = hn - 40; a < hn; a++) {
+        for (size_t b = a + 1; b < hn; b++) {
+            size_t two[2] = {a, b};
+            rc = read_in_pieces(text, n, two, 2, &rd, &r, &err, &keep);
+            if (rc != (int)hn || r.nheaders != 6)
+                fail_msg("cuts at %zu, %zu: %d", a, b, rc);
+            free(keep);
+        }
+    }
+}
+
+/* The terminator split across reads in each way, and a search that resumes
+ * where it stopped: bytes already searched are not searched again. */
+static void test_read_response_resumes(void **state)
+{
+    (void)state;
+    static const char head[] = "HTTP/1.1 200 OK\r\nA: b\r\n\r\n";
+    size_t n = sizeof head - 1;
+    struct wsc_response_reader rd;
+    struct wsc_response r;
+    const char *err = NULL;
+    for (size_t split = n - 4; split < n; split++) {
+        char *keep;
+        int rc = read_in_pieces(head, n, &split, 1, &rd, &r, &err, &keep);
+        if (rc != (int)n || r.status != 200 || r.nheaders != 1)
+            fail_msg("terminator split at %zu: %d", split, rc);
+        free(keep);
+    }
+
+    /* after a call, no terminator starts before rd.scanned, which stops
+     * 3 bytes short of the end (a terminator may start there) */
+    char buf[256];
+    size_t k = (size_t)sprintf(buf, "HTTP/1.1 101 ok\r\nX-A: a\r\nX-B: bbbbbbbbbb");
+    wsc_response_reader_init(&rd);
+    assert_int_equal(wsc_read_response(&rd, buf, k, &r, &err), WSC_ENEED_MORE);
+    assert_int_equal(rd.scanned, k - 3);
+    /* proof that the searched bytes are not searched again: a terminator
+     * planted in them now goes unseen (a reader that started over at byte 0
+     * would stop there) */
+    memcpy(buf + 17, "\r\n\r\n", 4);
+    k += (size_t)sprintf(buf + k, "\r\nX-C: c");
+    assert_int_equal(wsc_read_response(&rd, buf, k, &r, &err), WSC_ENEED_MORE);
+    assert_int_equal(rd.scanned, k - 3);
+    /* nothing new: nothing more to search */
+    assert_int_equal(wsc_read_response(&rd, buf, k, &r, &err), WSC_ENEED_MORE);
+    assert_int_equal(rd.scanned, k - 3);
+    /* a status line gone bad is still caught as soon as it arrives */
+    wsc_response_reader_init(&rd);
+    assert_int_equal(wsc_read_response(&rd, "HTTP/1.1 10", 11, &r, &err), WSC_ENEED_MORE);
+    err = NULL;
+    assert_int_equal(wsc_read_response(&rd, "HTTP/1.1 10x", 12, &r, &err), WSC_EHTTP);
+    assert_string_equal(err, "bad status line");
+
+    /* the size limit is the same as wsc_parse_response's */
+    size_t big = WSC_MAX_RESPONSE_BYTES + 10;
+    char *b = malloc(big);
+    assert_non_null(b);
+    static const char pad[] = "HTTP/1.1 101 ok\r\nX-Pad: ";
+    memcpy(b, pad, sizeof pad - 1);
+    memset(b + sizeof pad - 1, 'a', big - (sizeof pad - 1));
+    wsc_response_reader_init(&rd);
+    for (size_t len = 1000; len < WSC_MAX_RESPONSE_BYTES; len += 1000)
+        assert_int_equal(wsc_read_response(&rd, b, len, &r, &err), WSC_ENEED_MORE);
+    err = NULL;
+    assert_int_equal(wsc_read_response(&rd, b, WSC_MAX_RESPONSE_BYTES, &r, &err),
+                     WSC_EHTTP_TOO_BIG);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "response headers too large"));
+    free(b);
+}
+
+/* 120 small headers: the reason is the count, not the size */
+static void test_read_response_too_many_headers(void **state)
+{
+    (void)state;
+    char buf[4096];
+    size_t n = (size_t)sprintf(buf, "HTTP/1.1 101 Switching Protocols\r\n");
+    for (int i = 0; i < 120; i++)
+        n += (size_t)sprintf(buf + n, "X-H%d: v\r\n", i);
+    n += (size_t)sprintf(buf + n, "\r\n");
+    assert_true(n < WSC_MAX_RESPONSE_BYTES);
+    struct wsc_response_reader rd;
+    struct wsc_response r;
+    const char *err = NULL;
+    wsc_response_reader_init(&rd);
+    assert_int_equal(wsc_read_response(&rd, buf, n, &r, &err), WSC_EHTTP_TOO_BIG);
+    assert_string_equal(err, "too many headers (more than 100)");
+    err = NULL;
+    assert_int_equal(wsc_parse_response(buf, n, &r, &err), WSC_EHTTP_TOO_BIG);
+    assert_string_equal(err, "too many headers (more than 100)");
+}
+
+/* RFC 9110 15.2: interim 1xx responses before the final one are skipped */
+static void test_read_response_interim(void **state)
+{
+    (void)state;
+    struct wsc_response_reader rd;
+    struct wsc_response r;
+    const char *err = NULL;
+    char text[1024];
+    size_t n = (size_t)sprintf(text, "HTTP/1.1 100 Continue\r\n\r\n"
+                                     "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                                     "HTTP/1.1 102 Processing\r\n\r\n"
+                                     "%s", resp_ok);
+    size_t fin = n;
+    memcpy(text + n, "\x81\x02hi", 4);
+    n += 4;
+
+    char *keep;
+    assert_int_equal(read_in_pieces(text, n, no_cuts, 0, &rd, &r, &err, &keep), (int)fin);
+    assert_int_equal(rd.interim, 3);
+    assert_int_equal(r.status, 101);
+    assert_int_equal(r.header_bytes, sizeof resp_ok - 1);
+    assert_int_equal(r.nheaders, 6);
+    assert_memory_equal(r.headers[0].name, "Upgrade", 7);
+    const char *proto;
+    size_t plen;
+    static const char *const offered[] = {"chat"};
+    assert_int_equal(wsc_check_upgrade(&r, "dGhlIHNhbXBsZSBub25jZQ==", offered, 1, &proto,
+                                       &plen, &err),
+                     0);
+    free(keep);
+    /* split anywhere */
+    for (size_t a = 1; a < fin; a++) {
+        assert_int_equal(read_in_pieces(text, n, &a, 1, &rd, &r, &err, &keep), (int)fin);
+        assert_int_equal(r.status, 101);
+        assert_int_equal(rd.interim, 3);
+        free(keep);
+    }
+    /* an interim response alone: more to come */
+    wsc_response_reader_init(&rd);
+    assert_int_equal(wsc_read_response(&rd, text, 25, &r, &err), WSC_ENEED_MORE);
+    assert_int_equal(rd.interim, 1);
+    /* then a final response other than 101 */
+    n = (size_t)sprintf(text, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 401 No\r\nA: b\r\n\r\n");
+    wsc_response_reader_init(&rd);
+    assert_int_equal(wsc_read_response(&rd, text, n, &r, &err), (int)n);
+    assert_int_equal(r.status, 401);
+    assert_int_equal(r.nheaders, 1);
+    /* the next head is held to the same rules */
+    n = (size_t)sprintf(text, "HTTP/1.1 100 Continue\r\n\r\nHTTP/2 101\r\n");
+    err = NULL;
+    wsc_response_reader_init(&rd);
+    assert_int_equal(wsc_read_response(&rd, text, n, &r, &err), WSC_EHTTP);
+    assert_string_equal(err, "bad status line");
+    n = (size_t)sprintf(text, "HTTP/1.1 100 Continue\r\nBad Name: x\r\n\r\n");
+    err = NULL;
+    wsc_response_reader_init(&rd);
+    assert_int_equal(wsc_read_response(&rd, text, n, &r, &err), WSC_EHTTP);
+    assert_string_equal(err, "bad header line");
+    /* the size limit counts every head: endless 100 Continues */
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    size_t cn = sizeof cont - 1, big = WSC_MAX_RESPONSE_BYTES + cn;
+    char *b = malloc(big);
+    assert_non_null(b);
+    for (size_t o = 0; o < big; o += cn)
+        memcpy(b + o, cont, big - o < cn ? big - o : cn);
+    wsc_response_reader_init(&rd);
+    err = NULL;
+    assert_int_equal(wsc_read_response(&rd, b, big, &r, &err), WSC_EHTTP_TOO_BIG);
+    assert_non_null(strstr(err, "response headers too large"));
+    free(b);
+    /* wsc_parse_response reads one head: the interim one */
+    assert_int_equal(wsc_parse_response(cont, cn, &r, &err), (int)cn);
+    assert_int_equal(r.status, 100);
+}
+
+/* RFC 6455 4.1: an HTTP/1.1 upgrade; HTTP/1.0 101 is refused by name */
+static void test_check_upgrade_version(void **state)
+{
+    (void)state;
+    const char *proto, *err = NULL;
+    size_t plen;
+    assert_int_equal(upgrade("HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             "Connection: Upgrade\r\n" ACC "\r\n",
+                             NULL, 0, &proto, &plen, &err),
+                     WSC_EHANDSHAKE);
+    assert_string_equal(err, "HTTP/1.0 101 response: the upgrade needs HTTP/1.1 or later");
+    /* later minor versions are fine */
+    assert_int_equal(upgrade("HTTP/1.2 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             "Connection: Upgrade\r\n" ACC "\r\n",
+                             NULL, 0, &proto, &plen, &err),
+                     0);
+    struct wsc_response r;
+    assert_int_equal(wsc_parse_response("HTTP/1.0 401 x\r\n\r\n", 18, &r, &err), 18);
+    assert_int_equal(r.version_minor, 0);
+    assert_int_equal(r.status, 401);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1776,6 +2038,11 @@ int main(void)
         cmocka_unit_test(test_parse_response),
         cmocka_unit_test(test_parse_response_errors),
         cmocka_unit_test(test_check_upgrade),
+        cmocka_unit_test(test_read_response_split_anywhere),
+        cmocka_unit_test(test_read_response_resumes),
+        cmocka_unit_test(test_read_response_too_many_headers),
+        cmocka_unit_test(test_read_response_interim),
+        cmocka_unit_test(test_check_upgrade_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

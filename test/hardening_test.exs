@@ -26,7 +26,7 @@ defmodule WsPort.HardeningTest do
   import Bitwise
   import ExUnit.CaptureLog
 
-  alias WsPort.Test.Peer
+  alias WsPort.Test.{Certs, Peer}
 
   @moduletag timeout: 300_000
   # liveness bound, not a performance threshold
@@ -44,8 +44,12 @@ defmodule WsPort.HardeningTest do
     {:ok, _} = Application.ensure_all_started(:ws_port)
     evil = Peer.start!(:evil)
     echo = Peer.start!(:python)
+    certs = Certs.make!()
+    evil_tls = Peer.start!(:evil, args: ["--tls", certs.server.cert, certs.server.key])
     on_exit(fn -> Peer.stop(evil) end)
     on_exit(fn -> Peer.stop(echo) end)
+    on_exit(fn -> Peer.stop(evil_tls) end)
+    on_exit(fn -> Certs.cleanup(certs) end)
 
     program = System.get_env("WS_PORT_PROGRAM")
     start_opts = if program in [nil, ""], do: [], else: [port_program: Path.expand(program)]
@@ -63,6 +67,9 @@ defmodule WsPort.HardeningTest do
       echo: echo,
       driver: driver,
       evil_base: "ws://127.0.0.1:#{Peer.port(evil)}",
+      evil_tls: evil_tls,
+      evil_tls_base: "wss://127.0.0.1:#{Peer.port(evil_tls)}",
+      ca: certs.ca.cert,
       echo_base: "ws://127.0.0.1:#{Peer.port(echo)}",
       rss_limit: if(asan?, do: @rss_limit_asan_kib, else: @rss_limit_kib)
     }
@@ -308,6 +315,66 @@ defmodule WsPort.HardeningTest do
     end
 
     refute_received {:ws_port, ^conn, _}
+    :ok = :ws_port.close(conn)
+    assert server_close_code(ctx, path) == "1000"
+    assert_healthy(ctx)
+  end
+
+  # Each byte of the head in its own TLS record: the port program reads one
+  # byte per SSL_read however many records wait in its socket. A program that
+  # reads on while bytes are there (and re-parses the head at each byte, its
+  # cost growing with the head) falls behind the server for good and serves
+  # nothing else until the attempt ends; ordering shows it: the driver gets
+  # the port program's events in order, so an echo answered only after the
+  # trickled connection failed arrives after its ws_port_closed.
+  test "a server trickling its head one byte per TLS record does not hold the loop", ctx do
+    path = tagged("/trickle_headers")
+
+    {:ok, conn} =
+      connect(ctx.evil_tls_base <> path, %{
+        await: false,
+        connect_timeout: 60_000,
+        tls: %{cacertfile: ctx.ca}
+      })
+
+    # well into the head: a program that reparses it would be behind by now
+    Peer.await_line(ctx.evil_tls, "TRICKLED #{path} 24576", @wait)
+
+    for i <- 1..3 do
+      assert_echo(ctx.other)
+
+      refute_received {:ws_port_closed, ^conn, _},
+                      "echo #{i} of the other connection came only after the trickled " <>
+                        "connection had failed: the port program served nothing else meanwhile"
+    end
+
+    assert {:bad_handshake, detail} = await_closed(conn)
+    assert detail =~ "response headers too large"
+    Peer.await_line(ctx.evil_tls, "CLOSE #{path} ", @wait)
+    assert_healthy(ctx)
+  end
+
+  test "120 small headers are refused as too many headers, not as too large", ctx do
+    path = tagged("/too_many_headers?n=120")
+    assert {:error, {:bad_handshake, detail}} = connect(ctx.evil_base <> path)
+    assert detail == "too many headers (more than 100)"
+    assert server_close_code(ctx, path) == "1006"
+    assert_healthy(ctx)
+  end
+
+  test "an HTTP/1.0 101 is a bad handshake naming the version", ctx do
+    path = tagged("/http10_101")
+    assert {:error, {:bad_handshake, detail}} = connect(ctx.evil_base <> path)
+    assert detail =~ "HTTP/1.0"
+    assert detail =~ "HTTP/1.1"
+    assert server_close_code(ctx, path) == "1006"
+    assert_healthy(ctx)
+  end
+
+  test "interim 1xx responses before the 101 are skipped", ctx do
+    path = tagged("/interim_101?codes=100,103,102")
+    conn = connect!(ctx.evil_base <> path)
+    assert_echo(conn)
     :ok = :ws_port.close(conn)
     assert server_close_code(ctx, path) == "1000"
     assert_healthy(ctx)

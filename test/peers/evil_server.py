@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A malicious WebSocket server for ws_port's hardening tests.
 
-Usage: evil_server.py [--exit-on-eof]
+Usage: evil_server.py [--exit-on-eof] [--tls CERT KEY]
 
 Plain sockets driven by asyncio (loop.sock_*): the HTTP upgrade is answered by hand (the
 Sec-WebSocket-Accept is computed here) and frames are written byte for byte,
@@ -32,6 +32,21 @@ a ``tag=...`` parameter lets a test find its own lines):
                           ms, default 0 = as fast as the socket takes them),
                           never the empty line; bounded: 60 s
   /huge_headers           one 100 KiB header line, then the end of the head
+  /trickle_headers?gap_us=G&every=E&max=M
+                          "HTTP/1.1 101 Switching Protocols" then short header
+                          lines ("h123: v"), never the empty line, ONE BYTE PER
+                          send(2) (TCP_NODELAY, from a thread with a blocking
+                          socket, so each byte is its own segment), G us
+                          (default 0) of sleep after every E bytes (default
+                          1); at most M bytes (default 70000, past the
+                          client's 64 KiB limit), then waits for the client to
+                          close. Prints ``TRICKLED <path> <n>`` every 4096
+                          bytes and ``SENT <path> <n>`` at the end.
+  /too_many_headers?n=N   a valid 101 with N (default 120) small extra headers
+  /http10_101             a valid 101 except its version: HTTP/1.0
+  /interim_101?codes=C    interim responses with the codes C (comma
+                          separated, default 100) before a valid 101, in one
+                          write each; then echo
   /trickle                a valid handshake, then a text frame of 1000 bytes
                           one byte per second (bounded: 60 s)
   /sizes?sizes=A,B,..     messages of random bytes (binary; a size written
@@ -56,6 +71,10 @@ Printed on stdout:
   PONGS <path> <k>        /ping_flood only
 
 --exit-on-eof: exit when stdin reaches EOF (an Erlang port holds it open).
+--tls CERT KEY: serve TLS (wss://) instead, each connection from a thread;
+only /trickle_headers then (each byte in its own TLS record, so the client
+reads one byte per SSL_read however many wait in its socket); other paths
+get a 404.
 Only 127.0.0.1 is ever used.
 """
 
@@ -64,9 +83,11 @@ import asyncio
 import base64
 import hashlib
 import os
+import ssl
 import socket
 import struct
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -198,11 +219,13 @@ class Conn:
             pass
 
 
-def handshake_bytes(key, accept=None):
-    return ("HTTP/1.1 101 Switching Protocols\r\n"
+def handshake_bytes(key, accept=None, version="HTTP/1.1", extra=""):
+    return ("%s 101 Switching Protocols\r\n"
             "Upgrade: websocket\r\n"
             "Connection: Upgrade\r\n"
-            "Sec-WebSocket-Accept: %s\r\n\r\n" % (accept or accept_for(key))).encode()
+            "%s"
+            "Sec-WebSocket-Accept: %s\r\n\r\n"
+            % (version, extra, accept or accept_for(key))).encode()
 
 
 async def handle(sock):
@@ -364,6 +387,129 @@ async def huge_headers(c, key, q):
     rd.cancel()
 
 
+def in_thread(fn, *args):
+    """Runs fn(*args) in a daemon thread (one the process does not wait for
+    at exit); returns a future of its result."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def run():
+        try:
+            r = fn(*args)
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(r))
+        except BaseException as e:  # noqa: B902 - handed to the awaiting task
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(e))
+
+    threading.Thread(target=run, daemon=True).start()
+    return fut
+
+
+def trickle_bytes(sock, path, data, gap_s, every):
+    """Blocking (from a worker thread): data one byte per send, so one byte
+    per TCP segment (TCP_NODELAY), or per TLS record on an SSL socket. gap_s
+    of sleep after every `every` bytes. Returns the bytes sent."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    deadline = time.monotonic() + BOUND_SECONDS
+    sent = 0
+    try:
+        while sent < len(data) and time.monotonic() < deadline:
+            sock.send(data[sent:sent + 1])
+            sent += 1
+            if sent % 4096 == 0:
+                say("TRICKLED %s %d" % (path, sent))
+            if gap_s and sent % every == 0:
+                time.sleep(gap_s)
+    except (ConnectionError, OSError):
+        pass
+    return sent
+
+
+def trickle_plan(q):
+    """(data, gap_s, every) of /trickle_headers."""
+    limit = int(q.get("max", "70000"))
+    data = b"HTTP/1.1 101 Switching Protocols\r\n"
+    i = 0
+    while len(data) < limit:
+        data += b"h%d: v\r\n" % i
+        i += 1
+    gap_s = int(q.get("gap_us", "0")) / 1e6
+    return data[:limit], gap_s, max(1, int(q.get("every", "1")))
+
+
+async def trickle_headers(c, key, q):
+    data, gap_s, every = trickle_plan(q)
+    c.sock.setblocking(True)
+    c.sock.settimeout(5)
+    sent = await in_thread(trickle_bytes, c.sock, c.path, data, gap_s, every)
+    say("SENT %s %d" % (c.path, sent))
+    c.sock.setblocking(False)
+    await drain_until_eof(c)
+
+
+def serve_tls(sock, ctx):
+    """--tls: one connection, blocking, in a worker thread. Only
+    /trickle_headers is served (each byte its own TLS record); other paths
+    get a 404."""
+    sock.setblocking(True)
+    sock.settimeout(10)
+    try:
+        ss = ctx.wrap_socket(sock, server_side=True)
+        buf = b""
+        while b"\r\n\r\n" not in buf and len(buf) < MAX_HEAD:
+            d = ss.recv(65536)
+            if not d:
+                return
+            buf += d
+        target = buf.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+        if len(target) < 2:
+            return
+        path = target[1]
+        url = urllib.parse.urlsplit(path)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        say("OPEN %s" % path)
+        if url.path != "/trickle_headers":
+            ss.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            return
+        data, gap_s, every = trickle_plan(q)
+        sent = trickle_bytes(ss, path, data, gap_s, every)
+        say("SENT %s %d" % (path, sent))
+        ss.settimeout(BOUND_SECONDS)
+        while ss.recv(65536):
+            pass
+        say("CLOSE %s 1006" % path)
+    except (ConnectionError, OSError, ssl.SSLError):
+        pass
+    finally:
+        sock.close()
+
+
+async def too_many_headers(c, key, q):
+    n = int(q.get("n", "120"))
+    extra = "".join("X-H%d: v\r\n" % i for i in range(n))
+    await c.write(handshake_bytes(key, extra=extra))
+    say("SENT %s 1" % c.path)
+    await drain_until_eof(c)
+
+
+async def http10_101(c, key, q):
+    await c.write(handshake_bytes(key, version="HTTP/1.0"))
+    say("SENT %s 1" % c.path)
+    await drain_until_eof(c)
+
+
+async def interim_101(c, key, q):
+    names = {"100": "Continue", "102": "Processing", "103": "Early Hints"}
+    for code in q.get("codes", "100").split(","):
+        head = "HTTP/1.1 %s %s\r\n" % (code, names.get(code, "Interim"))
+        if code == "103":
+            head += "Link: </style.css>; rel=preload; as=style\r\n"
+        await c.write((head + "\r\n").encode())
+        await asyncio.sleep(0.01)
+    await c.write(handshake_bytes(key))
+    say("SENT %s 1" % c.path)
+    await c.read_frames(echo=True)
+
+
 async def trickle(c, key, q):
     rd = await open_ws(c, key)
     data = frame(OP_TEXT, b"t" * 1000)
@@ -433,13 +579,22 @@ CASES = {
     "/endless_headers": endless_headers,
     "/huge_headers": huge_headers,
     "/trickle": trickle,
+    "/trickle_headers": trickle_headers,
+    "/too_many_headers": too_many_headers,
+    "/http10_101": http10_101,
+    "/interim_101": interim_101,
 }
 
 
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--exit-on-eof", action="store_true")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     args = ap.parse_args()
+    tls_ctx = None
+    if args.tls:
+        tls_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls_ctx.load_cert_chain(args.tls[0], args.tls[1])
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     if args.exit_on_eof:
@@ -459,8 +614,11 @@ async def main():
     async def accept_loop():
         while True:
             sock, _ = await loop.sock_accept(lsock)
-            sock.setblocking(False)
-            t = asyncio.ensure_future(handle(sock))
+            if tls_ctx:
+                t = asyncio.ensure_future(in_thread(serve_tls, sock, tls_ctx))
+            else:
+                sock.setblocking(False)
+                t = asyncio.ensure_future(handle(sock))
             tasks.add(t)
             t.add_done_callback(tasks.discard)
 
