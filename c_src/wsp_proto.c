@@ -923,10 +923,18 @@ static int decode_reconnect(struct dctx *c, int *idx, int arity, struct wsp_cmd 
     return 0;
 }
 
+/* {stats, Id}; {stats, 0} asks for the program's own figures */
 static int decode_stats(struct dctx *c, int *idx, int arity, struct wsp_cmd *out)
 {
     if (arity != 2)
         return fail(c, "badarg", "stats: expected {stats, Id}, got a %d-tuple", arity);
+    long long v;
+    int i = *idx;
+    if (get_int(c, &i, 0, 0, &v) == 0) {
+        *idx = i;
+        out->id = 0;
+        return 0;
+    }
     return decode_id(c, idx, "stats", out);
 }
 
@@ -1228,6 +1236,18 @@ int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s)
                           : ei_x_encode_longlong(x, s->credit);
     r = r < 0 ? r : ei_x_encode_atom(x, "msgs_spliced");
     r = r < 0 ? r : ei_x_encode_ulonglong(x, s->msgs_spliced);
+    return enc_done(x, r);
+}
+
+int wsp_enc_program_stats(ei_x_buff *x, uint64_t connections, uint64_t lingering)
+{
+    if (enc_start(x, 3, "stats", 0) < 0)
+        return -1;
+    int r = ei_x_encode_map_header(x, 2);
+    r = r < 0 ? r : ei_x_encode_atom(x, "connections");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, connections);
+    r = r < 0 ? r : ei_x_encode_atom(x, "lingering");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, lingering);
     return enc_done(x, r);
 }
 

@@ -420,7 +420,8 @@ active_cmd(Id, Active) ->
     term_to_binary({active, Id, Active}).
 
 %% @doc `{stats, Id}' as a packet.
--spec stats_cmd(id()) -> binary().
+%% (`{stats, 0}' asks for the port program's own figures.)
+-spec stats_cmd(id() | 0) -> binary().
 stats_cmd(Id) ->
     term_to_binary({stats, Id}).
 
