@@ -809,8 +809,17 @@ static void start_upgrade(struct wsp_conn *c)
 static void tls_step(struct wsp_conn *c)
 {
     char err[300];
-    int ww = 0;
-    int r = wsp_tls_handshake(c->ssl, &ww, err, sizeof err);
+    int ww = 0, net_errno = 0;
+    int r = wsp_tls_handshake(c->ssl, &ww, &net_errno, err, sizeof err);
+    if (r == -2) {
+        /* a reset or EOF, as the same event on ws:// reports it */
+        if (net_errno) {
+            fail_errno(c, net_errno);
+        } else {
+            fail_atom(c, WSP_FC_NETWORK, "eof");
+        }
+        return;
+    }
     if (r < 0) {
         fail_detail(c, WSP_FC_TLS, "tls", err);
         return;
@@ -1552,10 +1561,7 @@ static void conn_read(struct wsp_conn *c)
             return;
         }
         if (r == 0 || r == -2) {
-            if (c->state == ST_TLS || c->state == ST_CONNECTING) {
-                fail_detail(c, c->state == ST_TLS ? WSP_FC_TLS : WSP_FC_NETWORK, "tls",
-                            "connection closed during the TLS handshake");
-            } else if (r == 0) {
+            if (r == 0) {
                 fail_atom(c, WSP_FC_NETWORK, "eof");
             } else {
                 fail_errno(c, err);
