@@ -1232,7 +1232,9 @@ static int parse_bytes(struct wsp_conn *c, const uint8_t *p, size_t n, size_t *t
                 queue_close(c, ev.close_code, ev.data, ev.len);
                 wsp_enc_closed_code(xbuf(), c->id, "remote", ev.close_code,
                                     (const char *)ev.data, ev.len);
-                lost(c, WSP_FC_REMOTE_CLOSE);
+                /* retried or final by its code (retry_on) */
+                lost(c, wsp_backoff_retries_close(&c->opts->retry, ev.close_code)
+                            ? WSP_FC_REMOTE_CLOSE : 0);
                 return -1;
             }
             finish(c);

@@ -950,6 +950,86 @@ static void test_deep_nesting(void **state)
                "each header");
 }
 
+/* retry_on: classes, close codes, named policies */
+static const struct wsp_connect_opts *dec_opts(const char *opts, struct wsp_cmd *cmd)
+{
+    char src[512];
+    snprintf(src, sizeof src, "{connect, 1, <<\"ws://h\">>, %s}", opts);
+    assert_int_equal(dec(src, cmd), 0);
+    return cmd->connect;
+}
+
+static void test_connect_retry_on(void **state)
+{
+    (void)state;
+    struct wsp_cmd cmd;
+    /* absent: the default (server closes by code) */
+    const struct wsp_connect_opts *o = dec_opts("[{retry, []}]", &cmd);
+    assert_int_equal(o->retry.retry_on, WSP_FC_DEFAULT);
+    assert_false(wsp_backoff_retries_close(&o->retry, 1000));
+    assert_true(wsp_backoff_retries_close(&o->retry, 1001));
+    assert_true(wsp_backoff_retries_close(&o->retry, 1005));
+    wsp_cmd_free(&cmd);
+    /* remote_close: every server close */
+    o = dec_opts("[{retry, []}, {retry_on, [network, remote_close]}]", &cmd);
+    assert_int_equal(o->retry.retry_on, WSP_FC_NETWORK | WSP_FC_REMOTE_CLOSE);
+    assert_true(wsp_backoff_retries_close(&o->retry, 1000));
+    assert_true(wsp_backoff_retries_close(&o->retry, 4321));
+    wsp_cmd_free(&cmd);
+    /* no remote_close: none */
+    o = dec_opts("[{retry, []}, {retry_on, [network]}]", &cmd);
+    assert_false(wsp_backoff_retries_close(&o->retry, 1001));
+    wsp_cmd_free(&cmd);
+    /* the codes named */
+    o = dec_opts("[{retry_on, [{remote_close, [1000, 4000]}, timeout]}, {retry, []}]", &cmd);
+    assert_int_equal(o->retry.retry_on, WSP_FC_TIMEOUT | WSP_FC_REMOTE_CLOSE);
+    assert_true(wsp_backoff_retries_close(&o->retry, 1000));
+    assert_true(wsp_backoff_retries_close(&o->retry, 4000));
+    assert_false(wsp_backoff_retries_close(&o->retry, 1001));
+    wsp_cmd_free(&cmd);
+    /* all but the codes named */
+    o = dec_opts("[{retry, []}, {retry_on, [{remote_close, {except, [1000]}}]}]", &cmd);
+    assert_false(wsp_backoff_retries_close(&o->retry, 1000));
+    assert_true(wsp_backoff_retries_close(&o->retry, 4000));
+    wsp_cmd_free(&cmd);
+    /* named policies */
+    o = dec_opts("[{retry, []}, {retry_on, stay_connected}]", &cmd);
+    assert_int_equal(o->retry.retry_on, WSP_FC_DEFAULT);
+    assert_true(wsp_backoff_retries_close(&o->retry, 1000));
+    assert_false(wsp_backoff_retries_close(&o->retry, 1002));
+    assert_false(wsp_backoff_retries_close(&o->retry, 1009));
+    wsp_cmd_free(&cmd);
+    o = dec_opts("[{retry, []}, {retry_on, [tls]}, {retry_on, default}]", &cmd);
+    assert_int_equal(o->retry.retry_on, WSP_FC_DEFAULT);
+    assert_false(wsp_backoff_retries_close(&o->retry, 1000));
+    assert_true(wsp_backoff_retries_close(&o->retry, 1012));
+    wsp_cmd_free(&cmd);
+    /* an empty list: nothing is retried (whatever the order of the options) */
+    o = dec_opts("[{retry_on, []}, {retry, []}]", &cmd);
+    assert_int_equal(o->retry.retry_on, 0);
+    assert_false(wsp_backoff_retries_close(&o->retry, 1001));
+    wsp_cmd_free(&cmd);
+
+    /* errors name the bad element */
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [network, foo]}]}", "bad_option",
+               "got atom foo in it");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, always}]}", "bad_option",
+               "retry_on must be default, stay_connected or a list");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [{remote_close, [1000, 999]}]}]}",
+               "bad_option", "a remote_close code must be an integer 1000..4999, got 999");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [{remote_close, 1000}]}]}",
+               "bad_option", "remote_close codes must be a list of close codes, got 1000");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [{remote_close, {except, x}}]}]}",
+               "bad_option", "remote_close codes must be a list of close codes, got atom x");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [{remote_close, {only, [1000]}}]}]}",
+               "bad_option", "remote_close codes must be a list");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [{tls, [1000]}]}]}", "bad_option",
+               "in it");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [remote_close, {remote_close, "
+               "[1000]}]}]}",
+               "bad_option", "names remote_close more than once");
+}
+
 /* ------------------------------------------------------------------------ */
 /* encoders                                                                  */
 
@@ -1417,6 +1497,7 @@ int main(void)
         cmocka_unit_test_teardown(test_connect_limits, teardown),
         cmocka_unit_test_teardown(test_connect_repeated_options, teardown),
         cmocka_unit_test_teardown(test_connect_bad, teardown),
+        cmocka_unit_test_teardown(test_connect_retry_on, teardown),
         cmocka_unit_test_teardown(test_ids, teardown),
         cmocka_unit_test_teardown(test_top_level, teardown),
         cmocka_unit_test_teardown(test_atom_and_int_encodings, teardown),
