@@ -51,10 +51,12 @@ a ``tag=...`` parameter lets a test find its own lines):
                           closes it (FIN, no close frame), T=garbage sends a
                           frame with the reserved opcode 3; then waits for
                           the client's EOF (bounded)
-  /close_frame?code=C&reason=R
+  /close_frame?code=C&reason=R&times=K
                           a valid handshake, then a close frame with code C
                           and reason R (C=none: an empty close payload); then
-                          waits for the client's close or EOF
+                          waits for the client's close or EOF. With times=K,
+                          only the first K requests of this exact path get
+                          that; later ones are refused with HTTP 401
   /flood_close?first=F&n=N&size=S
                           a valid handshake, F (default 3) binary messages of
                           S bytes (default 16384); then, once the client's
@@ -504,7 +506,16 @@ async def after_close(c, key, q):
         pass
 
 
+CLOSE_FRAME_SEEN = {}
+
+
 async def close_frame(c, key, q):
+    seen = CLOSE_FRAME_SEEN[c.path] = CLOSE_FRAME_SEEN.get(c.path, 0) + 1
+    if "times" in q and seen > int(q["times"]):
+        await c.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+        say("SENT %s 401" % c.path)
+        await drain_until_eof(c)
+        return
     code = q.get("code", "1000")
     payload = b"" if code == "none" else struct.pack("!H", int(code)) + q.get("reason", "").encode()
     await send_once(c, key, frame(OP_CLOSE, payload))
