@@ -530,7 +530,9 @@ defmodule WsPort.ProducerTest do
       {:ok, c} = ProducerOptions.validate(url: "ws://h", retry_on: [:network, :http_4xx])
       assert ProducerOptions.connect_opts(c).retry_on == [:network, :http_4xx]
       assert error(url: "ws://h", retry_on: [:nope]) =~ ":remote_close"
-      assert error(url: "ws://h", retry_on: [:nope]) =~ "invalid element of option :retry_on: :nope"
+
+      assert error(url: "ws://h", retry_on: [:nope]) =~
+               "invalid element of option :retry_on: :nope"
 
       assert error(url: "ws://h", retry_on: [{:remote_close, [1000, 99]}]) =~
                "invalid remote_close code in option :retry_on: 99"

@@ -650,8 +650,7 @@ defmodule WsPort.E2ETest do
 
       url12 = "wss://127.0.0.1:#{Peer.port(peer12)}/echo"
 
-      assert {:error, reason} =
-               :ws_port.connect(url12, %{tls: %{cacertfile: ctx.certs.ca.cert}})
+      assert {:error, reason} = :ws_port.connect(url12, %{tls: %{cacertfile: ctx.certs.ca.cert}})
 
       assert reason in [:eof, :econnreset] or match?({:tls, _}, reason), inspect(reason)
     end
