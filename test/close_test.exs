@@ -33,9 +33,13 @@ defmodule WsPort.CloseTest do
   setup do
     name = :"ws_port_close_test_#{System.unique_integer([:positive])}"
 
+    # WS_PORT_PROGRAM=priv/ws_port.asan: the sanitizer build (`make asan`)
+    program = System.get_env("WS_PORT_PROGRAM")
+    start_opts = if program in [nil, ""], do: [], else: [port_program: Path.expand(program)]
+
     start_supervised!(%{
       id: name,
-      start: {:ws_port_driver, :start_link, [name, []]}
+      start: {:ws_port_driver, :start_link, [name, start_opts]}
     })
 
     %{driver: name}
