@@ -1745,9 +1745,9 @@ void wsp_conn_send(uint32_t id, int opcode, const uint8_t *payload, size_t len)
 
 /* Our close frame is queued: from now on the connection only waits for
  * the server's close frame (at most `deadline`), reading whatever the
- * credit and the link say, and dropping the data messages before it (its
- * owner gets nothing more: no message, no passive event). Whatever fails
- * meanwhile ends it: it is never retried (lost()). */
+ * credit (and a full link: nothing goes to the BEAM) and dropping the data
+ * messages before it (its owner gets nothing more: no message, no passive
+ * event). Whatever fails meanwhile ends it: it is never retried (lost()). */
 static void start_closing(struct wsp_conn *c, lws_usec_t deadline)
 {
     c->state = ST_CLOSING;
