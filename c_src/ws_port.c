@@ -17,7 +17,7 @@
  *            | {send, Id, text | binary | ping | pong, Payload}
  *            | {close, Id, Code, Reason}
  *            | {active, Id, true | false | once | N}
- *            | {stats, Id}
+ *            | {stats, Id}                      % Id 0: the program's figures
  *   Opt      = {headers, [{Name, Value}]} | {protocols, [Proto]}
  *            | {connect_timeout, Ms} | {max_message_size, Bytes}
  *            | {active, Active} | {verify, verify_peer | verify_none}
@@ -30,7 +30,7 @@
  *            | {closed, Id, Reason}            % final: the id is free again
  *            | {passive, Id} | {pong, Id, RttMicros}
  *            | {error, Id, {What, Detail}}     % a command was refused
- *            | {stats, Id, #{...}}
+ *            | {stats, Id, #{...}}              % Id 0: #{connections, lingering}
  *   Reason   = {remote | local | protocol_error, Code, Text}
  *            | {http_status, Status, Headers} | {tls | dns | bad_handshake
  *              | invalid_url | bad_option | socket, Detail}

@@ -11,7 +11,44 @@ void wsp_backoff_default(struct wsp_backoff *b)
     b->max_delay_ms = 30000;
     b->factor = 2.0;
     b->jitter = 0.1;
+    wsp_backoff_default_retry_on(b);
+}
+
+void wsp_backoff_default_retry_on(struct wsp_backoff *b)
+{
+    static const uint16_t codes[] = WSP_CLOSE_CODES_DEFAULT;
     b->retry_on = WSP_FC_DEFAULT;
+    (void)wsp_backoff_set_close_retry(b, WSP_CLOSE_RETRY_ONLY, codes,
+                                      sizeof codes / sizeof codes[0]);
+}
+
+void wsp_backoff_stay_connected_retry_on(struct wsp_backoff *b)
+{
+    static const uint16_t codes[] = WSP_CLOSE_CODES_OURS;
+    b->retry_on = WSP_FC_DEFAULT;
+    (void)wsp_backoff_set_close_retry(b, WSP_CLOSE_RETRY_EXCEPT, codes,
+                                      sizeof codes / sizeof codes[0]);
+}
+
+int wsp_backoff_set_close_retry(struct wsp_backoff *b, enum wsp_close_retry mode,
+                                const uint16_t *codes, size_t n)
+{
+    if (n > WSP_MAX_CLOSE_CODES) {
+        return -1;
+    }
+    b->close_retry = mode;
+    b->nclose_codes = (uint16_t)n;
+    for (size_t i = 0; i < n; i++) {
+        b->close_codes[i] = codes[i];
+    }
+    int some = mode == WSP_CLOSE_RETRY_ALL || mode == WSP_CLOSE_RETRY_EXCEPT ||
+               (mode == WSP_CLOSE_RETRY_ONLY && n > 0);
+    if (some) {
+        b->retry_on |= WSP_FC_REMOTE_CLOSE;
+    } else {
+        b->retry_on &= ~(unsigned)WSP_FC_REMOTE_CLOSE;
+    }
+    return 0;
 }
 
 int64_t wsp_backoff_delay(const struct wsp_backoff *b, uint64_t attempt, double rnd)
@@ -45,6 +82,27 @@ int64_t wsp_backoff_delay(const struct wsp_backoff *b, uint64_t attempt, double 
 int wsp_backoff_retries(const struct wsp_backoff *b, unsigned fc)
 {
     return b->enabled && (b->retry_on & fc) != 0;
+}
+
+int wsp_backoff_retries_close(const struct wsp_backoff *b, unsigned code)
+{
+    if (!wsp_backoff_retries(b, WSP_FC_REMOTE_CLOSE)) {
+        return 0;
+    }
+    int listed = 0;
+    for (size_t i = 0; i < b->nclose_codes && i < WSP_MAX_CLOSE_CODES; i++) {
+        if (b->close_codes[i] == code) {
+            listed = 1;
+            break;
+        }
+    }
+    switch (b->close_retry) {
+    case WSP_CLOSE_RETRY_ALL: return 1;
+    case WSP_CLOSE_RETRY_ONLY: return listed;
+    case WSP_CLOSE_RETRY_EXCEPT: return !listed;
+    case WSP_CLOSE_RETRY_NONE: return 0;
+    }
+    return 0;
 }
 
 unsigned wsp_backoff_http_class(int status)

@@ -356,7 +356,9 @@ static int reason_exit(const struct reason *r, int was_up)
 {
     const char *k = r->kind;
     if (!strcmp(k, "local")) return WSP_EXIT_OK;
-    if (C.downs > 0 && C.retry.enabled && wsp_backoff_retries(&C.retry, reason_class(r)))
+    int retried = !strcmp(k, "remote") ? wsp_backoff_retries_close(&C.retry, (unsigned)r->code)
+                                       : wsp_backoff_retries(&C.retry, reason_class(r));
+    if (C.downs > 0 && C.retry.enabled && retried)
         return WSP_EXIT_RETRIES;
     if (!strcmp(k, "remote"))
         return r->code == 1000 || r->code == 1005 ? WSP_EXIT_OK : WSP_EXIT_REMOTE_CODE;
@@ -756,7 +758,10 @@ static void usage_body(FILE *f)
         "                                constant:DELAY[:MAX_RETRIES]\n"
         "                                exponential:DELAY:MAX_DELAY[:FACTOR[:MAX_RETRIES]]\n"
         "                              milliseconds, +-10%% jitter, FACTOR default 2,\n"
-        "                              MAX_RETRIES default infinity\n"
+        "                              MAX_RETRIES default infinity; retried: network\n"
+        "                              failures, timeouts, HTTP 5xx and 429, protocol\n"
+        "                              errors, server closes with 1001, 1011-1014 or\n"
+        "                              no code (1000 and other codes end it)\n"
         "  --max-message-size N        larger messages close with 1009 (default %llu)\n"
         "  --binary                    send stdin lines as binary messages\n"
         "  --binary-format base64|hex  how binary messages are printed (default base64)\n"
@@ -1127,7 +1132,7 @@ int wsp_cli_main(int argc, char **argv)
     o->max_message_size = WSP_DEFAULT_MAX_MESSAGE_SIZE;
     o->active = WSP_ACTIVE_TRUE;
     o->verify = 1;
-    o->retry.retry_on = WSP_FC_DEFAULT;
+    wsp_backoff_default_retry_on(&o->retry);
     memset(&C, 0, sizeof C);
     int r = parse_args(argc, argv, o, &C.o);
     if (r != 0) {

@@ -128,6 +128,7 @@ struct wsp_conn {
     char close_reason[124];
     size_t close_reason_len;
 
+    int closing;                     /* the BEAM closed it: it ends, never retried */
     uint64_t attempt;                /* failed attempts since the last up */
     uint64_t reconnects;             /* times it came back after a loss */
     int ever_up;
@@ -812,8 +813,17 @@ static void start_upgrade(struct wsp_conn *c)
 static void tls_step(struct wsp_conn *c)
 {
     char err[300];
-    int ww = 0;
-    int r = wsp_tls_handshake(c->ssl, &ww, err, sizeof err);
+    int ww = 0, net_errno = 0;
+    int r = wsp_tls_handshake(c->ssl, &ww, &net_errno, err, sizeof err);
+    if (r == -2) {
+        /* a reset or EOF, as the same event on ws:// reports it */
+        if (net_errno) {
+            fail_errno(c, net_errno);
+        } else {
+            fail_atom(c, WSP_FC_NETWORK, "eof");
+        }
+        return;
+    }
     if (r < 0) {
         fail_detail(c, WSP_FC_TLS, "tls", err);
         return;
@@ -1074,7 +1084,10 @@ static void retry_after(struct wsp_conn *c, uint64_t attempt, int64_t delay)
 static void lost(struct wsp_conn *c, unsigned fc)
 {
     const struct wsp_backoff *b = &c->opts->retry;
-    if (!fc || !wsp_backoff_retries(b, fc)) {
+    /* a connection the BEAM closed ends whatever the server does (reset,
+     * EOF without a close frame, a bad frame): its owner is gone, and a
+     * retry would replay its handshake (headers, credentials) for nobody */
+    if (!fc || c->closing || !wsp_backoff_retries(b, fc)) {
         finish(c);
         return;
     }
@@ -1142,18 +1155,21 @@ static void deliver(struct wsp_conn *c, int opcode, const uint8_t *p, size_t n)
 
 static void protocol_fail(struct wsp_conn *c, unsigned code, const char *why)
 {
-    queue_close(c, code, (const uint8_t *)why, strlen(why));
+    if (c->state != ST_CLOSING) { /* our close frame is out already */
+        queue_close(c, code, (const uint8_t *)why, strlen(why));
+    }
     wsp_enc_closed_code(xbuf(), c->id, "protocol_error", code, why, strlen(why));
     lost(c, WSP_FC_PROTOCOL);
 }
 
-/* Parses p[0..n) while credit lasts; *taken says how many bytes it used.
+/* Parses p[0..n) while credit lasts (while closing: all of it, dropping
+ * data); *taken says how many bytes it used.
  * Payload slices point into p, and are copied before it returns. Returns 0,
  * or -1 if the connection finished (c may be freed: do not touch it). */
 static int parse_bytes(struct wsp_conn *c, const uint8_t *p, size_t n, size_t *taken)
 {
     *taken = 0;
-    while (c->credit != 0 && *taken < n) {
+    while ((c->credit != 0 || c->state == ST_CLOSING) && *taken < n) {
         struct wsc_event ev;
         size_t used = 0;
         int r = wsc_parser_next(&c->parser, p + *taken, n - *taken, &used, &ev);
@@ -1168,6 +1184,9 @@ static int parse_bytes(struct wsp_conn *c, const uint8_t *p, size_t n, size_t *t
         }
         switch (ev.type) {
         case WSC_EV_DATA:
+            if (c->state == ST_CLOSING) {
+                break; /* the owner closed it: nobody wants this any more */
+            }
             if (ev.message_start && ev.message_end) {
                 deliver(c, ev.opcode, ev.data, ev.len);
                 break;
@@ -1217,7 +1236,9 @@ static int parse_bytes(struct wsp_conn *c, const uint8_t *p, size_t n, size_t *t
                 queue_close(c, ev.close_code, ev.data, ev.len);
                 wsp_enc_closed_code(xbuf(), c->id, "remote", ev.close_code,
                                     (const char *)ev.data, ev.len);
-                lost(c, WSP_FC_REMOTE_CLOSE);
+                /* retried or final by its code (retry_on) */
+                lost(c, wsp_backoff_retries_close(&c->opts->retry, ev.close_code)
+                            ? WSP_FC_REMOTE_CLOSE : 0);
                 return -1;
             }
             finish(c);
@@ -1348,8 +1369,9 @@ static int may_read(const struct wsp_conn *c)
     case ST_TLS:
     case ST_UPGRADING:
         return 1;
-    case ST_OPEN:
     case ST_CLOSING:
+        return 1; /* up to the server's close frame, dropping data */
+    case ST_OPEN:
         return c->credit != 0 && !g_congested;
     default:
         return 0;
@@ -1366,8 +1388,8 @@ static void conn_set_reading(struct wsp_conn *c)
     /* Stopped only because the link to the BEAM is full: remember it, so
      * that resuming touches the connections that stopped, not all of them
      * (a connection that never tries to read while congested stays as is). */
-    if (!want && g_congested && !c->link_paused && c->wsi &&
-        (c->state == ST_OPEN || c->state == ST_CLOSING) && c->credit != 0) {
+    if (!want && g_congested && !c->link_paused && c->wsi && c->state == ST_OPEN &&
+        c->credit != 0) {
         c->link_paused = 1;
         c->paused_next = g_paused;
         g_paused = c;
@@ -1494,7 +1516,7 @@ static void conn_read(struct wsp_conn *c)
          * credit runs out are kept in the connection's own rbuf. The
          * handshake's response is gathered in rbuf. */
         int shared = c->state == ST_OPEN || c->state == ST_CLOSING;
-        if (shared && !c->ssl) {
+        if (c->state == ST_OPEN && !c->ssl) {
             int s = splice_step(c, &budget);
             if (s == -2) {
                 return;
@@ -1506,7 +1528,7 @@ static void conn_read(struct wsp_conn *c)
                 continue;
             }
         }
-        size_t direct = shared ? direct_len(c) : 0;
+        size_t direct = c->state == ST_OPEN ? direct_len(c) : 0;
         uint8_t *dst;
         size_t want;
         if (direct) {
@@ -1547,10 +1569,7 @@ static void conn_read(struct wsp_conn *c)
             return;
         }
         if (r == 0 || r == -2) {
-            if (c->state == ST_TLS || c->state == ST_CONNECTING) {
-                fail_detail(c, c->state == ST_TLS ? WSP_FC_TLS : WSP_FC_NETWORK, "tls",
-                            "connection closed during the TLS handshake");
-            } else if (r == 0) {
+            if (r == 0) {
                 fail_atom(c, WSP_FC_NETWORK, "eof");
             } else {
                 fail_errno(c, err);
@@ -1735,6 +1754,27 @@ void wsp_conn_send(uint32_t id, int opcode, const uint8_t *payload, size_t len)
     }
 }
 
+/* Our close frame is queued: from now on the connection only waits for
+ * the server's close frame (at most `deadline`), reading whatever the
+ * credit (and a full link: nothing goes to the BEAM) and dropping the data
+ * messages before it (its owner gets nothing more: no message, no passive
+ * event). Whatever fails meanwhile ends it: it is never retried (lost()). */
+static void start_closing(struct wsp_conn *c, lws_usec_t deadline)
+{
+    c->state = ST_CLOSING;
+    c->closing = 1;
+    lws_sul_cancel(&c->live);
+    wsp_loop_schedule(&c->timer, on_deadline, deadline);
+    splice_drop(c); /* a message half moved to the BEAM's pipe is dropped */
+    wsp_buf_free(&c->msg);
+    unpause_unlink(c);
+    conn_set_reading(c);
+    if (c->wsi) {
+        /* bytes may wait in rbuf or inside TLS: do not wait for poll */
+        wsp_loop_schedule(&c->kick, on_kick, 0);
+    }
+}
+
 void wsp_conn_close(uint32_t id, unsigned code, const uint8_t *reason, size_t len)
 {
     struct wsp_conn *c = lookup(id, "close");
@@ -1747,15 +1787,7 @@ void wsp_conn_close(uint32_t id, unsigned code, const uint8_t *reason, size_t le
         finish(c);
     } else if (c->state == ST_OPEN) {
         queue_close(c, code, reason, len);
-        c->state = ST_CLOSING;
-        lws_sul_cancel(&c->live);
-        wsp_loop_schedule(&c->timer, on_deadline, CLOSE_TIMEOUT_US);
-        /* keep reading: the server's close frame ends it */
-        if (c->credit == 0) {
-            c->credit = -1;
-            c->passive_events = 0;
-        }
-        conn_set_reading(c);
+        start_closing(c, CLOSE_TIMEOUT_US);
         conn_read(c);
     } else if (c->state < ST_OPEN) {
         wsp_enc_closed_code(xbuf(), c->id, "local", code, (const char *)reason, len);
@@ -1787,7 +1819,7 @@ void wsp_conn_active(uint32_t id, enum wsp_active_kind kind, int64_t n)
         int64_t next = cur + n;
         c->credit = next > 0 ? next : 0;
         c->passive_events = 1;
-        if (c->credit == 0) {
+        if (c->credit == 0 && c->state != ST_CLOSING) {
             wsp_enc_passive(xbuf(), c->id);
             emit();
         }
@@ -1830,6 +1862,12 @@ void wsp_conn_reconnect(uint32_t id, uint32_t delay_ms)
 
 void wsp_conn_stats(uint32_t id)
 {
+    if (id == 0) {
+        size_t all = wsp_conn_count();
+        wsp_enc_program_stats(xbuf(), g_table_used, all - g_table_used);
+        emit();
+        return;
+    }
     struct wsp_conn *c = lookup(id, "stats");
     if (!c) {
         return;
@@ -1879,13 +1917,7 @@ void wsp_conn_close_all(void)
         if (c->state == ST_OPEN) {
             static const char why[] = "going away";
             queue_close(c, 1001, (const uint8_t *)why, sizeof why - 1);
-            c->state = ST_CLOSING;
-            wsp_loop_schedule(&c->timer, on_deadline, LINGER_US);
-            if (c->credit == 0) {
-                c->credit = -1; /* read the server's close reply */
-                c->passive_events = 0;
-            }
-            conn_set_reading(c);
+            start_closing(c, LINGER_US);
         } else if (c->state != ST_CLOSING) {
             fail_atom(c, 0, "closed");
         }

@@ -582,33 +582,110 @@ static const struct {
 };
 
 #define RETRY_ON_MSG                                                            \
-    "a list of network, timeout, http_5xx, http_429, http_4xx, tls, protocol, " \
-    "remote_close, http_other"
+    "default, stay_connected or a list of network, timeout, http_5xx, "         \
+    "http_429, http_4xx, tls, protocol, remote_close, {remote_close, Codes}, "  \
+    "{remote_close, {except, Codes}}, http_other"
 
+/* Codes of {remote_close, Codes}: a proper list of integers 1000..4999. */
+static int retry_on_codes(struct dctx *c, int *idx, uint16_t *codes, size_t *ncodes)
+{
+    char d[96];
+    int at = *idx, n;
+    if (get_list(c, idx, &n) < 0)
+        return fail(c, "bad_option", "connect: option retry_on: remote_close codes must be "
+                    "a list of close codes, got %s", describe(c, at, d, sizeof d));
+    if (n > WSP_MAX_CLOSE_CODES)
+        return fail(c, "bad_option", "connect: option retry_on: at most %d remote_close "
+                    "codes, got %d", WSP_MAX_CLOSE_CODES, n);
+    for (int k = 0; k < n; k++) {
+        long long v;
+        at = *idx;
+        if (get_int(c, idx, 1000, 4999, &v) < 0)
+            return fail(c, "bad_option", "connect: option retry_on: a remote_close code must "
+                        "be an integer 1000..4999, got %s", describe(c, at, d, sizeof d));
+        codes[k] = (uint16_t)v;
+    }
+    if (n > 0 && list_end(c, idx) < 0)
+        return fail(c, "bad_option", "connect: option retry_on: remote_close codes must be "
+                    "a proper list");
+    *ncodes = (size_t)n;
+    return 0;
+}
+
+/* One {remote_close, Codes} | {remote_close, {except, Codes}} entry. */
+static int retry_on_close_tuple(struct dctx *c, int *idx, enum wsp_close_retry *mode,
+                                uint16_t *codes, size_t *ncodes)
+{
+    char a[MAXATOMLEN_UTF8];
+    int ar, at = *idx;
+    if (tag_at(c, *idx) == TAG_SMALL_TUPLE && ei_decode_tuple_header(c->eb, idx, &ar) == 0 &&
+        ar == 2 && get_atom(c, idx, a) == 0 && strcmp(a, "except") == 0) {
+        *mode = WSP_CLOSE_RETRY_EXCEPT;
+    } else {
+        *idx = at;
+        *mode = WSP_CLOSE_RETRY_ONLY;
+    }
+    return retry_on_codes(c, idx, codes, ncodes);
+}
+
+/* default | stay_connected | [Class | {remote_close, Codes}
+ *                             | {remote_close, {except, Codes}}] */
 static int opt_retry_on(struct dctx *c, int *idx, struct wsp_connect_opts *o)
 {
     char d[96], a[MAXATOMLEN_UTF8];
     int at = *idx, n;
+    if (get_atom(c, idx, a) == 0) {
+        if (strcmp(a, "default") == 0) {
+            wsp_backoff_default_retry_on(&o->retry);
+            return 0;
+        }
+        if (strcmp(a, "stay_connected") == 0) {
+            wsp_backoff_stay_connected_retry_on(&o->retry);
+            return 0;
+        }
+        *idx = at;
+    }
     if (get_list(c, idx, &n) < 0)
         return fail(c, "bad_option", "connect: option retry_on must be " RETRY_ON_MSG
                     ", got %s", describe(c, at, d, sizeof d));
     unsigned bits = 0;
+    enum wsp_close_retry mode = WSP_CLOSE_RETRY_NONE;
+    uint16_t codes[WSP_MAX_CLOSE_CODES];
+    size_t ncodes = 0;
+    int closes = 0;
     for (int k = 0; k < n; k++) {
         at = *idx;
+        int ar, is_close = 0;
         size_t j = 0, nc = sizeof retry_classes / sizeof retry_classes[0];
-        if (get_atom(c, idx, a) == 0)
+        if (get_atom(c, idx, a) == 0) {
             while (j < nc && strcmp(a, retry_classes[j].name) != 0)
                 j++;
-        else
+            if (j < nc && retry_classes[j].bit == WSP_FC_REMOTE_CLOSE) {
+                is_close = 1;
+                mode = WSP_CLOSE_RETRY_ALL;
+            }
+        } else if (tag_at(c, *idx) == TAG_SMALL_TUPLE &&
+                   ei_decode_tuple_header(c->eb, idx, &ar) == 0 && ar == 2 &&
+                   get_atom(c, idx, a) == 0 && strcmp(a, "remote_close") == 0) {
+            if (retry_on_close_tuple(c, idx, &mode, codes, &ncodes) < 0)
+                return -1;
+            is_close = 1;
+        } else {
             j = nc;
-        if (j == nc)
+        }
+        if (!is_close && j == nc)
             return fail(c, "bad_option", "connect: option retry_on must be " RETRY_ON_MSG
                         ", got %s in it", describe(c, at, d, sizeof d));
-        bits |= retry_classes[j].bit;
+        if (is_close && closes++)
+            return fail(c, "bad_option", "connect: option retry_on names remote_close more "
+                        "than once");
+        if (!is_close)
+            bits |= retry_classes[j].bit;
     }
     if (n > 0 && list_end(c, idx) < 0)
         return fail(c, "bad_option", "connect: option retry_on must be a proper list");
     o->retry.retry_on = bits;
+    (void)wsp_backoff_set_close_retry(&o->retry, mode, codes, ncodes);
     return 0;
 }
 
@@ -629,9 +706,12 @@ static int opt_retry(struct dctx *c, int *idx, struct wsp_connect_opts *o)
         return fail(c, "bad_option",
                     "connect: option retry must be false or a list of {Key, Value}, got %s",
                     describe(c, at, d, sizeof d));
-    unsigned retry_on = o->retry.retry_on;
+    /* what is retried (retry_on, or its default) is not the policy's */
+    struct wsp_backoff keep = o->retry;
     wsp_backoff_default(&o->retry);
-    o->retry.retry_on = retry_on ? retry_on : WSP_FC_DEFAULT;
+    o->retry.retry_on = keep.retry_on;
+    (void)wsp_backoff_set_close_retry(&o->retry, keep.close_retry, keep.close_codes,
+                                      keep.nclose_codes);
     for (int k = 0; k < n; k++) {
         int ar;
         at = *idx;
@@ -796,7 +876,7 @@ static int decode_connect(struct dctx *c, int *idx, int arity, struct wsp_cmd *o
     o->max_message_size = WSP_DEFAULT_MAX_MESSAGE_SIZE;
     o->active = WSP_ACTIVE_TRUE;
     o->verify = 1;
-    o->retry.retry_on = WSP_FC_DEFAULT; /* retry itself is off unless given */
+    wsp_backoff_default_retry_on(&o->retry); /* retry itself is off unless given */
     o->url = dup_bytes(up, ul);
     o->url_len = ul;
     if (!o->url) {
@@ -923,10 +1003,18 @@ static int decode_reconnect(struct dctx *c, int *idx, int arity, struct wsp_cmd 
     return 0;
 }
 
+/* {stats, Id}; {stats, 0} asks for the program's own figures */
 static int decode_stats(struct dctx *c, int *idx, int arity, struct wsp_cmd *out)
 {
     if (arity != 2)
         return fail(c, "badarg", "stats: expected {stats, Id}, got a %d-tuple", arity);
+    long long v;
+    int i = *idx;
+    if (get_int(c, &i, 0, 0, &v) == 0) {
+        *idx = i;
+        out->id = 0;
+        return 0;
+    }
     return decode_id(c, idx, "stats", out);
 }
 
@@ -1228,6 +1316,18 @@ int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s)
                           : ei_x_encode_longlong(x, s->credit);
     r = r < 0 ? r : ei_x_encode_atom(x, "msgs_spliced");
     r = r < 0 ? r : ei_x_encode_ulonglong(x, s->msgs_spliced);
+    return enc_done(x, r);
+}
+
+int wsp_enc_program_stats(ei_x_buff *x, uint64_t connections, uint64_t lingering)
+{
+    if (enc_start(x, 3, "stats", 0) < 0)
+        return -1;
+    int r = ei_x_encode_map_header(x, 2);
+    r = r < 0 ? r : ei_x_encode_atom(x, "connections");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, connections);
+    r = r < 0 ? r : ei_x_encode_atom(x, "lingering");
+    r = r < 0 ? r : ei_x_encode_ulonglong(x, lingering);
     return enc_done(x, r);
 }
 

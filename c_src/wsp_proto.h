@@ -166,6 +166,11 @@ int wsp_enc_closed_to_down(const ei_x_buff *closed, ei_x_buff *x, uint64_t attem
  * when -1; credit infinity when -1) */
 int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s);
 
+/* {stats, 0, #{connections => C, lingering => L}}: the program's answer to
+ * {stats, 0}. C: connections whose final event is not sent yet (their ids
+ * are in use); L: finished ones whose socket still drains (at most 1 s). */
+int wsp_enc_program_stats(ei_x_buff *x, uint64_t connections, uint64_t lingering);
+
 /* Writes the 9-byte data entry header <<Id:32, Opcode:8, Len:32>>. */
 void wsp_data_entry_header(uint8_t out[WSP_DATA_ENTRY_HDR], uint32_t id,
                            int opcode, uint32_t len);

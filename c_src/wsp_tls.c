@@ -1,6 +1,7 @@
 #include "wsp_tls.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,10 +133,12 @@ SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify, char *err, 
     return ssl;
 }
 
-int wsp_tls_handshake(SSL *ssl, int *want_write, char *err, size_t errcap)
+int wsp_tls_handshake(SSL *ssl, int *want_write, int *net_errno, char *err, size_t errcap)
 {
     ERR_clear_error();
+    errno = 0;
     int r = SSL_do_handshake(ssl);
+    int sys_errno = errno;
     if (r == 1) {
         /* Open: read records with one recv each, not two (the 5-byte header,
          * then the body): OpenSSL then reads up to its buffer's size. The
@@ -156,11 +159,25 @@ int wsp_tls_handshake(SSL *ssl, int *want_write, char *err, size_t errcap)
         return 0;
     }
     long vr = SSL_get_verify_result(ssl);
+    unsigned long top = ERR_peek_error();
     if (vr != X509_V_OK) {
         snprintf(err, errcap, "certificate verify failed: %s",
                  X509_verify_cert_error_string(vr));
-    } else if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
-        snprintf(err, errcap, "connection closed during the TLS handshake");
+    } else if (top == 0 && (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN)) {
+        /* nothing from TLS itself: the peer reset or ended the TCP
+         * connection (SSL_OP_IGNORE_UNEXPECTED_EOF: an EOF can look like a
+         * close_notify) */
+        *net_errno = e == SSL_ERROR_SYSCALL ? sys_errno : 0;
+        return -2;
+    } else if (ERR_GET_LIB(top) == ERR_LIB_SYS) {
+        *net_errno = ERR_GET_REASON(top);
+        ERR_clear_error();
+        return -2;
+    } else if (ERR_GET_LIB(top) == ERR_LIB_SSL &&
+               ERR_GET_REASON(top) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        *net_errno = 0;
+        ERR_clear_error();
+        return -2;
     } else {
         openssl_reason(err, errcap, "handshake failed", NULL);
     }

@@ -27,9 +27,11 @@ SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify, char *err,
                  size_t errcap);
 
 /* Drives the handshake: 1 done, 0 in progress (*want_write says which way),
- * -1 failed with a message in err, e.g.
- * "certificate verify failed: Hostname mismatch". */
-int wsp_tls_handshake(SSL *ssl, int *want_write, char *err, size_t errcap);
+ * -1 a TLS failure with a message in err, e.g.
+ * "certificate verify failed: Hostname mismatch", -2 a network failure:
+ * the peer reset or ended the TCP connection and OpenSSL has nothing to say
+ * about TLS itself (*net_errno: the errno, e.g. ECONNRESET, or 0 for EOF). */
+int wsp_tls_handshake(SSL *ssl, int *want_write, int *net_errno, char *err, size_t errcap);
 
 /* Frees every shared context (at exit). */
 void wsp_tls_free_all(void);

@@ -70,6 +70,15 @@ static void check_connect(const struct wsp_connect_opts *o)
     check_str(o->certfile);
     check_str(o->keyfile);
     check_str(o->server_name);
+    /* retry_on: codes a client may be told, the remote_close bit in step */
+    const struct wsp_backoff *b = &o->retry;
+    CHECK(b->close_retry >= WSP_CLOSE_RETRY_NONE && b->close_retry <= WSP_CLOSE_RETRY_EXCEPT);
+    CHECK(b->nclose_codes <= WSP_MAX_CLOSE_CODES);
+    for (size_t k = 0; k < b->nclose_codes; k++)
+        CHECK(b->close_codes[k] >= 1000 && b->close_codes[k] <= 4999);
+    int some = b->close_retry == WSP_CLOSE_RETRY_ALL || b->close_retry == WSP_CLOSE_RETRY_EXCEPT ||
+               (b->close_retry == WSP_CLOSE_RETRY_ONLY && b->nclose_codes > 0);
+    CHECK(!(b->retry_on & WSP_FC_REMOTE_CLOSE) == !some);
 }
 
 static int utf8_ok(const uint8_t *s, size_t n)
@@ -100,7 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r == 0) {
         if (!null_what)
             CHECK(what == NULL);
-        CHECK(cmd.id >= 1);
+        CHECK(cmd.id >= 1 || cmd.type == WSP_CMD_STATS); /* {stats, 0}: the program */
         switch (cmd.type) {
         case WSP_CMD_CONNECT:
             check_connect(cmd.connect);

@@ -494,6 +494,9 @@ static void test_ids(void **state)
     for (size_t c = 0; c < sizeof cmds / sizeof cmds[0]; c++) {
         for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
             char src[128];
+            if (c == 0 && k == 0) {
+                continue; /* {stats, 0}: the program's own figures */
+            }
             snprintf(src, sizeof src, cmds[c], bad[k]);
             expect_err(src, "badarg", "id must be an integer 1..4294967295");
         }
@@ -506,6 +509,9 @@ static void test_ids(void **state)
     assert_int_equal(cmd.id, 4294967295u);
     assert_int_equal(dec("{stats, 65536}", &cmd), 0);
     assert_int_equal(cmd.id, 65536);
+    assert_int_equal(dec("{stats, 0}", &cmd), 0);
+    assert_int_equal(cmd.type, WSP_CMD_STATS);
+    assert_int_equal(cmd.id, 0);
     /* a refused command still reports its id when it could be read */
     assert_int_equal(dec("{stats, 5, extra}", &cmd), -1);
     assert_int_equal(cmd.id, 5);
@@ -944,6 +950,86 @@ static void test_deep_nesting(void **state)
                "each header");
 }
 
+/* retry_on: classes, close codes, named policies */
+static const struct wsp_connect_opts *dec_opts(const char *opts, struct wsp_cmd *cmd)
+{
+    char src[512];
+    snprintf(src, sizeof src, "{connect, 1, <<\"ws://h\">>, %s}", opts);
+    assert_int_equal(dec(src, cmd), 0);
+    return cmd->connect;
+}
+
+static void test_connect_retry_on(void **state)
+{
+    (void)state;
+    struct wsp_cmd cmd;
+    /* absent: the default (server closes by code) */
+    const struct wsp_connect_opts *o = dec_opts("[{retry, []}]", &cmd);
+    assert_int_equal(o->retry.retry_on, WSP_FC_DEFAULT);
+    assert_false(wsp_backoff_retries_close(&o->retry, 1000));
+    assert_true(wsp_backoff_retries_close(&o->retry, 1001));
+    assert_true(wsp_backoff_retries_close(&o->retry, 1005));
+    wsp_cmd_free(&cmd);
+    /* remote_close: every server close */
+    o = dec_opts("[{retry, []}, {retry_on, [network, remote_close]}]", &cmd);
+    assert_int_equal(o->retry.retry_on, WSP_FC_NETWORK | WSP_FC_REMOTE_CLOSE);
+    assert_true(wsp_backoff_retries_close(&o->retry, 1000));
+    assert_true(wsp_backoff_retries_close(&o->retry, 4321));
+    wsp_cmd_free(&cmd);
+    /* no remote_close: none */
+    o = dec_opts("[{retry, []}, {retry_on, [network]}]", &cmd);
+    assert_false(wsp_backoff_retries_close(&o->retry, 1001));
+    wsp_cmd_free(&cmd);
+    /* the codes named */
+    o = dec_opts("[{retry_on, [{remote_close, [1000, 4000]}, timeout]}, {retry, []}]", &cmd);
+    assert_int_equal(o->retry.retry_on, WSP_FC_TIMEOUT | WSP_FC_REMOTE_CLOSE);
+    assert_true(wsp_backoff_retries_close(&o->retry, 1000));
+    assert_true(wsp_backoff_retries_close(&o->retry, 4000));
+    assert_false(wsp_backoff_retries_close(&o->retry, 1001));
+    wsp_cmd_free(&cmd);
+    /* all but the codes named */
+    o = dec_opts("[{retry, []}, {retry_on, [{remote_close, {except, [1000]}}]}]", &cmd);
+    assert_false(wsp_backoff_retries_close(&o->retry, 1000));
+    assert_true(wsp_backoff_retries_close(&o->retry, 4000));
+    wsp_cmd_free(&cmd);
+    /* named policies */
+    o = dec_opts("[{retry, []}, {retry_on, stay_connected}]", &cmd);
+    assert_int_equal(o->retry.retry_on, WSP_FC_DEFAULT);
+    assert_true(wsp_backoff_retries_close(&o->retry, 1000));
+    assert_false(wsp_backoff_retries_close(&o->retry, 1002));
+    assert_false(wsp_backoff_retries_close(&o->retry, 1009));
+    wsp_cmd_free(&cmd);
+    o = dec_opts("[{retry, []}, {retry_on, [tls]}, {retry_on, default}]", &cmd);
+    assert_int_equal(o->retry.retry_on, WSP_FC_DEFAULT);
+    assert_false(wsp_backoff_retries_close(&o->retry, 1000));
+    assert_true(wsp_backoff_retries_close(&o->retry, 1012));
+    wsp_cmd_free(&cmd);
+    /* an empty list: nothing is retried (whatever the order of the options) */
+    o = dec_opts("[{retry_on, []}, {retry, []}]", &cmd);
+    assert_int_equal(o->retry.retry_on, 0);
+    assert_false(wsp_backoff_retries_close(&o->retry, 1001));
+    wsp_cmd_free(&cmd);
+
+    /* errors name the bad element */
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [network, foo]}]}", "bad_option",
+               "got atom foo in it");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, always}]}", "bad_option",
+               "retry_on must be default, stay_connected or a list");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [{remote_close, [1000, 999]}]}]}",
+               "bad_option", "a remote_close code must be an integer 1000..4999, got 999");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [{remote_close, 1000}]}]}",
+               "bad_option", "remote_close codes must be a list of close codes, got 1000");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [{remote_close, {except, x}}]}]}",
+               "bad_option", "remote_close codes must be a list of close codes, got atom x");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [{remote_close, {only, [1000]}}]}]}",
+               "bad_option", "remote_close codes must be a list");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [{tls, [1000]}]}]}", "bad_option",
+               "in it");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{retry_on, [remote_close, {remote_close, "
+               "[1000]}]}]}",
+               "bad_option", "names remote_close more than once");
+}
+
 /* ------------------------------------------------------------------------ */
 /* encoders                                                                  */
 
@@ -1221,6 +1307,23 @@ static void test_enc_stats(void **state)
     check_stats(&a);
     check_stats(&b);
     check_stats(&c);
+
+    /* the program's own figures */
+    ei_x_buff x = {0};
+    int i, arity;
+    assert_int_equal(wsp_enc_program_stats(&x, 3, 1), 0);
+    d_version(&x, &i);
+    d_tuple(&x, &i, 3);
+    d_atom(&x, &i, "stats");
+    d_long(&x, &i, 0);
+    assert_int_equal(ei_decode_map_header(x.buff, &i, &arity), 0);
+    assert_int_equal(arity, 2);
+    d_atom(&x, &i, "connections");
+    d_ulong(&x, &i, 3);
+    d_atom(&x, &i, "lingering");
+    d_ulong(&x, &i, 1);
+    d_end(&x, i);
+    ei_x_free(&x);
 }
 
 /* An encoded error event decodes back to itself (and to nothing we accept
@@ -1394,6 +1497,7 @@ int main(void)
         cmocka_unit_test_teardown(test_connect_limits, teardown),
         cmocka_unit_test_teardown(test_connect_repeated_options, teardown),
         cmocka_unit_test_teardown(test_connect_bad, teardown),
+        cmocka_unit_test_teardown(test_connect_retry_on, teardown),
         cmocka_unit_test_teardown(test_ids, teardown),
         cmocka_unit_test_teardown(test_top_level, teardown),
         cmocka_unit_test_teardown(test_atom_and_int_encodings, teardown),

@@ -173,9 +173,16 @@ connect(Url) ->
 %%     Keys not given keep their defaults; `true' or no `retry' option is
 %%     the default policy, `false' disables reconnection. The port program
 %%     reconnects by itself after failures of the classes in `retry_on'.</li>
-%% <li>`retry_on': the failure classes retried, default `[network, timeout,
-%%     http_5xx, http_429, protocol, remote_close]'; also `http_4xx', `tls',
-%%     `http_other'.</li>
+%% <li>`retry_on': which failures are retried (see {@link ws_port_retry}):
+%%     a list of the classes `network', `timeout', `http_5xx', `http_429',
+%%     `http_4xx', `tls', `protocol', `http_other' and at most one of
+%%     `remote_close' (every server close), `{remote_close, Codes}' (those
+%%     closes) or `{remote_close, {except, Codes}}', or a named policy:
+%%     `default' (the default: `[network, timeout, http_5xx, http_429,
+%%     protocol, {remote_close, [1001, 1005, 1006, 1011, 1012, 1013,
+%%     1014]}]'; a close with 1000 or another code ends the connection) or
+%%     `stay_connected' (every server close but 1002, 1003, 1007, 1009, the
+%%     answers to our own frames; the default of `ws_port_client').</li>
 %% <li>`retry_fun': `fun((State) -> State | stop)', the contract of
 %%     off_broadway_websocket's `ws_retry_fun' (see {@link ws_port_retry}):
 %%     after each failed attempt it is called with the current retry state

@@ -61,8 +61,13 @@
 %% dropped.
 %%
 %% The `retry' default is `true' (the port program's policy: exponential
-%% from 1 s to 30 s, jitter 0.1, forever). `active' and `await' are set by
-%% the client and may not be given.
+%% from 1 s to 30 s, jitter 0.1, forever). The `retry_on' default is
+%% `stay_connected': unlike {@link ws_port:connect/2}, the client reconnects
+%% after any close by the server (1000 included: a feed that rotates its
+%% connections must not stop it) except the closes that answer our own
+%% frames, 1002, 1003, 1007 and 1009 (see {@link ws_port_retry:retry_on/1}),
+%% which end it with `final' set. `active' and `await' are set by the
+%% client and may not be given.
 -module(ws_port_client).
 
 -behaviour(gen_server).
@@ -810,7 +815,10 @@ finish_opts(ConnOpts, #st{window = Window} = St) ->
             _ -> Window
         end,
     Retry = maps:get(retry, ConnOpts, true),
-    ConnOpts2 = ConnOpts#{active => Active, await => false, retry => Retry},
+    %% staying connected is the client's job: any server close but one
+    %% about our own frames is retried (see ws_port_retry:retry_on/1)
+    RetryOn = maps:get(retry_on, ConnOpts, stay_connected),
+    ConnOpts2 = ConnOpts#{active => Active, await => false, retry => Retry, retry_on => RetryOn},
     {ok, St#st{conn_opts = ConnOpts2}}.
 
 %% Opens a new connection (await => false: the answer is ws_port_up or

@@ -51,7 +51,7 @@
 
 -export([start_link/0, start_link/1, start_link/2]).
 -export([connect/4, close/4, controlling_process/3, release/2, info/2, await_ready/2]).
--export([program/1]).
+-export([program/1, program_stats/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -export_type([key/0, handle/0]).
@@ -132,7 +132,9 @@
     next_id = 1 :: ws_port_proto:id(),
     %% monotonic milliseconds of recent port restarts
     restarts = [] :: [integer()],
-    held = #{} :: #{ws_port_proto:id() => #hold{}}
+    held = #{} :: #{ws_port_proto:id() => #hold{}},
+    %% callers of program_stats/1 waiting for {stats, 0, _}, oldest first
+    pstats = [] :: [gen_server:from()]
 }).
 
 -define(MAX_ID, 4294967295).
@@ -232,6 +234,22 @@ info(Driver, Id) ->
 program(Driver) ->
     gen_server:call(Driver, program).
 
+%% @doc The port program's own figures, for diagnostics and tests:
+%% `connections' (connections it has not reported closed: their ids are in
+%% use, whether open, connecting, waiting to retry or closing), `lingering'
+%% (finished connections whose socket still drains, at most a second) and
+%% `driver_connections' (the connections this driver still tracks, its own
+%% and those closed but not yet reported closed by the port).
+-spec program_stats(key()) ->
+    {ok, #{
+        connections := non_neg_integer(),
+        lingering := non_neg_integer(),
+        driver_connections := non_neg_integer()
+    }}
+    | {error, port_exit}.
+program_stats(Driver) ->
+    gen_server:call(Driver, program_stats, 30000).
+
 %%====================================================================
 %% gen_server callbacks
 %%====================================================================
@@ -326,6 +344,9 @@ handle_call(program, _From, #state{port = Port, events = Events} = State) ->
             _ -> socket
         end,
     {reply, #{port => Port, os_pid => OsPid, events => Where}, State};
+handle_call(program_stats, From, #state{pstats = Waiting} = State) ->
+    command(State#state.port, ws_port_proto:stats_cmd(0)),
+    {noreply, State#state{pstats = Waiting ++ [From]}};
 handle_call(Request, _From, State) ->
     {reply, {error, {badarg, Request}}, State}.
 
@@ -730,6 +751,11 @@ event({passive, Id}, State) ->
     to_owner(Id, fun(H) -> {ws_port_passive, H} end, State);
 event({pong, Id, Rtt}, State) ->
     to_owner(Id, fun(H) -> {ws_port_pong, H, Rtt} end, State);
+event({stats, 0, Stats}, #state{pstats = [From | Waiting], conns = Conns} = State) when
+    is_map(Stats)
+->
+    gen_server:reply(From, {ok, Stats#{driver_connections => map_size(Conns)}}),
+    State#state{pstats = Waiting};
 event({stats, Id, Stats}, #state{conns = Conns} = State) when is_map(Stats) ->
     case Conns of
         #{Id := #conn{stats = [From | Waiting]} = C} ->
@@ -1063,9 +1089,13 @@ port_exited(Status, State0) ->
         false ->
             ?LOG_WARNING("ws_port: port program exited with status ~p, restarting it (~b connections)",
                          [Status, map_size(Conns)]),
+            %% the new program never heard those questions
+            _ = [gen_server:reply(W, {error, port_exit}) || W <- State#state.pstats],
             case open(State#state.program, State#state.use_socket) of
                 {ok, Port, Events} ->
-                    State2 = State#state{port = Port, events = Events, restarts = Restarts},
+                    State2 = State#state{
+                        port = Port, events = Events, restarts = Restarts, pstats = []
+                    },
                     {noreply, replay(Status, State2)};
                 {error, Reason} ->
                     ?LOG_ERROR("ws_port: cannot restart the port program: ~p", [Reason]),

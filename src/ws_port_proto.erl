@@ -34,7 +34,7 @@
     retry := false | #{retry_key() => term()},
     retry_fun => ws_port_retry:retry_fun(),
     retry_state => ws_port_retry:retry_state(),
-    retry_on => [retry_class()],
+    retry_on => ws_port_retry:retry_on(),
     send_queue => non_neg_integer()
 }.
 -type tls_key() :: verify | cacertfile | certfile | keyfile | server_name.
@@ -61,7 +61,7 @@
     | {cacertfile | certfile | keyfile | server_name, binary()}
     | {ping_interval | idle_timeout, non_neg_integer()}
     | {retry, false | [{retry_key(), term()}]}
-    | {retry_on, [retry_class()]}
+    | {retry_on, ws_port_retry:retry_on()}
     | {send_queue, non_neg_integer()}.
 
 -type data_entry() :: {id(), text | binary, binary()}.
@@ -223,16 +223,11 @@ normalize_opt(retry, Retry) when is_list(Retry) ->
         {error, {bad_option, {duplicate, K}, V}} -> {error, {bad_option, {duplicate, {retry, K}}, V}};
         {error, _} -> error
     end;
-normalize_opt(retry_on, Classes) ->
-    map_list(
-        fun(C) ->
-            case lists:member(C, retry_classes()) of
-                true -> {ok, C};
-                false -> error
-            end
-        end,
-        Classes
-    );
+normalize_opt(retry_on, RetryOn) ->
+    case ws_port_retry:validate_retry_on(RetryOn) of
+        ok -> {ok, RetryOn};
+        {error, _} = Error -> Error
+    end;
 normalize_opt(retry_fun, F) ->
     case ws_port_retry:validate_fun(F) of
         ok -> {ok, F};
@@ -289,9 +284,6 @@ valid_retry(backoff_factor, X) -> is_number(X) andalso X >= 1 andalso X =< 1000;
 valid_retry(jitter, X) -> is_number(X) andalso X >= 0 andalso X =< 1;
 valid_retry(manual, B) -> is_boolean(B);
 valid_retry(_, _) -> false.
-
-retry_classes() ->
-    [network, timeout, http_5xx, http_429, http_4xx, tls, protocol, remote_close, http_other].
 
 %% A header: name is an HTTP token, value has no CR, LF or NUL. The
 %% handshake's own headers cannot be given (the port program writes them).
@@ -455,7 +447,8 @@ active_cmd(Id, Active) ->
     term_to_binary({active, Id, Active}).
 
 %% @doc `{stats, Id}' as a packet.
--spec stats_cmd(id()) -> binary().
+%% (`{stats, 0}' asks for the port program's own figures.)
+-spec stats_cmd(id() | 0) -> binary().
 stats_cmd(Id) ->
     term_to_binary({stats, Id}).
 

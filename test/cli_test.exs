@@ -34,16 +34,17 @@ defmodule WsPort.CLITest do
     ws = Peer.start!(:python)
     trusted = Peer.start!(:python, tls: {certs.server.cert, certs.server.key})
     untrusted = Peer.start!(:python, tls: {certs.untrusted.cert, certs.untrusted.key})
+    evil = Peer.start!(:evil)
 
     on_exit(fn ->
-      Enum.each([ws, trusted, untrusted], &Peer.stop/1)
+      Enum.each([ws, trusted, untrusted, evil], &Peer.stop/1)
     end)
 
     tmp = Path.join(System.tmp_dir!(), "ws_port_cli_#{System.unique_integer([:positive])}")
     File.mkdir_p!(tmp)
     on_exit(fn -> File.rm_rf!(tmp) end)
 
-    %{certs: certs, ws: ws, trusted: trusted, untrusted: untrusted, tmp: tmp}
+    %{certs: certs, ws: ws, trusted: trusted, untrusted: untrusted, evil: evil, tmp: tmp}
   end
 
   # Runs `ws_port args...` with `input` (binary, or nil for /dev/null) on
@@ -290,6 +291,32 @@ defmodule WsPort.CLITest do
         run(ctx, ["connect", url(ctx.ws, "/status?code=401"), "--retry", "exponential:50:200:2:2"])
 
       refute err =~ "retrying"
+    end
+
+    test "--retry follows retry_on's default for server closes", ctx do
+      # 1000: final, exit 0 without a retry
+      {0, _, err} =
+        run(ctx, [
+          "connect",
+          url(ctx.ws, "/close?code=1000&reason=done"),
+          "--echo",
+          "--retry",
+          "constant:50:2"
+        ])
+
+      refute err =~ "retrying"
+      assert err =~ ~s(closed by the server with 1000 "done")
+      # 1012 (service restart): retried; the server then refuses (401)
+      path =
+        "/close_frame?code=1012&reason=restart&times=1&tag=#{System.unique_integer([:positive])}"
+
+      {5, _, err} =
+        run(ctx, ["connect", url(ctx.evil, path), "--echo", "--retry", "constant:50:2"])
+
+      assert err =~
+               ~r/disconnected: closed by the server with 1012 "restart"; retrying in \d+ ms \(attempt 1\)/
+
+      assert err =~ "upgrade refused: HTTP 401"
     end
   end
 

@@ -434,7 +434,7 @@ defmodule WsPort.HardeningTest do
       :erlang.term_to_binary([:send, 1]),
       :erlang.term_to_binary({:frobnicate, 1}),
       :erlang.term_to_binary({}),
-      :erlang.term_to_binary({:stats, 0}),
+      :erlang.term_to_binary({:stats, 0, :extra}),
       :erlang.term_to_binary({:stats, 1 <<< 40}),
       :erlang.term_to_binary({:stats, -1}),
       :erlang.term_to_binary({:stats, self()}),

@@ -530,6 +530,22 @@ defmodule WsPort.ProducerTest do
       {:ok, c} = ProducerOptions.validate(url: "ws://h", retry_on: [:network, :http_4xx])
       assert ProducerOptions.connect_opts(c).retry_on == [:network, :http_4xx]
       assert error(url: "ws://h", retry_on: [:nope]) =~ ":remote_close"
+
+      assert error(url: "ws://h", retry_on: [:nope]) =~
+               "invalid element of option :retry_on: :nope"
+
+      assert error(url: "ws://h", retry_on: [{:remote_close, [1000, 99]}]) =~
+               "invalid remote_close code in option :retry_on: 99"
+
+      assert error(url: "ws://h", retry_on: :sometimes) =~
+               "invalid value for option :retry_on: :sometimes"
+
+      # a pipeline stays connected: any server close but ours is retried
+      {:ok, c} = ProducerOptions.validate(url: "ws://h")
+      assert ProducerOptions.connect_opts(c).retry_on == :stay_connected
+      opts = [url: "ws://h", retry_on: [{:remote_close, {:except, [1000]}}]]
+      {:ok, c} = ProducerOptions.validate(opts)
+      assert ProducerOptions.connect_opts(c).retry_on == [{:remote_close, {:except, [1000]}}]
     end
 
     test "connect_opts: never blocks, nothing read before demand" do

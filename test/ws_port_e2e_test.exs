@@ -646,18 +646,20 @@ defmodule WsPort.E2ETest do
       assert echo!(conn, {:text, "mtls"}) == {:text, "mtls"}
       close_quietly(conn)
 
-      # Without a client certificate the server refuses us with a TLS alert.
-      # In TLS 1.3 that alert comes after the client's handshake is done and
-      # the server then closes with our request unread: the reset can destroy
-      # the alert before we read it (eof/econnreset, a race of TLS 1.3
-      # itself). With TLS 1.2 the certificate is checked inside the
-      # handshake, so the alert is always what we get.
+      # Without a client certificate the server refuses us. With TLS 1.2
+      # the certificate is checked inside the handshake; this server
+      # (python's asyncio ssl) then closes the TCP connection without
+      # sending its alert (`openssl s_client -tls1_2` sees "unexpected eof"
+      # too), so all we see is an EOF during the handshake: a network
+      # failure like any other (`eof`; a reset if our last flight was
+      # unread). A server that sends the alert gives {:tls, detail}.
       peer12 = ctx.start_tls_peer.(:server, client_ca: ctx.certs.ca.cert, args: ["--tls12"])
 
       url12 = "wss://127.0.0.1:#{Peer.port(peer12)}/echo"
 
-      assert {:error, {:tls, _detail}} =
-               :ws_port.connect(url12, %{tls: %{cacertfile: ctx.certs.ca.cert}})
+      assert {:error, reason} = :ws_port.connect(url12, %{tls: %{cacertfile: ctx.certs.ca.cert}})
+
+      assert reason in [:eof, :econnreset] or match?({:tls, _}, reason), inspect(reason)
     end
   end
 

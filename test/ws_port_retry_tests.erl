@@ -97,6 +97,66 @@ jitter_fraction_test() ->
         retry, wire(#{retry => #{jitter_fraction => 0.3}})
     ))).
 
+retry_on_test() ->
+    V = fun ws_port_retry:validate_retry_on/1,
+    %% accepted: names, classes, remote_close in its three forms
+    [?assertEqual(ok, V(R), R) || R <- [
+        default,
+        stay_connected,
+        [],
+        [network, timeout, http_5xx, http_429, http_4xx, tls, protocol, http_other],
+        [network, remote_close],
+        [{remote_close, [1000, 4000, 4999]}, timeout],
+        [{remote_close, []}],
+        [{remote_close, {except, [1002, 1003]}}],
+        ws_port_retry:retry_on(default),
+        ws_port_retry:retry_on(stay_connected),
+        [{remote_close, lists:seq(3000, 3063)}]
+    ]],
+    %% refused, naming the bad element
+    ?assertEqual({error, {bad_option, retry_on, always}}, V(always)),
+    ?assertEqual({error, {bad_option, retry_on, 5}}, V(5)),
+    ?assertEqual({error, {bad_option, retry_on, nope}}, V([network, nope])),
+    ?assertEqual({error, {bad_option, retry_on, default}}, V([default])),
+    ?assertEqual({error, {bad_option, retry_on, timeout}}, V([network | timeout])),
+    ?assertEqual({error, {bad_option, retry_on, {remote_close, [1000]}}},
+                 V([remote_close, {remote_close, [1000]}])),
+    ?assertEqual({error, {bad_option, retry_on, {remote_close, {except, []}}}},
+                 V([{remote_close, [1000]}, tls, {remote_close, {except, []}}])),
+    ?assertEqual({error, {bad_option, {retry_on, remote_close}, 999}},
+                 V([{remote_close, [1000, 999]}])),
+    ?assertEqual({error, {bad_option, {retry_on, remote_close}, 5000}},
+                 V([{remote_close, {except, [5000]}}])),
+    ?assertEqual({error, {bad_option, {retry_on, remote_close}, x}},
+                 V([{remote_close, [x]}])),
+    ?assertEqual({error, {bad_option, {retry_on, remote_close}, 1000}},
+                 V([{remote_close, 1000}])),
+    ?assertEqual({error, {bad_option, {retry_on, remote_close}, [1000 | 1001]}},
+                 V([{remote_close, [1000 | 1001]}])),
+    ?assertEqual({error, {bad_option, retry_on, {remote_close, a, b}}},
+                 V([{remote_close, a, b}])),
+    TooMany = lists:seq(3000, 3064),
+    ?assertEqual({error, {bad_option, {retry_on, remote_close}, TooMany}},
+                 V([{remote_close, TooMany}])),
+    %% the named policies
+    ?assertEqual(
+        [network, timeout, http_5xx, http_429, protocol,
+         {remote_close, [1001, 1005, 1006, 1011, 1012, 1013, 1014]}],
+        ws_port_retry:retry_on(default)
+    ),
+    ?assertEqual(
+        [network, timeout, http_5xx, http_429, protocol,
+         {remote_close, {except, [1002, 1003, 1007, 1009]}}],
+        ws_port_retry:retry_on(stay_connected)
+    ),
+    %% connect options: passed to the port as given
+    ?assertEqual([{retry_on, stay_connected}],
+                 [W || {retry_on, _} = W <- wire(#{retry_on => stay_connected})]),
+    ?assertEqual([{retry_on, [{remote_close, {except, [1000]}}]}],
+                 [W || {retry_on, _} = W <- wire(#{retry_on => [{remote_close, {except, [1000]}}]})]),
+    ?assertEqual({error, {bad_option, {retry_on, remote_close}, 1}},
+                 ?P:normalize_connect_opts(#{retry_on => [{remote_close, [1]}]})).
+
 retry_fun_opts_test() ->
     F = fun(S) -> S end,
     {ok, O} = ?P:normalize_connect_opts(#{retry_fun => F}),
@@ -202,18 +262,18 @@ await_false_down_up(Peer) ->
     ok = ws_port:close(Bad),
     {ok, Good} = ws_port:connect(base(Peer) ++ "/echo", #{await => false}),
     ?assertMatch({ws_port_up, Good, #{status := 101}}, recv_any(Good)),
-    %% the server closes: remote_close is retried by default
+    %% the server closes with 1012 (service restart): retried by default
     {ok, Closer} = ws_port:connect(
-        base(Peer) ++ "/close?code=4000&reason=again", #{await => false, retry => #{delay => 10}}
+        base(Peer) ++ "/close?code=1012&reason=again", #{await => false, retry => #{delay => 10}}
     ),
     ?assertMatch({ws_port_up, Closer, _}, recv_any(Closer)),
     ?assertMatch(
-        {ws_port_down, Closer, {remote, 4000, <<"again">>}, #{attempt := 1, delay_ms := D}} when
+        {ws_port_down, Closer, {remote, 1012, <<"again">>}, #{attempt := 1, delay_ms := D}} when
             is_integer(D),
         recv_any(Closer)
     ),
     ?assertMatch({ws_port_up, Closer, _}, recv_any(Closer)),
-    ?assertMatch({ws_port_down, Closer, {remote, 4000, _}, #{attempt := 1}}, recv_any(Closer)),
+    ?assertMatch({ws_port_down, Closer, {remote, 1012, _}, #{attempt := 1}}, recv_any(Closer)),
     ok = ws_port:close(Closer),
     ok = ws_port:close(Good),
     flush().
@@ -283,7 +343,7 @@ retry_fun_reset(Peer) ->
     Init = #{retries_left => 3, delay => 0},
     {ok, Conn} = ws_port:connect(
         base(Peer) ++ "/close?code=4001&reason=bye",
-        #{retry_fun => Fun, retry_state => Init}
+        #{retry_fun => Fun, retry_state => Init, retry_on => [{remote_close, [4001]}]}
     ),
     lists:foreach(
         fun(_) ->

@@ -28,9 +28,11 @@ defmodule WsPort.Client do
   `child_spec/1` with `restart: :transient` (a client ended by `close/1` or
   `{:stop, :normal, state}` is not restarted, a crash is).
 
-  The port program reconnects with backoff (`retry`, on by default);
-  `handle_connect/2` runs after every handshake, `handle_disconnect/2` for
-  every loss. Credit is managed for you: at most `:window` messages (default
+  The port program reconnects with backoff (`retry`, on by default), after
+  any close by the server too (`retry_on: :stay_connected` by default: every
+  code but 1002, 1003, 1007 and 1009, which answer our own frames and end
+  the client); `handle_connect/2` runs after every handshake,
+  `handle_disconnect/2` for every loss. Credit is managed for you: at most `:window` messages (default
   100) are ever waiting in the client's mailbox, because the port stops
   reading the socket until they are handled. So a slow `handle_frame/2`
   slows the server down instead of filling memory.

@@ -69,11 +69,16 @@ if Code.ensure_loaded?(Broadway) do
         give up. The fun decides what `:retries_left` means (decrement it and
         return `:stop` at 0). After a successful reconnection the state is
         the initial one again.
-      * `:retry_on` - the failure classes retried: a list of `:network`,
-        `:timeout`, `:http_5xx`, `:http_429`, `:http_4xx`, `:tls`,
-        `:protocol`, `:remote_close`, `:http_other`. Default: the port's
-        (`[:network, :timeout, :http_5xx, :http_429, :protocol,
-        :remote_close]`).
+      * `:retry_on` - which failures are retried, as `:ws_port.connect/2`'s
+        `retry_on` (see `:ws_port_retry`): a list of `:network`, `:timeout`,
+        `:http_5xx`, `:http_429`, `:http_4xx`, `:tls`, `:protocol`,
+        `:http_other` and at most one of `:remote_close` (every server
+        close), `{:remote_close, codes}`, `{:remote_close, {:except, codes}}`;
+        or `:default` / `:stay_connected`. Default `:stay_connected`: the
+        classes of `connect/2`'s default and every server close (1000
+        included: a feed that rotates its connections must not stop the
+        pipeline) except 1002, 1003, 1007 and 1009, which answer our own
+        frames.
       * `:telemetry_id` - the first element of every telemetry event name.
         Default `:websocket_producer` (off_broadway_websocket's).
       * `:on_connect` - frames sent after every (re)connection, e.g.

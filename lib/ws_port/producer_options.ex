@@ -27,7 +27,7 @@ defmodule WsPort.ProducerOptions do
           max_message_size: pos_integer() | nil,
           retry: false | map(),
           retry_fun: (map() -> map() | :stop) | nil,
-          retry_on: [atom()] | nil,
+          retry_on: :ws_port_retry.retry_on(),
           telemetry_id: atom(),
           on_connect: [frame()] | (() -> [frame()]),
           max_buffer: non_neg_integer()
@@ -51,17 +51,10 @@ defmodule WsPort.ProducerOptions do
     :jitter_fraction,
     :jitter
   ]
-  @retry_classes [
-    :network,
-    :timeout,
-    :http_5xx,
-    :http_429,
-    :http_4xx,
-    :tls,
-    :protocol,
-    :remote_close,
-    :http_other
-  ]
+  @retry_on_accepts ":default, :stay_connected or a list of :network, :timeout, " <>
+                      ":http_5xx, :http_429, :http_4xx, :tls, :protocol, :http_other " <>
+                      "and at most one of :remote_close, {:remote_close, codes}, " <>
+                      "{:remote_close, {:except, codes}} (codes: integers 1000..4999)"
   @tls_keys [:verify, :cacertfile, :certfile, :keyfile, :server_name]
 
   @aliases %{await_timeout: :connect_timeout, ws_timeout: :idle_timeout, ws_retry_opts: :retry}
@@ -171,7 +164,7 @@ defmodule WsPort.ProducerOptions do
     base
     |> put_if(:tls, config.tls)
     |> put_if(:max_message_size, config.max_message_size)
-    |> put_if(:retry_on, config.retry_on)
+    |> Map.put(:retry_on, config.retry_on)
     |> put_retry(config)
   end
 
@@ -481,16 +474,29 @@ defmodule WsPort.ProducerOptions do
   defp retry_accepts(:backoff_factor), do: "a number >= 1 (1 = constant delay)"
   defp retry_accepts(_), do: "a number between 0 and 1 (0.1 = +-10%)"
 
-  defp retry_on(nil), do: {:ok, nil}
+  # a pipeline stays connected: every server close but the answers to our
+  # own frames is retried (:ws_port_retry.retry_on(:stay_connected))
+  defp retry_on(nil), do: {:ok, :stay_connected}
 
-  defp retry_on(list) when is_list(list) do
-    if Enum.all?(list, &(&1 in @retry_classes)),
-      do: {:ok, list},
-      else: bad(:retry_on, list, "a list of " <> Enum.map_join(@retry_classes, ", ", &inspect/1))
+  defp retry_on(value) do
+    case :ws_port_retry.validate_retry_on(value) do
+      :ok ->
+        {:ok, value}
+
+      {:error, {:bad_option, {:retry_on, :remote_close}, bad}} ->
+        {:error,
+         "invalid remote_close code in option :retry_on: #{inspect(bad)} " <>
+           "(in #{inspect(value)}); expected #{@retry_on_accepts}"}
+
+      {:error, {:bad_option, :retry_on, bad}} when bad != value ->
+        {:error,
+         "invalid element of option :retry_on: #{inspect(bad)} (in #{inspect(value)}); " <>
+           "expected #{@retry_on_accepts}"}
+
+      {:error, _} ->
+        bad(:retry_on, value, @retry_on_accepts)
+    end
   end
-
-  defp retry_on(other),
-    do: bad(:retry_on, other, "a list of " <> Enum.map_join(@retry_classes, ", ", &inspect/1))
 
   defp telemetry_id(id) when is_atom(id) and id not in [nil, true, false], do: {:ok, id}
 

@@ -60,6 +60,28 @@ a ``tag=...`` parameter lets a test find its own lines):
                           stall=K: the same half message, then nothing
                           (the connection stays open).
                           Then waits for the client's close.
+  /after_close?then=T     a valid handshake; then the client's frames are
+                          read until its close frame, which is NOT answered:
+                          T=rst resets the connection (SO_LINGER 0), T=fin
+                          closes it (FIN, no close frame), T=garbage sends a
+                          frame with the reserved opcode 3; then waits for
+                          the client's EOF (bounded)
+  /close_frame?code=C&reason=R&times=K
+                          a valid handshake, then a close frame with code C
+                          and reason R (C=none: an empty close payload); then
+                          waits for the client's close or EOF. With times=K,
+                          only the first K requests of this exact path get
+                          that; later ones are refused with HTTP 401
+  /flood_close?first=F&n=N&size=S
+                          a valid handshake, F (default 3) binary messages of
+                          S bytes (default 16384); then, once the client's
+                          close frame came, N more (default 2000) and only
+                          then the close reply (so the reply queues behind
+                          N * S bytes); then waits for the client's EOF.
+                          Prints ``CLOSEDONE <path> clean`` when every
+                          message and the reply were written and the client
+                          then ended the TCP connection normally, else
+                          ``CLOSEDONE <path> unclean <why>``
   anything else           a valid handshake, then echo (text and binary)
 
 Printed on stdout:
@@ -69,6 +91,7 @@ Printed on stdout:
                           empty payload, or 1006 when the TCP connection ended
                           without a close frame
   PONGS <path> <k>        /ping_flood only
+  CLOSEDONE <path> ...    /flood_close only
 
 --exit-on-eof: exit when stdin reaches EOF (an Erlang port holds it open).
 --tls CERT KEY: serve TLS (wss://) instead, each connection from a thread;
@@ -567,7 +590,120 @@ async def sizes(c, key, q):
     rd.cancel()
 
 
+async def read_frame(c):
+    """One frame of the client: (opcode, unmasked payload)."""
+    h = await c.readexactly(2)
+    n = h[1] & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", await c.readexactly(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", await c.readexactly(8))[0]
+    mask = await c.readexactly(4) if h[1] & 0x80 else b"\0\0\0\0"
+    if n > 16 * 1024 * 1024:
+        raise ValueError("client frame too big")
+    data = await c.readexactly(n)
+    return h[0] & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+async def read_until_close(c):
+    """Reads (and drops) the client's frames until its close frame, which is
+    logged (CLOSE) but not answered. False if the connection ended first."""
+    try:
+        while True:
+            op, data = await asyncio.wait_for(read_frame(c), BOUND_SECONDS)
+            if op == OP_CLOSE:
+                c.log_close(struct.unpack("!H", data[:2])[0] if len(data) >= 2 else "none")
+                return True
+    except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError,
+            asyncio.TimeoutError):
+        c.log_close(1006)
+        return False
+
+
+async def until_eof(c):
+    """Waits for the client's end of the TCP connection: "eof" or "reset"."""
+    try:
+        while True:
+            c.buf = b""
+            await c.recv_some()
+    except asyncio.IncompleteReadError:
+        return "eof"
+    except (ConnectionError, OSError):
+        return "reset"
+
+
+async def after_close(c, key, q):
+    await c.write(handshake_bytes(key))
+    if not await read_until_close(c):
+        return
+    then = q.get("then", "rst")
+    if then == "rst":
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        say("SENT %s rst" % c.path)
+        return
+    if then == "fin":
+        c.sock.shutdown(socket.SHUT_WR)
+    else:
+        await c.write(frame(3, b"garbage"))
+    say("SENT %s %s" % (c.path, then))
+    try:
+        await asyncio.wait_for(until_eof(c), BOUND_SECONDS)
+    except asyncio.TimeoutError:
+        pass
+
+
+CLOSE_FRAME_SEEN = {}
+
+
+async def close_frame(c, key, q):
+    seen = CLOSE_FRAME_SEEN[c.path] = CLOSE_FRAME_SEEN.get(c.path, 0) + 1
+    if "times" in q and seen > int(q["times"]):
+        await c.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+        say("SENT %s 401" % c.path)
+        await drain_until_eof(c)
+        return
+    code = q.get("code", "1000")
+    payload = b"" if code == "none" else struct.pack("!H", int(code)) + q.get("reason", "").encode()
+    await send_once(c, key, frame(OP_CLOSE, payload))
+
+
+async def flood_close(c, key, q):
+    first, n = int(q.get("first", "3")), int(q.get("n", "2000"))
+    data = frame(OP_BINARY, b"\x5a" * int(q.get("size", "16384")))
+    await c.write(handshake_bytes(key))
+    await c.write(data * first)
+    if not await read_until_close(c):
+        say("CLOSEDONE %s unclean no close frame" % c.path)
+        return
+    eof = asyncio.ensure_future(until_eof(c))
+    why = None
+    try:
+        for i in range(n):
+            if eof.done():
+                why = "the client left after %d of %d messages" % (i, n)
+                break
+            # bounded: a client that stopped reading never unblocks this
+            await asyncio.wait_for(c.write(data), BOUND_SECONDS)
+        if why is None:
+            if eof.done():
+                why = "the client left before the close reply"
+            else:
+                await asyncio.wait_for(c.write(frame(OP_CLOSE, struct.pack("!H", 1000))), BOUND_SECONDS)
+                end = await asyncio.wait_for(eof, BOUND_SECONDS)
+                if end != "eof":
+                    why = "connection %s after the close reply" % end
+    except (ConnectionError, OSError) as e:
+        why = "write failed: %s" % e.__class__.__name__
+    except asyncio.TimeoutError:
+        why = "timed out"
+    eof.cancel()
+    say("CLOSEDONE %s %s" % (c.path, "clean" if why is None else "unclean " + why))
+
+
 CASES = {
+    "/after_close": after_close,
+    "/close_frame": close_frame,
+    "/flood_close": flood_close,
     "/sizes": sizes,
     "/len63": len63,
     "/over_max": over_max,
