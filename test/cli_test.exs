@@ -340,5 +340,31 @@ defmodule WsPort.CLITest do
 
       assert err =~ "certificate verify failed"
     end
+
+    test "a certificate without subjectAltName fails for its CN; one with the SAN works", ctx do
+      c = ctx.certs.nosan
+      nosan = Peer.start!(:python, tls: {c.cert, c.key})
+      on_exit(fn -> Peer.stop(nosan) end)
+      ca = ctx.certs.ca.cert
+
+      {4, "", err} =
+        run(ctx, ["connect", url(nosan, "/echo", "wss", "localhost"), "--cacert", ca])
+
+      assert err =~ "TLS failure: certificate verify failed: hostname mismatch"
+
+      {0, "san\n", _} =
+        run(
+          ctx,
+          [
+            "connect",
+            url(ctx.trusted, "/echo", "wss", "localhost"),
+            "--cacert",
+            ca,
+            "--count",
+            "1"
+          ],
+          "san\n"
+        )
+    end
   end
 end
