@@ -478,13 +478,23 @@ static void ev_down(const char *b, int *i)
     event("disconnected: %s; retrying in %lld ms (attempt %lld%s)", r.text, delay, attempt, lost);
 }
 
+/* The run is over: the main loop exits at its next check. The event may
+ * come from a timer (a DNS answer, the connect timeout, a retry), which lws
+ * runs just before it polls in the same lws_service call: without a wake-up
+ * that poll would sleep until lws' next own timer (30 s). */
+static void finish_now(void)
+{
+    C.done = 1;
+    lws_cancel_service(wsp_ctx);
+}
+
 static void ev_closed(const char *b, int *i)
 {
     struct reason r;
     if (dec_reason(b, i, &r) < 0) {
         warn("undecodable closed event");
         C.exit_code = WSP_EXIT_INTERNAL;
-        C.done = 1;
+        finish_now();
         return;
     }
     int code = reason_exit(&r, C.up);
@@ -500,7 +510,7 @@ static void ev_closed(const char *b, int *i)
     if (!C.exit_code) {
         C.exit_code = code;
     }
-    C.done = 1;
+    finish_now();
 }
 
 static void sink_event(const uint8_t *term, size_t len)

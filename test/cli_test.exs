@@ -47,8 +47,9 @@ defmodule WsPort.CLITest do
   end
 
   # Runs `ws_port args...` with `input` (binary, or nil for /dev/null) on
-  # stdin. Returns {exit_status, stdout, stderr}.
-  defp run(ctx, args, input \\ nil) do
+  # stdin, killed (status 124) after timeout_s. Returns {exit_status, stdout,
+  # stderr}.
+  defp run(ctx, args, input \\ nil, timeout_s \\ @run_timeout_s) do
     n = System.unique_integer([:positive])
 
     in_file =
@@ -63,7 +64,7 @@ defmodule WsPort.CLITest do
       end
 
     err_file = Path.join(ctx.tmp, "err_#{n}")
-    script = ~s(exec timeout #{@run_timeout_s} "$0" "$@" <"$WSP_IN" 2>"$WSP_ERR")
+    script = ~s(exec timeout #{timeout_s} "$0" "$@" <"$WSP_IN" 2>"$WSP_ERR")
 
     {out, status} =
       System.cmd("/bin/sh", ["-c", script, bin() | args],
@@ -262,6 +263,24 @@ defmodule WsPort.CLITest do
     test "connection refused: exit 3", ctx do
       {3, "", err} = run(ctx, ["connect", "ws://127.0.0.1:#{closed_port()}/"])
       assert err =~ "connection refused (econnrefused)"
+    end
+
+    test "a DNS failure exits 3 as soon as the answer is in", ctx do
+      # No wall-clock threshold: the connect timeout (10 min) and lws' own
+      # timer (the program used to sleep in poll until it fired, 30 s after
+      # the answer) are both far beyond the 20 s this run is given; the
+      # answer (NXDOMAIN for the reserved .invalid TLD, or a resolver
+      # timeout after 2 x 2 s without one) comes well within it. Killed by
+      # `timeout`, the status would be 124.
+      {3, "", err} =
+        run(
+          ctx,
+          ["connect", "ws://no-such-host.invalid/", "--connect-timeout", "600000"],
+          nil,
+          20
+        )
+
+      assert err =~ "closed: DNS lookup failed: "
     end
 
     test "--retry constant:100:3 against a closed port: three retries, then exit 7", ctx do
