@@ -255,6 +255,20 @@ defmodule WsPort.CLITest do
       assert err =~ ~s(closed by the server with 4001 "go away")
     end
 
+    test "control characters in the server's close reason are printed escaped", ctx do
+      # ESC [2J (clear screen), a newline, C1 CSI (U+009B), a backslash: the
+      # reason reaches stderr as \xNN escapes; printable UTF-8 stays as is
+      reason = URI.encode_www_form("\e[2Jred\nline\u009Bx\\é")
+
+      {8, "", err} =
+        run(ctx, ["connect", url(ctx.ws, "/close?code=4001&reason=#{reason}"), "--echo"])
+
+      assert err =~ ~S(closed by the server with 4001 "\x1b[2Jred\x0aline\xc2\x9bx\\é")
+      refute err =~ <<27>>
+      refute err =~ "\u009B"
+      assert length(String.split(err, "\n", trim: true)) == 2
+    end
+
     test "refused upgrade: exit 5 with the HTTP status", ctx do
       {5, "", err} = run(ctx, ["connect", url(ctx.ws, "/status?code=401")])
       assert err =~ "upgrade refused: HTTP 401"
