@@ -121,6 +121,57 @@ defmodule WsPort.CLITest do
     end
   end
 
+  describe "started the wrong way" do
+    test "a URL without the connect command: a short note naming the command, exit 2", ctx do
+      {2, "", err} = run(ctx, ["ws://127.0.0.1:1/echo"])
+      assert err =~ "a URL needs the connect command:\n  ws_port connect ws://127.0.0.1:1/echo\n"
+      assert length(String.split(err, "\n", trim: true)) <= 3
+      {2, "", err} = run(ctx, ["--bogus"])
+      assert err =~ "unknown argument '--bogus'"
+      assert length(String.split(err, "\n", trim: true)) <= 3
+    end
+
+    test "no arguments and text on stdin: how to use it on stderr, nothing on stdout, exit 2",
+         ctx do
+      # "hell" is no sane {packet,4} length (1.7 GB)
+      {2, "", err} = run(ctx, [], "hello\n")
+      assert err =~ "stdin does not start with a {packet,4} command"
+      assert err =~ "ws_port connect URL [options]"
+      # a sane length, but a payload that is no term
+      {2, "", err} = run(ctx, [], <<0, 0, 0, 3, "hi\n">>)
+      assert err =~ "(it starts with bytes 00 00 00 03 68 69 0a)"
+      # too short to be a packet at all
+      {2, "", _} = run(ctx, [], "hi\n")
+    end
+
+    test "no arguments and a terminal on stdin: how to use it, exit 2", _ctx do
+      # script(1) gives the program a pseudo-terminal; `timeout`: a program
+      # waiting for commands on the terminal would be killed (124)
+      {out, 0} =
+        System.cmd("timeout", [
+          "#{@run_timeout_s}",
+          "script",
+          "-qec",
+          ~s("#{bin()}"; echo "EXIT=$?"),
+          "/dev/null"
+        ])
+
+      assert out =~ "stdin is a terminal"
+      assert out =~ "ws_port connect URL [options]"
+      assert out =~ "EXIT=2"
+    end
+
+    test "no arguments and {packet,4} commands: the port program answers them", ctx do
+      # what a BEAM would send; the answer is a {packet,4} term, EOF exits 0
+      for args <- [[], ["port"]] do
+        cmd = :erlang.term_to_binary({:stats, 5})
+        {0, out, ""} = run(ctx, args, <<byte_size(cmd)::32, cmd::binary>>)
+        assert <<len::32, term::binary-size(len)>> = out
+        assert {:error, 5, {_, _}} = :erlang.binary_to_term(term)
+      end
+    end
+  end
+
   describe "messages" do
     test "stdin lines are sent as text, replies printed one per line", ctx do
       {0, out, err} =
