@@ -193,12 +193,65 @@ defmodule WsPort.CLITest do
       assert {1000, ""} = Peer.await_closed(ctx.ws, "/echo?tag=#{t}")
     end
 
-    test "a line that is not UTF-8 is not sent as text", ctx do
-      {0, out, err} =
-        run(ctx, ["connect", url(ctx.ws, "/echo"), "--count", "1"], <<0xFF, 0xFE, ?\n, "ok\n">>)
+    test "the end of stdin waits for the replies before closing", ctx do
+      # python3-websockets drops what it would send once our close has
+      # arrived: closing at once lost both echoes
+      t = tag()
+      {0, out, _} = run(ctx, ["connect", url(ctx.ws, "/echo?tag=#{t}")], "hi\nthere\n")
+      assert out == "hi\nthere\n"
+      assert {1000, ""} = Peer.await_closed(ctx.ws, "/echo?tag=#{t}")
+    end
+
+    test "a line that is not UTF-8 is refused, naming it; --count does not wait on", ctx do
+      # line 1 is sent and its reply printed; line 2 ends the input (exit
+      # 10), so --count 2 cannot wait for a second reply that never comes
+      {10, out, err} =
+        run(
+          ctx,
+          ["connect", url(ctx.ws, "/echo"), "--count", "2"],
+          <<"ok\n", 0xFF, 0xFE, ?\n, "never sent\n">>
+        )
 
       assert out == "ok\n"
-      assert err =~ "not valid UTF-8: not sent"
+      assert err =~ "stdin line 2 is not valid UTF-8 (--binary sends lines as binary messages)"
+      assert err =~ "closed: closed with 1000"
+      # the refused line alone: --count 1 used to wait for ever (killed: 124)
+      {10, "", err} =
+        run(ctx, ["connect", url(ctx.ws, "/echo"), "--count", "1"], <<0xFF, ?\n>>, 20)
+
+      assert err =~ "stdin line 1 is not valid UTF-8"
+      # with --binary it is a binary message
+      {0, "//4=\n", _} =
+        run(ctx, ["connect", url(ctx.ws, "/echo"), "--binary", "--count", "1"], <<0xFF, 0xFE>>)
+    end
+
+    test "a line longer than --max-message-size is refused without reading it whole", ctx do
+      # 16 MiB without a newline in a file; after the run the file's offset
+      # (shared with the program's stdin) says how much of it was read
+      big = Path.join(ctx.tmp, "big_#{System.unique_integer([:positive])}")
+      File.write!(big, :binary.copy("x", 16 * 1024 * 1024))
+      err_file = big <> ".err"
+
+      script =
+        ~s{exec 3<"$WSP_IN"; timeout #{@run_timeout_s} "$0" "$@" <&3 2>"$WSP_ERR"; } <>
+          ~s{echo "status $?"; echo "unread $(cat <&3 | wc -c)"}
+
+      {out, 0} =
+        System.cmd(
+          "/bin/sh",
+          ["-c", script, bin(), "connect", url(ctx.ws, "/echo"), "--max-message-size", "1000"],
+          env: [{"WSP_IN", big}, {"WSP_ERR", err_file}]
+        )
+
+      err = File.read!(err_file)
+      assert out =~ "status 10\n"
+      [_, unread] = Regex.run(~r/unread (\d+)/, out)
+      # at most a few reads of 64 KiB, not the 16 MiB
+      assert String.to_integer(unread) >= 15 * 1024 * 1024
+      assert err =~ "stdin line 1 is longer than --max-message-size (1000 bytes): not sent"
+      # a line within the limit still goes
+      {0, "abc\n", _} =
+        run(ctx, ["connect", url(ctx.ws, "/echo"), "--max-message-size", "3"], "abc\n")
     end
 
     test "binary messages are printed as base64 (default) or hex", ctx do
