@@ -1,5 +1,6 @@
 # ws_port — build, test, demo, bench.
 #   make setup      install what is missing (Debian packages, node ws)
+#                   (make demo: the same without node)
 #   make            build priv/ws_port
 #   make test       everything CI runs (C unit tests, Erlang and Elixir suites,
 #                   conformance peer)
@@ -108,7 +109,9 @@ test: setup
 test-all: c-test cppcheck asan beam-lint ex-test erl-test conformance
 	$(MAKE) fuzz FUZZ_SECONDS=20
 
-demo: setup
+# the demo needs no node package: its setup skips node and npm ci
+demo:
+	.ci/setup --no-node
 	$(MAKE) all
 	examples/demo.sh
 
