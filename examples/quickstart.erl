@@ -9,8 +9,8 @@
 %%   erl -pa _build/default/lib/ws_port/ebin -pa /tmp -noshell \
 %%       -eval 'quickstart:main("ws://127.0.0.1:PORT/echo"), halt().'
 %%
-%% After `make demo` (which builds with mix, not rebar3) the same works with
-%% `-pa _build/dev/lib/ws_port/ebin` instead, without `rebar3 compile`.
+%% (`make demo` builds with mix into _build/dev, whose ws_port.app also needs
+%% Elixir's own applications on the code path: use rebar3's build here.)
 -module(quickstart).
 -export([main/1]).
 
