@@ -21,6 +21,7 @@
 #include "wsp_link.h"
 #include "wsp_log.h"
 #include "wsp_proto.h"
+#include "wsp_text.h"
 #include "wsp_tls.h"
 
 #define CLI_ID 1u                       /* the one connection's id */
@@ -224,81 +225,8 @@ static void fmt(char *dst, size_t cap, const char *f, ...)
     va_end(ap);
 }
 
-/* Length of the valid UTF-8 sequence at p[0..n) (1 to 4), or 0 if invalid
- * (RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF). */
-static size_t utf8_seq(const uint8_t *p, size_t n, uint32_t *cp)
-{
-    uint8_t b = p[0];
-    size_t len;
-    uint32_t v, min;
-    if (b < 0x80) {
-        *cp = b;
-        return 1;
-    } else if (b >= 0xC2 && b <= 0xDF) {
-        len = 2, v = b & 0x1Fu, min = 0x80;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-        len = 3, v = b & 0x0Fu, min = 0x800;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-        len = 4, v = b & 0x07u, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len) {
-        return 0;
-    }
-    for (size_t k = 1; k < len; k++) {
-        if ((p[k] & 0xC0) != 0x80) {
-            return 0;
-        }
-        v = (v << 6) | (p[k] & 0x3Fu);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) {
-        return 0;
-    }
-    *cp = v;
-    return len;
-}
-
-/* Copies text the server chose (a close reason, a handshake detail) into
- * out for the terminal, NUL-terminated and truncated on a whole character:
- * control characters (C0, DEL, C1: they move the cursor, retitle or reset
- * the terminal), invalid UTF-8 bytes and the backslash itself are written as
- * \xNN (and \\), the rest as is. */
-static void esc_text(const uint8_t *p, size_t n, char *out, size_t cap)
-{
-    static const char H[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        uint32_t cp = 0;
-        size_t len = utf8_seq(p + i, n - i, &cp);
-        int plain = len > 0 && cp >= 0x20 && cp != 0x7F && cp != '\\' &&
-                    !(cp >= 0x80 && cp <= 0x9F);
-        size_t bytes = len ? len : 1;
-        size_t need = plain ? len : (cp == '\\' && len ? 2 : 4 * bytes);
-        if (o + need >= cap) {
-            break;
-        }
-        if (plain) {
-            memcpy(out + o, p + i, len);
-            o += len;
-        } else if (cp == '\\' && len) {
-            out[o++] = '\\';
-            out[o++] = '\\';
-        } else {
-            for (size_t k = 0; k < bytes; k++) {
-                out[o++] = '\\';
-                out[o++] = 'x';
-                out[o++] = H[p[i + k] >> 4];
-                out[o++] = H[p[i + k] & 15];
-            }
-        }
-        i += bytes;
-    }
-    out[o] = 0;
-}
-
 /* Decodes a binary (or an atom) at *i into out, NUL-terminated, truncated,
- * escaped for the terminal (esc_text). */
+ * escaped for the terminal (wsp_text_escape). */
 static int dec_text(const char *b, int *i, char *out, size_t cap)
 {
     int type, size;
@@ -313,13 +241,13 @@ static int dec_text(const char *b, int *i, char *out, size_t cap)
             free(tmp);
             return -1;
         }
-        esc_text((const uint8_t *)tmp, (size_t)got, out, cap);
+        wsp_text_escape((const uint8_t *)tmp, (size_t)got, out, cap);
         free(tmp);
         return 0;
     }
     char atom[MAXATOMLEN_UTF8];
     if (ei_decode_atom(b, i, atom) == 0) {
-        esc_text((const uint8_t *)atom, strlen(atom), out, cap);
+        wsp_text_escape((const uint8_t *)atom, strlen(atom), out, cap);
         return 0;
     }
     return ei_skip_term(b, i);
