@@ -1,5 +1,6 @@
 # ws_port — build, test, demo, bench.
 #   make setup      install what is missing (Debian packages, node ws)
+#                   (make demo: the same without node)
 #   make            build priv/ws_port
 #   make test       everything CI runs (C unit tests, Erlang and Elixir suites,
 #                   conformance peer)
@@ -64,8 +65,10 @@ FUZZ_SRCS := $(wildcard c_test/fuzz_*.c)
 FUZZ_BINS := $(patsubst c_test/%.c,c_build/fuzz/%,$(FUZZ_SRCS))
 # the c_src files each harness links (default: the codec alone)
 FUZZ_LINK_fuzz_proto := c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c
+FUZZ_LINK_fuzz_text := c_src/wsp_text.c
 
-c_build/fuzz/fuzz_%: c_test/fuzz_%.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c $(HDRS)
+c_build/fuzz/fuzz_%: c_test/fuzz_%.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c \
+  c_src/wsp_text.c $(HDRS)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ-LD $@"; $(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< \
 	  $(or $(FUZZ_LINK_fuzz_$*),c_src/ws_codec.c) -L$(ERL_INTERFACE)/lib -lei -lssl -lcrypto
@@ -108,7 +111,9 @@ test: setup
 test-all: c-test cppcheck asan beam-lint ex-test erl-test conformance
 	$(MAKE) fuzz FUZZ_SECONDS=20
 
-demo: setup
+# the demo needs no node package: its setup skips node and npm ci
+demo:
+	.ci/setup --no-node
 	$(MAKE) all
 	examples/demo.sh
 

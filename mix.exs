@@ -69,7 +69,7 @@ defmodule WsPort.MixProject do
 
   # No hex dependency in the core. Broadway and telemetry are optional: they
   # are declared only where Hex is installed (a user's project), because a
-  # mix.exs naming a hex dep cannot even load without Hex (see DESIGN.md).
+  # mix.exs naming a hex dep cannot even load without Hex (README, Install).
   defp deps do
     if Code.ensure_loaded?(Hex) do
       [

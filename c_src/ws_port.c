@@ -2,9 +2,13 @@
  * ws_port: the port program. WebSocket connections (TCP, TLS, RFC 6455
  * framing) for the BEAM, which talks to it over stdin/stdout.
  *
- * Started by the BEAM with no arguments (or the one argument "port"):
+ * Started by the BEAM with the argument "port" (ws_port_driver always
+ * passes it):
  *   open_port({spawn_executable, "priv/ws_port"},
- *             [{packet, 4}, binary, exit_status, use_stdio])
+ *             [{args, ["port"]}, {packet, 4}, binary, exit_status, use_stdio])
+ * Without any argument it is the port program too, unless stdin is a
+ * terminal or does not start with a {packet,4} command (a person, or a pipe
+ * of text): then it says how to use it on stderr and exits 2.
  * `ws_port connect URL [options]` is a command line client instead
  * (wsp_cli.c; `ws_port --help`).
  *
@@ -73,6 +77,7 @@
 
 static struct {
     int exiting;
+    int status;           /* the exit status */
     lws_usec_t exit_deadline;
 } G;
 
@@ -133,6 +138,35 @@ static void on_eof(void)
 }
 
 static void on_congestion(int congested) { wsp_conn_link_congested(congested); }
+
+/* Started without arguments by a person rather than by the BEAM (which
+ * passes `port`): a short note on how to use it, on stderr; exit 2. */
+static void not_for_people(const char *why)
+{
+    fprintf(stderr,
+            "ws_port: %s.\n"
+            "This is the BEAM's port program ({packet,4} terms on stdin, started by\n"
+            "the ws_port application). The command line client is:\n"
+            "  ws_port connect URL [options]     e.g. ws_port connect ws://127.0.0.1:8080/\n"
+            "ws_port --help for the options.\n",
+            why);
+}
+
+static void on_not_protocol(const uint8_t *head, size_t n)
+{
+    char why[96] = "stdin does not start with a {packet,4} command";
+    size_t k = strlen(why);
+    if (n > 0) {
+        k += (size_t)snprintf(why + k, sizeof why - k, " (it starts with bytes");
+        for (size_t i = 0; i < n && k + 4 < sizeof why; i++) {
+            k += (size_t)snprintf(why + k, sizeof why - k, " %02x", head[i]);
+        }
+        snprintf(why + k, sizeof why - k, ")");
+    }
+    not_for_people(why);
+    G.exiting = 1;
+    G.status = 2;
+}
 
 /* ---- main ------------------------------------------------------------------ */
 
@@ -200,6 +234,7 @@ int main(int argc, char **argv)
         return wsp_cli_main(argc - 1, argv + 1);
     }
     const char *events_socket = NULL;
+    int explicit_port = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--events-socket") && i + 1 < argc) {
             events_socket = argv[++i];
@@ -213,11 +248,25 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-        if (strcmp(argv[i], "port") != 0) {
-            fprintf(stderr, "ws_port: unknown argument '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
+        if (!strcmp(argv[i], "port")) {
+            explicit_port = 1;
+            continue;
         }
+        if (!strncmp(argv[i], "ws://", 5) || !strncmp(argv[i], "wss://", 6)) {
+            fprintf(stderr, "ws_port: a URL needs the connect command:\n  ws_port connect %s\n",
+                    argv[i]);
+        } else {
+            fprintf(stderr, "ws_port: unknown argument '%s'\n", argv[i]);
+        }
+        fprintf(stderr, "ws_port --help for the usage.\n");
+        return 2;
+    }
+    /* The driver always passes `port`. Without it, a terminal on stdin or
+     * input that is not {packet,4} commands means a person: say how to use
+     * the program instead of answering in binary terms. */
+    if (!explicit_port && isatty(0)) {
+        not_for_people("stdin is a terminal");
+        return 2;
     }
     set_log_level();
     signal(SIGPIPE, SIG_IGN);
@@ -243,6 +292,7 @@ int main(int argc, char **argv)
         .on_packet = on_packet,
         .on_eof = on_eof,
         .on_congestion = on_congestion,
+        .on_not_protocol = explicit_port ? NULL : on_not_protocol,
     };
     if (wsp_link_init(&hooks, events_socket) < 0) {
         wsp_dns_shutdown();
@@ -263,5 +313,5 @@ int main(int argc, char **argv)
     wsp_dns_shutdown();
     wsp_loop_destroy();
     wsp_tls_free_all();
-    return 0;
+    return G.status;
 }

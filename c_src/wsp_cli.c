@@ -21,6 +21,7 @@
 #include "wsp_link.h"
 #include "wsp_log.h"
 #include "wsp_proto.h"
+#include "wsp_text.h"
 #include "wsp_tls.h"
 
 #define CLI_ID 1u                       /* the one connection's id */
@@ -35,7 +36,11 @@ struct cli_opts {
     int timestamps;
     uint64_t count;    /* 0 = unlimited */
     uint32_t ping_ms;  /* 0 = off */
+    uint32_t drain_ms; /* at the end of stdin: quiet time before the close */
 };
+
+#define CLI_DEFAULT_DRAIN_MS 1000u
+#define CLI_DRAIN_MAX_FACTOR 10  /* the close goes out at the latest 10 x drain after */
 
 static struct {
     struct cli_opts o;
@@ -48,6 +53,10 @@ static struct {
     struct wsp_buf echo;        /* <<Opcode:8, Len:32, Payload>> to send back */
     lws_sorted_usec_list_t ping_sul;
     lws_sorted_usec_list_t defer_sul; /* runs run_deferred soon (from timers too) */
+    lws_sorted_usec_list_t drain_sul; /* sends the close once the server is quiet */
+    lws_usec_t drain_end;       /* the close goes out by then whatever comes */
+    uint64_t max_line;          /* --max-message-size: longer lines are refused */
+    uint64_t line_no;           /* stdin lines taken so far */
     uint64_t received;
     uint64_t downs;             /* down events since the last up */
     int up;                     /* the handshake is done and not lost since */
@@ -55,6 +64,8 @@ static struct {
     int link_paused;            /* the connection's send queue is over its mark */
     int stdin_eof;
     int in_hup;                 /* lws dropped stdin on a hang-up: the rest is read from fd 0 */
+    int draining;               /* stdin is over: waiting for replies, then close */
+    int line_refused;           /* a stdin line was refused: no more are read */
     int closing;                /* we asked for the close */
     int close_pending;          /* close after this loop round (--count, output gone) */
     int out_broken;             /* stdout cannot be written any more */
@@ -71,7 +82,7 @@ static void ev_vprint(int always, const char *fmt, va_list ap)
     if (C.o.quiet && !always) {
         return;
     }
-    char line[1024];
+    char line[1536];
     size_t n = 0;
     if (C.o.timestamps) {
         struct timespec ts;
@@ -201,7 +212,7 @@ static void out_hex(const uint8_t *p, size_t n)
 struct reason {
     char kind[MAXATOMLEN_UTF8];  /* the atom, or the tuple's tag */
     long code;                   /* close code or HTTP status, -1 if none */
-    char text[400];              /* human-readable */
+    char text[800];              /* human-readable, escaped */
 };
 
 /* snprintf that truncates silently (texts shown to a person) */
@@ -214,7 +225,8 @@ static void fmt(char *dst, size_t cap, const char *f, ...)
     va_end(ap);
 }
 
-/* Decodes a binary (or an atom) at *i into out, NUL-terminated, truncated. */
+/* Decodes a binary (or an atom) at *i into out, NUL-terminated, truncated,
+ * escaped for the terminal (wsp_text_escape). */
 static int dec_text(const char *b, int *i, char *out, size_t cap)
 {
     int type, size;
@@ -229,15 +241,13 @@ static int dec_text(const char *b, int *i, char *out, size_t cap)
             free(tmp);
             return -1;
         }
-        size_t n = (size_t)got < cap - 1 ? (size_t)got : cap - 1;
-        memcpy(out, tmp, n);
-        out[n] = 0;
+        wsp_text_escape((const uint8_t *)tmp, (size_t)got, out, cap);
         free(tmp);
         return 0;
     }
     char atom[MAXATOMLEN_UTF8];
     if (ei_decode_atom(b, i, atom) == 0) {
-        fmt(out, cap, "%s", atom);
+        wsp_text_escape((const uint8_t *)atom, strlen(atom), out, cap);
         return 0;
     }
     return ei_skip_term(b, i);
@@ -284,7 +294,7 @@ static int dec_reason(const char *b, int *i, struct reason *r)
     if (ei_decode_tuple_header(b, i, &arity) < 0 || arity < 2 || ei_decode_atom(b, i, r->kind) < 0) {
         return -1;
     }
-    char detail[320];
+    char detail[640]; /* a close reason (123 bytes) escaped: 4 x 123 */
     if (arity == 3 && !strcmp(r->kind, "http_status")) {
         if (ei_decode_long(b, i, &r->code) < 0 || ei_skip_term(b, i) < 0) {
             return -1;
@@ -374,6 +384,7 @@ static int reason_exit(const struct reason *r, int was_up)
 }
 
 static void on_defer(lws_sorted_usec_list_t *sul);
+static void drain_rearm(void);
 
 /* Work that must not run inside the connection layer's callbacks (sending,
  * closing) is done by run_deferred, from a 0-delay timer: events may come
@@ -480,13 +491,23 @@ static void ev_down(const char *b, int *i)
     event("disconnected: %s; retrying in %lld ms (attempt %lld%s)", r.text, delay, attempt, lost);
 }
 
+/* The run is over: the main loop exits at its next check. The event may
+ * come from a timer (a DNS answer, the connect timeout, a retry), which lws
+ * runs just before it polls in the same lws_service call: without a wake-up
+ * that poll would sleep until lws' next own timer (30 s). */
+static void finish_now(void)
+{
+    C.done = 1;
+    lws_cancel_service(wsp_ctx);
+}
+
 static void ev_closed(const char *b, int *i)
 {
     struct reason r;
     if (dec_reason(b, i, &r) < 0) {
         warn("undecodable closed event");
         C.exit_code = WSP_EXIT_INTERNAL;
-        C.done = 1;
+        finish_now();
         return;
     }
     int code = reason_exit(&r, C.up);
@@ -498,11 +519,12 @@ static void ev_closed(const char *b, int *i)
     }
     C.up = 0;
     lws_sul_cancel(&C.ping_sul);
+    lws_sul_cancel(&C.drain_sul);
     update_reading();
     if (!C.exit_code) {
         C.exit_code = code;
     }
-    C.done = 1;
+    finish_now();
 }
 
 static void sink_event(const uint8_t *term, size_t len)
@@ -528,7 +550,7 @@ static void sink_event(const uint8_t *term, size_t len)
         (void)ei_decode_longlong(b, &i, &rtt);
         event("pong: rtt %lld.%03lld ms", rtt / 1000, rtt % 1000);
     } else if (!strcmp(tag, "error") && arity == 3) {
-        char what[MAXATOMLEN_UTF8] = "error", detail[320] = "";
+        char what[MAXATOMLEN_UTF8] = "error", detail[640] = "";
         if (ei_decode_tuple_header(b, &i, &arity) == 0 && arity == 2) {
             (void)ei_decode_atom(b, &i, what);
             (void)dec_text(b, &i, detail, sizeof detail);
@@ -564,6 +586,9 @@ static void sink_data(uint32_t id, int opcode, const uint8_t *p, size_t n)
     if (C.o.count && C.received == C.o.count) {
         C.close_pending = 1;
     }
+    if (C.draining && !C.closing) {
+        drain_rearm(); /* still talking: wait on */
+    }
     if (C.o.echo || C.close_pending) {
         defer();
     }
@@ -589,6 +614,40 @@ static void begin_close(void)
     lws_sul_cancel(&C.ping_sul);
     update_reading();
     wsp_conn_close(CLI_ID, 1000, (const uint8_t *)"", 0);
+}
+
+static void on_drain(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    begin_close();
+    wsp_conn_flush_all();
+}
+
+/* (Re)arms the drain timer: the close goes out after drain_ms with nothing
+ * received, and by drain_end at the latest (a server that never stops). */
+static void drain_rearm(void)
+{
+    lws_usec_t left = C.drain_end - wsp_now();
+    lws_usec_t quiet = (lws_usec_t)C.o.drain_ms * 1000;
+    wsp_loop_schedule(&C.drain_sul, on_drain, left < quiet ? (left > 0 ? left : 0) : quiet);
+}
+
+/* No more lines will be sent (the end of stdin, a refused line): replies may
+ * still be on their way, and many servers drop what they would send once
+ * our close has arrived. So the close waits until the server has been quiet
+ * for drain_ms; messages are printed until the server answers the close. */
+static void start_drain(void)
+{
+    if (C.draining || C.closing || C.done) {
+        return;
+    }
+    if (C.o.drain_ms == 0) {
+        begin_close();
+        return;
+    }
+    C.draining = 1;
+    C.drain_end = wsp_now() + (lws_usec_t)C.o.drain_ms * 1000 * CLI_DRAIN_MAX_FACTOR;
+    drain_rearm();
 }
 
 static void drain_hup(void);
@@ -627,33 +686,75 @@ static void on_defer(lws_sorted_usec_list_t *sul)
 
 /* ---- stdin ----------------------------------------------------------------- */
 
+static void stop_stdin(void)
+{
+    C.stdin_eof = 1;
+    update_reading();
+    if (C.in_wsi) {
+        C.in_wsi = NULL;
+        wsp_loop_close(&C.in_watch);
+    }
+}
+
+/* A line that cannot be sent ends the input: the lines before it were sent,
+ * their replies are still printed (start_drain), then the program closes
+ * and exits WSP_EXIT_INPUT. Nothing more is read, so --count cannot wait
+ * for replies that will never come. */
+static void refuse_line(const char *why)
+{
+    warn("stdin line %llu %s: not sent; closing", (unsigned long long)C.line_no, why);
+    C.line_refused = 1;
+    if (!C.exit_code) {
+        C.exit_code = WSP_EXIT_INPUT;
+    }
+    wsp_buf_consume(&C.line, wsp_buf_pending(&C.line));
+    stop_stdin();
+    start_drain();
+}
+
 static void send_line(const uint8_t *p, size_t n)
 {
+    C.line_no++;
+    if (n > C.max_line) {
+        char why[96];
+        snprintf(why, sizeof why, "is longer than --max-message-size (%llu bytes)",
+                 (unsigned long long)C.max_line);
+        refuse_line(why);
+        return;
+    }
     if (!C.o.binary) {
         wsc_utf8 u = {0};
         if (wsc_utf8_feed(&u, p, n) < 0 || !wsc_utf8_complete(&u)) {
-            warn("a %zu-byte line is not valid UTF-8: not sent (use --binary)", n);
+            refuse_line("is not valid UTF-8 (--binary sends lines as binary messages)");
             return;
         }
     }
     wsp_conn_send(CLI_ID, C.o.binary ? WSC_OP_BINARY : WSC_OP_TEXT, p, n);
 }
 
+/* Sends the whole lines buffered (and at EOF the last one without its
+ * newline). A line longer than --max-message-size is refused as soon as
+ * that many bytes are buffered without a newline: the buffer stays bounded
+ * by the limit plus one read. */
 static void send_lines(int at_eof)
 {
-    while (wsp_buf_pending(&C.line) > 0) {
+    while (wsp_buf_pending(&C.line) > 0 && !C.line_refused) {
         const uint8_t *p = C.line.data + C.line.off;
         size_t avail = wsp_buf_pending(&C.line);
         const uint8_t *nl = memchr(p, '\n', avail);
         if (!nl) {
-            if (at_eof) {
-                send_line(p, avail); /* the last line, without a newline */
-                wsp_buf_consume(&C.line, avail);
+            if (at_eof || avail > C.max_line) {
+                send_line(p, avail); /* the last line, or one too long anyway */
+                if (!C.line_refused) {
+                    wsp_buf_consume(&C.line, avail);
+                }
             }
             break;
         }
         send_line(p, (size_t)(nl - p));
-        wsp_buf_consume(&C.line, (size_t)(nl - p) + 1);
+        if (!C.line_refused) {
+            wsp_buf_consume(&C.line, (size_t)(nl - p) + 1);
+        }
     }
     wsp_buf_shrink(&C.line, 4 * CLI_READ_CHUNK);
 }
@@ -661,14 +762,9 @@ static void send_lines(int at_eof)
 static void stdin_ended(void)
 {
     send_lines(1);
-    C.stdin_eof = 1;
-    update_reading();
-    if (C.in_wsi) {
-        C.in_wsi = NULL;
-        wsp_loop_close(&C.in_watch);
-    }
+    stop_stdin();
     if (!C.o.echo && !C.o.count) {
-        begin_close();
+        start_drain();
     }
 }
 
@@ -686,6 +782,9 @@ static void drain_hup(void)
         if (r > 0) {
             wsp_buf_commit(&C.line, (size_t)r);
             send_lines(0);
+            if (C.line_refused) {
+                return;
+            }
         } else if (r < 0 && errno == EINTR) {
             continue;
         } else {
@@ -740,9 +839,13 @@ static void usage_body(FILE *f)
         "  Connects to URL (ws://HOST[:PORT]/PATH or wss://...). Each line read on\n"
         "  stdin is sent as one text message (without its newline); each message\n"
         "  received is printed on stdout on one line: text as is, binary as base64\n"
-        "  (or hex). Connection events go to stderr. At the end of stdin the\n"
+        "  (or hex). Connection events go to stderr (control characters in what the\n"
+        "  server sent escaped as \\xNN). At the end of stdin, messages are still\n"
+        "  printed until the server has been quiet for --drain ms; then the\n"
         "  connection is closed with 1000 and the program exits once it is closed.\n"
-        "  Lines are read only while the connection is open.\n"
+        "  Lines are read only while the connection is open. A line that is not\n"
+        "  valid UTF-8 (without --binary) or is longer than --max-message-size is\n"
+        "  not sent and ends the input (exit 10).\n"
         "\n"
         "  -H, --header 'Name: value'  extra request header (repeatable)\n"
         "  --subprotocol P             offer subprotocol P (repeatable)\n"
@@ -762,7 +865,11 @@ static void usage_body(FILE *f)
         "                              failures, timeouts, HTTP 5xx and 429, protocol\n"
         "                              errors, server closes with 1001, 1011-1014 or\n"
         "                              no code (1000 and other codes end it)\n"
-        "  --max-message-size N        larger messages close with 1009 (default %llu)\n"
+        "  --max-message-size N        larger messages received close with 1009; a\n"
+        "                              longer stdin line is refused (default %llu)\n"
+        "  --drain MS                  at the end of stdin, wait until nothing has come\n"
+        "                              for MS ms (at most 10 x MS) before closing\n"
+        "                              (default 1000; 0 closes at once)\n"
         "  --binary                    send stdin lines as binary messages\n"
         "  --binary-format base64|hex  how binary messages are printed (default base64)\n"
         "  --echo                      send every message received back, same type; the\n"
@@ -784,6 +891,8 @@ static void usage_body(FILE *f)
         "    7  --retry gave up: the last allowed attempt failed too\n"
         "    8  closed by the server with a code other than 1000\n"
         "    9  connection lost: no close frame, reset, idle timeout\n"
+        "    10 a stdin line was refused: not valid UTF-8 (text), or longer than\n"
+        "       --max-message-size (the lines before it were sent)\n"
         "    130, 143  interrupted by SIGINT, SIGTERM (the connection is closed\n"
         "       with 1000 first; a second signal exits at once)\n",
         (unsigned long long)WSP_DEFAULT_MAX_MESSAGE_SIZE);
@@ -978,7 +1087,7 @@ static int parse_retry(const char *v, struct wsp_backoff *b)
 enum {
     O_HEADER = 1, O_SUBPROTO, O_CACERT, O_CERT, O_KEY, O_INSECURE, O_SERVER_NAME,
     O_PING, O_IDLE, O_CONNECT_TIMEOUT, O_RETRY, O_MAX_MSG, O_BINARY, O_BIN_FORMAT,
-    O_ECHO, O_COUNT, O_QUIET, O_TIMESTAMPS, O_HELP,
+    O_ECHO, O_COUNT, O_QUIET, O_TIMESTAMPS, O_HELP, O_DRAIN,
 };
 
 static const struct {
@@ -997,6 +1106,7 @@ static const struct {
     {"--count", 1, O_COUNT},       {"-q", 0, O_QUIET},
     {"--quiet", 0, O_QUIET},       {"--timestamps", 0, O_TIMESTAMPS},
     {"--help", 0, O_HELP},         {"-h", 0, O_HELP},
+    {"--drain", 1, O_DRAIN},
 };
 
 /* 0 ok, 1 help shown, -1 usage error (reported). */
@@ -1055,6 +1165,7 @@ static int parse_args(int argc, char **argv, struct wsp_connect_opts *o, struct 
         case O_SERVER_NAME: r = set_string("--server-name", val, &o->server_name); break;
         case O_INSECURE: o->verify = 0; break;
         case O_PING: r = parse_u32_opt("--ping-interval", val, 0, &co->ping_ms); break;
+        case O_DRAIN: r = parse_u32_opt("--drain", val, 0, &co->drain_ms); break;
         case O_IDLE: r = parse_u32_opt("--idle-timeout", val, 0, &o->idle_timeout_ms); break;
         case O_CONNECT_TIMEOUT:
             r = parse_u32_opt("--connect-timeout", val, 1, &o->connect_timeout_ms);
@@ -1134,6 +1245,7 @@ int wsp_cli_main(int argc, char **argv)
     o->verify = 1;
     wsp_backoff_default_retry_on(&o->retry);
     memset(&C, 0, sizeof C);
+    C.o.drain_ms = CLI_DEFAULT_DRAIN_MS;
     int r = parse_args(argc, argv, o, &C.o);
     if (r != 0) {
         wsp_connect_opts_free(o);
@@ -1145,6 +1257,7 @@ int wsp_cli_main(int argc, char **argv)
         return WSP_EXIT_USAGE;
     }
     C.retry = o->retry;
+    C.max_line = o->max_message_size;
     C.url = strdup(o->url);
     if (!C.url) {
         wsp_connect_opts_free(o);
@@ -1204,7 +1317,7 @@ int wsp_cli_main(int argc, char **argv)
     wsp_conn_connect(CLI_ID, o); /* owns o now */
     while (!C.done) {
         if (C.stdin_eof && !C.closing && C.up && !C.o.echo && !C.o.count) {
-            begin_close();
+            start_drain();
         }
         run_deferred();
         wsp_conn_flush_all();
@@ -1222,6 +1335,7 @@ int wsp_cli_main(int argc, char **argv)
     out_flush();
     lws_sul_cancel(&C.ping_sul);
     lws_sul_cancel(&C.defer_sul);
+    lws_sul_cancel(&C.drain_sul);
     wsp_conn_free_all();
     if (C.in_wsi) {
         C.in_wsi = NULL;

@@ -26,6 +26,7 @@ enum wsp_cli_exit {
     WSP_EXIT_RETRIES = 7,     /* --retry: the last allowed attempt failed too */
     WSP_EXIT_REMOTE_CODE = 8, /* the server closed with a code other than 1000 */
     WSP_EXIT_LOST = 9,        /* lost after the handshake: eof, reset, idle timeout */
+    WSP_EXIT_INPUT = 10,      /* a stdin line was refused: not UTF-8, over --max-message-size */
     WSP_EXIT_SIGINT = 130,    /* interrupted (the connection was closed first) */
     WSP_EXIT_SIGTERM = 143,
 };

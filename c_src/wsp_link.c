@@ -25,6 +25,7 @@ static struct {
     int want_write;
     int input_paused;
     int eof;
+    int first_ok;               /* a packet has been dispatched */
     int out_fd;                 /* where events go: 1, or the events socket */
     /* Zero-copy messages (see wsp_link_splice_*): payload bytes move
      * socket -> pipe -> out_fd with splice(2), never through our memory. */
@@ -217,8 +218,40 @@ int wsp_link_init(const struct wsp_link_hooks *hooks, const char *events_socket)
     return 0;
 }
 
+/* Whether the bytes read so far cannot begin the BEAM's commands (only
+ * asked before the first packet, and only with on_not_protocol set). */
+static int not_protocol(int at_eof)
+{
+    size_t have = wsp_buf_pending(&L.in);
+    const uint8_t *p = L.in.data + L.in.off;
+    if (have >= 4) {
+        uint32_t n = get_be32(p);
+        if (n == 0 || n > WSP_LINK_MAX_PACKET) {
+            return 1;
+        }
+        if (have >= 5 && p[4] != 131 && p[4] != 1) {
+            return 1;
+        }
+        return at_eof && have - 4 < n;
+    }
+    return at_eof && have > 0;
+}
+
+static void refuse_input(void)
+{
+    size_t have = wsp_buf_pending(&L.in);
+    L.eof = 1;
+    wsp_link_close();
+    L.hooks.on_not_protocol(L.in.data + L.in.off, have < 8 ? have : 8);
+    wsp_buf_consume(&L.in, have);
+}
+
 static void dispatch_input(void)
 {
+    if (!L.first_ok && L.hooks.on_not_protocol && not_protocol(0)) {
+        refuse_input();
+        return;
+    }
     while (wsp_buf_pending(&L.in) >= 4) {
         const uint8_t *p = L.in.data + L.in.off;
         uint32_t n = get_be32(p);
@@ -246,6 +279,7 @@ static void dispatch_input(void)
             return;
         }
         wsp_buf_consume(&L.in, 4 + n);
+        L.first_ok = 1;
         /* note: consume does not move memory, p stays valid until the next
          * reserve, which happens only in read_input */
         L.hooks.on_packet(p + 4, n);
@@ -278,6 +312,10 @@ static int read_input(void)
         }
         if (r < 0 && errno == EINTR) {
             continue;
+        }
+        if (!L.first_ok && L.hooks.on_not_protocol && not_protocol(1)) {
+            refuse_input();
+            return -1;
         }
         L.eof = 1;
         L.hooks.on_eof();
@@ -402,7 +440,9 @@ int wsp_link_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
         }
         if (io == WSP_IO_CLOSED) {
             L.in_wsi = NULL;
-            if (!L.eof) {
+            if (!L.eof && !L.first_ok && L.hooks.on_not_protocol && not_protocol(1)) {
+                refuse_input();
+            } else if (!L.eof) {
                 L.eof = 1;
                 L.hooks.on_eof();
             }

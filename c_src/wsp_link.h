@@ -23,6 +23,13 @@ struct wsp_link_hooks {
     void (*on_eof)(void);
     /* the output queue crossed the high (congested = 1) or low (0) mark */
     void (*on_congestion)(int congested);
+    /* optional (NULL: off): the first bytes on stdin are not {packet,4}
+     * commands from the BEAM: a length prefix over WSP_LINK_MAX_PACKET, an
+     * empty packet, a payload starting with neither 131 (a term) nor 1 (a
+     * raw packet), or EOF inside the first packet. Called instead of
+     * answering with an error event (a person typing, or a pipe of text);
+     * stdin is not read any more. head: the first bytes read (up to 8). */
+    void (*on_not_protocol)(const uint8_t *head, size_t n);
 };
 
 /* Reading from sockets stops once this much waits for the BEAM, and goes on

@@ -120,7 +120,11 @@ SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify, char *err, 
     }
     if (verify) {
         X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
-        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        /* the name is checked against the subjectAltName only, never the
+         * subject's CN (as browsers do: RFC 6125 6.4.4, CA/B Forum): a
+         * certificate without a DNS SAN matches no host name */
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+                                                   X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
         int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name)
                        : X509_VERIFY_PARAM_set1_host(param, name, 0);
         if (ok != 1) {

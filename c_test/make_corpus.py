@@ -9,7 +9,8 @@ on PATH.
 Each harness reads a few configuration bytes first (see its header comment):
 fuzz_parser 5 (max_message_size selector, split seed), fuzz_handshake 2
 (offered protocols, prefix selector), fuzz_proto 1 (error buffer size);
-fuzz_request takes NUL-separated fields (URL, key, protocols, headers).
+fuzz_request takes NUL-separated fields (URL, key, protocols, headers);
+fuzz_text 1 (output size, 0 = enough).
 """
 import base64
 import hashlib
@@ -253,6 +254,16 @@ def request_seeds():
     return {k: b"\0".join(v) for k, v in sorted(seeds.items())}
 
 
+def text_seeds():
+    return {
+        "plain": b"\0going away",
+        "utf8": b"\0w\xc3\xb6rld \xe2\x82\xac \xf0\x9f\x98\x80",
+        "controls": b"\0\x1b[2J\x1b]0;title\x07a\nb\x7f\xc2\x9b1m\\",
+        "invalid": b"\0\xff\xfe\xc0\xaf\xed\xa0\x80\xf4\x90\x80\x80ok\xe2\x82",
+        "truncated": b"\x07ab\x1b\xe2\x82\xac\\",
+    }
+
+
 def write(harness, seeds):
     d = os.path.join(OUT, harness)
     shutil.rmtree(d, ignore_errors=True)
@@ -268,3 +279,4 @@ if __name__ == "__main__":
     write("fuzz_handshake", handshake_seeds())
     write("fuzz_proto", proto_seeds())
     write("fuzz_request", request_seeds())
+    write("fuzz_text", text_seeds())

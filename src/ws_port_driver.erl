@@ -978,10 +978,12 @@ events_listen(true) ->
             {L, ["port", "--events-socket", <<$@, Name/binary>>]};
         {error, Reason} ->
             ?LOG_WARNING("ws_port: no events socket (~p): events come on stdout", [Reason]),
-            {undefined, []}
+            {undefined, ["port"]}
     end;
 events_listen(_) ->
-    {undefined, []}.
+    %% "port": the program then answers anything on stdin in the protocol
+    %% (without it, input that is not {packet,4} commands gets a usage note)
+    {undefined, ["port"]}.
 
 %% The program's first packet says whether it reached the socket; then the
 %% connection is accepted, and taken only from the program itself or a

@@ -1,6 +1,6 @@
 %% @doc Telemetry shim: calls `telemetry:execute/3' when the telemetry
 %% library is present, and does nothing otherwise. ws_port has no hard
-%% dependency on telemetry (see DESIGN.md).
+%% dependency on telemetry (see the README's Install section).
 %%
 %% Events emitted by {@link ws_port_driver}. Every event's metadata has
 %% `conn' (the connection handle), `driver', `id' and `url'; `duration' is

@@ -48,8 +48,9 @@ defmodule WsPort.CLITest do
   end
 
   # Runs `ws_port args...` with `input` (binary, or nil for /dev/null) on
-  # stdin. Returns {exit_status, stdout, stderr}.
-  defp run(ctx, args, input \\ nil) do
+  # stdin, killed (status 124) after timeout_s. Returns {exit_status, stdout,
+  # stderr}.
+  defp run(ctx, args, input \\ nil, timeout_s \\ @run_timeout_s) do
     n = System.unique_integer([:positive])
 
     in_file =
@@ -64,7 +65,7 @@ defmodule WsPort.CLITest do
       end
 
     err_file = Path.join(ctx.tmp, "err_#{n}")
-    script = ~s(exec timeout #{@run_timeout_s} "$0" "$@" <"$WSP_IN" 2>"$WSP_ERR")
+    script = ~s(exec timeout #{timeout_s} "$0" "$@" <"$WSP_IN" 2>"$WSP_ERR")
 
     {out, status} =
       System.cmd("/bin/sh", ["-c", script, bin() | args],
@@ -121,6 +122,57 @@ defmodule WsPort.CLITest do
     end
   end
 
+  describe "started the wrong way" do
+    test "a URL without the connect command: a short note naming the command, exit 2", ctx do
+      {2, "", err} = run(ctx, ["ws://127.0.0.1:1/echo"])
+      assert err =~ "a URL needs the connect command:\n  ws_port connect ws://127.0.0.1:1/echo\n"
+      assert length(String.split(err, "\n", trim: true)) <= 3
+      {2, "", err} = run(ctx, ["--bogus"])
+      assert err =~ "unknown argument '--bogus'"
+      assert length(String.split(err, "\n", trim: true)) <= 3
+    end
+
+    test "no arguments and text on stdin: how to use it on stderr, nothing on stdout, exit 2",
+         ctx do
+      # "hell" is no sane {packet,4} length (1.7 GB)
+      {2, "", err} = run(ctx, [], "hello\n")
+      assert err =~ "stdin does not start with a {packet,4} command"
+      assert err =~ "ws_port connect URL [options]"
+      # a sane length, but a payload that is no term
+      {2, "", err} = run(ctx, [], <<0, 0, 0, 3, "hi\n">>)
+      assert err =~ "(it starts with bytes 00 00 00 03 68 69 0a)"
+      # too short to be a packet at all
+      {2, "", _} = run(ctx, [], "hi\n")
+    end
+
+    test "no arguments and a terminal on stdin: how to use it, exit 2", _ctx do
+      # script(1) gives the program a pseudo-terminal; `timeout`: a program
+      # waiting for commands on the terminal would be killed (124)
+      {out, 0} =
+        System.cmd("timeout", [
+          "#{@run_timeout_s}",
+          "script",
+          "-qec",
+          ~s("#{bin()}"; echo "EXIT=$?"),
+          "/dev/null"
+        ])
+
+      assert out =~ "stdin is a terminal"
+      assert out =~ "ws_port connect URL [options]"
+      assert out =~ "EXIT=2"
+    end
+
+    test "no arguments and {packet,4} commands: the port program answers them", ctx do
+      # what a BEAM would send; the answer is a {packet,4} term, EOF exits 0
+      for args <- [[], ["port"]] do
+        cmd = :erlang.term_to_binary({:stats, 5})
+        {0, out, ""} = run(ctx, args, <<byte_size(cmd)::32, cmd::binary>>)
+        assert <<len::32, term::binary-size(len)>> = out
+        assert {:error, 5, {_, _}} = :erlang.binary_to_term(term)
+      end
+    end
+  end
+
   describe "messages" do
     test "stdin lines are sent as text, replies printed one per line", ctx do
       {0, out, err} =
@@ -142,12 +194,65 @@ defmodule WsPort.CLITest do
       assert {1000, ""} = Peer.await_closed(ctx.ws, "/echo?tag=#{t}")
     end
 
-    test "a line that is not UTF-8 is not sent as text", ctx do
-      {0, out, err} =
-        run(ctx, ["connect", url(ctx.ws, "/echo"), "--count", "1"], <<0xFF, 0xFE, ?\n, "ok\n">>)
+    test "the end of stdin waits for the replies before closing", ctx do
+      # python3-websockets drops what it would send once our close has
+      # arrived: closing at once lost both echoes
+      t = tag()
+      {0, out, _} = run(ctx, ["connect", url(ctx.ws, "/echo?tag=#{t}")], "hi\nthere\n")
+      assert out == "hi\nthere\n"
+      assert {1000, ""} = Peer.await_closed(ctx.ws, "/echo?tag=#{t}")
+    end
+
+    test "a line that is not UTF-8 is refused, naming it; --count does not wait on", ctx do
+      # line 1 is sent and its reply printed; line 2 ends the input (exit
+      # 10), so --count 2 cannot wait for a second reply that never comes
+      {10, out, err} =
+        run(
+          ctx,
+          ["connect", url(ctx.ws, "/echo"), "--count", "2"],
+          <<"ok\n", 0xFF, 0xFE, ?\n, "never sent\n">>
+        )
 
       assert out == "ok\n"
-      assert err =~ "not valid UTF-8: not sent"
+      assert err =~ "stdin line 2 is not valid UTF-8 (--binary sends lines as binary messages)"
+      assert err =~ "closed: closed with 1000"
+      # the refused line alone: --count 1 used to wait for ever (killed: 124)
+      {10, "", err} =
+        run(ctx, ["connect", url(ctx.ws, "/echo"), "--count", "1"], <<0xFF, ?\n>>, 20)
+
+      assert err =~ "stdin line 1 is not valid UTF-8"
+      # with --binary it is a binary message
+      {0, "//4=\n", _} =
+        run(ctx, ["connect", url(ctx.ws, "/echo"), "--binary", "--count", "1"], <<0xFF, 0xFE>>)
+    end
+
+    test "a line longer than --max-message-size is refused without reading it whole", ctx do
+      # 16 MiB without a newline in a file; after the run the file's offset
+      # (shared with the program's stdin) says how much of it was read
+      big = Path.join(ctx.tmp, "big_#{System.unique_integer([:positive])}")
+      File.write!(big, :binary.copy("x", 16 * 1024 * 1024))
+      err_file = big <> ".err"
+
+      script =
+        ~s{exec 3<"$WSP_IN"; timeout #{@run_timeout_s} "$0" "$@" <&3 2>"$WSP_ERR"; } <>
+          ~s{echo "status $?"; echo "unread $(cat <&3 | wc -c)"}
+
+      {out, 0} =
+        System.cmd(
+          "/bin/sh",
+          ["-c", script, bin(), "connect", url(ctx.ws, "/echo"), "--max-message-size", "1000"],
+          env: [{"WSP_IN", big}, {"WSP_ERR", err_file}]
+        )
+
+      err = File.read!(err_file)
+      assert out =~ "status 10\n"
+      [_, unread] = Regex.run(~r/unread (\d+)/, out)
+      # at most a few reads of 64 KiB, not the 16 MiB
+      assert String.to_integer(unread) >= 15 * 1024 * 1024
+      assert err =~ "stdin line 1 is longer than --max-message-size (1000 bytes): not sent"
+      # a line within the limit still goes
+      {0, "abc\n", _} =
+        run(ctx, ["connect", url(ctx.ws, "/echo"), "--max-message-size", "3"], "abc\n")
     end
 
     test "binary messages are printed as base64 (default) or hex", ctx do
@@ -255,6 +360,20 @@ defmodule WsPort.CLITest do
       assert err =~ ~s(closed by the server with 4001 "go away")
     end
 
+    test "control characters in the server's close reason are printed escaped", ctx do
+      # ESC [2J (clear screen), a newline, C1 CSI (U+009B), a backslash: the
+      # reason reaches stderr as \xNN escapes; printable UTF-8 stays as is
+      reason = URI.encode_www_form("\e[2Jred\nline\u009Bx\\é")
+
+      {8, "", err} =
+        run(ctx, ["connect", url(ctx.ws, "/close?code=4001&reason=#{reason}"), "--echo"])
+
+      assert err =~ ~S(closed by the server with 4001 "\x1b[2Jred\x0aline\xc2\x9bx\\é")
+      refute err =~ <<27>>
+      refute err =~ "\u009B"
+      assert length(String.split(err, "\n", trim: true)) == 2
+    end
+
     test "refused upgrade: exit 5 with the HTTP status", ctx do
       {5, "", err} = run(ctx, ["connect", url(ctx.ws, "/status?code=401")])
       assert err =~ "upgrade refused: HTTP 401"
@@ -263,6 +382,24 @@ defmodule WsPort.CLITest do
     test "connection refused: exit 3", ctx do
       {3, "", err} = run(ctx, ["connect", "ws://127.0.0.1:#{closed_port()}/"])
       assert err =~ "connection refused (econnrefused)"
+    end
+
+    test "a DNS failure exits 3 as soon as the answer is in", ctx do
+      # No wall-clock threshold: the connect timeout (10 min) and lws' own
+      # timer (the program used to sleep in poll until it fired, 30 s after
+      # the answer) are both far beyond the 20 s this run is given; the
+      # answer (NXDOMAIN for the reserved .invalid TLD, or a resolver
+      # timeout after 2 x 2 s without one) comes well within it. Killed by
+      # `timeout`, the status would be 124.
+      {3, "", err} =
+        run(
+          ctx,
+          ["connect", "ws://no-such-host.invalid/", "--connect-timeout", "600000"],
+          nil,
+          20
+        )
+
+      assert err =~ "closed: DNS lookup failed: "
     end
 
     test "--retry constant:100:3 against a closed port: three retries, then exit 7", ctx do
@@ -366,6 +503,32 @@ defmodule WsPort.CLITest do
         ])
 
       assert err =~ "certificate verify failed"
+    end
+
+    test "a certificate without subjectAltName fails for its CN; one with the SAN works", ctx do
+      c = ctx.certs.nosan
+      nosan = Peer.start!(:python, tls: {c.cert, c.key})
+      on_exit(fn -> Peer.stop(nosan) end)
+      ca = ctx.certs.ca.cert
+
+      {4, "", err} =
+        run(ctx, ["connect", url(nosan, "/echo", "wss", "localhost"), "--cacert", ca])
+
+      assert err =~ "TLS failure: certificate verify failed: hostname mismatch"
+
+      {0, "san\n", _} =
+        run(
+          ctx,
+          [
+            "connect",
+            url(ctx.trusted, "/echo", "wss", "localhost"),
+            "--cacert",
+            ca,
+            "--count",
+            "1"
+          ],
+          "san\n"
+        )
     end
   end
 end

@@ -496,7 +496,16 @@ defmodule WsPort.HardeningTest do
         p -> Path.expand(p)
       end
 
-    port = Port.open({:spawn_executable, program}, [:binary, :exit_status, :use_stdio])
+    # with `port`, as the driver starts it (without, the program takes such
+    # input for a person's and exits 2 with a usage note: see cli_test.exs)
+    port =
+      Port.open({:spawn_executable, program}, [
+        :binary,
+        :exit_status,
+        :use_stdio,
+        args: ["port"]
+      ])
+
     true = Port.command(port, <<0xFFFFFFF0::32, "never mind the length">>)
     {event, status} = collect_raw(port, <<>>)
     assert status == 0

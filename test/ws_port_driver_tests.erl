@@ -134,7 +134,10 @@ driver_with(Script) ->
 wrapper(Body) ->
     Path = filename:join(
         os:getenv("TMPDIR", "/tmp"),
-        "ws_port_wrapper_" ++ integer_to_list(erlang:unique_integer([positive])) ++ ".sh"
+        %% the OS pid too: unique_integer repeats in every VM, and test runs
+        %% of other checkouts may share /tmp
+        "ws_port_wrapper_" ++ os:getpid() ++ "_" ++
+            integer_to_list(erlang:unique_integer([positive])) ++ ".sh"
     ),
     ok = file:write_file(Path, ["#!/bin/sh\nPROG='", program(), "'\n", Body]),
     ok = file:change_mode(Path, 8#755),

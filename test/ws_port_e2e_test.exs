@@ -589,6 +589,17 @@ defmodule WsPort.E2ETest do
       assert detail =~ ~r/mismatch/i
     end
 
+    test "a certificate without subjectAltName is refused: its CN is never checked", ctx do
+      # CN=localhost, signed by our CA, no SAN: browsers refuse it, so do we
+      peer = ctx.start_tls_peer.(:nosan, [])
+      opts = %{tls: %{cacertfile: ctx.certs.ca.cert}}
+
+      assert {:error, {:tls, detail}} =
+               :ws_port.connect("wss://localhost:#{Peer.port(peer)}/echo", opts)
+
+      assert detail =~ ~r/hostname mismatch/i
+    end
+
     test "the right CA file is accepted, by IP and by host name (with SNI)", ctx do
       peer = ctx.start_tls_peer.(:server, [])
       opts = %{tls: %{cacertfile: ctx.certs.ca.cert}}

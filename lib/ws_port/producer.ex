@@ -1,5 +1,6 @@
-# Compiled only when Broadway is available (an optional dependency, see
-# DESIGN.md); the logic lives in WsPort.ProducerCore, tested without Broadway.
+# Compiled only when Broadway is available (an optional dependency, see the
+# README's Install and Broadway sections); the logic lives in
+# WsPort.ProducerCore, tested without Broadway.
 if Code.ensure_loaded?(Broadway) do
   defmodule WsPort.Producer do
     @moduledoc """

@@ -8,6 +8,8 @@
 #   server      signed by ca; SAN DNS:localhost, IP:127.0.0.1; serverAuth
 #   wrongname   signed by ca; SAN DNS:wrong.example only (hostname mismatch
 #               for both "localhost" and 127.0.0.1)
+#   nosan       signed by ca; CN=localhost and no subjectAltName (the CN is
+#               never checked: a hostname mismatch for "localhost")
 #   untrusted   self-signed, SAN DNS:localhost, IP:127.0.0.1 (not from ca)
 #   client      signed by ca; clientAuth (for mutual TLS)
 # All keys are EC P-256; certificates are valid from now for 2 days.
@@ -43,6 +45,10 @@ sign wrongname "/CN=wrong.example" "basicConstraints=CA:false
 keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
 subjectAltName=DNS:wrong.example"
+
+sign nosan "/CN=localhost" "basicConstraints=CA:false
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth"
 
 sign client "/CN=ws_port test client" "basicConstraints=CA:false
 keyUsage=critical,digitalSignature

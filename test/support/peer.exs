@@ -304,7 +304,7 @@ defmodule WsPort.Test.Certs do
 
   @doc """
   Makes a fresh directory under the system temp dir with ca, server, wrongname,
-  untrusted and client certificates and returns a map name => %{cert:, key:}
+  nosan, untrusted and client certificates and returns a map name => %{cert:, key:}
   plus :dir. Remove it with `cleanup/1`.
   """
   def make! do
@@ -318,7 +318,7 @@ defmodule WsPort.Test.Certs do
     {out, status} = System.cmd("/bin/sh", [script, dir], stderr_to_stdout: true)
     if status != 0, do: raise("make_certs.sh failed (#{status}):\n#{out}")
 
-    for name <- ~w(ca server wrongname untrusted client)a, into: %{dir: dir} do
+    for name <- ~w(ca server wrongname nosan untrusted client)a, into: %{dir: dir} do
       cert = Path.join(dir, "#{name}.pem")
       key = Path.join(dir, "#{name}.key")
       true = File.regular?(cert) and File.regular?(key)
