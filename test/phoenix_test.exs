@@ -1,0 +1,228 @@
+Code.require_file("support/peer.exs", __DIR__)
+
+defmodule WsPort.PhoenixTest do
+  @moduledoc """
+  WsPort.Phoenix / :ws_port_phoenix end to end: the real port program
+  against test/peers/phoenix_server.py (proven faithful to Phoenix by
+  phoenix.js in phoenix_server_test.exs) on 127.0.0.1, over ws and wss.
+  """
+  use ExUnit.Case, async: false
+
+  @moduletag :capture_log
+
+  alias WsPort.Phoenix
+  alias WsPort.Test.{Certs, Peer}
+
+  setup do
+    peer = Peer.start!(:phoenix)
+    on_exit(fn -> Peer.stop(peer) end)
+    {:ok, peer: peer, url: "ws://127.0.0.1:#{Peer.port(peer)}/socket/websocket"}
+  end
+
+  defp connect!(url, opts \\ []) do
+    opts = Keyword.merge([params: %{token: "good"}, rejoin_after: fn _ -> 50 end], opts)
+    {:ok, socket} = Phoenix.connect(url, opts)
+    on_exit(fn -> if Process.alive?(socket), do: catch_exit(Phoenix.disconnect(socket)) end)
+    socket
+  end
+
+  # the server's lines matching a regex
+  defp lines(peer, regex), do: Enum.filter(Peer.lines(peer), &(&1 =~ regex))
+
+  defp wait_until(fun, timeout \\ 10_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+
+    Stream.repeatedly(fn ->
+      fun.() || (Process.sleep(20) && System.monotonic_time(:millisecond) > deadline && :gave_up)
+    end)
+    |> Enum.find(& &1)
+    |> case do
+      :gave_up -> flunk("condition not met within #{timeout} ms")
+      value -> value
+    end
+  end
+
+  describe "joining and pushing" do
+    test "join with params, echo and error replies", %{url: url, peer: peer} do
+      socket = connect!(url, params: %{token: "good", user: "ann"})
+
+      assert {:ok, reply} = Phoenix.join(socket, "room:a", %{"hello" => "world"})
+      assert reply["topic"] == "room:a"
+      assert reply["params"] == %{"hello" => "world"}
+      assert reply["connect_params"] == %{"token" => "good", "user" => "ann"}
+      assert Peer.await_line(peer, "CONNECT ") =~ "vsn=2.0.0"
+
+      assert {:ok, %{"n" => 1, "s" => "é", "nothing" => nil}} =
+               Phoenix.push(socket, "room:a", "echo", %{n: 1, s: "é", nothing: nil})
+
+      assert {:error, %{"why" => "no"}} = Phoenix.push(socket, "room:a", "error", %{why: "no"})
+
+      assert {:error, %{"reason" => "unhandled event"}} =
+               Phoenix.push(socket, "room:a", "nope", %{})
+    end
+
+    test "a refused join is an error and is not retried", %{url: url, peer: peer} do
+      socket = connect!(url)
+
+      assert {:error, %{"reason" => "unauthorized"}} = Phoenix.join(socket, "room:forbidden")
+
+      assert {:error, %{"reason" => "unauthorized"}} =
+               Phoenix.join(socket, "room:b", %{refuse: true})
+
+      assert {:error, %{"reason" => "unmatched topic"}} = Phoenix.join(socket, "lobby")
+      assert Phoenix.info(socket).topics == %{}
+      # the refused topics can be tried again by the user
+      assert {:ok, _} = Phoenix.join(socket, "room:b")
+      assert length(lines(peer, ~r/^REFUSE /)) == 2
+    end
+
+    test "errors that name the problem", %{url: url} do
+      socket = connect!(url)
+      {:ok, _} = Phoenix.join(socket, "room:a")
+
+      assert {:error, {:already_joined, "room:a"}} = Phoenix.join(socket, "room:a")
+      assert {:error, {:not_joined, "room:z"}} = Phoenix.push(socket, "room:z", "echo", %{})
+      assert {:error, {:bad_topic, :room}} = Phoenix.join(socket, :room)
+      assert {:error, {:bad_topic, ~c"room:a"}} = Phoenix.push(socket, ~c"room:a", "echo", %{})
+      assert {:error, {:bad_event, :echo}} = Phoenix.push(socket, "room:a", :echo, %{})
+      assert {:error, {:not_joined, "room:z"}} = Phoenix.leave(socket, "room:z")
+
+      assert {:error, {:unsupported, {:a, :tuple}}} =
+               Phoenix.push(socket, "room:a", "echo", {:a, :tuple})
+
+      assert {:error, {:bad_option, :serializer, :v3}} = Phoenix.connect(url, serializer: :v3)
+    end
+
+    test "a push without a reply times out", %{url: url} do
+      socket = connect!(url)
+      {:ok, _} = Phoenix.join(socket, "room:a")
+      assert {:error, :timeout} = Phoenix.push(socket, "room:a", "noreply", %{}, 200)
+      # the socket goes on
+      assert {:ok, %{"x" => 1}} = Phoenix.push(socket, "room:a", "echo", %{x: 1})
+    end
+
+    test "leave, then join again; a server-side leave (phx_close)", %{url: url, peer: peer} do
+      socket = connect!(url)
+      {:ok, _} = Phoenix.join(socket, "room:a")
+      assert :ok = Phoenix.leave(socket, "room:a")
+      assert Peer.await_line(peer, "LEAVE ") =~ "room:a"
+      assert {:error, {:not_joined, "room:a"}} = Phoenix.push(socket, "room:a", "echo", %{})
+      assert {:ok, _} = Phoenix.join(socket, "room:a")
+
+      assert {:ok, %{}} = Phoenix.push(socket, "room:a", "leave_me", %{})
+      wait_until(fn -> Phoenix.info(socket).topics == %{} end)
+      assert {:error, {:not_joined, "room:a"}} = Phoenix.push(socket, "room:a", "echo", %{})
+    end
+
+    test "a refused upgrade (HTTP 403) is an error of connect", %{url: url, peer: peer} do
+      assert {:error, {:http_status, 403, _headers}} =
+               Phoenix.connect(url, params: %{token: "bad"})
+
+      assert Peer.await_line(peer, "FORBIDDEN ") =~ "token=bad"
+    end
+  end
+
+  describe "server messages" do
+    test "pushes and broadcasts, also from another socket, in order", %{url: url} do
+      socket = connect!(url)
+      other = connect!(url)
+      {:ok, _} = Phoenix.join(socket, "room:bc")
+      {:ok, _} = Phoenix.join(other, "room:bc")
+
+      assert {:ok, %{}} = Phoenix.push(other, "room:bc", "shout", %{"from" => "other"})
+      assert {:ok, %{"from" => "other"}} = Phoenix.await_message(socket, "room:bc", "shout", 5000)
+      assert {:ok, %{"from" => "other"}} = Phoenix.await_message(other, "room:bc", "shout", 5000)
+
+      assert {:ok, %{}} = Phoenix.push(socket, "room:bc", "push_me", %{"only" => "me"})
+      assert {:ok, %{"only" => "me"}} = Phoenix.await_message(socket, "room:bc", "pushed", 5000)
+      assert {:error, :timeout} = Phoenix.await_message(other, "room:bc", "pushed", 100)
+
+      assert {:ok, %{}} = Phoenix.push(socket, "room:bc", "count", %{n: 200})
+
+      for i <- 1..200 do
+        assert {:ok, %{"i" => ^i}} = Phoenix.await_message(socket, "room:bc", "item", 5000)
+      end
+    end
+
+    test "binary payloads: push, reply, server push and broadcast", %{url: url, peer: peer} do
+      socket = connect!(url)
+      {:ok, _} = Phoenix.join(socket, "room:bin")
+      data = <<0, 1, 2, 255>>
+
+      assert {:ok, {:binary, ^data}} = Phoenix.push(socket, "room:bin", "echo", {:binary, data})
+      assert {:ok, %{}} = Phoenix.push(socket, "room:bin", "push_me", {:binary, <<9, 8>>})
+
+      assert {:ok, {:binary, <<9, 8>>}} =
+               Phoenix.await_message(socket, "room:bin", "pushed", 5000)
+
+      assert "OK" = Peer.control(peer, "broadcast_binary room:bin news 0a0b")
+
+      assert {:ok, {:binary, <<10, 11>>}} =
+               Phoenix.await_message(socket, "room:bin", "news", 5000)
+    end
+
+    test "bad input from the server is counted, never a crash", %{url: url, peer: peer} do
+      socket = connect!(url)
+      {:ok, _} = Phoenix.join(socket, "room:x")
+
+      assert "OK 1" = Peer.control(peer, "raw room:x this is not json")
+      assert "OK 1" = Peer.control(peer, ~s(raw room:x {"not": "an array"}))
+
+      assert "OK 1" =
+               Peer.control(
+                 peer,
+                 ~s(raw room:x [null,"999","room:x","phx_reply",{"status":"ok","response":{}}])
+               )
+
+      assert "OK 1" = Peer.control(peer, ~s(raw room:x [null,null,"room:other","news",{}]))
+
+      wait_until(fn -> Phoenix.info(socket).stats.bad_input == 4 end)
+
+      assert {:ok, %{"still" => "here"}} =
+               Phoenix.push(socket, "room:x", "echo", %{still: "here"})
+    end
+  end
+
+  describe "serializers and codecs" do
+    test "V1 (JSON objects)", %{url: url, peer: peer} do
+      socket = connect!(url, serializer: :v1)
+      assert Peer.await_line(peer, "CONNECT ") =~ "vsn=1.0.0"
+      assert {:ok, %{"topic" => "room:v1"}} = Phoenix.join(socket, "room:v1")
+      assert {:ok, %{"v" => 1}} = Phoenix.push(socket, "room:v1", "echo", %{v: 1})
+      assert {:ok, %{}} = Phoenix.push(socket, "room:v1", "push_me", %{w: 2})
+      assert {:ok, %{"w" => 2}} = Phoenix.await_message(socket, "room:v1", "pushed", 5000)
+
+      assert {:error, {:binary_payload_needs_v2, :v1}} =
+               Phoenix.push(socket, "room:v1", "echo", {:binary, "x"})
+    end
+
+    test "the Erlang API decodes null as the atom null", %{url: url} do
+      {:ok, socket} = :ws_port_phoenix.connect(url, %{params: %{token: "good"}})
+      assert {:ok, _} = :ws_port_phoenix.join(socket, "room:a")
+
+      assert {:ok, %{"a" => :null}} =
+               :ws_port_phoenix.push(socket, "room:a", "echo", %{"a" => :null})
+
+      :ok = :ws_port_phoenix.disconnect(socket)
+    end
+  end
+
+  describe "over wss" do
+    test "with a CA file", _ do
+      certs = Certs.make!()
+      on_exit(fn -> Certs.cleanup(certs) end)
+      peer = Peer.start!(:phoenix, tls: {certs.server.cert, certs.server.key})
+      on_exit(fn -> Peer.stop(peer) end)
+      url = "wss://localhost:#{Peer.port(peer)}/socket/websocket"
+
+      socket = connect!(url, tls: [cacertfile: certs.ca.cert])
+      assert {:ok, _} = Phoenix.join(socket, "room:tls")
+
+      assert {:ok, %{"secure" => true}} =
+               Phoenix.push(socket, "room:tls", "echo", %{secure: true})
+
+      # and a server it cannot verify is refused
+      assert {:error, {:tls, _}} = Phoenix.connect(url, params: %{token: "good"})
+    end
+  end
+end
