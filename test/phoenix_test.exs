@@ -207,6 +207,118 @@ defmodule WsPort.PhoenixTest do
     end
   end
 
+  describe "rejoin" do
+    # JOIN lines of the server for a topic: [{socket_id, params_json}]
+    defp joins(peer, topic) do
+      for line <- lines(peer, ~r/^JOIN \S+ #{topic} /) do
+        [_, sid, _topic, _join_ref, params] = String.split(line, " ", parts: 5)
+        {sid, params}
+      end
+    end
+
+    test "after phx_error (the channel crashed), with its params", %{url: url, peer: peer} do
+      socket = connect!(url)
+      {:ok, _} = Phoenix.join(socket, "room:crash", %{"keep" => 1})
+
+      # the push that crashed the channel gets no reply: it fails at once
+      assert {:error, {:topic_closed, :crashed}} =
+               Phoenix.push(socket, "room:crash", "crash", %{})
+
+      # a push made while the topic waits to rejoin goes once it is joined
+      assert {:ok, %{"after" => "crash"}} =
+               Phoenix.push(socket, "room:crash", "echo", %{after: "crash"})
+
+      assert [{sid, ~s({"keep":1})}, {sid, ~s({"keep":1})}] = joins(peer, "room:crash")
+      assert %{rejoins: 1, reconnects: 0} = Phoenix.info(socket).stats
+
+      # the server crashing every member's channel (no push of ours involved)
+      assert "OK 1" = Peer.control(peer, "crash room:crash")
+      wait_until(fn -> length(joins(peer, "room:crash")) == 3 end)
+      wait_until(fn -> Phoenix.info(socket).topics == %{"room:crash" => :joined} end)
+    end
+
+    test "after phx_error with phoenix.js's default backoff (1 s)", %{url: url, peer: peer} do
+      {:ok, socket} = Phoenix.connect(url, params: %{token: "good"})
+      {:ok, _} = Phoenix.join(socket, "room:crash")
+      {:error, {:topic_closed, :crashed}} = Phoenix.push(socket, "room:crash", "crash", %{})
+      assert Phoenix.info(socket).topics == %{"room:crash" => :errored}
+      assert {:ok, %{}} = Phoenix.push(socket, "room:crash", "echo", %{}, 5000)
+      assert length(joins(peer, "room:crash")) == 2
+      :ok = Phoenix.disconnect(socket)
+    end
+
+    test "a refused rejoin is reported and not retried", %{url: url, peer: peer} do
+      socket = connect!(url)
+      {:ok, _} = Phoenix.join(socket, "room:r")
+      assert "OK" = Peer.control(peer, "refuse room:r")
+      {:error, {:topic_closed, :crashed}} = Phoenix.push(socket, "room:r", "crash", %{})
+      assert Peer.await_line(peer, "REFUSE ") =~ "room:r"
+      wait_until(fn -> Phoenix.info(socket).topics == %{} end)
+      assert {:error, {:not_joined, "room:r"}} = Phoenix.push(socket, "room:r", "echo", %{})
+      Process.sleep(300)
+      assert length(lines(peer, ~r/^REFUSE /)) == 1
+    end
+
+    test "after a dropped socket: every topic joined and not left, with its params",
+         %{url: url, peer: peer} do
+      socket = connect!(url)
+      {:ok, _} = Phoenix.join(socket, "room:one", %{"n" => 1})
+      {:ok, _} = Phoenix.join(socket, "room:two", %{"n" => 2})
+      {:ok, _} = Phoenix.join(socket, "room:gone")
+      :ok = Phoenix.leave(socket, "room:gone")
+
+      # a push in flight when the socket drops gets no reply
+      assert {:error, :disconnected} = Phoenix.push(socket, "room:one", "drop_socket", %{})
+      # this one waits for the rejoin
+      assert {:ok, %{"back" => true}} = Phoenix.push(socket, "room:two", "echo", %{back: true})
+
+      assert [{s1, ~s({"n":1})}, {s2, ~s({"n":1})}] = joins(peer, "room:one")
+      wait_until(fn -> length(joins(peer, "room:two")) == 2 end)
+      assert [{^s1, ~s({"n":2})}, {^s2, ~s({"n":2})}] = joins(peer, "room:two")
+      assert s1 != s2
+      assert length(joins(peer, "room:gone")) == 1
+      assert %{reconnects: 1} = Phoenix.info(socket).stats
+
+      # a topic joined after the reconnect is rejoined after the next one
+      {:ok, _} = Phoenix.join(socket, "room:late", %{"late" => true})
+      assert "OK 1" = Peer.control(peer, "drop_all")
+      wait_until(fn -> length(joins(peer, "room:late")) == 2 end)
+
+      wait_until(fn ->
+        Phoenix.info(socket).topics ==
+          %{"room:one" => :joined, "room:two" => :joined, "room:late" => :joined}
+      end)
+    end
+
+    test "after the server closes the socket (1000 and 1001)", %{url: url, peer: peer} do
+      socket = connect!(url)
+      {:ok, _} = Phoenix.join(socket, "room:close")
+
+      for code <- [1001, 1000] do
+        n = length(joins(peer, "room:close"))
+        {:error, _} = Phoenix.push(socket, "room:close", "close_socket", %{code: code})
+        wait_until(fn -> length(joins(peer, "room:close")) == n + 1 end)
+
+        assert {:ok, %{"code" => ^code}} =
+                 Phoenix.push(socket, "room:close", "echo", %{code: code})
+      end
+    end
+
+    test "heartbeats are sent and answered; an unanswered one reconnects",
+         %{url: url, peer: peer} do
+      socket = connect!(url, heartbeat_interval: 50)
+      {:ok, _} = Phoenix.join(socket, "room:hb")
+      wait_until(fn -> length(lines(peer, ~r/^HEARTBEAT /)) >= 3 end)
+      assert %{heartbeat_misses: 0, reconnects: 0} = Phoenix.info(socket).stats
+
+      deaf = connect!(url, heartbeat_interval: 100, params: %{token: "good", heartbeat: "ignore"})
+      {:ok, _} = Phoenix.join(deaf, "room:deaf")
+      wait_until(fn -> length(joins(peer, "room:deaf")) == 2 end)
+      assert %{heartbeat_misses: misses, reconnects: reconnects} = Phoenix.info(deaf).stats
+      assert misses >= 1 and reconnects >= 1
+    end
+  end
+
   describe "over wss" do
     test "with a CA file", _ do
       certs = Certs.make!()

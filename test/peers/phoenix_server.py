@@ -55,6 +55,7 @@ Commands on stdin, one a line, each answered ``OK ...`` or ``ERR ...``:
   raw TOPIC TEXT                send TEXT as a text frame to every member
   drop_all                      drop every socket (TCP)
   members TOPIC                 ``OK <n>``
+  refuse TOPIC                  refuse every later join of TOPIC
 
 EOF on stdin ends the server when --exit-on-eof is given.
 """
@@ -130,6 +131,7 @@ class Server:
     def __init__(self):
         self.sockets = set()
         self.members = {}  # topic -> set of Socket
+        self.refused = set()  # topics refused by the `refuse` command
 
     def join(self, sock, topic, join_ref):
         sock.channels[topic] = join_ref
@@ -210,7 +212,7 @@ class Server:
             say("DUPLICATE %s %s" % (sock.id, topic))
             self.drop(sock, topic)
         params = payload if isinstance(payload, dict) else {}
-        if topic == "room:forbidden" or params.get("refuse"):
+        if topic == "room:forbidden" or params.get("refuse") or topic in self.refused:
             say("REFUSE %s %s" % (sock.id, topic))
             await sock.send_reply(join_ref, ref, topic, "error",
                                   {"reason": "unauthorized"})
@@ -287,6 +289,9 @@ class Server:
             for sock in list(self.sockets):
                 sock.ws.transport.abort()
             return "OK %d" % n
+        if cmd == "refuse":
+            self.refused.add(parts[1])
+            return "OK"
         if cmd == "members":
             return "OK %d" % len(self.members.get(parts[1], ()))
         return "ERR unknown command"
