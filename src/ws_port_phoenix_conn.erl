@@ -57,7 +57,9 @@
 }).
 
 -record(conn, {
-    ws :: ws_port:conn(),
+    ws :: term(),
+    transport = ws_port :: module(),
+    ever_up = true :: boolean(),
     url :: binary(),
     serializer :: ws_port_phoenix_proto:serializer(),
     json :: ws_port_phoenix_proto:json(),
@@ -121,12 +123,17 @@ rejoin_after(_) -> 10000.
 %% (ms, default 30000, `infinity' for none), `json' (a codec module,
 %% default {@link ws_port_json}), `null' (the term for JSON null, default
 %% `null'), `serializer' (`v2', default, or `v1'), `rejoin_after' (a fun
-%% from the try number to ms) and `window' (credit, default 100).
+%% from the try number to ms), `window' (credit, default 100),
+%% `connect_async' (true: return at once; the first handshake is a
+%% `connected' event and its failures are retried like later ones) and
+%% `transport' (a module with ws_port's `connect/2', `send/2',
+%% `setopts/2', `reconnect/2' and `close/1'; {@link ws_port} by default,
+%% the test utilities give their own).
 %% Reconnection is phoenix.js's backoff unless `retry' or `retry_fun' is
 %% given; `retry_on' defaults to {@link retry_on/0}.
 -spec open(unicode:chardata(), map()) -> {ok, conn()} | {error, term()}.
 open(Url0, Opts0) ->
-    Own = [params, heartbeat_interval, json, null, serializer, rejoin_after, window],
+    Own = [params, heartbeat_interval, json, null, serializer, rejoin_after, window, transport, connect_async],
     Serializer = maps:get(serializer, Opts0, v2),
     case check_opts(Opts0, Serializer) of
         ok ->
@@ -148,6 +155,8 @@ check_opts(Opts, Serializer) ->
         {json, check(json, Opts, fun is_atom/1)},
         {rejoin_after, check(rejoin_after, Opts, fun(F) -> is_function(F, 1) end)},
         {window, check(window, Opts, fun(W) -> is_integer(W) andalso W > 0 end)},
+        {transport, check(transport, Opts, fun is_atom/1)},
+        {connect_async, check(connect_async, Opts, fun is_boolean/1)},
         {active, not maps:is_key(active, Opts)},
         {await, not maps:is_key(await, Opts)}
     ],
@@ -172,14 +181,19 @@ open_url(Url, Serializer, Opts, WsOpts0) ->
             false ->
                 #{retry_fun => fun phoenix_backoff/1, retry_state => #{tries => 0, delay => 10}}
         end,
+    Async = maps:get(connect_async, Opts, false),
     WsOpts = maps:merge(
         maps:merge(#{retry_on => retry_on()}, Retry),
-        WsOpts0#{active => Window, await => true}
+        WsOpts0#{active => Window, await => not Async}
     ),
-    case ws_port:connect(Url, WsOpts) of
+    Transport = maps:get(transport, Opts, ws_port),
+    case Transport:connect(Url, WsOpts) of
         {ok, Ws} ->
             C = #conn{
                 ws = Ws,
+                transport = Transport,
+                ever_up = not Async,
+                status = case Async of true -> disconnected; false -> connected end,
                 url = without_query(Url),
                 serializer = Serializer,
                 json = Json,
@@ -187,7 +201,10 @@ open_url(Url, Serializer, Opts, WsOpts0) ->
                 rejoin_after = maps:get(rejoin_after, Opts, fun rejoin_after/1),
                 window = Window
             },
-            {ok, start_heartbeat(C)};
+            case Async of
+                true -> {ok, C};
+                false -> {ok, start_heartbeat(C)}
+            end;
         {error, _} = Error ->
             Error
     end.
@@ -202,12 +219,13 @@ phoenix_backoff(#{tries := T} = S) ->
 
 %% @doc Closes the socket (1000); the conn is of no use afterwards.
 -spec close(conn()) -> ok.
-close(#conn{ws = Ws} = C) ->
+close(#conn{ws = Ws, transport = Tr} = C) ->
     cancel_timers(C),
-    ok = ws_port:close(Ws).
+    _ = Tr:close(Ws),
+    ok.
 
 %% @doc The underlying connection.
--spec ws(conn()) -> ws_port:conn().
+-spec ws(conn()) -> term().
 ws(#conn{ws = Ws}) -> Ws.
 
 %% @doc Counters: `bad_input', `heartbeat_misses', `rejoins',
@@ -228,8 +246,8 @@ topics(#conn{topics = T}) ->
 -spec pause(conn(), boolean()) -> conn().
 pause(C, true) ->
     C#conn{paused = true};
-pause(#conn{paused = true, passive = true, ws = Ws, window = W} = C, false) ->
-    _ = ws_port:setopts(Ws, [{active, W}]),
+pause(#conn{paused = true, passive = true, ws = Ws, window = W, transport = Tr} = C, false) ->
+    _ = Tr:setopts(Ws, [{active, W}]),
     C#conn{paused = false, passive = false};
 pause(C, false) ->
     C#conn{paused = false}.
@@ -270,7 +288,7 @@ push(#conn{topics = Topics} = C, Topic, Event, Payload) ->
             Msg = #{join_ref => JoinRef, ref => Ref, topic => Topic, event => Event, payload => Payload},
             case encode(C1, Msg) of
                 {ok, Frame} ->
-                    _ = ws_port:send(C1#conn.ws, Frame),
+                    _ = (C1#conn.transport):send(C1#conn.ws, Frame),
                     {ok, Ref, add_pending(C1, Ref, {push, Topic})};
                 {error, _} = Error ->
                     Error
@@ -341,13 +359,17 @@ handle_info({ws_port, Ws, Frame}, #conn{ws = Ws} = C) ->
     end;
 handle_info({ws_port_passive, Ws}, #conn{ws = Ws, paused = true} = C) ->
     {ok, [], C#conn{passive = true}};
-handle_info({ws_port_passive, Ws}, #conn{ws = Ws, window = W} = C) ->
-    _ = ws_port:setopts(Ws, [{active, W}]),
+handle_info({ws_port_passive, Ws}, #conn{ws = Ws, window = W, transport = Tr} = C) ->
+    _ = Tr:setopts(Ws, [{active, W}]),
     {ok, [], C};
 handle_info({ws_port_up, Ws, Info}, #conn{ws = Ws, topics = Topics} = C0) ->
     C1 = start_heartbeat(C0#conn{status = connected, hb_ref = undefined}),
     Stats = C1#conn.stats,
-    C2 = C1#conn{stats = Stats#{reconnects := maps:get(reconnects, Stats) + 1}},
+    C2 =
+        case C1#conn.ever_up of
+            true -> C1#conn{stats = Stats#{reconnects := maps:get(reconnects, Stats) + 1}};
+            false -> C1#conn{ever_up = true}
+        end,
     C3 = lists:foldl(
         fun(Topic, Acc) -> send_join(Acc, Topic) end,
         C2,
@@ -462,7 +484,7 @@ flush_buffer(C, Topic, JoinRef, Buffered) ->
             Msg = #{join_ref => JoinRef, ref => Ref, topic => Topic, event => Event, payload => Payload},
             case encode(Acc, Msg) of
                 {ok, Frame} ->
-                    _ = ws_port:send(Acc#conn.ws, Frame),
+                    _ = (Acc#conn.transport):send(Acc#conn.ws, Frame),
                     {Failed, Acc};
                 {error, Why} ->
                     {Failed ++ [{push_error, Ref, Topic, Why}], forget(Acc, Ref)}
@@ -543,7 +565,7 @@ heartbeat(#conn{status = connected, ws = Ws, hb_interval = I, stats = Stats} = C
         I, C#conn.url
     ]),
     ws_port_telemetry:execute([ws_port, phoenix, heartbeat_timeout], #{count => 1}, #{url => C#conn.url}),
-    _ = ws_port:reconnect(Ws, reconnect_after(1)),
+    _ = (C#conn.transport):reconnect(Ws, reconnect_after(1)),
     C1 = C#conn{stats = Stats#{heartbeat_misses := maps:get(heartbeat_misses, Stats) + 1}},
     {ok, [{heartbeat_timeout, I}], C1#conn{hb_ref = undefined}};
 heartbeat(C) ->
@@ -566,7 +588,7 @@ send_msg(C, JoinRef, Ref, Topic, Event, Payload) ->
     Msg = #{join_ref => JoinRef, ref => Ref, topic => Topic, event => Event, payload => Payload},
     case encode(C, Msg) of
         {ok, Frame} ->
-            _ = ws_port:send(C#conn.ws, Frame),
+            _ = (C#conn.transport):send(C#conn.ws, Frame),
             ok;
         {error, Why} ->
             logger:warning("ws_port_phoenix: cannot encode ~ts on ~ts: ~p", [Event, Topic, Why]),
