@@ -1,0 +1,116 @@
+defmodule WsPort.Phoenix.Test do
+  @moduledoc """
+  Test utilities for `WsPort.Phoenix.Client` modules, in the spirit of
+  `Phoenix.ChannelTest` and Slipstream's `SocketTest`: the test process
+  plays the server, so a client module is tested with no server at all.
+
+      test "joins and greets" do
+        {:ok, client} = WsPort.Phoenix.Test.start_client(MyApp.RoomClient, init_arg: [user: "ann"])
+        :ok = WsPort.Phoenix.Test.accept_connect(client)
+
+        assert %{"user" => "ann"} =
+                 WsPort.Phoenix.Test.assert_join(client, "room:lobby", :_, {:ok, %{}})
+
+        ref = WsPort.Phoenix.Test.assert_push(client, "room:lobby", "new_msg", %{"body" => "hi"})
+        :ok = WsPort.Phoenix.Test.reply(client, "room:lobby", ref, {:ok, %{"id" => 1}})
+
+        :ok = WsPort.Phoenix.Test.push(client, "room:lobby", "new_msg", %{"body" => "yo"})
+        :ok = WsPort.Phoenix.Test.refute_push(client, "room:lobby", "new_msg", 100)
+
+        # the channel crashes: the client rejoins by itself
+        :ok = WsPort.Phoenix.Test.crash_channel(client, "room:lobby")
+        WsPort.Phoenix.Test.assert_join(client, "room:lobby", :_, {:ok, %{}})
+
+        # the socket drops: the client rejoins after the reconnect
+        :ok = WsPort.Phoenix.Test.disconnect(client, :econnreset)
+        :ok = WsPort.Phoenix.Test.accept_connect(client)
+        WsPort.Phoenix.Test.assert_join(client, "room:lobby", :_, {:ok, %{}})
+      end
+
+  The client (linked to the test process, which must make every call here)
+  runs with `:ws_port_phoenix_test_transport` in place of the port program:
+  what it sends comes to the test process, decoded as the server would;
+  what the test sends reaches the client as from the server. Payloads are
+  as the client sees them (string keys, `nil`); `:_` as params or payload
+  matches anything, and the value seen is returned. Heartbeats are off
+  unless `:heartbeat_interval` is given. A failed assertion raises
+  `ExUnit.AssertionError`. The Erlang functions are in
+  `:ws_port_phoenix_test` (EUnit: they raise `{:ws_port_phoenix_test,
+  message}` errors).
+  """
+
+  @doc "Starts a client of `module` whose server is the caller (options as `WsPort.Phoenix.Client`; `:url` optional)."
+  @spec start_client(module(), keyword()) :: {:ok, pid()} | {:error, term()}
+  def start_client(module, opts \\ []),
+    do: :ws_port_phoenix_test.start_client(module, Map.new(opts))
+
+  @doc "Completes the client's (re)connection: `handle_connect` runs and its joins are sent."
+  def accept_connect(client, timeout \\ 1000),
+    do: wrap(fn -> :ws_port_phoenix_test.accept_connect(client, timeout) end)
+
+  @doc "Asserts the client joins `topic` with `params` (`:_`: any) and answers `{:ok, resp}` or `{:error, resp}`; returns the params."
+  def assert_join(client, topic, params, reply, timeout \\ 1000),
+    do:
+      wrap(fn -> :ws_port_phoenix_test.assert_join(client, topic, any(params), reply, timeout) end)
+
+  @doc "Asserts the client pushes `event` with `payload` (`:_`: any) on `topic`; returns the ref for `reply/4`."
+  def assert_push(client, topic, event, payload, timeout \\ 1000),
+    do:
+      wrap(fn ->
+        :ws_port_phoenix_test.assert_push(client, topic, event, any(payload), timeout)
+      end)
+
+  @doc "Asserts the client does not push `event` on `topic` within `timeout` ms."
+  def refute_push(client, topic, event, timeout \\ 100),
+    do: wrap(fn -> :ws_port_phoenix_test.refute_push(client, topic, event, timeout) end)
+
+  @doc "Asserts the client leaves `topic`, and answers as Phoenix does."
+  def assert_leave(client, topic, timeout \\ 1000),
+    do: wrap(fn -> :ws_port_phoenix_test.assert_leave(client, topic, timeout) end)
+
+  @doc "Answers the push `ref` with `{:ok, resp}` or `{:error, resp}`."
+  def reply(client, topic, ref, reply),
+    do: wrap(fn -> :ws_port_phoenix_test.reply(client, topic, ref, reply) end)
+
+  @doc "A push from the channel of `topic` (`handle_message/4` runs)."
+  def push(client, topic, event, payload),
+    do: wrap(fn -> :ws_port_phoenix_test.push(client, topic, event, payload) end)
+
+  @doc "A broadcast on `topic` (`handle_message/4` runs)."
+  def broadcast(client, topic, event, payload),
+    do: wrap(fn -> :ws_port_phoenix_test.broadcast(client, topic, event, payload) end)
+
+  @doc "The channel of `topic` crashes (`phx_error`): the client rejoins it."
+  def crash_channel(client, topic),
+    do: wrap(fn -> :ws_port_phoenix_test.crash_channel(client, topic) end)
+
+  @doc "The server closes the channel of `topic` (`phx_close`)."
+  def close_channel(client, topic),
+    do: wrap(fn -> :ws_port_phoenix_test.close_channel(client, topic) end)
+
+  @doc "The connection drops with `reason`; `accept_connect/1` reconnects it."
+  def disconnect(client, reason \\ :econnreset),
+    do: wrap(fn -> :ws_port_phoenix_test.disconnect(client, reason) end)
+
+  @doc "The connection ends for good with `reason`: the client exits with `{:closed, reason}`."
+  def close(client, reason), do: wrap(fn -> :ws_port_phoenix_test.close(client, reason) end)
+
+  defp any(:_), do: :_
+  defp any(value), do: value
+
+  defp wrap(fun) do
+    fun.()
+  rescue
+    e in ErlangError ->
+      case e.original do
+        {:ws_port_phoenix_test, message} ->
+          # ExUnit is loaded when tests run; named through a variable so
+          # that compiling the library does not depend on it
+          assertion = Module.concat(ExUnit, AssertionError)
+          reraise assertion, [message: message], __STACKTRACE__
+
+        _ ->
+          reraise e, __STACKTRACE__
+      end
+  end
+end
