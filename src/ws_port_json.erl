@@ -122,6 +122,7 @@ value(<<"null", Rest/binary>>, {Null, _}, _D) ->
 value(Bin, _O, _D) ->
     unexpected(Bin).
 
+-spec unexpected(binary()) -> no_return().
 unexpected(<<>> = Bin) -> bad(unexpected, Bin);
 unexpected(<<C, _/binary>> = Bin) -> bad({unexpected, C}, Bin).
 

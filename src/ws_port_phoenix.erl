@@ -301,8 +301,10 @@ events(Events, St) ->
 event({joined, Topic, Response, _Rejoin}, St) ->
     reply_join(Topic, {ok, Response}, St);
 event({join_error, Topic, Response, Rejoin}, St) ->
-    Rejoin andalso
-        logger:warning("ws_port_phoenix: rejoining ~ts was refused: ~0p", [Topic, Response]),
+    case Rejoin of
+        true -> logger:warning("ws_port_phoenix: rejoining ~ts was refused: ~0p", [Topic, Response]);
+        false -> ok
+    end,
     reply_join(Topic, {error, Response}, St);
 event({reply, Ref, _Topic, Status, Response}, St) ->
     reply_push(Ref, {Status, Response}, St);

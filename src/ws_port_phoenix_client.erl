@@ -338,8 +338,15 @@ event({reply, Ref, _Topic, Status, Reply}, St) ->
     callback(handle_reply, [Ref, {Status, Reply}], St);
 event({push_error, Ref, _Topic, Why}, St) ->
     callback(handle_reply, [Ref, {error, Why}], St);
-event({message, Topic, Event, Payload}, St) ->
-    callback(handle_message, [Topic, Event, Payload], St);
+event({message, Topic, Event, Payload}, #st{mod = Mod} = St) ->
+    T0 = erlang:monotonic_time(),
+    Result = callback(handle_message, [Topic, Event, Payload], St),
+    ws_port_telemetry:execute(
+        [ws_port, phoenix, message],
+        #{duration => erlang:monotonic_time() - T0},
+        #{topic => Topic, event => Event, module => Mod}
+    ),
+    Result;
 event({topic_closed, Topic, Reason}, St) ->
     callback(handle_topic_close, [Topic, Reason], St);
 event({left, Topic}, St) ->

@@ -37,6 +37,30 @@
 %% joined) is counted (`bad_input' in {@link stats/1}, telemetry `[ws_port,
 %% phoenix, bad_input]'), logged once per kind at warning level (the
 %% following ones at debug), and dropped.
+%%
+%% == Telemetry ==
+%% Through {@link ws_port_telemetry} (when the telemetry library is
+%% present). Durations are in native time units; every event's metadata
+%% has `url' (without its query string, which may carry a token).
+%% <ul>
+%% <li>`[ws_port, phoenix, connect, start]' `#{system_time}', metadata
+%%     `serializer'; `[ws_port, phoenix, connect, stop]' `#{duration}' (from
+%%     the connect, or from the loss of the connection for a reconnect),
+%%     metadata `result' (`ok' or `{error, Reason}'), `reconnect'.</li>
+%% <li>`[ws_port, phoenix, join, start]' `#{system_time}', metadata
+%%     `topic', `rejoin'; `[ws_port, phoenix, join, stop]' `#{duration}',
+%%     metadata `topic', `rejoin', `result' (`ok' | `error').</li>
+%% <li>`[ws_port, phoenix, push, start]' `#{system_time}', metadata
+%%     `topic', `event'; `[ws_port, phoenix, push, stop]' `#{duration}' (to
+%%     the reply), metadata `topic', `event', `result' (`ok' | `error').</li>
+%% <li>`[ws_port, phoenix, heartbeat]' `#{rtt_us}': a heartbeat's reply.</li>
+%% <li>`[ws_port, phoenix, heartbeat_timeout]' `#{count => 1}'.</li>
+%% <li>`[ws_port, phoenix, bad_input]' `#{count => 1}', metadata `kind'
+%%     (`bad_frame', `bad_reply', `unknown_ref', `not_joined').</li>
+%% <li>`[ws_port, phoenix, message]' `#{duration}' (of `handle_message/4'),
+%%     metadata `topic', `event', `module': emitted by {@link
+%%     ws_port_phoenix_client}.</li>
+%% </ul>
 -module(ws_port_phoenix_conn).
 
 -export([open/2, join/3, push/4, leave/2, forget/2, close/1, handle_info/2]).
@@ -53,7 +77,8 @@
     tries = 0 :: non_neg_integer(),
     rejoin = false :: boolean(),
     timer :: reference() | undefined,
-    buffer = [] :: [{binary(), binary(), term()}]
+    buffer = [] :: [{binary(), binary(), term()}],
+    started :: integer() | undefined
 }).
 
 -record(conn, {
@@ -71,6 +96,10 @@
     hb_interval :: pos_integer() | infinity,
     hb_ref :: binary() | undefined,
     hb_timer :: reference() | undefined,
+    hb_sent :: integer() | undefined,
+    %% ref => {Topic, Event, start time} of pushes awaiting a reply
+    started = #{} :: #{binary() => {binary(), binary(), integer()}},
+    down_at :: integer() | undefined,
     rejoin_after :: fun((pos_integer()) -> non_neg_integer()),
     window = ?WINDOW :: pos_integer(),
     paused = false :: boolean(),
@@ -187,13 +216,26 @@ open_url(Url, Serializer, Opts, WsOpts0) ->
         WsOpts0#{active => Window, await => not Async}
     ),
     Transport = maps:get(transport, Opts, ws_port),
-    case Transport:connect(Url, WsOpts) of
+    Meta = #{url => without_query(Url), serializer => Serializer},
+    T0 = erlang:monotonic_time(),
+    telemetry([connect, start], #{system_time => erlang:system_time()}, Meta),
+    Connected = Transport:connect(Url, WsOpts),
+    case Async of
+        true ->
+            ok;
+        false ->
+            telemetry([connect, stop], #{duration => erlang:monotonic_time() - T0}, Meta#{
+                result => result(Connected), reconnect => false
+            })
+    end,
+    case Connected of
         {ok, Ws} ->
             C = #conn{
                 ws = Ws,
                 transport = Transport,
                 ever_up = not Async,
                 status = case Async of true -> disconnected; false -> connected end,
+                down_at = T0,
                 url = without_query(Url),
                 serializer = Serializer,
                 json = Json,
@@ -208,6 +250,12 @@ open_url(Url, Serializer, Opts, WsOpts0) ->
         {error, _} = Error ->
             Error
     end.
+
+result({ok, _}) -> ok;
+result({error, Reason}) -> {error, Reason}.
+
+telemetry(Event, Measurements, Meta) ->
+    ws_port_telemetry:execute([ws_port, phoenix | Event], Measurements, Meta).
 
 %% For logs and telemetry: the query may carry a token.
 without_query(Url) ->
@@ -289,7 +337,7 @@ push(#conn{topics = Topics} = C, Topic, Event, Payload) ->
             case encode(C1, Msg) of
                 {ok, Frame} ->
                     _ = (C1#conn.transport):send(C1#conn.ws, Frame),
-                    {ok, Ref, add_pending(C1, Ref, {push, Topic})};
+                    {ok, Ref, push_started(add_pending(C1, Ref, {push, Topic}), Ref, Topic, Event)};
                 {error, _} = Error ->
                     Error
             end;
@@ -301,7 +349,8 @@ push(#conn{topics = Topics} = C, Topic, Event, Payload) ->
                 {ok, _} ->
                     {Ref, C1} = next_ref(C),
                     T1 = T#topic{buffer = [{Ref, Event, Payload} | Buf]},
-                    {ok, Ref, add_pending(C1#conn{topics = Topics#{Topic := T1}}, Ref, {push, Topic})};
+                    C2 = add_pending(C1#conn{topics = Topics#{Topic := T1}}, Ref, {push, Topic}),
+                    {ok, Ref, push_started(C2, Ref, Topic, Event)};
                 {error, _} = Error ->
                     Error
             end;
@@ -339,8 +388,8 @@ leave(#conn{topics = Topics} = C, Topic) ->
 
 %% @doc Forgets a push's ref (its caller stopped waiting).
 -spec forget(conn(), binary()) -> conn().
-forget(#conn{pending = P} = C, Ref) ->
-    C#conn{pending = maps:remove(Ref, P)}.
+forget(#conn{pending = P, started = S} = C, Ref) ->
+    C#conn{pending = maps:remove(Ref, P), started = maps:remove(Ref, S)}.
 
 %%====================================================================
 %% Incoming
@@ -363,6 +412,10 @@ handle_info({ws_port_passive, Ws}, #conn{ws = Ws, window = W, transport = Tr} = 
     _ = Tr:setopts(Ws, [{active, W}]),
     {ok, [], C};
 handle_info({ws_port_up, Ws, Info}, #conn{ws = Ws, topics = Topics} = C0) ->
+    Since = case C0#conn.down_at of undefined -> erlang:monotonic_time(); T -> T end,
+    telemetry([connect, stop], #{duration => erlang:monotonic_time() - Since}, #{
+        url => C0#conn.url, serializer => C0#conn.serializer, result => ok, reconnect => C0#conn.ever_up
+    }),
     C1 = start_heartbeat(C0#conn{status = connected, hb_ref = undefined}),
     Stats = C1#conn.stats,
     C2 =
@@ -378,7 +431,12 @@ handle_info({ws_port_up, Ws, Info}, #conn{ws = Ws, topics = Topics} = C0) ->
     {ok, [{connected, Info}], C3};
 handle_info({ws_port_down, Ws, Reason, Info}, #conn{ws = Ws} = C) ->
     {Events, C1} = connection_lost(C),
-    {ok, Events ++ [{disconnected, Reason, Info}], C1#conn{status = disconnected}};
+    Down =
+        case C#conn.status of
+            connected -> erlang:monotonic_time();
+            _ -> C#conn.down_at
+        end,
+    {ok, Events ++ [{disconnected, Reason, Info}], C1#conn{status = disconnected, down_at = Down}};
 handle_info({ws_port_closed, Ws, Reason}, #conn{ws = Ws} = C) ->
     {Events, C1} = connection_lost(C),
     Closed = [{push_error, Ref, Topic, closed} || {Ref, Topic, _, _} <- buffered(C1)],
@@ -412,6 +470,8 @@ handle_info(_, _C) ->
 incoming(#{topic := <<"phoenix">>, event := <<"phx_reply">>, ref := Ref}, #conn{hb_ref = Ref} = C) when
     Ref =/= undefined
 ->
+    Rtt = erlang:convert_time_unit(erlang:monotonic_time() - C#conn.hb_sent, native, microsecond),
+    telemetry([heartbeat], #{rtt_us => Rtt}, #{url => C#conn.url}),
     {[], C#conn{hb_ref = undefined}};
 incoming(#{event := <<"phx_reply">>, ref := Ref, payload := Payload} = Msg, #conn{pending = P} = C) ->
     case {P, Payload} of
@@ -454,6 +514,14 @@ incoming(#{topic := Topic, event := Event, join_ref := JoinRef, payload := Paylo
 
 reply({join, Topic, JoinRef}, _Ref, Status, Response, #conn{topics = Topics} = C) ->
     case Topics of
+        #{Topic := #topic{join_ref = JoinRef, started = T0, rejoin = Re}} when is_integer(T0) ->
+            telemetry([join, stop], #{duration => erlang:monotonic_time() - T0}, #{
+                url => C#conn.url, topic => Topic, rejoin => Re, result => Status
+            });
+        _ ->
+            ok
+    end,
+    case Topics of
         #{Topic := #topic{state = joining, join_ref = JoinRef, rejoin = Rejoin} = T} when Status =:= ok ->
             T1 = T#topic{state = joined, tries = 0, buffer = []},
             C1 = C#conn{topics = Topics#{Topic := T1}},
@@ -466,8 +534,16 @@ reply({join, Topic, JoinRef}, _Ref, Status, Response, #conn{topics = Topics} = C
         _ ->
             {[], C}
     end;
-reply({push, Topic}, Ref, Status, Response, C) ->
-    {[{reply, Ref, Topic, Status, Response}], C};
+reply({push, Topic}, Ref, Status, Response, #conn{started = Started} = C) ->
+    case Started of
+        #{Ref := {_, Event, T0}} ->
+            telemetry([push, stop], #{duration => erlang:monotonic_time() - T0}, #{
+                url => C#conn.url, topic => Topic, event => Event, result => Status
+            });
+        _ ->
+            ok
+    end,
+    {[{reply, Ref, Topic, Status, Response}], C#conn{started = maps:remove(Ref, Started)}};
 reply({leave, Topic}, _Ref, _Status, _Response, #conn{topics = Topics} = C) ->
     case Topics of
         #{Topic := #topic{state = leaving}} ->
@@ -515,7 +591,7 @@ fail_pushes(#conn{pending = P} = C, Topic, Why) ->
     Refs = lists:sort([Ref || {Ref, {push, T}} <- maps:to_list(P), T =:= Topic]),
     Buffered = [Ref || {Ref, T, _, _} <- buffered(C), T =:= Topic],
     Sent = Refs -- Buffered,
-    {[{push_error, Ref, Topic, Why} || Ref <- Sent], C#conn{pending = maps:without(Sent, P)}}.
+    {[{push_error, Ref, Topic, Why} || Ref <- Sent], drop_pending(C#conn{pending = P}, Sent)}.
 
 %% The socket is gone: replies in flight are lost; every topic waits for
 %% the next handshake.
@@ -536,7 +612,10 @@ connection_lost(#conn{pending = P, topics = Topics} = C) ->
     ),
     Left = [{left, Tp} || {Tp, #topic{state = leaving}} <- maps:to_list(Topics)],
     Pending = maps:with(Buffered, P),
-    {Events ++ Left, C#conn{pending = Pending, topics = Topics1, hb_ref = undefined, hb_timer = undefined}}.
+    Started = maps:with(Buffered, C#conn.started),
+    {Events ++ Left, C#conn{
+        pending = Pending, started = Started, topics = Topics1, hb_ref = undefined, hb_timer = undefined
+    }}.
 
 buffered(#conn{topics = Topics}) ->
     [{Ref, Tp, E, Pl} || {Tp, #topic{buffer = Buf}} <- maps:to_list(Topics), {Ref, E, Pl} <- Buf].
@@ -556,7 +635,7 @@ heartbeat(#conn{status = connected, hb_ref = undefined} = C) ->
     {Ref, C1} = next_ref(C),
     send_msg(C1, undefined, Ref, <<"phoenix">>, <<"heartbeat">>, #{}),
     C2 = start_heartbeat(C1),
-    {ok, [], C2#conn{hb_ref = Ref}};
+    {ok, [], C2#conn{hb_ref = Ref, hb_sent = erlang:monotonic_time()}};
 heartbeat(#conn{status = connected, paused = true} = C) ->
     %% the reply may be behind what we are not reading: wait
     {ok, [], start_heartbeat(C)};
@@ -579,7 +658,10 @@ send_join(#conn{status = connected, topics = Topics} = C, Topic) ->
     #{Topic := #topic{params = Params} = T} = Topics,
     {Ref, C1} = next_ref(C),
     send_msg(C1, Ref, Ref, Topic, <<"phx_join">>, Params),
-    T1 = T#topic{state = joining, join_ref = Ref},
+    telemetry([join, start], #{system_time => erlang:system_time()}, #{
+        url => C#conn.url, topic => Topic, rejoin => T#topic.rejoin
+    }),
+    T1 = T#topic{state = joining, join_ref = Ref, started = erlang:monotonic_time()},
     add_pending(C1#conn{topics = Topics#{Topic := T1}}, Ref, {join, Topic, Ref});
 send_join(C, _Topic) ->
     C.
@@ -607,8 +689,14 @@ next_ref(#conn{ref = N} = C) ->
 add_pending(#conn{pending = P} = C, Ref, What) ->
     C#conn{pending = P#{Ref => What}}.
 
-drop_pending(#conn{pending = P} = C, Refs) ->
-    C#conn{pending = maps:without(Refs, P)}.
+push_started(#conn{started = S} = C, Ref, Topic, Event) ->
+    telemetry([push, start], #{system_time => erlang:system_time()}, #{
+        url => C#conn.url, topic => Topic, event => Event
+    }),
+    C#conn{started = S#{Ref => {Topic, Event, erlang:monotonic_time()}}}.
+
+drop_pending(#conn{pending = P, started = S} = C, Refs) ->
+    C#conn{pending = maps:without(Refs, P), started = maps:without(Refs, S)}.
 
 bad_input(#conn{stats = Stats, logged = Logged, url = Url} = C, Kind, Detail) ->
     case lists:member(Kind, Logged) of
