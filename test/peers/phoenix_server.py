@@ -27,6 +27,9 @@ else, and for topics not joined, the reply is error ``unmatched topic``):
   shout_others  the same to every member but the sender
   push_me       push "pushed" with the payload to this socket only; reply ok
   count         push "item" {"i": 1..n} n times (payload {"n": n}); reply ok
+  flood         payload {"n": n, "size": s}: n broadcasts "tick" {"s": "xx.."}
+                (s characters) on the topic to this socket, written straight
+                to the socket as pre-built frames (for bench/), then reply ok
   sleep         reply ok after payload["ms"] ms
   noreply       no reply
   crash         the channel crashes: phx_error, no reply; the topic is no
@@ -241,6 +244,9 @@ class Server:
             for i in range(1, int(payload["n"]) + 1):
                 await sock.send_message(join_ref, None, topic, "item", {"i": i})
             await sock.send_reply(join_ref, ref, topic, "ok", {})
+        elif event == "flood":
+            await self.flood(sock, topic, int(payload["n"]), int(payload.get("size", 20)))
+            await sock.send_reply(join_ref, ref, topic, "ok", {})
         elif event == "sleep":
             await asyncio.sleep(int(payload.get("ms", 0)) / 1000)
             await sock.send_reply(join_ref, ref, topic, "ok", {})
@@ -261,6 +267,25 @@ class Server:
         else:
             await sock.send_reply(join_ref, ref, topic, "error",
                                   {"reason": "unhandled event"})
+
+    async def flood(self, sock, topic, n, size):
+        data = dumps([None, None, topic, "tick", {"s": "x" * size}]).encode()
+        if len(data) < 126:
+            header = bytes([0x81, len(data)])
+        elif len(data) < 65536:
+            header = bytes([0x81, 126]) + len(data).to_bytes(2, "big")
+        else:
+            header = bytes([0x81, 127]) + len(data).to_bytes(8, "big")
+        frame = header + data
+        transport = sock.ws.transport
+        batch = 10000
+        sent = 0
+        while sent < n:
+            k = min(batch, n - sent)
+            transport.write(frame * k)
+            sent += k
+            while transport.get_write_buffer_size() > (4 << 20):
+                await asyncio.sleep(0.001)
 
     # --- stdin commands ---
 
