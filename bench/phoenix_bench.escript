@@ -22,7 +22,7 @@
 %% table. The ws_port code is found as recv_bench.escript finds it.
 
 -module(phoenix_bench).
--behaviour(ws_port_phoenix_client).
+-behaviour(ws_port_phoenix_client).  % (escript warns it cannot see it at compile time; harmless)
 -mode(compile).
 
 -export([main/1, init/1, handle_join/3, handle_message/4]).
