@@ -50,6 +50,8 @@
 %% <li>`null': the term for JSON null (default `null').</li>
 %% <li>`rejoin_after': `fun((Try) -> Ms)' after phx_error (default 1, 2, 5,
 %%     then 10 s).</li>
+%% <li>`join_timeout': ms before a rejoin without an answer is tried again
+%%     (default 10000).</li>
 %% <li>`max_buffer': server messages kept for {@link await_message/4}
 %%     before the socket stops reading (default 10000).</li>
 %% </ul>
@@ -271,7 +273,8 @@ handle_info({?MODULE, {leave_timeout, Topic, From}, _TRef}, #st{leaves = Leaves}
     case lists:member(From, Froms) of
         true ->
             gen_server:reply(From, ok),
-            {noreply, St#st{leaves = maps:put(Topic, Froms -- [From], Leaves)}};
+            Conn = ws_port_phoenix_conn:forget_leaving(St#st.conn, Topic),
+            {noreply, St#st{conn = Conn, leaves = maps:put(Topic, Froms -- [From], Leaves)}};
         false ->
             {noreply, St}
     end;

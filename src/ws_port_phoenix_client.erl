@@ -21,7 +21,9 @@
 %%     stops). When it is gone for good (a refused upgrade, retries run
 %%     out) the process then exits with `{closed, Reason}'.</li>
 %% <li>`handle_join(Topic, {ok, Reply} | {error, Reply}, State)': the answer
-%%     to a join or rejoin. A refused topic is forgotten (not retried).</li>
+%%     to a join or rejoin. A refused topic is forgotten (not retried).
+%%     `{error, timeout}': no answer within `join_timeout' (10 s); the join
+%%     is tried again after `rejoin_after', as phoenix.js does.</li>
 %% <li>`handle_message(Topic, Event, Payload, State)': a push or broadcast
 %%     from the server.</li>
 %% <li>`handle_reply(Ref, {ok, Reply} | {error, Reply}, State)': the reply
@@ -334,6 +336,8 @@ event({joined, Topic, Reply, _Rejoin}, St) ->
     callback(handle_join, [Topic, {ok, Reply}], St);
 event({join_error, Topic, Reply, _Rejoin}, St) ->
     callback(handle_join, [Topic, {error, Reply}], St);
+event({join_timeout, Topic, _Rejoin}, St) ->
+    callback(handle_join, [Topic, {error, timeout}], St);
 event({reply, Ref, _Topic, Status, Reply}, St) ->
     callback(handle_reply, [Ref, {Status, Reply}], St);
 event({push_error, Ref, _Topic, Why}, St) ->

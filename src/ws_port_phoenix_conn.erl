@@ -23,6 +23,9 @@
 %%     server, the topic is forgotten) or `crashed' (phx_error: it will be
 %%     rejoined).</li>
 %% <li>`{left, Topic}': the server answered our phx_leave.</li>
+%% <li>`{join_timeout, Topic, Rejoin}': no answer to a join within
+%%     `join_timeout' (10 s): the join is left and tried again after
+%%     `rejoin_after', as phoenix.js does.</li>
 %% <li>`{heartbeat_timeout, Ms}': no heartbeat reply within an interval;
 %%     the connection is being dropped and reopened.</li>
 %% </ul>
@@ -63,7 +66,7 @@
 %% </ul>
 -module(ws_port_phoenix_conn).
 
--export([open/2, join/3, push/4, leave/2, forget/2, close/1, handle_info/2]).
+-export([open/2, join/3, push/4, leave/2, forget/2, forget_leaving/2, close/1, handle_info/2]).
 -export([pause/2, stats/1, ws/1, topics/1, retry_on/0, reconnect_after/1, rejoin_after/1]).
 
 -export_type([conn/0, event/0]).
@@ -101,6 +104,7 @@
     started = #{} :: #{binary() => {binary(), binary(), integer()}},
     down_at :: integer() | undefined,
     rejoin_after :: fun((pos_integer()) -> non_neg_integer()),
+    join_timeout = 10000 :: pos_integer(),
     window = ?WINDOW :: pos_integer(),
     paused = false :: boolean(),
     passive = false :: boolean(),
@@ -152,7 +156,8 @@ rejoin_after(_) -> 10000.
 %% (ms, default 30000, `infinity' for none), `json' (a codec module,
 %% default {@link ws_port_json}), `null' (the term for JSON null, default
 %% `null'), `serializer' (`v2', default, or `v1'), `rejoin_after' (a fun
-%% from the try number to ms), `window' (credit, default 100),
+%% from the try number to ms), `join_timeout' (ms before an unanswered join
+%% is tried again, default 10000), `window' (credit, default 100),
 %% `connect_async' (true: return at once; the first handshake is a
 %% `connected' event and its failures are retried like later ones) and
 %% `transport' (a module with ws_port's `connect/2', `send/2',
@@ -162,7 +167,9 @@ rejoin_after(_) -> 10000.
 %% given; `retry_on' defaults to {@link retry_on/0}.
 -spec open(unicode:chardata(), map()) -> {ok, conn()} | {error, term()}.
 open(Url0, Opts0) ->
-    Own = [params, heartbeat_interval, json, null, serializer, rejoin_after, window, transport, connect_async],
+    Own = [
+        params, heartbeat_interval, json, null, serializer, rejoin_after, join_timeout, window, transport, connect_async
+    ],
     Serializer = maps:get(serializer, Opts0, v2),
     case check_opts(Opts0, Serializer) of
         ok ->
@@ -184,6 +191,7 @@ check_opts(Opts, Serializer) ->
         {json, check(json, Opts, fun is_atom/1)},
         {rejoin_after, check(rejoin_after, Opts, fun(F) -> is_function(F, 1) end)},
         {window, check(window, Opts, fun(W) -> is_integer(W) andalso W > 0 end)},
+        {join_timeout, check(join_timeout, Opts, fun(W) -> is_integer(W) andalso W > 0 end)},
         {transport, check(transport, Opts, fun is_atom/1)},
         {connect_async, check(connect_async, Opts, fun is_boolean/1)},
         {active, not maps:is_key(active, Opts)},
@@ -241,6 +249,7 @@ open_url(Url, Serializer, Opts, WsOpts0) ->
                 json = Json,
                 hb_interval = maps:get(heartbeat_interval, Opts, 30000),
                 rejoin_after = maps:get(rejoin_after, Opts, fun rejoin_after/1),
+                join_timeout = maps:get(join_timeout, Opts, 10000),
                 window = Window
             },
             case Async of
@@ -386,6 +395,14 @@ leave(#conn{topics = Topics} = C, Topic) ->
             {error, {not_joined, Topic}}
     end.
 
+%% @doc Forgets a topic being left whose phx_leave got no answer.
+-spec forget_leaving(conn(), binary()) -> conn().
+forget_leaving(#conn{topics = Topics} = C, Topic) ->
+    case Topics of
+        #{Topic := #topic{state = leaving}} -> C#conn{topics = maps:remove(Topic, Topics)};
+        _ -> C
+    end.
+
 %% @doc Forgets a push's ref (its caller stopped waiting).
 -spec forget(conn(), binary()) -> conn().
 forget(#conn{pending = P, started = S} = C, Ref) ->
@@ -457,6 +474,21 @@ handle_info({?MODULE, rejoin, Topic, Timer}, #conn{topics = Topics} = C) ->
                 stats = Stats#{rejoins := maps:get(rejoins, Stats) + 1}
             },
             {ok, [], send_join(C1, Topic)};
+        _ ->
+            {ok, [], C}
+    end;
+handle_info({?MODULE, join_timeout, Topic, JoinRef}, #conn{topics = Topics} = C) ->
+    case Topics of
+        #{Topic := #topic{state = joining, join_ref = JoinRef, rejoin = Rejoin} = T} ->
+            %% as phoenix.js: leave that join and try again later
+            {Ref, C1} = next_ref(C),
+            send_msg(C1, JoinRef, Ref, Topic, <<"phx_leave">>, #{}),
+            C2 = add_pending(C1#conn{pending = maps:remove(JoinRef, C1#conn.pending)}, Ref, ignore),
+            N = T#topic.tries + 1,
+            Timer = make_ref(),
+            _ = erlang:send_after((C#conn.rejoin_after)(N), self(), {?MODULE, rejoin, Topic, Timer}),
+            T1 = T#topic{state = errored, tries = N, timer = Timer, rejoin = true},
+            {ok, [{join_timeout, Topic, Rejoin}], C2#conn{topics = Topics#{Topic := T1}}};
         _ ->
             {ok, [], C}
     end;
@@ -551,7 +583,7 @@ reply({leave, Topic}, _Ref, _Status, _Response, #conn{topics = Topics} = C) ->
         _ ->
             {[], C}
     end;
-reply(heartbeat, _Ref, _Status, _Response, C) ->
+reply(ignore, _Ref, _Status, _Response, C) ->
     {[], C}.
 
 flush_buffer(C, Topic, JoinRef, Buffered) ->
@@ -662,6 +694,7 @@ send_join(#conn{status = connected, topics = Topics} = C, Topic) ->
         url => C#conn.url, topic => Topic, rejoin => T#topic.rejoin
     }),
     T1 = T#topic{state = joining, join_ref = Ref, started = erlang:monotonic_time()},
+    _ = erlang:send_after(C#conn.join_timeout, self(), {?MODULE, join_timeout, Topic, Ref}),
     add_pending(C1#conn{topics = Topics#{Topic := T1}}, Ref, {join, Topic, Ref});
 send_join(C, _Topic) ->
     C.

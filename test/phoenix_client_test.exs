@@ -108,6 +108,14 @@ defmodule WsPort.PhoenixClientTest do
     assert %{topics: %{"room:a" => :joined, "room:late" => :joined}} = Client.info(pid)
   end
 
+  test "a join without an answer is reported and tried again, as phoenix.js does",
+       %{url: url, peer: peer} do
+    _pid = start_client(url, [joins: [{"room:s", %{"silent" => true}}]], join_timeout: 100)
+    assert_receive {:phx, :join, {"room:s", {:error, :timeout}}}, 5000
+    assert_receive {:phx, :join, {"room:s", {:error, :timeout}}}, 5000
+    assert length(Enum.filter(Peer.lines(peer), &(&1 =~ ~r/^SILENT \S+ room:s/))) >= 2
+  end
+
   test "leave, and a channel the server closes", %{url: url, peer: peer} do
     pid = start_client(url, joins: [{"room:a", %{}}, {"room:b", %{}}])
     assert_receive {:phx, :join, {"room:a", {:ok, _}}}, 5000

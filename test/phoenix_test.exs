@@ -121,6 +121,14 @@ defmodule WsPort.PhoenixTest do
       assert {:error, {:not_joined, "room:a"}} = Phoenix.push(socket, "room:a", "echo", %{})
     end
 
+    test "a join without an answer times out and is not retried", %{url: url, peer: peer} do
+      socket = connect!(url)
+      assert {:error, :timeout} = Phoenix.join(socket, "room:s", %{"silent" => true}, 200)
+      wait_until(fn -> Phoenix.info(socket).topics == %{} end)
+      assert {:ok, _} = Phoenix.join(socket, "room:s")
+      assert length(lines(peer, ~r/^SILENT /)) == 1
+    end
+
     test "a refused upgrade (HTTP 403) is an error of connect", %{url: url, peer: peer} do
       assert {:error, {:http_status, 403, _headers}} =
                Phoenix.connect(url, params: %{token: "bad"})

@@ -16,7 +16,8 @@ unanswered.
 Channels: topics ``room:*`` (any other topic: join error ``unmatched
 topic``). A join is refused (``{"reason": "unauthorized"}``) on
 ``room:forbidden`` or when its params have ``"refuse": true``; otherwise its
-reply is ``{"topic", "params", "connect_params"}``. Events on a joined topic
+reply is ``{"topic", "params", "connect_params"}``; a join with
+``"silent": true`` in its params gets no answer at all. Events on a joined topic
 (a V2 push must carry the topic's join_ref, as Phoenix 1.8.3+ requires;
 else, and for topics not joined, the reply is error ``unmatched topic``):
 
@@ -215,6 +216,9 @@ class Server:
             say("DUPLICATE %s %s" % (sock.id, topic))
             self.drop(sock, topic)
         params = payload if isinstance(payload, dict) else {}
+        if params.get("silent"):
+            say("SILENT %s %s" % (sock.id, topic))
+            return
         if topic == "room:forbidden" or params.get("refuse") or topic in self.refused:
             say("REFUSE %s %s" % (sock.id, topic))
             await sock.send_reply(join_ref, ref, topic, "error",
