@@ -1,5 +1,16 @@
 Code.require_file("support/peer.exs", __DIR__)
 
+defmodule WsPort.Test.CountingJSON do
+  @moduledoc "A JSON module shaped like Jason ({:ok, _} results) that counts its calls."
+  def encode(term), do: count(:ws_port_json.encode_to_binary(term))
+  def decode(bin), do: count(:ws_port_json.decode(bin, %{null: nil}))
+
+  defp count(result) do
+    :persistent_term.put(__MODULE__, :persistent_term.get(__MODULE__, 0) + 1)
+    result
+  end
+end
+
 defmodule WsPort.PhoenixTest do
   @moduledoc """
   WsPort.Phoenix / :ws_port_phoenix end to end: the real port program
@@ -209,6 +220,16 @@ defmodule WsPort.PhoenixTest do
 
       assert {:error, {:binary_payload_needs_v2, :v1}} =
                Phoenix.push(socket, "room:v1", "echo", {:binary, "x"})
+    end
+
+    test "any JSON module with encode/1 and decode/1 (Jason's shape)", %{url: url} do
+      socket = connect!(url, json: WsPort.Test.CountingJSON)
+      assert {:ok, _} = Phoenix.join(socket, "room:j")
+
+      assert {:ok, %{"via" => "custom"}} =
+               Phoenix.push(socket, "room:j", "echo", %{via: "custom"})
+
+      assert :persistent_term.get(WsPort.Test.CountingJSON) >= 4
     end
 
     test "the Erlang API decodes null as the atom null", %{url: url} do
