@@ -170,6 +170,32 @@ defmodule WsPort.PhoenixTest do
       end
     end
 
+    test "a caller that does not take messages holds the server back (max_buffer)", %{url: url} do
+      max = 50
+      socket = connect!(url, max_buffer: max, window: 10)
+      {:ok, _} = Phoenix.join(socket, "room:flood")
+      n = 100_000
+
+      # 100,000 broadcasts of ~230 bytes (23 MB, more than the socket
+      # buffers hold); the reply comes only once the server wrote them all
+      flood =
+        Task.async(fn ->
+          Phoenix.push(socket, "room:flood", "flood", %{n: n, size: 200}, :infinity)
+        end)
+
+      wait_until(fn -> Phoenix.info(socket).buffered >= max end)
+      Process.sleep(500)
+      # the socket stopped reading: the buffer did not grow past the credit
+      # in flight, and the server is still writing
+      assert Phoenix.info(socket).buffered <= max + 10
+      assert Task.yield(flood, 0) == nil
+
+      for _ <- 1..n,
+          do: {:ok, %{"s" => _}} = Phoenix.await_message(socket, "room:flood", "tick", 5000)
+
+      assert {:ok, %{}} = Task.await(flood, 10_000)
+    end
+
     test "binary payloads: push, reply, server push and broadcast", %{url: url, peer: peer} do
       socket = connect!(url)
       {:ok, _} = Phoenix.join(socket, "room:bin")
