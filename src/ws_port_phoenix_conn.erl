@@ -68,6 +68,7 @@
 
 -export([open/2, join/3, push/4, leave/2, forget/2, forget_leaving/2, close/1, handle_info/2]).
 -export([pause/2, stats/1, ws/1, topics/1, retry_on/0, reconnect_after/1, rejoin_after/1]).
+-export([phoenix_backoff/1]).
 
 -export_type([conn/0, event/0]).
 
@@ -216,7 +217,8 @@ open_url(Url, Serializer, Opts, WsOpts0) ->
             true ->
                 #{};
             false ->
-                #{retry_fun => fun phoenix_backoff/1, retry_state => #{tries => 0, delay => 10}}
+                %% an external fun: it outlives a reload of this module
+                #{retry_fun => fun ?MODULE:phoenix_backoff/1, retry_state => #{tries => 0, delay => 10}}
         end,
     Async = maps:get(connect_async, Opts, false),
     WsOpts = maps:merge(
@@ -270,7 +272,8 @@ telemetry(Event, Measurements, Meta) ->
 without_query(Url) ->
     hd(binary:split(Url, <<"?">>)).
 
-%% The retry_fun given to ws_port (runs in the driver): phoenix.js's delays.
+%% @private The retry_fun given to ws_port (runs in the driver): phoenix.js's
+%% delays.
 phoenix_backoff(#{tries := T} = S) ->
     S#{tries => T + 1, delay => reconnect_after(T + 1)}.
 

@@ -83,8 +83,10 @@ defmodule WsPort.PhoenixTelemetryTest do
                     %{kind: :bad_frame}},
                    5000
 
-    # a reconnect is a connect stop with reconnect: true, and a rejoin
+    # a reconnect: after phoenix.js's first delay (10 ms, ws_port's retry
+    # telemetry says), a connect stop with reconnect: true, and a rejoin
     {:error, :disconnected} = WsPort.Phoenix.push(socket, "room:t", "drop_socket", %{})
+    assert_receive {:telemetry, [:ws_port, :connection, :retry], %{delay_ms: 10}, _}, 5000
 
     assert_receive {:telemetry, [:ws_port, :phoenix, :connect, :stop], _,
                     %{reconnect: true, result: :ok}},

@@ -67,3 +67,14 @@ binary_test() ->
     Long = binary:copy(<<"x">>, 256),
     ?assertMatch({error, {too_long_for_binary_frame, _}},
                  ws_port_phoenix_proto:encode(v2, ?J, Push#{topic => Long})).
+
+%% phoenix.js's schedules, as ws_port_phoenix_conn gives them to ws_port
+%% (reconnect, through retry_fun) and uses itself (rejoin after phx_error).
+backoff_test() ->
+    ?assertEqual([10, 50, 100, 150, 200, 250, 500, 1000, 2000, 5000, 5000],
+                 [ws_port_phoenix_conn:reconnect_after(N) || N <- lists:seq(1, 11)]),
+    ?assertEqual([1000, 2000, 5000, 10000, 10000], [ws_port_phoenix_conn:rejoin_after(N) || N <- lists:seq(1, 5)]),
+    S1 = ws_port_phoenix_conn:phoenix_backoff(#{tries => 0, delay => 10}),
+    ?assertEqual(#{tries => 1, delay => 10}, S1),
+    ?assertEqual(#{tries => 2, delay => 50}, ws_port_phoenix_conn:phoenix_backoff(S1)),
+    ?assert(lists:member(remote_close, ws_port_phoenix_conn:retry_on())).
