@@ -139,6 +139,14 @@ array(Bin, O, D) ->
 
 elements(Bin, O, D, Acc) ->
     {Value, Rest} = value(Bin, O, D),
+    %% the common case first: no whitespace after the value
+    case Rest of
+        <<$,, Rest1/binary>> -> elements(ws(Rest1), O, D, [Value | Acc]);
+        <<$], Rest1/binary>> -> {lists:reverse(Acc, [Value]), Rest1};
+        _ -> elements_ws(Rest, O, D, [Value | Acc])
+    end.
+
+elements_ws(Rest, O, D, [Value | Acc]) ->
     case ws(Rest) of
         <<$,, Rest1/binary>> -> elements(ws(Rest1), O, D, [Value | Acc]);
         <<$], Rest1/binary>> -> {lists:reverse(Acc, [Value]), Rest1};
@@ -154,24 +162,36 @@ object(Bin, O, D) ->
 
 members(<<$", Rest/binary>>, O, D, Acc) ->
     {Key, Rest1} = string(Rest, Rest, 0),
-    case ws(Rest1) of
+    case Rest1 of
         <<$:, Rest2/binary>> ->
-            {Value, Rest3} = value(ws(Rest2), O, D),
-            Acc1 = [{Key, Value} | Acc],
-            case ws(Rest3) of
-                <<$,, Rest4/binary>> ->
-                    members(ws(Rest4), O, D, Acc1);
-                <<$}, Rest4/binary>> ->
-                    %% from_list keeps the last of duplicated keys
-                    {maps:from_list(lists:reverse(Acc1)), Rest4};
-                Other ->
-                    unexpected(Other)
-            end;
-        Other ->
-            unexpected(Other)
+            member_value(Key, Rest2, O, D, Acc);
+        _ ->
+            case ws(Rest1) of
+                <<$:, Rest2/binary>> -> member_value(Key, Rest2, O, D, Acc);
+                Other -> unexpected(Other)
+            end
     end;
 members(Bin, _O, _D, _Acc) ->
     unexpected(Bin).
+
+member_value(Key, Rest, O, D, Acc) ->
+    {Value, Rest1} = value(ws(Rest), O, D),
+    Acc1 = [{Key, Value} | Acc],
+    %% the common case first: no whitespace after the value
+    Rest2 =
+        case Rest1 of
+            <<C, _/binary>> when C =:= $,; C =:= $} -> Rest1;
+            _ -> ws(Rest1)
+        end,
+    case Rest2 of
+        <<$,, Rest3/binary>> ->
+            members(ws(Rest3), O, D, Acc1);
+        <<$}, Rest3/binary>> ->
+            %% from_list keeps the last of duplicated keys
+            {maps:from_list(lists:reverse(Acc1)), Rest3};
+        Other ->
+            unexpected(Other)
+    end.
 
 %% --- strings ---
 %% Fast path: no escape, so the result is a part of the input (no copy).
@@ -179,7 +199,8 @@ members(Bin, _O, _D, _Acc) ->
 %% of it scanned so far.
 
 string(<<$", Rest/binary>>, Start, N) ->
-    {binary:part(Start, 0, N), Rest};
+    <<Str:N/binary, _/binary>> = Start,
+    {Str, Rest};
 string(<<$\\, _/binary>> = Bin, Start, N) ->
     escaped(Bin, [binary:part(Start, 0, N)]);
 string(<<C, Rest/binary>>, Start, N) when C >= 16#20, C < 16#80 ->
