@@ -381,6 +381,40 @@ defmodule WsPort.PhoenixTest do
     end
   end
 
+  describe "examples/phoenix_client.exs (the issue's acceptance script)" do
+    defp run_example(args) do
+      script = Path.expand("../examples/phoenix_client.exs", __DIR__)
+      old = System.argv()
+      System.argv(args)
+
+      try do
+        ExUnit.CaptureIO.capture_io(fn -> Code.eval_file(script) end)
+      after
+        System.argv(old)
+      end
+    end
+
+    test "over ws", %{url: url} do
+      out = run_example([url])
+      assert out =~ "broadcast seen: %{\"from\" => \"other socket\"}"
+      assert out =~ "refused: %{\"reason\" => \"unauthorized\"}"
+      assert out =~ "rejoined after a channel crash"
+      assert out =~ "reconnected and rejoined"
+      assert out =~ "done"
+    end
+
+    test "over wss with a CA file" do
+      certs = Certs.make!()
+      on_exit(fn -> Certs.cleanup(certs) end)
+      peer = Peer.start!(:phoenix, tls: {certs.server.cert, certs.server.key})
+      on_exit(fn -> Peer.stop(peer) end)
+
+      out = run_example(["wss://localhost:#{Peer.port(peer)}/socket/websocket", certs.ca.cert])
+      assert out =~ "connected to wss://"
+      assert out =~ "done"
+    end
+  end
+
   describe "over wss" do
     test "with a CA file", _ do
       certs = Certs.make!()
