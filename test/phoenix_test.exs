@@ -366,6 +366,16 @@ defmodule WsPort.PhoenixTest do
       end
     end
 
+    test "with retry: false a lost connection is final and calls say so", %{url: url} do
+      socket = connect!(url, retry: false)
+      {:ok, _} = Phoenix.join(socket, "room:c")
+      {:error, _} = Phoenix.push(socket, "room:c", "close_socket", %{code: 1001})
+      wait_until(fn -> match?(%{closed: {true, _}}, Phoenix.info(socket)) end)
+
+      assert {:error, {:closed, {:remote, 1001, _}}} = Phoenix.push(socket, "room:c", "echo", %{})
+      assert {:error, {:closed, _}} = Phoenix.join(socket, "room:d")
+    end
+
     test "heartbeats are sent and answered; an unanswered one reconnects",
          %{url: url, peer: peer} do
       socket = connect!(url, heartbeat_interval: 50)
