@@ -27,7 +27,7 @@
 
 -export([start_client/2, accept_connect/1, accept_connect/2]).
 -export([assert_join/4, assert_join/5, assert_push/4, assert_push/5, refute_push/4]).
--export([assert_leave/2, assert_leave/3, reply/4, push/4, broadcast/4]).
+-export([assert_leave/2, assert_leave/3, reply/4, push/4, broadcast/4, next_push/4]).
 -export([crash_channel/2, close_channel/2, disconnect/2, close/2]).
 
 -define(KEY(Client), {?MODULE, Client}).
@@ -129,6 +129,14 @@ assert_push(Client, Topic, Event, Payload) -> assert_push(Client, Topic, Event, 
 assert_push(Client, Topic, Event, Payload, Timeout) ->
     #{ref := Ref} = expect(Client, Topic, Event, Payload, Timeout),
     Ref.
+
+%% @doc Waits for the client's push of `Event' on `Topic' (any payload);
+%% returns `{Ref, Payload}' (for pattern assertions, e.g. Elixir's
+%% `WsPort.Phoenix.Test.assert_push_match/5').
+-spec next_push(pid(), binary(), binary(), timeout()) -> {binary(), term()}.
+next_push(Client, Topic, Event, Timeout) ->
+    #{ref := Ref, payload := Payload} = expect(Client, Topic, Event, '_', Timeout),
+    {Ref, Payload}.
 
 %% @doc Fails if the client pushes `Event' on `Topic' within `Timeout' ms.
 %% Other frames seen meanwhile are kept for later assertions.

@@ -49,6 +49,24 @@ defmodule WsPort.PhoenixTestUtilsTest do
     end
   end
 
+  test "assert_push_match binds what the client pushed" do
+    require WsPort.Phoenix.Test
+    client = start!(joins: [{"room:1", %{}}])
+    PT.assert_join(client, "room:1", :_, {:ok, %{}})
+
+    GenServer.cast(client, {:push, "room:1", "new_msg", %{"body" => "hi there", "n" => 3}})
+    assert_receive {:phx, :pushed, {:ok, ref}}
+    n = 3
+    assert ^ref = PT.assert_push_match(client, "room:1", "new_msg", %{"body" => body, "n" => ^n})
+    assert body == "hi there"
+
+    GenServer.cast(client, {:push, "room:1", "new_msg", %{"body" => "x"}})
+
+    assert_raise ExUnit.AssertionError, ~r/matching %\{"n" => 4\}, got %\{"body" => "x"\}/, fn ->
+      PT.assert_push_match(client, "room:1", "new_msg", %{"n" => 4})
+    end
+  end
+
   test "a refused join" do
     client = start!(joins: [{"room:secret", %{}}])
     PT.assert_join(client, "room:secret", %{}, {:error, %{"reason" => "unauthorized"}})

@@ -60,6 +60,58 @@ defmodule WsPort.Phoenix.Test do
         :ws_port_phoenix_test.assert_push(client, topic, event, any(payload), timeout)
       end)
 
+  @doc """
+  Asserts the client pushes `event` on `topic` with a payload matching
+  `pattern` (variables in it are bound, pins work); returns the ref for
+  `reply/4`. A macro: `require WsPort.Phoenix.Test` (or `import`) first.
+
+      ref = assert_push_match(client, "room:1", "new_msg", %{"body" => body})
+      assert body =~ "hi"
+  """
+  defmacro assert_push_match(client, topic, event, pattern, timeout \\ 1000) do
+    quote do
+      {ref, payload} =
+        WsPort.Phoenix.Test.__next_push__(
+          unquote(client),
+          unquote(topic),
+          unquote(event),
+          unquote(timeout)
+        )
+
+      unless match?(unquote(unbind(pattern)), payload) do
+        WsPort.Phoenix.Test.__fail__(
+          "expected #{unquote(event)} on #{unquote(topic)} matching " <>
+            unquote(Macro.to_string(pattern)) <> ", got #{inspect(payload)}"
+        )
+      end
+
+      unquote(pattern) = payload
+      ref
+    end
+  end
+
+  # the pattern for the check, with its variables (not its pins) made `_`,
+  # so that only the binding after it binds them
+  defp unbind({:^, _, _} = pin), do: pin
+
+  defp unbind({name, meta, ctx} = var) when is_atom(name) and is_atom(ctx) do
+    if String.starts_with?(Atom.to_string(name), "_"), do: var, else: {:_, meta, ctx}
+  end
+
+  defp unbind({call, meta, args}) when is_list(args),
+    do: {unbind(call), meta, Enum.map(args, &unbind/1)}
+
+  defp unbind({left, right}), do: {unbind(left), unbind(right)}
+  defp unbind(list) when is_list(list), do: Enum.map(list, &unbind/1)
+  defp unbind(other), do: other
+
+  @doc false
+  def __next_push__(client, topic, event, timeout),
+    do: wrap(fn -> :ws_port_phoenix_test.next_push(client, topic, event, timeout) end)
+
+  @doc false
+  def __fail__(message), do: wrap(fn -> :erlang.error({:ws_port_phoenix_test, message}) end)
+
   @doc "Asserts the client does not push `event` on `topic` within `timeout` ms."
   def refute_push(client, topic, event, timeout \\ 100),
     do: wrap(fn -> :ws_port_phoenix_test.refute_push(client, topic, event, timeout) end)
