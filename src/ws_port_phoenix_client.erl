@@ -275,6 +275,12 @@ init({Module, Url, Opts}) ->
 %% @private
 handle_call({?MODULE, info}, _From, #st{conn = C} = St) ->
     {reply, #{topics => ws_port_phoenix_conn:topics(C), stats => ws_port_phoenix_conn:stats(C)}, St};
+handle_call({'$ws_port_client', health}, _From, St) ->
+    %% ws_port_client_sup:send_balanced/2 asks every client of its
+    %% supervisor: a Phoenix client takes no raw frames
+    {reply, #{connected => false, phoenix => true}, St};
+handle_call({'$ws_port_client', _}, _From, St) ->
+    {reply, {error, not_a_ws_port_client}, St};
 handle_call(Request, From, #st{mod = Mod, state = S} = St) ->
     case erlang:function_exported(Mod, handle_call, 3) of
         false ->

@@ -171,6 +171,12 @@ defmodule WsPort.PhoenixClientTest do
 
     assert_receive {:phx, :join, {"room:sup", {:ok, _}}}, 5000
     assert [^pid] = WsPort.ClientSupervisor.list_clients(sup)
+    # send_balanced asks every client of the supervisor: a Phoenix client
+    # is not a candidate for raw frames, and is not disturbed
+    assert {:error, :no_connections} =
+             WsPort.ClientSupervisor.send_balanced({:text, "x"}, supervisor: sup)
+
+    assert Process.alive?(pid)
     # a crash is restarted: the new process joins again
     Process.exit(pid, :kill)
     assert_receive {:phx, :join, {"room:sup", {:ok, _}}}, 5000
