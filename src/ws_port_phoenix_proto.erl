@@ -117,10 +117,12 @@ encode(v2, _Json, #{payload := {binary, Data}} = M) when is_binary(Data) ->
     end;
 encode(v1, _Json, #{payload := {binary, _}}) ->
     {error, {binary_payload_needs_v2, v1}};
-encode(v2, {_, Null} = Json, M) ->
+encode(v2, Json, M) ->
+    Null = wire_null(Json),
     #{join_ref := JoinRef, ref := Ref, topic := Topic, event := Event, payload := Payload} = M,
     text(json_encode(Json, [null(JoinRef, Null), null(Ref, Null), Topic, Event, Payload]));
-encode(v1, {_, Null} = Json, M) ->
+encode(v1, Json, M) ->
+    Null = wire_null(Json),
     #{join_ref := JoinRef, ref := Ref, topic := Topic, event := Event, payload := Payload} = M,
     Obj = #{
         <<"topic">> => Topic,
@@ -155,7 +157,8 @@ decode(_, _Json, {binary, <<?BROADCAST, TS, ES, Topic:TS/binary, Event:ES/binary
     {ok, message(<<>>, <<>>, Topic, Event, {binary, Data})};
 decode(_, _Json, {binary, Other}) ->
     {error, {bad_binary_frame, binary:part(Other, 0, min(16, byte_size(Other)))}};
-decode(v2, {_, Null} = Json, {text, Text}) ->
+decode(v2, Json, {text, Text}) ->
+    Null = wire_null(Json),
     case json_decode(Json, Text) of
         {ok, [JoinRef, Ref, Topic, Event, Payload]} when is_binary(Topic), is_binary(Event) ->
             case {ref(JoinRef, Null), ref(Ref, Null)} of
@@ -168,7 +171,8 @@ decode(v2, {_, Null} = Json, {text, Text}) ->
         {error, Why} ->
             {error, {bad_json, Why}}
     end;
-decode(v1, {_, Null} = Json, {text, Text}) ->
+decode(v1, Json, {text, Text}) ->
+    Null = wire_null(Json),
     case json_decode(Json, Text) of
         {ok, #{<<"topic">> := Topic, <<"event">> := Event} = M} when is_binary(Topic), is_binary(Event) ->
             case {ref(maps:get(<<"join_ref">>, M, Null), Null), ref(maps:get(<<"ref">>, M, Null), Null)} of
@@ -183,6 +187,12 @@ decode(v1, {_, Null} = Json, {text, Text}) ->
         {error, Why} ->
             {error, {bad_json, Why}}
     end.
+
+%% The term standing for null in the envelope: OTP 27's json encodes and
+%% decodes only the atom null as null (nil would be the string "nil"),
+%% whatever null the user's payloads use.
+wire_null({json, _}) -> null;
+wire_null({_, Null}) -> Null.
 
 message(JoinRef, Ref, Topic, Event, Payload) ->
     #{join_ref => undef(JoinRef), ref => undef(Ref), topic => Topic, event => Event, payload => Payload}.

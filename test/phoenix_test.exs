@@ -258,6 +258,32 @@ defmodule WsPort.PhoenixTest do
       assert :persistent_term.get(WsPort.Test.CountingJSON) >= 4
     end
 
+    test "OTP 27's json module: the envelope's nulls are the atom null", %{url: url} do
+      # OTP 25 has no json module: a stand-in with OTP 27's contract
+      # (encode/1 -> iodata, raising; decode/1 -> term; only the atom null
+      # is JSON null, nil is the string "nil")
+      unless Code.ensure_loaded?(:json) do
+        defmodule :json do
+          def encode(term), do: :ws_port_json.encode_to_binary(no_nil(term)) |> elem(1)
+          def decode(bin), do: :ws_port_json.decode(bin) |> elem(1)
+          defp no_nil(nil), do: "nil"
+          defp no_nil(m) when is_map(m), do: Map.new(m, fn {k, v} -> {k, no_nil(v)} end)
+          defp no_nil(l) when is_list(l), do: Enum.map(l, &no_nil/1)
+          defp no_nil(x), do: x
+        end
+      end
+
+      # the Elixir facade's null is nil; the envelope must still say null
+      socket = connect!(url, json: :json, heartbeat_interval: 50)
+      assert {:ok, _} = Phoenix.join(socket, "room:j")
+      assert {:ok, %{"a" => :null}} = Phoenix.push(socket, "room:j", "echo", %{"a" => :null})
+      # broadcasts and heartbeat replies carry null refs
+      assert {:ok, %{}} = Phoenix.push(socket, "room:j", "shout", %{"b" => 1})
+      assert {:ok, %{"b" => 1}} = Phoenix.await_message(socket, "room:j", "shout", 2000)
+      Process.sleep(200)
+      assert %{bad_input: 0, heartbeat_misses: 0} = Phoenix.info(socket).stats
+    end
+
     test "the Erlang API decodes null as the atom null", %{url: url} do
       {:ok, socket} = :ws_port_phoenix.connect(url, %{params: %{token: "good"}})
       assert {:ok, _} = :ws_port_phoenix.join(socket, "room:a")
