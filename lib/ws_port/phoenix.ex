@@ -31,8 +31,8 @@ defmodule WsPort.Phoenix do
     * `:params` - connect params, sent in the query string
     * `:heartbeat_interval` - ms, default 30_000 (`:infinity`: none)
     * `:json` - the JSON codec: `:ws_port_json` (default), `Jason`,
-      `Poison`, OTP 27's `:json`, or any module with `encode/1` and
-      `decode/1`
+      `Poison`, OTP 27's `:json` (payload nulls are then `:null`), or any
+      module with `encode/1` and `decode/1`
     * `:serializer` - `:v2` (default) or `:v1`; `vsn` is added to the URL
       unless it has one
     * `:rejoin_after` - `fn try -> ms end` after `phx_error`
