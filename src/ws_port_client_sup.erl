@@ -20,7 +20,7 @@
 -export([start_client/1, start_client/2, start_client/3]).
 -export([stop_client/1, stop_client/2, list_clients/0, list_clients/1]).
 -export([send_balanced/1, send_balanced/2, rank/1]).
--export([init/1]).
+-export([init/1, start_worker/3]).
 
 -export_type([sup_opts/0, balance_opts/0]).
 
@@ -86,13 +86,22 @@ init({Intensity, Period}) ->
     Flags = #{strategy => simple_one_for_one, intensity => Intensity, period => Period},
     Child = #{
         id => ws_port_client,
-        start => {ws_port_client, start_link, []},
+        start => {?MODULE, start_worker, []},
         restart => transient,
         shutdown => 5000,
         type => worker,
-        modules => [ws_port_client]
+        modules => [ws_port_client, ws_port_phoenix_client]
     },
     {ok, {Flags, [Child]}}.
+
+%% @private
+%% A client of a ws_port_phoenix_client module (Phoenix Channels) runs as
+%% one; any other module as a ws_port_client.
+start_worker(Module, Url, Opts) ->
+    case ws_port_phoenix_client:is_client_module(Module) of
+        true -> ws_port_phoenix_client:start_link(Module, Url, Opts);
+        false -> ws_port_client:start_link(Module, Url, Opts)
+    end.
 
 %%====================================================================
 %% Clients
@@ -108,7 +117,10 @@ start_client(UrlOrConfig) ->
 %% proplist with `url' and any option; `Opts' (merged over it) are the
 %% options of {@link ws_port_client:start_link/3}, plus `module' (the
 %% callback module; default {@link ws_port_client_forward}, forwarding to
-%% the caller) and `supervisor' (default `ws_port_client_sup').
+%% the caller) and `supervisor' (default `ws_port_client_sup'). A module
+%% of the {@link ws_port_phoenix_client} behaviour (Phoenix Channels) is
+%% started with {@link ws_port_phoenix_client:start_link/3} and its
+%% options.
 %% `on_connect' and `on_disconnect' hooks run in the client, e.g.
 %% `{pg, join, [Scope, Group]}' and `{pg, leave, [Scope, Group]}'.
 -spec start_client(

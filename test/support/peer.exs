@@ -18,7 +18,7 @@ defmodule WsPort.Test.Peer do
 
   @doc """
   kind: :python | :node | :raw | :evil (test/peers/evil_server.py) | :jsonrpc
-  (test/peers/jsonrpc_server.py). opts: tls: {cert, key}, client_ca: path,
+  (test/peers/jsonrpc_server.py) | :phoenix (test/peers/phoenix_server.py). opts: tls: {cert, key}, client_ca: path,
   args: extra arguments.
   """
   def start(kind, opts \\ []) do
@@ -150,6 +150,9 @@ defmodule WsPort.Test.Peer do
        [Path.join(@peers_dir, "jsonrpc_server.py"), "--exit-on-eof"] ++
          Keyword.get(opts, :args, [])}
 
+  defp command(:phoenix, opts),
+    do: {@python, [Path.join(@peers_dir, "phoenix_server.py"), "--exit-on-eof"] ++ tls_args(opts)}
+
   defp command(:proxy, opts),
     do: {@python, [Path.join(@peers_dir, "fault_proxy.py")] ++ Keyword.get(opts, :args, [])}
 
@@ -177,7 +180,8 @@ defmodule WsPort.Test.Peer do
 
   @doc "Installs the node peer's `ws` package with npm when it is missing."
   def ensure_node_modules! do
-    unless File.exists?(Path.join(@peers_dir, "node_modules/ws/package.json")) do
+    unless File.exists?(Path.join(@peers_dir, "node_modules/ws/package.json")) and
+             File.exists?(Path.join(@peers_dir, "node_modules/phoenix/package.json")) do
       npm = System.find_executable("npm") || raise "npm is not on PATH"
 
       {out, status} =

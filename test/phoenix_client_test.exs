@@ -1,0 +1,209 @@
+Code.require_file("support/peer.exs", __DIR__)
+Code.require_file("support/phoenix_clients.exs", __DIR__)
+
+defmodule WsPort.PhoenixClientTest do
+  @moduledoc """
+  WsPort.Phoenix.Client / :ws_port_phoenix_client end to end through the
+  real port program against test/peers/phoenix_server.py: callbacks,
+  joins from init and at run time, replies by ref, broadcasts, rejoin
+  after phx_error and after a dropped socket with no code of the module,
+  credit under a slow handle_message, and supervision.
+  """
+  use ExUnit.Case, async: false
+
+  @moduletag :capture_log
+
+  alias WsPort.Phoenix.Client
+  alias WsPort.Test.{Peer, PhoenixReportClient}
+
+  setup do
+    peer = Peer.start!(:phoenix)
+    on_exit(fn -> Peer.stop(peer) end)
+    {:ok, peer: peer, url: "ws://127.0.0.1:#{Peer.port(peer)}/socket/websocket"}
+  end
+
+  defp start_client(url, arg, opts \\ []) do
+    opts =
+      Keyword.merge(
+        [
+          url: url,
+          params: %{token: "good"},
+          rejoin_after: fn _ -> 50 end,
+          init_arg: [test: self()] ++ arg
+        ],
+        opts
+      )
+
+    {:ok, pid} = Client.start(PhoenixReportClient, opts)
+    on_exit(fn -> stop_quietly(fn -> Client.stop(pid) end) end)
+    pid
+  end
+
+  # the process may be gone already (linked to the finished test)
+  defp stop_quietly(fun) do
+    fun.()
+  catch
+    :exit, _ -> :ok
+  end
+
+  defp push(pid, topic, event, payload) do
+    GenServer.cast(pid, {:push, topic, event, payload})
+    assert_receive {:phx, :pushed, {:ok, ref}}, 5000
+    ref
+  end
+
+  defp joins(peer, topic), do: Enum.filter(Peer.lines(peer), &(&1 =~ ~r/^JOIN \S+ #{topic} /))
+
+  test "joins from init, replies by ref, messages and broadcasts", %{url: url} do
+    pid = start_client(url, joins: [{"room:a", %{"x" => 1}}])
+    assert_receive {:phx, :connect, nil}, 5000
+    assert_receive {:phx, :join, {"room:a", {:ok, %{"params" => %{"x" => 1}}}}}, 5000
+
+    ref = push(pid, "room:a", "echo", %{"hello" => nil})
+    assert_receive {:phx, :reply, {^ref, {:ok, %{"hello" => nil}}}}, 5000
+    ref = push(pid, "room:a", "error", %{"no" => true})
+    assert_receive {:phx, :reply, {^ref, {:error, %{"no" => true}}}}, 5000
+
+    {:ok, other} = WsPort.Phoenix.connect(url, params: %{token: "good"})
+    {:ok, _} = WsPort.Phoenix.join(other, "room:a")
+    {:ok, _} = WsPort.Phoenix.push(other, "room:a", "shout", %{"from" => "other"})
+    assert_receive {:phx, :message, {"room:a", "shout", %{"from" => "other"}}}, 5000
+    :ok = WsPort.Phoenix.disconnect(other)
+
+    GenServer.cast(pid, {:push, "room:zz", "echo", %{}})
+    assert_receive {:phx, :pushed, {:error, {:not_joined, "room:zz"}}}
+    GenServer.cast(pid, {:join, "room:a", %{}})
+    assert_receive {:phx, :join_called, {:error, {:already_joined, "room:a"}}}
+    assert %{test: _} = Client.call(pid, :state)
+  end
+
+  test "a refused join is reported to handle_join and not retried", %{url: url, peer: peer} do
+    _pid = start_client(url, joins: [{"room:forbidden", %{}}])
+
+    assert_receive {:phx, :join, {"room:forbidden", {:error, %{"reason" => "unauthorized"}}}},
+                   5000
+
+    Process.sleep(200)
+    assert length(Enum.filter(Peer.lines(peer), &(&1 =~ ~r/^REFUSE /))) == 1
+  end
+
+  test "rejoin after phx_error and after a dropped socket, topics joined at run time included",
+       %{url: url, peer: peer} do
+    pid = start_client(url, joins: [{"room:a", %{"n" => 1}}])
+    assert_receive {:phx, :join, {"room:a", {:ok, _}}}, 5000
+    GenServer.cast(pid, {:join, "room:late", %{"n" => 2}})
+    assert_receive {:phx, :join, {"room:late", {:ok, _}}}, 5000
+
+    ref = push(pid, "room:a", "crash", %{})
+    assert_receive {:phx, :reply, {^ref, {:error, {:topic_closed, :crashed}}}}, 5000
+    assert_receive {:phx, :topic_close, {"room:a", :crashed}}
+    assert_receive {:phx, :join, {"room:a", {:ok, %{"params" => %{"n" => 1}}}}}, 5000
+
+    assert "OK 1" = Peer.control(peer, "drop_all")
+    assert_receive {:phx, :disconnect, _reason}, 5000
+    assert_receive {:phx, :connect, nil}, 5000
+    assert_receive {:phx, :join, {"room:a", {:ok, _}}}, 5000
+    assert_receive {:phx, :join, {"room:late", {:ok, %{"params" => %{"n" => 2}}}}}, 5000
+    assert length(joins(peer, "room:late")) == 2
+    assert %{topics: %{"room:a" => :joined, "room:late" => :joined}} = Client.info(pid)
+  end
+
+  test "a join without an answer is reported and tried again, as phoenix.js does",
+       %{url: url, peer: peer} do
+    _pid = start_client(url, [joins: [{"room:s", %{"silent" => true}}]], join_timeout: 100)
+    assert_receive {:phx, :join, {"room:s", {:error, :timeout}}}, 5000
+    assert_receive {:phx, :join, {"room:s", {:error, :timeout}}}, 5000
+    assert length(Enum.filter(Peer.lines(peer), &(&1 =~ ~r/^SILENT \S+ room:s/))) >= 2
+  end
+
+  test "leave, and a channel the server closes", %{url: url, peer: peer} do
+    pid = start_client(url, joins: [{"room:a", %{}}, {"room:b", %{}}])
+    assert_receive {:phx, :join, {"room:a", {:ok, _}}}, 5000
+    assert_receive {:phx, :join, {"room:b", {:ok, _}}}, 5000
+
+    GenServer.cast(pid, {:leave, "room:a"})
+    assert_receive {:phx, :leave_called, :ok}
+    assert_receive {:phx, :leave, "room:a"}, 5000
+    assert Peer.await_line(peer, "LEAVE ") =~ "room:a"
+
+    ref = push(pid, "room:b", "leave_me", %{})
+    assert_receive {:phx, :reply, {^ref, {:ok, %{}}}}, 5000
+    assert_receive {:phx, :topic_close, {"room:b", :closed}}, 5000
+    assert %{topics: topics} = Client.info(pid)
+    assert topics == %{}
+  end
+
+  test "a slow handle_message holds the server back (credit)", %{url: url} do
+    window = 10
+    pid = start_client(url, [joins: [{"room:flood", %{}}], sleep: 2], window: window)
+    assert_receive {:phx, :join, {"room:flood", {:ok, _}}}, 5000
+    ref = push(pid, "room:flood", "count", %{n: 300})
+
+    max_queue =
+      Enum.reduce_while(Stream.repeatedly(fn -> :ok end), 0, fn _, max ->
+        {:message_queue_len, len} = Process.info(pid, :message_queue_len)
+
+        receive do
+          {:phx, :reply, {^ref, {:ok, _}}} -> {:halt, max(max, len)}
+        after
+          1 -> {:cont, max(max, len)}
+        end
+      end)
+
+    for i <- 1..300,
+        do: assert_receive({:phx, :message, {"room:flood", "item", %{"i" => ^i}}}, 5000)
+
+    # frames delivered and not handled never exceed the window (plus the
+    # passive notice and a cast or two)
+    assert max_queue <= window + 3
+  end
+
+  test "runs under WsPort.ClientSupervisor and in a user's tree", %{url: url} do
+    {:ok, sup} = WsPort.ClientSupervisor.start_link(name: false)
+    on_exit(fn -> stop_quietly(fn -> Supervisor.stop(sup) end) end)
+
+    {:ok, pid} =
+      :ws_port_client_sup.start_client(sup, url,
+        module: PhoenixReportClient,
+        params: %{token: "good"},
+        init_arg: [test: self(), joins: [{"room:sup", %{}}]]
+      )
+
+    assert_receive {:phx, :join, {"room:sup", {:ok, _}}}, 5000
+    assert [^pid] = WsPort.ClientSupervisor.list_clients(sup)
+    # send_balanced asks every client of the supervisor: a Phoenix client
+    # is not a candidate for raw frames, and is not disturbed
+    assert {:error, :no_connections} =
+             WsPort.ClientSupervisor.send_balanced({:text, "x"}, supervisor: sup)
+
+    assert Process.alive?(pid)
+    # a crash is restarted: the new process joins again
+    Process.exit(pid, :kill)
+    assert_receive {:phx, :join, {"room:sup", {:ok, _}}}, 5000
+    assert [new] = WsPort.ClientSupervisor.list_clients(sup)
+    assert new != pid
+
+    children = [
+      {PhoenixReportClient,
+       url: url, params: %{token: "good"}, init_arg: [test: self(), joins: [{"room:tree", %{}}]]}
+    ]
+
+    {:ok, tree} = Supervisor.start_link(children, strategy: :one_for_one)
+    assert_receive {:phx, :join, {"room:tree", {:ok, _}}}, 5000
+    Supervisor.stop(tree)
+  end
+
+  test "a refused upgrade ends the client with {:closed, reason}", %{url: url} do
+    Process.flag(:trap_exit, true)
+
+    {:ok, pid} =
+      Client.start_link(PhoenixReportClient,
+        url: url,
+        params: %{token: "bad"},
+        init_arg: [test: self()]
+      )
+
+    assert_receive {:phx, :disconnect, {:http_status, 403, _}}, 5000
+    assert_receive {:EXIT, ^pid, {:closed, {:http_status, 403, _}}}, 5000
+  end
+end
