@@ -83,6 +83,7 @@ defmodule WsPort.PhoenixClientTest do
     assert_receive {:phx, :join, {"room:forbidden", {:error, %{"reason" => "unauthorized"}}}},
                    5000
 
+    Peer.await_line(peer, "REFUSE ")
     Process.sleep(200)
     assert length(Enum.filter(Peer.lines(peer), &(&1 =~ ~r/^REFUSE /))) == 1
   end
@@ -104,7 +105,7 @@ defmodule WsPort.PhoenixClientTest do
     assert_receive {:phx, :connect, nil}, 5000
     assert_receive {:phx, :join, {"room:a", {:ok, _}}}, 5000
     assert_receive {:phx, :join, {"room:late", {:ok, %{"params" => %{"n" => 2}}}}}, 5000
-    assert length(joins(peer, "room:late")) == 2
+    assert length(Peer.await_count(peer, ~r/^JOIN \S+ room:late /, 2)) == 2
     assert %{topics: %{"room:a" => :joined, "room:late" => :joined}} = Client.info(pid)
   end
 
@@ -113,7 +114,7 @@ defmodule WsPort.PhoenixClientTest do
     _pid = start_client(url, [joins: [{"room:s", %{"silent" => true}}]], join_timeout: 100)
     assert_receive {:phx, :join, {"room:s", {:error, :timeout}}}, 5000
     assert_receive {:phx, :join, {"room:s", {:error, :timeout}}}, 5000
-    assert length(Enum.filter(Peer.lines(peer), &(&1 =~ ~r/^SILENT \S+ room:s/))) >= 2
+    assert length(Peer.await_count(peer, ~r/^SILENT \S+ room:s/, 2)) >= 2
   end
 
   test "leave, and a channel the server closes", %{url: url, peer: peer} do

@@ -49,8 +49,7 @@ defmodule WsPort.PhoenixServerTest do
     assert Peer.await_line(peer, "FORBIDDEN ") =~ "token=bad"
     assert Peer.await_line(peer, "CRASH ") =~ "room:crash"
 
-    joins = Enum.filter(Peer.lines(peer), &(&1 =~ ~r/^JOIN \S+ room:crash /))
-    assert length(joins) == 2
+    assert length(Peer.await_count(peer, ~r/^JOIN \S+ room:crash /, 2)) == 2
   end
 
   test "phoenix.js passes every scenario against the test server over wss" do

@@ -83,6 +83,36 @@ defmodule WsPort.Test.Peer do
             Enum.join(lines(peer), "\n")
   end
 
+  @doc """
+  Waits until at least `n` stdout lines match `regex` (lines reach us
+  asynchronously: a client may see the answer before the server's line
+  about it is read here), then returns every matching line. Fails the test
+  after `timeout` ms.
+  """
+  def await_count(peer, regex, n, timeout \\ 15_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+    await_count_until(peer, regex, n, timeout, deadline)
+  end
+
+  defp await_count_until(peer, regex, n, timeout, deadline) do
+    found = Enum.filter(lines(peer), &(&1 =~ regex))
+
+    cond do
+      length(found) >= n ->
+        found
+
+      System.monotonic_time(:millisecond) > deadline ->
+        raise ExUnit.AssertionError,
+          message:
+            "peer printed #{length(found)} of #{n} lines matching #{inspect(regex)} " <>
+              "within #{timeout} ms; lines so far:\n" <> Enum.join(lines(peer), "\n")
+
+      true ->
+        Process.sleep(20)
+        await_count_until(peer, regex, n, timeout, deadline)
+    end
+  end
+
   @doc "The `CLOSED <path> <code> <reason>` line for `path`, parsed."
   def await_closed(peer, path, timeout \\ 15_000) do
     line = await_line(peer, "CLOSED #{path} ", timeout)
