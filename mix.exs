@@ -12,7 +12,7 @@ defmodule Mix.Tasks.Compile.WsPortC do
     root = Path.dirname(__ENV__.file)
 
     # -s: silent when up to date; the Makefile still prints "CC file" lines
-    case System.cmd("make", ["-s", "priv/ws_port"], cd: root, into: IO.stream(:stdio, :line)) do
+    case System.cmd(make(), ["-s", "priv/ws_port"], cd: root, into: IO.stream(:stdio, :line)) do
       {_, 0} ->
         link_priv()
 
@@ -30,6 +30,14 @@ defmodule Mix.Tasks.Compile.WsPortC do
              severity: :error
            }
          ]}
+    end
+  end
+
+  # The Makefile is GNU make's: gmake on the BSDs, where make is BSD make.
+  defp make do
+    case :os.type() do
+      {:unix, os} when os in [:freebsd, :openbsd, :netbsd, :dragonfly] -> "gmake"
+      _ -> "make"
     end
   end
 
