@@ -49,6 +49,47 @@ defmodule Mix.Tasks.Compile.WsPortC do
   end
 end
 
+defmodule Mix.Tasks.Compile.WsPortChunks do
+  @shortdoc "Builds the Erlang modules' doc chunks (edoc)"
+  @moduledoc """
+  Mix compiler that writes the EEP-48 doc chunks of the Erlang modules in
+  `src/` (edoc's chunk doclet) to the application's `doc/chunks/` in the
+  build directory, where `code:get_doc/1` finds them: `h :ws_port.connect`
+  in IEx, `h(ws_port, connect)` in the Erlang shell. rebar3 does the same
+  with scripts/doc_chunks.escript (a compile hook). Runs when a source is
+  newer than its chunk.
+  """
+  use Mix.Task.Compiler
+
+  @impl Mix.Task.Compiler
+  def run(_args) do
+    root = Path.dirname(__ENV__.file)
+    src = Path.join(root, "src")
+    out = Path.join(Mix.Project.app_path(), "doc")
+    files = Path.wildcard(Path.join(src, "*.erl")) |> Enum.sort()
+
+    stale =
+      Enum.filter(files, fn f ->
+        Mix.Utils.stale?([f], [Path.join([out, "chunks", Path.basename(f, ".erl") <> ".chunk"])])
+      end)
+
+    if stale == [] do
+      {:noop, []}
+    else
+      opts = [
+        doclet: :edoc_doclet_chunks,
+        layout: :edoc_layout_chunks,
+        preprocess: true,
+        includes: [String.to_charlist(src)],
+        dir: String.to_charlist(out)
+      ]
+
+      :ok = :edoc.files(Enum.map(files, &String.to_charlist/1), opts)
+      {:ok, []}
+    end
+  end
+end
+
 defmodule WsPort.MixProject do
   use Mix.Project
 
@@ -57,7 +98,7 @@ defmodule WsPort.MixProject do
       app: :ws_port,
       version: "0.1.0",
       elixir: "~> 1.14",
-      compilers: [:ws_port_c] ++ Mix.compilers(),
+      compilers: [:ws_port_c] ++ Mix.compilers() ++ [:ws_port_chunks],
       erlc_paths: ["src"],
       erlc_include_path: "src",
       erlc_options: [:debug_info, :warnings_as_errors],
