@@ -93,10 +93,28 @@ end
 defmodule WsPort.MixProject do
   use Mix.Project
 
+  @version "0.1.0"
+  # The public repository; the same link is in src/ws_port.app.src (rebar3's
+  # Hex metadata). Check it before publishing.
+  @source_url "https://github.com/ws-port/ws_port"
+
+  # What a Hex package holds (mix hex.build; rebar3_hex reads the same list
+  # from src/ws_port.app.src). No priv/: the port program is built by the
+  # user's compile (make), for their OS. test/package_test.exs checks it.
+  @package_files ~w(c_src src lib scripts Makefile mix.exs rebar.config rebar.lock
+                    .formatter.exs README.md LICENSE CHANGELOG.md docs/protocol.md)
+
   def project do
     [
       app: :ws_port,
-      version: "0.1.0",
+      version: @version,
+      description:
+        "WebSocket client for Erlang and Elixir whose connections, TLS, framing, " <>
+          "reconnection and keepalive run in a C port program",
+      source_url: @source_url,
+      homepage_url: @source_url,
+      package: package(),
+      docs: docs(),
       elixir: "~> 1.14",
       compilers: [:ws_port_c] ++ Mix.compilers() ++ [:ws_port_chunks],
       erlc_paths: ["src"],
@@ -113,6 +131,31 @@ defmodule WsPort.MixProject do
       env: [drivers: 2],
       registered: [:ws_port_sup],
       extra_applications: [:logger]
+    ]
+  end
+
+  defp package do
+    [
+      licenses: ["Apache-2.0"],
+      links: %{"Source" => @source_url, "Changelog" => "#{@source_url}/blob/main/CHANGELOG.md"},
+      files: @package_files,
+      build_tools: ["mix", "rebar3"]
+    ]
+  end
+
+  # ExDoc (where it is installed: not a dependency here, see deps/0)
+  defp docs do
+    [
+      main: "readme",
+      source_ref: "v#{@version}",
+      extras: ["README.md", "CHANGELOG.md", "docs/protocol.md"],
+      groups_for_extras: [Guides: ["README.md", "docs/protocol.md"], Changes: ["CHANGELOG.md"]],
+      groups_for_modules: [
+        Phoenix: [~r/^WsPort\.Phoenix/],
+        "Elixir API": [~r/^WsPort(\.|$)/],
+        "Erlang API": [:ws_port, :ws_port_sync, :ws_port_client, :ws_port_client_sup],
+        "Erlang internals": [~r/^ws_port_/]
+      ]
     ]
   end
 
