@@ -1184,8 +1184,10 @@ port_exited(Status, State0) ->
                          [Status, map_size(Conns)]),
             #state{program = Program, use_socket = UseSocket, events_ns = Ns0} = State,
             case open(Program, UseSocket, Ns0) of
-                {ok, Port, Events, _Ns} ->
-                    State2 = State#state{port = Port, events = Events, restarts = Restarts},
+                {ok, Port, Events, Ns} ->
+                    State2 = State#state{
+                        port = Port, events = Events, events_ns = Ns, restarts = Restarts
+                    },
                     {noreply, replay(Status, State2)};
                 {error, Reason} ->
                     ?LOG_ERROR("ws_port: cannot restart the port program: ~p", [Reason]),

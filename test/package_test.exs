@@ -7,7 +7,7 @@ defmodule WsPort.PackageTest do
   Elixir sources, README, LICENSE, CHANGELOG) and what must stay out (built
   binaries, _build, c_build, the test peers' node_modules); rebar3's Hex
   metadata in ws_port.app.src says the same; and the files alone build the
-  port program.
+  port program (with the Makefile's fallback when pkg-config knows nothing).
   """
   use ExUnit.Case, async: true
 
@@ -94,7 +94,10 @@ defmodule WsPort.PackageTest do
   end
 
   @tag timeout: 300_000
-  test "the package's files alone build the port program" do
+  # PKG_CONFIG=false: a pkg-config that knows none of the libraries, so
+  # this build also checks the Makefile's fallback to plain -l flags (every
+  # other build here uses pkg-config)
+  test "the package's files alone build the port program (without pkg-config)" do
     tmp = Path.join(System.tmp_dir!(), "ws_port_pkg_#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm_rf!(tmp) end)
 
@@ -106,7 +109,10 @@ defmodule WsPort.PackageTest do
     refute File.exists?(Path.join(tmp, "priv/ws_port"))
 
     {out, status} =
-      System.cmd("make", ["-s", "priv/ws_port", "CFLAGS=-O0"], cd: tmp, stderr_to_stdout: true)
+      System.cmd("make", ["-s", "priv/ws_port", "CFLAGS=-O0", "PKG_CONFIG=false"],
+        cd: tmp,
+        stderr_to_stdout: true
+      )
 
     assert status == 0, out
     assert {"ws_port " <> _, 0} = System.cmd(Path.join(tmp, "priv/ws_port"), ["--version"])
