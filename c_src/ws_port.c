@@ -38,10 +38,12 @@
  *            | idle_timeout | closed
  *
  * With `--events-socket NAME` the program connects to that unix stream
- * socket (a NAME starting with '@' is in the abstract namespace), writes
- * {hello, socket} on stdout, and sends every later event on the socket
- * instead ({packet,4} framing as on stdout); {hello, stdout} if it could
- * not connect. The BEAM reads the socket with inet's driver, which reads
+ * socket (a NAME starting with '@' is in the abstract namespace, else a
+ * filesystem path), writes {hello, socket} on stdout, and sends every later
+ * event on the socket instead ({packet,4} framing as on stdout); {hello,
+ * stdout} if it could not connect; {hello, no_abstract} for an '@' NAME in
+ * a build without abstract names (wsp_compat.h: not Linux, or
+ * WSP_PORTABLE), whose events then come on stdout. The BEAM reads the socket with inet's driver, which reads
  * large packets straight into one binary (the spawn driver behind stdout
  * copies them three times).
  *
