@@ -9,12 +9,39 @@
 #   make asan       priv/ws_port built with AddressSanitizer + UBSan
 #   make fuzz       libFuzzer harnesses c_test/fuzz_*.c, FUZZ_SECONDS each
 #   make bench      throughput benchmarks (see bench/README.md)
+#   make WSP_PORTABLE=1   (or make portable)
+#                   priv/ws_port.portable: the paths used where Linux's are
+#                   missing (macOS, the BSDs: no splice, epoll, abstract
+#                   sockets, pipe sizing), built on Linux to test them
+#   make portable-check   that binary imports no Linux-only call
+#   make portable-test    the end-to-end suites against that binary
 
 CC ?= cc
 ERL_INTERFACE := $(shell erl -noshell -eval 'io:format("~s",[code:lib_dir(erl_interface)]),halt().' 2>/dev/null)
 CFLAGS ?= -O2 -g
-WS_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I$(ERL_INTERFACE)/include -Ic_src
-WS_LIBS := -L$(ERL_INTERFACE)/lib -lei -lwebsockets -lssl -lcrypto -lcares -luv -lpthread -lm
+
+# Libraries: pkg-config when it knows them (Homebrew and the BSDs install
+# under /opt/homebrew, /usr/local, /usr/pkg), else the plain linker flags,
+# which work where everything is under /usr. PKG_CONFIG= turns it off.
+PKG_CONFIG ?= pkg-config
+pc_cflags = $(if $(PKG_CONFIG),$(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null))
+pc_libs = $(or $(if $(PKG_CONFIG),$(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)),$(2))
+DEP_CFLAGS := $(call pc_cflags,libwebsockets) $(call pc_cflags,openssl) \
+  $(call pc_cflags,libcares) $(call pc_cflags,libuv)
+DEP_LIBS := $(call pc_libs,libwebsockets,-lwebsockets) $(call pc_libs,openssl,-lssl -lcrypto) \
+  $(call pc_libs,libcares,-lcares) $(call pc_libs,libuv,-luv)
+
+WS_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I$(ERL_INTERFACE)/include -Ic_src \
+  $(DEP_CFLAGS)
+WS_LIBS := -L$(ERL_INTERFACE)/lib -lei $(DEP_LIBS) -lpthread -lm
+
+# WSP_PORTABLE=1: the portable paths (c_src/wsp_compat.h) on Linux, in their
+# own build directory and binary
+ifeq ($(WSP_PORTABLE),1)
+WS_CFLAGS += -DWSP_PORTABLE
+BUILD ?= c_build/portable
+TARGET ?= priv/ws_port.portable
+endif
 
 SRCS := $(wildcard c_src/*.c)
 LIB_SRCS := $(filter-out c_src/ws_port.c,$(SRCS))
@@ -27,7 +54,8 @@ TARGET ?= priv/ws_port
 TEST_SRCS := $(wildcard c_test/test_*.c)
 TEST_BINS := $(patsubst c_test/%.c,$(BUILD)/%,$(TEST_SRCS))
 
-.PHONY: setup all test test-all beam-lint c-test erl-test ex-test conformance demo asan bench clean cppcheck fmt fuzz
+.PHONY: setup all test test-all beam-lint c-test erl-test ex-test conformance demo asan bench clean cppcheck fmt fuzz \
+  portable portable-check portable-test
 
 all: $(TARGET)
 
@@ -60,7 +88,7 @@ c-test-asan: $(TEST_BINS)
 FUZZ_SECONDS ?= 60
 FUZZ_CC ?= clang
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -std=c11 -D_GNU_SOURCE -Ic_src -I$(ERL_INTERFACE)/include
+  -std=c11 -D_GNU_SOURCE -Ic_src -I$(ERL_INTERFACE)/include $(DEP_CFLAGS)
 FUZZ_SRCS := $(wildcard c_test/fuzz_*.c)
 FUZZ_BINS := $(patsubst c_test/%.c,c_build/fuzz/%,$(FUZZ_SRCS))
 # the c_src files each harness links (default: the codec alone)
@@ -71,7 +99,7 @@ c_build/fuzz/fuzz_%: c_test/fuzz_%.c c_src/ws_codec.c c_src/wsp_proto.c c_src/ws
   c_src/wsp_text.c $(HDRS)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ-LD $@"; $(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< \
-	  $(or $(FUZZ_LINK_fuzz_$*),c_src/ws_codec.c) -L$(ERL_INTERFACE)/lib -lei -lssl -lcrypto
+	  $(or $(FUZZ_LINK_fuzz_$*),c_src/ws_codec.c) -L$(ERL_INTERFACE)/lib -lei $(call pc_libs,openssl,-lssl -lcrypto)
 
 fuzz: $(FUZZ_BINS)
 	@set -e; for b in $(FUZZ_BINS); do n=$$(basename $$b); \
@@ -108,7 +136,26 @@ test: setup
 	$(MAKE) all
 	$(MAKE) test-all
 
-test-all: c-test cppcheck asan beam-lint ex-test erl-test conformance
+# The portable build (see WSP_PORTABLE above).
+portable:
+	$(MAKE) WSP_PORTABLE=1
+
+# None of these may be imported by the portable binary.
+LINUX_ONLY := splice vmsplice tee pipe2 accept4 epoll_create epoll_create1 epoll_ctl \
+  epoll_wait epoll_pwait epoll_pwait2 eventfd eventfd_read eventfd_write signalfd \
+  timerfd_create timerfd_settime timerfd_gettime
+portable-check: portable
+	test/portable_check.sh priv/ws_port.portable $(LINUX_ONLY)
+
+# The end-to-end ExUnit suites with every driver running the portable binary
+# (test_helper.exs reads WS_PORT_PROGRAM).
+PORTABLE_TESTS := test/ws_port_e2e_test.exs test/client_test.exs test/zero_copy_test.exs \
+  test/flow_control_test.exs test/cli_test.exs
+portable-test: portable-check
+	$(MAKE) WSP_PORTABLE=1 c-test
+	WS_PORT_PROGRAM=priv/ws_port.portable mix test $(PORTABLE_TESTS)
+
+test-all: c-test cppcheck asan beam-lint ex-test erl-test conformance portable-test
 	$(MAKE) fuzz FUZZ_SECONDS=20
 
 # the demo needs no node package: its setup skips node and npm ci
@@ -121,4 +168,4 @@ bench: all
 	$(MAKE) -C bench
 
 clean:
-	rm -rf c_build priv/ws_port priv/ws_port.asan _build
+	rm -rf c_build priv/ws_port priv/ws_port.asan priv/ws_port.portable _build

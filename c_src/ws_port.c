@@ -42,10 +42,12 @@
  *            | idle_timeout | closed
  *
  * With `--events-socket NAME` the program connects to that unix stream
- * socket (a NAME starting with '@' is in the abstract namespace), writes
- * {hello, socket} on stdout, and sends every later event on the socket
- * instead ({packet,4} framing as on stdout); {hello, stdout} if it could
- * not connect. The BEAM reads the socket with inet's driver, which reads
+ * socket (a NAME starting with '@' is in the abstract namespace, else a
+ * filesystem path), writes {hello, socket} on stdout, and sends every later
+ * event on the socket instead ({packet,4} framing as on stdout); {hello,
+ * stdout} if it could not connect; {hello, no_abstract} for an '@' NAME in
+ * a build without abstract names (wsp_compat.h: not Linux, or
+ * WSP_PORTABLE), whose events then come on stdout. The BEAM reads the socket with inet's driver, which reads
  * large packets straight into one binary (the spawn driver behind stdout
  * copies them three times).
  *
@@ -58,11 +60,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "wsp_cli.h"
+#include "wsp_compat.h"
+#if WSP_HAVE_EPOLL
+#include <sys/epoll.h>
+#endif
 #include "wsp_conn.h"
 #include "wsp_dns.h"
 #include "wsp_link.h"
@@ -187,16 +193,23 @@ static void usage(FILE *f)
             "                          --events-socket, events go to that unix\n"
             "                          socket, '@' first = abstract namespace)\n"
             "       ws_port --version\n"
+            "       ws_port --build   'linux' (splice, epoll, abstract sockets) or\n"
+            "                         'portable' (make WSP_PORTABLE=1, macOS, BSDs)\n"
             "       ws_port --help\n");
     wsp_cli_usage(f);
     fprintf(f, "\nenvironment: WS_PORT_LOG=0..3 (errors, warnings, info, debug)\n"
-               "             WS_PORT_LOOP=poll (port: lws' poll(2) loop instead of libuv/epoll)\n");
+               "             WS_PORT_LOOP=poll (port: lws' poll(2) loop instead of libuv)\n");
 }
 
 /* Whether epoll can watch fd (pipes and sockets can; files and /dev/null
- * cannot, and libuv aborts on them). */
+ * cannot, and libuv aborts on them). Portable build: pipes and sockets (what
+ * both kqueue and epoll take). */
 static int epollable(int fd)
 {
+#if !WSP_HAVE_EPOLL
+    struct stat st;
+    return fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+#else
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) {
         return 0;
@@ -205,9 +218,10 @@ static int epollable(int fd)
     int ok = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
     close(ep);
     return ok;
+#endif
 }
 
-/* epoll (libuv) unless WS_PORT_LOOP=poll, or stdin/stdout are not pollable
+/* libuv (epoll, kqueue) unless WS_PORT_LOOP=poll, or stdin/stdout are not pollable
  * by epoll: one wake-up then costs the same with 10 or 10,000 connections */
 static enum wsp_loop_kind loop_kind(void)
 {
@@ -242,6 +256,11 @@ int main(int argc, char **argv)
         }
         if (!strcmp(argv[i], "--version")) {
             printf("ws_port %s\n", WS_PORT_VERSION);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--build")) {
+            /* which OS paths this binary uses (wsp_compat.h) */
+            printf("%s\n", WSP_BUILD_FLAVOUR);
             return 0;
         }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {

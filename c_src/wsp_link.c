@@ -87,10 +87,22 @@ static uint32_t get_be32(const uint8_t *p)
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
+/* connect_events_socket: the name is in the abstract namespace, which this
+ * build does not use (portable build, or not Linux): the driver is told so
+ * in the hello and gives a filesystem path instead */
+#define EVENTS_NO_ABSTRACT (-2)
+
 /* Connects to the BEAM's events socket (a unix stream socket; a name that
- * starts with '@' is in the abstract namespace). Returns the fd, or -1. */
+ * starts with '@' is in the abstract namespace, else a filesystem path).
+ * Returns the fd, -1, or EVENTS_NO_ABSTRACT. */
 static int connect_events_socket(const char *name)
 {
+#if !WSP_HAVE_ABSTRACT
+    if (name[0] == '@') {
+        INFO("events socket '%s': abstract names not supported by this build", name);
+        return EVENTS_NO_ABSTRACT;
+    }
+#endif
     struct sockaddr_un a;
     memset(&a, 0, sizeof a);
     a.sun_family = AF_UNIX;
@@ -131,15 +143,17 @@ static int connect_events_socket(const char *name)
     return fd;
 }
 
-/* The first packet on stdout says where every later event goes. */
-static int say_hello(int on_socket)
+/* The first packet on stdout says where every later event goes: {hello,
+ * socket}, {hello, stdout}, or {hello, no_abstract} (events on stdout; the
+ * driver asked for an abstract name this build cannot use). */
+static int say_hello(const char *where)
 {
     ei_x_buff x;
     if (ei_x_new_with_version(&x) < 0) {
         return -1;
     }
     int bad = ei_x_encode_tuple_header(&x, 2) < 0 || ei_x_encode_atom(&x, "hello") < 0 ||
-              ei_x_encode_atom(&x, on_socket ? "socket" : "stdout") < 0;
+              ei_x_encode_atom(&x, where) < 0;
     uint8_t hdr[4];
     put_be32(hdr, (uint32_t)x.index);
     struct iovec iov[2] = {{hdr, 4}, {x.buff, (size_t)x.index}};
@@ -173,7 +187,8 @@ int wsp_link_init(const struct wsp_link_hooks *hooks, const char *events_socket)
     L.out_fd = 1;
     if (events_socket) {
         int fd = connect_events_socket(events_socket);
-        if (say_hello(fd >= 0) < 0) {
+        const char *where = fd >= 0 ? "socket" : fd == EVENTS_NO_ABSTRACT ? "no_abstract" : "stdout";
+        if (say_hello(where) < 0) {
             ERR("cannot write to stdout: %s", strerror(errno));
             if (fd >= 0) {
                 close(fd);
@@ -195,7 +210,7 @@ int wsp_link_init(const struct wsp_link_hooks *hooks, const char *events_socket)
             return -1;
         }
     }
-#ifdef F_SETPIPE_SZ
+#if WSP_HAVE_PIPE_SZ
     /* a bigger pipe means fewer wake-ups of the BEAM; fine to fail */
     if (L.out_fd == 1) {
         (void)fcntl(1, F_SETPIPE_SZ, 1024 * 1024);
@@ -356,6 +371,10 @@ static int write_failure(void)
  * out_fd is full, -1 if the BEAM is gone. */
 static int splice_out(void)
 {
+#if !WSP_HAVE_SPLICE
+    /* never: without splice there is no pipe (splice_pipe_open) */
+    return -1;
+#else
     while (L.sp_in > 0) {
         ssize_t w = splice(L.sp_rd, NULL, L.out_fd, NULL, L.sp_in,
                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -370,6 +389,7 @@ static int splice_out(void)
     }
     L.sp_marked = 0;
     return 1;
+#endif
 }
 
 /* Writes what is queued, in order: out up to the splice mark, the pipe's
@@ -627,8 +647,9 @@ void wsp_link_set_sink(const struct wsp_link_sink *sink)
 
 static void splice_pipe_open(void)
 {
-    int fds[2];
     L.sp_rd = L.sp_wr = -1;
+#if WSP_HAVE_SPLICE
+    int fds[2];
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
         return;
     }
@@ -642,6 +663,9 @@ static void splice_pipe_open(void)
     L.sp_rd = fds[0];
     L.sp_wr = fds[1];
     L.sp_cap = (size_t)cap;
+#endif
+    /* else no pipe: wsp_link_splice_room is 0, every message is read into
+     * the connection's buffer and written to the BEAM from there */
 }
 
 size_t wsp_link_splice_room(void)
@@ -692,6 +716,13 @@ int wsp_link_splice_claim(uint32_t id, int opcode, const uint8_t *have, size_t n
 
 ssize_t wsp_link_splice_in(int fd, size_t n)
 {
+#if !WSP_HAVE_SPLICE
+    /* never called: wsp_link_splice_room is always 0 */
+    (void)fd;
+    (void)n;
+    errno = ENOSYS;
+    return WSP_SPLICE_ERROR;
+#else
     for (;;) {
         ssize_t r = splice(fd, NULL, L.sp_wr, NULL, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (r > 0) {
@@ -712,6 +743,7 @@ ssize_t wsp_link_splice_in(int fd, size_t n)
         }
         return WSP_SPLICE_ERROR;
     }
+#endif
 }
 
 /* Reads and drops n bytes of the pipe; -1 if it cannot. */

@@ -43,10 +43,12 @@ struct wsp_link_hooks {
 #define WSP_LINK_DIRECT_BYTES (16u * 1024)   /* larger messages skip the queue */
 
 /* Sets up stdin and the event output. With events_socket (a unix socket
- * name, '@' first for the abstract namespace) the first packet on stdout is
- * {hello, socket} and every later event goes to that socket, or {hello,
- * stdout} if it cannot be reached; without, events go to stdout and no hello
- * is sent. */
+ * path, or '@' first for the abstract namespace) the first packet on stdout
+ * is {hello, socket} and every later event goes to that socket, or {hello,
+ * stdout} if it cannot be reached, or {hello, no_abstract} for an abstract
+ * name in a build without them (WSP_HAVE_ABSTRACT 0: events on stdout);
+ * without, events go to stdout and no hello is sent. Without splice
+ * (WSP_HAVE_SPLICE 0) there is no pipe: wsp_link_splice_room is always 0. */
 int wsp_link_init(const struct wsp_link_hooks *hooks, const char *events_socket);
 int wsp_link_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io);
 

@@ -10,6 +10,8 @@
 
 #include <libwebsockets.h>
 
+#include "wsp_compat.h"
+
 enum wsp_watch_kind {
     WSP_W_STDIN = 1,
     WSP_W_STDOUT,

@@ -48,6 +48,7 @@
 
 -include("ws_port_int.hrl").
 -include_lib("kernel/include/logger.hrl").
+-include_lib("kernel/include/file.hrl").
 
 -export([start_link/0, start_link/1, start_link/2]).
 -export([connect/4, close/4, controlling_process/3, release/2, info/2, await_ready/2]).
@@ -128,6 +129,9 @@
     program :: file:filename_all(),
     %% events over a unix socket (true) or stdout
     use_socket = true :: boolean(),
+    %% the socket's name: abstract (Linux, the default) or a filesystem path
+    %% in a private directory (elsewhere, or a portable build of the program)
+    events_ns = abstract :: events_ns(),
     conns = #{} :: #{ws_port_proto:id() => #conn{}},
     next_id = 1 :: ws_port_proto:id(),
     %% monotonic milliseconds of recent port restarts
@@ -145,8 +149,16 @@
 -define(EVENTS_ACCEPT_MS, 5000).
 %% the program is gone: its socket's end comes at once
 -define(EVENTS_DRAIN_MS, 1000).
+%% Linux: struct ucred {pid, uid, gid}
 -define(SOL_SOCKET, 1).
 -define(SO_PEERCRED, 17).
+%% macOS and FreeBSD: struct xucred {version, uid, ngroups, groups[16]}
+-define(SOL_LOCAL, 0).
+-define(LOCAL_PEERCRED, 1).
+-define(XUCRED_SIZE, 76).
+%% macOS' sun_path holds 104 bytes (Linux 108)
+-define(MAX_SOCKET_PATH, 100).
+-type events_ns() :: abstract | path.
 -define(CONNECT_GUARD_MS, 3000).
 -define(MAX_RESTARTS, 5).
 -define(RESTART_PERIOD_MS, 10000).
@@ -273,16 +285,17 @@ init({Name, Opts}) ->
             UseSocket = proplists:get_value(
                 events_socket, Opts, application:get_env(ws_port, events_socket, true)
             ),
-            case open(Program, UseSocket) of
+            case open(Program, UseSocket, default_events_ns()) of
                 %% ids start at random: a handle kept from before a restart
                 %% of this driver must not name another owner's connection
-                {ok, Port, Events} ->
+                {ok, Port, Events, Ns} ->
                     {ok, #state{
                         key = Key,
                         port = Port,
                         events = Events,
                         program = Program,
                         use_socket = UseSocket,
+                        events_ns = Ns,
                         next_id = rand:uniform(16#7fffffff)
                     }};
                 {error, Reason} -> {stop, Reason}
@@ -933,76 +946,158 @@ priv_dir() ->
             Dir
     end.
 
-open(Program, UseSocket) ->
+open(Program, UseSocket, Ns) ->
     case filelib:is_regular(Program) of
         false ->
             {error, {no_port_program, Program}};
         true ->
-            case open_with(Program, UseSocket) of
+            case open_with(Program, UseSocket, Ns) of
+                {error, {events_socket, no_abstract}} when Ns =:= abstract ->
+                    %% a portable build of the program (make WSP_PORTABLE=1):
+                    %% a filesystem socket from now on (restarts too)
+                    open(Program, UseSocket, path);
                 {error, {events_socket, Why}} ->
                     %% the socket is only faster: never a reason not to run
                     ?LOG_WARNING("ws_port: events socket failed (~p): events come on stdout", [Why]),
-                    open_with(Program, false);
+                    open_with(Program, false, Ns);
                 Other ->
                     Other
             end
     end.
 
-open_with(Program, UseSocket) ->
-    {Listen, Args} = events_listen(UseSocket),
+open_with(Program, UseSocket, Ns) ->
+    {Listen, Args} = events_listen(UseSocket, Ns),
     try
         open_port({spawn_executable, Program}, [
             {args, Args}, {packet, 4}, binary, exit_status, use_stdio
         ])
     of
-        Port -> events_accept(Port, Listen)
+        Port ->
+            case events_accept(Port, Listen) of
+                {ok, Port, Events} -> {ok, Port, Events, Ns};
+                Error -> Error
+            end
     catch
         error:Reason ->
-            close_events(Listen),
+            close_listen(Listen),
             {error, {port_program, Program, Reason}}
     end.
 
-%% The events socket: a unix socket in the abstract namespace (nothing left
-%% on disk), named for this OS process, a unique integer and random bytes.
-%% If it cannot be made (not Linux, disabled), events come on stdout.
-events_listen(true) ->
+%% Where the events socket goes: Linux has the abstract namespace (nothing
+%% left on disk); elsewhere a filesystem path.
+default_events_ns() ->
+    case os:type() of
+        {unix, linux} -> abstract;
+        _ -> path
+    end.
+
+%% The events socket: a unix socket named for this OS process, a unique
+%% integer and random bytes, in the abstract namespace or, with `path', in a
+%% new directory of its own (mode 0700, under $TMPDIR or /tmp) removed once
+%% the program has connected. If it cannot be made (disabled, no room),
+%% events come on stdout. Returns {Listen, ProgramArgs}; Listen is
+%% {Socket, Dir | undefined} or undefined.
+events_listen(true, Ns) ->
     Name = iolist_to_binary([
         "ws_port.", os:getpid(), $., integer_to_list(erlang:unique_integer([positive])), $.,
         binary:encode_hex(rand:bytes(6))
     ]),
-    Opts = [
-        {ifaddr, {local, <<0, Name/binary>>}}, binary, {packet, 4}, {active, false}, {backlog, 64}
-    ],
-    case gen_tcp:listen(0, Opts) of
-        {ok, L} ->
-            {L, ["port", "--events-socket", <<$@, Name/binary>>]};
+    case events_address(Ns, Name) of
+        {ok, Addr, Arg, Dir} ->
+            Opts = [
+                {ifaddr, {local, Addr}}, binary, {packet, 4}, {active, false}, {backlog, 64}
+            ],
+            case gen_tcp:listen(0, Opts) of
+                {ok, L} ->
+                    {{L, Dir}, ["port", "--events-socket", Arg]};
+                {error, Reason} ->
+                    remove_dir(Dir),
+                    ?LOG_WARNING("ws_port: no events socket (~p): events come on stdout", [Reason]),
+                    {undefined, ["port"]}
+            end;
         {error, Reason} ->
             ?LOG_WARNING("ws_port: no events socket (~p): events come on stdout", [Reason]),
             {undefined, ["port"]}
     end;
-events_listen(_) ->
+events_listen(_, _) ->
     %% "port": the program then answers anything on stdin in the protocol
     %% (without it, input that is not {packet,4} commands gets a usage note)
     {undefined, ["port"]}.
 
+events_address(abstract, Name) ->
+    {ok, <<0, Name/binary>>, <<$@, Name/binary>>, undefined};
+events_address(path, Name) ->
+    case private_dir(Name) of
+        {ok, Dir} ->
+            Path = filename:join(Dir, "ev"),
+            {ok, Path, Path, Dir};
+        {error, _} = E ->
+            E
+    end.
+
+%% A new directory only we can enter: make_dir fails if the name exists
+%% (nobody can slip one in first), the mode is set before the socket is made.
+private_dir(Name) ->
+    Base =
+        case os:getenv("TMPDIR") of
+            T when is_list(T), T =/= "" -> T;
+            _ -> "/tmp"
+        end,
+    %% the socket path must fit in sun_path: long $TMPDIRs (macOS) give way
+    Dir0 = filename:join(Base, binary_to_list(Name)),
+    Dir =
+        case length(Dir0) + 3 > ?MAX_SOCKET_PATH of
+            true -> filename:join("/tmp", "wsp." ++ binary_to_list(binary:encode_hex(rand:bytes(8))));
+            false -> Dir0
+        end,
+    case file:make_dir(Dir) of
+        ok ->
+            case file:change_mode(Dir, 8#700) of
+                ok ->
+                    {ok, Dir};
+                {error, _} = E ->
+                    _ = file:del_dir(Dir),
+                    E
+            end;
+        {error, Why} ->
+            {error, {Dir, Why}}
+    end.
+
+remove_dir(undefined) ->
+    ok;
+remove_dir(Dir) ->
+    _ = file:delete(filename:join(Dir, "ev")),
+    _ = file:del_dir(Dir),
+    ok.
+
+close_listen(undefined) ->
+    ok;
+close_listen({L, Dir}) ->
+    gen_tcp:close(L),
+    remove_dir(Dir).
+
 %% The program's first packet says whether it reached the socket; then the
 %% connection is accepted, and taken only from the program itself or a
-%% process it started (peer credentials: the OS pid). Anything else (a
-%% stranger in the queue, a program too slow to say hello) ends with
-%% {error, {events_socket, _}} and the program closed.
+%% process it started (peer credentials: the OS pid; where the OS gives no
+%% pid, the user: see peer_ok/3). Anything else (a stranger in the queue, a
+%% program too slow to say hello) ends with {error, {events_socket, _}} and
+%% the program closed; {hello, no_abstract} (a build of the program without
+%% abstract socket names) with {error, {events_socket, no_abstract}}.
 events_accept(Port, undefined) ->
     {ok, Port, undefined};
-events_accept(Port, Listen) ->
+events_accept(Port, {L, Dir} = Listen) ->
     Deadline = erlang:monotonic_time(millisecond) + ?EVENTS_ACCEPT_MS,
     R =
         receive
             {Port, {data, <<131, _/binary>> = Hello}} ->
                 case {catch binary_to_term(Hello), erlang:port_info(Port, os_pid)} of
                     {{hello, socket}, {os_pid, OsPid}} when is_integer(OsPid) ->
-                        accept_from(Listen, OsPid, Deadline);
+                        accept_from(L, Dir, OsPid, Deadline);
                     {{hello, stdout}, _} ->
                         %% the program could not connect (it said why on stderr)
                         stdout;
+                    {{hello, no_abstract}, _} ->
+                        {error, no_abstract};
                     Other ->
                         {error, {bad_hello, Other}}
                 end;
@@ -1011,7 +1106,7 @@ events_accept(Port, Listen) ->
         after ?EVENTS_ACCEPT_MS ->
             {error, timeout}
         end,
-    close_events(Listen),
+    close_listen(Listen),
     case R of
         {ok, S} ->
             _ = inet:setopts(S, [{active, ?EVENTS_ACTIVE}]),
@@ -1026,26 +1121,50 @@ events_accept(Port, Listen) ->
             {error, {events_socket, Why}}
     end.
 
-accept_from(Listen, OsPid, Deadline) ->
+accept_from(Listen, Dir, OsPid, Deadline) ->
     Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
     case gen_tcp:accept(Listen, Left) of
         {ok, S} ->
-            case inet:getopts(S, [{raw, ?SOL_SOCKET, ?SO_PEERCRED, 12}]) of
-                {ok, [{raw, _, _, <<Peer:32/native, _/binary>>}]} when Peer > 0 ->
-                    case descends_from(Peer, OsPid, 4) of
-                        true ->
-                            {ok, S};
-                        false ->
-                            %% someone else found the name: not ours to read
-                            gen_tcp:close(S),
-                            accept_from(Listen, OsPid, Deadline)
-                    end;
-                _ ->
+            case peer_ok(S, Dir, OsPid) of
+                true ->
+                    {ok, S};
+                false ->
+                    %% someone else found the name: not ours to read
                     gen_tcp:close(S),
-                    accept_from(Listen, OsPid, Deadline)
+                    accept_from(Listen, Dir, OsPid, Deadline)
             end;
         {error, _} = E ->
             E
+    end.
+
+%% Linux (abstract name or path): SO_PEERCRED's pid is the program or a
+%% descendant. macOS and the BSDs (always a path): LOCAL_PEERCRED's uid
+%% (what getpeereid(3) reads) owns the private directory, i.e. is ours; if
+%% the OS refuses the option, the directory's mode 0700 already kept other
+%% users out (root aside).
+peer_ok(S, Dir, OsPid) ->
+    case os:type() of
+        {unix, linux} ->
+            case inet:getopts(S, [{raw, ?SOL_SOCKET, ?SO_PEERCRED, 12}]) of
+                {ok, [{raw, _, _, <<Peer:32/native, _/binary>>}]} when Peer > 0 ->
+                    descends_from(Peer, OsPid, 4);
+                _ ->
+                    false
+            end;
+        _ when Dir =/= undefined ->
+            Owner =
+                case file:read_file_info(Dir) of
+                    {ok, #file_info{uid = U}} -> U;
+                    _ -> undefined
+                end,
+            case inet:getopts(S, [{raw, ?SOL_LOCAL, ?LOCAL_PEERCRED, ?XUCRED_SIZE}]) of
+                {ok, [{raw, _, _, <<_Version:32/native, Uid:32/native, _/binary>>}]} ->
+                    Uid =:= Owner;
+                _ ->
+                    is_integer(Owner)
+            end;
+        _ ->
+            false
     end.
 
 %% Pid is OsPid, or its child, grandchild... up to Depth levels (a wrapper
@@ -1093,10 +1212,15 @@ port_exited(Status, State0) ->
                          [Status, map_size(Conns)]),
             %% the new program never heard those questions
             _ = [gen_server:reply(W, {error, port_exit}) || W <- State#state.pstats],
-            case open(State#state.program, State#state.use_socket) of
-                {ok, Port, Events} ->
+            #state{program = Program, use_socket = UseSocket, events_ns = Ns0} = State,
+            case open(Program, UseSocket, Ns0) of
+                {ok, Port, Events, Ns} ->
                     State2 = State#state{
-                        port = Port, events = Events, restarts = Restarts, pstats = []
+                        port = Port,
+                        events = Events,
+                        events_ns = Ns,
+                        restarts = Restarts,
+                        pstats = []
                     },
                     {noreply, replay(Status, State2)};
                 {error, Reason} ->

@@ -1,0 +1,34 @@
+defmodule WsPort.DocsTest do
+  @moduledoc """
+  The Erlang modules' doc chunks that the Mix build makes (the
+  ws_port_chunks compiler in mix.exs; rebar3's compile hook makes the same,
+  test/ws_port_doc_tests.erl): `h :ws_port.connect` in IEx shows the docs,
+  and `code:get_doc/1` finds a chunk for every module of the application.
+  """
+  use ExUnit.Case, async: true
+
+  import ExUnit.CaptureIO
+
+  test "every Erlang module of the application has its chunk where code:get_doc/1 looks" do
+    {:ok, mods} = :application.get_key(:ws_port, :modules)
+    erl_mods = Enum.reject(mods, &String.starts_with?(Atom.to_string(&1), "Elixir."))
+    assert length(erl_mods) >= 10
+    dir = Path.join([:code.lib_dir(:ws_port), "doc", "chunks"])
+    assert Enum.reject(erl_mods, &File.regular?(Path.join(dir, "#{&1}.chunk"))) == []
+  end
+
+  test "code:get_doc(ws_port) has the docs of connect/2" do
+    {:ok, {:docs_v1, _, :erlang, "application/erlang+html", %{"en" => _}, _, docs}} =
+      :code.get_doc(:ws_port)
+
+    assert [%{"en" => text}] = for({{:function, :connect, 2}, _, _, d, _} <- docs, do: d)
+    assert inspect(text, limit: :infinity) =~ "Opens a WebSocket connection"
+  end
+
+  test "h :ws_port.connect in IEx prints them" do
+    out = capture_io(fn -> IEx.Introspection.h({:ws_port, :connect}) end)
+    assert out =~ "Opens a WebSocket connection owned by the caller"
+    assert out =~ "connect(Url,"
+    refute out =~ "No documentation"
+  end
+end
