@@ -13,7 +13,7 @@ CC ?= cc
 ERL_INTERFACE := $(shell erl -noshell -eval 'io:format("~s",[code:lib_dir(erl_interface)]),halt().' 2>/dev/null)
 CFLAGS ?= -O2 -g
 WS_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I$(ERL_INTERFACE)/include -Ic_src
-WS_LIBS := -L$(ERL_INTERFACE)/lib -lei -lwebsockets -lssl -lcrypto -lcares -luv -lpthread -lm
+WS_LIBS := -L$(ERL_INTERFACE)/lib -lei -lwebsockets -lssl -lcrypto -lcares -luv -lpthread -lm -lz
 
 SRCS := $(wildcard c_src/*.c)
 LIB_SRCS := $(filter-out c_src/ws_port.c,$(SRCS))
@@ -64,11 +64,13 @@ FUZZ_SRCS := $(wildcard c_test/fuzz_*.c)
 FUZZ_BINS := $(patsubst c_test/%.c,c_build/fuzz/%,$(FUZZ_SRCS))
 # the c_src files each harness links (default: the codec alone)
 FUZZ_LINK_fuzz_proto := c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c
+FUZZ_LINK_fuzz_deflate := c_src/wsp_deflate.c c_src/ws_codec.c c_src/wsp_buf.c
 
-c_build/fuzz/fuzz_%: c_test/fuzz_%.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c $(HDRS)
+c_build/fuzz/fuzz_%: c_test/fuzz_%.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c \
+  c_src/wsp_deflate.c c_src/wsp_buf.c $(HDRS)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ-LD $@"; $(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< \
-	  $(or $(FUZZ_LINK_fuzz_$*),c_src/ws_codec.c) -L$(ERL_INTERFACE)/lib -lei -lssl -lcrypto
+	  $(or $(FUZZ_LINK_fuzz_$*),c_src/ws_codec.c) -L$(ERL_INTERFACE)/lib -lei -lssl -lcrypto -lz
 
 fuzz: $(FUZZ_BINS)
 	@set -e; for b in $(FUZZ_BINS); do n=$$(basename $$b); \
