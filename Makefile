@@ -63,7 +63,7 @@ FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=
 FUZZ_SRCS := $(wildcard c_test/fuzz_*.c)
 FUZZ_BINS := $(patsubst c_test/%.c,c_build/fuzz/%,$(FUZZ_SRCS))
 # the c_src files each harness links (default: the codec alone)
-FUZZ_LINK_fuzz_proto := c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c
+FUZZ_LINK_fuzz_proto := c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c c_src/wsp_deflate.c c_src/wsp_buf.c
 FUZZ_LINK_fuzz_deflate := c_src/wsp_deflate.c c_src/ws_codec.c c_src/wsp_buf.c
 
 c_build/fuzz/fuzz_%: c_test/fuzz_%.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c \

@@ -1,0 +1,348 @@
+Code.require_file("support/peer.exs", __DIR__)
+
+defmodule WsPort.CompressionTest do
+  @moduledoc """
+  permessage-deflate (RFC 7692, the `compress` option) against real peers:
+  python3-websockets (`ws_server.py --deflate`) and node `ws`
+  (`ws_server.js --deflate`), each with several parameter sets (context
+  takeover on and off, window bits 9..15), messages of 16 B to 256 KiB,
+  text and binary, compressible and not, fragmented compressed messages;
+  and a hostile server (evil_server.py `/pmd`): RSV1 on a control frame and
+  on a continuation, a truncated deflate stream, an extension answer that
+  was not offered or is malformed, and a decompression bomb (1 GiB of
+  zeroes in about 1 MiB) that must end with 1009 while the port program's
+  memory stays bounded.
+  """
+  use ExUnit.Case, async: false
+
+  alias WsPort.Test.Peer
+
+  @moduletag timeout: 600_000
+  # liveness bound, not a performance threshold
+  @wait 60_000
+
+  setup_all do
+    {:ok, _} = Application.ensure_all_started(:ws_port)
+    evil = Peer.start!(:evil)
+    on_exit(fn -> Peer.stop(evil) end)
+
+    program = System.get_env("WS_PORT_PROGRAM")
+    start_opts = if program in [nil, ""], do: [], else: [port_program: Path.expand(program)]
+
+    start_supervised!(%{
+      id: :compression_driver,
+      start: {:ws_port_driver, :start_link, [:ws_port_compression_driver, start_opts]}
+    })
+
+    %{evil: evil, evil_base: "ws://127.0.0.1:#{Peer.port(evil)}"}
+  end
+
+  defp connect(url, opts) do
+    :ws_port.connect(url, Map.merge(%{driver: :ws_port_compression_driver, retry: false}, opts))
+  end
+
+  defp connect!(url, opts) do
+    case connect(url, opts) do
+      {:ok, conn} -> conn
+      other -> flunk("connect #{url} failed: #{inspect(other)}")
+    end
+  end
+
+  defp recv(conn) do
+    receive do
+      {:ws_port, ^conn, {type, data}} when type in [:text, :binary] -> {type, data}
+      {:ws_port_closed, ^conn, reason} -> flunk("closed: #{inspect(reason)}")
+    after
+      @wait -> flunk("no message within #{@wait} ms")
+    end
+  end
+
+  defp await_closed(conn) do
+    receive do
+      {:ws_port_closed, ^conn, reason} -> reason
+      {:ws_port, ^conn, msg} -> flunk("unexpected message #{inspect(msg, limit: 5)}")
+    after
+      @wait -> flunk("not closed within #{@wait} ms")
+    end
+  end
+
+  # JSON-like text (compressible), and random bytes (not)
+  defp json(size) do
+    row = ~s({"sym":"BTC-PERP","px":43125.5,"qty":0.25,"side":"buy","seq":)
+
+    Stream.iterate(0, &(&1 + 1))
+    |> Stream.map(&(row <> Integer.to_string(&1) <> "},"))
+    |> Enum.reduce_while("", fn s, acc ->
+      if byte_size(acc) >= size, do: {:halt, acc}, else: {:cont, acc <> s}
+    end)
+    |> binary_part(0, size)
+  end
+
+  @sizes [16, 100, 1000, 16_384, 70_000, 262_144]
+
+  defp echo_all(conn) do
+    for size <- @sizes, kind <- [:text, :binary, :random] do
+      msg =
+        case kind do
+          :random -> {:binary, :crypto.strong_rand_bytes(size)}
+          :text -> {:text, json(size)}
+          :binary -> {:binary, json(size)}
+        end
+
+      :ok = :ws_port.send(conn, msg)
+      assert recv(conn) == msg, "echo of #{size} bytes (#{kind})"
+    end
+  end
+
+  # the peer's parameters, our compress option, and what must be agreed
+  @python_sets [
+    {~s({}), true, %{server_no_context_takeover: false, client_no_context_takeover: false}},
+    {~s({"server_no_context_takeover": true, "client_no_context_takeover": true}), true,
+     %{server_no_context_takeover: true, client_no_context_takeover: true}},
+    {~s({"server_max_window_bits": 9, "client_max_window_bits": 9}), true,
+     %{server_max_window_bits: 9, client_max_window_bits: 9}},
+    {~s({"server_max_window_bits": 12, "client_max_window_bits": 15}),
+     %{client_max_window_bits: 11}, %{server_max_window_bits: 12, client_max_window_bits: 11}},
+    {~s({}), %{server_no_context_takeover: true, server_max_window_bits: 10},
+     %{server_no_context_takeover: true, server_max_window_bits: 10}},
+    {~s({}), %{client_no_context_takeover: true, server_max_window_bits: 15, level: 1},
+     %{client_no_context_takeover: true, server_max_window_bits: 15}}
+  ]
+
+  @node_sets [
+    {~s({}), true, %{server_no_context_takeover: false, server_max_window_bits: 15}},
+    {~s({"serverNoContextTakeover": true, "clientNoContextTakeover": true}), true,
+     %{server_no_context_takeover: true, client_no_context_takeover: true}},
+    {~s({"serverMaxWindowBits": 9, "clientMaxWindowBits": 10}), true,
+     %{server_max_window_bits: 9, client_max_window_bits: 10}},
+    {~s({}), %{server_max_window_bits: 13, client_max_window_bits: 12, mem_level: 4},
+     %{server_max_window_bits: 13, client_max_window_bits: 12}},
+    {~s({}), %{server_no_context_takeover: true, client_no_context_takeover: true},
+     %{server_no_context_takeover: true, client_no_context_takeover: true}}
+  ]
+
+  for {peer, sets} <- [python: @python_sets, node: @node_sets],
+      {{params, compress, want}, k} <- Enum.with_index(sets) do
+    @tag peer: peer
+    test "#{peer} #{params} with compress #{inspect(compress)}: echo 16 B..256 KiB (set #{k})" do
+      p = Peer.start!(unquote(peer), args: ["--deflate", unquote(params)])
+
+      try do
+        conn =
+          connect!("ws://127.0.0.1:#{Peer.port(p)}/echo", %{
+            compress: unquote(Macro.escape(compress))
+          })
+
+        echo_all(conn)
+        {:ok, info} = :ws_port.info(conn)
+        c = info.compression
+        assert is_map(c), "compression not negotiated: #{inspect(info)}"
+
+        for {key, value} <- unquote(Macro.escape(want)) do
+          assert Map.fetch!(c, key) == value, "#{key}: #{inspect(c)}"
+        end
+
+        # compressible messages went smaller on the wire, both ways
+        assert c.bytes_out_wire < c.bytes_out_plain
+        assert c.bytes_in_wire < c.bytes_in_plain
+        # the same number of plain bytes went out and came back
+        assert c.bytes_out_plain == c.bytes_in_plain
+        # the connection's wire byte counts include the compressed payloads
+        assert info.bytes_in >= c.bytes_in_wire and info.bytes_in < c.bytes_in_plain
+        assert info.msgs_spliced == 0
+        :ok = :ws_port.close(conn)
+      after
+        Peer.stop(p)
+      end
+    end
+  end
+
+  for peer <- [:python, :node] do
+    test "#{peer}: fragmented compressed messages, and many compressed sends" do
+      p = Peer.start!(unquote(peer), args: ["--deflate", "{}"])
+
+      try do
+        conn = connect!("ws://127.0.0.1:#{Peer.port(p)}/fragmented", %{compress: true})
+        assert recv(conn) == {:text, "Hello, fragmented world"}
+        assert recv(conn) == {:binary, :binary.copy(:binary.list_to_bin(Enum.to_list(0..255)), 4)}
+
+        for i <- 1..200, do: :ok = :ws_port.send(conn, {:text, json(100 + i * 37)})
+        for i <- 1..200, do: assert(recv(conn) == {:text, json(100 + i * 37)})
+        {:ok, %{compression: c}} = :ws_port.info(conn)
+        assert c.bytes_in_wire < c.bytes_in_plain
+        :ok = :ws_port.close(conn)
+      after
+        Peer.stop(p)
+      end
+    end
+  end
+
+  test "a server without compression: the offer is declined, messages go uncompressed" do
+    p = Peer.start!(:python)
+
+    try do
+      conn = connect!("ws://127.0.0.1:#{Peer.port(p)}/echo", %{compress: true})
+      :ok = :ws_port.send(conn, {:text, json(5000)})
+      assert recv(conn) == {:text, json(5000)}
+      assert {:ok, %{compression: false}} = :ws_port.info(conn)
+      :ok = :ws_port.close(conn)
+    after
+      Peer.stop(p)
+    end
+  end
+
+  test "the offer and the server's view of it" do
+    p = Peer.start!(:python)
+
+    try do
+      conn =
+        connect!("ws://127.0.0.1:#{Peer.port(p)}/headers", %{
+          compress: %{server_no_context_takeover: true, client_max_window_bits: 10}
+        })
+
+      {:text, json} = recv(conn)
+
+      assert json =~
+               ~s("sec-websocket-extensions": "permessage-deflate; client_max_window_bits=10; server_no_context_takeover")
+
+      :ok = :ws_port.close(conn)
+    after
+      Peer.stop(p)
+    end
+  end
+
+  # Large compressed binary messages over plain ws: never spliced (their
+  # bytes must go through the inflater), whatever their wire size.
+  test "large compressed binary messages are inflated, not spliced" do
+    p = Peer.start!(:python, args: ["--deflate", "{}"])
+
+    try do
+      conn = connect!("ws://127.0.0.1:#{Peer.port(p)}/echo", %{compress: %{threshold: 0}})
+
+      for size <- [40_000, 65_536, 200_000, 900_000], kind <- [:random, :letters] do
+        # random: deflate cannot shrink it, so the wire frame is as large;
+        # 16 random letters: about half as large (Huffman codes only)
+        data = :crypto.strong_rand_bytes(size)
+
+        data =
+          if kind == :letters,
+            do: for(<<b <- data>>, into: "", do: <<?a + rem(b, 16)>>),
+            else: data
+
+        msg = {:binary, data}
+        :ok = :ws_port.send(conn, msg)
+        assert recv(conn) == msg, "#{kind} #{size}"
+      end
+
+      {:ok, info} = :ws_port.info(conn)
+      assert info.msgs_spliced == 0
+      assert info.compression.bytes_in_wire >= 40_000 + 65_536 + 200_000 + 900_000
+      assert info.msgs_in == 8
+      :ok = :ws_port.close(conn)
+    after
+      Peer.stop(p)
+    end
+  end
+
+  describe "hostile server" do
+    test "RSV1 on a control frame is 1002", ctx do
+      conn = connect!(ctx.evil_base <> "/pmd?case=rsv1_ping", %{compress: true})
+      assert {:protocol_error, 1002, "RSV1 set on a control frame"} = await_closed(conn)
+    end
+
+    test "RSV1 on a continuation frame is 1002", ctx do
+      conn = connect!(ctx.evil_base <> "/pmd?case=rsv1_cont", %{compress: true})
+      assert {:protocol_error, 1002, "RSV1 set on a continuation frame"} = await_closed(conn)
+    end
+
+    test "the RFC 7692 examples inflate, with the shared window", ctx do
+      conn = connect!(ctx.evil_base <> "/pmd?case=hello", %{compress: true})
+      assert recv(conn) == {:text, "Hello"}
+      assert recv(conn) == {:text, "Hello"}
+      :ok = :ws_port.close(conn)
+    end
+
+    test "a truncated deflate stream is 1007", ctx do
+      conn = connect!(ctx.evil_base <> "/pmd?case=truncated", %{compress: true})
+
+      assert {:protocol_error, 1007, "truncated deflate data in a compressed message"} =
+               await_closed(conn)
+    end
+
+    test "an extension answer that was not offered fails the handshake", ctx do
+      path = "/pmd?case=answer&ext=" <> URI.encode_www_form("permessage-deflate")
+
+      assert {:error, {:bad_handshake, "server chose an extension we did not offer"}} =
+               connect(ctx.evil_base <> path, %{})
+
+      path = "/pmd?case=answer&ext=" <> URI.encode_www_form("x-webkit-deflate-frame")
+
+      assert {:error,
+              {:bad_handshake,
+               "permessage-deflate answer: the server chose an extension we did not offer"}} =
+               connect(ctx.evil_base <> path, %{compress: true})
+    end
+
+    test "a malformed answer fails the handshake naming the parameter", ctx do
+      cases = [
+        {"permessage-deflate; server_max_window_bits=99", %{},
+         "server_max_window_bits is not a number 8..15"},
+        {"permessage-deflate; client_max_window_bits", %{},
+         "client_max_window_bits needs a value 8..15"},
+        {"permessage-deflate; server_no_context_takeover=1", %{},
+         "server_no_context_takeover takes no value"},
+        {"permessage-deflate; client_no_context_takeover; client_no_context_takeover", %{},
+         "client_no_context_takeover given twice"},
+        {"permessage-deflate; mystery", %{}, "unknown parameter"},
+        {"permessage-deflate, permessage-deflate", %{},
+         "more than one extension (only permessage-deflate was offered)"},
+        {"permessage-deflate; server_max_window_bits=12", %{server_max_window_bits: 10},
+         "server_max_window_bits larger than offered"},
+        {"permessage-deflate", %{server_no_context_takeover: true},
+         "server_no_context_takeover was offered but not answered"}
+      ]
+
+      for {ext, compress, why} <- cases do
+        path = "/pmd?case=answer&ext=" <> URI.encode_www_form(ext)
+
+        assert {:error, {:bad_handshake, detail}} =
+                 connect(ctx.evil_base <> path, %{compress: compress})
+
+        assert detail == "permessage-deflate answer: " <> why
+      end
+    end
+
+    test "a decompression bomb ends with 1009 and the port's memory stays bounded", ctx do
+      %{os_pid: os_pid} = :ws_port_driver.program(:ws_port_compression_driver)
+      max = 1024 * 1024
+      path = "/pmd?case=bomb&size=#{1024 * 1024 * 1024}"
+      conn = connect!(ctx.evil_base <> path, %{compress: true, max_message_size: max})
+      line = Peer.await_line(ctx.evil, "BOMB #{path} ", @wait)
+      [_, _, wire] = String.split(line, " ")
+      # about 1 MiB on the wire inflating to 1 GiB
+      assert String.to_integer(wire) < 2 * 1024 * 1024
+
+      assert {:protocol_error, 1009, "message exceeds max_message_size once inflated"} =
+               await_closed(conn)
+
+      # inflating it all would take 1 GiB; the port stopped after 1 MiB
+      peak = status_kib(os_pid, "VmHWM")
+      assert peak < 150 * 1024, "port program VmHWM #{peak} KiB"
+      assert status_kib(os_pid, "VmRSS") < 150 * 1024
+    end
+  end
+
+  defp status_kib(os_pid, field) do
+    "/proc/#{os_pid}/status"
+    |> File.read!()
+    |> String.split("\n")
+    |> Enum.find_value(fn line ->
+      key = field <> ":"
+
+      case String.split(line) do
+        [^key, kib, "kB"] -> String.to_integer(kib)
+        _ -> nil
+      end
+    end)
+  end
+end
