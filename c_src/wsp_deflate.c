@@ -17,6 +17,70 @@ void wsp_pmd_config_default(struct wsp_pmd_config *c)
     c->threshold = WSP_PMD_DEFAULT_THRESHOLD;
 }
 
+int wsp_pmd_config_parse(const char *spec, struct wsp_pmd_config *c, char *err, size_t errcap)
+{
+    static const struct {
+        const char *name;
+        long lo, hi; /* lo > hi: a flag, no value */
+    } keys[] = {
+        {"client_max_window_bits", 9, 15}, {"server_max_window_bits", 8, 15},
+        {"client_no_context_takeover", 1, 0}, {"server_no_context_takeover", 1, 0},
+        {"level", 0, 9}, {"mem_level", 1, 9}, {"threshold", 0, 4294967295L},
+    };
+    wsp_pmd_config_default(c);
+    c->enabled = 1;
+    const char *p = spec;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', n);
+        size_t kn = eq ? (size_t)(eq - p) : n;
+        size_t k;
+        for (k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+            if (strlen(keys[k].name) == kn && !strncmp(keys[k].name, p, kn)) {
+                break;
+            }
+        }
+        if (k == sizeof keys / sizeof keys[0]) {
+            snprintf(err, errcap, "unknown compression parameter '%.*s'", (int)kn, p);
+            return -1;
+        }
+        long v = 1;
+        if (keys[k].lo > keys[k].hi) {
+            if (eq) {
+                snprintf(err, errcap, "%s takes no value", keys[k].name);
+                return -1;
+            }
+        } else {
+            char num[16];
+            size_t vn = eq ? n - kn - 1 : 0;
+            char *rest = NULL;
+            if (vn) {
+                memcpy(num, eq + 1, vn < sizeof num - 1 ? vn : sizeof num - 1);
+                num[vn < sizeof num - 1 ? vn : sizeof num - 1] = 0;
+                v = strtol(num, &rest, 10);
+            }
+            if (!vn || vn >= sizeof num || *rest || num[0] == '-' || num[0] == '+' ||
+                v < keys[k].lo || v > keys[k].hi) {
+                snprintf(err, errcap, "%s needs an integer from %ld to %ld", keys[k].name,
+                         keys[k].lo, keys[k].hi);
+                return -1;
+            }
+        }
+        switch (k) {
+        case 0: c->client_max_window_bits = (int)v; break;
+        case 1: c->server_max_window_bits = (int)v; break;
+        case 2: c->client_no_context_takeover = 1; break;
+        case 3: c->server_no_context_takeover = 1; break;
+        case 4: c->level = (int)v; break;
+        case 5: c->mem_level = (int)v; break;
+        default: c->threshold = (uint32_t)v; break;
+        }
+        p = end ? end + 1 : p + n;
+    }
+    return 0;
+}
+
 /* ---- the offer ----------------------------------------------------------- */
 
 int wsp_pmd_offer(const struct wsp_pmd_config *c, char *out, size_t cap)

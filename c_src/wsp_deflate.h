@@ -44,6 +44,13 @@ struct wsp_pmd_config {
 
 void wsp_pmd_config_default(struct wsp_pmd_config *c);
 
+/* Parses a comma-separated list of parameters as the CLI takes them
+ * ("server_no_context_takeover,client_max_window_bits=10,level=1"; empty:
+ * the defaults) into c, turning compression on. Keys and ranges as the
+ * compress option's. Returns 0, or -1 with a message in err (errcap bytes)
+ * naming the parameter. */
+int wsp_pmd_config_parse(const char *spec, struct wsp_pmd_config *c, char *err, size_t errcap);
+
 /* What was negotiated (the answer, checked). */
 struct wsp_pmd_agreed {
     int server_max_window_bits;       /* the server's window: 8..15 */

@@ -54,6 +54,43 @@ static void test_offer(void **state)
     assert_int_equal(wsp_pmd_offer(&c, buf, 20), -1);
 }
 
+static void test_config_parse(void **state)
+{
+    (void)state;
+    struct wsp_pmd_config c;
+    char err[128];
+    assert_int_equal(wsp_pmd_config_parse("", &c, err, sizeof err), 0);
+    assert_int_equal(c.enabled, 1);
+    assert_int_equal(c.level, WSP_PMD_DEFAULT_LEVEL);
+    assert_int_equal(wsp_pmd_config_parse("server_no_context_takeover,client_max_window_bits=10,"
+                                          "server_max_window_bits=8,level=1,mem_level=3,"
+                                          "threshold=0,client_no_context_takeover",
+                                          &c, err, sizeof err),
+                     0);
+    assert_int_equal(c.server_no_context_takeover, 1);
+    assert_int_equal(c.client_no_context_takeover, 1);
+    assert_int_equal(c.client_max_window_bits, 10);
+    assert_int_equal(c.server_max_window_bits, 8);
+    assert_int_equal(c.level, 1);
+    assert_int_equal(c.mem_level, 3);
+    assert_int_equal(c.threshold, 0);
+    static const struct {
+        const char *spec, *err;
+    } bad[] = {
+        {"foo", "unknown compression parameter 'foo'"},
+        {"client_max_window_bits=8", "client_max_window_bits needs an integer from 9 to 15"},
+        {"client_max_window_bits", "client_max_window_bits needs an integer from 9 to 15"},
+        {"level=x", "level needs an integer from 0 to 9"},
+        {"threshold=-1", "threshold needs an integer from 0 to 4294967295"},
+        {"server_no_context_takeover=1", "server_no_context_takeover takes no value"},
+        {"level=99999999999999999999", "level needs an integer from 0 to 9"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        assert_int_equal(wsp_pmd_config_parse(bad[k].spec, &c, err, sizeof err), -1);
+        assert_string_equal(err, bad[k].err);
+    }
+}
+
 /* ---- the answer ------------------------------------------------------------ */
 
 static int answer(const struct wsp_pmd_config *c, const char *v, struct wsp_pmd_agreed *a,
@@ -603,6 +640,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_offer),
+        cmocka_unit_test(test_config_parse),
         cmocka_unit_test(test_answer_ok),
         cmocka_unit_test(test_answer_bad),
         cmocka_unit_test(test_inflate_rfc_examples),

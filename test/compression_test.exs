@@ -244,6 +244,76 @@ defmodule WsPort.CompressionTest do
     end
   end
 
+  # The command line client: `ws_port connect URL --compress[=...]`, stdin
+  # from a file, stderr kept apart (as test/cli_test.exs runs it).
+  defp cli(args, input) do
+    dir = System.tmp_dir!()
+    n = System.unique_integer([:positive])
+    in_file = Path.join(dir, "wsp_pmd_in_#{n}")
+    err_file = Path.join(dir, "wsp_pmd_err_#{n}")
+    File.write!(in_file, input)
+    bin = Path.expand(System.get_env("WS_PORT_PROGRAM") || "../priv/ws_port", __DIR__)
+    script = ~s(exec timeout 30 "$0" "$@" <"$WSP_IN" 2>"$WSP_ERR")
+
+    {out, status} =
+      System.cmd("/bin/sh", ["-c", script, bin | args],
+        env: [{"WSP_IN", in_file}, {"WSP_ERR", err_file}]
+      )
+
+    err = File.read!(err_file)
+    File.rm(in_file)
+    File.rm(err_file)
+    {status, out, err}
+  end
+
+  describe "command line" do
+    test "--compress: the offer reaches the server, compressed messages come back" do
+      p = Peer.start!(:python, args: ["--deflate", ~s({"server_no_context_takeover": true})])
+
+      try do
+        url = "ws://127.0.0.1:#{Peer.port(p)}"
+        {0, out, _} = cli(["connect", url <> "/headers", "--compress", "--count", "1"], "")
+
+        assert out =~
+                 ~s("sec-websocket-extensions": "permessage-deflate; client_max_window_bits")
+
+        {0, out, _} =
+          cli(
+            [
+              "connect",
+              url <> "/headers",
+              "--compress=server_no_context_takeover,client_max_window_bits=9",
+              "--count",
+              "1"
+            ],
+            ""
+          )
+
+        assert out =~
+                 ~s("sec-websocket-extensions": "permessage-deflate; client_max_window_bits=9; server_no_context_takeover")
+
+        lines = for i <- 1..20, do: json(200 + i * 100)
+
+        {0, out, err} =
+          cli(
+            ["connect", url <> "/echo", "--compress=threshold=0", "--count", "20"],
+            Enum.join(lines, "\n") <> "\n"
+          )
+
+        assert String.split(out, "\n", trim: true) == lines, err
+      after
+        Peer.stop(p)
+      end
+    end
+
+    test "--compress with a bad parameter is a usage error naming it" do
+      {2, "", err} = cli(["connect", "ws://127.0.0.1:1/", "--compress=level=12"], "")
+      assert err =~ "--compress: level needs an integer from 0 to 9"
+      {2, "", err} = cli(["connect", "ws://127.0.0.1:1/", "--compress=window=9"], "")
+      assert err =~ "--compress: unknown compression parameter 'window'"
+    end
+  end
+
   describe "hostile server" do
     test "RSV1 on a control frame is 1002", ctx do
       conn = connect!(ctx.evil_base <> "/pmd?case=rsv1_ping", %{compress: true})
