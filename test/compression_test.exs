@@ -1,4 +1,5 @@
 Code.require_file("support/peer.exs", __DIR__)
+Code.require_file("support/test_clients.exs", __DIR__)
 
 defmodule WsPort.CompressionTest do
   @moduledoc """
@@ -238,6 +239,50 @@ defmodule WsPort.CompressionTest do
       assert info.msgs_spliced == 0
       assert info.compression.bytes_in_wire >= 40_000 + 65_536 + 200_000 + 900_000
       assert info.msgs_in == 8
+      :ok = :ws_port.close(conn)
+    after
+      Peer.stop(p)
+    end
+  end
+
+  test "WsPort.Client and the producer's options pass compress through" do
+    p = Peer.start!(:python, args: ["--deflate", ~s({"client_no_context_takeover": true})])
+
+    try do
+      url = "ws://127.0.0.1:#{Peer.port(p)}/echo"
+
+      {:ok, pid} =
+        WsPort.Client.start(WsPort.Test.ReportClient, url,
+          init_arg: [test: self()],
+          compress: [threshold: 0, level: 9],
+          retry: false
+        )
+
+      assert_receive {:client, :connect, ^pid, _}, @wait
+      :ok = WsPort.Client.send_frame(pid, {:text, json(3000)})
+      assert_receive {:client, :frame, ^pid, {:text, got}}, @wait
+      assert got == json(3000)
+      {:ok, conn} = WsPort.Client.connection(pid)
+      {:ok, %{compression: c}} = WsPort.info(conn)
+      assert c.client_no_context_takeover == true
+      assert c.bytes_out_wire < c.bytes_out_plain and c.bytes_in_wire < c.bytes_in_plain
+      WsPort.Client.close(pid)
+
+      {:ok, config} =
+        WsPort.ProducerOptions.validate(url: url, compress: [server_no_context_takeover: true])
+
+      opts = WsPort.ProducerOptions.connect_opts(config)
+      assert opts.compress == %{server_no_context_takeover: true}
+      # what the producer passes connects and negotiates
+      conn =
+        connect!(
+          url,
+          Map.merge(Map.drop(opts, [:driver]), %{await: true, active: true, retry: false})
+        )
+
+      :ok = :ws_port.send(conn, {:text, json(2000)})
+      assert recv(conn) == {:text, json(2000)}
+      {:ok, %{compression: %{server_no_context_takeover: true}}} = :ws_port.info(conn)
       :ok = :ws_port.close(conn)
     after
       Peer.stop(p)
