@@ -289,6 +289,78 @@ defmodule WsPort.CompressionTest do
     end
   end
 
+  # A server that completes the handshake (answering permessage-deflate when
+  # `ext` is true) and then never reads: what a sender may queue is bounded
+  # by the busy mark (4 MiB), counted in bytes on the wire.
+  defp silent_server(ext) do
+    {:ok, l} = :gen_tcp.listen(0, [:binary, ip: {127, 0, 0, 1}, active: false, recbuf: 65536])
+    {:ok, port} = :inet.port(l)
+    test = self()
+
+    pid =
+      spawn_link(fn ->
+        {:ok, s} = :gen_tcp.accept(l)
+        head = read_head(s, "")
+        [_, key] = Regex.run(~r/sec-websocket-key: *([^\r]+)\r\n/i, head)
+        accept = Base.encode64(:crypto.hash(:sha, key <> "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+        extra = if ext, do: "Sec-WebSocket-Extensions: permessage-deflate\r\n", else: ""
+
+        :ok =
+          :gen_tcp.send(
+            s,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" <>
+              extra <> "Sec-WebSocket-Accept: #{accept}\r\n\r\n"
+          )
+
+        send(test, :handshake_done)
+        # never reads again
+        receive do
+          :stop -> :gen_tcp.close(s)
+        end
+      end)
+
+    {port, pid, l}
+  end
+
+  defp read_head(s, acc) do
+    if String.contains?(acc, "\r\n\r\n") do
+      acc
+    else
+      {:ok, d} = :gen_tcp.recv(s, 0, @wait)
+      read_head(s, acc <> d)
+    end
+  end
+
+  test "flow control counts compressed bytes: 64 MiB of zeroes go out to a server that does not read" do
+    {port, server, l} = silent_server(true)
+
+    conn = connect!("ws://127.0.0.1:#{port}/", %{compress: true})
+    assert_receive :handshake_done, @wait
+    mib = :binary.copy(<<0>>, 1024 * 1024)
+    sender = Task.async(fn -> for _ <- 1..64, do: :ok = :ws_port.send(conn, {:binary, mib}) end)
+    # liveness bound: 64 MiB deflate to about 64 KiB, far under the busy mark
+    assert Task.await(sender, @wait)
+    {:ok, %{compression: c, bytes_out: out}} = :ws_port.info(conn)
+    assert c.bytes_out_plain == 64 * 1024 * 1024
+    assert c.bytes_out_wire < 1024 * 1024
+    assert out < 2 * 1024 * 1024
+    :ok = :ws_port.close(conn)
+    send(server, :stop)
+    :gen_tcp.close(l)
+
+    # the control: uncompressed, the same sends wait (busy) once ~4 MiB
+    # and the socket buffers are full
+    {port, server, l} = silent_server(false)
+    conn = connect!("ws://127.0.0.1:#{port}/", %{compress: true})
+    assert_receive :handshake_done, @wait
+    sender = Task.async(fn -> for _ <- 1..64, do: :ok = :ws_port.send(conn, {:binary, mib}) end)
+    assert Task.yield(sender, 3_000) == nil
+    {:ok, %{compression: false}} = :ws_port.info(conn)
+    Task.shutdown(sender, :brutal_kill)
+    send(server, :stop)
+    :gen_tcp.close(l)
+  end
+
   # The command line client: `ws_port connect URL --compress[=...]`, stdin
   # from a file, stderr kept apart (as test/cli_test.exs runs it).
   defp cli(args, input) do
