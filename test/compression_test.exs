@@ -178,6 +178,40 @@ defmodule WsPort.CompressionTest do
     end
   end
 
+  for peer <- [:python, :node] do
+    test "#{peer}: every window size 9..15 both ways, with and without context takeover" do
+      p = Peer.start!(unquote(peer), args: ["--deflate", "{}"])
+
+      try do
+        for wb <- 9..15, nct <- [false, true] do
+          compress = %{
+            server_max_window_bits: wb,
+            client_max_window_bits: wb,
+            server_no_context_takeover: nct,
+            client_no_context_takeover: nct,
+            threshold: 0
+          }
+
+          conn = connect!("ws://127.0.0.1:#{Peer.port(p)}/echo", %{compress: compress})
+
+          for size <- [16, 3000, 40_000, 262_144], kind <- [:text, :binary] do
+            msg = {kind, json(size)}
+            :ok = :ws_port.send(conn, msg)
+            assert recv(conn) == msg, "window #{wb}, no takeover #{nct}, #{size} #{kind}"
+          end
+
+          {:ok, %{compression: c}} = :ws_port.info(conn)
+          assert c.server_max_window_bits == wb and c.client_max_window_bits == wb
+          assert c.server_no_context_takeover == nct
+          assert c.bytes_in_wire < c.bytes_in_plain
+          :ok = :ws_port.close(conn)
+        end
+      after
+        Peer.stop(p)
+      end
+    end
+  end
+
   test "a server without compression: the offer is declined, messages go uncompressed" do
     p = Peer.start!(:python)
 
