@@ -917,6 +917,12 @@ static int start_frame(struct wsc_parser *p, const uint8_t *h)
             p->utf8.state = 0;
         }
         uint64_t max = p->max_message_size;
+        /* a compressed message's inflated size is bounded by the inflater;
+         * on the wire it may be slightly larger than that (stored blocks:
+         * 5 bytes per 64 KiB), so a message of max_message_size bytes that
+         * does not compress still passes */
+        if (max && p->msg_compressed && max < UINT64_MAX / 2)
+            max += (max >> 8) + 64;
         if (max && (n > max || p->msg_len > max - n))
             return fail(p, 1009, "message exceeds max_message_size");
         p->msg_len += n;

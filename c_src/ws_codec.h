@@ -238,8 +238,11 @@ void wsc_parser_init(struct wsc_parser *p, uint64_t max_message_size);
  * across fragments. Checks: RSV bits (1002), unknown opcodes (1002), masked
  * frames from the server (1002), control frames fragmented or > 125 bytes
  * (1002), continuation without a message / new message inside one (1002),
+ * RSV1 unless allow_rsv1, and then on control and continuation frames (1002),
  * non-minimal length encodings are accepted, 64-bit length with the top bit
- * set (1002), message length > max_message_size (1009), invalid UTF-8 in text
+ * set (1002), message length > max_message_size (1009; for a compressed
+ * message max_message_size + 1/256 + 64 bytes on the wire, its inflated
+ * size being the inflater's to bound), invalid UTF-8 in text
  * or close reason (1007), bad close payloads (1 byte, invalid codes: 1002).
  * After a CLOSE event the parser returns WSC_ENEED_MORE consuming nothing.
  * Details: an empty non-final fragment yields no event (message_start then

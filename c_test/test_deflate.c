@@ -576,6 +576,34 @@ static void test_codec_rsv1(void **state)
     }
 }
 
+/* max_message_size on the wire: a compressed message may be a little larger
+ * than the limit (incompressible data in stored blocks), not much. */
+static void test_codec_compressed_wire_limit(void **state)
+{
+    (void)state;
+    uint8_t hdr[10] = {0xc2, 127, 0, 0, 0, 0, 0, 0, 0, 0};
+    struct wsc_parser p;
+    struct wsc_event ev;
+    size_t used;
+    uint64_t max = 1 << 20;
+    uint64_t lens[] = {max + 100, max + (max >> 8) + 64, max + (max >> 8) + 65};
+    int want[] = {WSC_ENEED_MORE, WSC_ENEED_MORE, WSC_EPROTO};
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < 8; i++)
+            hdr[2 + i] = (uint8_t)(lens[k] >> (8 * (7 - i)));
+        wsc_parser_init(&p, max);
+        p.allow_rsv1 = 1;
+        assert_int_equal(wsc_parser_next(&p, hdr, 10, &used, &ev), want[k]);
+        /* uncompressed: the limit itself */
+        hdr[0] = 0x82;
+        wsc_parser_init(&p, max);
+        p.allow_rsv1 = 1;
+        assert_int_equal(wsc_parser_next(&p, hdr, 10, &used, &ev), WSC_EPROTO);
+        assert_int_equal(p.close_code, 1009);
+        hdr[0] = 0xc2;
+    }
+}
+
 /* A compressed binary message is never handed to splice: its bytes must go
  * through the inflater. */
 static void test_codec_no_splice_when_compressed(void **state)
@@ -654,6 +682,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_codec_rsv1),
         cmocka_unit_test(test_codec_no_splice_when_compressed),
+        cmocka_unit_test(test_codec_compressed_wire_limit),
         cmocka_unit_test(test_check_upgrade_ext),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

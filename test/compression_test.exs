@@ -471,6 +471,26 @@ defmodule WsPort.CompressionTest do
     end
   end
 
+  test "an incompressible message of exactly max_message_size arrives (its wire form is larger)" do
+    p = Peer.start!(:python, args: ["--deflate", "{}"])
+
+    try do
+      max = 300_000
+
+      conn =
+        connect!("ws://127.0.0.1:#{Peer.port(p)}/echo", %{compress: true, max_message_size: max})
+
+      msg = {:binary, :crypto.strong_rand_bytes(max)}
+      :ok = :ws_port.send(conn, msg)
+      assert recv(conn) == msg
+      {:ok, %{compression: c}} = :ws_port.info(conn)
+      assert c.bytes_in_wire > max
+      :ok = :ws_port.close(conn)
+    after
+      Peer.stop(p)
+    end
+  end
+
   describe "hostile server" do
     test "RSV1 on a control frame is 1002", ctx do
       conn = connect!(ctx.evil_base <> "/pmd?case=rsv1_ping", %{compress: true})
