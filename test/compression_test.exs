@@ -471,6 +471,39 @@ defmodule WsPort.CompressionTest do
     end
   end
 
+  for peer <- [:python, :node] do
+    test "#{peer} over TLS (wss): compressed both ways" do
+      certs = WsPort.Test.Certs.make!()
+
+      p =
+        Peer.start!(unquote(peer),
+          tls: {certs.server.cert, certs.server.key},
+          args: ["--deflate", "{}"]
+        )
+
+      try do
+        conn =
+          connect!("wss://localhost:#{Peer.port(p)}/echo", %{
+            compress: true,
+            tls: %{cacertfile: certs.ca.cert}
+          })
+
+        for size <- [16, 5000, 262_144], kind <- [:text, :binary] do
+          msg = {kind, json(size)}
+          :ok = :ws_port.send(conn, msg)
+          assert recv(conn) == msg
+        end
+
+        {:ok, %{compression: c}} = :ws_port.info(conn)
+        assert c.bytes_in_wire < c.bytes_in_plain and c.bytes_out_wire < c.bytes_out_plain
+        :ok = :ws_port.close(conn)
+      after
+        Peer.stop(p)
+        WsPort.Test.Certs.cleanup(certs)
+      end
+    end
+  end
+
   test "an incompressible message of exactly max_message_size arrives (its wire form is larger)" do
     p = Peer.start!(:python, args: ["--deflate", "{}"])
 
