@@ -27,9 +27,9 @@ PKG_CONFIG ?= pkg-config
 pc_cflags = $(if $(PKG_CONFIG),$(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null))
 pc_libs = $(or $(if $(PKG_CONFIG),$(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)),$(2))
 DEP_CFLAGS := $(call pc_cflags,libwebsockets) $(call pc_cflags,openssl) \
-  $(call pc_cflags,libcares) $(call pc_cflags,libuv)
+  $(call pc_cflags,libcares) $(call pc_cflags,libuv) $(call pc_cflags,zlib)
 DEP_LIBS := $(call pc_libs,libwebsockets,-lwebsockets) $(call pc_libs,openssl,-lssl -lcrypto) \
-  $(call pc_libs,libcares,-lcares) $(call pc_libs,libuv,-luv)
+  $(call pc_libs,libcares,-lcares) $(call pc_libs,libuv,-luv) $(call pc_libs,zlib,-lz)
 
 WS_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I$(ERL_INTERFACE)/include -Ic_src \
   $(DEP_CFLAGS)
@@ -92,14 +92,16 @@ FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=
 FUZZ_SRCS := $(wildcard c_test/fuzz_*.c)
 FUZZ_BINS := $(patsubst c_test/%.c,c_build/fuzz/%,$(FUZZ_SRCS))
 # the c_src files each harness links (default: the codec alone)
-FUZZ_LINK_fuzz_proto := c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c
+FUZZ_LINK_fuzz_proto := c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c c_src/wsp_deflate.c c_src/wsp_buf.c
+FUZZ_LINK_fuzz_deflate := c_src/wsp_deflate.c c_src/ws_codec.c c_src/wsp_buf.c
 FUZZ_LINK_fuzz_text := c_src/wsp_text.c
 
 c_build/fuzz/fuzz_%: c_test/fuzz_%.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c \
-  c_src/wsp_text.c $(HDRS)
+  c_src/wsp_text.c c_src/wsp_deflate.c c_src/wsp_buf.c $(HDRS)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ-LD $@"; $(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< \
-	  $(or $(FUZZ_LINK_fuzz_$*),c_src/ws_codec.c) -L$(ERL_INTERFACE)/lib -lei $(call pc_libs,openssl,-lssl -lcrypto)
+	  $(or $(FUZZ_LINK_fuzz_$*),c_src/ws_codec.c) -L$(ERL_INTERFACE)/lib -lei \
+	  $(call pc_libs,openssl,-lssl -lcrypto) $(call pc_libs,zlib,-lz)
 
 fuzz: $(FUZZ_BINS)
 	@set -e; for b in $(FUZZ_BINS); do n=$$(basename $$b); \

@@ -8,6 +8,7 @@
 %%   escript bench/recv_bench.escript URL
 %%
 %% URL is a firehose stream, e.g. ws://127.0.0.1:P/?n=2000000&size=100.
+%% RECV_OPTS (environment), an Erlang term, adds connect options.
 %% Prints one line in the same format as plain_client, plus the CPU time of
 %% the port program (from /proc/<os_pid>/stat of every port whose program's
 %% name starts with ws_port, summed)
@@ -30,7 +31,15 @@ main([Url]) ->
         Prog -> application:set_env(ws_port, port_program, Prog)
     end,
     {ok, _} = application:ensure_all_started(ws_port),
-    Opts = #{tls => #{verify => verify_none}, await => false, retry => false},
+    Opts0 = #{tls => #{verify => verify_none}, await => false, retry => false},
+    %% RECV_OPTS: an Erlang term of extra connect options ("#{compress => true}")
+    Opts = case os:getenv("RECV_OPTS") of
+               V when V =:= false; V =:= "" -> Opts0;
+               Text ->
+                   {ok, Toks, _} = erl_scan:string(Text ++ "."),
+                   {ok, Extra} = erl_parse:parse_term(Toks),
+                   maps:merge(Opts0, Extra)
+           end,
     {ok, Conn} = ws_port:connect(list_to_binary(Url), Opts),
     receive
         {ws_port_up, Conn, _Info} -> ok;

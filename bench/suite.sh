@@ -5,6 +5,8 @@
 #
 #   bench/suite.sh                     # everything, RUNS runs each, medians
 #   BENCHES="echo setup" bench/suite.sh
+#   BENCHES=idle_pmd TRANSPORTS=ws bench/suite.sh   # idle memory with compression
+#   BENCHES=stream_pmd TRANSPORTS=ws bench/suite.sh # a compressible stream, with and without
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -17,8 +19,9 @@ ECHO_N=${ECHO_N:-20000}
 ECHO_SIZE=${ECHO_SIZE:-100}
 SETUP_N=${SETUP_N:-1000}
 IDLE_N=${IDLE_N:-10000}
+STREAM_N=${STREAM_N:-500000}
 CMD="$0 $*"
-for v in RUNS TRANSPORTS BENCHES ECHO_N ECHO_SIZE SETUP_N IDLE_N ${WS_PORT_PROGRAM:+WS_PORT_PROGRAM}; do
+for v in RUNS TRANSPORTS BENCHES ECHO_N ECHO_SIZE SETUP_N IDLE_N STREAM_N ${WS_PORT_PROGRAM:+WS_PORT_PROGRAM}; do
     CMD="$v=\"${!v}\" $CMD"
 done
 
@@ -87,6 +90,62 @@ for tr in $TRANSPORTS; do
                     M[$c,rate]+=" $(field "$line" conns_per_s)"
                 done
                 ;;
+            stream_pmd)
+                # STREAM_N JSON-like 1 KiB text messages from bench/pmd_firehose.py
+                # (precompressed, no context takeover) into one process, with
+                # and without permessage-deflate
+                [[ $tr == ws ]] || continue
+                if [[ -z "${PF_PORT:-}" ]]; then
+                    /usr/bin/python3 "$HERE/pmd_firehose.py" >"$TMP/pf.out" 2>"$TMP/pf.log" &
+                    PIDS+=($!)
+                    for _ in $(seq 100); do
+                        PF_PORT=$(awk '/^PORT /{print $2}' "$TMP/pf.out")
+                        [[ -n $PF_PORT ]] && break
+                        sleep 0.1
+                    done
+                fi
+                for c in plain pmd; do
+                    opts="#{compress => false}"; [[ $c == pmd ]] && opts="#{compress => true}"
+                    line=$(RECV_OPTS="$opts" run "$c" escript "$HERE/recv_bench.escript" \
+                        "ws://127.0.0.1:$PF_PORT/?n=$STREAM_N&size=1024")
+                    echo "stream_pmd $c run=$r: $line" >&2
+                    [[ $line == FAIL ]] && continue
+                    sleep 0.2
+                    wire=$(awk '/^DONE/{w=$5} END{sub("wire_bytes=","",w); print w}' "$TMP/pf.out")
+                    M[$c,rate]+=" $(field "$line" msgs_per_s)"
+                    M[$c,cpugb]+=" $(awk -v c="$(field "$line" cpu_port)" -v b="$(field "$line" bytes)" 'BEGIN{printf "%.3f", c/(b/1e9)}')"
+                    M[$c,wire]+=" $wire"
+                done
+                ;;
+            idle_pmd)
+                # permessage-deflate: IDLE_N connections to python3-websockets
+                # (test/peers/ws_server.py --deflate), each receives one
+                # compressible 1 KiB text message, then idles. Reference: the
+                # same without compression, in the same run.
+                [[ $tr == ws ]] || continue
+                if [[ -z "${PMD_PORT:-}" ]]; then
+                    /usr/bin/python3 "$ROOT/test/peers/ws_server.py" --deflate '{}' >"$TMP/pmd.port" 2>"$TMP/pmd.log" &
+                    PIDS+=($!)
+                    for _ in $(seq 100); do
+                        PMD_PORT=$(awk '/^PORT /{print $2}' "$TMP/pmd.port")
+                        [[ -n $PMD_PORT ]] && break
+                        sleep 0.1
+                    done
+                fi
+                for c in plain pmd_nct pmd_takeover; do
+                    case $c in
+                    plain) opts="#{compress => false}" ;;
+                    pmd_nct) opts="#{compress => #{server_no_context_takeover => true, client_no_context_takeover => true}}" ;;
+                    pmd_takeover) opts="#{compress => true}" ;;
+                    esac
+                    line=$(IDLE_OPTS="$opts" IDLE_RECV=1 run "$c" escript "$HERE/ws_bench.escript" idle \
+                        "ws://127.0.0.1:$PMD_PORT/send?n=1&size=1024" "$IDLE_N")
+                    echo "idle_pmd $c run=$r: $line" >&2
+                    [[ $line == FAIL || $(field "$line" conns) != "$IDLE_N" ]] && continue
+                    M[$c,port]+=" $(field "$line" port_kib_per_conn)"
+                    M[$c,total]+=" $(field "$line" total_kib_per_conn)"
+                done
+                ;;
             idle)
                 line=$(run ws_port escript "$HERE/ws_bench.escript" idle "$base/?mode=idle" "$IDLE_N")
                 echo "idle $tr run=$r: $line" >&2
@@ -130,6 +189,23 @@ if [[ " $BENCHES " == *" idle "* ]]; then
     for tr in $TRANSPORTS; do
         tgt=12; [[ $tr == wss ]] && tgt=40
         TABLE+="| $tr | $(v "$tr,idle,beam") | $(v "$tr,idle,port") | $(v "$tr,idle,total") | $tgt |"$'\n'
+    done
+fi
+
+if [[ " $BENCHES " == *" stream_pmd "* ]]; then
+    TABLE+=$'\n'"A compressible stream: $STREAM_N JSON-like 1 KiB text messages into one process (bench/pmd_firehose.py, precompressed, no context takeover; port CPU per GB of messages; wire = bytes the server wrote; ratios against plain, same run)"$'\n\n'
+    TABLE+="| case | msgs/s | port CPU s/GB | wire bytes | msgs/s / plain | CPU / plain | wire / plain |"$'\n'
+    TABLE+="|---|---:|---:|---:|---:|---:|---:|"$'\n'
+    for c in plain pmd; do
+        TABLE+="| $c | $(v "ws,stream_pmd,$c,rate") | $(v "ws,stream_pmd,$c,cpugb") | $(v "ws,stream_pmd,$c,wire") | $(ratio "${R[ws,stream_pmd,$c,rate]:-}" "${R[ws,stream_pmd,plain,rate]:-}") | $(ratio "${R[ws,stream_pmd,$c,cpugb]:-}" "${R[ws,stream_pmd,plain,cpugb]:-}") | $(ratio "${R[ws,stream_pmd,$c,wire]:-}" "${R[ws,stream_pmd,plain,wire]:-}") |"$'\n'
+    done
+fi
+if [[ " $BENCHES " == *" idle_pmd "* ]]; then
+    TABLE+=$'\n'"Memory per idle connection with permessage-deflate, $IDLE_N open at once on one driver, each received one 1 KiB text message (python3-websockets --deflate '{}'; KiB per connection; ratio against plain, same run; target pmd_nct <= 2x plain)"$'\n\n'
+    TABLE+="| case | port RSS | total (BEAM + port) | port / plain | total / plain |"$'\n'
+    TABLE+="|---|---:|---:|---:|---:|"$'\n'
+    for c in plain pmd_nct pmd_takeover; do
+        TABLE+="| $c | $(v "ws,idle_pmd,$c,port") | $(v "ws,idle_pmd,$c,total") | $(ratio "${R[ws,idle_pmd,$c,port]:-}" "${R[ws,idle_pmd,plain,port]:-}") | $(ratio "${R[ws,idle_pmd,$c,total]:-}" "${R[ws,idle_pmd,plain,total]:-}") |"$'\n'
     done
 fi
 

@@ -26,6 +26,9 @@
 %%       beam_cpu_s_per_gb=..
 %%
 %%   escript bench/ws_bench.escript idle URL N [WINDOW]
+%%     (environment: IDLE_OPTS, an Erlang term of extra connect options,
+%%     e.g. "#{compress => #{server_no_context_takeover => true}}";
+%%     IDLE_RECV=K: wait until every connection received K messages first)
 %%     N idle connections open at once (at most WINDOW handshakes under way,
 %%     default 500), on one dedicated driver (one port program); memory
 %%     measured before and after (garbage collected, 1 s settle):
@@ -86,17 +89,27 @@ main(["idle", Url, N | Rest]) ->
     timer:sleep(200),
     {Beam0, Port0} = measure(OsPid),
     T0 = erlang:monotonic_time(),
-    Conns = open_window(list_to_binary(Url), Driver, Count, Window),
+    Extra = env_term("IDLE_OPTS", #{}),
+    Conns = open_window(list_to_binary(Url), Driver, Count, Window, Extra),
     T1 = erlang:monotonic_time(),
+    %% IDLE_RECV=K: each connection first receives K messages (the server
+    %% sends them on open), then idles
+    Recv = list_to_integer(os:getenv("IDLE_RECV", "0")),
+    ok = await_data(Count * Recv),
+    Pmd = case Conns of
+              [C1 | _] -> {ok, I} = ws_port:info(C1), maps:get(compression, I, false) =/= false;
+              [] -> false
+          end,
     timer:sleep(1000),
     {Beam1, Port1} = measure(OsPid),
     Secs = erlang:convert_time_unit(T1 - T0, native, microsecond) / 1.0e6,
     Beam = (Beam1 - Beam0) / 1024 / Count,
     Port = (Port1 - Port0) / Count,
     io:format("conns=~b beam_kib_per_conn=~.2f port_kib_per_conn=~.2f total_kib_per_conn=~.2f "
-              "beam_before_kib=~b beam_after_kib=~b port_before_kib=~b port_after_kib=~b secs=~.2f~n",
+              "beam_before_kib=~b beam_after_kib=~b port_before_kib=~b port_after_kib=~b secs=~.2f "
+              "recv_per_conn=~b compressed=~p~n",
               [length(Conns), Beam, Port, Beam + Port, Beam0 div 1024, Beam1 div 1024,
-               Port0, Port1, Secs]),
+               Port0, Port1, Secs, Recv, Pmd]),
     halt(0);
 main(["send", Url, N, Size, Type | Rest]) ->
     Content = case Rest of [C] -> C; [] -> "ascii" end,
@@ -184,13 +197,15 @@ rtts(Conn, Payload, N, Acc) ->
     rtts(Conn, Payload, N - 1, [erlang:monotonic_time(nanosecond) - T0 | Acc]).
 
 %% Opens Count connections with await => false, at most Window pending.
-open_window(Url, Driver, Count, Window) ->
+open_window(Url, Driver, Count, Window, Extra) ->
+    put(extra_opts, Extra),
     open_window(Url, Driver, Count, Window, 0, []).
 
 open_window(_Url, _Driver, 0, _Window, 0, Acc) ->
     Acc;
 open_window(Url, Driver, Left, Window, Pending, Acc) when Left > 0, Pending < Window ->
-    Opts = #{tls => #{verify => verify_none}, await => false, driver => Driver},
+    Opts = maps:merge(#{tls => #{verify => verify_none}, await => false, driver => Driver},
+                      get(extra_opts)),
     case ws_port:connect(Url, Opts) of
         {ok, Conn} -> open_window(Url, Driver, Left - 1, Window, Pending + 1, [Conn | Acc]);
         Error -> fail("connect: ~p", [Error])
@@ -200,6 +215,26 @@ open_window(Url, Driver, Left, Window, Pending, Acc) ->
         {ws_port_up, _, _} -> open_window(Url, Driver, Left, Window, Pending - 1, Acc);
         {ws_port_closed, _, R} -> fail("connection failed after ~b: ~p", [length(Acc), R])
     after 30000 -> fail("no handshake in 30 s (~b pending)", [Pending])
+    end.
+
+%% An Erlang term from an environment variable (e.g. IDLE_OPTS="#{compress =>
+%% true}"), or Default.
+env_term(Name, Default) ->
+    case os:getenv(Name) of
+        V when V =:= false; V =:= "" -> Default;
+        Text ->
+            {ok, Tokens, _} = erl_scan:string(Text ++ "."),
+            {ok, Term} = erl_parse:parse_term(Tokens),
+            Term
+    end.
+
+%% Waits for N data messages (text or binary) of any connection.
+await_data(0) -> ok;
+await_data(N) ->
+    receive
+        {ws_port, _, {T, _}} when T =:= text; T =:= binary -> await_data(N - 1);
+        {ws_port_closed, _, R} -> fail("a connection closed while receiving: ~p", [R])
+    after 60000 -> fail("~b messages still missing after 60 s", [N])
     end.
 
 measure(OsPid) ->

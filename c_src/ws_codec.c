@@ -561,8 +561,23 @@ int wsc_check_upgrade(const struct wsc_response *r, const char *key,
                       const char **protocol, size_t *protocol_len,
                       const char **errstr)
 {
+    return wsc_check_upgrade_ext(r, key, protocols, nprotocols, protocol, protocol_len, 0,
+                                 NULL, NULL, errstr);
+}
+
+int wsc_check_upgrade_ext(const struct wsc_response *r, const char *key,
+                          const char *const *protocols, size_t nprotocols,
+                          const char **protocol, size_t *protocol_len,
+                          int ext_offered, const char **ext, size_t *ext_len,
+                          const char **errstr)
+{
+    const struct wsc_header *exth = NULL;
     *protocol = NULL;
     *protocol_len = 0;
+    if (ext) {
+        *ext = NULL;
+        *ext_len = 0;
+    }
     if (r->status != 101)
         return hs_fail(errstr, "status is not 101");
     /* RFC 6455 4.1: the opening handshake is an HTTP/1.1 upgrade (RFC 9110
@@ -587,8 +602,14 @@ int wsc_check_upgrade(const struct wsc_response *r, const char *key,
                 return hs_fail(errstr, "repeated Sec-WebSocket-Protocol");
             proto = x;
         } else if (ieq_z(x->name, x->name_len, "sec-websocket-extensions")) {
-            if (x->value_len)
-                return hs_fail(errstr, "server chose an extension we did not offer");
+            if (x->value_len) {
+                if (!ext_offered)
+                    return hs_fail(errstr, "server chose an extension we did not offer");
+                if (exth)
+                    return hs_fail(errstr, "repeated Sec-WebSocket-Extensions "
+                                           "(only permessage-deflate was offered)");
+                exth = x;
+            }
         }
     }
     if (!acc)
@@ -607,6 +628,10 @@ int wsc_check_upgrade(const struct wsc_response *r, const char *key,
             return hs_fail(errstr, "server chose a subprotocol we did not offer");
         *protocol = proto->value;
         *protocol_len = proto->value_len;
+    }
+    if (exth && ext) {
+        *ext = exth->value;
+        *ext_len = exth->value_len;
     }
     if (errstr)
         *errstr = NULL;
@@ -822,8 +847,18 @@ static const char *const unknown_opcode[16] = {
 static int check_b0(struct wsc_parser *p, uint8_t b0)
 {
     int op = b0 & 0x0F;
-    if (b0 & 0x70)
+    if (b0 & 0x30)
         return fail(p, 1002, "reserved bits set");
+    if (b0 & 0x40) {
+        /* RFC 7692 6: RSV1 only when negotiated, and only on the first
+         * frame of a data message */
+        if (!p->allow_rsv1)
+            return fail(p, 1002, "reserved bits set");
+        if (op & 0x8)
+            return fail(p, 1002, "RSV1 set on a control frame");
+        if (op == WSC_OP_CONT)
+            return fail(p, 1002, "RSV1 set on a continuation frame");
+    }
     if (unknown_opcode[op])
         return fail(p, 1002, unknown_opcode[op]);
     if (op & 0x8) {
@@ -876,11 +911,18 @@ static int start_frame(struct wsc_parser *p, const uint8_t *h)
     } else {
         if (op != WSC_OP_CONT) {
             p->msg_opcode = op;
+            p->msg_compressed = (h[0] >> 6) & 1;
             p->msg_started = 0;
             p->msg_len = 0;
             p->utf8.state = 0;
         }
         uint64_t max = p->max_message_size;
+        /* a compressed message's inflated size is bounded by the inflater;
+         * on the wire it may be slightly larger than that (stored blocks:
+         * 5 bytes per 64 KiB), so a message of max_message_size bytes that
+         * does not compress still passes */
+        if (max && p->msg_compressed && max < UINT64_MAX / 2)
+            max += (max >> 8) + 64;
         if (max && (n > max || p->msg_len > max - n))
             return fail(p, 1009, "message exceeds max_message_size");
         p->msg_len += n;
@@ -1004,7 +1046,7 @@ int wsc_parser_next(struct wsc_parser *p, const uint8_t *buf, size_t len,
             p->in_frame = 0;
             continue;
         }
-        if (p->msg_opcode == WSC_OP_TEXT &&
+        if (p->msg_opcode == WSC_OP_TEXT && !p->msg_compressed &&
             (wsc_utf8_feed(&p->utf8, buf + pos, take) < 0 ||
              (last && !wsc_utf8_complete(&p->utf8)))) {
             r = fail(p, 1007, "invalid UTF-8 in text message");
@@ -1014,6 +1056,7 @@ int wsc_parser_next(struct wsc_parser *p, const uint8_t *buf, size_t len,
         ev->opcode = p->msg_opcode;
         ev->message_start = !p->msg_started;
         ev->message_end = last;
+        ev->compressed = p->msg_compressed;
         ev->data = buf + pos;
         ev->len = take;
         ev->close_code = 0;
@@ -1039,7 +1082,7 @@ out:
 uint64_t wsc_parser_binary_tail(const struct wsc_parser *p)
 {
     if (!p->in_frame || p->closed || p->close_code || (p->opcode & 0x8) || !p->fin ||
-        p->msg_opcode != WSC_OP_BINARY)
+        p->msg_opcode != WSC_OP_BINARY || p->msg_compressed)
         return 0;
     return p->remaining;
 }

@@ -153,6 +153,16 @@ int wsc_check_upgrade(const struct wsc_response *r, const char *key,
                       const char **protocol, size_t *protocol_len,
                       const char **errstr);
 
+/* The same, when extensions were offered (ext_offered = 1): a non-empty
+ * Sec-WebSocket-Extensions header is allowed once, and its value returned
+ * in *ext / *ext_len (NULL/0 if none) for the caller to check
+ * (wsp_pmd_parse_answer). ext/ext_len may be NULL when ext_offered is 0. */
+int wsc_check_upgrade_ext(const struct wsc_response *r, const char *key,
+                          const char *const *protocols, size_t nprotocols,
+                          const char **protocol, size_t *protocol_len,
+                          int ext_offered, const char **ext, size_t *ext_len,
+                          const char **errstr);
+
 /* Case-insensitive header lookup; returns NULL if absent. */
 const struct wsc_header *wsc_find_header(const struct wsc_response *r,
                                          const char *name);
@@ -182,6 +192,9 @@ struct wsc_event {
     int message_start;       /* DATA: 1 on the first slice of a message */
     int message_end;         /* DATA: 1 on the last slice of a message
                                 (may come with len == 0) */
+    int compressed;          /* DATA: the message's first frame had RSV1
+                                (permessage-deflate; only with allow_rsv1):
+                                data is deflate bytes, not UTF-8 checked */
     const uint8_t *data;     /* DATA: points into the fed buffer;
                                 control frames: into the parser's own buffer */
     size_t len;
@@ -191,6 +204,8 @@ struct wsc_event {
 struct wsc_parser {
     /* configuration */
     uint64_t max_message_size;   /* 0 = unlimited */
+    int allow_rsv1;              /* permessage-deflate negotiated: RSV1 may
+                                    be set on a data message's first frame */
     /* private state (zeroed by wsc_parser_init) */
     int hdr_len;                 /* bytes of the current header gathered */
     uint8_t hdr[14];
@@ -199,6 +214,7 @@ struct wsc_parser {
     uint64_t remaining;          /* payload bytes of current frame left */
     int msg_opcode;              /* opcode of the open fragmented message, 0 if none */
     int msg_started;             /* first slice of message delivered */
+    int msg_compressed;          /* the open message had RSV1 */
     uint64_t msg_len;            /* bytes of the open message so far */
     wsc_utf8 utf8;
     uint8_t ctl[125];            /* control frame payload gathered */
@@ -222,8 +238,11 @@ void wsc_parser_init(struct wsc_parser *p, uint64_t max_message_size);
  * across fragments. Checks: RSV bits (1002), unknown opcodes (1002), masked
  * frames from the server (1002), control frames fragmented or > 125 bytes
  * (1002), continuation without a message / new message inside one (1002),
+ * RSV1 unless allow_rsv1, and then on control and continuation frames (1002),
  * non-minimal length encodings are accepted, 64-bit length with the top bit
- * set (1002), message length > max_message_size (1009), invalid UTF-8 in text
+ * set (1002), message length > max_message_size (1009; for a compressed
+ * message max_message_size + 1/256 + 64 bytes on the wire, its inflated
+ * size being the inflater's to bound), invalid UTF-8 in text
  * or close reason (1007), bad close payloads (1 byte, invalid codes: 1002).
  * After a CLOSE event the parser returns WSC_ENEED_MORE consuming nothing.
  * Details: an empty non-final fragment yields no event (message_start then
@@ -242,7 +261,8 @@ static inline uint64_t wsc_parser_frame_left(const struct wsc_parser *p)
 }
 
 /* Bytes still to come of the current frame's payload if that frame ends a
- * binary message (FIN) and part of it may be skipped; 0 otherwise. */
+ * binary message (FIN), not compressed, and part of it may be skipped; 0
+ * otherwise (a compressed message's bytes must go through the inflater). */
 uint64_t wsc_parser_binary_tail(const struct wsc_parser *p);
 /* Consumes n of those bytes without looking at them (the caller moved them
  * elsewhere: wsp_link's splice). Returns 0, or -1 if n is more than

@@ -856,6 +856,9 @@ static void usage_body(FILE *f)
         "  --connect-timeout MS        DNS + TCP + TLS + upgrade (default 15000)\n"
         "  --ping-interval MS          ping every MS ms while open; prints the pong RTT\n"
         "  --idle-timeout MS           drop the connection after MS ms with nothing received\n"
+        "  --compress[=P,P,...]        offer permessage-deflate; P: server_no_context_takeover,\n"
+        "                              client_no_context_takeover, server_max_window_bits=N,\n"
+        "                              client_max_window_bits=N, level=N, mem_level=N, threshold=N\n"
         "  --retry POLICY              reconnect on failure (default off):\n"
         "                                off\n"
         "                                constant:DELAY[:MAX_RETRIES]\n"
@@ -1087,7 +1090,7 @@ static int parse_retry(const char *v, struct wsp_backoff *b)
 enum {
     O_HEADER = 1, O_SUBPROTO, O_CACERT, O_CERT, O_KEY, O_INSECURE, O_SERVER_NAME,
     O_PING, O_IDLE, O_CONNECT_TIMEOUT, O_RETRY, O_MAX_MSG, O_BINARY, O_BIN_FORMAT,
-    O_ECHO, O_COUNT, O_QUIET, O_TIMESTAMPS, O_HELP, O_DRAIN,
+    O_ECHO, O_COUNT, O_QUIET, O_TIMESTAMPS, O_HELP, O_DRAIN, O_COMPRESS,
 };
 
 static const struct {
@@ -1107,6 +1110,7 @@ static const struct {
     {"--quiet", 0, O_QUIET},       {"--timestamps", 0, O_TIMESTAMPS},
     {"--help", 0, O_HELP},         {"-h", 0, O_HELP},
     {"--drain", 1, O_DRAIN},
+    {"--compress", 2, O_COMPRESS}, /* 2: a value only as --compress=... */
 };
 
 /* 0 ok, 1 help shown, -1 usage error (reported). */
@@ -1146,7 +1150,7 @@ static int parse_args(int argc, char **argv, struct wsp_connect_opts *o, struct 
         if (!id) {
             return usage_error("unknown option '%s'", arg);
         }
-        if (has_arg && !val) {
+        if (has_arg == 1 && !val) {
             if (a + 1 >= argc) {
                 return usage_error("%s needs a value", arg);
             }
@@ -1197,6 +1201,13 @@ static int parse_args(int argc, char **argv, struct wsp_connect_opts *o, struct 
         case O_QUIET: co->quiet = 1; break;
         case O_TIMESTAMPS: co->timestamps = 1; break;
         case O_HELP: return 1;
+        case O_COMPRESS: {
+            char e[128];
+            if (wsp_pmd_config_parse(val ? val : "", &o->compress, e, sizeof e) < 0) {
+                return usage_error("--compress: %s", e);
+            }
+            break;
+        }
         }
         if (r < 0) {
             return -1;

@@ -1,4 +1,5 @@
 #include "wsp_conn.h"
+#include "wsp_deflate.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -97,6 +98,7 @@ struct wsp_conn {
     struct wsp_buf wbuf;             /* bytes to write */
     struct wsp_buf msg;              /* a fragmented message being assembled */
     struct wsc_parser parser;
+    struct wsp_pmd *pmd;             /* permessage-deflate, if negotiated */
     int splicing;                    /* the message's tail goes socket -> pipe */
     int splice_off;                  /* not this message (pipe full, taken back) */
     int splice_lost;                 /* taking it back failed: fail the conn */
@@ -373,6 +375,15 @@ static void stop_io(struct wsp_conn *c)
     }
 }
 
+static void pmd_free(struct wsp_conn *c)
+{
+    if (c->pmd) {
+        wsp_pmd_free(c->pmd);
+        free(c->pmd);
+        c->pmd = NULL;
+    }
+}
+
 static void conn_free(struct wsp_conn *c)
 {
     if (c->in_cb) {
@@ -406,6 +417,7 @@ static void conn_free(struct wsp_conn *c)
     wsp_buf_free(&c->wbuf);
     wsp_buf_free(&c->msg);
     wsp_buf_free(&c->held);
+    pmd_free(c);
     free(c);
 }
 
@@ -549,6 +561,35 @@ static int queue_frame(struct wsp_conn *c, int opcode, const uint8_t *p1, size_t
     mark_dirty(c);
     update_over_high(c);
     return 0;
+}
+
+static struct wsp_buf g_zbuf;            /* a message being compressed */
+
+/* Queues a text or binary message: deflated with RSV1 set when
+ * permessage-deflate was negotiated and the message is not below the
+ * threshold (the credit and the busy/ready marks then count the compressed
+ * bytes, what goes on the wire). */
+static int queue_data(struct wsp_conn *c, int opcode, const uint8_t *p, size_t n)
+{
+    if (!c->pmd || !wsp_pmd_should_compress(c->pmd, n)) {
+        if (c->pmd) {
+            c->pmd->out_plain += n;
+            c->pmd->out_wire += n;
+        }
+        return queue_frame(c, opcode, p, n, NULL, 0);
+    }
+    g_zbuf.off = g_zbuf.len = 0;
+    if (wsp_pmd_deflate(c->pmd, p, n, &g_zbuf) < 0) {
+        return -1;
+    }
+    size_t zn = wsp_buf_pending(&g_zbuf);
+    int r = queue_frame(c, opcode, g_zbuf.data + g_zbuf.off, zn, NULL, 0);
+    if (r == 0) { /* RSV1 in the header just queued (wsc_frame_header's sizes) */
+        size_t hl = zn < 126 ? 6 : zn <= 0xFFFF ? 8 : 14;
+        c->wbuf.data[c->wbuf.len - zn - hl] |= 0x40;
+    }
+    wsp_buf_shrink(&g_zbuf, 64 * 1024);
+    return r;
 }
 
 static void queue_close(struct wsp_conn *c, unsigned code, const uint8_t *reason, size_t len)
@@ -785,7 +826,7 @@ static void start_upgrade(struct wsp_conn *c)
     wsc_make_key(rnd, c->key);
     const struct wsp_connect_opts *o = c->opts;
     const char *err = NULL;
-    size_t cap = 1024 + strlen(c->t->url.path) + strlen(c->t->host_header);
+    size_t cap = 1024 + 200 + strlen(c->t->url.path) + strlen(c->t->host_header);
     for (size_t i = 0; i < o->nheaders; i++) {
         cap += o->headers[i].name_len + o->headers[i].value_len + 4;
     }
@@ -797,9 +838,26 @@ static void start_upgrade(struct wsp_conn *c)
         fail_detail(c, 0, "socket", "out of memory");
         return;
     }
+    /* the permessage-deflate offer goes with the user's headers */
+    char offer[160];
+    struct wsc_header *hs = NULL;
+    size_t nh = o->nheaders;
+    if (o->compress.enabled) {
+        hs = malloc((nh + 1) * sizeof *hs);
+        if (!hs || wsp_pmd_offer(&o->compress, offer, sizeof offer) < 0) {
+            free(hs);
+            fail_detail(c, 0, "socket", "out of memory");
+            return;
+        }
+        if (nh) {
+            memcpy(hs, o->headers, nh * sizeof *hs);
+        }
+        hs[nh++] = (struct wsc_header){"Sec-WebSocket-Extensions", 24, offer, strlen(offer)};
+    }
     int n = wsc_build_request((char *)dst, cap, c->t->url.path, c->t->host_header, c->key,
-                              (const char *const *)o->protocols, o->nprotocols, o->headers,
-                              o->nheaders, &err);
+                              (const char *const *)o->protocols, o->nprotocols,
+                              hs ? hs : o->headers, nh, &err);
+    free(hs);
     if (n < 0) {
         fail_detail(c, 0, "bad_option", err ? err : "cannot build the upgrade request");
         return;
@@ -1058,6 +1116,7 @@ static uint64_t reset_attempt(struct wsp_conn *c)
     wsp_buf_free(&c->rbuf);
     wsp_buf_free(&c->wbuf);
     wsp_buf_free(&c->msg);
+    pmd_free(c);
     update_over_high(c);
     wsc_parser_init(&c->parser, c->opts->max_message_size);
     c->ping_sent_at = 0;
@@ -1123,7 +1182,7 @@ static void release_held(struct wsp_conn *c)
     while (wsp_buf_pending(&c->held) >= 5) {
         const uint8_t *h = c->held.data + c->held.off;
         size_t n = ((size_t)h[1] << 24) | ((size_t)h[2] << 16) | ((size_t)h[3] << 8) | h[4];
-        queue_frame(c, h[0], h + 5, n, NULL, 0);
+        queue_data(c, h[0], h + 5, n);
         c->msgs_out++;
         wsp_buf_consume(&c->held, 5 + n);
     }
@@ -1149,6 +1208,10 @@ static void delivered(struct wsp_conn *c, int opcode, size_t len)
 
 static void deliver(struct wsp_conn *c, int opcode, const uint8_t *p, size_t n)
 {
+    if (c->pmd) { /* an uncompressed message (wsp_pmd counts the others) */
+        c->pmd->in_plain += n;
+        c->pmd->in_wire += n;
+    }
     wsp_link_data(c->id, opcode, p, n);
     delivered(c, opcode, n);
 }
@@ -1160,6 +1223,30 @@ static void protocol_fail(struct wsp_conn *c, unsigned code, const char *why)
     }
     wsp_enc_closed_code(xbuf(), c->id, "protocol_error", code, why, strlen(why));
     lost(c, WSP_FC_PROTOCOL);
+}
+
+/* A slice of a compressed message (RSV1): inflated into c->msg (never
+ * spliced nor read in place: wsc_parser_binary_tail and direct_len say 0),
+ * delivered at its end. Returns 0, or -1 if the connection finished. */
+static int rx_compressed(struct wsp_conn *c, const struct wsc_event *ev)
+{
+    unsigned code = 1007;
+    const char *why = NULL;
+    if (ev->message_start) {
+        c->msg.off = c->msg.len = 0;
+        wsp_pmd_inflate_begin(c->pmd, ev->opcode == WSC_OP_TEXT);
+    }
+    if (wsp_pmd_inflate(c->pmd, ev->data, ev->len, ev->message_end, &c->msg, &code, &why) < 0) {
+        wsp_buf_free(&c->msg);
+        protocol_fail(c, code, why);
+        return -1;
+    }
+    if (ev->message_end) {
+        wsp_link_data(c->id, ev->opcode, c->msg.data + c->msg.off, wsp_buf_pending(&c->msg));
+        delivered(c, ev->opcode, wsp_buf_pending(&c->msg));
+        wsp_buf_free(&c->msg);
+    }
+    return 0;
 }
 
 /* Parses p[0..n) while credit lasts (while closing: all of it, dropping
@@ -1186,6 +1273,12 @@ static int parse_bytes(struct wsp_conn *c, const uint8_t *p, size_t n, size_t *t
         case WSC_EV_DATA:
             if (c->state == ST_CLOSING) {
                 break; /* the owner closed it: nobody wants this any more */
+            }
+            if (ev.compressed) {
+                if (rx_compressed(c, &ev) < 0) {
+                    return -1;
+                }
+                break;
             }
             if (ev.message_start && ev.message_end) {
                 deliver(c, ev.opcode, ev.data, ev.len);
@@ -1264,6 +1357,27 @@ static int process_frames(struct wsp_conn *c)
     return 0;
 }
 
+/* The server accepted permessage-deflate with the parameters in ext: check
+ * them against our offer (RFC 7692 7). Returns 0, or -1 (failed). */
+static int setup_pmd(struct wsp_conn *c, const char *ext, size_t ext_len)
+{
+    struct wsp_pmd_agreed a;
+    const char *err = NULL;
+    if (wsp_pmd_parse_answer(&c->opts->compress, ext, ext_len, &a, &err) < 0) {
+        fail_detail(c, WSP_FC_HTTP_OTHER, "bad_handshake", err);
+        return -1;
+    }
+    pmd_free(c);
+    c->pmd = malloc(sizeof *c->pmd);
+    if (!c->pmd) {
+        fail_detail(c, 0, "socket", "out of memory");
+        return -1;
+    }
+    wsp_pmd_init(c->pmd, &c->opts->compress, &a, c->opts->max_message_size);
+    c->parser.allow_rsv1 = 1;
+    return 0;
+}
+
 /* The response to the upgrade request, gathered in rbuf: each call searches
  * only the bytes that came since the last one (c->hs), and parses the head
  * once its end is there. */
@@ -1285,11 +1399,15 @@ static void handle_response(struct wsp_conn *c)
         lost(c, wsp_backoff_http_class(resp.status));
         return;
     }
-    const char *proto = NULL;
-    size_t proto_len = 0;
-    if (wsc_check_upgrade(&resp, c->key, (const char *const *)c->opts->protocols,
-                          c->opts->nprotocols, &proto, &proto_len, &err) < 0) {
+    const char *proto = NULL, *ext = NULL;
+    size_t proto_len = 0, ext_len = 0;
+    if (wsc_check_upgrade_ext(&resp, c->key, (const char *const *)c->opts->protocols,
+                              c->opts->nprotocols, &proto, &proto_len,
+                              c->opts->compress.enabled, &ext, &ext_len, &err) < 0) {
         fail_detail(c, WSP_FC_HTTP_OTHER, "bad_handshake", err ? err : "invalid upgrade response");
+        return;
+    }
+    if (ext && setup_pmd(c, ext, ext_len) < 0) {
         return;
     }
     lws_sul_cancel(&c->timer);
@@ -1404,7 +1522,8 @@ static void conn_set_reading(struct wsp_conn *c)
 static size_t direct_len(const struct wsp_conn *c)
 {
     uint64_t left = wsc_parser_frame_left(&c->parser);
-    if (left < DIRECT_MIN || (c->parser.opcode & 0x8) || wsp_buf_pending(&c->rbuf) != 0) {
+    if (left < DIRECT_MIN || (c->parser.opcode & 0x8) || wsp_buf_pending(&c->rbuf) != 0 ||
+        c->parser.msg_compressed) {
         return 0;
     }
     return left < MSG_PRESIZE_MAX ? (size_t)left : MSG_PRESIZE_MAX;
@@ -1744,7 +1863,9 @@ void wsp_conn_send(uint32_t id, int opcode, const uint8_t *payload, size_t len)
     if (opcode == WSC_OP_PING) {
         send_ping(c, 1, payload, len);
     } else {
-        if (queue_frame(c, opcode, payload, len, NULL, 0) < 0) {
+        int q = opcode == WSC_OP_PONG ? queue_frame(c, opcode, payload, len, NULL, 0)
+                                      : queue_data(c, opcode, payload, len);
+        if (q < 0) {
             emit_error(id, "badarg", "send: out of memory for a %zu-byte frame", len);
             return;
         }
@@ -1884,6 +2005,7 @@ void wsp_conn_stats(uint32_t id)
         .attempt = c->attempt,
         .reconnects = c->reconnects,
         .msgs_spliced = c->msgs_spliced,
+        .pmd = c->pmd,
     };
     wsp_enc_stats(xbuf(), id, &s);
     emit();

@@ -769,6 +769,85 @@ static int opt_retry(struct dctx *c, int *idx, struct wsp_connect_opts *o)
     return 0;
 }
 
+/* {compress, false} | {compress, [{Key, Value}]}: Key one of
+ * client_max_window_bits (true | 9..15), server_max_window_bits (8..15),
+ * client_no_context_takeover, server_no_context_takeover (booleans),
+ * level (0..9), mem_level (1..9), threshold (bytes). The list (maybe
+ * empty) turns compression on. */
+static int opt_compress(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96], a[MAXATOMLEN_UTF8];
+    int at = *idx, n;
+    wsp_pmd_config_default(&o->compress);
+    if (get_atom(c, idx, a) == 0) {
+        if (strcmp(a, "false") == 0)
+            return 0;
+        *idx = at;
+    }
+    if (get_list(c, idx, &n) < 0)
+        return fail(c, "bad_option",
+                    "connect: option compress must be false or a list of {Key, Value}, got %s",
+                    describe(c, at, d, sizeof d));
+    o->compress.enabled = 1;
+    for (int k = 0; k < n; k++) {
+        int ar;
+        at = *idx;
+        if (tag_at(c, *idx) != TAG_SMALL_TUPLE || ei_decode_tuple_header(c->eb, idx, &ar) < 0 ||
+            ar != 2 || get_atom(c, idx, a) < 0)
+            return fail(c, "bad_option",
+                        "connect: option compress: each entry must be a {Key, Value} tuple, "
+                        "got %s", describe(c, at, d, sizeof d));
+        long long v;
+        char b[MAXATOMLEN_UTF8];
+        at = *idx;
+        if (strcmp(a, "client_no_context_takeover") == 0 ||
+            strcmp(a, "server_no_context_takeover") == 0) {
+            if (get_atom(c, idx, b) < 0 || (strcmp(b, "true") && strcmp(b, "false")))
+                return fail(c, "bad_option", "connect: option compress: %s must be true or "
+                            "false, got %s", a, describe(c, at, d, sizeof d));
+            if (a[0] == 'c')
+                o->compress.client_no_context_takeover = b[0] == 't';
+            else
+                o->compress.server_no_context_takeover = b[0] == 't';
+        } else if (strcmp(a, "client_max_window_bits") == 0) {
+            if (get_atom(c, idx, b) == 0 && strcmp(b, "true") == 0)
+                o->compress.client_max_window_bits = 0;
+            else if ((*idx = at, get_int(c, idx, 9, 15, &v)) == 0)
+                o->compress.client_max_window_bits = (int)v;
+            else
+                return fail(c, "bad_option", "connect: option compress: client_max_window_bits "
+                            "must be true or an integer from 9 to 15, got %s",
+                            describe(c, at, d, sizeof d));
+        } else if (strcmp(a, "server_max_window_bits") == 0) {
+            if (get_int(c, idx, 8, 15, &v) < 0)
+                return fail(c, "bad_option", "connect: option compress: server_max_window_bits "
+                            "must be an integer from 8 to 15, got %s",
+                            describe(c, at, d, sizeof d));
+            o->compress.server_max_window_bits = (int)v;
+        } else if (strcmp(a, "level") == 0) {
+            if (get_int(c, idx, 0, 9, &v) < 0)
+                return fail(c, "bad_option", "connect: option compress: level must be an "
+                            "integer from 0 to 9, got %s", describe(c, at, d, sizeof d));
+            o->compress.level = (int)v;
+        } else if (strcmp(a, "mem_level") == 0) {
+            if (get_int(c, idx, 1, 9, &v) < 0)
+                return fail(c, "bad_option", "connect: option compress: mem_level must be an "
+                            "integer from 1 to 9, got %s", describe(c, at, d, sizeof d));
+            o->compress.mem_level = (int)v;
+        } else if (strcmp(a, "threshold") == 0) {
+            if (get_int(c, idx, 0, UINT32_MAX, &v) < 0)
+                return fail(c, "bad_option", "connect: option compress: threshold must be a "
+                            "non-negative integer (bytes), got %s", describe(c, at, d, sizeof d));
+            o->compress.threshold = (uint32_t)v;
+        } else {
+            return fail(c, "bad_option", "connect: option compress: unknown key %.64s", a);
+        }
+    }
+    if (n > 0 && list_end(c, idx) < 0)
+        return fail(c, "bad_option", "connect: option compress must be a proper list");
+    return 0;
+}
+
 static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
 {
     char d[96], name[MAXATOMLEN_UTF8];
@@ -831,6 +910,8 @@ static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
     }
     if (strcmp(name, "retry") == 0)
         return opt_retry(c, idx, o);
+    if (strcmp(name, "compress") == 0)
+        return opt_compress(c, idx, o);
     if (strcmp(name, "retry_on") == 0)
         return opt_retry_on(c, idx, o);
     if (strcmp(name, "send_queue") == 0) {
@@ -1287,7 +1368,7 @@ int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s)
 {
     if (enc_start(x, 3, "stats", id) < 0)
         return -1;
-    int r = ei_x_encode_map_header(x, 11);
+    int r = ei_x_encode_map_header(x, 12);
     r = r < 0 ? r : ei_x_encode_atom(x, "attempt");
     r = r < 0 ? r : ei_x_encode_ulonglong(x, s->attempt);
     r = r < 0 ? r : ei_x_encode_atom(x, "reconnects");
@@ -1316,6 +1397,29 @@ int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s)
                           : ei_x_encode_longlong(x, s->credit);
     r = r < 0 ? r : ei_x_encode_atom(x, "msgs_spliced");
     r = r < 0 ? r : ei_x_encode_ulonglong(x, s->msgs_spliced);
+    r = r < 0 ? r : ei_x_encode_atom(x, "compression");
+    if (r >= 0 && !s->pmd) {
+        r = ei_x_encode_atom(x, "false");
+    } else if (r >= 0) {
+        const struct wsp_pmd *p = s->pmd;
+        r = ei_x_encode_map_header(x, 8);
+        r = r < 0 ? r : ei_x_encode_atom(x, "server_max_window_bits");
+        r = r < 0 ? r : ei_x_encode_long(x, p->agreed.server_max_window_bits);
+        r = r < 0 ? r : ei_x_encode_atom(x, "client_max_window_bits");
+        r = r < 0 ? r : ei_x_encode_long(x, p->agreed.client_max_window_bits);
+        r = r < 0 ? r : ei_x_encode_atom(x, "server_no_context_takeover");
+        r = r < 0 ? r : ei_x_encode_boolean(x, p->agreed.server_no_context_takeover);
+        r = r < 0 ? r : ei_x_encode_atom(x, "client_no_context_takeover");
+        r = r < 0 ? r : ei_x_encode_boolean(x, p->agreed.client_no_context_takeover);
+        r = r < 0 ? r : ei_x_encode_atom(x, "bytes_in_wire");
+        r = r < 0 ? r : ei_x_encode_ulonglong(x, p->in_wire);
+        r = r < 0 ? r : ei_x_encode_atom(x, "bytes_in_plain");
+        r = r < 0 ? r : ei_x_encode_ulonglong(x, p->in_plain);
+        r = r < 0 ? r : ei_x_encode_atom(x, "bytes_out_wire");
+        r = r < 0 ? r : ei_x_encode_ulonglong(x, p->out_wire);
+        r = r < 0 ? r : ei_x_encode_atom(x, "bytes_out_plain");
+        r = r < 0 ? r : ei_x_encode_ulonglong(x, p->out_plain);
+    }
     return enc_done(x, r);
 }
 

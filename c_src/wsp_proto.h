@@ -12,6 +12,7 @@
 
 #include "ws_codec.h"
 #include "wsp_backoff.h"
+#include "wsp_deflate.h"
 
 #define WSP_RAW_SEND 1      /* first byte of a raw send command */
 #define WSP_RAW_DATA 1      /* first byte of a data event packet */
@@ -56,6 +57,7 @@ struct wsp_connect_opts {          /* every pointer owned (malloc) */
     uint32_t idle_timeout_ms;      /* 0 = off (default) */
     struct wsp_backoff retry;      /* enabled = 0 unless {retry, [...]} given */
     uint32_t send_queue;           /* frames kept while reconnecting; 0 = off */
+    struct wsp_pmd_config compress; /* permessage-deflate; enabled = 0: off */
 };
 
 struct wsp_cmd {
@@ -155,6 +157,7 @@ struct wsp_stats {
     uint64_t attempt;              /* failed attempts since the last up */
     uint64_t reconnects;           /* times it came back up after a loss */
     uint64_t msgs_spliced;         /* of msgs_in: moved socket -> BEAM by splice(2) */
+    const struct wsp_pmd *pmd;     /* permessage-deflate negotiated, or NULL */
 };
 /* Turns an encoded {closed, Id, Reason} into
  * {down, Id, Reason, #{attempt => A, delay_ms => D | manual, unsent_bytes => U}}
@@ -162,8 +165,11 @@ struct wsp_stats {
 int wsp_enc_closed_to_down(const ei_x_buff *closed, ei_x_buff *x, uint64_t attempt,
                            int64_t delay_ms, uint64_t unsent_bytes);
 /* {stats, Id, #{attempt, reconnects, state, bytes_in, bytes_out, msgs_in, msgs_out, rtt_us,
- *               connected_us, credit, msgs_spliced}} (rtt_us / connected_us undefined
- * when -1; credit infinity when -1) */
+ *               connected_us, credit, msgs_spliced, compression}} (rtt_us / connected_us
+ * undefined when -1; credit infinity when -1; compression false, or
+ * #{server_max_window_bits, client_max_window_bits, server_no_context_takeover,
+ *   client_no_context_takeover, bytes_in_wire, bytes_in_plain, bytes_out_wire,
+ *   bytes_out_plain} when permessage-deflate was negotiated) */
 int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s);
 
 /* {stats, 0, #{connections => C, lingering => L}}: the program's answer to

@@ -1270,7 +1270,7 @@ static void check_stats(const struct wsp_stats *s)
     d_atom(&x, &i, "stats");
     d_long(&x, &i, 12);
     assert_int_equal(ei_decode_map_header(x.buff, &i, &arity), 0);
-    assert_int_equal(arity, 11);
+    assert_int_equal(arity, 12);
     d_atom(&x, &i, "attempt");
     d_ulong(&x, &i, s->attempt);
     d_atom(&x, &i, "reconnects");
@@ -1293,6 +1293,30 @@ static void check_stats(const struct wsp_stats *s)
     if (s->credit < 0) d_atom(&x, &i, "infinity"); else d_long(&x, &i, s->credit);
     d_atom(&x, &i, "msgs_spliced");
     d_ulong(&x, &i, s->msgs_spliced);
+    d_atom(&x, &i, "compression");
+    if (!s->pmd) {
+        d_atom(&x, &i, "false");
+    } else {
+        const struct wsp_pmd *p = s->pmd;
+        assert_int_equal(ei_decode_map_header(x.buff, &i, &arity), 0);
+        assert_int_equal(arity, 8);
+        d_atom(&x, &i, "server_max_window_bits");
+        d_long(&x, &i, p->agreed.server_max_window_bits);
+        d_atom(&x, &i, "client_max_window_bits");
+        d_long(&x, &i, p->agreed.client_max_window_bits);
+        d_atom(&x, &i, "server_no_context_takeover");
+        d_atom(&x, &i, p->agreed.server_no_context_takeover ? "true" : "false");
+        d_atom(&x, &i, "client_no_context_takeover");
+        d_atom(&x, &i, p->agreed.client_no_context_takeover ? "true" : "false");
+        d_atom(&x, &i, "bytes_in_wire");
+        d_ulong(&x, &i, p->in_wire);
+        d_atom(&x, &i, "bytes_in_plain");
+        d_ulong(&x, &i, p->in_plain);
+        d_atom(&x, &i, "bytes_out_wire");
+        d_ulong(&x, &i, p->out_wire);
+        d_atom(&x, &i, "bytes_out_plain");
+        d_ulong(&x, &i, p->out_plain);
+    }
     d_end(&x, i);
     ei_x_free(&x);
 }
@@ -1300,13 +1324,19 @@ static void check_stats(const struct wsp_stats *s)
 static void test_enc_stats(void **state)
 {
     (void)state;
-    struct wsp_stats a = {"open", 1, 2, 3, 4, 250, 1000000, 10, 0, 3, 2};
-    struct wsp_stats b = {"connecting", 0, 0, 0, 0, -1, -1, -1, 5, 0, 0};
+    struct wsp_pmd pmd = {.agreed = {.server_max_window_bits = 10, .client_max_window_bits = 15,
+                                     .server_no_context_takeover = 1},
+                          .in_wire = 100, .in_plain = 1000, .out_wire = UINT64_MAX,
+                          .out_plain = 7};
+    struct wsp_stats a = {"open", 1, 2, 3, 4, 250, 1000000, 10, 0, 3, 2, NULL};
+    struct wsp_stats b = {"connecting", 0, 0, 0, 0, -1, -1, -1, 5, 0, 0, NULL};
     struct wsp_stats c = {"closing", UINT64_MAX, (uint64_t)1 << 40, 1u << 31, 7, 0, 0, 0,
-                          UINT64_MAX, 1, UINT64_MAX};
+                          UINT64_MAX, 1, UINT64_MAX, NULL};
+    struct wsp_stats d = {"open", 1, 2, 3, 4, 250, 1000000, 10, 0, 3, 2, &pmd};
     check_stats(&a);
     check_stats(&b);
     check_stats(&c);
+    check_stats(&d);
 
     /* the program's own figures */
     ei_x_buff x = {0};
@@ -1379,6 +1409,93 @@ static void test_enc_closed_to_down(void **state)
     d_atom(&y, &i, "manual");
     ei_x_free(&x);
     ei_x_free(&y);
+}
+
+/* {compress, ...} decodes into the permessage-deflate config; bad values
+ * are named */
+static void compress_cmd(ei_x_buff *x, const char *key, long value, const char *atom)
+{
+    ei_x_new_with_version(x);
+    ei_x_encode_tuple_header(x, 4);
+    ei_x_encode_atom(x, "connect");
+    ei_x_encode_long(x, 7);
+    ei_x_encode_binary(x, "ws://h/", 7);
+    ei_x_encode_list_header(x, 1);
+    ei_x_encode_tuple_header(x, 2);
+    ei_x_encode_atom(x, "compress");
+    if (!key) {
+        ei_x_encode_atom(x, atom);
+    } else {
+        ei_x_encode_list_header(x, 1);
+        ei_x_encode_tuple_header(x, 2);
+        ei_x_encode_atom(x, key);
+        if (atom)
+            ei_x_encode_atom(x, atom);
+        else
+            ei_x_encode_long(x, value);
+        ei_x_encode_empty_list(x);
+    }
+    ei_x_encode_empty_list(x);
+}
+
+static void test_connect_compress_option(void **state)
+{
+    (void)state;
+    ei_x_buff x = {0};
+    struct wsp_cmd cmd;
+    const char *what;
+    char err[256];
+    static const struct {
+        const char *key;
+        long value;
+        const char *atom;
+        const char *err; /* NULL: accepted */
+    } cases[] = {
+        {NULL, 0, "false", NULL},
+        {"client_max_window_bits", 0, "true", NULL},
+        {"client_max_window_bits", 9, NULL, NULL},
+        {"client_max_window_bits", 8, NULL, "client_max_window_bits must be true or an integer from 9 to 15, got 8"},
+        {"server_max_window_bits", 8, NULL, NULL},
+        {"server_max_window_bits", 16, NULL, "server_max_window_bits must be an integer from 8 to 15, got 16"},
+        {"server_no_context_takeover", 0, "true", NULL},
+        {"client_no_context_takeover", 0, "yes", "client_no_context_takeover must be true or false"},
+        {"level", 10, NULL, "level must be an integer from 0 to 9"},
+        {"mem_level", 0, NULL, "mem_level must be an integer from 1 to 9"},
+        {"threshold", -1, NULL, "threshold must be a non-negative integer"},
+        {"window", 1, NULL, "compress: unknown key window"},
+        {NULL, 0, "maybe", "option compress must be false or a list"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        compress_cmd(&x, cases[k].key, cases[k].value, cases[k].atom);
+        int r = wsp_decode_command((const uint8_t *)x.buff, (size_t)x.index, &cmd, &what, err,
+                                   sizeof err);
+        if (cases[k].err) {
+            assert_int_equal(r, -1);
+            assert_string_equal(what, "bad_option");
+            if (!strstr(err, cases[k].err))
+                fail_msg("case %zu: %s", k, err);
+        } else {
+            assert_int_equal(r, 0);
+            wsp_cmd_free(&cmd);
+        }
+        ei_x_free(&x);
+    }
+    compress_cmd(&x, "server_max_window_bits", 11, NULL);
+    assert_int_equal(wsp_decode_command((const uint8_t *)x.buff, (size_t)x.index, &cmd, &what,
+                                        err, sizeof err), 0);
+    assert_int_equal(cmd.connect->compress.enabled, 1);
+    assert_int_equal(cmd.connect->compress.server_max_window_bits, 11);
+    assert_int_equal(cmd.connect->compress.client_max_window_bits, 0);
+    assert_int_equal(cmd.connect->compress.level, WSP_PMD_DEFAULT_LEVEL);
+    assert_int_equal(cmd.connect->compress.threshold, WSP_PMD_DEFAULT_THRESHOLD);
+    wsp_cmd_free(&cmd);
+    ei_x_free(&x);
+    compress_cmd(&x, NULL, 0, "false");
+    assert_int_equal(wsp_decode_command((const uint8_t *)x.buff, (size_t)x.index, &cmd, &what,
+                                        err, sizeof err), 0);
+    assert_int_equal(cmd.connect->compress.enabled, 0);
+    wsp_cmd_free(&cmd);
+    ei_x_free(&x);
 }
 
 /* retry options decode into the backoff policy; bad ones are named */
@@ -1491,6 +1608,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_enc_closed_to_down),
         cmocka_unit_test(test_connect_retry_options),
+        cmocka_unit_test(test_connect_compress_option),
         cmocka_unit_test_teardown(test_connect_defaults, teardown),
         cmocka_unit_test_teardown(test_connect_all_options, teardown),
         cmocka_unit_test_teardown(test_connect_option_values, teardown),

@@ -108,6 +108,13 @@ defmodule WsPort do
       after the next handshake; when `n` are kept the port drops the message
       and the owner gets `{:ws_port_error, conn, {:not_connected, detail}}`
       (default 0: such sends return `{:error, :not_connected}`).
+    * `:compress` - permessage-deflate (RFC 7692): `false` (default),
+      `true`, or a keyword list or map of `:client_max_window_bits` (`true`
+      or 9..15), `:server_max_window_bits` (8..15),
+      `:client_no_context_takeover`, `:server_no_context_takeover`
+      (booleans), `:level` (0..9), `:mem_level` (1..9), `:threshold`
+      (bytes; shorter messages go uncompressed, default 64). `info/1`'s
+      `:compression` says what was agreed.
     * `:driver` - a driver's registered name or pid (default: one of the
       application's pool).
     * `:await` - `true` (default) returns once the first attempt succeeded

@@ -79,7 +79,8 @@
         retry_on => [retry_class()],
         retry_fun => ws_port_retry:retry_fun(),
         retry_state => ws_port_retry:retry_state(),
-        send_queue => non_neg_integer()
+        send_queue => non_neg_integer(),
+        compress => boolean() | map() | proplists:proplist()
     }
     | proplists:proplist().
 -type retry_opts() ::
@@ -196,6 +197,12 @@ connect(Url) ->
 %%     true' may be given with it); `retry_on' still applies.</li>
 %% <li>`retry_state': the initial state of `retry_fun', a map (default
 %%     `#{max_retries => 5, retries_left => 5, delay => 10000}').</li>
+%% <li>`compress': permessage-deflate (RFC 7692): `false' (default),
+%%     `true', or a map or proplist of `client_max_window_bits' (`true' or
+%%     9..15), `server_max_window_bits' (8..15),
+%%     `client_no_context_takeover', `server_no_context_takeover'
+%%     (booleans), `level' (0..9), `mem_level' (1..9) and `threshold'
+%%     (bytes: shorter messages are sent uncompressed, default 64).</li>
 %% <li>`send_queue': up to N text/binary messages sent while the connection
 %%     is not open are kept by the port and written, in order, after the
 %%     next handshake; when N are already kept, the port drops the message
@@ -608,7 +615,10 @@ forward(Conn, Pid, Msg) ->
 %% before one), `connected_us' (time since the current connection's
 %% handshake, `undefined' while not open), `credit', `msgs_spliced' (of
 %% `msgs_in', the large binary messages whose rest went from a plain TCP
-%% socket to the BEAM by splice(2), not copied by the port). `reconnects' (times
+%% socket to the BEAM by splice(2), not copied by the port), `compression'
+%% (`false', or the permessage-deflate parameters agreed and the current
+%% connection's payload bytes `bytes_in_wire', `bytes_in_plain',
+%% `bytes_out_wire', `bytes_out_plain'). `reconnects' (times
 %% the connection came back after a loss, port program restarts included)
 %% is counted by the driver; the port's byte and message counters start
 %% again when the port program restarts.

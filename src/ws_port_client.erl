@@ -150,7 +150,8 @@
     retry_on,
     retry_fun,
     retry_state,
-    send_queue
+    send_queue,
+    compress
 ]).
 
 -record(st, {

@@ -35,8 +35,18 @@
     retry_fun => ws_port_retry:retry_fun(),
     retry_state => ws_port_retry:retry_state(),
     retry_on => ws_port_retry:retry_on(),
-    send_queue => non_neg_integer()
+    send_queue => non_neg_integer(),
+    compress => false | #{compress_key() => term()}
 }.
+%% permessage-deflate parameters (RFC 7692) and zlib settings.
+-type compress_key() ::
+    client_max_window_bits
+    | server_max_window_bits
+    | client_no_context_takeover
+    | server_no_context_takeover
+    | level
+    | mem_level
+    | threshold.
 -type tls_key() :: verify | cacertfile | certfile | keyfile | server_name.
 -type retry_key() :: max_retries | delay | max_delay | backoff_factor | jitter | manual.
 -type retry_class() ::
@@ -62,7 +72,8 @@
     | {ping_interval | idle_timeout, non_neg_integer()}
     | {retry, false | [{retry_key(), term()}]}
     | {retry_on, ws_port_retry:retry_on()}
-    | {send_queue, non_neg_integer()}.
+    | {send_queue, non_neg_integer()}
+    | {compress, [{compress_key(), term()}]}.
 
 -type data_entry() :: {id(), text | binary, binary()}.
 
@@ -127,6 +138,13 @@ has_ws_scheme(_) ->
 %% {@link ws_port_retry:default_state/0}; `retry_fun' together with a
 %% `retry' other than `true' is refused (`{bad_option, retry, Value}'), and
 %% so is `retry_state' without `retry_fun'.
+%%
+%% `compress' (permessage-deflate, RFC 7692): `false' (the default),
+%% `true', or a map or proplist of `client_max_window_bits' (`true' or
+%% 9..15), `server_max_window_bits' (8..15), `client_no_context_takeover',
+%% `server_no_context_takeover' (booleans), `level' (0..9), `mem_level'
+%% (1..9) and `threshold' (bytes); `true' becomes `#{}'. A bad entry is
+%% `{bad_option, {compress, Key}, Value}'.
 %%
 %% The first bad option is named: `{error, {bad_option, Name, Value}}', or
 %% `{error, {bad_option, {tls | retry, Key}, Value}}' inside `tls' or
@@ -238,11 +256,42 @@ normalize_opt(retry_state, S) ->
         ok -> {ok, S};
         error -> error
     end;
+normalize_opt(compress, false) ->
+    {ok, false};
+normalize_opt(compress, true) ->
+    {ok, #{}};
+normalize_opt(compress, C) when is_map(C) ->
+    normalize_compress(lists:sort(maps:to_list(C)), #{});
+normalize_opt(compress, C) when is_list(C) ->
+    case proplist_to_map(C) of
+        {ok, Map} -> normalize_opt(compress, Map);
+        {error, {bad_option, {duplicate, K}, V}} -> {error, {bad_option, {duplicate, {compress, K}}, V}};
+        {error, _} -> error
+    end;
 normalize_opt(send_queue, N) when is_integer(N), N >= 0, N =< ?MAX_U32 -> {ok, N};
 normalize_opt(driver, D) when is_atom(D), D =/= undefined; is_pid(D) -> {ok, D};
 normalize_opt(await, B) when is_boolean(B) -> {ok, B};
 normalize_opt(_, _) ->
     error.
+
+normalize_compress([], Acc) ->
+    {ok, Acc};
+normalize_compress([{Key, V} | Rest], Acc) ->
+    case valid_compress(Key, V) of
+        true -> normalize_compress(Rest, Acc#{Key => V});
+        false -> {error, {bad_option, {compress, Key}, V}}
+    end.
+
+%% zlib cannot deflate with a 256-byte window: client_max_window_bits >= 9
+valid_compress(client_max_window_bits, true) -> true;
+valid_compress(client_max_window_bits, N) -> is_integer(N) andalso N >= 9 andalso N =< 15;
+valid_compress(server_max_window_bits, N) -> is_integer(N) andalso N >= 8 andalso N =< 15;
+valid_compress(client_no_context_takeover, B) -> is_boolean(B);
+valid_compress(server_no_context_takeover, B) -> is_boolean(B);
+valid_compress(level, N) -> is_integer(N) andalso N >= 0 andalso N =< 9;
+valid_compress(mem_level, N) -> is_integer(N) andalso N >= 1 andalso N =< 9;
+valid_compress(threshold, N) -> is_integer(N) andalso N >= 0 andalso N =< ?MAX_U32;
+valid_compress(_, _) -> false.
 
 normalize_tls([], Acc) ->
     {ok, Acc};
@@ -414,6 +463,8 @@ wire_opt(retry_fun, _, Acc) -> Acc;
 wire_opt(retry_state, _, Acc) -> Acc;
 wire_opt(tls, Tls, Acc) -> maps:to_list(Tls) ++ Acc;
 wire_opt(retry, false, Acc) -> [{retry, false} | Acc];
+wire_opt(compress, false, Acc) -> Acc;
+wire_opt(compress, C, Acc) -> [{compress, lists:sort(maps:to_list(C))} | Acc];
 wire_opt(retry, Retry, Acc) -> [{retry, lists:sort(maps:to_list(Retry))} | Acc];
 wire_opt(Name, Value, Acc) -> [{Name, Value} | Acc].
 

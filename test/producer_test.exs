@@ -438,6 +438,14 @@ defmodule WsPort.ProducerTest do
 
       assert error(url: "ws://h", telemetry_id: "x") =~ "option :telemetry_id"
       assert error(url: "ws://h", max_message_size: 0) =~ "option :max_message_size"
+
+      assert {:ok, %{compress: false}} = ProducerOptions.validate(url: "ws://h")
+      assert {:ok, %{compress: %{}}} = ProducerOptions.validate(url: "ws://h", compress: true)
+
+      assert error(url: "ws://h", compress: [level: 10]) =~
+               "invalid value for option :compress: [level: 10]; expected valid :level (got 10)"
+
+      assert error(url: "ws://h", compress: :maybe) =~ "option :compress"
     end
 
     test "headers, protocols, tls" do

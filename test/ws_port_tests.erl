@@ -197,6 +197,46 @@ tls_test() ->
     ?assertEqual({error, {bad_option, tls, 1}}, ?P:normalize_connect_opts(#{tls => 1})),
     ?assertEqual({error, {bad_option, tls, [1]}}, ?P:normalize_connect_opts(#{tls => [1]})).
 
+compress_test() ->
+    {ok, O} = ?P:normalize_connect_opts(#{
+        compress => [server_no_context_takeover, {client_max_window_bits, 10}, {threshold, 0}]
+    }),
+    ?assertEqual(
+        #{server_no_context_takeover => true, client_max_window_bits => 10, threshold => 0},
+        maps:get(compress, O)
+    ),
+    ?assertEqual(
+        {compress, [{client_max_window_bits, 10}, {server_no_context_takeover, true}, {threshold, 0}]},
+        lists:keyfind(compress, 1, ?P:wire_opts(O))
+    ),
+    {ok, T} = ?P:normalize_connect_opts(#{compress => true}),
+    ?assertEqual({compress, []}, lists:keyfind(compress, 1, ?P:wire_opts(T))),
+    {ok, F} = ?P:normalize_connect_opts(#{compress => false}),
+    ?assertEqual(false, lists:keyfind(compress, 1, ?P:wire_opts(F))),
+    Bad = [
+        {client_max_window_bits, 8},
+        {client_max_window_bits, 16},
+        {server_max_window_bits, 7},
+        {server_max_window_bits, true},
+        {server_no_context_takeover, 1},
+        {level, 10},
+        {mem_level, 0},
+        {threshold, -1},
+        {window, 10}
+    ],
+    [
+        ?assertEqual(
+            {error, {bad_option, {compress, K}, V}},
+            ?P:normalize_connect_opts(#{compress => #{K => V}})
+        )
+     || {K, V} <- Bad
+    ],
+    ?assertEqual({error, {bad_option, compress, maybe}}, ?P:normalize_connect_opts(#{compress => maybe})),
+    ?assertEqual(
+        {error, {bad_option, {duplicate, {compress, level}}, 2}},
+        ?P:normalize_connect_opts(#{compress => [{level, 1}, {level, 2}]})
+    ).
+
 retry_test() ->
     {ok, O} = ?P:normalize_connect_opts(#{
         retry => [{max_retries, 3}, {delay, 10}, {backoff_factor, 1.5}, {jitter, 0}],

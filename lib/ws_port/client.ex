@@ -63,7 +63,7 @@ defmodule WsPort.Client do
       run in the client after each handshake and when that connection is
       lost or the client ends (e.g. `:pg.join/3` and `:pg.leave/3`).
     * every option of `WsPort.connect/2` (`:headers`, `:protocols`, `:tls`,
-      `:retry`, `:retry_on`, `:send_queue`, `:ping_interval`, ...) except
+      `:retry`, `:retry_on`, `:send_queue`, `:ping_interval`, `:compress`, ...) except
       `:active` and `:await`, which the client sets.
 
   Any other key, or a key given twice, is refused: `{:error, {:bad_option,

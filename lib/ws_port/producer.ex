@@ -52,7 +52,13 @@ if Code.ensure_loaded?(Broadway) do
       * `:ping_interval` - ms of silence after which the port program pings
         the server. `0` = off (default).
       * `:max_message_size` - bytes; larger messages close the connection
-        (1009). Default: the port's (64 MiB).
+        (1009). Default: the port's (64 MiB). With compression it bounds the
+        inflated size.
+      * `:compress` - permessage-deflate: `false` (default), `true`, or a
+        keyword list or map of `:client_max_window_bits`,
+        `:server_max_window_bits`, `:client_no_context_takeover`,
+        `:server_no_context_takeover`, `:level`, `:mem_level`, `:threshold`
+        (as `WsPort.connect/2`'s `compress`).
       * `:retry` (`:ws_retry_opts`) - reconnection policy: `false` (none: the
         first loss stops the producer), `true` (the port's default policy),
         or a keyword list or map of `:max_retries` (default `:infinity`;

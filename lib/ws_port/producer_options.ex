@@ -25,6 +25,7 @@ defmodule WsPort.ProducerOptions do
           idle_timeout: non_neg_integer(),
           ping_interval: non_neg_integer(),
           max_message_size: pos_integer() | nil,
+          compress: false | map(),
           retry: false | map(),
           retry_fun: (map() -> map() | :stop) | nil,
           retry_on: :ws_port_retry.retry_on(),
@@ -69,6 +70,7 @@ defmodule WsPort.ProducerOptions do
     :idle_timeout,
     :ping_interval,
     :max_message_size,
+    :compress,
     :retry,
     :ws_retry_fun,
     :retry_on,
@@ -113,6 +115,7 @@ defmodule WsPort.ProducerOptions do
          {:ok, idle_timeout} <- timeout_or_nil(opts, :idle_timeout),
          {:ok, ping_interval} <- timeout_or_nil(opts, :ping_interval),
          {:ok, max_message_size} <- max_message_size(Keyword.get(opts, :max_message_size)),
+         {:ok, compress} <- compress(Keyword.get(opts, :compress, false)),
          {:ok, retry_fun} <- retry_fun(Keyword.get(opts, :ws_retry_fun)),
          {:ok, retry} <- retry(Keyword.get(opts, :retry, true), retry_fun),
          {:ok, retry_on} <- retry_on(Keyword.get(opts, :retry_on)),
@@ -131,6 +134,7 @@ defmodule WsPort.ProducerOptions do
          idle_timeout: idle_timeout,
          ping_interval: ping_interval,
          max_message_size: max_message_size,
+         compress: compress,
          retry: retry,
          retry_fun: retry_fun,
          retry_on: retry_on,
@@ -164,6 +168,7 @@ defmodule WsPort.ProducerOptions do
     base
     |> put_if(:tls, config.tls)
     |> put_if(:max_message_size, config.max_message_size)
+    |> Map.put(:compress, config.compress)
     |> Map.put(:retry_on, config.retry_on)
     |> put_retry(config)
   end
@@ -367,6 +372,24 @@ defmodule WsPort.ProducerOptions do
       nil -> {:ok, 0}
       n when is_integer(n) and n >= 0 and n <= 4_294_967_295 -> {:ok, n}
       other -> bad(key, other, "a non-negative integer (ms; 0 or nil = off)")
+    end
+  end
+
+  # the same rules as :ws_port.connect/2's (ws_port_proto)
+  defp compress(value) do
+    case :ws_port_proto.normalize_connect_opts(%{compress: value}) do
+      {:ok, %{compress: c}} ->
+        {:ok, c}
+
+      {:error, {:bad_option, {:compress, key}, v}} ->
+        bad(:compress, value, "valid #{inspect(key)} (got #{inspect(v)}); see WsPort.connect/2")
+
+      {:error, _} ->
+        bad(
+          :compress,
+          value,
+          "false, true, or a keyword list or map of permessage-deflate parameters"
+        )
     end
   end
 

@@ -99,6 +99,24 @@ only /trickle_headers then (each byte in its own TLS record, so the client
 reads one byte per SSL_read however many wait in its socket); other paths
 get a 404.
 Only 127.0.0.1 is ever used.
+
+permessage-deflate (RFC 7692) cases, /pmd?case=C (the handshake answers
+``Sec-WebSocket-Extensions: permessage-deflate`` unless said otherwise):
+  rsv1_ping               a ping frame with RSV1 set
+  rsv1_cont               a compressed text message whose continuation
+                          frame also has RSV1
+  truncated               a compressed text message ("Hello" deflated) cut
+                          short: its last 4 bytes are missing
+  bomb&size=N             one compressed binary message that inflates to N
+                          zero bytes (default 1 GiB; about N/1000 bytes on
+                          the wire), then the text message "after"
+  answer&ext=E            answers with ``Sec-WebSocket-Extensions: E``
+                          (E url-encoded) whatever the client offered, then
+                          echoes
+  hello                   the compressed "Hello" of RFC 7692 7.2.3.1 twice
+                          (the second time with the shared window, 7.2.3.2),
+                          then echoes
+Each prints ``SENT <path>`` once its data is written.
 """
 
 import argparse
@@ -113,6 +131,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import zlib
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD = 64 * 1024
@@ -700,7 +719,67 @@ async def flood_close(c, key, q):
     say("CLOSEDONE %s %s" % (c.path, "clean" if why is None else "unclean " + why))
 
 
+def deflate_raw(data, wbits=15):
+    co = zlib.compressobj(6, zlib.DEFLATED, -wbits)
+    out = co.compress(data) + co.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def bomb_bytes(size):
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = b"\0" * (1 << 20)
+    parts = []
+    left = size
+    while left > 0:
+        n = min(left, len(chunk))
+        parts.append(co.compress(chunk[:n]))
+        left -= n
+    parts.append(co.flush(zlib.Z_SYNC_FLUSH))
+    return b"".join(parts)[:-4]
+
+
+PMD_OK = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+HELLO = bytes([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
+
+
+async def pmd(c, key, q):
+    case = q.get("case", "")
+    if case == "answer":
+        await c.write(handshake_bytes(key, extra="Sec-WebSocket-Extensions: %s\r\n" % q.get("ext", "")))
+        say("SENT %s" % c.path)
+        await c.read_frames(echo=True)
+        return
+    await c.write(handshake_bytes(key, extra=PMD_OK))
+    rd = asyncio.ensure_future(c.read_frames())
+    if case == "rsv1_ping":
+        data = bytes([0x80 | 0x40 | OP_PING, 0])
+    elif case == "rsv1_cont":
+        data = (bytes([0x40 | OP_TEXT, 3]) + HELLO[:3] +
+                bytes([0x80 | 0x40 | OP_CONT, 4]) + HELLO[3:])
+    elif case == "truncated":
+        data = bytes([0x80 | 0x40 | OP_TEXT, 3]) + HELLO[:3]
+    elif case == "bomb":
+        z = bomb_bytes(int(q.get("size", str(1 << 30))))
+        say("BOMB %s %d" % (c.path, len(z)))
+        data = frame_header(OP_BINARY, len(z)) + z + frame(OP_TEXT, b"after")
+        data = bytes([data[0] | 0x40]) + data[1:]
+    elif case == "hello":
+        data = (bytes([0x80 | 0x40 | OP_TEXT, len(HELLO)]) + HELLO +
+                bytes([0x80 | 0x40 | OP_TEXT, 5, 0xf2, 0x00, 0x11, 0x00, 0x00]))
+    else:
+        data = frame(OP_CLOSE, struct.pack("!H", 4404))
+    try:
+        await asyncio.wait_for(c.write(data), BOUND_SECONDS)
+    except (ConnectionError, OSError, asyncio.TimeoutError):
+        pass
+    say("SENT %s" % c.path)
+    await c.wait_closed()
+    rd.cancel()
+
+
 CASES = {
+    "/pmd": pmd,
     "/after_close": after_close,
     "/close_frame": close_frame,
     "/flood_close": flood_close,

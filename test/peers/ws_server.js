@@ -2,6 +2,11 @@
 // WebSocket test server for ws_port's end-to-end tests (node `ws`).
 //
 // Usage: node ws_server.js [--tls CERT KEY] [--client-ca CAFILE] [--exit-on-eof]
+//                          [--deflate JSON]
+//
+// --deflate turns permessage-deflate on with the given `ws` perMessageDeflate
+// options (JSON, e.g. '{"serverMaxWindowBits": 10}'; threshold defaults to 0
+// here: every message is compressed). Without it compression is refused.
 //
 // Same contract as ws_server.py: listens on 127.0.0.1 port 0, prints
 // "PORT <n>" on stdout once listening, and picks the behaviour by path:
@@ -39,12 +44,13 @@ function say(line) {
 }
 
 function parseArgs(argv) {
-  const opts = { tls: null, clientCa: null, exitOnEof: false };
+  const opts = { tls: null, clientCa: null, exitOnEof: false, deflate: false };
   for (let i = 0; i < argv.length; i++) {
     switch (argv[i]) {
       case '--tls': opts.tls = [argv[++i], argv[++i]]; break;
       case '--client-ca': opts.clientCa = argv[++i]; break;
       case '--exit-on-eof': opts.exitOnEof = true; break;
+      case '--deflate': opts.deflate = { threshold: 0, ...JSON.parse(argv[++i]) }; break;
       default:
         process.stderr.write(`unknown argument ${argv[i]}\n`);
         process.exit(2);
@@ -73,7 +79,7 @@ server.on('request', (req, res) => {
 const wss = new WebSocketServer({
   noServer: true,
   maxPayload: 0x7fffffff,
-  perMessageDeflate: false,
+  perMessageDeflate: opts.deflate,
   handleProtocols: (offered) => {
     for (const p of SERVER_PROTOCOLS) if (offered.has(p)) return p;
     return false;

@@ -2,6 +2,12 @@
 """WebSocket test server for ws_port's end-to-end tests (python3-websockets 10.4).
 
 Usage: ws_server.py [--tls CERT KEY] [--client-ca CAFILE] [--exit-on-eof] [--port N]
+                    [--deflate JSON]
+
+--deflate turns permessage-deflate on, with the parameters of
+websockets' ServerPerMessageDeflateFactory given as a JSON object, e.g.
+'{"server_max_window_bits": 10, "client_no_context_takeover": true}' ('{}':
+the factory's defaults). Without it the server refuses compression.
 
 Listens on 127.0.0.1, port 0 (the kernel picks one) or N with --port (e.g.
 to come back on the same port after a restart), and prints ``PORT <n>``
@@ -159,6 +165,7 @@ async def main():
     ap.add_argument("--client-ca")
     ap.add_argument("--exit-on-eof", action="store_true")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--deflate")
     ap.add_argument("--tls12", action="store_true",
                     help="TLS 1.2 at most (client certificates checked inside the handshake)")
     args = ap.parse_args()
@@ -189,6 +196,11 @@ async def main():
 
         loop.add_reader(sys.stdin.fileno(), on_stdin)
 
+    extensions = None
+    if args.deflate is not None:
+        from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+        extensions = [ServerPerMessageDeflateFactory(**json.loads(args.deflate))]
+
     async with websockets.serve(
         handler, "127.0.0.1", args.port,
         ssl=ssl_ctx,
@@ -198,6 +210,7 @@ async def main():
         max_size=None,
         max_queue=64,
         compression=None,
+        extensions=extensions,
         ping_interval=None,
     ) as server:
         port = server.sockets[0].getsockname()[1]
