@@ -158,8 +158,10 @@ leave(S, Topic, Timeout) ->
 disconnect(S) ->
     gen_server:call(S, disconnect, infinity).
 
-%% @doc `#{topics => #{Topic => State}, stats => #{...}, connected =>
-%% boolean()}' (`stats' of {@link ws_port_phoenix_conn:stats/1}).
+%% @doc `#{topics => #{Topic => State}, stats => #{...}, closed => ...,
+%% buffered => ..., connection => Conn}' (`stats' of
+%% {@link ws_port_phoenix_conn:stats/1}; `Conn' is the ws_port connection
+%% underneath, for {@link ws_port:info/1}: compression, bytes, rtt).
 -spec info(socket()) -> map().
 info(S) ->
     gen_server:call(S, info, infinity).
@@ -189,6 +191,7 @@ handle_call(info, _From, #st{conn = Conn, closed = Closed} = St) ->
         #{
             topics => ws_port_phoenix_conn:topics(Conn),
             stats => ws_port_phoenix_conn:stats(Conn),
+            connection => ws_port_phoenix_conn:ws(Conn),
             closed => Closed,
             buffered => St#st.buffered
         },

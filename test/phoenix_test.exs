@@ -60,6 +60,25 @@ defmodule WsPort.PhoenixTest do
     end
   end
 
+  describe "compression" do
+    test "compress: true negotiates permessage-deflate with a server that offers it (Phoenix's compress: true)" do
+      peer = Peer.start!(:phoenix, args: ["--compress"])
+      on_exit(fn -> Peer.stop(peer) end)
+      url = "ws://127.0.0.1:#{Peer.port(peer)}/socket/websocket"
+      socket = connect!(url, compress: true)
+
+      assert {:ok, %{"topic" => "room:z"}} = Phoenix.join(socket, "room:z")
+      big = String.duplicate("compressible ", 2000)
+      assert {:ok, %{"text" => ^big}} = Phoenix.push(socket, "room:z", "echo", %{text: big})
+
+      {:ok, info} = :ws_port.info(Phoenix.info(socket).connection)
+      assert %{bytes_out_plain: out_plain, bytes_out_wire: out_wire} = info.compression
+      assert %{bytes_in_plain: in_plain, bytes_in_wire: in_wire} = info.compression
+      # the echo went both ways compressed: far fewer bytes on the wire
+      assert out_wire * 5 < out_plain and in_wire * 5 < in_plain
+    end
+  end
+
   describe "joining and pushing" do
     test "join with params, echo and error replies", %{url: url, peer: peer} do
       socket = connect!(url, params: %{token: "good", user: "ann"})

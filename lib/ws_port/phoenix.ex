@@ -79,7 +79,11 @@ defmodule WsPort.Phoenix do
   @spec disconnect(socket()) :: :ok
   def disconnect(socket), do: :ws_port_phoenix.disconnect(socket)
 
-  @doc "Topics and their state, counters (`:bad_input`, `:rejoins`, `:reconnects`, ...)."
+  @doc """
+  Topics and their state, counters (`:bad_input`, `:rejoins`, `:reconnects`, ...)
+  and `:connection`, the ws_port connection underneath (`WsPort.info/1` on it
+  tells compression, bytes and round-trip time).
+  """
   @spec info(socket()) :: map()
   def info(socket), do: :ws_port_phoenix.info(socket)
 end

@@ -356,6 +356,8 @@ async def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     ap.add_argument("--exit-on-eof", action="store_true")
+    ap.add_argument("--compress", action="store_true",
+                    help="negotiate permessage-deflate (Phoenix's socket compress: true)")
     args = ap.parse_args()
 
     server = Server()
@@ -403,7 +405,7 @@ async def main():
         process_request=process_request,
         ssl=context,
         max_size=None,
-        compression=None,
+        compression="deflate" if args.compress else None,
         ping_interval=None,
         reuse_address=True,
     ) as ws_server:
