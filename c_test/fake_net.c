@@ -2,7 +2,6 @@
 #include "fake_net.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,183 +16,10 @@
 #include "wsp_link.h"
 #include "wsp_log.h"
 
-int wsp_log_level = -1; /* silent */
-struct lws_context *wsp_ctx;
-struct lws_vhost *wsp_vhost;
-
 static struct fake_net_hooks g_hooks;
 static int g_listeners[FAKE_NET_SERVERS + 1];
 static struct sockaddr_un g_addrs[FAKE_NET_SERVERS + 1];
 static socklen_t g_addrlens[FAKE_NET_SERVERS + 1];
-static int g_hangup_close;
-
-lws_usec_t fake_net_now = 1000000;
-
-lws_usec_t lws_now_usecs(void) { return fake_net_now; }
-
-/* ---- timers ------------------------------------------------------------- */
-
-#define MAX_TIMERS 256
-static lws_sorted_usec_list_t *g_timers[MAX_TIMERS];
-static size_t g_ntimers;
-
-void lws_sul_cancel(lws_sorted_usec_list_t *sul)
-{
-    for (size_t i = 0; i < g_ntimers; i++) {
-        if (g_timers[i] == sul) {
-            g_timers[i] = g_timers[--g_ntimers];
-            return;
-        }
-    }
-}
-
-void wsp_loop_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us)
-{
-    lws_sul_cancel(sul);
-    if (g_ntimers == MAX_TIMERS) {
-        fprintf(stderr, "fake_net: too many timers\n");
-        abort();
-    }
-    sul->cb = cb;
-    sul->us = fake_net_now + us;
-    g_timers[g_ntimers++] = sul;
-}
-
-static int run_timers(void)
-{
-    int ran = 0;
-    for (int guard = 0; guard < 1000; guard++) {
-        size_t best = g_ntimers;
-        for (size_t i = 0; i < g_ntimers; i++) {
-            if (g_timers[i]->us <= fake_net_now &&
-                (best == g_ntimers || g_timers[i]->us < g_timers[best]->us)) {
-                best = i;
-            }
-        }
-        if (best == g_ntimers) {
-            break;
-        }
-        lws_sorted_usec_list_t *sul = g_timers[best];
-        g_timers[best] = g_timers[--g_ntimers];
-        sul->cb(sul);
-        ran++;
-    }
-    return ran;
-}
-
-void fake_net_advance(lws_usec_t us) { fake_net_now += us; }
-
-lws_usec_t fake_net_next_due(void)
-{
-    lws_usec_t best = 0;
-    for (size_t i = 0; i < g_ntimers; i++) {
-        if (!best || g_timers[i]->us < best) {
-            best = g_timers[i]->us;
-        }
-    }
-    return best;
-}
-size_t fake_net_timers(void) { return g_ntimers; }
-
-/* ---- adopted fds ---------------------------------------------------------- */
-
-struct fake_wsi {
-    struct wsp_watch *w;
-    int fd;
-    int want_read;
-    int want_write;
-};
-
-#define MAX_WSI 32
-static struct fake_wsi g_wsi[MAX_WSI];
-
-struct lws *wsp_loop_adopt(int fd, struct wsp_watch *w)
-{
-    for (size_t i = 0; i < MAX_WSI; i++) {
-        if (!g_wsi[i].w) {
-            g_wsi[i] = (struct fake_wsi){.w = w, .fd = fd, .want_read = 1};
-            w->wsi = (struct lws *)&g_wsi[i];
-            return w->wsi;
-        }
-    }
-    close(fd);
-    return NULL;
-}
-
-void wsp_loop_want_write(struct lws *wsi) { ((struct fake_wsi *)wsi)->want_write = 1; }
-void wsp_loop_want_read(struct lws *wsi, int on) { ((struct fake_wsi *)wsi)->want_read = on; }
-
-void wsp_loop_close(struct wsp_watch *w)
-{
-    struct fake_wsi *f = (struct fake_wsi *)w->wsi;
-    w->wsi = NULL;
-    if (!f) {
-        return;
-    }
-    if (f->w != w) {
-        fprintf(stderr, "fake_net: wsp_loop_close of a watch that is not the wsi's\n");
-        abort();
-    }
-    close(f->fd);
-    *f = (struct fake_wsi){0};
-}
-
-size_t fake_net_adopted(void)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < MAX_WSI; i++) {
-        n += g_wsi[i].w != NULL;
-    }
-    return n;
-}
-
-void fake_net_set_hangup_close(int on) { g_hangup_close = on; }
-
-static int dispatch(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
-{
-    if (w->kind != WSP_W_CONN) {
-        fprintf(stderr, "fake_net: a watch of kind %d\n", (int)w->kind);
-        abort();
-    }
-    return wsp_conn_on_io(w, wsi, io);
-}
-
-static int poll_fds(void)
-{
-    int ran = 0;
-    for (size_t i = 0; i < MAX_WSI; i++) {
-        struct fake_wsi *f = &g_wsi[i];
-        if (!f->w || (!f->want_read && !f->want_write)) {
-            continue;
-        }
-        struct pollfd p = {.fd = f->fd,
-                           .events = (short)((f->want_read ? POLLIN : 0) |
-                                             (f->want_write ? POLLOUT : 0))};
-        if (poll(&p, 1, 0) <= 0) {
-            continue;
-        }
-        struct wsp_watch *w = f->w;
-        if ((p.revents & POLLHUP) && g_hangup_close && f->want_read) {
-            close(f->fd);
-            *f = (struct fake_wsi){0};
-            w->wsi = NULL;
-            dispatch(w, NULL, WSP_IO_CLOSED);
-            ran++;
-            continue;
-        }
-        if ((p.revents & POLLOUT) && f->want_write) {
-            f->want_write = 0;
-            dispatch(w, (struct lws *)f, WSP_IO_WRITABLE);
-            ran++;
-        }
-        /* the callback may have closed (and reused) the slot */
-        if (f->w == w && f->want_read && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
-            dispatch(w, (struct lws *)f, WSP_IO_READABLE);
-            ran++;
-        }
-    }
-    return ran;
-}
 
 /* ---- DNS ------------------------------------------------------------------ */
 
@@ -276,7 +102,7 @@ size_t fake_net_lookups(void)
     return n;
 }
 
-int fake_net_turn(void) { return answer_lookups() + run_timers() + poll_fds(); }
+int fake_net_turn(void) { return answer_lookups() + fake_loop_turn(); }
 
 /* ---- the link to the BEAM --------------------------------------------------- */
 
@@ -352,6 +178,7 @@ void wsp_link_splice_abort(void) {}
 void fake_net_init(const struct fake_net_hooks *hooks)
 {
     g_hooks = *hooks;
+    fake_loop_set_dispatch(wsp_conn_on_io);
     if (g_listeners[1]) {
         return;
     }
@@ -376,17 +203,10 @@ int fake_net_listener(int n) { return g_listeners[n]; }
 
 void fake_net_reset(void)
 {
-    for (size_t i = 0; i < MAX_WSI; i++) {
-        if (g_wsi[i].w) {
-            close(g_wsi[i].fd);
-            g_wsi[i] = (struct fake_wsi){0};
-        }
-    }
-    g_ntimers = 0;
+    fake_loop_reset();
     while (g_lookups) {
         struct wsp_dns_req *r = g_lookups;
         g_lookups = r->next;
         free(r);
     }
-    g_hangup_close = 0;
 }

@@ -349,7 +349,7 @@ static void run_op(struct in *in)
         wsp_conn_reconnect((uint32_t)n, byte(in) * 4u);
         break;
     case 9: /* the clock moves on */
-        fake_net_advance((lws_usec_t)(1 + byte(in)) * (byte(in) & 1 ? 100000 : 1000));
+        fake_loop_advance((lws_usec_t)(1 + byte(in)) * (byte(in) & 1 ? 100000 : 1000));
         break;
     case 10:
         wsp_conn_stats((uint32_t)n);
@@ -358,7 +358,7 @@ static void run_op(struct in *in)
         wsp_conn_link_congested(byte(in) & 1);
         break;
     case 12:
-        fake_net_set_hangup_close(byte(in) & 1);
+        fake_loop_set_hangup_close(byte(in) & 1);
         break;
     default:
         break;
@@ -417,9 +417,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int n = 1; n <= NCONN; n++) {
             server_read(n);
         }
-        lws_usec_t due = fake_net_next_due();
-        if (due > fake_net_now) {
-            fake_net_advance(due - fake_net_now);
+        lws_usec_t due = fake_loop_next_due();
+        if (due > fake_loop_now) {
+            fake_loop_advance(due - fake_loop_now);
         }
         settle();
     }
@@ -434,10 +434,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             finding("two final events", n);
         }
     }
-    if (fake_net_adopted() != 0) {
+    if (fake_loop_adopted() != 0) {
         finding("an fd still adopted", 0);
     }
-    if (fake_net_timers() != 0) {
+    if (fake_loop_timers() != 0) {
         finding("a timer still pending", 0);
     }
     if (fake_net_lookups() != 0) {
