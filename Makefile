@@ -8,6 +8,8 @@
 #   make c-test     cmocka unit tests of c_src
 #   make asan       priv/ws_port built with AddressSanitizer + UBSan
 #   make fuzz       libFuzzer harnesses c_test/fuzz_*.c, FUZZ_SECONDS each
+#   make chaos      the chaos test on ws and wss, CHAOS_SECONDS each (seed:
+#                   CHAOS_SEED, printed), on the ASan build
 #   make bench      throughput benchmarks (see bench/README.md)
 #   make WSP_PORTABLE=1   (or make portable)
 #                   priv/ws_port.portable: the paths used where Linux's are
@@ -55,7 +57,7 @@ TEST_SRCS := $(wildcard c_test/test_*.c)
 TEST_BINS := $(patsubst c_test/%.c,$(BUILD)/%,$(TEST_SRCS))
 
 .PHONY: setup all test test-all beam-lint c-test erl-test ex-test conformance demo asan bench clean cppcheck fmt fuzz \
-  portable portable-check portable-test
+  portable portable-check portable-test chaos
 
 all: $(TARGET)
 
@@ -95,18 +97,34 @@ FUZZ_BINS := $(patsubst c_test/%.c,c_build/fuzz/%,$(FUZZ_SRCS))
 FUZZ_LINK_fuzz_proto := c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c c_src/wsp_deflate.c c_src/wsp_buf.c
 FUZZ_LINK_fuzz_deflate := c_src/wsp_deflate.c c_src/ws_codec.c c_src/wsp_buf.c
 FUZZ_LINK_fuzz_text := c_src/wsp_text.c
+# the connection state machine, unchanged, over fake_net.c's loop, link and
+# DNS (link-time stand-ins; real sockets)
+FUZZ_CONN_SRCS := c_src/wsp_conn.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c \
+  c_src/wsp_buf.c c_src/wsp_tls.c c_src/wsp_deflate.c c_src/wsp_compat.c
+FUZZ_LINK_fuzz_conn := c_test/fake_net.c c_test/fake_loop.c $(FUZZ_CONN_SRCS)
+c_build/fuzz/fuzz_conn: c_test/fake_net.c c_test/fake_net.h c_test/fake_loop.c c_test/fake_loop.h $(FUZZ_CONN_SRCS)
+# the port link's framing both ways and its splice path, over fake_loop.c
+FUZZ_LINK_SRCS := c_src/wsp_link.c c_src/wsp_buf.c c_src/wsp_proto.c c_src/ws_codec.c \
+  c_src/wsp_backoff.c c_src/wsp_deflate.c c_src/wsp_compat.c
+FUZZ_LINK_fuzz_link := c_test/fake_loop.c $(FUZZ_LINK_SRCS)
+c_build/fuzz/fuzz_link: c_test/fake_loop.c c_test/fake_loop.h $(FUZZ_LINK_SRCS)
+# libFuzzer options of a harness (default: none)
+FUZZ_OPTS_fuzz_conn := -max_len=16384
+FUZZ_OPTS_fuzz_link := -max_len=8192
+rparen := )
 
 c_build/fuzz/fuzz_%: c_test/fuzz_%.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c \
   c_src/wsp_text.c c_src/wsp_deflate.c c_src/wsp_buf.c $(HDRS)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ-LD $@"; $(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< \
 	  $(or $(FUZZ_LINK_fuzz_$*),c_src/ws_codec.c) -L$(ERL_INTERFACE)/lib -lei \
-	  $(call pc_libs,openssl,-lssl -lcrypto) $(call pc_libs,zlib,-lz)
+	  $(call pc_libs,openssl,-lssl -lcrypto) $(call pc_libs,zlib,-lz) -lm
 
 fuzz: $(FUZZ_BINS)
-	@set -e; for b in $(FUZZ_BINS); do n=$$(basename $$b); \
-	  mkdir -p c_build/fuzz/corpus/$$n; echo "== $$n ($(FUZZ_SECONDS) s)"; \
-	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $$b -max_total_time=$(FUZZ_SECONDS) \
+	@set -e; for b in $(FUZZ_BINS); do n=$$(basename $$b); opts=''; \
+	  case $$n in $(foreach h,$(notdir $(FUZZ_BINS)),$(h)$(rparen) opts='$(FUZZ_OPTS_$(h))';;) esac; \
+	  mkdir -p c_build/fuzz/corpus/$$n; echo "== $$n ($(FUZZ_SECONDS) s) $$opts"; \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $$b -max_total_time=$(FUZZ_SECONDS) $$opts \
 	    -timeout=10 -print_final_stats=1 -artifact_prefix=c_build/fuzz/$$n- \
 	    c_build/fuzz/corpus/$$n c_test/corpus/$$n 2>c_build/fuzz/$$n.log \
 	  || { tail -n 60 c_build/fuzz/$$n.log; echo "fuzz: $$n FAILED (log c_build/fuzz/$$n.log)"; exit 1; }; \
@@ -159,6 +177,16 @@ portable-test: portable-check
 
 test-all: c-test cppcheck asan beam-lint ex-test erl-test conformance portable-test
 	$(MAKE) fuzz FUZZ_SECONDS=20
+	$(MAKE) chaos CHAOS_SECONDS=60
+
+# The chaos test (test/chaos_test.exs): CHAOS_SECONDS of random connection
+# lives against test/peers/chaos_server.py on ws, then on wss, on the
+# ASan/UBSan build. A failure prints its seed; CHAOS_SEED=N replays it.
+CHAOS_SECONDS ?= 60
+CHAOS_SEED ?=
+chaos: asan
+	WS_PORT_PROGRAM=priv/ws_port.asan CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) \
+	  mix test --only chaos --seed 0 test/chaos_test.exs
 
 # the demo needs no node package: its setup skips node and npm ci
 demo:

@@ -1346,8 +1346,10 @@ static int parse_bytes(struct wsp_conn *c, const uint8_t *p, size_t n, size_t *t
  * (c may be freed: do not touch it). */
 static int process_frames(struct wsp_conn *c)
 {
-    size_t taken;
-    if (parse_bytes(c, c->rbuf.data + c->rbuf.off, wsp_buf_pending(&c->rbuf), &taken) < 0) {
+    size_t taken = 0;
+    /* an empty rbuf may have no memory: no pointer arithmetic on NULL */
+    if (wsp_buf_pending(&c->rbuf) > 0 &&
+        parse_bytes(c, c->rbuf.data + c->rbuf.off, wsp_buf_pending(&c->rbuf), &taken) < 0) {
         return -1;
     }
     wsp_buf_consume(&c->rbuf, taken);

@@ -28,7 +28,9 @@
 %%     {@link close/1}) and the bytes of frames lost with the socket. Each
 %%     failed attempt is one more `ws_port_down'. When the port program died
 %%     and was restarted: `{ws_port_down, Conn, {port_exit, Status},
-%%     #{attempt => 1, delay_ms => 0, unsent_bytes => 0}}'. Sends in between
+%%     #{attempt => 1, delay_ms => 0, unsent_bytes => 0}}' (Status: its exit
+%%     status, or the atom the port closed with, e.g. `epipe', when a
+%%     command reached the dead program before its status). Sends in between
 %%     return `{error, not_connected}' unless `send_queue' is set.</li>
 %% <li>`{ws_port_up, Conn, Info}' on every re-establishment, and also for the
 %%     first handshake when `await => false' was given to {@link connect/2}
@@ -124,7 +126,7 @@
     | {bad_handshake | tls | invalid_url | socket, binary() | atom()}
     | {dns, nxdomain | binary()}
     | {bad_option, term(), term()}
-    | {port_exit, integer()}
+    | {port_exit, integer() | atom()}
     | {driver_exit, term()}
     | {no_driver, atom() | pid()}
     | {not_started, ws_port}

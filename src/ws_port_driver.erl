@@ -417,8 +417,16 @@ handle_info({timeout, TRef, {connect_timeout, Id}}, #state{conns = Conns} = Stat
         _ ->
             {noreply, State}
     end;
+handle_info({'EXIT', Port, Reason}, #state{port = Port} = State) when Reason =/= normal ->
+    %% The program died and a command was written to it before the
+    %% emulator saw it exit: the write failed (epipe), the emulator closed
+    %% the port and no exit_status will come. It is gone all the same.
+    receive
+        {Port, {exit_status, Status}} -> port_exited(Status, State)
+    after 0 -> port_exited(Reason, State)
+    end;
 handle_info({'EXIT', Port, _Reason}, State) when is_port(Port) ->
-    %% handled with the exit_status message
+    %% handled with the exit_status message (or an old port's)
     {noreply, State};
 handle_info(Msg, State) ->
     ?LOG_DEBUG("ws_port_driver: unexpected message ~P", [Msg, 20]),

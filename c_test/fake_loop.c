@@ -1,0 +1,197 @@
+/* See fake_loop.h. */
+#include "fake_loop.h"
+
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+int wsp_log_level = -1; /* silent */
+struct lws_context *wsp_ctx;
+struct lws_vhost *wsp_vhost;
+
+static int g_hangup_close;
+
+lws_usec_t fake_loop_now = 1000000;
+
+lws_usec_t lws_now_usecs(void) { return fake_loop_now; }
+
+/* ---- timers ------------------------------------------------------------- */
+
+#define MAX_TIMERS 256
+static lws_sorted_usec_list_t *g_timers[MAX_TIMERS];
+static size_t g_ntimers;
+
+void lws_sul_cancel(lws_sorted_usec_list_t *sul)
+{
+    for (size_t i = 0; i < g_ntimers; i++) {
+        if (g_timers[i] == sul) {
+            g_timers[i] = g_timers[--g_ntimers];
+            return;
+        }
+    }
+}
+
+void wsp_loop_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us)
+{
+    lws_sul_cancel(sul);
+    if (g_ntimers == MAX_TIMERS) {
+        fprintf(stderr, "fake_loop: too many timers\n");
+        abort();
+    }
+    sul->cb = cb;
+    sul->us = fake_loop_now + us;
+    g_timers[g_ntimers++] = sul;
+}
+
+int fake_loop_timers_run(void)
+{
+    int ran = 0;
+    for (int guard = 0; guard < 1000; guard++) {
+        size_t best = g_ntimers;
+        for (size_t i = 0; i < g_ntimers; i++) {
+            if (g_timers[i]->us <= fake_loop_now &&
+                (best == g_ntimers || g_timers[i]->us < g_timers[best]->us)) {
+                best = i;
+            }
+        }
+        if (best == g_ntimers) {
+            break;
+        }
+        lws_sorted_usec_list_t *sul = g_timers[best];
+        g_timers[best] = g_timers[--g_ntimers];
+        sul->cb(sul);
+        ran++;
+    }
+    return ran;
+}
+
+void fake_loop_advance(lws_usec_t us) { fake_loop_now += us; }
+
+lws_usec_t fake_loop_next_due(void)
+{
+    lws_usec_t best = 0;
+    for (size_t i = 0; i < g_ntimers; i++) {
+        if (!best || g_timers[i]->us < best) {
+            best = g_timers[i]->us;
+        }
+    }
+    return best;
+}
+size_t fake_loop_timers(void) { return g_ntimers; }
+
+/* ---- adopted fds ---------------------------------------------------------- */
+
+struct fake_wsi {
+    struct wsp_watch *w;
+    int fd;
+    int want_read;
+    int want_write;
+};
+
+#define MAX_WSI 32
+static struct fake_wsi g_wsi[MAX_WSI];
+
+struct lws *wsp_loop_adopt(int fd, struct wsp_watch *w)
+{
+    for (size_t i = 0; i < MAX_WSI; i++) {
+        if (!g_wsi[i].w) {
+            g_wsi[i] = (struct fake_wsi){.w = w, .fd = fd, .want_read = 1};
+            w->wsi = (struct lws *)&g_wsi[i];
+            return w->wsi;
+        }
+    }
+    close(fd);
+    return NULL;
+}
+
+void wsp_loop_want_write(struct lws *wsi) { ((struct fake_wsi *)wsi)->want_write = 1; }
+void wsp_loop_want_read(struct lws *wsi, int on) { ((struct fake_wsi *)wsi)->want_read = on; }
+
+void wsp_loop_close(struct wsp_watch *w)
+{
+    struct fake_wsi *f = (struct fake_wsi *)w->wsi;
+    w->wsi = NULL;
+    if (!f) {
+        return;
+    }
+    if (f->w != w) {
+        fprintf(stderr, "fake_loop: wsp_loop_close of a watch that is not the wsi's\n");
+        abort();
+    }
+    close(f->fd);
+    *f = (struct fake_wsi){0};
+}
+
+size_t fake_loop_adopted(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < MAX_WSI; i++) {
+        n += g_wsi[i].w != NULL;
+    }
+    return n;
+}
+
+void fake_loop_set_hangup_close(int on) { g_hangup_close = on; }
+
+static fake_loop_dispatch_fn g_dispatch;
+
+void fake_loop_set_dispatch(fake_loop_dispatch_fn fn) { g_dispatch = fn; }
+
+static int dispatch(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
+{
+    return g_dispatch(w, wsi, io);
+}
+
+int lws_get_socket_fd(struct lws *wsi) { return wsi ? ((struct fake_wsi *)wsi)->fd : -1; }
+
+int fake_loop_poll(void)
+{
+    int ran = 0;
+    for (size_t i = 0; i < MAX_WSI; i++) {
+        struct fake_wsi *f = &g_wsi[i];
+        if (!f->w || (!f->want_read && !f->want_write)) {
+            continue;
+        }
+        struct pollfd p = {.fd = f->fd,
+                           .events = (short)((f->want_read ? POLLIN : 0) |
+                                             (f->want_write ? POLLOUT : 0))};
+        if (poll(&p, 1, 0) <= 0) {
+            continue;
+        }
+        struct wsp_watch *w = f->w;
+        if ((p.revents & POLLHUP) && g_hangup_close && f->want_read) {
+            close(f->fd);
+            *f = (struct fake_wsi){0};
+            w->wsi = NULL;
+            dispatch(w, NULL, WSP_IO_CLOSED);
+            ran++;
+            continue;
+        }
+        if ((p.revents & POLLOUT) && f->want_write) {
+            f->want_write = 0;
+            dispatch(w, (struct lws *)f, WSP_IO_WRITABLE);
+            ran++;
+        }
+        /* the callback may have closed (and reused) the slot */
+        if (f->w == w && f->want_read && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
+            dispatch(w, (struct lws *)f, WSP_IO_READABLE);
+            ran++;
+        }
+    }
+    return ran;
+}
+
+int fake_loop_turn(void) { return fake_loop_timers_run() + fake_loop_poll(); }
+
+void fake_loop_reset(void)
+{
+    for (size_t i = 0; i < MAX_WSI; i++) {
+        if (g_wsi[i].w) {
+            close(g_wsi[i].fd);
+            g_wsi[i] = (struct fake_wsi){0};
+        }
+    }
+    g_ntimers = 0;
+    g_hangup_close = 0;
+}

@@ -1,0 +1,38 @@
+/*
+ * fake_loop: a link-time stand-in for the event loop (wsp_loop.c and the
+ * bits of lws its users call: lws_now_usecs, lws_sul_cancel,
+ * lws_get_socket_fd), for the fuzz harnesses: a fake clock and timer list,
+ * and poll(2) with a zero timeout on the adopted fds, whose events go to
+ * the dispatch function the harness sets. The fds are real.
+ */
+#ifndef FAKE_LOOP_H
+#define FAKE_LOOP_H
+
+#include <stddef.h>
+
+#include "wsp_loop.h"
+
+typedef int (*fake_loop_dispatch_fn)(struct wsp_watch *w, struct lws *wsi, enum wsp_io io);
+void fake_loop_set_dispatch(fake_loop_dispatch_fn fn);
+
+extern lws_usec_t fake_loop_now;
+
+/* Due timers, then one poll of every adopted fd (readable / writable as
+ * asked) with its events dispatched. Returns how many callbacks ran. */
+int fake_loop_turn(void);
+int fake_loop_timers_run(void);
+int fake_loop_poll(void);
+/* Moves the clock on (timers fall due on the next turn). */
+void fake_loop_advance(lws_usec_t us);
+/* When the earliest timer falls due (0: none). */
+lws_usec_t fake_loop_next_due(void);
+/* When on, a hang-up (POLLHUP) is delivered as lws does it: the fd is
+ * closed and WSP_IO_CLOSED sent, instead of a readable event. */
+void fake_loop_set_hangup_close(int on);
+/* Adopted fds and pending timers. */
+size_t fake_loop_adopted(void);
+size_t fake_loop_timers(void);
+/* Forgets everything, closing fds still adopted. */
+void fake_loop_reset(void);
+
+#endif

@@ -1,0 +1,212 @@
+/* See fake_net.h. */
+#include "fake_net.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <ei.h>
+
+#include "wsp_conn.h"
+#include "wsp_dns.h"
+#include "wsp_link.h"
+#include "wsp_log.h"
+
+static struct fake_net_hooks g_hooks;
+static int g_listeners[FAKE_NET_SERVERS + 1];
+static struct sockaddr_un g_addrs[FAKE_NET_SERVERS + 1];
+static socklen_t g_addrlens[FAKE_NET_SERVERS + 1];
+
+/* ---- DNS ------------------------------------------------------------------ */
+
+struct wsp_dns_req {
+    wsp_dns_cb cb;
+    void *arg;
+    int server; /* 0: nxdomain */
+    struct wsp_dns_req *next;
+};
+
+static struct wsp_dns_req *g_lookups;
+
+struct wsp_dns_req *wsp_dns_resolve(const char *host, uint16_t port, wsp_dns_cb cb, void *arg)
+{
+    (void)port;
+    struct wsp_dns_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        return NULL;
+    }
+    int n = 0;
+    if (sscanf(host, "h%d.fuzz", &n) != 1 || n < 1 || n > FAKE_NET_SERVERS) {
+        n = 0;
+    }
+    r->cb = cb;
+    r->arg = arg;
+    r->server = n;
+    r->next = g_lookups;
+    g_lookups = r;
+    if (g_hooks.on_resolve) {
+        g_hooks.on_resolve(n);
+    }
+    return r;
+}
+
+void wsp_dns_cancel(struct wsp_dns_req *req)
+{
+    for (struct wsp_dns_req **p = &g_lookups; *p; p = &(*p)->next) {
+        if (*p == req) {
+            *p = req->next;
+            free(req);
+            return;
+        }
+    }
+    fprintf(stderr, "fake_net: wsp_dns_cancel of an unknown lookup\n");
+    abort();
+}
+
+static int answer_lookups(void)
+{
+    int ran = 0;
+    while (g_lookups) {
+        struct wsp_dns_req *r = g_lookups;
+        g_lookups = r->next;
+        struct wsp_dns_result res;
+        memset(&res, 0, sizeof res);
+        if (r->server == 0) {
+            res.status = 4; /* ARES_ENOTFOUND */
+            res.nxdomain = 1;
+            res.error = "not found";
+        } else {
+            res.naddrs = 1;
+            memcpy(&res.addrs[0], &g_addrs[r->server], g_addrlens[r->server]);
+            res.addrlens[0] = g_addrlens[r->server];
+        }
+        wsp_dns_cb cb = r->cb;
+        void *arg = r->arg;
+        free(r);
+        cb(arg, &res);
+        ran++;
+    }
+    return ran;
+}
+
+size_t fake_net_lookups(void)
+{
+    size_t n = 0;
+    for (struct wsp_dns_req *r = g_lookups; r; r = r->next) {
+        n++;
+    }
+    return n;
+}
+
+int fake_net_turn(void) { return answer_lookups() + fake_loop_turn(); }
+
+/* ---- the link to the BEAM --------------------------------------------------- */
+
+void wsp_link_event(const ei_x_buff *x)
+{
+    int idx = 0, version, arity;
+    char tag[MAXATOMLEN_UTF8] = "";
+    unsigned long id = 0;
+    if (ei_decode_version(x->buff, &idx, &version) < 0 ||
+        ei_decode_tuple_header(x->buff, &idx, &arity) < 0 || arity < 2 ||
+        ei_decode_atom(x->buff, &idx, tag) < 0 || ei_decode_ulong(x->buff, &idx, &id) < 0) {
+        fprintf(stderr, "fake_net: an event that is not {Tag, Id, ...}\n");
+        abort();
+    }
+    /* the whole term must decode */
+    idx = 0;
+    if (ei_decode_version(x->buff, &idx, &version) < 0 || ei_skip_term(x->buff, &idx) < 0 ||
+        idx != x->index) {
+        fprintf(stderr, "fake_net: event %s is not one whole term\n", tag);
+        abort();
+    }
+    if (g_hooks.on_event) {
+        g_hooks.on_event(tag, (uint32_t)id);
+    }
+}
+
+static volatile uint8_t g_sink;
+
+int wsp_link_data(uint32_t id, int opcode, const uint8_t *payload, size_t len)
+{
+    (void)opcode;
+    uint8_t acc = 0;
+    for (size_t i = 0; i < len; i++) {
+        acc ^= payload[i]; /* every byte read: ASan sees a bad slice */
+    }
+    g_sink = acc;
+    if (g_hooks.on_event) {
+        g_hooks.on_event("frame", id);
+    }
+    return 0;
+}
+
+void wsp_link_flush(void) {}
+void wsp_link_pause_input(int paused) { (void)paused; }
+size_t wsp_link_splice_room(void) { return 0; }
+
+int wsp_link_splice_claim(uint32_t id, int opcode, const uint8_t *have, size_t nhave,
+                          size_t len, void (*preempt)(void *), void *owner)
+{
+    (void)id, (void)opcode, (void)have, (void)nhave, (void)len, (void)preempt, (void)owner;
+    return -1;
+}
+
+ssize_t wsp_link_splice_in(int fd, size_t n)
+{
+    (void)fd, (void)n;
+    errno = EINVAL;
+    return WSP_SPLICE_ERROR;
+}
+
+void wsp_link_splice_commit(void) {}
+
+int wsp_link_splice_take(struct wsp_buf *into)
+{
+    (void)into;
+    return -1;
+}
+
+void wsp_link_splice_abort(void) {}
+
+/* ---- set-up ---------------------------------------------------------------- */
+
+void fake_net_init(const struct fake_net_hooks *hooks)
+{
+    g_hooks = *hooks;
+    fake_loop_set_dispatch(wsp_conn_on_io);
+    if (g_listeners[1]) {
+        return;
+    }
+    for (int n = 1; n <= FAKE_NET_SERVERS; n++) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        struct sockaddr_un *a = &g_addrs[n];
+        memset(a, 0, sizeof *a);
+        a->sun_family = AF_UNIX;
+        /* abstract namespace: sun_path[0] = 0 */
+        int len = snprintf(a->sun_path + 1, sizeof a->sun_path - 1, "ws_port_fuzz_conn.%d.%d",
+                           (int)getpid(), n);
+        g_addrlens[n] = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
+        if (fd < 0 || bind(fd, (struct sockaddr *)a, g_addrlens[n]) < 0 || listen(fd, 64) < 0) {
+            perror("fake_net: listener");
+            abort();
+        }
+        g_listeners[n] = fd;
+    }
+}
+
+int fake_net_listener(int n) { return g_listeners[n]; }
+
+void fake_net_reset(void)
+{
+    fake_loop_reset();
+    while (g_lookups) {
+        struct wsp_dns_req *r = g_lookups;
+        g_lookups = r->next;
+        free(r);
+    }
+}

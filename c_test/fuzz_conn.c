@@ -1,0 +1,459 @@
+/*
+ * libFuzzer harness: the connection state machine (wsp_conn.c) as a whole.
+ *
+ * The input is a script: server bytes (the upgrade response and frames,
+ * written to the server end of a real socket in pieces of any size, so
+ * they arrive split anywhere) interleaved with the BEAM's commands
+ * (connect, send, active, close, reconnect, stats), the clock moving on
+ * (connect/close/linger timeouts, pings, idle timeouts, retry delays) and
+ * the output link congesting. wsp_conn.c is linked unchanged; what it calls
+ * below it is replaced at link time by c_test/fake_net.c: the event loop
+ * (a fake clock and timer list, poll(2) on the adopted fds), DNS (hN.fuzz
+ * is an abstract unix socket the harness listens on) and the link to the
+ * BEAM (events decoded and checked here). Sockets are real (AF_UNIX stream
+ * sockets through socket/connect/send/recv, as in production).
+ *
+ * Checked (abort = a finding), besides ASan/UBSan and LeakSanitizer:
+ *  - closed means closed: after {close, Id} no new attempt of that
+ *    connection starts (no lookup), and no up or down event comes for it;
+ *  - after a connection's final {closed, Id, _} no event at all for it
+ *    (until the id is connected again), and at most one final per connect;
+ *  - every event is one well-formed term {Tag, Id, ...};
+ *  - at the end (close of everything, the clock moved past every timeout):
+ *    no connection is left, every connect had exactly one final event, no
+ *    fd is still adopted, no timer and no lookup is pending.
+ *
+ * Script ops (one byte each, then their arguments, see run_op):
+ *   connect, server writes raw bytes, server answers the upgrade (a valid
+ *   101 for the key it read), server writes a frame, server closes its end,
+ *   send, active, close, reconnect, clock, stats, link congestion, lws-style
+ *   hang-up handling on/off.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
+
+#include "fake_net.h"
+#include "ws_codec.h"
+#include "wsp_backoff.h"
+#include "wsp_conn.h"
+#include "wsp_proto.h"
+
+#define NCONN FAKE_NET_SERVERS
+
+struct conn_model {
+    int exists;       /* connected and not yet final */
+    int closed_cmd;   /* {close, Id} was sent while it existed */
+    int finals;       /* final {closed, Id, _} events since its connect */
+    int sfd;          /* the server end of its latest socket, -1 */
+    char req[4096];   /* the upgrade request read so far */
+    size_t reqlen;
+};
+
+static struct conn_model g_m[NCONN + 1];
+static int g_accept[NCONN + 1]; /* a lookup came: a connect() may follow */
+
+static void finding(const char *what, uint32_t id)
+{
+    fprintf(stderr, "fuzz_conn: %s (connection %u)\n", what, id);
+    abort();
+}
+
+static void on_event(const char *tag, uint32_t id)
+{
+    if (id == 0 || id > NCONN) {
+        return; /* {error, Id, _} for an id never connected, stats of 0 */
+    }
+    struct conn_model *m = &g_m[id];
+    if (!strcmp(tag, "error") || !strcmp(tag, "stats")) {
+        return;
+    }
+    if (!m->exists) {
+        finding(tag, id); /* an event for a connection that is not there */
+    }
+    if (!strcmp(tag, "closed")) {
+        m->finals++;
+        m->exists = 0;
+        return;
+    }
+    if (m->closed_cmd && (!strcmp(tag, "up") || !strcmp(tag, "down"))) {
+        finding(!strcmp(tag, "up") ? "up after close" : "down after close", id);
+    }
+}
+
+static void on_resolve(int n)
+{
+    if (n < 1 || n > NCONN) {
+        return;
+    }
+    if (!g_m[n].exists) {
+        finding("an attempt of a connection that is not there", (uint32_t)n);
+    }
+    if (g_m[n].closed_cmd) {
+        finding("a new attempt after close (zombie)", (uint32_t)n);
+    }
+    g_accept[n] = 1;
+}
+
+/* ---- reading the script ---------------------------------------------------- */
+
+struct in {
+    const uint8_t *p;
+    size_t n;
+};
+
+static unsigned byte(struct in *in)
+{
+    if (!in->n) {
+        return 0;
+    }
+    in->n--;
+    return *in->p++;
+}
+
+static unsigned u16(struct in *in) { return byte(in) << 8 | byte(in); }
+
+static const uint8_t *take(struct in *in, size_t *len)
+{
+    if (*len > in->n) {
+        *len = in->n;
+    }
+    const uint8_t *p = in->p;
+    in->p += *len;
+    in->n -= *len;
+    return p;
+}
+
+/* ---- the server side ----------------------------------------------------------- */
+
+static void accept_new(void)
+{
+    for (int n = 1; n <= NCONN; n++) {
+        int fd;
+        if (!g_accept[n]) {
+            continue;
+        }
+        while ((fd = accept4(fake_net_listener(n), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+            g_accept[n] = 0;
+            if (g_m[n].sfd >= 0) {
+                close(g_m[n].sfd);
+            }
+            g_m[n].sfd = fd;
+            g_m[n].reqlen = 0;
+        }
+    }
+}
+
+/* Reads what the client wrote: the request is kept (for its key), frames
+ * are dropped (a server that reads). */
+static void server_read(int n)
+{
+    struct conn_model *m = &g_m[n];
+    if (m->sfd < 0) {
+        return;
+    }
+    uint8_t tmp[65536];
+    ssize_t r;
+    while ((r = recv(m->sfd, tmp, sizeof tmp, 0)) > 0) {
+        size_t room = sizeof m->req - 1 - m->reqlen;
+        size_t k = (size_t)r < room ? (size_t)r : room;
+        memcpy(m->req + m->reqlen, tmp, k);
+        m->reqlen += k;
+        m->req[m->reqlen] = 0;
+    }
+}
+
+static void server_write(int n, const uint8_t *p, size_t len)
+{
+    if (g_m[n].sfd >= 0 && len) {
+        ssize_t w = send(g_m[n].sfd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w; /* a full socket drops the rest: the script goes on */
+    }
+}
+
+static void server_upgrade(int n, unsigned variant)
+{
+    server_read(n);
+    const char *k = strstr(g_m[n].req, "Sec-WebSocket-Key: ");
+    char key[64] = "";
+    if (k) {
+        k += strlen("Sec-WebSocket-Key: ");
+        size_t i = 0;
+        while (i < sizeof key - 1 && k[i] && k[i] != '\r') {
+            key[i] = k[i];
+            i++;
+        }
+        key[i] = 0;
+    }
+    char accept[29];
+    wsc_accept_for_key(key, accept);
+    char resp[512];
+    int len = snprintf(resp, sizeof resp,
+                       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\n%sSec-WebSocket-Accept: %s\r\n\r\n",
+                       variant & 1 ? "X-Fuzz: 1\r\n" : "", accept);
+    server_write(n, (const uint8_t *)resp, (size_t)len);
+}
+
+/* ---- the BEAM side ------------------------------------------------------------- */
+
+static char *dup_str(const char *s)
+{
+    char *d = strdup(s);
+    if (!d) {
+        abort();
+    }
+    return d;
+}
+
+static void do_connect(int n, struct in *in)
+{
+    struct wsp_connect_opts *o = calloc(1, sizeof *o);
+    if (!o) {
+        abort();
+    }
+    unsigned f = byte(in);
+    char url[64];
+    /* 1 in 16: a name that does not resolve */
+    snprintf(url, sizeof url, (f & 15) == 15 ? "ws://nx.fuzz/p" : "ws://h%d.fuzz/p%u", n, f >> 4);
+    o->url = dup_str(url);
+    o->url_len = strlen(url);
+    o->connect_timeout_ms = 1 + byte(in) * 20u;
+    o->max_message_size = 1ull + ((uint64_t)1 << (byte(in) % 24));
+    unsigned a = byte(in);
+    o->active = (enum wsp_active_kind)(1 + a % 4);
+    o->active_n = (int64_t)(a >> 2) - 8;
+    o->verify = 1;
+    unsigned live = byte(in);
+    o->ping_interval_ms = live & 1 ? 1 + (live >> 1) * 10u : 0;
+    o->idle_timeout_ms = live & 2 ? 1 + (live >> 2) * 30u : 0;
+    unsigned r = byte(in);
+    wsp_backoff_default(&o->retry);
+    o->retry.enabled = (r & 3) != 0;
+    o->retry.manual = (r & 3) == 3;
+    o->retry.delay_ms = (r >> 2) * 10u;
+    o->retry.max_delay_ms = 500;
+    o->retry.max_retries = (r & 0x40) ? -1 : (int64_t)(r & 7);
+    if (r & 0x80) {
+        wsp_backoff_stay_connected_retry_on(&o->retry);
+    }
+    o->send_queue = byte(in) % 8;
+    struct conn_model *m = &g_m[n];
+    if (!m->exists) {
+        m->exists = 1;
+        m->closed_cmd = 0;
+        m->finals = 0;
+    } /* else: refused as id_in_use, an error event */
+    wsp_conn_connect((uint32_t)n, o);
+}
+
+static void run_op(struct in *in)
+{
+    unsigned op = byte(in);
+    int n = 1 + (int)((op >> 4) % NCONN);
+    switch (op & 15) {
+    case 0:
+        do_connect(n, in);
+        break;
+    case 1: { /* raw server bytes, any length: split anywhere */
+        size_t len = byte(in);
+        const uint8_t *p = take(in, &len);
+        server_read(n);
+        server_write(n, p, len);
+        break;
+    }
+    case 2:
+        server_upgrade(n, byte(in));
+        break;
+    case 3: { /* one well-formed server frame (unmasked), a big one too */
+        unsigned h = byte(in);
+        size_t len = (h & 0x40) ? u16(in) * 4u : byte(in);
+        uint8_t hdr[10];
+        size_t hl = 2;
+        hdr[0] = (uint8_t)((h & 0x80) | (h & 0x0f));
+        if (len < 126) {
+            hdr[1] = (uint8_t)len;
+        } else if (len <= 0xffff) {
+            hdr[1] = 126, hdr[2] = (uint8_t)(len >> 8), hdr[3] = (uint8_t)len, hl = 4;
+        } else {
+            hdr[1] = 127;
+            for (int i = 0; i < 8; i++) {
+                hdr[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+            }
+            hl = 10;
+        }
+        server_read(n);
+        server_write(n, hdr, hl);
+        uint8_t *pay = calloc(1, len + 1);
+        if (!pay) {
+            abort();
+        }
+        size_t have = len;
+        memcpy(pay, take(in, &have), have);
+        server_write(n, pay, len);
+        free(pay);
+        break;
+    }
+    case 4: /* the server closes its end (with unread data: a reset) */
+        if (g_m[n].sfd >= 0) {
+            if (byte(in) & 1) {
+                server_read(n);
+            }
+            close(g_m[n].sfd);
+            g_m[n].sfd = -1;
+        }
+        break;
+    case 5: { /* send */
+        unsigned k = byte(in);
+        static const int ops[] = {WSC_OP_TEXT, WSC_OP_BINARY, WSC_OP_PING, WSC_OP_PONG};
+        size_t len = k >> 2;
+        if (k & 0x80) {
+            len = (size_t)u16(in) * 16u;
+        }
+        uint8_t *pay = calloc(1, len + 1);
+        if (!pay) {
+            abort();
+        }
+        size_t have = len < 125 ? len : 0;
+        memcpy(pay, take(in, &have), have);
+        int opcode = ops[k & 3];
+        if ((opcode == WSC_OP_PING || opcode == WSC_OP_PONG) && len > 125) {
+            len = 125; /* the BEAM side refuses longer control payloads */
+        }
+        wsp_conn_send((uint32_t)n, opcode, pay, len);
+        free(pay);
+        break;
+    }
+    case 6: {
+        unsigned k = byte(in);
+        wsp_conn_active((uint32_t)n, (enum wsp_active_kind)(1 + k % 4), (int64_t)(k >> 2) - 16);
+        break;
+    }
+    case 7: { /* close */
+        unsigned code = 1000 + byte(in) % 12;
+        if (code == 1004 || code == 1005 || code == 1006) {
+            code = 4000;
+        }
+        if (g_m[n].exists) {
+            g_m[n].closed_cmd = 1;
+        }
+        wsp_conn_close((uint32_t)n, code, (const uint8_t *)"bye", 3);
+        break;
+    }
+    case 8:
+        wsp_conn_reconnect((uint32_t)n, byte(in) * 4u);
+        break;
+    case 9: /* the clock moves on */
+        fake_loop_advance((lws_usec_t)(1 + byte(in)) * (byte(in) & 1 ? 100000 : 1000));
+        break;
+    case 10:
+        wsp_conn_stats((uint32_t)n);
+        break;
+    case 11:
+        wsp_conn_link_congested(byte(in) & 1);
+        break;
+    case 12:
+        fake_loop_set_hangup_close(byte(in) & 1);
+        break;
+    default:
+        break;
+    }
+    wsp_conn_flush_all();
+}
+
+/* Runs the loop until nothing happens (bounded). */
+static void settle(void)
+{
+    for (int i = 0; i < 64; i++) {
+        accept_new();
+        for (int n = 1; n <= NCONN; n++) {
+            if (g_m[n].reqlen < 64) {
+                server_read(n); /* the request, for the key */
+            }
+        }
+        if (fake_net_turn() == 0) {
+            accept_new();
+            if (fake_net_turn() == 0) {
+                return;
+            }
+        }
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const struct fake_net_hooks hooks = {on_event, on_resolve};
+    fake_net_init(&hooks);
+    for (int n = 0; n <= NCONN; n++) {
+        memset(&g_m[n], 0, sizeof g_m[n]);
+        g_m[n].sfd = -1;
+        g_accept[n] = 0;
+    }
+    struct in in = {data, size};
+    int ops = 0;
+    while (in.n > 0 && ops++ < 512) {
+        run_op(&in);
+        settle();
+    }
+
+    /* the BEAM goes away: everything closes, every timeout passes */
+    wsp_conn_close_all();
+    settle();
+    /* the clock jumps to each next timer (close timeout, linger) */
+    for (int i = 0; i < 32 && wsp_conn_count() > 0; i++) {
+        if (i == 4) { /* servers that never answer our close */
+            for (int n = 1; n <= NCONN; n++) {
+                if (g_m[n].sfd >= 0) {
+                    close(g_m[n].sfd);
+                    g_m[n].sfd = -1;
+                }
+            }
+        }
+        for (int n = 1; n <= NCONN; n++) {
+            server_read(n);
+        }
+        lws_usec_t due = fake_loop_next_due();
+        if (due > fake_loop_now) {
+            fake_loop_advance(due - fake_loop_now);
+        }
+        settle();
+    }
+    if (wsp_conn_count() != 0) {
+        finding("connections left after close_all and every timeout", 0);
+    }
+    for (uint32_t n = 1; n <= NCONN; n++) {
+        if (g_m[n].exists) {
+            finding("a connection ended without its final event", n);
+        }
+        if (g_m[n].finals > 1) {
+            finding("two final events", n);
+        }
+    }
+    if (fake_loop_adopted() != 0) {
+        finding("an fd still adopted", 0);
+    }
+    if (fake_loop_timers() != 0) {
+        finding("a timer still pending", 0);
+    }
+    if (fake_net_lookups() != 0) {
+        finding("a lookup still pending", 0);
+    }
+    wsp_conn_free_all();
+    fake_net_reset();
+    for (int n = 1; n <= NCONN; n++) {
+        if (g_m[n].sfd >= 0) {
+            close(g_m[n].sfd);
+        }
+        /* connections the listener still holds */
+        int fd;
+        while ((fd = accept4(fake_net_listener(n), NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+            close(fd);
+        }
+    }
+    return 0;
+}
