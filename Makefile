@@ -66,9 +66,10 @@ FUZZ_BINS := $(patsubst c_test/%.c,c_build/fuzz/%,$(FUZZ_SRCS))
 # the c_src files each harness links (default: the codec alone)
 FUZZ_LINK_fuzz_proto := c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c
 FUZZ_LINK_fuzz_text := c_src/wsp_text.c
+FUZZ_LINK_fuzz_proxy := c_src/wsp_proxy.c c_src/ws_codec.c
 
 c_build/fuzz/fuzz_%: c_test/fuzz_%.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c \
-  c_src/wsp_text.c $(HDRS)
+  c_src/wsp_text.c c_src/wsp_proxy.c $(HDRS)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ-LD $@"; $(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< \
 	  $(or $(FUZZ_LINK_fuzz_$*),c_src/ws_codec.c) -L$(ERL_INTERFACE)/lib -lei -lssl -lcrypto

@@ -338,6 +338,13 @@ void wsp_connect_opts_free(struct wsp_connect_opts *o)
     free(o->certfile);
     free(o->keyfile);
     free(o->server_name);
+    free(o->proxy.host);
+    if (o->proxy.username)
+        memset(o->proxy.username, 0, strlen(o->proxy.username));
+    if (o->proxy.password)
+        memset(o->proxy.password, 0, strlen(o->proxy.password));
+    free(o->proxy.username);
+    free(o->proxy.password);
     free(o);
 }
 
@@ -769,6 +776,76 @@ static int opt_retry(struct dctx *c, int *idx, struct wsp_connect_opts *o)
     return 0;
 }
 
+/* {proxy, {http | socks5, Host, Port, Username, Password}}: Username <<>>
+ * means no authentication. The credentials are never named in errors. */
+static int proxy_string(struct dctx *c, int *idx, const char *part, size_t maxlen,
+                        int empty_ok, char **dst)
+{
+    const uint8_t *p;
+    size_t n;
+    if (get_bin(c, idx, &p, &n) < 0)
+        return fail(c, "bad_option", "connect: option proxy: the %s must be a binary", part);
+    if ((!empty_ok && n == 0) || n > maxlen || memchr(p, 0, n))
+        return fail(c, "bad_option",
+                    "connect: option proxy: the %s must be %s1..%zu bytes without NUL", part,
+                    empty_ok ? "empty or " : "", maxlen);
+    if (n == 0)
+        return 0;
+    char *s = dup_bytes(p, n);
+    if (!s)
+        return fail(c, "badarg", "connect: out of memory");
+    *dst = s;
+    return 0;
+}
+
+static int opt_proxy(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96], type[MAXATOMLEN_UTF8];
+    int at = *idx, ar;
+    struct wsp_proxy_conf p = {0};
+    long long port;
+    if (tag_at(c, *idx) != TAG_SMALL_TUPLE || ei_decode_tuple_header(c->eb, idx, &ar) < 0 ||
+        ar != 5)
+        return fail(c, "bad_option",
+                    "connect: option proxy must be {Type, Host, Port, Username, Password}, "
+                    "got %s", describe(c, at, d, sizeof d));
+    if (get_atom(c, idx, type) < 0 ||
+        (strcmp(type, "http") != 0 && strcmp(type, "socks5") != 0))
+        return fail(c, "bad_option", "connect: option proxy: the type must be http or socks5");
+    p.type = strcmp(type, "http") == 0 ? WSP_PROXY_HTTP : WSP_PROXY_SOCKS5;
+    if (proxy_string(c, idx, "host", 255, 0, &p.host) < 0)
+        goto bad;
+    if (get_int(c, idx, 1, 65535, &port) < 0) {
+        fail(c, "bad_option", "connect: option proxy: the port must be an integer 1..65535");
+        goto bad;
+    }
+    p.port = (uint16_t)port;
+    if (proxy_string(c, idx, "username", 255, 1, &p.username) < 0 ||
+        proxy_string(c, idx, "password", 255, 1, &p.password) < 0)
+        goto bad;
+    if (!p.username && p.password) {
+        fail(c, "bad_option", "connect: option proxy: a password without a username");
+        goto bad;
+    }
+    if (p.username && !p.password) {
+        p.password = dup_bytes((const uint8_t *)"", 0);
+        if (!p.password) {
+            fail(c, "badarg", "connect: out of memory");
+            goto bad;
+        }
+    }
+    free(o->proxy.host); /* a later occurrence overrides an earlier one */
+    free(o->proxy.username);
+    free(o->proxy.password);
+    o->proxy = p;
+    return 0;
+bad:
+    free(p.host);
+    free(p.username);
+    free(p.password);
+    return -1;
+}
+
 static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
 {
     char d[96], name[MAXATOMLEN_UTF8];
@@ -847,6 +924,8 @@ static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
         return opt_string(c, idx, name, &o->keyfile);
     if (strcmp(name, "server_name") == 0)
         return opt_string(c, idx, name, &o->server_name);
+    if (strcmp(name, "proxy") == 0)
+        return opt_proxy(c, idx, o);
     return fail(c, "bad_option", "connect: unknown option %.64s", name);
 }
 
@@ -1248,6 +1327,47 @@ int wsp_enc_closed_http(ei_x_buff *x, uint32_t id, int status,
 {
     if (enc_start(x, 3, "closed", id) < 0)
         return -1;
+    int r = ei_x_encode_tuple_header(x, 3);
+    r = r < 0 ? r : ei_x_encode_atom(x, "http_status");
+    r = r < 0 ? r : ei_x_encode_long(x, status);
+    r = r < 0 ? r : enc_headers(x, headers, nheaders);
+    return enc_done(x, r);
+}
+
+static int enc_proxy_start(ei_x_buff *x, uint32_t id)
+{
+    if (enc_start(x, 3, "closed", id) < 0)
+        return -1;
+    int r = ei_x_encode_tuple_header(x, 2);
+    return r < 0 ? r : ei_x_encode_atom(x, "proxy");
+}
+
+int wsp_enc_closed_proxy_atom(ei_x_buff *x, uint32_t id, const char *atom)
+{
+    if (enc_proxy_start(x, id) < 0)
+        return enc_done(x, -1);
+    return enc_done(x, ei_x_encode_atom(x, atom));
+}
+
+int wsp_enc_closed_proxy_tag(ei_x_buff *x, uint32_t id, const char *kind, const char *atom,
+                             const char *detail, size_t detail_len)
+{
+    if (enc_proxy_start(x, id) < 0)
+        return enc_done(x, -1);
+    int r = ei_x_encode_tuple_header(x, 2);
+    r = r < 0 ? r : ei_x_encode_atom(x, kind);
+    if (atom)
+        r = r < 0 ? r : ei_x_encode_atom(x, atom);
+    else
+        r = r < 0 ? r : enc_bin(x, detail, detail_len);
+    return enc_done(x, r);
+}
+
+int wsp_enc_closed_proxy_http(ei_x_buff *x, uint32_t id, int status,
+                              const struct wsc_header *headers, size_t nheaders)
+{
+    if (enc_proxy_start(x, id) < 0)
+        return enc_done(x, -1);
     int r = ei_x_encode_tuple_header(x, 3);
     r = r < 0 ? r : ei_x_encode_atom(x, "http_status");
     r = r < 0 ? r : ei_x_encode_long(x, status);

@@ -12,6 +12,7 @@
 
 #include "ws_codec.h"
 #include "wsp_backoff.h"
+#include "wsp_proxy.h"
 
 #define WSP_RAW_SEND 1      /* first byte of a raw send command */
 #define WSP_RAW_DATA 1      /* first byte of a data event packet */
@@ -56,6 +57,7 @@ struct wsp_connect_opts {          /* every pointer owned (malloc) */
     uint32_t idle_timeout_ms;      /* 0 = off (default) */
     struct wsp_backoff retry;      /* enabled = 0 unless {retry, [...]} given */
     uint32_t send_queue;           /* frames kept while reconnecting; 0 = off */
+    struct wsp_proxy_conf proxy;   /* type WSP_PROXY_NONE unless {proxy, ...} */
 };
 
 struct wsp_cmd {
@@ -136,6 +138,15 @@ int wsp_enc_closed_tag_atom(ei_x_buff *x, uint32_t id, const char *kind,
 /* {closed, Id, {http_status, Status, [{N, V}]}} */
 int wsp_enc_closed_http(ei_x_buff *x, uint32_t id, int status,
                         const struct wsc_header *headers, size_t nheaders);
+/* {closed, Id, {proxy, Atom}} e.g. econnrefused, eof */
+int wsp_enc_closed_proxy_atom(ei_x_buff *x, uint32_t id, const char *atom);
+/* {closed, Id, {proxy, {Kind, Atom}}} if atom, else {closed, Id, {proxy,
+ * {Kind, Detail}}} (Kind e.g. socks5, dns, bad_response; Detail a binary) */
+int wsp_enc_closed_proxy_tag(ei_x_buff *x, uint32_t id, const char *kind, const char *atom,
+                             const char *detail, size_t detail_len);
+/* {closed, Id, {proxy, {http_status, Status, [{N, V}]}}} */
+int wsp_enc_closed_proxy_http(ei_x_buff *x, uint32_t id, int status,
+                              const struct wsc_header *headers, size_t nheaders);
 /* {error, Id, {What, Detail}} */
 int wsp_enc_error(ei_x_buff *x, uint32_t id, const char *what,
                   const char *detail, size_t detail_len);

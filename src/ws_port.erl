@@ -602,7 +602,8 @@ forward(Conn, Pid, Msg) ->
 %% are `undefined' while the connection is not open. Keys from the port:
 %% `state' (`open',
 %% `reconnecting' while waiting to retry, `resolving', `connecting',
-%% `tls_handshake', `upgrading', `closing'), `attempt' (failed attempts
+%% `proxy_handshake', `tls_handshake', `upgrading', `closing'), `proxy' (the
+%% proxy as a URL without credentials, or `none'), `attempt' (failed attempts
 %% since the last handshake), `bytes_in', `bytes_out', `msgs_in',
 %% `msgs_out', `rtt_us' (round-trip time of the last pong, `undefined'
 %% before one), `connected_us' (time since the current connection's

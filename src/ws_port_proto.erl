@@ -35,7 +35,8 @@
     retry_fun => ws_port_retry:retry_fun(),
     retry_state => ws_port_retry:retry_state(),
     retry_on => ws_port_retry:retry_on(),
-    send_queue => non_neg_integer()
+    send_queue => non_neg_integer(),
+    proxy => ws_port_proxy:proxy() | none
 }.
 -type tls_key() :: verify | cacertfile | certfile | keyfile | server_name.
 -type retry_key() :: max_retries | delay | max_delay | backoff_factor | jitter | manual.
@@ -62,7 +63,8 @@
     | {ping_interval | idle_timeout, non_neg_integer()}
     | {retry, false | [{retry_key(), term()}]}
     | {retry_on, ws_port_retry:retry_on()}
-    | {send_queue, non_neg_integer()}.
+    | {send_queue, non_neg_integer()}
+    | {proxy, {http | socks5, binary(), 1..65535, binary(), binary()}}.
 
 -type data_entry() :: {id(), text | binary, binary()}.
 
@@ -238,6 +240,8 @@ normalize_opt(retry_state, S) ->
         ok -> {ok, S};
         error -> error
     end;
+normalize_opt(proxy, P) ->
+    ws_port_proxy:normalize(P);
 normalize_opt(send_queue, N) when is_integer(N), N >= 0, N =< ?MAX_U32 -> {ok, N};
 normalize_opt(driver, D) when is_atom(D), D =/= undefined; is_pid(D) -> {ok, D};
 normalize_opt(await, B) when is_boolean(B) -> {ok, B};
@@ -414,6 +418,8 @@ wire_opt(retry_fun, _, Acc) -> Acc;
 wire_opt(retry_state, _, Acc) -> Acc;
 wire_opt(tls, Tls, Acc) -> maps:to_list(Tls) ++ Acc;
 wire_opt(retry, false, Acc) -> [{retry, false} | Acc];
+wire_opt(proxy, none, Acc) -> Acc;
+wire_opt(proxy, Proxy, Acc) -> [{proxy, ws_port_proxy:wire(Proxy)} | Acc];
 wire_opt(retry, Retry, Acc) -> [{retry, lists:sort(maps:to_list(Retry))} | Acc];
 wire_opt(Name, Value, Acc) -> [{Name, Value} | Acc].
 

@@ -1,0 +1,318 @@
+Code.require_file("support/peer.exs", __DIR__)
+Code.require_file("support/proxies.exs", __DIR__)
+
+defmodule WsPort.Test.ProxyTelemetryForward do
+  @moduledoc "A telemetry stand-in (no Hex here): forwards every event to the registered test process."
+  def execute(event, measurements, meta) do
+    case Process.whereis(:proxy_telemetry_test) do
+      nil -> :ok
+      pid -> send(pid, {:telemetry, event, measurements, meta})
+    end
+  end
+end
+
+defmodule WsPort.ProxyTest do
+  @moduledoc """
+  Connections through real proxies started by the tests on 127.0.0.1
+  (test/support/proxies.exs): tinyproxy for HTTP CONNECT (with and without
+  BasicAuth). The WebSocket servers are test/peers/ws_server.py, over ws and
+  over wss (TLS with the target inside the tunnel).
+  """
+  use ExUnit.Case, async: false
+  import ExUnit.CaptureLog
+
+  alias WsPort.Test.{Certs, Peer, Proxies}
+
+  @moduletag timeout: 300_000
+  # a liveness bound, not a performance threshold
+  @wait 20_000
+  @user "alice"
+  @pass "s3cr3t-Pw"
+  @backend {:ws_port_telemetry, :backend}
+
+  setup_all do
+    {:ok, _} = Application.ensure_all_started(:ws_port)
+    certs = Certs.make!()
+    ws = Peer.start!(:python)
+    wss = Peer.start!(:python, tls: {certs.server.cert, certs.server.key})
+
+    on_exit(fn ->
+      Peer.stop(ws)
+      Peer.stop(wss)
+      Certs.cleanup(certs)
+    end)
+
+    %{certs: certs, ws: ws, wss: wss}
+  end
+
+  defp tinyproxy!(opts \\ []) do
+    p = Proxies.tinyproxy!(opts)
+    on_exit(fn -> Proxies.stop(p) end)
+    p
+  end
+
+  defp tagged(path), do: "#{path}?tag=#{System.unique_integer([:positive])}"
+
+  defp echo!(conn, text) do
+    :ok = :ws_port.send(conn, {:text, text})
+
+    receive do
+      {:ws_port, ^conn, {:text, got}} -> got
+      {:ws_port_closed, ^conn, reason} -> flunk("closed instead: #{inspect(reason)}")
+    after
+      @wait -> flunk("no echo within #{@wait} ms")
+    end
+  end
+
+  defp proxy_url(p, creds \\ nil) do
+    case creds do
+      nil -> "http://127.0.0.1:#{p.port}"
+      {u, pw} -> "http://#{u}:#{pw}@127.0.0.1:#{p.port}"
+    end
+  end
+
+  # the CONNECT requests tinyproxy logged
+  defp connects(p) do
+    for line <- String.split(Proxies.log(p), "\n"),
+        [_, target] <- [Regex.run(~r/Request \(file descriptor \d+\): CONNECT (\S+) /, line)],
+        do: target
+  end
+
+  describe "HTTP CONNECT (tinyproxy)" do
+    test "ws:// through the proxy: the proxy connects to the target", ctx do
+      p = tinyproxy!()
+      port = Peer.port(ctx.ws)
+
+      {:ok, conn} =
+        :ws_port.connect("ws://127.0.0.1:#{port}" <> tagged("/echo"), %{proxy: proxy_url(p)})
+
+      assert echo!(conn, "through the tunnel") == "through the tunnel"
+      assert connects(p) == ["127.0.0.1:#{port}"]
+      :ok = :ws_port.close(conn)
+    end
+
+    test "wss:// through the proxy: TLS with the target inside the tunnel, SNI and name check are the target's",
+         ctx do
+      p = tinyproxy!()
+      port = Peer.port(ctx.wss)
+      url = "wss://localhost:#{port}" <> tagged("/echo")
+
+      {:ok, conn} =
+        :ws_port.connect(url, %{
+          proxy: %{type: :http, host: "127.0.0.1", port: p.port},
+          tls: %{cacertfile: ctx.certs.ca.cert}
+        })
+
+      assert echo!(conn, "tls in the tunnel") == "tls in the tunnel"
+      # the proxy was asked for the target's name, unresolved
+      assert connects(p) == ["localhost:#{port}"]
+      assert "SNI localhost" in Peer.lines(ctx.wss)
+      :ok = :ws_port.close(conn)
+
+      # the certificate is checked against the target's name, not the proxy's
+      wrong = Peer.start!(:python, tls: {ctx.certs.wrongname.cert, ctx.certs.wrongname.key})
+      on_exit(fn -> Peer.stop(wrong) end)
+
+      assert {:error, {:tls, detail}} =
+               :ws_port.connect("wss://localhost:#{Peer.port(wrong)}/echo", %{
+                 proxy: proxy_url(p),
+                 tls: %{cacertfile: ctx.certs.ca.cert},
+                 retry: false
+               })
+
+      assert detail =~ "certificate verify failed" or detail =~ "hostname", detail
+    end
+
+    test "BasicAuth: the right credentials pass; none or wrong ones get {proxy, {http_status, 407, Headers}}, not retried",
+         ctx do
+      p = tinyproxy!(auth: {@user, @pass})
+      url = "ws://127.0.0.1:#{Peer.port(ctx.ws)}" <> tagged("/echo")
+
+      {:ok, conn} = :ws_port.connect(url, %{proxy: proxy_url(p, {@user, @pass})})
+      assert echo!(conn, "authorized") == "authorized"
+      :ok = :ws_port.close(conn)
+
+      # the default retry policy: a 407 is final, like a 401 (tinyproxy
+      # 1.11.1 answers a CONNECT without valid credentials with 401 and
+      # WWW-Authenticate where RFC 9110 says 407 and Proxy-Authenticate:
+      # whatever the proxy says is reported as it is)
+      for proxy <- [proxy_url(p), proxy_url(p, {@user, "wrong"})] do
+        assert {:error, {:proxy, {:http_status, status, headers}}} =
+                 :ws_port.connect(url, %{proxy: proxy})
+
+        assert status in [401, 407]
+
+        assert Enum.any?(headers, fn {n, _} ->
+                 String.downcase(n) in ["proxy-authenticate", "www-authenticate"]
+               end)
+      end
+
+      # percent-encoded credentials in the URL (tinyproxy takes only
+      # [A-Za-z0-9_.-] in BasicAuth), and the map form
+      p2 = tinyproxy!(auth: {"bob", "pa_ss-w.rd"})
+      url2 = "ws://127.0.0.1:#{Peer.port(ctx.ws)}" <> tagged("/echo")
+
+      {:ok, c2} =
+        :ws_port.connect(url2, %{proxy: "http://bob:pa%5Fss%2Dw.rd@127.0.0.1:#{p2.port}"})
+
+      assert echo!(c2, "encoded") == "encoded"
+      :ok = :ws_port.close(c2)
+
+      {:ok, c3} =
+        :ws_port.connect(url2, %{
+          proxy: %{
+            type: :http,
+            host: "127.0.0.1",
+            port: p2.port,
+            username: "bob",
+            password: "pa_ss-w.rd"
+          }
+        })
+
+      assert echo!(c3, "map") == "map"
+      :ok = :ws_port.close(c3)
+    end
+
+    test "credentials never appear in logs, info/1, telemetry or the driver's status", ctx do
+      p = tinyproxy!(auth: {@user, @pass})
+      url = "ws://127.0.0.1:#{Peer.port(ctx.ws)}" <> tagged("/echo")
+      old = :persistent_term.get(@backend, :undefined)
+      :persistent_term.put(@backend, WsPort.Test.ProxyTelemetryForward)
+      Process.register(self(), :proxy_telemetry_test)
+
+      on_exit(fn ->
+        if old == :undefined,
+          do: :persistent_term.erase(@backend),
+          else: :persistent_term.put(@backend, old)
+      end)
+
+      log =
+        capture_log(fn ->
+          {:ok, conn} = :ws_port.connect(url, %{proxy: proxy_url(p, {@user, @pass})})
+          {:ok, info} = :ws_port.info(conn)
+          refute inspect(info) =~ @pass
+          assert info.proxy == "http://127.0.0.1:#{p.port}"
+          {:ws_port, driver, _} = conn
+          refute inspect(:sys.get_status(driver), limit: :infinity) =~ @pass
+          :ok = :ws_port.close(conn)
+
+          assert {:error, {:proxy, {:http_status, _, _}}} =
+                   :ws_port.connect(url, %{proxy: proxy_url(p, {@user, @pass <> "x"})})
+
+          assert {:error, {:bad_option, {:proxy, :password}, :redacted}} =
+                   :ws_port.connect(url, %{
+                     proxy: %{type: :http, host: "h", username: "u", password: 1}
+                   })
+        end)
+
+      refute log =~ @pass
+      events = collect_telemetry([])
+      assert Enum.any?(events, fn {event, _, _} -> event == [:ws_port, :connection, :up] end)
+      refute inspect(events, limit: :infinity) =~ @pass
+    end
+
+    test "a refused proxy: {proxy, econnrefused}; a proxy that hangs hits connect_timeout", ctx do
+      url = "ws://127.0.0.1:#{Peer.port(ctx.ws)}/echo"
+      closed = Proxies.free_port()
+
+      assert {:error, {:proxy, :econnrefused}} =
+               :ws_port.connect(url, %{proxy: "http://127.0.0.1:#{closed}", retry: false})
+
+      # a listener that accepts and never answers
+      {:ok, l} = :gen_tcp.listen(0, ip: {127, 0, 0, 1}, active: false, backlog: 16)
+      {:ok, lport} = :inet.port(l)
+      on_exit(fn -> :gen_tcp.close(l) end)
+
+      assert {:error, :timeout} =
+               :ws_port.connect(url, %{
+                 proxy: "http://127.0.0.1:#{lport}",
+                 connect_timeout: 300,
+                 retry: false
+               })
+
+      # a target the proxy cannot reach: the proxy's own answer
+      p = tinyproxy!()
+      dead = Proxies.free_port()
+
+      assert {:error, {:proxy, {:http_status, status, _}}} =
+               :ws_port.connect("ws://127.0.0.1:#{dead}/", %{proxy: proxy_url(p), retry: false})
+
+      assert status >= 500
+    end
+
+    test "a proxy killed mid-stream: the connection goes down and comes back through it once it is restarted",
+         ctx do
+      p = tinyproxy!()
+      port = Peer.port(ctx.ws)
+
+      {:ok, conn} =
+        :ws_port.connect("ws://127.0.0.1:#{port}" <> tagged("/echo"), %{
+          proxy: proxy_url(p),
+          retry: %{delay: 100, max_delay: 200, backoff_factor: 2, jitter: 0.1}
+        })
+
+      assert echo!(conn, "before") == "before"
+      Proxies.kill!(p)
+
+      assert_receive {:ws_port_down, ^conn, reason, %{attempt: 1}}, @wait
+      assert reason in [:eof, :econnreset]
+      # while the proxy is down, attempts fail at the proxy
+      assert_receive {:ws_port_down, ^conn, {:proxy, :econnrefused}, _}, @wait
+
+      File.write!(p.log, "")
+      p = Proxies.restart!(p)
+      on_exit(fn -> Proxies.stop(p) end)
+      assert_receive {:ws_port_up, ^conn, _}, @wait
+      assert echo!(conn, "after") == "after"
+      assert connects(p) == ["127.0.0.1:#{port}"]
+      :ok = :ws_port.close(conn)
+    end
+  end
+
+  describe "the proxy option" do
+    test "bad values are refused naming the part, never echoing a password" do
+      url = "ws://127.0.0.1:1/"
+
+      for {proxy, want} <- [
+            {"ftp://h:1", {:bad_option, {:proxy, :scheme}, "ftp"}},
+            {"https://h:1", {:bad_option, {:proxy, :scheme}, "https"}},
+            {"http://h:0", {:bad_option, {:proxy, :port}, 0}},
+            {"http://h:99999", {:bad_option, {:proxy, :port}, 99999}},
+            {"http://h:1/path", {:bad_option, {:proxy, :path}, "/path"}},
+            {"http://h", {:ok, 1080}},
+            {"proxyhost", {:bad_option, {:proxy, :url}, "a proxy URL needs a scheme and a host"}},
+            {%{type: :gopher, host: "h"}, {:bad_option, {:proxy, :type}, :gopher}},
+            {%{type: :http}, {:bad_option, {:proxy, :host}, :missing}},
+            {%{type: :http, host: "h", port: -1}, {:bad_option, {:proxy, :port}, -1}},
+            {%{type: :http, host: "h", user: "x"}, {:bad_option, {:proxy, :user}, "x"}},
+            {%{type: :socks5, host: "h", password: "secret"},
+             {:bad_option, {:proxy, :username}, :missing}},
+            {%{type: :http, host: "h", username: "u", password: String.duplicate("p", 256)},
+             {:bad_option, {:proxy, :password}, :redacted}},
+            {42, {:bad_option, :proxy, 42}}
+          ] do
+        case want do
+          {:ok, port} ->
+            assert {:ok, %{proxy: %{port: ^port}}} =
+                     :ws_port_proto.normalize_connect_opts(%{proxy: proxy})
+
+          _ ->
+            assert {:error, ^want} = :ws_port.connect(url, %{proxy: proxy}), inspect(proxy)
+        end
+      end
+
+      assert {:ok, %{proxy: %{type: :socks5, host: "::1", port: 9, username: "u", password: ""}}} =
+               :ws_port_proto.normalize_connect_opts(%{proxy: "SOCKS5h://u@[::1]:9"})
+
+      assert {:ok, %{proxy: :none}} = :ws_port_proto.normalize_connect_opts(%{proxy: :none})
+    end
+  end
+
+  defp collect_telemetry(acc) do
+    receive do
+      {:telemetry, event, m, md} -> collect_telemetry([{event, m, md} | acc])
+    after
+      200 -> Enum.reverse(acc)
+    end
+  end
+end
