@@ -434,7 +434,7 @@ packet(Packet, State) ->
 -spec terminate(term(), #state{}) -> ok.
 %% Crash reports and sys:get_status/1 show the state and the last message
 %% without proxy credentials (the connect options hold them).
--spec format_status(map()) -> map().
+-spec format_status(gen_server:format_status()) -> gen_server:format_status().
 format_status(Status) ->
     maps:map(
         fun

@@ -269,6 +269,101 @@ defmodule WsPort.ProxyTest do
     end
   end
 
+  describe "SOCKS5 (dante)" do
+    defp dante!(opts \\ []) do
+      p = Proxies.dante!(opts)
+      on_exit(fn -> Proxies.stop(p) end)
+      p
+    end
+
+    test "ws:// and wss:// through socks5://: the proxy resolves the target's name", ctx do
+      p = dante!()
+      ws_port = Peer.port(ctx.ws)
+
+      {:ok, conn} =
+        :ws_port.connect("ws://localhost:#{ws_port}" <> tagged("/echo"), %{
+          proxy: "socks5://127.0.0.1:#{p.port}"
+        })
+
+      assert echo!(conn, "socks") == "socks"
+      :ok = :ws_port.close(conn)
+
+      wss_port = Peer.port(ctx.wss)
+
+      {:ok, conn} =
+        :ws_port.connect("wss://localhost:#{wss_port}" <> tagged("/echo"), %{
+          proxy: %{type: :socks5h, host: "127.0.0.1", port: p.port},
+          tls: %{cacertfile: ctx.certs.ca.cert}
+        })
+
+      assert echo!(conn, "tls over socks") == "tls over socks"
+      assert "SNI localhost" in Peer.lines(ctx.wss)
+      :ok = :ws_port.close(conn)
+      # dante logged both connects (it was the one that connected)
+      log = Proxies.log(p)
+      assert log =~ ".#{ws_port}"
+      assert log =~ ".#{wss_port}"
+    end
+
+    test "the proxy's refusals: {proxy, {socks5, Reply}}", ctx do
+      p = dante!()
+      proxy = "socks5h://127.0.0.1:#{p.port}"
+      dead = Proxies.free_port()
+
+      assert {:error, {:proxy, {:socks5, :connection_refused}}} =
+               :ws_port.connect("ws://127.0.0.1:#{dead}/", %{proxy: proxy, retry: false})
+
+      # a name only the proxy tries to resolve
+      assert {:error, {:proxy, {:socks5, :host_unreachable}}} =
+               :ws_port.connect("ws://no-such-host.invalid:#{Peer.port(ctx.ws)}/", %{
+                 proxy: proxy,
+                 retry: false
+               })
+
+      # a SOCKS5 proxy that is not there
+      assert {:error, {:proxy, :econnrefused}} =
+               :ws_port.connect("ws://127.0.0.1:#{Peer.port(ctx.ws)}/", %{
+                 proxy: "socks5://127.0.0.1:#{Proxies.free_port()}",
+                 retry: false
+               })
+
+      # an HTTP proxy spoken to as SOCKS5 waits for a request line that
+      # never comes: connect_timeout
+      t = tinyproxy!()
+
+      assert {:error, :timeout} =
+               :ws_port.connect("ws://127.0.0.1:#{Peer.port(ctx.ws)}/", %{
+                 proxy: "socks5://127.0.0.1:#{t.port}",
+                 retry: false,
+                 connect_timeout: 500
+               })
+    end
+
+    test "username/password (RFC 1929) with a system user; wrong or no credentials are refused, not retried",
+         ctx do
+      {user, pass} = Proxies.system_user!()
+      on_exit(fn -> Proxies.remove_system_user(user) end)
+      p = dante!(username: true)
+      url = "ws://127.0.0.1:#{Peer.port(ctx.ws)}" <> tagged("/echo")
+
+      {:ok, conn} =
+        :ws_port.connect(url, %{proxy: "socks5://#{user}:#{pass}@127.0.0.1:#{p.port}"})
+
+      assert echo!(conn, "authenticated") == "authenticated"
+      {:ok, info} = :ws_port.info(conn)
+      assert info.proxy == "socks5://127.0.0.1:#{p.port}"
+      refute inspect(info) =~ pass
+      :ok = :ws_port.close(conn)
+
+      # the default retry policy: final at once
+      assert {:error, {:proxy, {:socks5, :auth_failed}}} =
+               :ws_port.connect(url, %{proxy: "socks5://#{user}:wrong@127.0.0.1:#{p.port}"})
+
+      assert {:error, {:proxy, {:socks5, :auth_required}}} =
+               :ws_port.connect(url, %{proxy: "socks5://127.0.0.1:#{p.port}"})
+    end
+  end
+
   describe "the proxy option" do
     test "bad values are refused naming the part, never echoing a password" do
       url = "ws://127.0.0.1:1/"

@@ -7,6 +7,7 @@ defmodule WsPort.Test.Proxies do
   """
 
   @tinyproxy "/usr/bin/tinyproxy"
+  @danted "/usr/sbin/danted"
 
   @doc "A free TCP port on 127.0.0.1 (bound, read, released)."
   def free_port do
@@ -48,6 +49,84 @@ defmodule WsPort.Test.Proxies do
       "-c",
       conf
     ])
+  end
+
+  @doc """
+  Starts danted (SOCKS5) in the foreground. opts: `username: true` (the
+  `username` method of RFC 1929: dante checks system users, see
+  `system_user!/0`), port: n.
+  """
+  def dante!(opts \\ []) do
+    dir = tmp_dir("danted")
+    File.chmod!(dir, 0o755)
+    port = Keyword.get_lazy(opts, :port, &free_port/0)
+    log = Path.join(dir, "danted.log")
+    conf = Path.join(dir, "danted.conf")
+    method = if Keyword.get(opts, :username, false), do: "username", else: "none"
+
+    File.write!(conf, """
+    logoutput: #{log}
+    internal: 127.0.0.1 port = #{port}
+    external: 127.0.0.1
+    clientmethod: none
+    socksmethod: #{method}
+    user.privileged: root
+    user.unprivileged: nobody
+    client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
+    socks pass {
+      from: 127.0.0.0/8 to: 0.0.0.0/0
+      command: connect
+      log: connect error
+    }
+    """)
+
+    pidfile = Path.join(dir, "danted.pid")
+
+    start!(%{kind: :danted, port: port, dir: dir, log: log, conf: conf}, @danted, [
+      "-f",
+      conf,
+      "-p",
+      pidfile
+    ])
+  end
+
+  @doc """
+  Makes a system user with a random password for dante's `username` method
+  (dante checks the user database: getpwnam/getspnam and crypt). Needs root
+  (CI runs as root); raises saying so otherwise. Returns {name, password};
+  remove it with `remove_system_user/1`.
+  """
+  def system_user! do
+    {uid, 0} = System.cmd("id", ["-u"])
+
+    if String.trim(uid) != "0",
+      do: raise("the SOCKS5 username tests make a system user for dante: run them as root")
+
+    name = "wspsocks#{rem(System.unique_integer([:positive]), 100_000)}"
+    pass = "pw-" <> Base.url_encode64(:crypto.strong_rand_bytes(9))
+
+    {_, 0} =
+      System.cmd(
+        "/usr/sbin/useradd",
+        ["-M", "-N", "-s", "/usr/sbin/nologin", "-d", "/nonexistent", name],
+        stderr_to_stdout: true
+      )
+
+    {_, 0} =
+      System.cmd("/bin/sh", [
+        "-c",
+        "printf '%s:%s\\n' \"$1\" \"$2\" | /usr/sbin/chpasswd",
+        "sh",
+        name,
+        pass
+      ])
+
+    {name, pass}
+  end
+
+  def remove_system_user(name) do
+    _ = System.cmd("/usr/sbin/userdel", [name], stderr_to_stdout: true)
+    :ok
   end
 
   @doc "Starts the same proxy again (same port and configuration) after a kill."
