@@ -220,8 +220,14 @@ connect(Url, Opts) ->
     case ws_port_proto:normalize_url(Url) of
         {ok, UrlBin} ->
             case ws_port_proto:normalize_connect_opts(Opts) of
-                {ok, Normal} -> connect_normalized(UrlBin, Normal);
-                {error, _} = Error -> Error
+                {ok, Normal} ->
+                    %% proxy => system: the environment, now, for this URL
+                    case ws_port_proxy:resolve(UrlBin, Normal) of
+                        {ok, Resolved} -> connect_normalized(UrlBin, Resolved);
+                        {error, _} = Error -> Error
+                    end;
+                {error, _} = Error ->
+                    Error
             end;
         {error, _} = Error ->
             Error

@@ -36,7 +36,7 @@
     retry_state => ws_port_retry:retry_state(),
     retry_on => ws_port_retry:retry_on(),
     send_queue => non_neg_integer(),
-    proxy => ws_port_proxy:proxy() | none
+    proxy => ws_port_proxy:proxy() | none | system
 }.
 -type tls_key() :: verify | cacertfile | certfile | keyfile | server_name.
 -type retry_key() :: max_retries | delay | max_delay | backoff_factor | jitter | manual.
@@ -419,6 +419,8 @@ wire_opt(retry_state, _, Acc) -> Acc;
 wire_opt(tls, Tls, Acc) -> maps:to_list(Tls) ++ Acc;
 wire_opt(retry, false, Acc) -> [{retry, false} | Acc];
 wire_opt(proxy, none, Acc) -> Acc;
+%% resolved by ws_port_driver before (ws_port_proxy:resolve/2)
+wire_opt(proxy, system, Acc) -> Acc;
 wire_opt(proxy, Proxy, Acc) -> [{proxy, ws_port_proxy:wire(Proxy)} | Acc];
 wire_opt(retry, Retry, Acc) -> [{retry, lists:sort(maps:to_list(Retry))} | Acc];
 wire_opt(Name, Value, Acc) -> [{Name, Value} | Acc].

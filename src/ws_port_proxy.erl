@@ -19,9 +19,18 @@
 %% `password', `path', `type' or an unknown map key; a password is never
 %% echoed (its Value is `redacted'). A value that is neither a string nor a
 %% map gives `{bad_option, proxy, Value}'.
+%%
+%% `proxy => system' (opt-in, never the default) takes the proxy from the
+%% environment at each `connect/2' as curl does: for `wss://' `https_proxy'
+%% (or `HTTPS_PROXY'), for `ws://' `http_proxy' (lowercase only, as curl),
+%% then `all_proxy' / `ALL_PROXY'; a value without a scheme is `http://'.
+%% `no_proxy' (or `NO_PROXY'): a comma-separated list of host names (one
+%% matches itself and its subdomains, a leading dot ignored), IP addresses,
+%% or `*' (no proxy at all); then the connection is direct. A bad
+%% environment value is `{bad_option, {proxy, Part}, Value}' as if given.
 -module(ws_port_proxy).
 
--export([normalize/1, wire/1, redact/1, scrub/1]).
+-export([normalize/1, wire/1, redact/1, scrub/1, resolve/2, from_env/2]).
 -export_type([proxy/0]).
 
 -type proxy() :: #{
@@ -35,9 +44,11 @@
 -define(DEFAULT_PORT, 1080).
 
 %% @doc Validates a `proxy' option value. `none' for no proxy.
--spec normalize(term()) -> {ok, proxy() | none} | {error, {bad_option, term(), term()}}.
+-spec normalize(term()) -> {ok, proxy() | none | system} | {error, {bad_option, term(), term()}}.
 normalize(P) when P =:= none; P =:= false ->
     {ok, none};
+normalize(system) ->
+    {ok, system};
 normalize(P) when is_map(P) ->
     from_map(lists:sort(maps:to_list(P)), #{});
 normalize(P) when is_binary(P); is_list(P) ->
@@ -48,6 +59,78 @@ normalize(P) when is_binary(P); is_list(P) ->
 normalize(P) ->
     {error, {bad_option, proxy, P}}.
 
+%% @doc Resolves `proxy => system' for a connection to Url (normalised
+%% options in, normalised options out, `proxy' then a proxy or `none').
+-spec resolve(binary(), map()) -> {ok, map()} | {error, {bad_option, term(), term()}}.
+resolve(Url, #{proxy := system} = Opts) ->
+    case from_env(Url, fun os:getenv/1) of
+        {ok, P} -> {ok, Opts#{proxy => P}};
+        {error, _} = E -> E
+    end;
+resolve(_Url, Opts) ->
+    {ok, Opts}.
+
+%% @doc The proxy the environment (read with Getenv, as os:getenv/1) gives
+%% for Url: see the module doc.
+-spec from_env(binary(), fun((string()) -> string() | false)) ->
+    {ok, proxy() | none} | {error, {bad_option, term(), term()}}.
+from_env(Url, Getenv) ->
+    #{scheme := Scheme} = U = uri_string:parse(Url),
+    Host = string:lowercase(maps:get(host, U, <<>>)),
+    Vars =
+        case string:lowercase(Scheme) of
+            <<"wss">> -> ["https_proxy", "HTTPS_PROXY"];
+            _ -> ["http_proxy"]
+        end ++ ["all_proxy", "ALL_PROXY"],
+    case first_env(Vars, Getenv) of
+        false ->
+            {ok, none};
+        Value ->
+            case no_proxy(Host, first_env(["no_proxy", "NO_PROXY"], Getenv)) of
+                true ->
+                    {ok, none};
+                false ->
+                    V = unicode:characters_to_binary(Value),
+                    WithScheme =
+                        case binary:match(V, <<"://">>) of
+                            nomatch -> <<"http://", V/binary>>;
+                            _ -> V
+                        end,
+                    normalize(WithScheme)
+            end
+    end.
+
+first_env([], _) ->
+    false;
+first_env([V | Rest], Getenv) ->
+    case Getenv(V) of
+        false -> first_env(Rest, Getenv);
+        "" -> first_env(Rest, Getenv);
+        Value -> Value
+    end.
+
+no_proxy(_Host, false) ->
+    false;
+no_proxy(Host, List) ->
+    Entries = [
+        string:lowercase(string:trim(E))
+     || E <- string:split(unicode:characters_to_binary(List), <<",">>, all)
+    ],
+    lists:any(fun(E) -> no_proxy_match(Host, E) end, Entries).
+
+no_proxy_match(_Host, <<>>) ->
+    false;
+no_proxy_match(_Host, <<"*">>) ->
+    true;
+no_proxy_match(Host, <<".", E/binary>>) ->
+    no_proxy_match(Host, E);
+no_proxy_match(Host, E) ->
+    %% an IPv6 entry may come in brackets
+    E1 = string:trim(E, both, "[]"),
+    Host =:= E1 orelse
+        (byte_size(Host) > byte_size(E1) andalso
+            binary:longest_common_suffix([Host, <<".", E1/binary>>]) =:= byte_size(E1) + 1).
+
 %% @doc The option as the port program reads it:
 %% `{Type, Host, Port, Username, Password}' (`<<>>' for no credentials).
 -spec wire(proxy()) -> {http | socks5, binary(), 1..65535, binary(), binary()}.
@@ -55,9 +138,11 @@ wire(#{type := T, host := H, port := Port} = P) ->
     {T, H, Port, maps:get(username, P, <<>>), maps:get(password, P, <<>>)}.
 
 %% @doc The proxy as a URL without its credentials (for info and logs).
--spec redact(proxy() | none) -> binary() | none.
+-spec redact(proxy() | none | system) -> binary() | none | system.
 redact(none) ->
     none;
+redact(system) ->
+    system;
 redact(#{type := T, host := H, port := Port}) ->
     Host =
         case binary:match(H, <<":">>) of

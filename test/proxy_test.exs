@@ -364,6 +364,116 @@ defmodule WsPort.ProxyTest do
     end
   end
 
+  describe "proxy => system and the long-lived layers" do
+    test "from_env reads https_proxy / http_proxy / all_proxy and no_proxy as curl does" do
+      env = fn vars -> fn name -> Map.get(vars, name, false) end end
+      f = &:ws_port_proxy.from_env/2
+
+      assert {:ok, :none} = f.("wss://h/", env.(%{}))
+
+      assert {:ok, %{type: :http, host: "p", port: 3128}} =
+               f.("wss://h/", env.(%{~c"HTTPS_PROXY" => ~c"http://p:3128"}))
+
+      # http_proxy only in lowercase (curl ignores HTTP_PROXY); no scheme = http
+      assert {:ok, :none} = f.("ws://h/", env.(%{~c"HTTP_PROXY" => ~c"p:1"}))
+      assert {:ok, %{host: "p", port: 1}} = f.("ws://h/", env.(%{~c"http_proxy" => ~c"p:1"}))
+      # https_proxy is for wss only; all_proxy for both
+      assert {:ok, :none} = f.("ws://h/", env.(%{~c"https_proxy" => ~c"p:1"}))
+
+      assert {:ok, %{type: :socks5, host: "s"}} =
+               f.("ws://h/", env.(%{~c"ALL_PROXY" => ~c"socks5h://s:1080"}))
+
+      proxied = %{~c"https_proxy" => ~c"http://p:1"}
+
+      for {no_proxy, host, direct} <- [
+            {"example.com", "example.com", true},
+            {"example.com", "api.example.com", true},
+            {".example.com", "api.example.com", true},
+            {"example.com", "notexample.com", false},
+            {" other.org , 10.0.0.1", "10.0.0.1", true},
+            {"*", "anything", true},
+            {"[::1]", "[::1]", true},
+            {"", "h", false}
+          ] do
+        vars = Map.put(proxied, ~c"no_proxy", String.to_charlist(no_proxy))
+        want = if direct, do: :none, else: %{type: :http, host: "p", port: 1}
+
+        assert {:ok, ^want} = f.("wss://#{host}:443/", env.(vars)),
+               inspect({no_proxy, host})
+      end
+
+      assert {:error, {:bad_option, {:proxy, :scheme}, "ftp"}} =
+               f.("wss://h/", env.(%{~c"https_proxy" => ~c"ftp://p"}))
+    end
+
+    test "proxy: :system connects through the environment's proxy, or directly for no_proxy",
+         ctx do
+      p = tinyproxy!()
+      port = Peer.port(ctx.ws)
+
+      saved =
+        for v <- ~w(http_proxy all_proxy ALL_PROXY no_proxy NO_PROXY), do: {v, System.get_env(v)}
+
+      on_exit(fn ->
+        for {v, old} <- saved, do: if(old, do: System.put_env(v, old), else: System.delete_env(v))
+      end)
+
+      for {v, _} <- saved, do: System.delete_env(v)
+      System.put_env("http_proxy", "127.0.0.1:#{p.port}")
+
+      {:ok, conn} =
+        :ws_port.connect("ws://127.0.0.1:#{port}" <> tagged("/echo"), %{proxy: :system})
+
+      assert echo!(conn, "env") == "env"
+      {:ok, info} = :ws_port.info(conn)
+      assert info.proxy == "http://127.0.0.1:#{p.port}"
+      :ok = :ws_port.close(conn)
+      assert connects(p) == ["127.0.0.1:#{port}"]
+
+      System.put_env("no_proxy", "localhost,127.0.0.1")
+
+      {:ok, conn} =
+        :ws_port.connect("ws://127.0.0.1:#{port}" <> tagged("/echo"), %{proxy: :system})
+
+      assert echo!(conn, "direct") == "direct"
+      assert {:ok, %{proxy: :none}} = :ws_port.info(conn)
+      :ok = :ws_port.close(conn)
+      assert connects(p) == ["127.0.0.1:#{port}"]
+
+      # never by default: without the option the environment is not read
+      System.delete_env("no_proxy")
+      {:ok, conn} = :ws_port.connect("ws://127.0.0.1:#{port}" <> tagged("/echo"), %{})
+      assert echo!(conn, "default") == "default"
+      :ok = :ws_port.close(conn)
+      assert connects(p) == ["127.0.0.1:#{port}"]
+    end
+
+    test "ws_port_client takes proxy; the producer validates it and passes it on", ctx do
+      p = tinyproxy!()
+      port = Peer.port(ctx.ws)
+      url = "ws://127.0.0.1:#{port}" <> tagged("/echo")
+
+      {:ok, client} =
+        :ws_port_client.start_link(:ws_port_client_forward, url, %{
+          init_arg: self(),
+          proxy: "http://127.0.0.1:#{p.port}"
+        })
+
+      assert_receive {:ws_port_client_up, ^client, _}, @wait
+      assert connects(p) == ["127.0.0.1:#{port}"]
+      _ = :ws_port_client.close(client)
+
+      assert {:ok, config} =
+               WsPort.ProducerOptions.validate(url: url, proxy: "socks5://u:pw@127.0.0.1:1")
+
+      assert WsPort.ProducerOptions.connect_opts(config).proxy == "socks5://u:pw@127.0.0.1:1"
+      assert {:error, msg} = WsPort.ProducerOptions.validate(url: url, proxy: "ftp://u:hidden@h")
+      assert msg =~ ":proxy"
+      refute msg =~ "hidden"
+      assert {:ok, _} = WsPort.ProducerOptions.validate(url: url, proxy: :system)
+    end
+  end
+
   describe "the proxy option" do
     test "bad values are refused naming the part, never echoing a password" do
       url = "ws://127.0.0.1:1/"
