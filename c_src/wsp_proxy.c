@@ -3,6 +3,8 @@
 
 #include <arpa/inet.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 
 static int bad(struct wsp_proxy_fail *f, const char *detail)
@@ -260,4 +262,156 @@ int wsp_proxy_input(struct wsp_proxy_hs *hs, const uint8_t *in, size_t len, size
         return WSP_PX_OK;
     }
     return bad(fail, "proxy handshake not started");
+}
+
+void wsp_proxy_conf_free(struct wsp_proxy_conf *c)
+{
+    free(c->host);
+    if (c->username)
+        memset(c->username, 0, strlen(c->username));
+    if (c->password)
+        memset(c->password, 0, strlen(c->password));
+    free(c->username);
+    free(c->password);
+    memset(c, 0, sizeof *c);
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes p[0..n) into a new string; NULL if malformed, holding a
+ * NUL, longer than 255 bytes or out of memory. */
+static char *pct_decode(const char *p, size_t n)
+{
+    char *o = malloc(n + 1);
+    size_t k = 0;
+    if (!o)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '%') {
+            if (i + 2 >= n) {
+                free(o);
+                return NULL;
+            }
+            int a = hexval(p[i + 1]), b = hexval(p[i + 2]);
+            if (a < 0 || b < 0 || (a == 0 && b == 0)) {
+                free(o);
+                return NULL;
+            }
+            o[k++] = (char)(a << 4 | b);
+            i += 2;
+        } else {
+            o[k++] = p[i];
+        }
+    }
+    o[k] = 0;
+    if (k > 255) {
+        free(o);
+        return NULL;
+    }
+    return o;
+}
+
+int wsp_proxy_parse_url(const char *url, struct wsp_proxy_conf *out, const char **err)
+{
+    memset(out, 0, sizeof *out);
+    const char *p = strstr(url, "://");
+    if (!p) {
+        *err = "the proxy URL needs a scheme: http://, socks5:// or socks5h://";
+        return -1;
+    }
+    size_t sl = (size_t)(p - url);
+    if (sl == 4 && strncasecmp(url, "http", 4) == 0)
+        out->type = WSP_PROXY_HTTP;
+    else if ((sl == 6 && strncasecmp(url, "socks5", 6) == 0) ||
+             (sl == 7 && strncasecmp(url, "socks5h", 7) == 0))
+        out->type = WSP_PROXY_SOCKS5;
+    else {
+        *err = "the proxy's scheme must be http://, socks5:// or socks5h://";
+        return -1;
+    }
+    p += 3;
+    const char *end = p + strcspn(p, "/?#");
+    if (*end == '?' || *end == '#' || (*end == '/' && end[1] != 0)) {
+        *err = "the proxy URL must have no path, query or fragment";
+        return -1;
+    }
+    /* userinfo: up to the last '@' before the end of the authority */
+    const char *at = NULL;
+    for (const char *q = p; q < end; q++)
+        if (*q == '@')
+            at = q;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        size_t ul = colon ? (size_t)(colon - p) : (size_t)(at - p);
+        out->username = pct_decode(p, ul);
+        out->password = colon ? pct_decode(colon + 1, (size_t)(at - colon - 1)) : pct_decode("", 0);
+        if (!out->username || !out->username[0]) {
+            *err = "the proxy's username must be 1..255 bytes (percent-encoded), without NUL";
+            goto bad;
+        }
+        if (!out->password) {
+            *err = "the proxy's password must be at most 255 bytes (percent-encoded), without NUL";
+            goto bad;
+        }
+        p = at + 1;
+    }
+    const char *hs = p, *he;
+    if (*p == '[') {
+        hs = p + 1;
+        he = memchr(hs, ']', (size_t)(end - hs));
+        if (!he) {
+            *err = "the proxy's IPv6 address needs its closing ]";
+            goto bad;
+        }
+        p = he + 1;
+    } else {
+        he = memchr(p, ':', (size_t)(end - p));
+        if (!he)
+            he = end;
+        p = he;
+    }
+    if (he == hs || he - hs > 255 || memchr(hs, '@', (size_t)(he - hs))) {
+        *err = "the proxy URL needs a host (at most 255 bytes)";
+        goto bad;
+    }
+    out->port = 1080;
+    if (p < end) {
+        if (*p != ':' || p + 1 == end) {
+            *err = "the proxy's port must be an integer 1..65535";
+            goto bad;
+        }
+        unsigned long v = 0;
+        for (const char *q = p + 1; q < end; q++) {
+            if (*q < '0' || *q > '9' || v > 65535) {
+                v = 0;
+                break;
+            }
+            v = v * 10 + (unsigned long)(*q - '0');
+        }
+        if (v == 0 || v > 65535) {
+            *err = "the proxy's port must be an integer 1..65535";
+            goto bad;
+        }
+        out->port = (uint16_t)v;
+    }
+    out->host = malloc((size_t)(he - hs) + 1);
+    if (!out->host) {
+        *err = "out of memory";
+        goto bad;
+    }
+    memcpy(out->host, hs, (size_t)(he - hs));
+    out->host[he - hs] = 0;
+    return 0;
+bad:
+    wsp_proxy_conf_free(out);
+    return -1;
 }

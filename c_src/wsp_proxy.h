@@ -98,6 +98,17 @@ int wsp_proxy_start(struct wsp_proxy_hs *hs, const struct wsp_proxy_conf *conf,
 int wsp_proxy_input(struct wsp_proxy_hs *hs, const uint8_t *in, size_t len, size_t *consumed,
                     uint8_t *out, size_t cap, size_t *outlen, struct wsp_proxy_fail *fail);
 
+/* Parses a proxy URL as the CLI's --proxy takes it (ws_port_proxy.erl does
+ * the same for the BEAM): "http://[user[:pass]@]host[:port]",
+ * "socks5://..." or "socks5h://..." (the same), scheme any case, port 1080
+ * by default, user and password percent-decoded (at most 255 bytes each),
+ * host a name or an IPv6 literal in brackets; nothing after the port but an
+ * optional "/". Fills *out with malloc'ed strings (free them with
+ * wsp_proxy_conf_free) and returns 0, or -1 with *err naming the problem
+ * (static; never quoting the password). */
+int wsp_proxy_parse_url(const char *url, struct wsp_proxy_conf *out, const char **err);
+void wsp_proxy_conf_free(struct wsp_proxy_conf *c);
+
 /* The atom naming a SOCKS5 reply code (RFC 1928 section 6), e.g. 4 ->
  * "host_unreachable"; unassigned codes -> "unknown_reply". */
 const char *wsp_proxy_socks5_reply_atom(unsigned rep);

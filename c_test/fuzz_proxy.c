@@ -15,7 +15,10 @@
  * consumed bytes and within WSP_PROXY_OUT_MAX; OK ends it for good (a later
  * call is OK with nothing consumed); a failure has a kind and its atom,
  * detail or a 2xx-excluded HTTP status; feeding the same bytes all at once
- * reaches the same end as in pieces.
+ * reaches the same end as in pieces. The same bytes (as a string) go to
+ * wsp_proxy_parse_url too (the CLI's --proxy): a parsed URL has a host of
+ * 1..255 bytes, a port, credentials of at most 255 bytes; a refused one an
+ * error message and nothing allocated.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -94,8 +97,30 @@ static int run(const uint8_t *data, size_t size, uint8_t flags, int pieces, int 
     }
 }
 
+static void parse_url(const uint8_t *data, size_t size)
+{
+    char *s = malloc(size + 1);
+    if (!s)
+        abort();
+    memcpy(s, data, size);
+    s[size] = 0;
+    struct wsp_proxy_conf c;
+    const char *err = NULL;
+    if (wsp_proxy_parse_url(s, &c, &err) == 0) {
+        size_t hl = strlen(c.host);
+        if (hl == 0 || hl > 255 || c.port == 0 || (c.username && strlen(c.username) > 255) ||
+            (c.password && strlen(c.password) > 255) || (!c.username != !c.password))
+            abort();
+        wsp_proxy_conf_free(&c);
+    } else if (!err || c.host || c.username || c.password) {
+        abort();
+    }
+    free(s);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    parse_url(data, size);
     if (size < 1)
         return 0;
     int n1, n2;

@@ -198,6 +198,41 @@ static void test_socks5_auth(void **state)
     assert_string_equal(wsp_proxy_socks5_reply_atom(99), "unknown_reply");
 }
 
+static void test_parse_url(void **state)
+{
+    (void)state;
+    struct wsp_proxy_conf c;
+    const char *err = NULL;
+    assert_int_equal(wsp_proxy_parse_url("HTTP://p.example:3128/", &c, &err), 0);
+    assert_int_equal(c.type, WSP_PROXY_HTTP);
+    assert_string_equal(c.host, "p.example");
+    assert_int_equal(c.port, 3128);
+    assert_null(c.username);
+    wsp_proxy_conf_free(&c);
+    assert_int_equal(wsp_proxy_parse_url("socks5h://u%40x:p%3A%40w@[::1]", &c, &err), 0);
+    assert_int_equal(c.type, WSP_PROXY_SOCKS5);
+    assert_string_equal(c.host, "::1");
+    assert_int_equal(c.port, 1080);
+    assert_string_equal(c.username, "u@x");
+    assert_string_equal(c.password, "p:@w");
+    wsp_proxy_conf_free(&c);
+    assert_int_equal(wsp_proxy_parse_url("socks5://user@h:9", &c, &err), 0);
+    assert_string_equal(c.password, "");
+    wsp_proxy_conf_free(&c);
+
+    const char *bad[] = {"h:1", "ftp://h", "http://", "http://:1", "http://h:0", "http://h:65536",
+                         "http://h:1x", "http://h:", "http://h/p", "http://h?q", "http://[::1",
+                         "http://@h", "http://u:p%4@h", "http://u:%00@h", "http://u%zz@h"};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        err = NULL;
+        if (wsp_proxy_parse_url(bad[k], &c, &err) != -1 || !err)
+            fail_msg("accepted %s", bad[k]);
+        assert_null(c.host);
+        assert_null(c.username);
+        assert_null(c.password);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +240,7 @@ int main(void)
         cmocka_unit_test(test_connect_response),
         cmocka_unit_test(test_socks5_no_auth),
         cmocka_unit_test(test_socks5_auth),
+        cmocka_unit_test(test_parse_url),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -474,6 +474,106 @@ defmodule WsPort.ProxyTest do
     end
   end
 
+  describe "the CLI's --proxy" do
+    # priv/ws_port connect URL --proxy P, stdin from `input`; {status, stdout, stderr}
+    defp cli(args, input) do
+      dir =
+        Path.join(System.tmp_dir!(), "ws_port_cli_proxy_#{System.unique_integer([:positive])}")
+
+      File.mkdir_p!(dir)
+      on_exit(fn -> File.rm_rf(dir) end)
+      in_file = Path.join(dir, "in")
+      err_file = Path.join(dir, "err")
+      File.write!(in_file, input)
+      script = ~s(exec timeout 60 "$0" "$@" <"$WSP_IN" 2>"$WSP_ERR")
+      bin = Path.expand("../priv/ws_port", __DIR__)
+
+      {out, status} =
+        System.cmd("/bin/sh", ["-c", script, bin | args],
+          env: [{"WSP_IN", in_file}, {"WSP_ERR", err_file}]
+        )
+
+      {status, out, File.read!(err_file)}
+    end
+
+    test "through tinyproxy (BasicAuth) and dante; refusals and bad URLs", ctx do
+      t = tinyproxy!(auth: {@user, @pass})
+      port = Peer.port(ctx.ws)
+      url = "ws://127.0.0.1:#{port}/echo"
+
+      assert {0, "hi\n", err} =
+               cli(
+                 [
+                   "connect",
+                   url,
+                   "--proxy",
+                   "http://#{@user}:#{@pass}@127.0.0.1:#{t.port}",
+                   "--count",
+                   "1"
+                 ],
+                 "hi\n"
+               )
+
+      refute err =~ @pass
+      assert connects(t) == ["127.0.0.1:#{port}"]
+
+      assert {3, "", err} =
+               cli(
+                 ["connect", url, "--proxy", "http://#{@user}:x#{@pass}@127.0.0.1:#{t.port}"],
+                 ""
+               )
+
+      assert err =~ "proxy: upgrade refused: HTTP 401" or err =~ "HTTP 407", err
+      refute err =~ @pass
+
+      d = Proxies.dante!()
+      on_exit(fn -> Proxies.stop(d) end)
+
+      assert {0, "socks\n", _} =
+               cli(
+                 [
+                   "connect",
+                   "ws://localhost:#{port}/echo",
+                   "--proxy",
+                   "socks5h://127.0.0.1:#{d.port}",
+                   "--count",
+                   "1"
+                 ],
+                 "socks\n"
+               )
+
+      assert {3, "", err} =
+               cli(
+                 [
+                   "connect",
+                   "ws://no-such-host.invalid/",
+                   "--proxy",
+                   "socks5://127.0.0.1:#{d.port}"
+                 ],
+                 ""
+               )
+
+      assert err =~ "proxy: socks5 host_unreachable", err
+
+      assert {3, "", err} =
+               cli(["connect", url, "--proxy", "http://127.0.0.1:#{Proxies.free_port()}"], "")
+
+      assert err =~ "proxy: connection refused", err
+
+      for {bad, msg} <- [
+            {"ftp://h:1", "scheme must be"},
+            {"http://u:sec%zzret@h:1", "password must be"},
+            {"http://h:0", "port must be"},
+            {"http://h:1/x", "no path"},
+            {"h:1", "needs a scheme"}
+          ] do
+        assert {2, "", err} = cli(["connect", url, "--proxy", bad], "")
+        assert err =~ msg, err
+        refute err =~ "sec%zzret"
+      end
+    end
+  end
+
   describe "the proxy option" do
     test "bad values are refused naming the part, never echoing a password" do
       url = "ws://127.0.0.1:1/"
