@@ -472,6 +472,22 @@ defmodule WsPort.ProxyTest do
       refute msg =~ "hidden"
       assert {:ok, _} = WsPort.ProducerOptions.validate(url: url, proxy: :system)
     end
+
+    test "the Phoenix client takes proxy (it passes connect/2's options on)" do
+      phx = Peer.start!(:phoenix)
+      on_exit(fn -> Peer.stop(phx) end)
+      p = tinyproxy!(auth: {@user, @pass})
+      port = Peer.port(phx)
+
+      {:ok, socket} =
+        WsPort.Phoenix.connect("ws://127.0.0.1:#{port}/socket/websocket",
+          proxy: "http://#{@user}:#{@pass}@127.0.0.1:#{p.port}"
+        )
+
+      assert {:ok, _} = WsPort.Phoenix.join(socket, "room:proxy")
+      assert connects(p) == ["127.0.0.1:#{port}"]
+      :ok = WsPort.Phoenix.disconnect(socket)
+    end
   end
 
   describe "the CLI's --proxy" do
