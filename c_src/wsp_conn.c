@@ -84,6 +84,7 @@ struct wsp_conn {
     struct wsp_connect_opts *opts;
     struct wsp_target *t;            /* where to connect; only while connecting */
     struct wsp_proxy_hs *px;         /* the proxy's handshake, while in ST_PROXY */
+    struct wsp_tls_conn_opts tls_co; /* SNI and pins, for wsp_tls (points into opts) */
 
     int fd;
     struct lws *wsi;                 /* == watch.wsi while the socket is adopted */
@@ -884,7 +885,10 @@ static void tunnel_ready(struct wsp_conn *c)
         return;
     }
     const char *name = c->opts->server_name ? c->opts->server_name : c->t->url.host;
-    c->ssl = wsp_tls_new(ctx, c->fd, name, c->opts->verify, err, sizeof err);
+    c->tls_co.no_sni = c->opts->no_sni;
+    c->tls_co.pins = (const uint8_t (*)[32])c->opts->pins;
+    c->tls_co.npins = c->opts->npins;
+    c->ssl = wsp_tls_new(ctx, c->fd, name, c->opts->verify, &c->tls_co, err, sizeof err);
     if (!c->ssl) {
         fail_detail(c, WSP_FC_TLS, "tls", err);
         return;

@@ -338,6 +338,7 @@ void wsp_connect_opts_free(struct wsp_connect_opts *o)
     free(o->certfile);
     free(o->keyfile);
     free(o->server_name);
+    free(o->pins);
     free(o->proxy.host);
     if (o->proxy.username)
         memset(o->proxy.username, 0, strlen(o->proxy.username));
@@ -846,6 +847,38 @@ bad:
     return -1;
 }
 
+/* {pins, [<<Sha256:32/binary>>]}: at most 64, none empty */
+static int opt_pins(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96];
+    int at = *idx, n;
+    if (get_list(c, idx, &n) < 0 || n < 1 || n > 64)
+        return fail(c, "bad_option", "connect: option pins must be a list of 1 to 64 "
+                    "32-byte SHA-256 digests, got %s", describe(c, at, d, sizeof d));
+    uint8_t (*pins)[32] = calloc((size_t)n, sizeof *pins);
+    if (!pins)
+        return fail(c, "badarg", "connect: out of memory");
+    for (int k = 0; k < n; k++) {
+        const uint8_t *p;
+        size_t len;
+        at = *idx;
+        if (get_bin(c, idx, &p, &len) < 0 || len != 32) {
+            free(pins);
+            return fail(c, "bad_option", "connect: option pins: each pin must be a 32-byte "
+                        "SHA-256 digest, got %s", describe(c, at, d, sizeof d));
+        }
+        memcpy(pins[k], p, 32);
+    }
+    if (list_end(c, idx) < 0) {
+        free(pins);
+        return fail(c, "bad_option", "connect: option pins must be a proper list");
+    }
+    free(o->pins); /* a later occurrence overrides an earlier one */
+    o->pins = pins;
+    o->npins = (size_t)n;
+    return 0;
+}
+
 static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
 {
     char d[96], name[MAXATOMLEN_UTF8];
@@ -926,6 +959,17 @@ static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
         return opt_string(c, idx, name, &o->server_name);
     if (strcmp(name, "proxy") == 0)
         return opt_proxy(c, idx, o);
+    if (strcmp(name, "server_name_indication") == 0) {
+        char a[MAXATOMLEN_UTF8];
+        if (get_atom(c, idx, a) < 0 || strcmp(a, "disable") != 0)
+            return fail(c, "bad_option",
+                        "connect: option server_name_indication must be disable, got %s",
+                        describe(c, at, d, sizeof d));
+        o->no_sni = 1;
+        return 0;
+    }
+    if (strcmp(name, "pins") == 0)
+        return opt_pins(c, idx, o);
     return fail(c, "bad_option", "connect: unknown option %.64s", name);
 }
 

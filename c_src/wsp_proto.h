@@ -58,6 +58,10 @@ struct wsp_connect_opts {          /* every pointer owned (malloc) */
     struct wsp_backoff retry;      /* enabled = 0 unless {retry, [...]} given */
     uint32_t send_queue;           /* frames kept while reconnecting; 0 = off */
     struct wsp_proxy_conf proxy;   /* type WSP_PROXY_NONE unless {proxy, ...} */
+    int no_sni;                    /* {server_name_indication, disable} */
+    uint8_t (*pins)[32];           /* {pins, [<<SHA256:32/binary>>]}: the SHA-256
+                                      of an SPKI in the server's chain must be one */
+    size_t npins;
 };
 
 struct wsp_cmd {

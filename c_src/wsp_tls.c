@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
 struct ctx_entry {
@@ -105,8 +106,47 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
     return ctx;
 }
 
-SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify, char *err, size_t errcap)
+/* the connection's wsp_tls_conn_opts, for wsp_tls_handshake's pin check */
+static int g_ex_index = -1;
+
+int wsp_tls_pins_match(SSL *ssl, const uint8_t (*pins)[32], size_t n)
 {
+    /* the verified chain (up to the trust anchor, as OkHttp checks it);
+     * without verification, the certificates the server sent */
+    STACK_OF(X509) *chain = SSL_get0_verified_chain(ssl);
+    if (!chain || sk_X509_num(chain) == 0) {
+        chain = SSL_get_peer_cert_chain(ssl);
+    }
+    int count = chain ? sk_X509_num(chain) : 0;
+    for (int k = 0; k < count; k++) {
+        X509_PUBKEY *pk = X509_get_X509_PUBKEY(sk_X509_value(chain, k));
+        unsigned char *der = NULL;
+        int len = pk ? i2d_X509_PUBKEY(pk, &der) : -1;
+        if (len <= 0) {
+            continue;
+        }
+        unsigned char md[32];
+        unsigned int mdlen = 0;
+        int ok = EVP_Digest(der, (size_t)len, md, &mdlen, EVP_sha256(), NULL);
+        OPENSSL_free(der);
+        if (ok != 1 || mdlen != 32) {
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (CRYPTO_memcmp(md, pins[i], 32) == 0) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
+                 const struct wsp_tls_conn_opts *co, char *err, size_t errcap)
+{
+    if (g_ex_index < 0) {
+        g_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    }
     SSL *ssl = SSL_new(ctx);
     if (!ssl) {
         openssl_reason(err, errcap, "SSL_new", NULL);
@@ -115,8 +155,11 @@ SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify, char *err, 
     SSL_set_fd(ssl, fd);
     unsigned char ip[16];
     int is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
-    if (!is_ip) {
+    if (!is_ip && !(co && co->no_sni)) {
         SSL_set_tlsext_host_name(ssl, name);
+    }
+    if (co && co->npins > 0) {
+        SSL_set_ex_data(ssl, g_ex_index, (void *)co);
     }
     if (verify) {
         X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
@@ -144,6 +187,13 @@ int wsp_tls_handshake(SSL *ssl, int *want_write, int *net_errno, char *err, size
     int r = SSL_do_handshake(ssl);
     int sys_errno = errno;
     if (r == 1) {
+        const struct wsp_tls_conn_opts *co =
+            g_ex_index >= 0 ? SSL_get_ex_data(ssl, g_ex_index) : NULL;
+        if (co && co->npins > 0 && !wsp_tls_pins_match(ssl, co->pins, co->npins)) {
+            snprintf(err, errcap, "certificate pin mismatch: no public key in the server's "
+                                  "chain matches pins");
+            return -1;
+        }
         /* Open: read records with one recv each, not two (the 5-byte header,
          * then the body): OpenSSL then reads up to its buffer's size. The
          * default buffer (one record and a bit) is the best size: OpenSSL

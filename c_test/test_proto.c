@@ -1387,6 +1387,21 @@ static void test_connect_proxy(void **state)
                "bad_option", "the password must be a binary");
     assert_null(strstr(g_err, "secret"));
 
+    /* the TLS options of issue 14 */
+    o = dec_opts("[{server_name_indication, disable}, "
+                 "{pins, [<<\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\">>, "
+                 "<<\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\">>]}]", &cmd);
+    assert_int_equal(o->no_sni, 1);
+    assert_int_equal(o->npins, 2);
+    assert_memory_equal(o->pins[1], "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", 32);
+    wsp_cmd_free(&cmd);
+    expect_err("{connect, 1, <<\"ws://h\">>, [{server_name_indication, enable}]}", "bad_option",
+               "server_name_indication must be disable");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{pins, []}]}", "bad_option",
+               "pins must be a list of 1 to 64");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{pins, [<<\"short\">>]}]}", "bad_option",
+               "each pin must be a 32-byte");
+
     ei_x_buff x = {0};
     int i;
     assert_int_equal(wsp_enc_closed_proxy_atom(&x, 5, "econnrefused"), 0);

@@ -101,7 +101,9 @@
         cacertfile => file:filename_all(),
         certfile => file:filename_all(),
         keyfile => file:filename_all(),
-        server_name => binary() | string()
+        server_name => binary() | string(),
+        server_name_indication => disable,
+        pins => [binary() | string()]
     }
     | proplists:proplist().
 
@@ -157,8 +159,13 @@ connect(Url) ->
 %% <li>`connect_timeout': ms for DNS, TCP, TLS and the upgrade together
 %%     (default 15000).</li>
 %% <li>`tls': `#{verify => verify_peer | verify_none, cacertfile, certfile,
-%%     keyfile, server_name}' for wss (default: verify against the system CA
-%%     store, name from the URL).</li>
+%%     keyfile, server_name, server_name_indication => disable, pins}' for
+%%     wss (default: verify against the system CA store, name from the URL).
+%%     `server_name_indication => disable' sends no SNI (the name is still
+%%     checked); `pins': base64 SHA-256 digests of SubjectPublicKeyInfo (as
+%%     HPKP and OkHttp define them, an optional "sha256/" prefix), one of
+%%     which a key in the server's chain must match (else `{tls, <<"certificate
+%%     pin mismatch: ...">>}').</li>
 %% <li>`max_message_size': bytes (default 64 MiB): a larger message from
 %%     the server closes the connection (1009); {@link send/2} refuses
 %%     larger ones.</li>

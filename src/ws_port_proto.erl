@@ -24,7 +24,7 @@
     headers => [{binary(), binary()}],
     protocols => [binary()],
     connect_timeout := pos_integer(),
-    tls => #{tls_key() => binary() | verify_peer | verify_none},
+    tls => #{tls_key() => binary() | verify_peer | verify_none | disable | [binary()]},
     max_message_size => pos_integer(),
     active := active(),
     ping_interval => non_neg_integer(),
@@ -38,7 +38,8 @@
     send_queue => non_neg_integer(),
     proxy => ws_port_proxy:proxy() | none | system
 }.
--type tls_key() :: verify | cacertfile | certfile | keyfile | server_name.
+-type tls_key() ::
+    verify | cacertfile | certfile | keyfile | server_name | server_name_indication | pins.
 -type retry_key() :: max_retries | delay | max_delay | backoff_factor | jitter | manual.
 -type retry_class() ::
     network
@@ -60,6 +61,8 @@
     | {active, active()}
     | {verify, verify_peer | verify_none}
     | {cacertfile | certfile | keyfile | server_name, binary()}
+    | {server_name_indication, disable}
+    | {pins, [<<_:256>>]}
     | {ping_interval | idle_timeout, non_neg_integer()}
     | {retry, false | [{retry_key(), term()}]}
     | {retry_on, ws_port_retry:retry_on()}
@@ -264,8 +267,34 @@ normalize_tls([{Key, V} | Rest], Acc) when
         _ ->
             {error, {bad_option, {tls, Key}, V}}
     end;
+normalize_tls([{server_name_indication, disable} | Rest], Acc) ->
+    normalize_tls(Rest, Acc#{server_name_indication => disable});
+normalize_tls([{pins, Pins} | Rest], Acc) when is_list(Pins), Pins =/= [], length(Pins) =< 64 ->
+    case decode_pins(Pins, []) of
+        {ok, Raw} -> normalize_tls(Rest, Acc#{pins => Raw});
+        error -> {error, {bad_option, {tls, pins}, Pins}}
+    end;
 normalize_tls([{Key, V} | _], _) ->
     {error, {bad_option, {tls, Key}, V}}.
+
+%% pins: base64 of the SHA-256 of a SubjectPublicKeyInfo (as HPKP and
+%% OkHttp write them, "sha256/" prefix allowed); sent raw (32 bytes)
+decode_pins([], Acc) ->
+    {ok, lists:reverse(Acc)};
+decode_pins([P | Rest], Acc) ->
+    case to_binary(P) of
+        {ok, <<"sha256/", B64/binary>>} -> decode_pin(B64, Rest, Acc);
+        {ok, B64} -> decode_pin(B64, Rest, Acc);
+        error -> error
+    end.
+
+decode_pin(B64, Rest, Acc) ->
+    try base64:decode(B64) of
+        <<_:256>> = Raw -> decode_pins(Rest, [Raw | Acc]);
+        _ -> error
+    catch
+        _:_ -> error
+    end.
 
 normalize_retry([], Acc) ->
     {ok, Acc};

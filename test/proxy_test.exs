@@ -590,6 +590,76 @@ defmodule WsPort.ProxyTest do
     end
   end
 
+  describe "TLS options" do
+    # the HPKP / OkHttp pin of a certificate: base64(SHA-256(SubjectPublicKeyInfo DER))
+    defp spki_pin(cert) do
+      {out, 0} =
+        System.cmd("/bin/sh", [
+          "-c",
+          "openssl x509 -in \"$1\" -pubkey -noout | openssl pkey -pubin -outform der | " <>
+            "openssl dgst -sha256 -binary | base64",
+          "sh",
+          cert
+        ])
+
+      String.trim(out)
+    end
+
+    test "pins: a pinned key in the chain passes (leaf or CA); none is a tls error, not retried",
+         ctx do
+      url = "wss://localhost:#{Peer.port(ctx.wss)}" <> tagged("/echo")
+      tls = %{cacertfile: ctx.certs.ca.cert}
+      leaf = spki_pin(ctx.certs.server.cert)
+      ca = spki_pin(ctx.certs.ca.cert)
+      other = spki_pin(ctx.certs.untrusted.cert)
+
+      for pins <- [[leaf], [other, "sha256/" <> ca]] do
+        {:ok, conn} = :ws_port.connect(url, %{tls: Map.put(tls, :pins, pins)})
+        assert echo!(conn, "pinned") == "pinned"
+        :ok = :ws_port.close(conn)
+      end
+
+      assert {:error, {:tls, "certificate pin mismatch" <> _}} =
+               :ws_port.connect(url, %{tls: Map.put(tls, :pins, [other])})
+
+      # through a proxy too: the pin is the target's
+      p = tinyproxy!()
+
+      assert {:error, {:tls, "certificate pin mismatch" <> _}} =
+               :ws_port.connect(url, %{
+                 tls: Map.put(tls, :pins, [other]),
+                 proxy: "http://127.0.0.1:#{p.port}"
+               })
+
+      for bad <- [[], ["not base64!"], [Base.encode64("short")], "x"] do
+        assert {:error, {:bad_option, {:tls, :pins}, ^bad}} =
+                 :ws_port.connect(url, %{tls: Map.put(tls, :pins, bad)})
+      end
+    end
+
+    test "server_name_indication => disable: no SNI, the name is still checked", ctx do
+      url = "wss://localhost:#{Peer.port(ctx.wss)}" <> tagged("/echo")
+      tls = %{cacertfile: ctx.certs.ca.cert, server_name_indication: :disable}
+      before = Enum.count(Peer.lines(ctx.wss), &(&1 == "SNI -"))
+      {:ok, conn} = :ws_port.connect(url, %{tls: tls})
+      assert echo!(conn, "no sni") == "no sni"
+      :ok = :ws_port.close(conn)
+      assert Enum.count(Peer.lines(ctx.wss), &(&1 == "SNI -")) == before + 1
+
+      wrong = Peer.start!(:python, tls: {ctx.certs.wrongname.cert, ctx.certs.wrongname.key})
+      on_exit(fn -> Peer.stop(wrong) end)
+
+      assert {:error, {:tls, _}} =
+               :ws_port.connect("wss://localhost:#{Peer.port(wrong)}/echo", %{
+                 tls: tls,
+                 retry: false
+               })
+
+      assert {:error, {:bad_option, {:tls, :server_name_indication}, :enable}} =
+               :ws_port.connect(url, %{tls: %{server_name_indication: :enable}})
+    end
+  end
+
   describe "the proxy option" do
     test "bad values are refused naming the part, never echoing a password" do
       url = "ws://127.0.0.1:1/"
