@@ -878,6 +878,13 @@ static void tunnel_ready(struct wsp_conn *c)
         .cacertfile = c->opts->cacertfile,
         .certfile = c->opts->certfile,
         .keyfile = c->opts->keyfile,
+        .cacerts = (const uint8_t *const *)c->opts->cacerts,
+        .cacert_lens = c->opts->cacert_lens,
+        .ncacerts = c->opts->ncacerts,
+        .min_version = c->opts->min_version,
+        .max_version = c->opts->max_version,
+        .ciphers = c->opts->ciphers,
+        .ciphersuites = c->opts->ciphersuites,
     };
     SSL_CTX *ctx = wsp_tls_ctx(&cfg, err, sizeof err);
     if (!ctx) {

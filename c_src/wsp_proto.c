@@ -339,6 +339,12 @@ void wsp_connect_opts_free(struct wsp_connect_opts *o)
     free(o->keyfile);
     free(o->server_name);
     free(o->pins);
+    for (size_t k = 0; k < o->ncacerts; k++)
+        free(o->cacerts[k]);
+    free(o->cacerts);
+    free(o->cacert_lens);
+    free(o->ciphers);
+    free(o->ciphersuites);
     free(o->proxy.host);
     if (o->proxy.username)
         memset(o->proxy.username, 0, strlen(o->proxy.username));
@@ -847,6 +853,90 @@ bad:
     return -1;
 }
 
+/* {cacerts, [DER]}: 1..4096 non-empty binaries (parsed when a TLS context
+ * is made: a bad one is a {tls, ...} failure naming it) */
+static int opt_cacerts(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96];
+    int at = *idx, n;
+    if (get_list(c, idx, &n) < 0 || n < 1 || n > 4096)
+        return fail(c, "bad_option", "connect: option cacerts must be a list of 1 to 4096 "
+                    "DER certificates, got %s", describe(c, at, d, sizeof d));
+    uint8_t **certs = calloc((size_t)n, sizeof *certs);
+    size_t *lens = calloc((size_t)n, sizeof *lens);
+    int k = 0;
+    if (!certs || !lens)
+        goto oom;
+    for (; k < n; k++) {
+        const uint8_t *p;
+        size_t len;
+        at = *idx;
+        if (get_bin(c, idx, &p, &len) < 0 || len == 0) {
+            fail(c, "bad_option", "connect: option cacerts: each must be a non-empty binary "
+                 "(DER), got %s", describe(c, at, d, sizeof d));
+            goto bad;
+        }
+        certs[k] = malloc(len);
+        if (!certs[k])
+            goto oom;
+        memcpy(certs[k], p, len);
+        lens[k] = len;
+    }
+    if (list_end(c, idx) < 0) {
+        fail(c, "bad_option", "connect: option cacerts must be a proper list");
+        goto bad;
+    }
+    for (size_t j = 0; j < o->ncacerts; j++)
+        free(o->cacerts[j]);
+    free(o->cacerts);
+    free(o->cacert_lens);
+    o->cacerts = certs;
+    o->cacert_lens = lens;
+    o->ncacerts = (size_t)n;
+    return 0;
+oom:
+    fail(c, "badarg", "connect: out of memory");
+bad:
+    if (certs)
+        for (int j = 0; j < k; j++)
+            free(certs[j]);
+    free(certs);
+    free(lens);
+    return -1;
+}
+
+/* {versions, ['tlsv1.2' | 'tlsv1.3']}: the lowest and highest given */
+static int opt_versions(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96], a[MAXATOMLEN_UTF8];
+    int at = *idx, n, lo = 0, hi = 0;
+    if (get_list(c, idx, &n) < 0 || n < 1 || n > 2)
+        return fail(c, "bad_option", "connect: option versions must be a list of 'tlsv1.2' "
+                    "and/or 'tlsv1.3', got %s", describe(c, at, d, sizeof d));
+    for (int k = 0; k < n; k++) {
+        at = *idx;
+        int v;
+        if (get_atom(c, idx, a) < 0)
+            v = 0;
+        else if (strcmp(a, "tlsv1.2") == 0)
+            v = 0x0303;
+        else if (strcmp(a, "tlsv1.3") == 0)
+            v = 0x0304;
+        else
+            v = 0;
+        if (!v)
+            return fail(c, "bad_option", "connect: option versions: 'tlsv1.2' or 'tlsv1.3' "
+                        "(TLS 1.2 is the minimum), got %s", describe(c, at, d, sizeof d));
+        lo = lo && lo < v ? lo : v;
+        hi = hi > v ? hi : v;
+    }
+    if (list_end(c, idx) < 0)
+        return fail(c, "bad_option", "connect: option versions must be a proper list");
+    o->min_version = lo;
+    o->max_version = hi;
+    return 0;
+}
+
 /* {pins, [<<Sha256:32/binary>>]}: at most 64, none empty */
 static int opt_pins(struct dctx *c, int *idx, struct wsp_connect_opts *o)
 {
@@ -970,6 +1060,14 @@ static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
     }
     if (strcmp(name, "pins") == 0)
         return opt_pins(c, idx, o);
+    if (strcmp(name, "cacerts") == 0)
+        return opt_cacerts(c, idx, o);
+    if (strcmp(name, "versions") == 0)
+        return opt_versions(c, idx, o);
+    if (strcmp(name, "ciphers") == 0)
+        return opt_string(c, idx, name, &o->ciphers);
+    if (strcmp(name, "ciphersuites") == 0)
+        return opt_string(c, idx, name, &o->ciphersuites);
     return fail(c, "bad_option", "connect: unknown option %.64s", name);
 }
 

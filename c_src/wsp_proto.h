@@ -62,6 +62,11 @@ struct wsp_connect_opts {          /* every pointer owned (malloc) */
     uint8_t (*pins)[32];           /* {pins, [<<SHA256:32/binary>>]}: the SHA-256
                                       of an SPKI in the server's chain must be one */
     size_t npins;
+    uint8_t **cacerts;             /* {cacerts, [DER]}: trusted CAs in memory */
+    size_t *cacert_lens;
+    size_t ncacerts;
+    int min_version, max_version;  /* {versions, [...]}: TLS1_2_VERSION / TLS1_3_VERSION; 0 = default */
+    char *ciphers, *ciphersuites;  /* OpenSSL lists for TLS 1.2 / 1.3; NULL = default */
 };
 
 struct wsp_cmd {

@@ -14,6 +14,10 @@ struct ctx_entry {
     struct ctx_entry *next;
     int verify;
     char *cacertfile, *certfile, *keyfile;
+    uint8_t cacerts_md[32];      /* SHA-256 over the DER list (lengths included) */
+    size_t ncacerts;
+    int min_version, max_version;
+    char *ciphers, *ciphersuites;
     SSL_CTX *ctx;
 };
 
@@ -37,11 +41,59 @@ static void openssl_reason(char *err, size_t errcap, const char *what, const cha
     ERR_clear_error();
 }
 
+static void cacerts_digest(const struct wsp_tls_config *cfg, uint8_t md[32])
+{
+    memset(md, 0, 32);
+    if (cfg->ncacerts == 0) {
+        return;
+    }
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    if (!m || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(m);
+        return;
+    }
+    for (size_t k = 0; k < cfg->ncacerts; k++) {
+        uint64_t len = cfg->cacert_lens[k];
+        EVP_DigestUpdate(m, &len, sizeof len);
+        EVP_DigestUpdate(m, cfg->cacerts[k], cfg->cacert_lens[k]);
+    }
+    EVP_DigestFinal_ex(m, md, &n);
+    EVP_MD_CTX_free(m);
+}
+
+static int load_cacerts(SSL_CTX *ctx, const struct wsp_tls_config *cfg, char *err, size_t errcap)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    for (size_t k = 0; k < cfg->ncacerts; k++) {
+        const unsigned char *p = cfg->cacerts[k];
+        X509 *x = d2i_X509(NULL, &p, (long)cfg->cacert_lens[k]);
+        if (!x || p != cfg->cacerts[k] + cfg->cacert_lens[k]) {
+            X509_free(x);
+            ERR_clear_error();
+            snprintf(err, errcap, "cacerts: certificate %zu (of %zu) is not a DER X.509 "
+                                  "certificate", k + 1, cfg->ncacerts);
+            return -1;
+        }
+        /* a certificate given twice (or also in the file) is no error */
+        if (X509_STORE_add_cert(store, x) != 1) {
+            ERR_clear_error();
+        }
+        X509_free(x);
+    }
+    return 0;
+}
+
 SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
 {
+    uint8_t md[32];
+    cacerts_digest(cfg, md);
     for (struct ctx_entry *e = contexts; e; e = e->next) {
         if (e->verify == cfg->verify && same(e->cacertfile, cfg->cacertfile) &&
-            same(e->certfile, cfg->certfile) && same(e->keyfile, cfg->keyfile)) {
+            same(e->certfile, cfg->certfile) && same(e->keyfile, cfg->keyfile) &&
+            e->ncacerts == cfg->ncacerts && memcmp(e->cacerts_md, md, 32) == 0 &&
+            e->min_version == cfg->min_version && e->max_version == cfg->max_version &&
+            same(e->ciphers, cfg->ciphers) && same(e->ciphersuites, cfg->ciphersuites)) {
             return e->ctx;
         }
     }
@@ -50,7 +102,20 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
         openssl_reason(err, errcap, "SSL_CTX_new", NULL);
         return NULL;
     }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_min_proto_version(ctx, cfg->min_version ? cfg->min_version : TLS1_2_VERSION);
+    if (cfg->max_version) {
+        SSL_CTX_set_max_proto_version(ctx, cfg->max_version);
+    }
+    if (cfg->ciphers && SSL_CTX_set_cipher_list(ctx, cfg->ciphers) != 1) {
+        openssl_reason(err, errcap, "cannot set ciphers", cfg->ciphers);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (cfg->ciphersuites && SSL_CTX_set_ciphersuites(ctx, cfg->ciphersuites) != 1) {
+        openssl_reason(err, errcap, "cannot set ciphersuites", cfg->ciphersuites);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     /* a peer that closes TCP without close_notify is an EOF like on ws://
      * (retried as such), not a TLS failure; no renegotiation (an SSL_write
      * that wants to read would spin) */
@@ -62,10 +127,17 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
     SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn);
     if (cfg->verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        /* cacerts (in memory) replace the system store, as a cacertfile
+         * does; both may be given */
         int ok = cfg->cacertfile ? SSL_CTX_load_verify_locations(ctx, cfg->cacertfile, NULL)
+                 : cfg->ncacerts ? 1
                                  : SSL_CTX_set_default_verify_paths(ctx);
         if (ok != 1) {
             openssl_reason(err, errcap, "cannot load CA file", cfg->cacertfile);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        if (load_cacerts(ctx, cfg, err, errcap) < 0) {
             SSL_CTX_free(ctx);
             return NULL;
         }
@@ -100,6 +172,12 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
     e->cacertfile = dup_or_null(cfg->cacertfile);
     e->certfile = dup_or_null(cfg->certfile);
     e->keyfile = dup_or_null(cfg->keyfile);
+    memcpy(e->cacerts_md, md, 32);
+    e->ncacerts = cfg->ncacerts;
+    e->min_version = cfg->min_version;
+    e->max_version = cfg->max_version;
+    e->ciphers = dup_or_null(cfg->ciphers);
+    e->ciphersuites = dup_or_null(cfg->ciphersuites);
     e->ctx = ctx;
     e->next = contexts;
     contexts = e;
@@ -248,6 +326,8 @@ void wsp_tls_free_all(void)
         free(e->cacertfile);
         free(e->certfile);
         free(e->keyfile);
+        free(e->ciphers);
+        free(e->ciphersuites);
         free(e);
     }
 }

@@ -16,6 +16,13 @@ struct wsp_tls_config {
     const char *cacertfile;  /* NULL: system default store */
     const char *certfile;    /* client certificate (with keyfile) */
     const char *keyfile;
+    const uint8_t *const *cacerts; /* DER certificates trusted (with or
+                                      instead of the store / cacertfile) */
+    const size_t *cacert_lens;
+    size_t ncacerts;
+    int min_version, max_version;  /* 0: TLS 1.2 / the highest */
+    const char *ciphers;           /* TLS 1.2 list (OpenSSL syntax); NULL: default */
+    const char *ciphersuites;      /* TLS 1.3 list; NULL: default */
 };
 
 /* Returns the shared context for cfg, creating it on first use; NULL with a

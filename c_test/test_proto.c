@@ -159,7 +159,8 @@ static void enc_term(ei_x_buff *x, const char **pp)
     } else {
         char a[256];
         size_t n = 0;
-        while (isalnum((unsigned char)**pp) || **pp == '_') {
+        /* atoms: letters, digits, _ and (not first) '.' as in tlsv1.2 */
+        while (isalnum((unsigned char)**pp) || **pp == '_' || (n > 0 && **pp == '.')) {
             assert_true(n < sizeof a - 1);
             a[n++] = **pp;
             (*pp)++;
@@ -1401,6 +1402,29 @@ static void test_connect_proxy(void **state)
                "pins must be a list of 1 to 64");
     expect_err("{connect, 1, <<\"ws://h\">>, [{pins, [<<\"short\">>]}]}", "bad_option",
                "each pin must be a 32-byte");
+    o = dec_opts("[{cacerts, [<<\"a\">>, <<\"bc\">>]}, {versions, [tlsv1.3, tlsv1.2]}, "
+                 "{ciphers, <<\"ECDHE-ECDSA-AES128-GCM-SHA256\">>}, "
+                 "{ciphersuites, <<\"TLS_AES_128_GCM_SHA256\">>}]", &cmd);
+    assert_int_equal(o->ncacerts, 2);
+    assert_int_equal(o->cacert_lens[1], 2);
+    assert_memory_equal(o->cacerts[1], "bc", 2);
+    assert_int_equal(o->min_version, 0x0303);
+    assert_int_equal(o->max_version, 0x0304);
+    assert_string_equal(o->ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256");
+    assert_string_equal(o->ciphersuites, "TLS_AES_128_GCM_SHA256");
+    wsp_cmd_free(&cmd);
+    o = dec_opts("[{versions, [tlsv1.3]}]", &cmd);
+    assert_int_equal(o->min_version, 0x0304);
+    assert_int_equal(o->max_version, 0x0304);
+    wsp_cmd_free(&cmd);
+    expect_err("{connect, 1, <<\"ws://h\">>, [{cacerts, []}]}", "bad_option",
+               "cacerts must be a list of 1 to 4096");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{cacerts, [<<\"a\">>, <<>>]}]}", "bad_option",
+               "each must be a non-empty binary");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{versions, [tlsv1.1]}]}", "bad_option",
+               "'tlsv1.2' or 'tlsv1.3'");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{ciphers, <<>>}]}", "bad_option",
+               "option ciphers must not be empty");
 
     ei_x_buff x = {0};
     int i;

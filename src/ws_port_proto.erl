@@ -24,7 +24,7 @@
     headers => [{binary(), binary()}],
     protocols => [binary()],
     connect_timeout := pos_integer(),
-    tls => #{tls_key() => binary() | verify_peer | verify_none | disable | [binary()]},
+    tls => #{tls_key() => binary() | verify_peer | verify_none | disable | [binary() | atom()]},
     max_message_size => pos_integer(),
     active := active(),
     ping_interval => non_neg_integer(),
@@ -39,7 +39,17 @@
     proxy => ws_port_proxy:proxy() | none | system
 }.
 -type tls_key() ::
-    verify | cacertfile | certfile | keyfile | server_name | server_name_indication | pins.
+    verify
+    | cacertfile
+    | certfile
+    | keyfile
+    | server_name
+    | server_name_indication
+    | pins
+    | cacerts
+    | versions
+    | ciphers
+    | ciphersuites.
 -type retry_key() :: max_retries | delay | max_delay | backoff_factor | jitter | manual.
 -type retry_class() ::
     network
@@ -63,6 +73,9 @@
     | {cacertfile | certfile | keyfile | server_name, binary()}
     | {server_name_indication, disable}
     | {pins, [<<_:256>>]}
+    | {cacerts, [binary()]}
+    | {versions, ['tlsv1.2' | 'tlsv1.3']}
+    | {ciphers | ciphersuites, binary()}
     | {ping_interval | idle_timeout, non_neg_integer()}
     | {retry, false | [{retry_key(), term()}]}
     | {retry_on, ws_port_retry:retry_on()}
@@ -274,8 +287,43 @@ normalize_tls([{pins, Pins} | Rest], Acc) when is_list(Pins), Pins =/= [], lengt
         {ok, Raw} -> normalize_tls(Rest, Acc#{pins => Raw});
         error -> {error, {bad_option, {tls, pins}, Pins}}
     end;
+normalize_tls([{cacerts, Certs} | Rest], Acc) when
+    is_list(Certs), Certs =/= [], length(Certs) =< 4096
+->
+    %% DER binaries, as public_key:cacerts_get/0 gives them (or
+    %% #cert{der = DER} records of OTP's cacerts_get in OTP 26+)
+    Ders = [der_of(C) || C <- Certs],
+    case lists:all(fun(D) -> is_binary(D) andalso byte_size(D) > 0 end, Ders) of
+        true -> normalize_tls(Rest, Acc#{cacerts => Ders});
+        false -> {error, {bad_option, {tls, cacerts}, Certs}}
+    end;
+normalize_tls([{versions, Vs} | Rest], Acc) when is_list(Vs), Vs =/= [] ->
+    case lists:all(fun(V) -> V =:= 'tlsv1.2' orelse V =:= 'tlsv1.3' end, Vs) of
+        true -> normalize_tls(Rest, Acc#{versions => lists:usort(Vs)});
+        false -> {error, {bad_option, {tls, versions}, Vs}}
+    end;
+normalize_tls([{Key, V} | Rest], Acc) when Key =:= ciphers; Key =:= ciphersuites ->
+    %% an OpenSSL list "A:B" or a list of names
+    Joined =
+        case V of
+            [C | _] when not is_integer(C) -> lists:join(":", V);
+            _ -> V
+        end,
+    case to_binary(Joined) of
+        {ok, Bin} when byte_size(Bin) > 0 ->
+            case binary:match(Bin, <<0>>) of
+                nomatch -> normalize_tls(Rest, Acc#{Key => Bin});
+                _ -> {error, {bad_option, {tls, Key}, V}}
+            end;
+        _ ->
+            {error, {bad_option, {tls, Key}, V}}
+    end;
 normalize_tls([{Key, V} | _], _) ->
     {error, {bad_option, {tls, Key}, V}}.
+
+der_of(B) when is_binary(B) -> B;
+der_of({cert, Der, _}) when is_binary(Der) -> Der;
+der_of(_) -> bad.
 
 %% pins: base64 of the SHA-256 of a SubjectPublicKeyInfo (as HPKP and
 %% OkHttp write them, "sha256/" prefix allowed); sent raw (32 bytes)

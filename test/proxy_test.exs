@@ -658,6 +658,101 @@ defmodule WsPort.ProxyTest do
       assert {:error, {:bad_option, {:tls, :server_name_indication}, :enable}} =
                :ws_port.connect(url, %{tls: %{server_name_indication: :enable}})
     end
+
+    test "cacerts as DER binaries (what public_key:cacerts_get/0 gives) replace the system store",
+         ctx do
+      url = "wss://localhost:#{Peer.port(ctx.wss)}" <> tagged("/echo")
+      [{:Certificate, der, _}] = :public_key.pem_decode(File.read!(ctx.certs.ca.cert))
+      {:ok, conn} = :ws_port.connect(url, %{tls: %{cacerts: [der]}})
+      assert echo!(conn, "in memory") == "in memory"
+      :ok = :ws_port.close(conn)
+
+      # OTP 25's system store, as cacerts_get/0 returns it: no test CA in it
+      system = :public_key.cacerts_get()
+      assert system != []
+
+      assert {:error, {:tls, "certificate verify failed" <> _}} =
+               :ws_port.connect(url, %{tls: %{cacerts: system}})
+
+      # the same store plus the test CA
+      {:ok, conn} = :ws_port.connect(url, %{tls: %{cacerts: system ++ [der]}})
+      :ok = :ws_port.close(conn)
+
+      assert {:error, {:tls, "cacerts: certificate 2 (of 2) is not a DER X.509 certificate"}} =
+               :ws_port.connect(url, %{tls: %{cacerts: [der, "junk"]}})
+
+      for bad <- [[], [:x], "x"] do
+        assert {:error, {:bad_option, {:tls, :cacerts}, ^bad}} =
+                 :ws_port.connect(url, %{tls: %{cacerts: bad}})
+      end
+    end
+
+    test "versions, ciphers (TLS 1.2) and ciphersuites (TLS 1.3)", ctx do
+      ca = ctx.certs.ca.cert
+
+      tls12 =
+        Peer.start!(:python, tls: {ctx.certs.server.cert, ctx.certs.server.key}, args: ["--tls12"])
+
+      on_exit(fn -> Peer.stop(tls12) end)
+      url12 = "wss://localhost:#{Peer.port(tls12)}" <> tagged("/echo")
+
+      # a TLS 1.2 server: 1.3 only fails, 1.2 and 1.3 works
+      # (the python server ends the TCP connection on a ClientHello without
+      # TLS 1.2: eof, as a reset during a handshake is reported)
+      assert {:error, reason} =
+               :ws_port.connect(url12, %{tls: %{cacertfile: ca, versions: [:"tlsv1.3"]}})
+
+      assert reason == :eof or match?({:tls, _}, reason), inspect(reason)
+
+      {:ok, conn} =
+        :ws_port.connect(url12, %{tls: %{cacertfile: ca, versions: [:"tlsv1.3", :"tlsv1.2"]}})
+
+      :ok = :ws_port.close(conn)
+
+      # the server's key is EC (P-256): RSA-only TLS 1.2 suites cannot be used
+      assert {:error, reason} =
+               :ws_port.connect(url12, %{
+                 tls: %{cacertfile: ca, ciphers: "ECDHE-RSA-AES128-GCM-SHA256"}
+               })
+
+      assert reason == :eof or match?({:tls, _}, reason), inspect(reason)
+
+      {:ok, conn} =
+        :ws_port.connect(url12, %{
+          tls: %{
+            cacertfile: ca,
+            ciphers: ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256"]
+          }
+        })
+
+      assert echo!(conn, "1.2") == "1.2"
+      :ok = :ws_port.close(conn)
+
+      url13 = "wss://localhost:#{Peer.port(ctx.wss)}" <> tagged("/echo")
+
+      {:ok, conn} =
+        :ws_port.connect(url13, %{
+          tls: %{
+            cacertfile: ca,
+            versions: [:"tlsv1.3"],
+            ciphersuites: "TLS_CHACHA20_POLY1305_SHA256"
+          }
+        })
+
+      assert echo!(conn, "1.3") == "1.3"
+      :ok = :ws_port.close(conn)
+
+      assert {:error, {:tls, "cannot set ciphersuites NOPE" <> _}} =
+               :ws_port.connect(url13, %{tls: %{cacertfile: ca, ciphersuites: "NOPE"}})
+
+      assert {:error, {:tls, "cannot set ciphers NOPE" <> _}} =
+               :ws_port.connect(url13, %{tls: %{cacertfile: ca, ciphers: "NOPE"}})
+
+      for bad <- [[:"tlsv1.1"], [], :"tlsv1.2"] do
+        assert {:error, {:bad_option, {:tls, :versions}, ^bad}} =
+                 :ws_port.connect(url13, %{tls: %{versions: bad}})
+      end
+    end
   end
 
   describe "the proxy option" do
