@@ -5,13 +5,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
+/* The files a context was made from, as stat(2) saw them: a context whose
+ * file changed (a rotated CA bundle, a renewed client certificate) is made
+ * again for new connections (open ones keep theirs: SSL holds a reference). */
+struct file_id {
+    int present;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+};
+
+#define CTX_CACHE_MAX 32   /* contexts kept (least recently used dropped) */
+
 struct ctx_entry {
     struct ctx_entry *next;
+    struct file_id files[3]; /* cacertfile, certfile, keyfile */
     int verify;
     char *cacertfile, *certfile, *keyfile;
     uint8_t cacerts_md[32];      /* SHA-256 over the DER list (lengths included) */
@@ -22,6 +37,37 @@ struct ctx_entry {
 };
 
 static struct ctx_entry *contexts;
+
+static void file_id_of(const char *path, struct file_id *f)
+{
+    struct stat st;
+    memset(f, 0, sizeof *f);
+    if (path && stat(path, &st) == 0) {
+        f->present = 1;
+        f->dev = st.st_dev;
+        f->ino = st.st_ino;
+        f->size = st.st_size;
+        f->mtime = st.st_mtim;
+    }
+}
+
+static int same_file_id(const struct file_id *a, const struct file_id *b)
+{
+    return a->present == b->present && a->dev == b->dev && a->ino == b->ino &&
+           a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
+           a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+static void entry_free(struct ctx_entry *e)
+{
+    SSL_CTX_free(e->ctx); /* connections still using it hold a reference */
+    free(e->cacertfile);
+    free(e->certfile);
+    free(e->keyfile);
+    free(e->ciphers);
+    free(e->ciphersuites);
+    free(e);
+}
 
 static int same(const char *a, const char *b)
 {
@@ -88,14 +134,29 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
 {
     uint8_t md[32];
     cacerts_digest(cfg, md);
-    for (struct ctx_entry *e = contexts; e; e = e->next) {
+    struct file_id files[3];
+    file_id_of(cfg->cacertfile, &files[0]);
+    file_id_of(cfg->certfile, &files[1]);
+    file_id_of(cfg->keyfile, &files[2]);
+    size_t n = 0;
+    for (struct ctx_entry **pe = &contexts; *pe; n++) {
+        struct ctx_entry *e = *pe;
         if (e->verify == cfg->verify && same(e->cacertfile, cfg->cacertfile) &&
             same(e->certfile, cfg->certfile) && same(e->keyfile, cfg->keyfile) &&
             e->ncacerts == cfg->ncacerts && memcmp(e->cacerts_md, md, 32) == 0 &&
             e->min_version == cfg->min_version && e->max_version == cfg->max_version &&
             same(e->ciphers, cfg->ciphers) && same(e->ciphersuites, cfg->ciphersuites)) {
-            return e->ctx;
+            *pe = e->next;
+            if (same_file_id(&e->files[0], &files[0]) && same_file_id(&e->files[1], &files[1]) &&
+                same_file_id(&e->files[2], &files[2])) {
+                e->next = contexts; /* most recently used first */
+                contexts = e;
+                return e->ctx;
+            }
+            entry_free(e); /* a file changed: made again below */
+            break;
         }
+        pe = &e->next;
     }
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
@@ -178,9 +239,22 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
     e->max_version = cfg->max_version;
     e->ciphers = dup_or_null(cfg->ciphers);
     e->ciphersuites = dup_or_null(cfg->ciphersuites);
+    memcpy(e->files, files, sizeof files);
     e->ctx = ctx;
     e->next = contexts;
     contexts = e;
+    /* bounded: the least recently used beyond CTX_CACHE_MAX go */
+    n = 0;
+    for (struct ctx_entry **pe = &contexts; *pe; pe = &(*pe)->next) {
+        if (++n == CTX_CACHE_MAX) {
+            while ((*pe)->next) {
+                struct ctx_entry *old = (*pe)->next;
+                (*pe)->next = old->next;
+                entry_free(old);
+            }
+            break;
+        }
+    }
     return ctx;
 }
 
@@ -322,12 +396,6 @@ void wsp_tls_free_all(void)
     while (contexts) {
         struct ctx_entry *e = contexts;
         contexts = e->next;
-        SSL_CTX_free(e->ctx);
-        free(e->cacertfile);
-        free(e->certfile);
-        free(e->keyfile);
-        free(e->ciphers);
-        free(e->ciphersuites);
-        free(e);
+        entry_free(e);
     }
 }

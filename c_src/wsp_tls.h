@@ -26,7 +26,10 @@ struct wsp_tls_config {
 };
 
 /* Returns the shared context for cfg, creating it on first use; NULL with a
- * message in err ("cannot load CA file x: ...") on failure. */
+ * message in err ("cannot load CA file x: ...") on failure. A context whose
+ * cacertfile, certfile or keyfile changed since (stat: inode, size, mtime)
+ * is made again (open connections keep the old one); at most 32 contexts
+ * are kept, the least recently used dropped. */
 SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap);
 
 /* Per connection: SNI off (the name is still checked), SPKI pins. */

@@ -753,6 +753,55 @@ defmodule WsPort.ProxyTest do
                  :ws_port.connect(url13, %{tls: %{versions: bad}})
       end
     end
+
+    test "a CA file that changed is read again for new connections (a rotated bundle)", ctx do
+      url = "wss://localhost:#{Peer.port(ctx.wss)}" <> tagged("/echo")
+      dir = Path.join(System.tmp_dir!(), "ws_port_ca_rot_#{System.unique_integer([:positive])}")
+      File.mkdir_p!(dir)
+      on_exit(fn -> File.rm_rf(dir) end)
+      bundle = Path.join(dir, "bundle.pem")
+      # one port program (each has its own cache of TLS contexts)
+      {:ok, probe} = :ws_port.connect("ws://127.0.0.1:#{Peer.port(ctx.ws)}/echo", %{})
+      {:ws_port, driver, _} = probe
+      :ok = :ws_port.close(probe)
+      File.cp!(ctx.certs.ca.cert, bundle)
+
+      {:ok, conn} = :ws_port.connect(url, %{tls: %{cacertfile: bundle}, driver: driver})
+      :ok = :ws_port.close(conn)
+
+      # rotated to a bundle without the test CA: new connections fail...
+      File.cp!(ctx.certs.untrusted.cert, bundle)
+
+      assert {:error, {:tls, "certificate verify failed" <> _}} =
+               :ws_port.connect(url, %{tls: %{cacertfile: bundle}, driver: driver})
+
+      # ...and work again once it is back (replaced by a rename, as tools do)
+      tmp = bundle <> ".new"
+      File.write!(tmp, File.read!(ctx.certs.untrusted.cert) <> File.read!(ctx.certs.ca.cert))
+      File.rename!(tmp, bundle)
+      {:ok, conn} = :ws_port.connect(url, %{tls: %{cacertfile: bundle}, driver: driver})
+      assert echo!(conn, "rotated") == "rotated"
+      :ok = :ws_port.close(conn)
+    end
+
+    test "the TLS context cache is bounded: many configurations, then the first again", ctx do
+      url = "wss://localhost:#{Peer.port(ctx.wss)}" <> tagged("/echo")
+      [{:Certificate, der, _}] = :public_key.pem_decode(File.read!(ctx.certs.ca.cert))
+      [{:Certificate, other, _}] = :public_key.pem_decode(File.read!(ctx.certs.untrusted.cert))
+
+      # 40 distinct configurations (more than the 32 kept): each works
+      for k <- 1..40 do
+        {:ok, conn} = :ws_port.connect(url, %{tls: %{cacerts: [der | List.duplicate(other, k)]}})
+
+        :ok = :ws_port.close(conn)
+      end
+
+      {:ok, conn} =
+        :ws_port.connect(url, %{tls: %{cacerts: [der, other]}, driver: :ws_port_driver_1})
+
+      assert echo!(conn, "after eviction") == "after eviction"
+      :ok = :ws_port.close(conn)
+    end
   end
 
   describe "the proxy option" do
