@@ -100,7 +100,7 @@ FUZZ_LINK_fuzz_text := c_src/wsp_text.c
 # the connection state machine, unchanged, over fake_net.c's loop, link and
 # DNS (link-time stand-ins; real sockets)
 FUZZ_CONN_SRCS := c_src/wsp_conn.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c \
-  c_src/wsp_buf.c c_src/wsp_tls.c c_src/wsp_deflate.c c_src/wsp_compat.c
+  c_src/wsp_buf.c c_src/wsp_tls.c c_src/wsp_deflate.c c_src/wsp_compat.c c_src/wsp_proxy.c
 FUZZ_LINK_fuzz_conn := c_test/fake_net.c c_test/fake_loop.c $(FUZZ_CONN_SRCS)
 c_build/fuzz/fuzz_conn: c_test/fake_net.c c_test/fake_net.h c_test/fake_loop.c c_test/fake_loop.h $(FUZZ_CONN_SRCS)
 # the port link's framing both ways and its splice path, over fake_loop.c
@@ -109,12 +109,13 @@ FUZZ_LINK_SRCS := c_src/wsp_link.c c_src/wsp_buf.c c_src/wsp_proto.c c_src/ws_co
 FUZZ_LINK_fuzz_link := c_test/fake_loop.c $(FUZZ_LINK_SRCS)
 c_build/fuzz/fuzz_link: c_test/fake_loop.c c_test/fake_loop.h $(FUZZ_LINK_SRCS)
 # libFuzzer options of a harness (default: none)
+FUZZ_LINK_fuzz_proxy := c_src/wsp_proxy.c c_src/ws_codec.c
 FUZZ_OPTS_fuzz_conn := -max_len=16384
 FUZZ_OPTS_fuzz_link := -max_len=8192
 rparen := )
 
 c_build/fuzz/fuzz_%: c_test/fuzz_%.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c \
-  c_src/wsp_text.c c_src/wsp_deflate.c c_src/wsp_buf.c $(HDRS)
+  c_src/wsp_text.c c_src/wsp_deflate.c c_src/wsp_buf.c c_src/wsp_proxy.c $(HDRS)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ-LD $@"; $(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< \
 	  $(or $(FUZZ_LINK_fuzz_$*),c_src/ws_codec.c) -L$(ERL_INTERFACE)/lib -lei \

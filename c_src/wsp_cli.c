@@ -294,6 +294,27 @@ static int dec_reason(const char *b, int *i, struct reason *r)
     if (ei_decode_tuple_header(b, i, &arity) < 0 || arity < 2 || ei_decode_atom(b, i, r->kind) < 0) {
         return -1;
     }
+    if (arity == 2 && !strcmp(r->kind, "proxy")) {
+        /* {proxy, Atom | {http_status, S, H} | {Kind, Atom} | {Kind, Detail}} */
+        struct reason in;
+        int j = *i, t2, s2, a2;
+        char k2[MAXATOMLEN_UTF8], a[MAXATOMLEN_UTF8];
+        if (ei_get_type(b, &j, &t2, &s2) < 0) {
+            return -1;
+        }
+        if (t2 == ERL_SMALL_TUPLE_EXT && ei_decode_tuple_header(b, &j, &a2) == 0 && a2 == 2 &&
+            ei_decode_atom(b, &j, k2) == 0 && ei_decode_atom(b, &j, a) == 0) {
+            *i = j;
+            fmt(r->text, sizeof r->text, "proxy: %s %s", k2, a);
+            return 0;
+        }
+        if (dec_reason(b, i, &in) < 0) {
+            return -1;
+        }
+        r->code = in.code;
+        fmt(r->text, sizeof r->text, "proxy: %s", in.text);
+        return 0;
+    }
     char detail[640]; /* a close reason (123 bytes) escaped: 4 x 123 */
     if (arity == 3 && !strcmp(r->kind, "http_status")) {
         if (ei_decode_long(b, i, &r->code) < 0 || ei_skip_term(b, i) < 0) {
@@ -352,6 +373,7 @@ static unsigned reason_class(const struct reason *r)
     if (!strcmp(k, "remote")) return WSP_FC_REMOTE_CLOSE;
     if (!strcmp(k, "protocol_error")) return WSP_FC_PROTOCOL;
     if (!strcmp(k, "http_status")) return wsp_backoff_http_class((int)r->code);
+    if (!strcmp(k, "proxy")) return r->code > 0 ? wsp_backoff_http_class((int)r->code) : WSP_FC_NETWORK;
     if (!strcmp(k, "bad_handshake")) return WSP_FC_HTTP_OTHER;
     if (!strcmp(k, "tls")) return WSP_FC_TLS;
     if (!strcmp(k, "timeout") || !strcmp(k, "idle_timeout")) return WSP_FC_TIMEOUT;
@@ -853,6 +875,9 @@ static void usage_body(FILE *f)
         "  --cert FILE --key FILE      client certificate and its private key\n"
         "  --insecure                  do not verify the server's certificate (verify_none)\n"
         "  --server-name NAME          SNI and the name checked (default: the URL's host)\n"
+        "  --proxy URL                 through a proxy: http://[user:pass@]host[:port]\n"
+        "                              (CONNECT) or socks5://... (socks5h://: the same;\n"
+        "                              the proxy resolves the URL's host)\n"
         "  --connect-timeout MS        DNS + TCP + TLS + upgrade (default 15000)\n"
         "  --ping-interval MS          ping every MS ms while open; prints the pong RTT\n"
         "  --idle-timeout MS           drop the connection after MS ms with nothing received\n"
@@ -1090,7 +1115,7 @@ static int parse_retry(const char *v, struct wsp_backoff *b)
 enum {
     O_HEADER = 1, O_SUBPROTO, O_CACERT, O_CERT, O_KEY, O_INSECURE, O_SERVER_NAME,
     O_PING, O_IDLE, O_CONNECT_TIMEOUT, O_RETRY, O_MAX_MSG, O_BINARY, O_BIN_FORMAT,
-    O_ECHO, O_COUNT, O_QUIET, O_TIMESTAMPS, O_HELP, O_DRAIN, O_COMPRESS,
+    O_ECHO, O_COUNT, O_QUIET, O_TIMESTAMPS, O_HELP, O_DRAIN, O_COMPRESS, O_PROXY,
 };
 
 static const struct {
@@ -1109,7 +1134,7 @@ static const struct {
     {"--count", 1, O_COUNT},       {"-q", 0, O_QUIET},
     {"--quiet", 0, O_QUIET},       {"--timestamps", 0, O_TIMESTAMPS},
     {"--help", 0, O_HELP},         {"-h", 0, O_HELP},
-    {"--drain", 1, O_DRAIN},
+    {"--drain", 1, O_DRAIN},       {"--proxy", 1, O_PROXY},
     {"--compress", 2, O_COMPRESS}, /* 2: a value only as --compress=... */
 };
 
@@ -1168,6 +1193,14 @@ static int parse_args(int argc, char **argv, struct wsp_connect_opts *o, struct 
         case O_KEY: r = set_string("--key", val, &o->keyfile); break;
         case O_SERVER_NAME: r = set_string("--server-name", val, &o->server_name); break;
         case O_INSECURE: o->verify = 0; break;
+        case O_PROXY: {
+            const char *perr = NULL;
+            wsp_proxy_conf_free(&o->proxy);
+            if (wsp_proxy_parse_url(val, &o->proxy, &perr) < 0) {
+                return usage_error("--proxy: %s", perr); /* never the URL: credentials */
+            }
+            break;
+        }
         case O_PING: r = parse_u32_opt("--ping-interval", val, 0, &co->ping_ms); break;
         case O_DRAIN: r = parse_u32_opt("--drain", val, 0, &co->drain_ms); break;
         case O_IDLE: r = parse_u32_opt("--idle-timeout", val, 0, &o->idle_timeout_ms); break;

@@ -45,6 +45,7 @@ enum conn_state {
     ST_BACKOFF = 1, /* lost; waiting to retry (timer, or {reconnect} in manual mode) */
     ST_RESOLVING,
     ST_CONNECTING,
+    ST_PROXY,     /* TCP up to the proxy: its handshake (wsp_proxy) */
     ST_TLS,
     ST_UPGRADING,
     ST_OPEN,
@@ -58,6 +59,7 @@ static const char *state_name(enum conn_state s)
     case ST_BACKOFF: return "reconnecting";
     case ST_RESOLVING: return "resolving";
     case ST_CONNECTING: return "connecting";
+    case ST_PROXY: return "proxy_handshake";
     case ST_TLS: return "tls_handshake";
     case ST_UPGRADING: return "upgrading";
     case ST_OPEN: return "open";
@@ -82,6 +84,8 @@ struct wsp_conn {
     enum conn_state state;
     struct wsp_connect_opts *opts;
     struct wsp_target *t;            /* where to connect; only while connecting */
+    struct wsp_proxy_hs *px;         /* the proxy's handshake, while in ST_PROXY */
+    struct wsp_tls_conn_opts tls_co; /* SNI and pins, for wsp_tls (points into opts) */
 
     int fd;
     struct lws *wsi;                 /* == watch.wsi while the socket is adopted */
@@ -411,6 +415,7 @@ static void conn_free(struct wsp_conn *c)
         c->all_next->all_prev = c->all_prev;
     }
     wsp_connect_opts_free(c->opts);
+    free(c->px);
     free(c->addrs);
     free(c->t);
     wsp_buf_free(&c->rbuf);
@@ -489,8 +494,21 @@ static void lost(struct wsp_conn *c, unsigned fc);
 
 /* Each failure is encoded as the final {closed, Id, Reason}; lost() turns
  * it into {down, ...} and a retry when the policy retries class fc (0: never). */
+/* Connecting to the proxy or in its handshake: network failures are the
+ * proxy's ({proxy, econnrefused}, {proxy, eof}); connect_timeout is not. */
+static int proxy_phase(const struct wsp_conn *c)
+{
+    return c->opts->proxy.type != WSP_PROXY_NONE &&
+           (c->state == ST_RESOLVING || c->state == ST_CONNECTING || c->state == ST_PROXY);
+}
+
 static void fail_atom(struct wsp_conn *c, unsigned fc, const char *atom)
 {
+    if (proxy_phase(c) && fc == WSP_FC_NETWORK) {
+        wsp_enc_closed_proxy_atom(xbuf(), c->id, atom);
+        lost(c, fc);
+        return;
+    }
     wsp_enc_closed_atom(xbuf(), c->id, atom);
     lost(c, fc);
 }
@@ -519,8 +537,15 @@ static const char *errno_atom(int e)
 static void fail_errno(struct wsp_conn *c, int e)
 {
     const char *a = errno_atom(e);
-    if (a) {
+    if (a && proxy_phase(c)) {
+        wsp_enc_closed_proxy_atom(xbuf(), c->id, a);
+        lost(c, e == ETIMEDOUT ? WSP_FC_TIMEOUT : WSP_FC_NETWORK);
+    } else if (a) {
         fail_atom(c, e == ETIMEDOUT ? WSP_FC_TIMEOUT : WSP_FC_NETWORK, a);
+    } else if (proxy_phase(c)) {
+        const char *d = strerror(e);
+        wsp_enc_closed_proxy_tag(xbuf(), c->id, "socket", NULL, d, strlen(d));
+        lost(c, WSP_FC_NETWORK);
     } else {
         fail_detail(c, WSP_FC_NETWORK, "socket", strerror(e));
     }
@@ -641,7 +666,7 @@ static int io_write(struct wsp_conn *c, const uint8_t *p, size_t n, int *err)
  * failed (do not touch c then). */
 static int conn_flush(struct wsp_conn *c)
 {
-    while (c->wsi && wsp_buf_pending(&c->wbuf) > 0 && c->state >= ST_UPGRADING) {
+    while (c->wsi && wsp_buf_pending(&c->wbuf) > 0 && (c->state >= ST_UPGRADING || c->state == ST_PROXY)) {
         int err = 0;
         int w = io_write(c, c->wbuf.data + c->wbuf.off, wsp_buf_pending(&c->wbuf), &err);
         if (w > 0) {
@@ -897,7 +922,9 @@ static void tls_step(struct wsp_conn *c)
     start_upgrade(c);
 }
 
-static void tcp_connected(struct wsp_conn *c)
+/* The path to the target is up (TCP, or the proxy's tunnel): TLS with the
+ * target if wss, then the upgrade. */
+static void tunnel_ready(struct wsp_conn *c)
 {
     if (!c->t->url.tls) {
         start_upgrade(c);
@@ -909,6 +936,13 @@ static void tcp_connected(struct wsp_conn *c)
         .cacertfile = c->opts->cacertfile,
         .certfile = c->opts->certfile,
         .keyfile = c->opts->keyfile,
+        .cacerts = (const uint8_t *const *)c->opts->cacerts,
+        .cacert_lens = c->opts->cacert_lens,
+        .ncacerts = c->opts->ncacerts,
+        .min_version = c->opts->min_version,
+        .max_version = c->opts->max_version,
+        .ciphers = c->opts->ciphers,
+        .ciphersuites = c->opts->ciphersuites,
     };
     SSL_CTX *ctx = wsp_tls_ctx(&cfg, err, sizeof err);
     if (!ctx) {
@@ -916,13 +950,119 @@ static void tcp_connected(struct wsp_conn *c)
         return;
     }
     const char *name = c->opts->server_name ? c->opts->server_name : c->t->url.host;
-    c->ssl = wsp_tls_new(ctx, c->fd, name, c->opts->verify, err, sizeof err);
+    c->tls_co.no_sni = c->opts->no_sni;
+    c->tls_co.pins = (const uint8_t (*)[32])c->opts->pins;
+    c->tls_co.npins = c->opts->npins;
+    c->ssl = wsp_tls_new(ctx, c->fd, name, c->opts->verify, &c->tls_co, err, sizeof err);
     if (!c->ssl) {
         fail_detail(c, WSP_FC_TLS, "tls", err);
         return;
     }
     c->state = ST_TLS;
     tls_step(c);
+}
+
+/* ---- through a proxy (the handshake itself is wsp_proxy's) -------------- */
+
+static void proxy_failed(struct wsp_conn *c, int r, const struct wsp_proxy_fail *f)
+{
+    if (r == WSP_PX_NOSPC) {
+        wsp_enc_closed_proxy_tag(xbuf(), c->id, "bad_request", NULL, "request too long", 16);
+        lost(c, 0);
+    } else if (f->kind == WSP_PXF_HTTP) {
+        wsp_enc_closed_proxy_http(xbuf(), c->id, f->resp.status, f->resp.headers,
+                                  f->resp.nheaders);
+        lost(c, wsp_backoff_http_class(f->resp.status));
+    } else if (f->kind == WSP_PXF_SOCKS) {
+        wsp_enc_closed_proxy_tag(xbuf(), c->id, "socks5", f->atom, NULL, 0);
+        /* a refusal by the proxy (auth) is final; the target's are network */
+        int auth = strcmp(f->atom, "auth_failed") == 0 || strcmp(f->atom, "auth_required") == 0 ||
+                   strcmp(f->atom, "no_acceptable_methods") == 0 ||
+                   strcmp(f->atom, "not_allowed") == 0;
+        lost(c, auth ? WSP_FC_HTTP_4XX : WSP_FC_NETWORK);
+    } else {
+        wsp_enc_closed_proxy_tag(xbuf(), c->id, "bad_response", NULL, f->detail,
+                                 strlen(f->detail));
+        lost(c, WSP_FC_HTTP_OTHER);
+    }
+}
+
+/* Sends what the handshake asks (out, n bytes); 0, or -1 failed. */
+static int proxy_send(struct wsp_conn *c, const uint8_t *out, size_t n)
+{
+    if (n > 0 && wsp_buf_append(&c->wbuf, out, n) < 0) {
+        fail_detail(c, 0, "socket", "out of memory");
+        return -1;
+    }
+    return n > 0 ? conn_flush(c) : 0;
+}
+
+static void proxy_start(struct wsp_conn *c)
+{
+    uint8_t out[WSP_PROXY_OUT_MAX];
+    size_t n = 0;
+    struct wsp_proxy_fail f;
+    c->px = calloc(1, sizeof *c->px);
+    if (!c->px) {
+        fail_detail(c, 0, "socket", "out of memory");
+        return;
+    }
+    c->state = ST_PROXY;
+    int r = wsp_proxy_start(c->px, &c->opts->proxy, c->t->url.host, c->t->url.port, out,
+                            sizeof out, &n, &f);
+    if (r != WSP_PX_MORE) {
+        proxy_failed(c, r, &f);
+        return;
+    }
+    proxy_send(c, out, n);
+    memset(out, 0, n); /* it may hold the credentials */
+}
+
+/* The proxy's answers, gathered in rbuf. */
+static void proxy_read(struct wsp_conn *c)
+{
+    uint8_t out[WSP_PROXY_OUT_MAX];
+    struct wsp_proxy_fail f;
+    while (c->state == ST_PROXY) {
+        size_t used = 0, n = 0;
+        int r = wsp_proxy_input(c->px, c->rbuf.data + c->rbuf.off, wsp_buf_pending(&c->rbuf),
+                                &used, out, sizeof out, &n, &f);
+        if (r == WSP_PX_FAIL || r == WSP_PX_NOSPC) {
+            proxy_failed(c, r, &f);
+            return;
+        }
+        if (used == 0) {
+            return; /* more to come */
+        }
+        wsp_buf_consume(&c->rbuf, used);
+        if (r == WSP_PX_MORE) {
+            int s = proxy_send(c, out, n);
+            memset(out, 0, n);
+            if (s < 0) {
+                return;
+            }
+            continue;
+        }
+        free(c->px);
+        c->px = NULL;
+        if (wsp_buf_pending(&c->rbuf) > 0) {
+            static const char m[] = "data from the target before the tunnel was used";
+            wsp_enc_closed_proxy_tag(xbuf(), c->id, "bad_response", NULL, m, sizeof m - 1);
+            lost(c, WSP_FC_HTTP_OTHER);
+            return;
+        }
+        wsp_buf_free(&c->rbuf);
+        tunnel_ready(c);
+    }
+}
+
+static void tcp_connected(struct wsp_conn *c)
+{
+    if (c->opts->proxy.type != WSP_PROXY_NONE) {
+        proxy_start(c);
+    } else {
+        tunnel_ready(c);
+    }
 }
 
 static void connect_addr(struct wsp_conn *c, const struct sockaddr *sa, socklen_t salen)
@@ -967,7 +1107,15 @@ static void on_resolved(void *arg, const struct wsp_dns_result *res)
 {
     struct wsp_conn *c = arg;
     c->dns = NULL;
-    if (res->status != 0) {
+    if (res->status != 0 && proxy_phase(c)) {
+        if (res->nxdomain) {
+            wsp_enc_closed_proxy_tag(xbuf(), c->id, "dns", "nxdomain", NULL, 0);
+        } else {
+            const char *d = res->error ? res->error : "lookup failed";
+            wsp_enc_closed_proxy_tag(xbuf(), c->id, "dns", NULL, d, strlen(d));
+        }
+        lost(c, WSP_FC_NETWORK);
+    } else if (res->status != 0) {
         if (res->nxdomain) {
             wsp_enc_closed_tag_atom(xbuf(), c->id, "dns", "nxdomain");
             lost(c, WSP_FC_NETWORK);
@@ -1020,20 +1168,28 @@ static void start_attempt(struct wsp_conn *c)
     }
     wsp_loop_schedule(&c->timer, on_deadline, (lws_usec_t)opts->connect_timeout_ms * 1000);
 
+    /* through a proxy, the TCP connection is the proxy's; the target's
+     * name goes to the proxy unresolved */
+    const char *host = c->t->url.host;
+    uint16_t port = c->t->url.port;
+    if (opts->proxy.type != WSP_PROXY_NONE) {
+        host = opts->proxy.host;
+        port = opts->proxy.port;
+    }
     struct sockaddr_in6 a6;
     struct sockaddr_in a4;
     memset(&a6, 0, sizeof a6);
     memset(&a4, 0, sizeof a4);
-    if (inet_pton(AF_INET, c->t->url.host, &a4.sin_addr) == 1) {
+    if (inet_pton(AF_INET, host, &a4.sin_addr) == 1) {
         a4.sin_family = AF_INET;
-        a4.sin_port = htons(c->t->url.port);
+        a4.sin_port = htons(port);
         connect_addr(c, (struct sockaddr *)&a4, sizeof a4);
-    } else if (inet_pton(AF_INET6, c->t->url.host, &a6.sin6_addr) == 1) {
+    } else if (inet_pton(AF_INET6, host, &a6.sin6_addr) == 1) {
         a6.sin6_family = AF_INET6;
-        a6.sin6_port = htons(c->t->url.port);
+        a6.sin6_port = htons(port);
         connect_addr(c, (struct sockaddr *)&a6, sizeof a6);
     } else {
-        c->dns = wsp_dns_resolve(c->t->url.host, c->t->url.port, on_resolved, c);
+        c->dns = wsp_dns_resolve(host, port, on_resolved, c);
         if (!c->dns) {
             fail_detail(c, WSP_FC_NETWORK, "dns", "cannot start the lookup");
         }
@@ -1108,6 +1264,8 @@ static uint64_t reset_attempt(struct wsp_conn *c)
     }
     stop_io(c);
     unpause_unlink(c);
+    free(c->px);
+    c->px = NULL;
     free(c->addrs);
     c->addrs = NULL;
     c->addr_next = 0;
@@ -1486,6 +1644,7 @@ static int may_read(const struct wsp_conn *c)
 {
     switch (c->state) {
     case ST_CONNECTING:
+    case ST_PROXY:
     case ST_TLS:
     case ST_UPGRADING:
         return 1;
@@ -1725,6 +1884,14 @@ static void conn_read(struct wsp_conn *c)
             if (c->state == ST_UPGRADING && ++upgrade_reads >= UPGRADE_READS) {
                 budget = 0;
             }
+        } else if (c->state == ST_PROXY) {
+            proxy_read(c);
+            if (c->state != ST_PROXY && c->state != ST_UPGRADING) {
+                return; /* failed, or TLS with the target: tls_step reads */
+            }
+            if (c->state == ST_PROXY && ++upgrade_reads >= UPGRADE_READS) {
+                budget = 0;
+            }
         } else if (process_frames(c) < 0) {
             return;
         }
@@ -1732,7 +1899,7 @@ static void conn_read(struct wsp_conn *c)
     if (budget == 0 && may_read(c)) {
         wsp_loop_schedule(&c->kick, on_kick, 0);
     }
-    if (wsp_buf_pending(&c->rbuf) == 0 && c->state != ST_UPGRADING) {
+    if (wsp_buf_pending(&c->rbuf) == 0 && c->state != ST_UPGRADING && c->state != ST_PROXY) {
         wsp_buf_free(&c->rbuf);
     }
     conn_set_reading(c);

@@ -338,6 +338,20 @@ void wsp_connect_opts_free(struct wsp_connect_opts *o)
     free(o->certfile);
     free(o->keyfile);
     free(o->server_name);
+    free(o->pins);
+    for (size_t k = 0; k < o->ncacerts; k++)
+        free(o->cacerts[k]);
+    free(o->cacerts);
+    free(o->cacert_lens);
+    free(o->ciphers);
+    free(o->ciphersuites);
+    free(o->proxy.host);
+    if (o->proxy.username)
+        memset(o->proxy.username, 0, strlen(o->proxy.username));
+    if (o->proxy.password)
+        memset(o->proxy.password, 0, strlen(o->proxy.password));
+    free(o->proxy.username);
+    free(o->proxy.password);
     free(o);
 }
 
@@ -848,6 +862,192 @@ static int opt_compress(struct dctx *c, int *idx, struct wsp_connect_opts *o)
     return 0;
 }
 
+/* {proxy, {http | socks5, Host, Port, Username, Password}}: Username <<>>
+ * means no authentication. The credentials are never named in errors. */
+static int proxy_string(struct dctx *c, int *idx, const char *part, size_t maxlen,
+                        int empty_ok, char **dst)
+{
+    const uint8_t *p;
+    size_t n;
+    if (get_bin(c, idx, &p, &n) < 0)
+        return fail(c, "bad_option", "connect: option proxy: the %s must be a binary", part);
+    if ((!empty_ok && n == 0) || n > maxlen || memchr(p, 0, n))
+        return fail(c, "bad_option",
+                    "connect: option proxy: the %s must be %s1..%zu bytes without NUL", part,
+                    empty_ok ? "empty or " : "", maxlen);
+    if (n == 0)
+        return 0;
+    char *s = dup_bytes(p, n);
+    if (!s)
+        return fail(c, "badarg", "connect: out of memory");
+    *dst = s;
+    return 0;
+}
+
+static int opt_proxy(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96], type[MAXATOMLEN_UTF8];
+    int at = *idx, ar;
+    struct wsp_proxy_conf p = {0};
+    long long port;
+    if (tag_at(c, *idx) != TAG_SMALL_TUPLE || ei_decode_tuple_header(c->eb, idx, &ar) < 0 ||
+        ar != 5)
+        return fail(c, "bad_option",
+                    "connect: option proxy must be {Type, Host, Port, Username, Password}, "
+                    "got %s", describe(c, at, d, sizeof d));
+    if (get_atom(c, idx, type) < 0 ||
+        (strcmp(type, "http") != 0 && strcmp(type, "socks5") != 0))
+        return fail(c, "bad_option", "connect: option proxy: the type must be http or socks5");
+    p.type = strcmp(type, "http") == 0 ? WSP_PROXY_HTTP : WSP_PROXY_SOCKS5;
+    if (proxy_string(c, idx, "host", 255, 0, &p.host) < 0)
+        goto bad;
+    if (get_int(c, idx, 1, 65535, &port) < 0) {
+        fail(c, "bad_option", "connect: option proxy: the port must be an integer 1..65535");
+        goto bad;
+    }
+    p.port = (uint16_t)port;
+    if (proxy_string(c, idx, "username", 255, 1, &p.username) < 0 ||
+        proxy_string(c, idx, "password", 255, 1, &p.password) < 0)
+        goto bad;
+    if (!p.username && p.password) {
+        fail(c, "bad_option", "connect: option proxy: a password without a username");
+        goto bad;
+    }
+    if (p.username && !p.password) {
+        p.password = dup_bytes((const uint8_t *)"", 0);
+        if (!p.password) {
+            fail(c, "badarg", "connect: out of memory");
+            goto bad;
+        }
+    }
+    free(o->proxy.host); /* a later occurrence overrides an earlier one */
+    free(o->proxy.username);
+    free(o->proxy.password);
+    o->proxy = p;
+    return 0;
+bad:
+    free(p.host);
+    free(p.username);
+    free(p.password);
+    return -1;
+}
+
+/* {cacerts, [DER]}: 1..4096 non-empty binaries (parsed when a TLS context
+ * is made: a bad one is a {tls, ...} failure naming it) */
+static int opt_cacerts(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96];
+    int at = *idx, n;
+    if (get_list(c, idx, &n) < 0 || n < 1 || n > 4096)
+        return fail(c, "bad_option", "connect: option cacerts must be a list of 1 to 4096 "
+                    "DER certificates, got %s", describe(c, at, d, sizeof d));
+    uint8_t **certs = calloc((size_t)n, sizeof *certs);
+    size_t *lens = calloc((size_t)n, sizeof *lens);
+    int k = 0;
+    if (!certs || !lens)
+        goto oom;
+    for (; k < n; k++) {
+        const uint8_t *p;
+        size_t len;
+        at = *idx;
+        if (get_bin(c, idx, &p, &len) < 0 || len == 0) {
+            fail(c, "bad_option", "connect: option cacerts: each must be a non-empty binary "
+                 "(DER), got %s", describe(c, at, d, sizeof d));
+            goto bad;
+        }
+        certs[k] = malloc(len);
+        if (!certs[k])
+            goto oom;
+        memcpy(certs[k], p, len);
+        lens[k] = len;
+    }
+    if (list_end(c, idx) < 0) {
+        fail(c, "bad_option", "connect: option cacerts must be a proper list");
+        goto bad;
+    }
+    for (size_t j = 0; j < o->ncacerts; j++)
+        free(o->cacerts[j]);
+    free(o->cacerts);
+    free(o->cacert_lens);
+    o->cacerts = certs;
+    o->cacert_lens = lens;
+    o->ncacerts = (size_t)n;
+    return 0;
+oom:
+    fail(c, "badarg", "connect: out of memory");
+bad:
+    if (certs)
+        for (int j = 0; j < k; j++)
+            free(certs[j]);
+    free(certs);
+    free(lens);
+    return -1;
+}
+
+/* {versions, ['tlsv1.2' | 'tlsv1.3']}: the lowest and highest given */
+static int opt_versions(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96], a[MAXATOMLEN_UTF8];
+    int at = *idx, n, lo = 0, hi = 0;
+    if (get_list(c, idx, &n) < 0 || n < 1 || n > 2)
+        return fail(c, "bad_option", "connect: option versions must be a list of 'tlsv1.2' "
+                    "and/or 'tlsv1.3', got %s", describe(c, at, d, sizeof d));
+    for (int k = 0; k < n; k++) {
+        at = *idx;
+        int v;
+        if (get_atom(c, idx, a) < 0)
+            v = 0;
+        else if (strcmp(a, "tlsv1.2") == 0)
+            v = 0x0303;
+        else if (strcmp(a, "tlsv1.3") == 0)
+            v = 0x0304;
+        else
+            v = 0;
+        if (!v)
+            return fail(c, "bad_option", "connect: option versions: 'tlsv1.2' or 'tlsv1.3' "
+                        "(TLS 1.2 is the minimum), got %s", describe(c, at, d, sizeof d));
+        lo = lo && lo < v ? lo : v;
+        hi = hi > v ? hi : v;
+    }
+    if (list_end(c, idx) < 0)
+        return fail(c, "bad_option", "connect: option versions must be a proper list");
+    o->min_version = lo;
+    o->max_version = hi;
+    return 0;
+}
+
+/* {pins, [<<Sha256:32/binary>>]}: at most 64, none empty */
+static int opt_pins(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+{
+    char d[96];
+    int at = *idx, n;
+    if (get_list(c, idx, &n) < 0 || n < 1 || n > 64)
+        return fail(c, "bad_option", "connect: option pins must be a list of 1 to 64 "
+                    "32-byte SHA-256 digests, got %s", describe(c, at, d, sizeof d));
+    uint8_t (*pins)[32] = calloc((size_t)n, sizeof *pins);
+    if (!pins)
+        return fail(c, "badarg", "connect: out of memory");
+    for (int k = 0; k < n; k++) {
+        const uint8_t *p;
+        size_t len;
+        at = *idx;
+        if (get_bin(c, idx, &p, &len) < 0 || len != 32) {
+            free(pins);
+            return fail(c, "bad_option", "connect: option pins: each pin must be a 32-byte "
+                        "SHA-256 digest, got %s", describe(c, at, d, sizeof d));
+        }
+        memcpy(pins[k], p, 32);
+    }
+    if (list_end(c, idx) < 0) {
+        free(pins);
+        return fail(c, "bad_option", "connect: option pins must be a proper list");
+    }
+    free(o->pins); /* a later occurrence overrides an earlier one */
+    o->pins = pins;
+    o->npins = (size_t)n;
+    return 0;
+}
+
 static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
 {
     char d[96], name[MAXATOMLEN_UTF8];
@@ -928,6 +1128,27 @@ static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
         return opt_string(c, idx, name, &o->keyfile);
     if (strcmp(name, "server_name") == 0)
         return opt_string(c, idx, name, &o->server_name);
+    if (strcmp(name, "proxy") == 0)
+        return opt_proxy(c, idx, o);
+    if (strcmp(name, "server_name_indication") == 0) {
+        char a[MAXATOMLEN_UTF8];
+        if (get_atom(c, idx, a) < 0 || strcmp(a, "disable") != 0)
+            return fail(c, "bad_option",
+                        "connect: option server_name_indication must be disable, got %s",
+                        describe(c, at, d, sizeof d));
+        o->no_sni = 1;
+        return 0;
+    }
+    if (strcmp(name, "pins") == 0)
+        return opt_pins(c, idx, o);
+    if (strcmp(name, "cacerts") == 0)
+        return opt_cacerts(c, idx, o);
+    if (strcmp(name, "versions") == 0)
+        return opt_versions(c, idx, o);
+    if (strcmp(name, "ciphers") == 0)
+        return opt_string(c, idx, name, &o->ciphers);
+    if (strcmp(name, "ciphersuites") == 0)
+        return opt_string(c, idx, name, &o->ciphersuites);
     return fail(c, "bad_option", "connect: unknown option %.64s", name);
 }
 
@@ -1329,6 +1550,47 @@ int wsp_enc_closed_http(ei_x_buff *x, uint32_t id, int status,
 {
     if (enc_start(x, 3, "closed", id) < 0)
         return -1;
+    int r = ei_x_encode_tuple_header(x, 3);
+    r = r < 0 ? r : ei_x_encode_atom(x, "http_status");
+    r = r < 0 ? r : ei_x_encode_long(x, status);
+    r = r < 0 ? r : enc_headers(x, headers, nheaders);
+    return enc_done(x, r);
+}
+
+static int enc_proxy_start(ei_x_buff *x, uint32_t id)
+{
+    if (enc_start(x, 3, "closed", id) < 0)
+        return -1;
+    int r = ei_x_encode_tuple_header(x, 2);
+    return r < 0 ? r : ei_x_encode_atom(x, "proxy");
+}
+
+int wsp_enc_closed_proxy_atom(ei_x_buff *x, uint32_t id, const char *atom)
+{
+    if (enc_proxy_start(x, id) < 0)
+        return enc_done(x, -1);
+    return enc_done(x, ei_x_encode_atom(x, atom));
+}
+
+int wsp_enc_closed_proxy_tag(ei_x_buff *x, uint32_t id, const char *kind, const char *atom,
+                             const char *detail, size_t detail_len)
+{
+    if (enc_proxy_start(x, id) < 0)
+        return enc_done(x, -1);
+    int r = ei_x_encode_tuple_header(x, 2);
+    r = r < 0 ? r : ei_x_encode_atom(x, kind);
+    if (atom)
+        r = r < 0 ? r : ei_x_encode_atom(x, atom);
+    else
+        r = r < 0 ? r : enc_bin(x, detail, detail_len);
+    return enc_done(x, r);
+}
+
+int wsp_enc_closed_proxy_http(ei_x_buff *x, uint32_t id, int status,
+                              const struct wsc_header *headers, size_t nheaders)
+{
+    if (enc_proxy_start(x, id) < 0)
+        return enc_done(x, -1);
     int r = ei_x_encode_tuple_header(x, 3);
     r = r < 0 ? r : ei_x_encode_atom(x, "http_status");
     r = r < 0 ? r : ei_x_encode_long(x, status);

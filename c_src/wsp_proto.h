@@ -13,6 +13,7 @@
 #include "ws_codec.h"
 #include "wsp_backoff.h"
 #include "wsp_deflate.h"
+#include "wsp_proxy.h"
 
 #define WSP_RAW_SEND 1      /* first byte of a raw send command */
 #define WSP_RAW_DATA 1      /* first byte of a data event packet */
@@ -58,6 +59,16 @@ struct wsp_connect_opts {          /* every pointer owned (malloc) */
     struct wsp_backoff retry;      /* enabled = 0 unless {retry, [...]} given */
     uint32_t send_queue;           /* frames kept while reconnecting; 0 = off */
     struct wsp_pmd_config compress; /* permessage-deflate; enabled = 0: off */
+    struct wsp_proxy_conf proxy;   /* type WSP_PROXY_NONE unless {proxy, ...} */
+    int no_sni;                    /* {server_name_indication, disable} */
+    uint8_t (*pins)[32];           /* {pins, [<<SHA256:32/binary>>]}: the SHA-256
+                                      of an SPKI in the server's chain must be one */
+    size_t npins;
+    uint8_t **cacerts;             /* {cacerts, [DER]}: trusted CAs in memory */
+    size_t *cacert_lens;
+    size_t ncacerts;
+    int min_version, max_version;  /* {versions, [...]}: TLS1_2_VERSION / TLS1_3_VERSION; 0 = default */
+    char *ciphers, *ciphersuites;  /* OpenSSL lists for TLS 1.2 / 1.3; NULL = default */
 };
 
 struct wsp_cmd {
@@ -138,6 +149,15 @@ int wsp_enc_closed_tag_atom(ei_x_buff *x, uint32_t id, const char *kind,
 /* {closed, Id, {http_status, Status, [{N, V}]}} */
 int wsp_enc_closed_http(ei_x_buff *x, uint32_t id, int status,
                         const struct wsc_header *headers, size_t nheaders);
+/* {closed, Id, {proxy, Atom}} e.g. econnrefused, eof */
+int wsp_enc_closed_proxy_atom(ei_x_buff *x, uint32_t id, const char *atom);
+/* {closed, Id, {proxy, {Kind, Atom}}} if atom, else {closed, Id, {proxy,
+ * {Kind, Detail}}} (Kind e.g. socks5, dns, bad_response; Detail a binary) */
+int wsp_enc_closed_proxy_tag(ei_x_buff *x, uint32_t id, const char *kind, const char *atom,
+                             const char *detail, size_t detail_len);
+/* {closed, Id, {proxy, {http_status, Status, [{N, V}]}}} */
+int wsp_enc_closed_proxy_http(ei_x_buff *x, uint32_t id, int status,
+                              const struct wsc_header *headers, size_t nheaders);
 /* {error, Id, {What, Detail}} */
 int wsp_enc_error(ei_x_buff *x, uint32_t id, const char *what,
                   const char *detail, size_t detail_len);

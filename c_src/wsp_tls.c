@@ -5,18 +5,69 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/x509v3.h>
+
+/* The files a context was made from, as stat(2) saw them: a context whose
+ * file changed (a rotated CA bundle, a renewed client certificate) is made
+ * again for new connections (open ones keep theirs: SSL holds a reference). */
+struct file_id {
+    int present;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+};
+
+#define CTX_CACHE_MAX 32   /* contexts kept (least recently used dropped) */
 
 struct ctx_entry {
     struct ctx_entry *next;
+    struct file_id files[3]; /* cacertfile, certfile, keyfile */
     int verify;
     char *cacertfile, *certfile, *keyfile;
+    uint8_t cacerts_md[32];      /* SHA-256 over the DER list (lengths included) */
+    size_t ncacerts;
+    int min_version, max_version;
+    char *ciphers, *ciphersuites;
     SSL_CTX *ctx;
 };
 
 static struct ctx_entry *contexts;
+
+static void file_id_of(const char *path, struct file_id *f)
+{
+    struct stat st;
+    memset(f, 0, sizeof *f);
+    if (path && stat(path, &st) == 0) {
+        f->present = 1;
+        f->dev = st.st_dev;
+        f->ino = st.st_ino;
+        f->size = st.st_size;
+        f->mtime = st.st_mtim;
+    }
+}
+
+static int same_file_id(const struct file_id *a, const struct file_id *b)
+{
+    return a->present == b->present && a->dev == b->dev && a->ino == b->ino &&
+           a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
+           a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+static void entry_free(struct ctx_entry *e)
+{
+    SSL_CTX_free(e->ctx); /* connections still using it hold a reference */
+    free(e->cacertfile);
+    free(e->certfile);
+    free(e->keyfile);
+    free(e->ciphers);
+    free(e->ciphersuites);
+    free(e);
+}
 
 static int same(const char *a, const char *b)
 {
@@ -36,20 +87,96 @@ static void openssl_reason(char *err, size_t errcap, const char *what, const cha
     ERR_clear_error();
 }
 
+static void cacerts_digest(const struct wsp_tls_config *cfg, uint8_t md[32])
+{
+    memset(md, 0, 32);
+    if (cfg->ncacerts == 0) {
+        return;
+    }
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    if (!m || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(m);
+        return;
+    }
+    for (size_t k = 0; k < cfg->ncacerts; k++) {
+        uint64_t len = cfg->cacert_lens[k];
+        EVP_DigestUpdate(m, &len, sizeof len);
+        EVP_DigestUpdate(m, cfg->cacerts[k], cfg->cacert_lens[k]);
+    }
+    EVP_DigestFinal_ex(m, md, &n);
+    EVP_MD_CTX_free(m);
+}
+
+static int load_cacerts(SSL_CTX *ctx, const struct wsp_tls_config *cfg, char *err, size_t errcap)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    for (size_t k = 0; k < cfg->ncacerts; k++) {
+        const unsigned char *p = cfg->cacerts[k];
+        X509 *x = d2i_X509(NULL, &p, (long)cfg->cacert_lens[k]);
+        if (!x || p != cfg->cacerts[k] + cfg->cacert_lens[k]) {
+            X509_free(x);
+            ERR_clear_error();
+            snprintf(err, errcap, "cacerts: certificate %zu (of %zu) is not a DER X.509 "
+                                  "certificate", k + 1, cfg->ncacerts);
+            return -1;
+        }
+        /* a certificate given twice (or also in the file) is no error */
+        if (X509_STORE_add_cert(store, x) != 1) {
+            ERR_clear_error();
+        }
+        X509_free(x);
+    }
+    return 0;
+}
+
 SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
 {
-    for (struct ctx_entry *e = contexts; e; e = e->next) {
+    uint8_t md[32];
+    cacerts_digest(cfg, md);
+    struct file_id files[3];
+    file_id_of(cfg->cacertfile, &files[0]);
+    file_id_of(cfg->certfile, &files[1]);
+    file_id_of(cfg->keyfile, &files[2]);
+    size_t n = 0;
+    for (struct ctx_entry **pe = &contexts; *pe; n++) {
+        struct ctx_entry *e = *pe;
         if (e->verify == cfg->verify && same(e->cacertfile, cfg->cacertfile) &&
-            same(e->certfile, cfg->certfile) && same(e->keyfile, cfg->keyfile)) {
-            return e->ctx;
+            same(e->certfile, cfg->certfile) && same(e->keyfile, cfg->keyfile) &&
+            e->ncacerts == cfg->ncacerts && memcmp(e->cacerts_md, md, 32) == 0 &&
+            e->min_version == cfg->min_version && e->max_version == cfg->max_version &&
+            same(e->ciphers, cfg->ciphers) && same(e->ciphersuites, cfg->ciphersuites)) {
+            *pe = e->next;
+            if (same_file_id(&e->files[0], &files[0]) && same_file_id(&e->files[1], &files[1]) &&
+                same_file_id(&e->files[2], &files[2])) {
+                e->next = contexts; /* most recently used first */
+                contexts = e;
+                return e->ctx;
+            }
+            entry_free(e); /* a file changed: made again below */
+            break;
         }
+        pe = &e->next;
     }
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
         openssl_reason(err, errcap, "SSL_CTX_new", NULL);
         return NULL;
     }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_min_proto_version(ctx, cfg->min_version ? cfg->min_version : TLS1_2_VERSION);
+    if (cfg->max_version) {
+        SSL_CTX_set_max_proto_version(ctx, cfg->max_version);
+    }
+    if (cfg->ciphers && SSL_CTX_set_cipher_list(ctx, cfg->ciphers) != 1) {
+        openssl_reason(err, errcap, "cannot set ciphers", cfg->ciphers);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (cfg->ciphersuites && SSL_CTX_set_ciphersuites(ctx, cfg->ciphersuites) != 1) {
+        openssl_reason(err, errcap, "cannot set ciphersuites", cfg->ciphersuites);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     /* a peer that closes TCP without close_notify is an EOF like on ws://
      * (retried as such), not a TLS failure; no renegotiation (an SSL_write
      * that wants to read would spin) */
@@ -61,10 +188,17 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
     SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn);
     if (cfg->verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        /* cacerts (in memory) replace the system store, as a cacertfile
+         * does; both may be given */
         int ok = cfg->cacertfile ? SSL_CTX_load_verify_locations(ctx, cfg->cacertfile, NULL)
+                 : cfg->ncacerts ? 1
                                  : SSL_CTX_set_default_verify_paths(ctx);
         if (ok != 1) {
             openssl_reason(err, errcap, "cannot load CA file", cfg->cacertfile);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        if (load_cacerts(ctx, cfg, err, errcap) < 0) {
             SSL_CTX_free(ctx);
             return NULL;
         }
@@ -99,14 +233,72 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
     e->cacertfile = dup_or_null(cfg->cacertfile);
     e->certfile = dup_or_null(cfg->certfile);
     e->keyfile = dup_or_null(cfg->keyfile);
+    memcpy(e->cacerts_md, md, 32);
+    e->ncacerts = cfg->ncacerts;
+    e->min_version = cfg->min_version;
+    e->max_version = cfg->max_version;
+    e->ciphers = dup_or_null(cfg->ciphers);
+    e->ciphersuites = dup_or_null(cfg->ciphersuites);
+    memcpy(e->files, files, sizeof files);
     e->ctx = ctx;
     e->next = contexts;
     contexts = e;
+    /* bounded: the least recently used beyond CTX_CACHE_MAX go */
+    n = 0;
+    for (struct ctx_entry **pe = &contexts; *pe; pe = &(*pe)->next) {
+        if (++n == CTX_CACHE_MAX) {
+            while ((*pe)->next) {
+                struct ctx_entry *old = (*pe)->next;
+                (*pe)->next = old->next;
+                entry_free(old);
+            }
+            break;
+        }
+    }
     return ctx;
 }
 
-SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify, char *err, size_t errcap)
+/* the connection's wsp_tls_conn_opts, for wsp_tls_handshake's pin check */
+static int g_ex_index = -1;
+
+int wsp_tls_pins_match(SSL *ssl, const uint8_t (*pins)[32], size_t n)
 {
+    /* the verified chain (up to the trust anchor, as OkHttp checks it);
+     * without verification, the certificates the server sent */
+    STACK_OF(X509) *chain = SSL_get0_verified_chain(ssl);
+    if (!chain || sk_X509_num(chain) == 0) {
+        chain = SSL_get_peer_cert_chain(ssl);
+    }
+    int count = chain ? sk_X509_num(chain) : 0;
+    for (int k = 0; k < count; k++) {
+        X509_PUBKEY *pk = X509_get_X509_PUBKEY(sk_X509_value(chain, k));
+        unsigned char *der = NULL;
+        int len = pk ? i2d_X509_PUBKEY(pk, &der) : -1;
+        if (len <= 0) {
+            continue;
+        }
+        unsigned char md[32];
+        unsigned int mdlen = 0;
+        int ok = EVP_Digest(der, (size_t)len, md, &mdlen, EVP_sha256(), NULL);
+        OPENSSL_free(der);
+        if (ok != 1 || mdlen != 32) {
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (CRYPTO_memcmp(md, pins[i], 32) == 0) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
+                 const struct wsp_tls_conn_opts *co, char *err, size_t errcap)
+{
+    if (g_ex_index < 0) {
+        g_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    }
     SSL *ssl = SSL_new(ctx);
     if (!ssl) {
         openssl_reason(err, errcap, "SSL_new", NULL);
@@ -115,8 +307,11 @@ SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify, char *err, 
     SSL_set_fd(ssl, fd);
     unsigned char ip[16];
     int is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
-    if (!is_ip) {
+    if (!is_ip && !(co && co->no_sni)) {
         SSL_set_tlsext_host_name(ssl, name);
+    }
+    if (co && co->npins > 0) {
+        SSL_set_ex_data(ssl, g_ex_index, (void *)co);
     }
     if (verify) {
         X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
@@ -144,6 +339,13 @@ int wsp_tls_handshake(SSL *ssl, int *want_write, int *net_errno, char *err, size
     int r = SSL_do_handshake(ssl);
     int sys_errno = errno;
     if (r == 1) {
+        const struct wsp_tls_conn_opts *co =
+            g_ex_index >= 0 ? SSL_get_ex_data(ssl, g_ex_index) : NULL;
+        if (co && co->npins > 0 && !wsp_tls_pins_match(ssl, co->pins, co->npins)) {
+            snprintf(err, errcap, "certificate pin mismatch: no public key in the server's "
+                                  "chain matches pins");
+            return -1;
+        }
         /* Open: read records with one recv each, not two (the 5-byte header,
          * then the body): OpenSSL then reads up to its buffer's size. The
          * default buffer (one record and a bit) is the best size: OpenSSL
@@ -194,10 +396,6 @@ void wsp_tls_free_all(void)
     while (contexts) {
         struct ctx_entry *e = contexts;
         contexts = e->next;
-        SSL_CTX_free(e->ctx);
-        free(e->cacertfile);
-        free(e->certfile);
-        free(e->keyfile);
-        free(e);
+        entry_free(e);
     }
 }

@@ -8,6 +8,7 @@
 #define WSP_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <openssl/ssl.h>
 
 struct wsp_tls_config {
@@ -15,22 +16,48 @@ struct wsp_tls_config {
     const char *cacertfile;  /* NULL: system default store */
     const char *certfile;    /* client certificate (with keyfile) */
     const char *keyfile;
+    const uint8_t *const *cacerts; /* DER certificates trusted (with or
+                                      instead of the store / cacertfile) */
+    const size_t *cacert_lens;
+    size_t ncacerts;
+    int min_version, max_version;  /* 0: TLS 1.2 / the highest */
+    const char *ciphers;           /* TLS 1.2 list (OpenSSL syntax); NULL: default */
+    const char *ciphersuites;      /* TLS 1.3 list; NULL: default */
 };
 
 /* Returns the shared context for cfg, creating it on first use; NULL with a
- * message in err ("cannot load CA file x: ...") on failure. */
+ * message in err ("cannot load CA file x: ...") on failure. A context whose
+ * cacertfile, certfile or keyfile changed since (stat: inode, size, mtime)
+ * is made again (open connections keep the old one); at most 32 contexts
+ * are kept, the least recently used dropped. */
 SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap);
 
-/* A client SSL on fd, with SNI (unless name is an IP literal) and the name
- * to check in the peer certificate when verifying. */
-SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify, char *err,
-                 size_t errcap);
+/* Per connection: SNI off (the name is still checked), SPKI pins. */
+struct wsp_tls_conn_opts {
+    int no_sni;
+    const uint8_t (*pins)[32];  /* SHA-256 of SubjectPublicKeyInfo (DER) */
+    size_t npins;               /* 0: no pinning */
+};
+
+/* A client SSL on fd, with SNI (unless name is an IP literal or co->no_sni)
+ * and the name to check in the peer certificate when verifying. co may be
+ * NULL; its pins must outlive the SSL. */
+SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
+                 const struct wsp_tls_conn_opts *co, char *err, size_t errcap);
+
+/* 1 if the SHA-256 of the SubjectPublicKeyInfo of a certificate in the
+ * verified chain (leaf to trust anchor; with verify off, the chain the
+ * server sent) is one of pins[0..n), else 0. */
+int wsp_tls_pins_match(SSL *ssl, const uint8_t (*pins)[32], size_t n);
 
 /* Drives the handshake: 1 done, 0 in progress (*want_write says which way),
  * -1 a TLS failure with a message in err, e.g.
  * "certificate verify failed: Hostname mismatch", -2 a network failure:
  * the peer reset or ended the TCP connection and OpenSSL has nothing to say
- * about TLS itself (*net_errno: the errno, e.g. ECONNRESET, or 0 for EOF). */
+ * about TLS itself (*net_errno: the errno, e.g. ECONNRESET, or 0 for EOF).
+ * With pins (wsp_tls_new's co), a chain without a pinned key is -1:
+ * "certificate pin mismatch: no public key in the server's chain matches
+ * pins". */
 int wsp_tls_handshake(SSL *ssl, int *want_write, int *net_errno, char *err, size_t errcap);
 
 /* Frees every shared context (at exit). */

@@ -159,7 +159,8 @@ static void enc_term(ei_x_buff *x, const char **pp)
     } else {
         char a[256];
         size_t n = 0;
-        while (isalnum((unsigned char)**pp) || **pp == '_') {
+        /* atoms: letters, digits, _ and (not first) '.' as in tlsv1.2 */
+        while (isalnum((unsigned char)**pp) || **pp == '_' || (n > 0 && **pp == '.')) {
             assert_true(n < sizeof a - 1);
             a[n++] = **pp;
             (*pp)++;
@@ -1371,6 +1372,138 @@ static void test_enc_then_decode(void **state)
 }
 
 /* closed -> down keeps the reason term and adds the retry facts */
+/* {proxy, {Type, Host, Port, Username, Password}} and the {closed, Id,
+ * {proxy, ...}} events */
+static void test_connect_proxy(void **state)
+{
+    (void)state;
+    struct wsp_cmd cmd;
+    const struct wsp_connect_opts *o = dec_opts("[]", &cmd);
+    assert_int_equal(o->proxy.type, WSP_PROXY_NONE);
+    wsp_cmd_free(&cmd);
+    o = dec_opts("[{proxy, {http, <<\"p.example\">>, 3128, <<>>, <<>>}}]", &cmd);
+    assert_int_equal(o->proxy.type, WSP_PROXY_HTTP);
+    assert_string_equal(o->proxy.host, "p.example");
+    assert_int_equal(o->proxy.port, 3128);
+    assert_null(o->proxy.username);
+    assert_null(o->proxy.password);
+    wsp_cmd_free(&cmd);
+    /* the later occurrence wins; a username without a password gets "" */
+    o = dec_opts("[{proxy, {http, <<\"a\">>, 1, <<\"u\">>, <<\"p\">>}}, "
+                 "{proxy, {socks5, <<\"::1\">>, 1080, <<\"u\">>, <<>>}}]", &cmd);
+    assert_int_equal(o->proxy.type, WSP_PROXY_SOCKS5);
+    assert_string_equal(o->proxy.host, "::1");
+    assert_string_equal(o->proxy.username, "u");
+    assert_string_equal(o->proxy.password, "");
+    wsp_cmd_free(&cmd);
+
+    expect_err("{connect, 1, <<\"ws://h\">>, [{proxy, <<\"http://h:1\">>}]}", "bad_option",
+               "option proxy must be {Type, Host, Port, Username, Password}");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{proxy, {ftp, <<\"h\">>, 1, <<>>, <<>>}}]}",
+               "bad_option", "the type must be http or socks5");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{proxy, {http, <<>>, 1, <<>>, <<>>}}]}",
+               "bad_option", "the host must be");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{proxy, {http, <<\"h\">>, 0, <<>>, <<>>}}]}",
+               "bad_option", "the port must be an integer 1..65535");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{proxy, {http, <<\"h\">>, 65536, <<>>, <<>>}}]}",
+               "bad_option", "the port must be");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{proxy, {http, <<\"h\">>, 1, <<>>, <<\"secret\">>}}]}",
+               "bad_option", "a password without a username");
+    /* the password is never echoed */
+    expect_err("{connect, 1, <<\"ws://h\">>, [{proxy, {http, <<\"h\">>, 1, <<\"u\">>, "
+               "<<\"sec\\x00ret\">>}}]}",
+               "bad_option", "the password must be");
+    assert_null(strstr(g_err, "sec"));
+    expect_err("{connect, 1, <<\"ws://h\">>, [{proxy, {http, <<\"h\">>, 1, <<\"u\">>, secret}}]}",
+               "bad_option", "the password must be a binary");
+    assert_null(strstr(g_err, "secret"));
+
+    /* the TLS options of issue 14 */
+    o = dec_opts("[{server_name_indication, disable}, "
+                 "{pins, [<<\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\">>, "
+                 "<<\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\">>]}]", &cmd);
+    assert_int_equal(o->no_sni, 1);
+    assert_int_equal(o->npins, 2);
+    assert_memory_equal(o->pins[1], "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", 32);
+    wsp_cmd_free(&cmd);
+    expect_err("{connect, 1, <<\"ws://h\">>, [{server_name_indication, enable}]}", "bad_option",
+               "server_name_indication must be disable");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{pins, []}]}", "bad_option",
+               "pins must be a list of 1 to 64");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{pins, [<<\"short\">>]}]}", "bad_option",
+               "each pin must be a 32-byte");
+    o = dec_opts("[{cacerts, [<<\"a\">>, <<\"bc\">>]}, {versions, [tlsv1.3, tlsv1.2]}, "
+                 "{ciphers, <<\"ECDHE-ECDSA-AES128-GCM-SHA256\">>}, "
+                 "{ciphersuites, <<\"TLS_AES_128_GCM_SHA256\">>}]", &cmd);
+    assert_int_equal(o->ncacerts, 2);
+    assert_int_equal(o->cacert_lens[1], 2);
+    assert_memory_equal(o->cacerts[1], "bc", 2);
+    assert_int_equal(o->min_version, 0x0303);
+    assert_int_equal(o->max_version, 0x0304);
+    assert_string_equal(o->ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256");
+    assert_string_equal(o->ciphersuites, "TLS_AES_128_GCM_SHA256");
+    wsp_cmd_free(&cmd);
+    o = dec_opts("[{versions, [tlsv1.3]}]", &cmd);
+    assert_int_equal(o->min_version, 0x0304);
+    assert_int_equal(o->max_version, 0x0304);
+    wsp_cmd_free(&cmd);
+    expect_err("{connect, 1, <<\"ws://h\">>, [{cacerts, []}]}", "bad_option",
+               "cacerts must be a list of 1 to 4096");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{cacerts, [<<\"a\">>, <<>>]}]}", "bad_option",
+               "each must be a non-empty binary");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{versions, [tlsv1.1]}]}", "bad_option",
+               "'tlsv1.2' or 'tlsv1.3'");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{ciphers, <<>>}]}", "bad_option",
+               "option ciphers must not be empty");
+
+    ei_x_buff x = {0};
+    int i;
+    assert_int_equal(wsp_enc_closed_proxy_atom(&x, 5, "econnrefused"), 0);
+    d_version(&x, &i);
+    d_tuple(&x, &i, 3);
+    d_atom(&x, &i, "closed");
+    d_long(&x, &i, 5);
+    d_tuple(&x, &i, 2);
+    d_atom(&x, &i, "proxy");
+    d_atom(&x, &i, "econnrefused");
+    d_end(&x, i);
+    assert_int_equal(wsp_enc_closed_proxy_tag(&x, 5, "socks5", "host_unreachable", NULL, 0), 0);
+    d_version(&x, &i);
+    d_tuple(&x, &i, 3);
+    d_atom(&x, &i, "closed");
+    d_long(&x, &i, 5);
+    d_tuple(&x, &i, 2);
+    d_atom(&x, &i, "proxy");
+    d_tuple(&x, &i, 2);
+    d_atom(&x, &i, "socks5");
+    d_atom(&x, &i, "host_unreachable");
+    d_end(&x, i);
+    assert_int_equal(wsp_enc_closed_proxy_tag(&x, 5, "bad_response", NULL, "why", 3), 0);
+    d_version(&x, &i);
+    d_tuple(&x, &i, 3);
+    d_atom(&x, &i, "closed");
+    d_long(&x, &i, 5);
+    d_tuple(&x, &i, 2);
+    d_atom(&x, &i, "proxy");
+    d_tuple(&x, &i, 2);
+    d_atom(&x, &i, "bad_response");
+    d_bin(&x, &i, "why", 3);
+    d_end(&x, i);
+    assert_int_equal(wsp_enc_closed_proxy_http(&x, 5, 407, HDRS, 2), 0);
+    d_version(&x, &i);
+    d_tuple(&x, &i, 3);
+    d_atom(&x, &i, "closed");
+    d_long(&x, &i, 5);
+    d_tuple(&x, &i, 2);
+    d_atom(&x, &i, "proxy");
+    d_tuple(&x, &i, 3);
+    d_atom(&x, &i, "http_status");
+    d_long(&x, &i, 407);
+    d_headers(&x, &i, HDRS, 2);
+    d_end(&x, i);
+    ei_x_free(&x);
+}
+
 static void test_enc_closed_to_down(void **state)
 {
     (void)state;
@@ -1630,6 +1763,7 @@ int main(void)
         cmocka_unit_test_teardown(test_deep_nesting, teardown),
         cmocka_unit_test_teardown(test_enc_up, teardown),
         cmocka_unit_test_teardown(test_enc_closed, teardown),
+        cmocka_unit_test_teardown(test_connect_proxy, teardown),
         cmocka_unit_test_teardown(test_enc_misc, teardown),
         cmocka_unit_test_teardown(test_enc_stats, teardown),
         cmocka_unit_test_teardown(test_enc_then_decode, teardown),

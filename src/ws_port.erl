@@ -104,7 +104,9 @@
         cacertfile => file:filename_all(),
         certfile => file:filename_all(),
         keyfile => file:filename_all(),
-        server_name => binary() | string()
+        server_name => binary() | string(),
+        server_name_indication => disable,
+        pins => [binary() | string()]
     }
     | proplists:proplist().
 
@@ -160,8 +162,13 @@ connect(Url) ->
 %% <li>`connect_timeout': ms for DNS, TCP, TLS and the upgrade together
 %%     (default 15000).</li>
 %% <li>`tls': `#{verify => verify_peer | verify_none, cacertfile, certfile,
-%%     keyfile, server_name}' for wss (default: verify against the system CA
-%%     store, name from the URL).</li>
+%%     keyfile, server_name, server_name_indication => disable, pins}' for
+%%     wss (default: verify against the system CA store, name from the URL).
+%%     `server_name_indication => disable' sends no SNI (the name is still
+%%     checked); `pins': base64 SHA-256 digests of SubjectPublicKeyInfo (as
+%%     HPKP and OkHttp define them, an optional "sha256/" prefix), one of
+%%     which a key in the server's chain must match (else `{tls, <<"certificate
+%%     pin mismatch: ...">>}').</li>
 %% <li>`max_message_size': bytes (default 64 MiB): a larger message from
 %%     the server closes the connection (1009); {@link send/2} refuses
 %%     larger ones.</li>
@@ -229,8 +236,14 @@ connect(Url, Opts) ->
     case ws_port_proto:normalize_url(Url) of
         {ok, UrlBin} ->
             case ws_port_proto:normalize_connect_opts(Opts) of
-                {ok, Normal} -> connect_normalized(UrlBin, Normal);
-                {error, _} = Error -> Error
+                {ok, Normal} ->
+                    %% proxy => system: the environment, now, for this URL
+                    case ws_port_proxy:resolve(UrlBin, Normal) of
+                        {ok, Resolved} -> connect_normalized(UrlBin, Resolved);
+                        {error, _} = Error -> Error
+                    end;
+                {error, _} = Error ->
+                    Error
             end;
         {error, _} = Error ->
             Error
@@ -611,7 +624,8 @@ forward(Conn, Pid, Msg) ->
 %% are `undefined' while the connection is not open. Keys from the port:
 %% `state' (`open',
 %% `reconnecting' while waiting to retry, `resolving', `connecting',
-%% `tls_handshake', `upgrading', `closing'), `attempt' (failed attempts
+%% `proxy_handshake', `tls_handshake', `upgrading', `closing'), `proxy' (the
+%% proxy as a URL without credentials, or `none'), `attempt' (failed attempts
 %% since the last handshake), `bytes_in', `bytes_out', `msgs_in',
 %% `msgs_out', `rtt_us' (round-trip time of the last pong, `undefined'
 %% before one), `connected_us' (time since the current connection's

@@ -39,7 +39,7 @@
 %% == Options of start_link/3 ==
 %% A map or a proplist. These belong to the client; every other option is
 %% an option of {@link ws_port:connect/2} (`headers', `protocols', `tls',
-%% `retry', `retry_on', `send_queue', `ping_interval', ...).
+%% `retry', `retry_on', `send_queue', `ping_interval', `proxy', ...).
 %% <ul>
 %% <li>`name': `atom()' or `{local | global, Name}' or `{via, M, Name}'.</li>
 %% <li>`init_arg': the argument of `init/1' (default `[]').</li>
@@ -151,7 +151,8 @@
     retry_fun,
     retry_state,
     send_queue,
-    compress
+    compress,
+    proxy
 ]).
 
 -record(st, {

@@ -53,7 +53,7 @@
 -export([start_link/0, start_link/1, start_link/2]).
 -export([connect/4, close/4, controlling_process/3, release/2, info/2, await_ready/2]).
 -export([program/1, program_stats/1]).
--export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, format_status/1]).
 
 -export_type([key/0, handle/0]).
 
@@ -76,6 +76,8 @@
     %% send {ws_port_up, Conn, Info} to the owner on the next `up'
     notify_up = false :: boolean(),
     url :: binary(),
+    %% the proxy without its credentials (for info/2), or none
+    proxy = none :: binary() | none,
     %% the connect options, replayed if the port program restarts
     wire :: [ws_port_proto:wire_opt()],
     connect_timeout :: pos_integer(),
@@ -451,6 +453,18 @@ packet(Packet, State) ->
 
 %% @private
 -spec terminate(term(), #state{}) -> ok.
+%% Crash reports and sys:get_status/1 show the state and the last message
+%% without proxy credentials (the connect options hold them).
+-spec format_status(gen_server:format_status()) -> gen_server:format_status().
+format_status(Status) ->
+    maps:map(
+        fun
+            (K, V) when K =:= state; K =:= message; K =:= reason; K =:= log -> ws_port_proxy:scrub(V);
+            (_, V) -> V
+        end,
+        Status
+    ).
+
 terminate(Reason, State) ->
     #state{key = Key, port = Port, conns = Conns} = State2 = end_all_holds(State),
     _ = maps:fold(fun(Id, C, S) -> finish(Id, C, {driver_exit, Reason}, S) end, State2, Conns),
@@ -476,6 +490,7 @@ do_connect(Url, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns}
         owner = Owner,
         mref = monitor_owner(Owner, Id),
         url = Url,
+        proxy = ws_port_proxy:redact(maps:get(proxy, Opts, none)),
         wire = Wire,
         connect_timeout = Timeout,
         timer = guard_timer(Id, Timeout),
@@ -790,7 +805,8 @@ event({stats, Id, Stats}, #state{conns = Conns} = State) when is_map(Stats) ->
                 owner => Owner,
                 reconnects => max(C#conn.ups - 1, 0),
                 protocol => C#conn.protocol,
-                headers => C#conn.headers
+                headers => C#conn.headers,
+                proxy => C#conn.proxy
             },
             gen_server:reply(From, {ok, Info}),
             State#state{conns = Conns#{Id := C#conn{stats = Waiting}}};

@@ -24,7 +24,7 @@
     headers => [{binary(), binary()}],
     protocols => [binary()],
     connect_timeout := pos_integer(),
-    tls => #{tls_key() => binary() | verify_peer | verify_none},
+    tls => #{tls_key() => binary() | verify_peer | verify_none | disable | [binary() | atom()]},
     max_message_size => pos_integer(),
     active := active(),
     ping_interval => non_neg_integer(),
@@ -36,7 +36,8 @@
     retry_state => ws_port_retry:retry_state(),
     retry_on => ws_port_retry:retry_on(),
     send_queue => non_neg_integer(),
-    compress => false | #{compress_key() => term()}
+    compress => false | #{compress_key() => term()},
+    proxy => ws_port_proxy:proxy() | none | system
 }.
 %% permessage-deflate parameters (RFC 7692) and zlib settings.
 -type compress_key() ::
@@ -47,7 +48,18 @@
     | level
     | mem_level
     | threshold.
--type tls_key() :: verify | cacertfile | certfile | keyfile | server_name.
+-type tls_key() ::
+    verify
+    | cacertfile
+    | certfile
+    | keyfile
+    | server_name
+    | server_name_indication
+    | pins
+    | cacerts
+    | versions
+    | ciphers
+    | ciphersuites.
 -type retry_key() :: max_retries | delay | max_delay | backoff_factor | jitter | manual.
 -type retry_class() ::
     network
@@ -69,11 +81,17 @@
     | {active, active()}
     | {verify, verify_peer | verify_none}
     | {cacertfile | certfile | keyfile | server_name, binary()}
+    | {server_name_indication, disable}
+    | {pins, [<<_:256>>]}
+    | {cacerts, [binary()]}
+    | {versions, ['tlsv1.2' | 'tlsv1.3']}
+    | {ciphers | ciphersuites, binary()}
     | {ping_interval | idle_timeout, non_neg_integer()}
     | {retry, false | [{retry_key(), term()}]}
     | {retry_on, ws_port_retry:retry_on()}
     | {send_queue, non_neg_integer()}
-    | {compress, [{compress_key(), term()}]}.
+    | {compress, [{compress_key(), term()}]}
+    | {proxy, {http | socks5, binary(), 1..65535, binary(), binary()}}.
 
 -type data_entry() :: {id(), text | binary, binary()}.
 
@@ -268,6 +286,8 @@ normalize_opt(compress, C) when is_list(C) ->
         {error, {bad_option, {duplicate, K}, V}} -> {error, {bad_option, {duplicate, {compress, K}}, V}};
         {error, _} -> error
     end;
+normalize_opt(proxy, P) ->
+    ws_port_proxy:normalize(P);
 normalize_opt(send_queue, N) when is_integer(N), N >= 0, N =< ?MAX_U32 -> {ok, N};
 normalize_opt(driver, D) when is_atom(D), D =/= undefined; is_pid(D) -> {ok, D};
 normalize_opt(await, B) when is_boolean(B) -> {ok, B};
@@ -309,8 +329,69 @@ normalize_tls([{Key, V} | Rest], Acc) when
         _ ->
             {error, {bad_option, {tls, Key}, V}}
     end;
+normalize_tls([{server_name_indication, disable} | Rest], Acc) ->
+    normalize_tls(Rest, Acc#{server_name_indication => disable});
+normalize_tls([{pins, Pins} | Rest], Acc) when is_list(Pins), Pins =/= [], length(Pins) =< 64 ->
+    case decode_pins(Pins, []) of
+        {ok, Raw} -> normalize_tls(Rest, Acc#{pins => Raw});
+        error -> {error, {bad_option, {tls, pins}, Pins}}
+    end;
+normalize_tls([{cacerts, Certs} | Rest], Acc) when
+    is_list(Certs), Certs =/= [], length(Certs) =< 4096
+->
+    %% DER binaries, as public_key:cacerts_get/0 gives them (or
+    %% #cert{der = DER} records of OTP's cacerts_get in OTP 26+)
+    Ders = [der_of(C) || C <- Certs],
+    case lists:all(fun(D) -> is_binary(D) andalso byte_size(D) > 0 end, Ders) of
+        true -> normalize_tls(Rest, Acc#{cacerts => Ders});
+        false -> {error, {bad_option, {tls, cacerts}, Certs}}
+    end;
+normalize_tls([{versions, Vs} | Rest], Acc) when is_list(Vs), Vs =/= [] ->
+    case lists:all(fun(V) -> V =:= 'tlsv1.2' orelse V =:= 'tlsv1.3' end, Vs) of
+        true -> normalize_tls(Rest, Acc#{versions => lists:usort(Vs)});
+        false -> {error, {bad_option, {tls, versions}, Vs}}
+    end;
+normalize_tls([{Key, V} | Rest], Acc) when Key =:= ciphers; Key =:= ciphersuites ->
+    %% an OpenSSL list "A:B" or a list of names
+    Joined =
+        case V of
+            [C | _] when not is_integer(C) -> lists:join(":", V);
+            _ -> V
+        end,
+    case to_binary(Joined) of
+        {ok, Bin} when byte_size(Bin) > 0 ->
+            case binary:match(Bin, <<0>>) of
+                nomatch -> normalize_tls(Rest, Acc#{Key => Bin});
+                _ -> {error, {bad_option, {tls, Key}, V}}
+            end;
+        _ ->
+            {error, {bad_option, {tls, Key}, V}}
+    end;
 normalize_tls([{Key, V} | _], _) ->
     {error, {bad_option, {tls, Key}, V}}.
+
+der_of(B) when is_binary(B) -> B;
+der_of({cert, Der, _}) when is_binary(Der) -> Der;
+der_of(_) -> bad.
+
+%% pins: base64 of the SHA-256 of a SubjectPublicKeyInfo (as HPKP and
+%% OkHttp write them, "sha256/" prefix allowed); sent raw (32 bytes)
+decode_pins([], Acc) ->
+    {ok, lists:reverse(Acc)};
+decode_pins([P | Rest], Acc) ->
+    case to_binary(P) of
+        {ok, <<"sha256/", B64/binary>>} -> decode_pin(B64, Rest, Acc);
+        {ok, B64} -> decode_pin(B64, Rest, Acc);
+        error -> error
+    end.
+
+decode_pin(B64, Rest, Acc) ->
+    try base64:decode(B64) of
+        <<_:256>> = Raw -> decode_pins(Rest, [Raw | Acc]);
+        _ -> error
+    catch
+        _:_ -> error
+    end.
 
 normalize_retry([], Acc) ->
     {ok, Acc};
@@ -465,6 +546,10 @@ wire_opt(tls, Tls, Acc) -> maps:to_list(Tls) ++ Acc;
 wire_opt(retry, false, Acc) -> [{retry, false} | Acc];
 wire_opt(compress, false, Acc) -> Acc;
 wire_opt(compress, C, Acc) -> [{compress, lists:sort(maps:to_list(C))} | Acc];
+wire_opt(proxy, none, Acc) -> Acc;
+%% resolved by ws_port_driver before (ws_port_proxy:resolve/2)
+wire_opt(proxy, system, Acc) -> Acc;
+wire_opt(proxy, Proxy, Acc) -> [{proxy, ws_port_proxy:wire(Proxy)} | Acc];
 wire_opt(retry, Retry, Acc) -> [{retry, lists:sort(maps:to_list(Retry))} | Acc];
 wire_opt(Name, Value, Acc) -> [{Name, Value} | Acc].
 

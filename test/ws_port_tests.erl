@@ -182,9 +182,14 @@ tls_test() ->
         {error, {bad_option, {tls, verify}, maybe}},
         ?P:normalize_connect_opts(#{tls => #{verify => maybe}})
     ),
+    %% an unknown key (`ciphers' is a known one since issue 14)
     ?assertEqual(
-        {error, {bad_option, {tls, ciphers}, "x"}},
-        ?P:normalize_connect_opts(#{tls => #{ciphers => "x"}})
+        {error, {bad_option, {tls, honor_cipher_order}, true}},
+        ?P:normalize_connect_opts(#{tls => #{honor_cipher_order => true}})
+    ),
+    ?assertEqual(
+        {error, {bad_option, {tls, ciphers}, ""}},
+        ?P:normalize_connect_opts(#{tls => #{ciphers => ""}})
     ),
     ?assertEqual(
         {error, {bad_option, {tls, cacertfile}, ""}},

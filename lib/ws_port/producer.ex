@@ -44,6 +44,10 @@ if Code.ensure_loaded?(Broadway) do
         the default, or `:verify_none`), `:cacertfile`, `:certfile`,
         `:keyfile`, `:server_name`. Default: verify against the system CA
         store and the URL's host.
+      * `:proxy` - connect through a proxy, as `:ws_port.connect/2`'s
+        `proxy` option: `"http://[user:pass@]host:port"`,
+        `"socks5://[user:pass@]host:port"`, a map, or `:system` (the
+        `https_proxy`/`http_proxy`/`no_proxy` environment). Default none.
       * `:connect_timeout` (`:await_timeout`) - ms for DNS, TCP, TLS and the
         upgrade together. Default `15000`.
       * `:idle_timeout` (`:ws_timeout`) - ms without any frame or pong after

@@ -21,6 +21,7 @@ defmodule WsPort.ProducerOptions do
           headers: [{String.t(), String.t()}],
           protocols: [String.t()],
           tls: map() | nil,
+          proxy: term() | nil,
           connect_timeout: pos_integer(),
           idle_timeout: non_neg_integer(),
           ping_interval: non_neg_integer(),
@@ -66,6 +67,7 @@ defmodule WsPort.ProducerOptions do
     :headers,
     :protocols,
     :tls,
+    :proxy,
     :connect_timeout,
     :idle_timeout,
     :ping_interval,
@@ -110,6 +112,7 @@ defmodule WsPort.ProducerOptions do
          {:ok, headers} <- headers(Keyword.get(opts, :headers, [])),
          {:ok, protocols} <- protocols(Keyword.get(opts, :protocols, [])),
          {:ok, tls} <- tls(Keyword.get(opts, :tls)),
+         {:ok, proxy} <- proxy(Keyword.get(opts, :proxy)),
          {:ok, connect_timeout} <-
            integer(opts, :connect_timeout, @default_connect_timeout, 1, "a positive integer (ms)"),
          {:ok, idle_timeout} <- timeout_or_nil(opts, :idle_timeout),
@@ -130,6 +133,7 @@ defmodule WsPort.ProducerOptions do
          headers: headers,
          protocols: protocols,
          tls: tls,
+         proxy: proxy,
          connect_timeout: connect_timeout,
          idle_timeout: idle_timeout,
          ping_interval: ping_interval,
@@ -167,6 +171,7 @@ defmodule WsPort.ProducerOptions do
 
     base
     |> put_if(:tls, config.tls)
+    |> put_if(:proxy, config.proxy)
     |> put_if(:max_message_size, config.max_message_size)
     |> Map.put(:compress, config.compress)
     |> Map.put(:retry_on, config.retry_on)
@@ -327,6 +332,22 @@ defmodule WsPort.ProducerOptions do
   end
 
   defp protocols(other), do: bad(:protocols, other, "a list of non-empty strings")
+
+  # the value is kept as given (ws_port.connect/2 takes it); never echoed in
+  # the message, which may be a URL with credentials
+  defp proxy(nil), do: {:ok, nil}
+
+  defp proxy(proxy) do
+    case :ws_port_proxy.normalize(proxy) do
+      {:ok, _} ->
+        {:ok, proxy}
+
+      {:error, {:bad_option, part, value}} ->
+        {:error,
+         "invalid value for option :proxy (#{inspect(part)}: #{inspect(value)}); expected a " <>
+           "proxy URL (\"http://[user:pass@]host:port\", \"socks5://...\"), a map or :system"}
+    end
+  end
 
   defp tls(nil), do: {:ok, nil}
 
