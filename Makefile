@@ -110,6 +110,9 @@ FUZZ_LINK_fuzz_link := c_test/fake_loop.c $(FUZZ_LINK_SRCS)
 c_build/fuzz/fuzz_link: c_test/fake_loop.c c_test/fake_loop.h $(FUZZ_LINK_SRCS)
 # libFuzzer options of a harness (default: none)
 FUZZ_LINK_fuzz_proxy := c_src/wsp_proxy.c c_src/ws_codec.c
+# the CLI's stdin lines, whole and in pieces against a reference
+FUZZ_LINK_fuzz_lines := c_src/wsp_lines.c c_src/wsp_buf.c c_src/ws_codec.c
+c_build/fuzz/fuzz_lines: c_src/wsp_lines.c
 FUZZ_OPTS_fuzz_conn := -max_len=16384
 FUZZ_OPTS_fuzz_link := -max_len=8192
 rparen := )

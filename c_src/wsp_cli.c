@@ -18,6 +18,7 @@
 #include "wsp_buf.h"
 #include "wsp_conn.h"
 #include "wsp_dns.h"
+#include "wsp_lines.h"
 #include "wsp_link.h"
 #include "wsp_log.h"
 #include "wsp_proto.h"
@@ -48,15 +49,13 @@ static struct {
     char *url;                  /* for messages */
     struct wsp_watch in_watch;
     struct lws *in_wsi;
-    struct wsp_buf line;        /* stdin bytes not yet sent (a partial line) */
+    struct wsp_lines line;      /* stdin bytes not yet sent (a partial line) */
     struct wsp_buf out;         /* stdout bytes not yet written */
     struct wsp_buf echo;        /* <<Opcode:8, Len:32, Payload>> to send back */
     lws_sorted_usec_list_t ping_sul;
     lws_sorted_usec_list_t defer_sul; /* runs run_deferred soon (from timers too) */
     lws_sorted_usec_list_t drain_sul; /* sends the close once the server is quiet */
     lws_usec_t drain_end;       /* the close goes out by then whatever comes */
-    uint64_t max_line;          /* --max-message-size: longer lines are refused */
-    uint64_t line_no;           /* stdin lines taken so far */
     uint64_t received;
     uint64_t downs;             /* down events since the last up */
     int up;                     /* the handshake is done and not lost since */
@@ -724,61 +723,36 @@ static void stop_stdin(void)
  * for replies that will never come. */
 static void refuse_line(const char *why)
 {
-    warn("stdin line %llu %s: not sent; closing", (unsigned long long)C.line_no, why);
+    warn("stdin line %llu %s: not sent; closing", (unsigned long long)C.line.line_no, why);
     C.line_refused = 1;
     if (!C.exit_code) {
         C.exit_code = WSP_EXIT_INPUT;
     }
-    wsp_buf_consume(&C.line, wsp_buf_pending(&C.line));
     stop_stdin();
     start_drain();
-}
-
-static void send_line(const uint8_t *p, size_t n)
-{
-    C.line_no++;
-    if (n > C.max_line) {
-        char why[96];
-        snprintf(why, sizeof why, "is longer than --max-message-size (%llu bytes)",
-                 (unsigned long long)C.max_line);
-        refuse_line(why);
-        return;
-    }
-    if (!C.o.binary) {
-        wsc_utf8 u = {0};
-        if (wsc_utf8_feed(&u, p, n) < 0 || !wsc_utf8_complete(&u)) {
-            refuse_line("is not valid UTF-8 (--binary sends lines as binary messages)");
-            return;
-        }
-    }
-    wsp_conn_send(CLI_ID, C.o.binary ? WSC_OP_BINARY : WSC_OP_TEXT, p, n);
 }
 
 /* Sends the whole lines buffered (and at EOF the last one without its
  * newline). A line longer than --max-message-size is refused as soon as
  * that many bytes are buffered without a newline: the buffer stays bounded
- * by the limit plus one read. */
+ * by the limit plus one read (wsp_lines). */
 static void send_lines(int at_eof)
 {
-    while (wsp_buf_pending(&C.line) > 0 && !C.line_refused) {
-        const uint8_t *p = C.line.data + C.line.off;
-        size_t avail = wsp_buf_pending(&C.line);
-        const uint8_t *nl = memchr(p, '\n', avail);
-        if (!nl) {
-            if (at_eof || avail > C.max_line) {
-                send_line(p, avail); /* the last line, or one too long anyway */
-                if (!C.line_refused) {
-                    wsp_buf_consume(&C.line, avail);
-                }
-            }
-            break;
-        }
-        send_line(p, (size_t)(nl - p));
-        if (!C.line_refused) {
-            wsp_buf_consume(&C.line, (size_t)(nl - p) + 1);
+    const uint8_t *p;
+    size_t n;
+    enum wsp_lines_result r;
+    while (!C.line_refused && (r = wsp_lines_next(&C.line, at_eof, &p, &n)) != WSP_LINES_NONE) {
+        if (r == WSP_LINES_LINE) {
+            wsp_conn_send(CLI_ID, C.o.binary ? WSC_OP_BINARY : WSC_OP_TEXT, p, n);
+        } else if (r == WSP_LINES_TOO_LONG) {
+            char why[96];
+            snprintf(why, sizeof why, "is longer than --max-message-size (%llu bytes)",
+                     (unsigned long long)C.line.max);
+            refuse_line(why);
+        } else {
+            refuse_line("is not valid UTF-8 (--binary sends lines as binary messages)");
         }
     }
-    wsp_buf_shrink(&C.line, 4 * CLI_READ_CHUNK);
 }
 
 static void stdin_ended(void)
@@ -795,14 +769,14 @@ static void drain_hup(void)
 {
     C.in_hup = 0;
     for (;;) {
-        uint8_t *dst = wsp_buf_reserve(&C.line, CLI_READ_CHUNK);
+        uint8_t *dst = wsp_lines_reserve(&C.line, CLI_READ_CHUNK);
         if (!dst) {
             warn("out of memory reading stdin");
             break;
         }
         ssize_t r = read(0, dst, CLI_READ_CHUNK);
         if (r > 0) {
-            wsp_buf_commit(&C.line, (size_t)r);
+            wsp_lines_commit(&C.line, (size_t)r);
             send_lines(0);
             if (C.line_refused) {
                 return;
@@ -833,7 +807,7 @@ int wsp_cli_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
     if (io != WSP_IO_READABLE || !C.reading) {
         return 0;
     }
-    uint8_t *dst = wsp_buf_reserve(&C.line, CLI_READ_CHUNK);
+    uint8_t *dst = wsp_lines_reserve(&C.line, CLI_READ_CHUNK);
     if (!dst) {
         warn("out of memory reading stdin");
         stdin_ended();
@@ -841,7 +815,7 @@ int wsp_cli_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
     }
     ssize_t r = read(lws_get_socket_fd(wsi), dst, CLI_READ_CHUNK);
     if (r > 0) {
-        wsp_buf_commit(&C.line, (size_t)r);
+        wsp_lines_commit(&C.line, (size_t)r);
         send_lines(0);
     } else if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
         if (r < 0) {
@@ -1301,7 +1275,7 @@ int wsp_cli_main(int argc, char **argv)
         return WSP_EXIT_USAGE;
     }
     C.retry = o->retry;
-    C.max_line = o->max_message_size;
+    wsp_lines_init(&C.line, o->max_message_size, C.o.binary, 4 * CLI_READ_CHUNK);
     C.url = strdup(o->url);
     if (!C.url) {
         wsp_connect_opts_free(o);
@@ -1389,7 +1363,7 @@ int wsp_cli_main(int argc, char **argv)
     wsp_loop_destroy();
     wsp_tls_free_all();
     wsp_link_set_sink(NULL);
-    wsp_buf_free(&C.line);
+    wsp_lines_free(&C.line);
     wsp_buf_free(&C.out);
     wsp_buf_free(&C.echo);
     free(C.url);

@@ -10,7 +10,8 @@ Each harness reads a few configuration bytes first (see its header comment):
 fuzz_parser 5 (max_message_size selector, split seed), fuzz_handshake 2
 (offered protocols, prefix selector), fuzz_proto 1 (error buffer size);
 fuzz_request takes NUL-separated fields (URL, key, protocols, headers);
-fuzz_text 1 (output size, 0 = enough).
+fuzz_text 1 (output size, 0 = enough); fuzz_lines 2 (line limit, binary bit and
+split seed).
 """
 import base64
 import hashlib
@@ -264,6 +265,20 @@ def text_seeds():
     }
 
 
+def lines_seeds():
+    # <limit> <binary | seed << 1> <stdin bytes>
+    return {
+        "text": b"\x40\x06hello\nw\xc3\xb6rld\n\nlast",
+        "crlf": b"\x40\x0aa\r\nb\r\n\r\n",
+        "too_long": b"\x04\x10abcd\nabcde\nok\n",
+        "long_no_newline": b"\x08\x01ok\n" + b"x" * 40,
+        "bad_utf8": b"\x40\x20ok\n\xe2\x82\n\xed\xa0\x80\xc0\xaf\n",
+        "binary": b"\x40\x21\xff\x00\xfe\n\x80\r\nend",
+        "zero_limit": b"\x00\x02\n\n\nx",
+        "big_limit": b"\xff\x44" + b"\xf0\x9f\x98\x80" * 60 + b"\n" + b"y" * 300,
+    }
+
+
 def write(harness, seeds):
     d = os.path.join(OUT, harness)
     shutil.rmtree(d, ignore_errors=True)
@@ -280,3 +295,4 @@ if __name__ == "__main__":
     write("fuzz_proto", proto_seeds())
     write("fuzz_request", request_seeds())
     write("fuzz_text", text_seeds())
+    write("fuzz_lines", lines_seeds())
