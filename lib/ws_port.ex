@@ -108,9 +108,12 @@ defmodule WsPort do
             }
 
   @typedoc """
-  One option of `connect/2` (see `connect/2` for what each does). Given as
-  a keyword list, a misspelled option is a type error dialyzer reports in
-  the calling code.
+  One option of `connect/2` (see `connect/2` for what each does).
+
+  Dialyzer checks a call's options against this type, but it widens a union
+  of more than 13 tagged tuples to `{atom(), term()}`: it reports a value
+  that is not a keyword list or map, not a misspelled name (that is
+  `{:error, {:bad_option, name, value}}` at run time).
   """
   @type option ::
           {:headers, [{header_part(), header_part()}]}

@@ -49,8 +49,8 @@ defmodule WsPort.Phoenix do
 
   @typedoc """
   One option of `connect/2`: those of `WsPort.connect/2` (`t:WsPort.option/0`)
-  and the Phoenix ones in the moduledoc. Given as a keyword list, a
-  misspelled option is a type error dialyzer reports in the calling code.
+  and the Phoenix ones in the moduledoc (dialyzer does not catch a
+  misspelled name with so many options, see `t:WsPort.option/0`).
   """
   @type option ::
           WsPort.option()
