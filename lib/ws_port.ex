@@ -57,8 +57,85 @@ defmodule WsPort do
   @typedoc "A message to send."
   @type message :: {:text | :binary | :ping | :pong, iodata()}
 
-  @typedoc "Options of `connect/2`, as a keyword list or a map."
-  @type connect_opts :: keyword() | map()
+  @typedoc "A request header's name or value."
+  @type header_part :: String.t() | charlist() | atom()
+
+  @typedoc "One key of `connect/2`'s `:tls` option (see `connect/2`)."
+  @type tls_option ::
+          {:verify, :verify_peer | :verify_none}
+          | {:cacertfile, Path.t()}
+          | {:certfile, Path.t()}
+          | {:keyfile, Path.t()}
+          | {:server_name, String.t() | charlist()}
+          | {:server_name_indication, :disable}
+          | {:pins, [String.t() | charlist()]}
+          | {:cacerts, [binary()]}
+          | {:versions, [:"tlsv1.2" | :"tlsv1.3"]}
+          | {:ciphers, String.t() | charlist()}
+          | {:ciphersuites, String.t() | charlist()}
+
+  @typedoc "One key of `connect/2`'s `:retry` option (see `connect/2`)."
+  @type retry_option ::
+          {:max_retries, non_neg_integer() | :infinity}
+          | {:delay, non_neg_integer()}
+          | {:max_delay, non_neg_integer()}
+          | {:backoff_factor, number()}
+          | {:jitter, number()}
+          | {:jitter_fraction, number()}
+          | {:manual, boolean()}
+
+  @typedoc "One key of `connect/2`'s `:compress` option (see `connect/2`)."
+  @type compress_option ::
+          {:client_max_window_bits, true | 9..15}
+          | {:server_max_window_bits, 8..15}
+          | {:client_no_context_takeover, boolean()}
+          | {:server_no_context_takeover, boolean()}
+          | {:level, 0..9}
+          | {:mem_level, 1..9}
+          | {:threshold, non_neg_integer()}
+
+  @typedoc "A proxy for `connect/2`'s `:proxy` option (see the README's options table)."
+  @type proxy ::
+          String.t()
+          | charlist()
+          | :system
+          | %{
+              required(:type) => :http | :socks5,
+              required(:host) => String.t() | charlist(),
+              optional(:port) => 1..65535,
+              optional(:username) => String.t(),
+              optional(:password) => String.t()
+            }
+
+  @typedoc """
+  One option of `connect/2` (see `connect/2` for what each does).
+
+  Dialyzer checks a call's options against this type, but it widens a union
+  of more than 13 tagged tuples to `{atom(), term()}`: it reports a value
+  that is not a keyword list or map, not a misspelled name (that is
+  `{:error, {:bad_option, name, value}}` at run time).
+  """
+  @type option ::
+          {:headers, [{header_part(), header_part()}]}
+          | {:protocols, [String.t() | charlist()]}
+          | {:connect_timeout, pos_integer()}
+          | {:tls, [tls_option()] | map()}
+          | {:max_message_size, pos_integer()}
+          | {:active, boolean() | :once | non_neg_integer()}
+          | {:ping_interval, non_neg_integer()}
+          | {:idle_timeout, non_neg_integer()}
+          | {:retry, boolean() | [retry_option()] | map()}
+          | {:retry_on, :ws_port_retry.retry_on()}
+          | {:retry_fun, :ws_port_retry.retry_fun()}
+          | {:retry_state, :ws_port_retry.retry_state()}
+          | {:proxy, proxy()}
+          | {:send_queue, non_neg_integer()}
+          | {:compress, boolean() | [compress_option()] | map()}
+          | {:driver, atom() | pid()}
+          | {:await, boolean()}
+
+  @typedoc "Options of `connect/2`: a keyword list of `t:option/0`, or a map of the same keys."
+  @type connect_opts :: [option()] | map()
 
   @doc """
   Opens a WebSocket connection owned by the caller.

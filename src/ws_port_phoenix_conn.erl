@@ -43,8 +43,9 @@
 %%
 %% == Telemetry ==
 %% Through {@link ws_port_telemetry} (when the telemetry library is
-%% present). Durations are in native time units; every event's metadata
-%% has `url' (without its query string, which may carry a token).
+%% present; the README's Telemetry section has every event of ws_port in one
+%% table). Durations are in native time units; every event's metadata but
+%% `message''s has `url' (without its query string, which may carry a token).
 %% <ul>
 %% <li>`[ws_port, phoenix, connect, start]' `#{system_time}', metadata
 %%     `serializer'; `[ws_port, phoenix, connect, stop]' `#{duration}' (from

@@ -47,8 +47,24 @@ defmodule WsPort.Phoenix do
 
   @type socket :: pid()
 
+  @typedoc """
+  One option of `connect/2`: those of `WsPort.connect/2` (`t:WsPort.option/0`)
+  and the Phoenix ones in the moduledoc (dialyzer does not catch a
+  misspelled name with so many options, see `t:WsPort.option/0`).
+  """
+  @type option ::
+          WsPort.option()
+          | {:params, map() | keyword()}
+          | {:heartbeat_interval, pos_integer() | :infinity}
+          | {:json, module()}
+          | {:serializer, :v1 | :v2}
+          | {:rejoin_after, (pos_integer() -> non_neg_integer())}
+          | {:join_timeout, pos_integer()}
+          | {:max_buffer, pos_integer()}
+          | {:null, term()}
+
   @doc "Connects and waits for the first handshake. See the moduledoc for the options."
-  @spec connect(String.t(), keyword() | map()) :: {:ok, socket()} | {:error, term()}
+  @spec connect(String.t(), [option()] | map()) :: {:ok, socket()} | {:error, term()}
   def connect(url, opts \\ []) do
     opts = Map.new(opts)
     :ws_port_phoenix.connect(url, Map.put_new(opts, :null, nil))

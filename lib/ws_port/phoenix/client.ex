@@ -171,14 +171,18 @@ defmodule WsPort.Phoenix.Client do
   defdelegate leave(topic), to: :ws_port_phoenix_client
 
   @doc "A call to the client's `handle_call/3`."
+  @spec call(GenServer.server(), term(), timeout()) :: term()
   defdelegate call(client, request, timeout \\ 5000), to: :ws_port_phoenix_client
 
   @doc "A cast to the client's `handle_cast/2`."
+  @spec cast(GenServer.server(), term()) :: :ok
   defdelegate cast(client, msg), to: :ws_port_phoenix_client
 
   @doc "Stops the client (its socket is closed with 1000)."
+  @spec stop(GenServer.server()) :: :ok
   defdelegate stop(client), to: :ws_port_phoenix_client
 
   @doc "`%{topics: %{topic => state}, stats: %{...}}` of the client's socket."
+  @spec info(GenServer.server()) :: map()
   defdelegate info(client), to: :ws_port_phoenix_client
 end

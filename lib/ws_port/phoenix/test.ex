@@ -45,15 +45,18 @@ defmodule WsPort.Phoenix.Test do
     do: :ws_port_phoenix_test.start_client(module, Map.new(opts))
 
   @doc "Completes the client's (re)connection: `handle_connect` runs and its joins are sent."
+  @spec accept_connect(pid(), timeout()) :: :ok
   def accept_connect(client, timeout \\ 1000),
     do: wrap(fn -> :ws_port_phoenix_test.accept_connect(client, timeout) end)
 
   @doc "Asserts the client joins `topic` with `params` (`:_`: any) and answers `{:ok, resp}` or `{:error, resp}`; returns the params."
+  @spec assert_join(pid(), String.t(), term(), {:ok | :error, term()}, timeout()) :: term()
   def assert_join(client, topic, params, reply, timeout \\ 1000),
     do:
       wrap(fn -> :ws_port_phoenix_test.assert_join(client, topic, any(params), reply, timeout) end)
 
   @doc "Asserts the client pushes `event` with `payload` (`:_`: any) on `topic`; returns the ref for `reply/4`."
+  @spec assert_push(pid(), String.t(), String.t(), term(), timeout()) :: String.t()
   def assert_push(client, topic, event, payload, timeout \\ 1000),
     do:
       wrap(fn ->
@@ -113,38 +116,47 @@ defmodule WsPort.Phoenix.Test do
   def __fail__(message), do: wrap(fn -> :erlang.error({:ws_port_phoenix_test, message}) end)
 
   @doc "Asserts the client does not push `event` on `topic` within `timeout` ms."
+  @spec refute_push(pid(), String.t(), String.t(), timeout()) :: :ok
   def refute_push(client, topic, event, timeout \\ 100),
     do: wrap(fn -> :ws_port_phoenix_test.refute_push(client, topic, event, timeout) end)
 
   @doc "Asserts the client leaves `topic`, and answers as Phoenix does."
+  @spec assert_leave(pid(), String.t(), timeout()) :: :ok
   def assert_leave(client, topic, timeout \\ 1000),
     do: wrap(fn -> :ws_port_phoenix_test.assert_leave(client, topic, timeout) end)
 
   @doc "Answers the push `ref` with `{:ok, resp}` or `{:error, resp}`."
+  @spec reply(pid(), String.t(), String.t(), {:ok | :error, term()}) :: :ok
   def reply(client, topic, ref, reply),
     do: wrap(fn -> :ws_port_phoenix_test.reply(client, topic, ref, reply) end)
 
   @doc "A push from the channel of `topic` (`handle_message/4` runs)."
+  @spec push(pid(), String.t(), String.t(), term()) :: :ok
   def push(client, topic, event, payload),
     do: wrap(fn -> :ws_port_phoenix_test.push(client, topic, event, payload) end)
 
   @doc "A broadcast on `topic` (`handle_message/4` runs)."
+  @spec broadcast(pid(), String.t(), String.t(), term()) :: :ok
   def broadcast(client, topic, event, payload),
     do: wrap(fn -> :ws_port_phoenix_test.broadcast(client, topic, event, payload) end)
 
   @doc "The channel of `topic` crashes (`phx_error`): the client rejoins it."
+  @spec crash_channel(pid(), String.t()) :: :ok
   def crash_channel(client, topic),
     do: wrap(fn -> :ws_port_phoenix_test.crash_channel(client, topic) end)
 
   @doc "The server closes the channel of `topic` (`phx_close`)."
+  @spec close_channel(pid(), String.t()) :: :ok
   def close_channel(client, topic),
     do: wrap(fn -> :ws_port_phoenix_test.close_channel(client, topic) end)
 
   @doc "The connection drops with `reason`; `accept_connect/1` reconnects it."
+  @spec disconnect(pid(), term()) :: :ok
   def disconnect(client, reason \\ :econnreset),
     do: wrap(fn -> :ws_port_phoenix_test.disconnect(client, reason) end)
 
   @doc "The connection ends for good with `reason`: the client exits with `{:closed, reason}`."
+  @spec close(pid(), term()) :: :ok
   def close(client, reason), do: wrap(fn -> :ws_port_phoenix_test.close(client, reason) end)
 
   defp any(:_), do: :_
