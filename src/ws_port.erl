@@ -78,11 +78,12 @@
         driver => atom() | pid(),
         await => boolean(),
         retry => boolean() | retry_opts(),
-        retry_on => [retry_class()],
+        retry_on => ws_port_retry:retry_on(),
         retry_fun => ws_port_retry:retry_fun(),
         retry_state => ws_port_retry:retry_state(),
         send_queue => non_neg_integer(),
-        compress => boolean() | map() | proplists:proplist()
+        compress => boolean() | map() | proplists:proplist(),
+        proxy => ws_port_proxy:proxy() | none | system | unicode:chardata() | map()
     }
     | proplists:proplist().
 -type retry_opts() ::
@@ -96,7 +97,6 @@
         manual => boolean()
     }
     | proplists:proplist().
--type retry_class() :: ws_port_proto:retry_class().
 -type header_part() :: binary() | string() | atom().
 -type tls_opts() ::
     #{
@@ -106,7 +106,12 @@
         keyfile => file:filename_all(),
         server_name => binary() | string(),
         server_name_indication => disable,
-        pins => [binary() | string()]
+        pins => [binary() | string()],
+        %% DER binaries, or what public_key:cacerts_get/0 returns
+        cacerts => [binary() | tuple()],
+        versions => ['tlsv1.2' | 'tlsv1.3'],
+        ciphers => binary() | string(),
+        ciphersuites => binary() | string()
     }
     | proplists:proplist().
 
