@@ -430,9 +430,20 @@ normalize_header({Name, Value}) ->
 normalize_header(_) ->
     error.
 
-%% The request headers the port program sets itself (c_src/ws_codec.c).
+%% The request headers the port program sets itself (c_src/ws_codec.c):
+%% Sec-WebSocket-Protocol comes from `protocols' and Sec-WebSocket-Extensions
+%% from `compress'; given as headers they would be sent twice, or offer an
+%% extension the port program would then refuse in the server's answer.
 handshake_headers() ->
-    [<<"host">>, <<"upgrade">>, <<"connection">>, <<"sec-websocket-key">>, <<"sec-websocket-version">>].
+    [
+        <<"host">>,
+        <<"upgrade">>,
+        <<"connection">>,
+        <<"sec-websocket-key">>,
+        <<"sec-websocket-version">>,
+        <<"sec-websocket-protocol">>,
+        <<"sec-websocket-extensions">>
+    ].
 
 normalize_token(T) ->
     case to_binary(T) of

@@ -113,6 +113,15 @@ defmodule WsPort.APIValidationTest do
     assert {:error, {:bad_option, :headers, [{"Host", "example.com"}]}} =
              WsPort.connect(url, headers: [{"Host", "example.com"}])
 
+    # set by the `protocols` and `compress` options, never twice
+    for {name, value} <- [
+          {"Sec-WebSocket-Protocol", "chat.v1"},
+          {"sec-websocket-extensions", "permessage-deflate"}
+        ] do
+      assert {:error, {:bad_option, :headers, [{^name, ^value}]}} =
+               WsPort.connect(url, headers: [{name, value}])
+    end
+
     assert {:error, {:bad_option, :opts, :bad}} = WsPort.connect(url, :bad)
   end
 
