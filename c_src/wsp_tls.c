@@ -136,7 +136,8 @@ static int client_digest(const struct wsp_tls_config *cfg, uint8_t md[32])
     }
     static const char tag[] = "wsp client cert/key/password";
     EVP_DigestUpdate(m, tag, sizeof tag);
-    digest_part(m, NULL, cfg->ncerts);
+    uint64_t ncerts = cfg->ncerts;
+    EVP_DigestUpdate(m, &ncerts, sizeof ncerts);
     for (size_t k = 0; k < cfg->ncerts; k++) {
         digest_part(m, cfg->certs[k], cfg->cert_lens[k]);
     }
