@@ -269,6 +269,38 @@ defmodule WsPort.TlsClientCertTest do
     end
   end
 
+  describe "WsPort.Producer" do
+    test "its :tls takes cert, key, password (and every key of connect/2)", ctx do
+      tls = [
+        cacerts: [pem_to_der(ctx.ca_pem)],
+        cert: ctx.ec_cert_pem,
+        key: ctx.ec_enc_pem,
+        password: fn -> @password end,
+        versions: [:"tlsv1.2", :"tlsv1.3"],
+        server_name: "localhost"
+      ]
+
+      {:ok, core} =
+        WsPort.ProducerCore.init([url: ctx.url, tls: tls], telemetry: fn _, _, _ -> :ok end)
+
+      conn = WsPort.ProducerCore.conn(core)
+      # up: the server that requires a client certificate took ours
+      assert_receive {:ws_port_up, ^conn, _}, @wait
+      :ok = :ws_port.close(conn)
+
+      # a wrong password is the producer's failure too, with no secret in it
+      {:ok, core} =
+        WsPort.ProducerCore.init([url: ctx.url, tls: Keyword.put(tls, :password, "bad")],
+          telemetry: fn _, _, _ -> :ok end
+        )
+
+      conn = WsPort.ProducerCore.conn(core)
+      assert_receive {:ws_port_closed, ^conn, {:tls, msg}}, @wait
+      assert msg =~ "wrong password"
+      refute msg =~ "bad"
+    end
+  end
+
   describe "secrets stay hidden" do
     test "not in info/1, sys:get_status, error reasons, logs", ctx do
       # a distinctive part of each secret as it would print

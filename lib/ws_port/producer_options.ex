@@ -364,8 +364,14 @@ defmodule WsPort.ProducerOptions do
           {:ok, _} ->
             {:ok, tls}
 
+          {:error, {:bad_option, {:tls, :verify}, v}} ->
+            bad(:tls, [verify: v], ":verify_peer or :verify_none for :verify")
+
           {:error, {:bad_option, {:tls, k}, v}} ->
-            {:error, "invalid value for #{inspect(k)} in option :tls: #{inspect(v)}"}
+            # v is :redacted for :key and :password
+            {:error,
+             "invalid value for #{inspect(k)} in option :tls: #{inspect(v)} (the rules of " <>
+               ":ws_port.connect/2's :tls)"}
 
           {:error, {:bad_option, {:duplicate, {:tls, k}}, _}} ->
             {:error, "#{inspect(k)} given twice in option :tls"}
