@@ -355,9 +355,14 @@ defmodule WsPort.TlsClientCertTest do
 
           assert_receive {:ws_port_client_up, ^client, _}, @wait
           assert hidden?.(:sys.get_status(client))
-          :ok = :ws_port_client.close(client)
+          # its crash report (the state goes through format_status/1)
+          ref = Process.monitor(client)
+          :ok = :sys.terminate(client, :crash_for_the_test)
+          assert_receive {:DOWN, ^ref, :process, ^client, :crash_for_the_test}, @wait
         end)
 
+      # the crash report was logged (and hid the secrets)
+      assert log =~ "crash_for_the_test"
       assert hidden?.(log)
     end
 
