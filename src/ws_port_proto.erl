@@ -480,10 +480,12 @@ check_client_cert(Tls) ->
     end.
 
 %% cert: a DER certificate, a list of them (leaf first), or PEM with one
-%% or more CERTIFICATE blocks (leaf first; other blocks are ignored). The
+%% or more CERTIFICATE blocks (leaf first; other blocks and text around
+%% them, as openssl's "Bag Attributes", are ignored). DER starts with a
+%% SEQUENCE (0x30), PEM never. The
 %% port program parses the X.509 (a bad one is a {tls, ...} failure);
 %% here each must be one DER SEQUENCE.
-client_cert(<<"-----BEGIN", _/binary>> = Pem) ->
+client_cert(<<C, _/binary>> = Pem) when C =/= 16#30 ->
     case pem_blocks(Pem, [<<"CERTIFICATE">>]) of
         {ok, Blocks} when Blocks =/= [], length(Blocks) =< 16 ->
             der_list([Der || {_, Der} <- Blocks]);
@@ -524,7 +526,7 @@ client_key({Type, Der}) when
     Type =:= 'RSAPrivateKey'; Type =:= 'ECPrivateKey'; Type =:= 'PrivateKeyInfo'
 ->
     client_key_der(Der);
-client_key(<<"-----BEGIN", _/binary>> = Pem) ->
+client_key(<<C, _/binary>> = Pem) when C =/= 16#30 ->
     case pem_blocks(Pem, ?KEY_PEM_LABELS) of
         {ok, [{Block, _}]} when byte_size(Block) =< 65536 -> {ok, Block};
         _ -> error
@@ -590,7 +592,8 @@ pem_blocks(Pem, Labels, Acc) ->
 pem_body(Body) ->
     Lines = [L || L <- binary:split(Body, [<<"\r\n">>, <<"\n">>], [global]), L =/= <<>>],
     B64 = [L || L <- Lines, binary:match(L, <<":">>) =:= nomatch],
-    try base64:decode(iolist_to_binary(B64)) of
+    Bin = binary:replace(iolist_to_binary(B64), [<<" ">>, <<"\t">>, <<"\r">>], <<>>, [global]),
+    try base64:decode(Bin) of
         <<>> -> error;
         Der -> {ok, Der}
     catch
@@ -759,8 +762,10 @@ to_binary(_) ->
 %% @doc The options of the `connect' command sent to the port program, from
 %% normalised options: BEAM-only options (`driver', `await', `retry_fun',
 %% `retry_state') are dropped and
-%% the `tls' map is flattened into `verify', `cacertfile', `certfile',
-%% `keyfile' and `server_name'. The order is stable (sorted by name).
+%% the `tls' map is flattened into its keys (`verify', `cacertfile',
+%% `certfile', `keyfile', `cert', `key', `password', `server_name', ...;
+%% `key' and `password' still as funs: connect_cmd/3 takes them out). The
+%% order is stable (sorted by name).
 -spec wire_opts(opts()) -> [wire_opt()].
 wire_opts(Opts) ->
     lists:sort(maps:fold(fun wire_opt/3, [], Opts)).
