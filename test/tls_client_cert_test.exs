@@ -16,6 +16,7 @@ defmodule WsPort.TlsClientCertTest do
   alias WsPort.Test.{Certs, Peer}
 
   @moduletag timeout: 180_000
+  @moduletag :capture_log
   # liveness bound, not a performance threshold
   @wait 20_000
   @password "s3cret-Passw0rd"
@@ -166,6 +167,30 @@ defmodule WsPort.TlsClientCertTest do
       echo_with!(ctx, cert: ctx.ec_cert_pem, key: ctx.ec_key_pem)
       echo_with!(ctx, cert: ctx.rsa_cert_pem, key: ctx.rsa_key_pem)
       echo_with!(ctx, cert: ctx.ec_cert_pem, key: ctx.ec_key_pem)
+    end
+  end
+
+  describe "port program restart" do
+    test "a connection with an in-memory encrypted key comes back", ctx do
+      driver = :"tls_client_cert_driver_#{System.unique_integer([:positive])}"
+
+      start_supervised!(%{
+        id: driver,
+        start: {:ws_port_driver, :start_link, [driver, []]}
+      })
+
+      extra = [cert: ctx.ec_cert_pem, key: ctx.ec_enc_pem, password: fn -> @password end]
+      {:ok, conn} = :ws_port.connect(ctx.url, %{tls: tls(ctx, extra), driver: driver})
+      %{os_pid: pid} = :ws_port_driver.program(driver)
+      {_, 0} = System.cmd("kill", ["-KILL", Integer.to_string(pid)], stderr_to_stdout: true)
+      assert_receive {:ws_port_down, ^conn, {:port_exit, _}, _}, @wait
+      # replayed by the driver with the same key and password (kept as funs)
+      assert_receive {:ws_port_up, ^conn, _}, @wait
+      %{os_pid: pid2} = :ws_port_driver.program(driver)
+      assert pid2 != pid
+      :ok = :ws_port.send(conn, {:text, "after restart"})
+      assert recv!(conn) == {:text, "after restart"}
+      :ok = :ws_port.close(conn)
     end
   end
 
