@@ -170,6 +170,31 @@ static int pw_cb(char *buf, int size, int rwflag, void *u)
     return (int)st->len;
 }
 
+/* In PEM with other blocks first (a certificate, then its key, in one
+ * file), the offset of the first "-----BEGIN ...PRIVATE KEY-----" line; 0
+ * when there is none (DER, or a PEM the decoder will refuse). */
+static size_t pem_key_offset(const uint8_t *data, size_t len)
+{
+    static const char begin[] = "-----BEGIN ";
+    static const char label[] = "PRIVATE KEY-----";
+    const size_t nb = sizeof begin - 1, nl = sizeof label - 1;
+    for (size_t i = 0; i + nb <= len; i++) {
+        if (memcmp(data + i, begin, nb) != 0) {
+            continue;
+        }
+        /* the label runs to the end of the line */
+        size_t e = i + nb;
+        while (e < len && data[e] != '\n' && data[e] != '\r') {
+            e++;
+        }
+        if (e - (i + nb) >= nl && memcmp(data + e - nl, label, nl) == 0) {
+            return i;
+        }
+        i = e > i ? e - 1 : i;
+    }
+    return 0;
+}
+
 /* A private key from PEM or DER bytes (PKCS#1 RSA, SEC 1 EC, PKCS#8, and
  * encrypted PEM or PKCS#8 with cfg->password). NULL with a message naming
  * what (e.g. "key" or "keyfile /p") and the problem. */
@@ -187,6 +212,9 @@ static EVP_PKEY *decode_key(const uint8_t *data, size_t len, const struct wsp_tl
     }
     const unsigned char *p = data;
     size_t left = len;
+    size_t at = pem_key_offset(data, len);
+    p += at;
+    left -= at;
     int ok = OSSL_DECODER_from_data(d, &p, &left) == 1 && pkey;
     OSSL_DECODER_CTX_free(d);
     ERR_clear_error();

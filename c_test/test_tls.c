@@ -194,6 +194,20 @@ static void test_encrypted(void **state)
     assert_non_null(strstr(g_err, "wrong password"));
     assert_null(ctx_for(&g.ec_cert, &g.ec_enc_pem, NULL));
     assert_non_null(strstr(g_err, "the key is encrypted and no password was given"));
+    /* a PEM with the certificate first, then the (encrypted) key */
+    BIO *b = BIO_new(BIO_s_mem());
+    assert_non_null(b);
+    const unsigned char *cp = g.ec_cert.p;
+    X509 *x = d2i_X509(NULL, &cp, (long)g.ec_cert.n);
+    assert_non_null(x);
+    assert_int_equal(PEM_write_bio_X509(b, x), 1);
+    X509_free(x);
+    assert_int_equal(BIO_write(b, g.ec_enc_pem.p, (int)g.ec_enc_pem.n), (int)g.ec_enc_pem.n);
+    struct blob combo = bio_blob(b);
+    assert_non_null(ctx_for(&g.ec_cert, &combo, "right"));
+    assert_null(ctx_for(&g.ec_cert, &combo, "wrong"));
+    assert_non_null(strstr(g_err, "wrong password"));
+    free(combo.p);
     /* a password with a key that is not encrypted: unused, no error */
     assert_non_null(ctx_for(&g.ec_cert, &g.ec_pem, "unused"));
 }

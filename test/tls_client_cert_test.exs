@@ -158,6 +158,11 @@ defmodule WsPort.TlsClientCertTest do
       echo_with!(ctx, certfile: ctx.certs.client.cert, keyfile: enc, password: @password)
       echo_with!(ctx, certfile: ctx.certs.client.cert, key: ctx.ec_key_pem)
       echo_with!(ctx, cert: ctx.ec_cert_pem, keyfile: ctx.certs.client.key)
+      # one file with the certificate, then the key (as before cert/key)
+      combo = Path.join(ctx.dir, "combo.pem")
+      File.write!(combo, ctx.ec_cert_pem <> ctx.ec_enc_pem)
+      echo_with!(ctx, certfile: combo, keyfile: combo, password: @password)
+      echo_with!(ctx, cert: File.read!(combo), key: File.read!(combo), password: @password)
     end
 
     test "the same key twice and then another: each connection works", ctx do
