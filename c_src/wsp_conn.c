@@ -943,6 +943,13 @@ static void tunnel_ready(struct wsp_conn *c)
         .max_version = c->opts->max_version,
         .ciphers = c->opts->ciphers,
         .ciphersuites = c->opts->ciphersuites,
+        .certs = (const uint8_t *const *)c->opts->certs,
+        .cert_lens = c->opts->cert_lens,
+        .ncerts = c->opts->ncerts,
+        .key = c->opts->key,
+        .key_len = c->opts->key_len,
+        .password = c->opts->password,
+        .password_len = c->opts->password_len,
     };
     SSL_CTX *ctx = wsp_tls_ctx(&cfg, err, sizeof err);
     if (!ctx) {

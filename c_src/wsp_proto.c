@@ -321,6 +321,17 @@ static int is_tchar(uint8_t ch)
 /* ------------------------------------------------------------------------ */
 /* free                                                                      */
 
+/* memset through a volatile pointer: not optimised away before free */
+static void *(*const volatile wipe_memset)(void *, int, size_t) = memset;
+
+static void wipe_free(void *p, size_t n)
+{
+    if (p) {
+        wipe_memset(p, 0, n);
+        free(p);
+    }
+}
+
 void wsp_connect_opts_free(struct wsp_connect_opts *o)
 {
     if (!o)
@@ -343,6 +354,12 @@ void wsp_connect_opts_free(struct wsp_connect_opts *o)
         free(o->cacerts[k]);
     free(o->cacerts);
     free(o->cacert_lens);
+    for (size_t k = 0; k < o->ncerts; k++)
+        free(o->certs[k]);
+    free(o->certs);
+    free(o->cert_lens);
+    wipe_free(o->key, o->key_len);
+    wipe_free(o->password, o->password_len);
     free(o->ciphers);
     free(o->ciphersuites);
     free(o->proxy.host);
@@ -932,15 +949,17 @@ bad:
     return -1;
 }
 
-/* {cacerts, [DER]}: 1..4096 non-empty binaries (parsed when a TLS context
- * is made: a bad one is a {tls, ...} failure naming it) */
-static int opt_cacerts(struct dctx *c, int *idx, struct wsp_connect_opts *o)
+/* {cacerts, [DER]} (1..4096) or {cert, [DER]} (1..WSP_MAX_CERT_CHAIN):
+ * non-empty binaries, parsed when a TLS context is made (a bad one is a
+ * {tls, ...} failure naming it) */
+static int opt_der_list(struct dctx *c, int *idx, const char *name, int max,
+                        uint8_t ***dst, size_t **dst_lens, size_t *dst_n)
 {
     char d[96];
     int at = *idx, n;
-    if (get_list(c, idx, &n) < 0 || n < 1 || n > 4096)
-        return fail(c, "bad_option", "connect: option cacerts must be a list of 1 to 4096 "
-                    "DER certificates, got %s", describe(c, at, d, sizeof d));
+    if (get_list(c, idx, &n) < 0 || n < 1 || n > max)
+        return fail(c, "bad_option", "connect: option %s must be a list of 1 to %d "
+                    "DER certificates, got %s", name, max, describe(c, at, d, sizeof d));
     uint8_t **certs = calloc((size_t)n, sizeof *certs);
     size_t *lens = calloc((size_t)n, sizeof *lens);
     int k = 0;
@@ -951,8 +970,8 @@ static int opt_cacerts(struct dctx *c, int *idx, struct wsp_connect_opts *o)
         size_t len;
         at = *idx;
         if (get_bin(c, idx, &p, &len) < 0 || len == 0) {
-            fail(c, "bad_option", "connect: option cacerts: each must be a non-empty binary "
-                 "(DER), got %s", describe(c, at, d, sizeof d));
+            fail(c, "bad_option", "connect: option %s: each must be a non-empty binary "
+                 "(DER), got %s", name, describe(c, at, d, sizeof d));
             goto bad;
         }
         certs[k] = malloc(len);
@@ -962,16 +981,16 @@ static int opt_cacerts(struct dctx *c, int *idx, struct wsp_connect_opts *o)
         lens[k] = len;
     }
     if (list_end(c, idx) < 0) {
-        fail(c, "bad_option", "connect: option cacerts must be a proper list");
+        fail(c, "bad_option", "connect: option %s must be a proper list", name);
         goto bad;
     }
-    for (size_t j = 0; j < o->ncacerts; j++)
-        free(o->cacerts[j]);
-    free(o->cacerts);
-    free(o->cacert_lens);
-    o->cacerts = certs;
-    o->cacert_lens = lens;
-    o->ncacerts = (size_t)n;
+    for (size_t j = 0; j < *dst_n; j++)
+        free((*dst)[j]);
+    free(*dst);
+    free(*dst_lens);
+    *dst = certs;
+    *dst_lens = lens;
+    *dst_n = (size_t)n;
     return 0;
 oom:
     fail(c, "badarg", "connect: out of memory");
@@ -982,6 +1001,30 @@ bad:
     free(certs);
     free(lens);
     return -1;
+}
+
+/* {key, PEM | DER} or {password, Bin}: a secret copied (NUL-terminated, the
+ * length kept: a password may hold any byte); its value is never quoted in
+ * an error, only its type or size */
+static int opt_secret(struct dctx *c, int *idx, const char *name, size_t max,
+                      uint8_t **dst, size_t *dst_len)
+{
+    const uint8_t *p;
+    size_t n;
+    if (get_bin(c, idx, &p, &n) < 0)
+        return fail(c, "bad_option", "connect: option %s must be a binary", name);
+    if (n == 0 || n > max)
+        return fail(c, "bad_option", "connect: option %s must be 1 to %zu bytes, got %zu",
+                    name, max, n);
+    uint8_t *s = malloc(n + 1);
+    if (!s)
+        return fail(c, "badarg", "connect: out of memory");
+    memcpy(s, p, n);
+    s[n] = 0;
+    wipe_free(*dst, *dst_len); /* a later occurrence overrides an earlier one */
+    *dst = s;
+    *dst_len = n;
+    return 0;
 }
 
 /* {versions, ['tlsv1.2' | 'tlsv1.3']}: the lowest and highest given */
@@ -1142,7 +1185,15 @@ static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
     if (strcmp(name, "pins") == 0)
         return opt_pins(c, idx, o);
     if (strcmp(name, "cacerts") == 0)
-        return opt_cacerts(c, idx, o);
+        return opt_der_list(c, idx, name, 4096, &o->cacerts, &o->cacert_lens, &o->ncacerts);
+    if (strcmp(name, "cert") == 0)
+        return opt_der_list(c, idx, name, WSP_MAX_CERT_CHAIN, &o->certs, &o->cert_lens,
+                            &o->ncerts);
+    if (strcmp(name, "key") == 0)
+        return opt_secret(c, idx, name, WSP_MAX_KEY_LEN, &o->key, &o->key_len);
+    if (strcmp(name, "password") == 0)
+        return opt_secret(c, idx, name, WSP_MAX_PASSWORD_LEN, &o->password,
+                          &o->password_len);
     if (strcmp(name, "versions") == 0)
         return opt_versions(c, idx, o);
     if (strcmp(name, "ciphers") == 0)

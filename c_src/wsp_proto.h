@@ -69,6 +69,16 @@ struct wsp_connect_opts {          /* every pointer owned (malloc) */
     size_t ncacerts;
     int min_version, max_version;  /* {versions, [...]}: TLS1_2_VERSION / TLS1_3_VERSION; 0 = default */
     char *ciphers, *ciphersuites;  /* OpenSSL lists for TLS 1.2 / 1.3; NULL = default */
+    uint8_t **certs;               /* {cert, [DER]}: client certificate (leaf first,
+                                      the rest sent as its chain) */
+    size_t *cert_lens;
+    size_t ncerts;
+    uint8_t *key;                  /* {key, PEM | DER}: client private key (wiped
+                                      when freed) */
+    size_t key_len;
+    uint8_t *password;             /* {password, Bin}: for an encrypted key or
+                                      keyfile (wiped when freed); NULL: none */
+    size_t password_len;
 };
 
 struct wsp_cmd {
@@ -109,6 +119,9 @@ struct wsp_cmd {
  *   server_name must be non-empty and free of NUL; protocols must be HTTP
  *   tokens; header names non-empty (CR/LF/NUL in headers is left to
  *   wsc_build_request).
+ * - cert: a list of 1..16 non-empty binaries; key: a non-empty binary of at
+ *   most WSP_MAX_KEY_LEN bytes; password: 1..WSP_MAX_PASSWORD_LEN bytes.
+ *   Error messages never quote the value of key or password.
  * - A connect option given twice: the later one wins.
  * - active integers (option and command) must lie in INT32 range.
  * - close: Code must satisfy wsc_close_code_valid; Reason <= 123 bytes and
@@ -117,6 +130,9 @@ struct wsp_cmd {
  * - On failure out->connect is NULL (nothing to free); on success call
  *   wsp_cmd_free (a no-op for commands other than CONNECT). */
 #define WSP_MAX_TERM_DEPTH 16
+#define WSP_MAX_KEY_LEN 65536
+#define WSP_MAX_PASSWORD_LEN 1024
+#define WSP_MAX_CERT_CHAIN 16
 int wsp_decode_command(const uint8_t *buf, size_t len, struct wsp_cmd *out,
                        const char **what, char *err, size_t errcap);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <openssl/decoder.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
@@ -31,6 +32,7 @@ struct ctx_entry {
     char *cacertfile, *certfile, *keyfile;
     uint8_t cacerts_md[32];      /* SHA-256 over the DER list (lengths included) */
     size_t ncacerts;
+    uint8_t client_md[32];       /* SHA-256 over cert, key and password */
     int min_version, max_version;
     char *ciphers, *ciphersuites;
     SSL_CTX *ctx;
@@ -87,6 +89,15 @@ static void openssl_reason(char *err, size_t errcap, const char *what, const cha
     ERR_clear_error();
 }
 
+static void digest_part(EVP_MD_CTX *m, const void *p, size_t n)
+{
+    uint64_t len = n;
+    EVP_DigestUpdate(m, &len, sizeof len);
+    if (n) {
+        EVP_DigestUpdate(m, p, n);
+    }
+}
+
 static void cacerts_digest(const struct wsp_tls_config *cfg, uint8_t md[32])
 {
     memset(md, 0, 32);
@@ -100,12 +111,244 @@ static void cacerts_digest(const struct wsp_tls_config *cfg, uint8_t md[32])
         return;
     }
     for (size_t k = 0; k < cfg->ncacerts; k++) {
-        uint64_t len = cfg->cacert_lens[k];
-        EVP_DigestUpdate(m, &len, sizeof len);
-        EVP_DigestUpdate(m, cfg->cacerts[k], cfg->cacert_lens[k]);
+        digest_part(m, cfg->cacerts[k], cfg->cacert_lens[k]);
     }
     EVP_DigestFinal_ex(m, md, &n);
     EVP_MD_CTX_free(m);
+}
+
+/* The in-memory client certificate, key and password as one SHA-256 (each
+ * part with its length, and whether it is there): contexts with different
+ * keys differ, the same one is shared; the password counts, so a wrong one
+ * never reuses the context a right one made. All zero when none is given.
+ * -1 if the digest cannot be made (the caller then makes no shared entry). */
+static int client_digest(const struct wsp_tls_config *cfg, uint8_t md[32])
+{
+    memset(md, 0, 32);
+    if (cfg->ncerts == 0 && !cfg->key && !cfg->password) {
+        return 0;
+    }
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    if (!m || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(m);
+        return -1;
+    }
+    static const char tag[] = "wsp client cert/key/password";
+    EVP_DigestUpdate(m, tag, sizeof tag);
+    uint64_t ncerts = cfg->ncerts;
+    EVP_DigestUpdate(m, &ncerts, sizeof ncerts);
+    for (size_t k = 0; k < cfg->ncerts; k++) {
+        digest_part(m, cfg->certs[k], cfg->cert_lens[k]);
+    }
+    uint8_t flags[2] = {cfg->key != NULL, cfg->password != NULL};
+    EVP_DigestUpdate(m, flags, sizeof flags);
+    digest_part(m, cfg->key, cfg->key ? cfg->key_len : 0);
+    digest_part(m, cfg->password, cfg->password ? cfg->password_len : 0);
+    int ok = EVP_DigestFinal_ex(m, md, &n) == 1 && n == 32;
+    EVP_MD_CTX_free(m);
+    return ok ? 0 : -1;
+}
+
+/* The password callback of the key decoder: gives the password (once per
+ * decode) and records that the key asked for one. */
+struct pw_state {
+    const uint8_t *pw;
+    size_t len;
+    int asked;
+};
+
+static int pw_cb(char *buf, int size, int rwflag, void *u)
+{
+    struct pw_state *st = u;
+    (void)rwflag;
+    st->asked = 1;
+    if (!st->pw || st->len == 0 || st->len > (size_t)size) {
+        return -1;
+    }
+    memcpy(buf, st->pw, st->len);
+    return (int)st->len;
+}
+
+/* In PEM with other blocks first (a certificate, then its key, in one
+ * file), the offset of the first "-----BEGIN ...PRIVATE KEY-----" line; 0
+ * when there is none (DER, or a PEM the decoder will refuse). */
+static size_t pem_key_offset(const uint8_t *data, size_t len)
+{
+    static const char begin[] = "-----BEGIN ";
+    static const char label[] = "PRIVATE KEY-----";
+    const size_t nb = sizeof begin - 1, nl = sizeof label - 1;
+    for (size_t i = 0; i + nb <= len; i++) {
+        if (memcmp(data + i, begin, nb) != 0) {
+            continue;
+        }
+        /* the label runs to the end of the line */
+        size_t e = i + nb;
+        while (e < len && data[e] != '\n' && data[e] != '\r') {
+            e++;
+        }
+        if (e - (i + nb) >= nl && memcmp(data + e - nl, label, nl) == 0) {
+            return i;
+        }
+        i = e > i ? e - 1 : i;
+    }
+    return 0;
+}
+
+/* A private key from PEM or DER bytes (PKCS#1 RSA, SEC 1 EC, PKCS#8, and
+ * encrypted PEM or PKCS#8 with cfg->password). NULL with a message naming
+ * what (e.g. "key" or "keyfile /p") and the problem. */
+static EVP_PKEY *decode_key(const uint8_t *data, size_t len, const struct wsp_tls_config *cfg,
+                            const char *what, char *err, size_t errcap)
+{
+    EVP_PKEY *pkey = NULL;
+    struct pw_state st = {cfg->password, cfg->password ? cfg->password_len : 0, 0};
+    OSSL_DECODER_CTX *d = OSSL_DECODER_CTX_new_for_pkey(&pkey, NULL, NULL, NULL,
+                                                        EVP_PKEY_KEYPAIR, NULL, NULL);
+    if (!d || OSSL_DECODER_CTX_set_pem_password_cb(d, pw_cb, &st) != 1) {
+        OSSL_DECODER_CTX_free(d);
+        openssl_reason(err, errcap, "cannot load", what);
+        return NULL;
+    }
+    const unsigned char *p = data;
+    size_t left = len;
+    size_t at = pem_key_offset(data, len);
+    p += at;
+    left -= at;
+    int ok = OSSL_DECODER_from_data(d, &p, &left) == 1 && pkey;
+    OSSL_DECODER_CTX_free(d);
+    ERR_clear_error();
+    if (ok) {
+        return pkey;
+    }
+    EVP_PKEY_free(pkey);
+    if (st.asked && !cfg->password) {
+        snprintf(err, errcap, "cannot load %s: the key is encrypted and no password was given",
+                 what);
+    } else if (st.asked) {
+        snprintf(err, errcap, "cannot load %s: cannot decrypt the key: wrong password", what);
+    } else {
+        snprintf(err, errcap, "cannot load %s: not a PEM or DER private key", what);
+    }
+    return NULL;
+}
+
+/* OPENSSL_cleanse: a wipe the compiler keeps */
+static void wipe(void *p, size_t n)
+{
+    if (p && n) {
+        OPENSSL_cleanse(p, n);
+    }
+}
+
+#define KEYFILE_MAX (1 << 20)
+
+/* keyfile read whole (at most 1 MiB) and decoded as decode_key; the bytes
+ * read are wiped */
+static EVP_PKEY *load_keyfile(const struct wsp_tls_config *cfg, char *err, size_t errcap)
+{
+    char what[300];
+    snprintf(what, sizeof what, "keyfile %s", cfg->keyfile);
+    FILE *f = fopen(cfg->keyfile, "rb");
+    if (!f) {
+        snprintf(err, errcap, "cannot load %s: %s", what, strerror(errno));
+        return NULL;
+    }
+    uint8_t *buf = malloc(KEYFILE_MAX);
+    if (!buf) {
+        fclose(f);
+        snprintf(err, errcap, "out of memory");
+        return NULL;
+    }
+    size_t n = fread(buf, 1, KEYFILE_MAX, f);
+    int bad = ferror(f) || (n == KEYFILE_MAX && fgetc(f) != EOF);
+    fclose(f);
+    EVP_PKEY *pkey = NULL;
+    if (bad || n == 0) {
+        snprintf(err, errcap, "cannot load %s: %s", what,
+                 n == 0 ? "empty file" : bad && n == KEYFILE_MAX ? "larger than 1 MiB"
+                                                                 : "read error");
+    } else {
+        pkey = decode_key(buf, n, cfg, what, err, errcap);
+    }
+    wipe(buf, n);
+    free(buf);
+    return pkey;
+}
+
+/* certs (DER, leaf first) as the context's certificate and chain */
+static int use_certs(SSL_CTX *ctx, const struct wsp_tls_config *cfg, char *err, size_t errcap)
+{
+    for (size_t k = 0; k < cfg->ncerts; k++) {
+        const unsigned char *p = cfg->certs[k];
+        X509 *x = d2i_X509(NULL, &p, (long)cfg->cert_lens[k]);
+        if (!x || p != cfg->certs[k] + cfg->cert_lens[k]) {
+            X509_free(x);
+            ERR_clear_error();
+            snprintf(err, errcap, "cert: certificate %zu (of %zu) is not a DER X.509 "
+                                  "certificate", k + 1, cfg->ncerts);
+            return -1;
+        }
+        int ok = k == 0 ? SSL_CTX_use_certificate(ctx, x) : SSL_CTX_add1_chain_cert(ctx, x);
+        X509_free(x);
+        if (ok != 1) {
+            char what[64];
+            snprintf(what, sizeof what, "certificate %zu (of %zu)", k + 1, cfg->ncerts);
+            openssl_reason(err, errcap, "cert: cannot use", what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The client certificate (certfile or certs) and key (keyfile or key),
+ * which must match. */
+static int use_client_cert(SSL_CTX *ctx, const struct wsp_tls_config *cfg, char *err,
+                           size_t errcap)
+{
+    int has_cert = cfg->certfile || cfg->ncerts, has_key = cfg->keyfile || cfg->key;
+    if (!has_cert && !has_key) {
+        if (cfg->password) {
+            snprintf(err, errcap, "password given without a key or keyfile");
+            return -1;
+        }
+        return 0;
+    }
+    if (cfg->certfile && cfg->ncerts) {
+        snprintf(err, errcap, "certfile and cert cannot both be given");
+        return -1;
+    }
+    if (cfg->keyfile && cfg->key) {
+        snprintf(err, errcap, "keyfile and key cannot both be given");
+        return -1;
+    }
+    if (!has_cert || !has_key) {
+        snprintf(err, errcap, "a client certificate (certfile or cert) and key (keyfile or "
+                              "key) must be given together");
+        return -1;
+    }
+    if (cfg->certfile) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, cfg->certfile) != 1) {
+            openssl_reason(err, errcap, "cannot load certfile", cfg->certfile);
+            return -1;
+        }
+    } else if (use_certs(ctx, cfg, err, errcap) < 0) {
+        return -1;
+    }
+    EVP_PKEY *pkey = cfg->keyfile ? load_keyfile(cfg, err, errcap)
+                                  : decode_key(cfg->key, cfg->key_len, cfg, "key", err, errcap);
+    if (!pkey) {
+        return -1;
+    }
+    int ok = SSL_CTX_use_PrivateKey(ctx, pkey) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    if (!ok) {
+        snprintf(err, errcap, "the client key (%s) does not match the client certificate (%s)",
+                 cfg->keyfile ? "keyfile" : "key", cfg->certfile ? "certfile" : "cert");
+        return -1;
+    }
+    return 0;
 }
 
 static int load_cacerts(SSL_CTX *ctx, const struct wsp_tls_config *cfg, char *err, size_t errcap)
@@ -132,8 +375,12 @@ static int load_cacerts(SSL_CTX *ctx, const struct wsp_tls_config *cfg, char *er
 
 SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
 {
-    uint8_t md[32];
+    uint8_t md[32], cmd[32];
     cacerts_digest(cfg, md);
+    if (client_digest(cfg, cmd) < 0) {
+        snprintf(err, errcap, "cannot digest the client certificate and key");
+        return NULL;
+    }
     struct file_id files[3];
     file_id_of(cfg->cacertfile, &files[0]);
     file_id_of(cfg->certfile, &files[1]);
@@ -144,6 +391,7 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
         if (e->verify == cfg->verify && same(e->cacertfile, cfg->cacertfile) &&
             same(e->certfile, cfg->certfile) && same(e->keyfile, cfg->keyfile) &&
             e->ncacerts == cfg->ncacerts && memcmp(e->cacerts_md, md, 32) == 0 &&
+            CRYPTO_memcmp(e->client_md, cmd, 32) == 0 &&
             e->min_version == cfg->min_version && e->max_version == cfg->max_version &&
             same(e->ciphers, cfg->ciphers) && same(e->ciphersuites, cfg->ciphersuites)) {
             *pe = e->next;
@@ -205,23 +453,9 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     }
-    if (cfg->certfile || cfg->keyfile) {
-        if (!cfg->certfile || !cfg->keyfile) {
-            snprintf(err, errcap, "certfile and keyfile must be given together");
-            SSL_CTX_free(ctx);
-            return NULL;
-        }
-        if (SSL_CTX_use_certificate_chain_file(ctx, cfg->certfile) != 1) {
-            openssl_reason(err, errcap, "cannot load certfile", cfg->certfile);
-            SSL_CTX_free(ctx);
-            return NULL;
-        }
-        if (SSL_CTX_use_PrivateKey_file(ctx, cfg->keyfile, SSL_FILETYPE_PEM) != 1 ||
-            SSL_CTX_check_private_key(ctx) != 1) {
-            openssl_reason(err, errcap, "cannot load keyfile", cfg->keyfile);
-            SSL_CTX_free(ctx);
-            return NULL;
-        }
+    if (use_client_cert(ctx, cfg, err, errcap) < 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
     }
     struct ctx_entry *e = calloc(1, sizeof *e);
     if (!e) {
@@ -234,6 +468,7 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
     e->certfile = dup_or_null(cfg->certfile);
     e->keyfile = dup_or_null(cfg->keyfile);
     memcpy(e->cacerts_md, md, 32);
+    memcpy(e->client_md, cmd, 32);
     e->ncacerts = cfg->ncacerts;
     e->min_version = cfg->min_version;
     e->max_version = cfg->max_version;

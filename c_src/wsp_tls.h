@@ -23,10 +23,25 @@ struct wsp_tls_config {
     int min_version, max_version;  /* 0: TLS 1.2 / the highest */
     const char *ciphers;           /* TLS 1.2 list (OpenSSL syntax); NULL: default */
     const char *ciphersuites;      /* TLS 1.3 list; NULL: default */
+    const uint8_t *const *certs;   /* client certificate in DER, leaf first (the
+                                      rest sent as its chain); instead of certfile */
+    const size_t *cert_lens;
+    size_t ncerts;
+    const uint8_t *key;            /* client key, PEM or DER (PKCS#1, SEC 1,
+                                      PKCS#8, encrypted PKCS#8); instead of keyfile */
+    size_t key_len;
+    const uint8_t *password;       /* for an encrypted key or keyfile; NULL: none */
+    size_t password_len;
 };
 
 /* Returns the shared context for cfg, creating it on first use; NULL with a
- * message in err ("cannot load CA file x: ...") on failure. A context whose
+ * message in err ("cannot load CA file x: ...") on failure. The client
+ * certificate and key are certfile or certs with keyfile or key; a wrong or
+ * missing password, a key that does not match the certificate etc. are
+ * failures naming the problem (never quoting the key or password). Contexts
+ * are shared by configuration: the in-memory certificate, key and password
+ * count by a SHA-256 over their bytes (nothing of them is kept; the key and
+ * password buffers used while loading are wiped). A context whose
  * cacertfile, certfile or keyfile changed since (stat: inode, size, mtime)
  * is made again (open connections keep the old one); at most 32 contexts
  * are kept, the least recently used dropped. */

@@ -70,6 +70,23 @@ static void check_connect(const struct wsp_connect_opts *o)
     check_str(o->certfile);
     check_str(o->keyfile);
     check_str(o->server_name);
+    /* cert, key, password: their bytes are read (ASan checks the lengths) */
+    CHECK(o->ncerts <= WSP_MAX_CERT_CHAIN && (o->ncerts == 0 || (o->certs && o->cert_lens)));
+    unsigned sum = 0;
+    for (size_t k = 0; k < o->ncerts; k++) {
+        CHECK(o->certs[k] != NULL && o->cert_lens[k] > 0);
+        for (size_t i = 0; i < o->cert_lens[k]; i++)
+            sum += o->certs[k][i];
+    }
+    CHECK(!o->key == !o->key_len && o->key_len <= WSP_MAX_KEY_LEN);
+    for (size_t i = 0; i < o->key_len; i++)
+        sum += o->key[i];
+    CHECK(!o->password == !o->password_len && o->password_len <= WSP_MAX_PASSWORD_LEN);
+    for (size_t i = 0; i < o->password_len; i++)
+        sum += o->password[i];
+    CHECK(!o->key || o->key[o->key_len] == 0);
+    CHECK(!o->password || o->password[o->password_len] == 0);
+    (void)sum;
     /* retry_on: codes a client may be told, the remote_close bit in step */
     const struct wsp_backoff *b = &o->retry;
     CHECK(b->close_retry >= WSP_CLOSE_RETRY_NONE && b->close_retry <= WSP_CLOSE_RETRY_EXCEPT);

@@ -219,8 +219,37 @@ def proto_seeds():
     seeds["raw_short"] = b"\x01\x00\x00"
     seeds["unknown_type"] = b"\x07abc"
     seeds["version_only"] = b"\x83"
-    return {k: bytes([(i % 4) | (4 if i % 5 == 0 else 0)]) + v
-            for i, (k, v) in enumerate(sorted(seeds.items()))}
+    out = {k: bytes([(i % 4) | (4 if i % 5 == 0 else 0)]) + v
+           for i, (k, v) in enumerate(sorted(seeds.items()))}
+    out.update(proto_tls_seeds())
+    return out
+
+
+# The client certificate and key in memory (cert, key, password): kept apart
+# from TERMS so the seeds above keep their names and bytes.
+TLS_TERMS = {
+    "connect_client_cert": '{connect, 1, <<"wss://h/">>, [{cert, [<<48,3,2,1,1>>, <<48,0>>]},'
+                           ' {key, <<"-----BEGIN PRIVATE KEY-----\\nMAA=\\n-----END PRIVATE KEY-----\\n">>},'
+                           ' {password, <<"pw", 0, "x">>}, {verify, verify_none}]}',
+    "connect_cert_bad": '{connect, 1, <<"wss://h/">>, [{cert, [<<1>>, <<>>]}, {key, <<>>}]}',
+    "connect_cert_many": '{connect, 1, <<"wss://h/">>, [{cert, lists:duplicate(17, <<48,0>>)}]}',
+    "connect_key_twice": '{connect, 1, <<"wss://h/">>, [{key, <<48,0>>}, {key, <<48,1,0>>},'
+                         ' {password, <<"a">>}, {password, <<"bb">>}, {cert, [<<48,0>> | x]}]}',
+    "connect_password_big": '{connect, 1, <<"wss://h/">>, [{password, binary:copy(<<"p">>, 1025)}]}',
+}
+
+
+def proto_tls_seeds():
+    names = sorted(TLS_TERMS)
+    expr = "[" + ",".join(TLS_TERMS[n] for n in names) + "]"
+    prog = ("L = %s, [io:format(\"~s~n\", [binary:encode_hex(term_to_binary(T))]) "
+            "|| T <- L], halt()." % expr)
+    out = subprocess.run(["erl", "-noshell", "-eval", prog], check=True,
+                         capture_output=True, text=True).stdout.split()
+    if len(out) != len(names):
+        sys.exit("erl gave %d terms, expected %d" % (len(out), len(names)))
+    return {n: bytes([i % 4 | 4 * (i % 2)]) + bytes.fromhex(h)
+            for i, (n, h) in enumerate(zip(names, out))}
 
 
 def request_seeds():

@@ -1504,6 +1504,100 @@ static void test_connect_proxy(void **state)
     ei_x_free(&x);
 }
 
+/* {cert, [DER]}, {key, Bin}, {password, Bin}: copied with their lengths;
+ * bounds; errors never quote the key or the password */
+static void test_connect_client_cert(void **state)
+{
+    (void)state;
+    struct wsp_cmd cmd;
+    const struct wsp_connect_opts *o =
+        dec_opts("[{cert, [<<\"leaf\">>, <<\"ca\">>]}, {key, <<\"-----BEGIN k\">>}, "
+                 "{password, <<\"p\\x00w\">>}]", &cmd);
+    assert_int_equal(o->ncerts, 2);
+    assert_int_equal(o->cert_lens[0], 4);
+    assert_memory_equal(o->certs[0], "leaf", 4);
+    assert_memory_equal(o->certs[1], "ca", 2);
+    assert_int_equal(o->key_len, 12);
+    assert_memory_equal(o->key, "-----BEGIN k", 12);
+    assert_int_equal(o->password_len, 3); /* any byte, NUL included */
+    assert_memory_equal(o->password, "p\0w", 3);
+    wsp_cmd_free(&cmd);
+    /* a later occurrence wins (the earlier one freed: ASan checks) */
+    o = dec_opts("[{key, <<\"one\">>}, {key, <<\"second\">>}, {password, <<\"a\">>}, "
+                 "{password, <<\"bb\">>}, {cert, [<<\"x\">>]}, {cert, [<<\"yz\">>]}]", &cmd);
+    assert_int_equal(o->key_len, 6);
+    assert_memory_equal(o->key, "second", 6);
+    assert_int_equal(o->password_len, 2);
+    assert_int_equal(o->ncerts, 1);
+    assert_int_equal(o->cert_lens[0], 2);
+    wsp_cmd_free(&cmd);
+
+    expect_err("{connect, 1, <<\"ws://h\">>, [{cert, []}]}", "bad_option",
+               "cert must be a list of 1 to 16");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{cert, <<\"der\">>}]}", "bad_option",
+               "cert must be a list of 1 to 16");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{cert, [<<\"a\">>, <<>>]}]}", "bad_option",
+               "cert: each must be a non-empty binary");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{cert, [<<\"a\">> | <<\"b\">>]}]}",
+               "bad_option", "cert must be a proper list");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{cert, [a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a,a]}]}",
+               "bad_option", "cert must be a list of 1 to 16");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{key, <<>>}]}", "bad_option",
+               "key must be 1 to 65536 bytes, got 0");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{password, <<>>}]}", "bad_option",
+               "password must be 1 to 1024 bytes, got 0");
+    /* the value is not quoted: "secret" appears nowhere in the message */
+    expect_err("{connect, 1, <<\"ws://h\">>, [{password, \"secret\"}]}", "bad_option",
+               "option password must be a binary");
+    assert_null(strstr(g_err, "secret"));
+    expect_err("{connect, 1, <<\"ws://h\">>, [{key, {pkinfo, <<\"secret\">>}}]}",
+               "bad_option", "option key must be a binary");
+    assert_null(strstr(g_err, "secret"));
+
+    /* the size bounds, on packets made with ei */
+    static const struct {
+        const char *name;
+        size_t len;
+        const char *msg;
+    } big[] = {
+        {"key", 65537, "key must be 1 to 65536 bytes, got 65537"},
+        {"password", 1025, "password must be 1 to 1024 bytes, got 1025"},
+    };
+    for (size_t k = 0; k < sizeof big / sizeof big[0]; k++) {
+        uint8_t *v = malloc(big[k].len);
+        assert_non_null(v);
+        memset(v, 'z', big[k].len);
+        ei_x_buff x;
+        ei_x_new_with_version(&x);
+        ei_x_encode_tuple_header(&x, 4);
+        ei_x_encode_atom(&x, "connect");
+        ei_x_encode_long(&x, 1);
+        ei_x_encode_binary(&x, "ws://h", 6);
+        ei_x_encode_list_header(&x, 1);
+        ei_x_encode_tuple_header(&x, 2);
+        ei_x_encode_atom(&x, big[k].name);
+        ei_x_encode_binary(&x, v, (long)big[k].len);
+        ei_x_encode_empty_list(&x);
+        expect_err_bytes(x.buff, (size_t)x.index, "bad_option", big[k].msg);
+        /* one byte less: accepted */
+        ei_x_free(&x);
+        ei_x_new_with_version(&x);
+        ei_x_encode_tuple_header(&x, 4);
+        ei_x_encode_atom(&x, "connect");
+        ei_x_encode_long(&x, 1);
+        ei_x_encode_binary(&x, "ws://h", 6);
+        ei_x_encode_list_header(&x, 1);
+        ei_x_encode_tuple_header(&x, 2);
+        ei_x_encode_atom(&x, big[k].name);
+        ei_x_encode_binary(&x, v, (long)big[k].len - 1);
+        ei_x_encode_empty_list(&x);
+        assert_int_equal(dec_bytes(x.buff, (size_t)x.index, &cmd), 0);
+        wsp_cmd_free(&cmd);
+        ei_x_free(&x);
+        free(v);
+    }
+}
+
 static void test_enc_closed_to_down(void **state)
 {
     (void)state;
@@ -1764,6 +1858,7 @@ int main(void)
         cmocka_unit_test_teardown(test_enc_up, teardown),
         cmocka_unit_test_teardown(test_enc_closed, teardown),
         cmocka_unit_test_teardown(test_connect_proxy, teardown),
+        cmocka_unit_test_teardown(test_connect_client_cert, teardown),
         cmocka_unit_test_teardown(test_enc_misc, teardown),
         cmocka_unit_test_teardown(test_enc_stats, teardown),
         cmocka_unit_test_teardown(test_enc_then_decode, teardown),

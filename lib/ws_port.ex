@@ -73,6 +73,9 @@ defmodule WsPort do
           | {:versions, [:"tlsv1.2" | :"tlsv1.3"]}
           | {:ciphers, String.t() | charlist()}
           | {:ciphersuites, String.t() | charlist()}
+          | {:cert, binary() | [binary()]}
+          | {:key, binary() | {:RSAPrivateKey | :ECPrivateKey | :PrivateKeyInfo, binary()}}
+          | {:password, String.t() | charlist() | (() -> String.t() | charlist())}
 
   @typedoc "One key of `connect/2`'s `:retry` option (see `connect/2`)."
   @type retry_option ::
@@ -151,7 +154,11 @@ defmodule WsPort do
       (default 15000).
     * `:tls` - for `wss`: `verify: :verify_peer | :verify_none`,
       `cacertfile:`, `certfile:`, `keyfile:`, `server_name:` (default: verify
-      against the system CA store, name from the URL).
+      against the system CA store, name from the URL); the client
+      certificate in memory as `cert:` (DER, a list of DER leaf first, or
+      PEM) and `key:` (PEM, DER or `{:PrivateKeyInfo, der}` etc.);
+      `password:` (or a 0-arity fun giving it) for an encrypted `key` or
+      `keyfile`. See the README's options table.
     * `:max_message_size` - bytes (default 64 MiB): a larger message from
       the server closes the connection (1009); `send/2` refuses larger ones.
     * `:active` - `true` (default), `false`, `:once` or an integer `n >= 0`

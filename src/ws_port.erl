@@ -111,7 +111,13 @@
         cacerts => [binary() | tuple()],
         versions => ['tlsv1.2' | 'tlsv1.3'],
         ciphers => binary() | string(),
-        ciphersuites => binary() | string()
+        ciphersuites => binary() | string(),
+        %% the client certificate: DER, [DER] (leaf first) or PEM
+        cert => binary() | [binary()],
+        %% the client key: PEM, DER or {KeyType, DER} as OTP's ssl takes it
+        key => binary() | {'RSAPrivateKey' | 'ECPrivateKey' | 'PrivateKeyInfo', binary()},
+        %% for an encrypted key or keyfile
+        password => binary() | string() | fun(() -> binary() | string())
     }
     | proplists:proplist().
 
@@ -173,7 +179,13 @@ connect(Url) ->
 %%     checked); `pins': base64 SHA-256 digests of SubjectPublicKeyInfo (as
 %%     HPKP and OkHttp define them, an optional "sha256/" prefix), one of
 %%     which a key in the server's chain must match (else `{tls, <<"certificate
-%%     pin mismatch: ...">>}').</li>
+%%     pin mismatch: ...">>}'). The client certificate and key in memory:
+%%     `cert' (a DER certificate, a list of them leaf first, or PEM with one
+%%     or more certificates, leaf first) with `key' (PEM, DER, or
+%%     `{KeyType, DER}' as OTP's ssl takes it); `password' (binary, string or
+%%     a fun of arity 0 returning one, called in the caller) decrypts an
+%%     encrypted `key' or `keyfile'. The key and password never appear in
+%%     errors, `info/1' or `sys:get_status/1'.</li>
 %% <li>`max_message_size': bytes (default 64 MiB): a larger message from
 %%     the server closes the connection (1009); {@link send/2} refuses
 %%     larger ones.</li>

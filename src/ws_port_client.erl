@@ -75,7 +75,7 @@
 -export([start_link/1, start_link/3, start/3, child_spec/1]).
 -export([send_frame/2, send_frame/3, call/2, call/3, cast/2, reply/2, close/1]).
 -export([health/1, health/2, connection/1, option_names/0]).
--export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, format_status/1]).
 
 -export_type([client/0, frame/0, opts/0, health/0, disconnect_info/0, hook/0]).
 
@@ -481,6 +481,19 @@ terminate(Reason, #st{mod = Mod, mstate = S} = St) ->
         true -> Mod:terminate(Reason, S);
         false -> ok
     end.
+
+%% @private
+%% Crash reports and sys:get_status/1 show the state without the secrets
+%% of the connect options (proxy password, TLS key and password).
+-spec format_status(gen_server:format_status()) -> gen_server:format_status().
+format_status(Status) ->
+    maps:map(
+        fun
+            (K, V) when K =:= state; K =:= message; K =:= reason; K =:= log -> ws_port_proto:scrub(V);
+            (_, V) -> V
+        end,
+        Status
+    ).
 
 %%====================================================================
 %% Connection events

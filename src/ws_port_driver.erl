@@ -454,12 +454,13 @@ packet(Packet, State) ->
 %% @private
 -spec terminate(term(), #state{}) -> ok.
 %% Crash reports and sys:get_status/1 show the state and the last message
-%% without proxy credentials (the connect options hold them).
+%% without proxy credentials or TLS keys and passwords (the connect options
+%% hold them).
 -spec format_status(gen_server:format_status()) -> gen_server:format_status().
 format_status(Status) ->
     maps:map(
         fun
-            (K, V) when K =:= state; K =:= message; K =:= reason; K =:= log -> ws_port_proxy:scrub(V);
+            (K, V) when K =:= state; K =:= message; K =:= reason; K =:= log -> ws_port_proto:scrub(V);
             (_, V) -> V
         end,
         Status

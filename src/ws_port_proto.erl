@@ -10,6 +10,7 @@
 -export([connect_cmd/3, send_cmd/3, close_cmd/3, active_cmd/2, stats_cmd/1, reconnect_cmd/2]).
 -export([validate_active/1, validate_close/2, opcode/1, default_retry/0]).
 -export([decode_data/1]).
+-export([scrub/1, tls_keys/0]).
 
 -export_type([id/0, active/0, frame_type/0, opts/0, wire_opt/0, data_entry/0, retry_class/0]).
 
@@ -49,7 +50,10 @@
     | mem_level
     | threshold.
 -type tls_key() ::
-    verify
+    cert
+    | key
+    | password
+    | verify
     | cacertfile
     | certfile
     | keyfile
@@ -86,6 +90,8 @@
     | {cacerts, [binary()]}
     | {versions, ['tlsv1.2' | 'tlsv1.3']}
     | {ciphers | ciphersuites, binary()}
+    | {cert, [binary(), ...]}
+    | {key | password, fun(() -> binary()) | binary()}
     | {ping_interval | idle_timeout, non_neg_integer()}
     | {retry, false | [{retry_key(), term()}]}
     | {retry_on, ws_port_retry:retry_on()}
@@ -239,7 +245,8 @@ normalize_opt(tls, Tls) when is_map(Tls) ->
 normalize_opt(tls, Tls) when is_list(Tls) ->
     case proplist_to_map(Tls) of
         {ok, Map} -> normalize_opt(tls, Map);
-        {error, {bad_option, {duplicate, K}, V}} -> {error, {bad_option, {duplicate, {tls, K}}, V}};
+        {error, {bad_option, {duplicate, K}, V}} ->
+            {error, {bad_option, {duplicate, {tls, K}}, shown_tls(K, V)}};
         {error, _} -> error
     end;
 normalize_opt(retry, false) ->
@@ -314,7 +321,7 @@ valid_compress(threshold, N) -> is_integer(N) andalso N >= 0 andalso N =< ?MAX_U
 valid_compress(_, _) -> false.
 
 normalize_tls([], Acc) ->
-    {ok, Acc};
+    check_client_cert(Acc);
 normalize_tls([{verify, V} | Rest], Acc) when V =:= verify_peer; V =:= verify_none ->
     normalize_tls(Rest, Acc#{verify => V});
 normalize_tls([{Key, V} | Rest], Acc) when
@@ -367,8 +374,231 @@ normalize_tls([{Key, V} | Rest], Acc) when Key =:= ciphers; Key =:= ciphersuites
         _ ->
             {error, {bad_option, {tls, Key}, V}}
     end;
+normalize_tls([{cert, V} | Rest], Acc) ->
+    case client_cert(V) of
+        {ok, Ders} -> normalize_tls(Rest, Acc#{cert => Ders});
+        error -> {error, {bad_option, {tls, cert}, V}}
+    end;
+normalize_tls([{key, V} | Rest], Acc) ->
+    case client_key(V) of
+        {ok, Bin} -> normalize_tls(Rest, Acc#{key => secret(Bin)});
+        error -> {error, {bad_option, {tls, key}, redacted}}
+    end;
+normalize_tls([{password, V} | Rest], Acc) ->
+    case password(V) of
+        {ok, Bin} -> normalize_tls(Rest, Acc#{password => secret(Bin)});
+        error -> {error, {bad_option, {tls, password}, redacted}}
+    end;
 normalize_tls([{Key, V} | _], _) ->
-    {error, {bad_option, {tls, Key}, V}}.
+    {error, {bad_option, {tls, Key}, shown_tls(Key, V)}}.
+
+%% @doc Every key the `tls' option of ws_port:connect/2 takes (WsPort.Producer
+%% checks its `:tls' against this list).
+-spec tls_keys() -> [tls_key(), ...].
+tls_keys() ->
+    [
+        verify,
+        cacertfile,
+        cacerts,
+        certfile,
+        keyfile,
+        cert,
+        key,
+        password,
+        server_name,
+        server_name_indication,
+        pins,
+        versions,
+        ciphers,
+        ciphersuites
+    ].
+
+%% @doc The term with every secret in it replaced by `redacted': the proxy
+%% password ({@link ws_port_proxy:scrub/1}) and the `key' and `password' of
+%% `tls' options (maps, proplists, wire options), for crash reports and
+%% `sys:get_status/1'.
+-spec scrub(term()) -> term().
+scrub(T) ->
+    scrub_tls(ws_port_proxy:scrub(T)).
+
+scrub_tls({K, _}) when K =:= key; K =:= password -> {K, redacted};
+scrub_tls({tls, V}) -> {tls, scrub_tls_opts(V)};
+scrub_tls(M) when is_map(M) ->
+    maps:map(
+        fun
+            (tls, V) -> scrub_tls_opts(V);
+            (_, V) -> scrub_tls(V)
+        end,
+        M
+    );
+scrub_tls([H | T]) ->
+    [scrub_tls(H) | scrub_tls(T)];
+scrub_tls(T) when is_tuple(T) -> list_to_tuple([scrub_tls(E) || E <- tuple_to_list(T)]);
+scrub_tls(T) ->
+    T.
+
+scrub_tls_opts(M) when is_map(M) ->
+    maps:map(
+        fun
+            (K, _) when K =:= key; K =:= password -> redacted;
+            (_, V) -> V
+        end,
+        M
+    );
+scrub_tls_opts(V) ->
+    scrub_tls(V).
+
+%% The value of a tls option as an error shows it: never the key or the
+%% password.
+shown_tls(key, _) -> redacted;
+shown_tls(password, _) -> redacted;
+shown_tls(_, V) -> V.
+
+%% The key and the password are kept as a fun returning them (as OTP's ssl
+%% keeps its passwords): option maps and the driver's state print
+%% `#Fun<...>', never the bytes. connect_cmd/3 takes them out.
+secret(Bin) ->
+    fun() -> Bin end.
+
+%% A client certificate (cert or certfile) goes with a key (key or
+%% keyfile); cert and certfile, key and keyfile exclude each other; a
+%% password needs a key or keyfile.
+check_client_cert(Tls) ->
+    Cert = maps:is_key(cert, Tls),
+    Key = maps:is_key(key, Tls),
+    Checks = [
+        {Cert andalso maps:is_key(certfile, Tls), cert},
+        {Key andalso maps:is_key(keyfile, Tls), key},
+        {Cert andalso not Key andalso not maps:is_key(keyfile, Tls), cert},
+        {Key andalso not Cert andalso not maps:is_key(certfile, Tls), key},
+        {maps:is_key(password, Tls) andalso not Key andalso not maps:is_key(keyfile, Tls),
+            password}
+    ],
+    case [K || {true, K} <- Checks] of
+        [] -> {ok, Tls};
+        [K | _] -> {error, {bad_option, {tls, K}, shown_tls(K, maps:get(K, Tls))}}
+    end.
+
+%% cert: a DER certificate, a list of them (leaf first), or PEM with one
+%% or more CERTIFICATE blocks (leaf first; other blocks and text around
+%% them, as openssl's "Bag Attributes", are ignored). DER starts with a
+%% SEQUENCE (0x30), PEM never. The
+%% port program parses the X.509 (a bad one is a {tls, ...} failure);
+%% here each must be one DER SEQUENCE.
+client_cert(<<C, _/binary>> = Pem) when C =/= 16#30 ->
+    case pem_blocks(Pem, [<<"CERTIFICATE">>]) of
+        {ok, Blocks} when Blocks =/= [], length(Blocks) =< 16 ->
+            der_list([Der || {_, Der} <- Blocks]);
+        _ ->
+            error
+    end;
+client_cert(Der) when is_binary(Der) ->
+    der_list([Der]);
+client_cert(Ders) when is_list(Ders), Ders =/= [], length(Ders) =< 16 ->
+    der_list(Ders);
+client_cert(_) ->
+    error.
+
+der_list(Ders) ->
+    case lists:all(fun is_der_seq/1, Ders) of
+        true -> {ok, Ders};
+        false -> error
+    end.
+
+%% One DER SEQUENCE (definite length) filling the binary.
+is_der_seq(<<16#30, 0:1, Len:7, Rest/binary>>) ->
+    byte_size(Rest) =:= Len;
+is_der_seq(<<16#30, 1:1, N:7, Rest/binary>>) when N >= 1, N =< 4 ->
+    case Rest of
+        <<Len:N/unit:8, Body/binary>> -> Len >= 128 andalso byte_size(Body) =:= Len;
+        _ -> false
+    end;
+is_der_seq(_) ->
+    false.
+
+%% key: PEM (PKCS#1 RSA, SEC 1 EC, PKCS#8, encrypted PKCS#8 or an encrypted
+%% traditional PEM) sent as its key block, a DER binary, or OTP ssl's
+%% {KeyType, DER}; the port program decodes it.
+-define(KEY_PEM_LABELS, [
+    <<"RSA PRIVATE KEY">>, <<"EC PRIVATE KEY">>, <<"PRIVATE KEY">>, <<"ENCRYPTED PRIVATE KEY">>
+]).
+client_key({Type, Der}) when
+    Type =:= 'RSAPrivateKey'; Type =:= 'ECPrivateKey'; Type =:= 'PrivateKeyInfo'
+->
+    client_key_der(Der);
+client_key(<<C, _/binary>> = Pem) when C =/= 16#30 ->
+    case pem_blocks(Pem, ?KEY_PEM_LABELS) of
+        {ok, [{Block, _}]} when byte_size(Block) =< 65536 -> {ok, Block};
+        _ -> error
+    end;
+client_key(Der) ->
+    client_key_der(Der).
+
+client_key_der(Der) when is_binary(Der), byte_size(Der) =< 65536 ->
+    case is_der_seq(Der) of
+        true -> {ok, Der};
+        false -> error
+    end;
+client_key_der(_) ->
+    error.
+
+%% password: a non-empty string or binary, or a fun returning one (called
+%% here, in the caller, before anything goes to the port program)
+password(F) when is_function(F, 0) ->
+    try F() of
+        V when not is_function(V) -> password(V)
+    catch
+        _:_ -> error
+    end;
+password(V) ->
+    case to_binary(V) of
+        {ok, Bin} when byte_size(Bin) > 0, byte_size(Bin) =< 1024 -> {ok, Bin};
+        _ -> error
+    end.
+
+%% The PEM blocks whose label is in Labels: {Block, Der} with Block the
+%% block's text (BEGIN to END line) and Der its base64 body decoded. A
+%% block with another label is skipped; a malformed one is an error.
+pem_blocks(Pem, Labels) ->
+    pem_blocks(Pem, Labels, []).
+
+pem_blocks(Pem, Labels, Acc) ->
+    case binary:match(Pem, <<"-----BEGIN ">>) of
+        nomatch ->
+            {ok, lists:reverse(Acc)};
+        {Start, _} ->
+            From = binary:part(Pem, Start, byte_size(Pem) - Start),
+            case binary:split(From, <<"-----">>, [global]) of
+                [<<>>, <<"BEGIN ", Label/binary>>, Body, <<"END ", Label/binary>> | _] ->
+                    BlockLen = 5 + 6 + byte_size(Label) + 5 + byte_size(Body) + 5 + 4 +
+                        byte_size(Label) + 5,
+                    <<Block:BlockLen/binary, After/binary>> = From,
+                    case lists:member(Label, Labels) of
+                        true ->
+                            case pem_body(Body) of
+                                {ok, Der} -> pem_blocks(After, Labels, [{Block, Der} | Acc]);
+                                error -> error
+                            end;
+                        false ->
+                            pem_blocks(After, Labels, Acc)
+                    end;
+                _ ->
+                    error
+            end
+    end.
+
+%% The base64 body, or (an encrypted traditional PEM) headers, a blank
+%% line, then base64: the DER is that of the body after the headers.
+pem_body(Body) ->
+    Lines = [L || L <- binary:split(Body, [<<"\r\n">>, <<"\n">>], [global]), L =/= <<>>],
+    B64 = [L || L <- Lines, binary:match(L, <<":">>) =:= nomatch],
+    Bin = binary:replace(iolist_to_binary(B64), [<<" ">>, <<"\t">>, <<"\r">>], <<>>, [global]),
+    try base64:decode(Bin) of
+        <<>> -> error;
+        Der -> {ok, Der}
+    catch
+        _:_ -> error
+    end.
 
 der_of(B) when is_binary(B) -> B;
 der_of({cert, Der, _}) when is_binary(Der) -> Der;
@@ -543,8 +773,10 @@ to_binary(_) ->
 %% @doc The options of the `connect' command sent to the port program, from
 %% normalised options: BEAM-only options (`driver', `await', `retry_fun',
 %% `retry_state') are dropped and
-%% the `tls' map is flattened into `verify', `cacertfile', `certfile',
-%% `keyfile' and `server_name'. The order is stable (sorted by name).
+%% the `tls' map is flattened into its keys (`verify', `cacertfile',
+%% `certfile', `keyfile', `cert', `key', `password', `server_name', ...;
+%% `key' and `password' still as funs: connect_cmd/3 takes them out). The
+%% order is stable (sorted by name).
 -spec wire_opts(opts()) -> [wire_opt()].
 wire_opts(Opts) ->
     lists:sort(maps:fold(fun wire_opt/3, [], Opts)).
@@ -571,7 +803,11 @@ wire_opt(Name, Value, Acc) -> [{Name, Value} | Acc].
 %% @doc `{connect, Id, Url, Opts}' as a packet.
 -spec connect_cmd(id(), binary(), [wire_opt()]) -> binary().
 connect_cmd(Id, Url, WireOpts) ->
-    term_to_binary({connect, Id, Url, WireOpts}).
+    term_to_binary({connect, Id, Url, [reveal(O) || O <- WireOpts]}).
+
+%% The key and password as the port program reads them (binaries).
+reveal({K, F}) when is_function(F, 0), K =:= key; is_function(F, 0), K =:= password -> {K, F()};
+reveal(O) -> O.
 
 %% @doc `{reconnect, Id, DelayMs}' as a packet (manual retry mode).
 -spec reconnect_cmd(id(), non_neg_integer()) -> binary().

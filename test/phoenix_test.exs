@@ -487,5 +487,53 @@ defmodule WsPort.PhoenixTest do
       # and a server it cannot verify is refused
       assert {:error, {:tls, _}} = Phoenix.connect(url, params: %{token: "good"})
     end
+
+    test "with the client certificate and an encrypted key in memory", _ do
+      certs = Certs.make!()
+      on_exit(fn -> Certs.cleanup(certs) end)
+
+      peer =
+        Peer.start!(:phoenix,
+          tls: {certs.server.cert, certs.server.key},
+          client_ca: certs.ca.cert
+        )
+
+      on_exit(fn -> Peer.stop(peer) end)
+      url = "wss://localhost:#{Peer.port(peer)}/socket/websocket"
+      enc = Path.join(certs.dir, "client_enc.pem")
+
+      {_, 0} =
+        System.cmd("openssl", [
+          "pkcs8",
+          "-topk8",
+          "-v2",
+          "aes-256-cbc",
+          "-in",
+          certs.client.key,
+          "-out",
+          enc,
+          "-passout",
+          "pass:phx-pw"
+        ])
+
+      tls = [
+        cacertfile: certs.ca.cert,
+        cert: File.read!(certs.client.cert),
+        key: File.read!(enc),
+        password: fn -> "phx-pw" end
+      ]
+
+      # the server requires a client certificate: joined means it took ours
+      socket = connect!(url, tls: tls)
+      assert {:ok, _} = Phoenix.join(socket, "room:mtls")
+
+      assert {:error, {:tls, msg}} =
+               Phoenix.connect(url,
+                 params: %{token: "good"},
+                 tls: Keyword.put(tls, :password, "x")
+               )
+
+      assert msg =~ "wrong password"
+    end
   end
 end

@@ -465,9 +465,39 @@ defmodule WsPort.ProducerTest do
 
       assert c.tls == %{verify: :verify_none, cacertfile: "/x"}
       assert error(url: "wss://h", tls: [verify: :yes]) =~ ":verify_peer or :verify_none"
-      msg = error(url: "wss://h", tls: [cacerts: []])
-      assert msg =~ "unknown key :cacerts in option :tls"
-      assert msg =~ ":server_name"
+      # every key of :ws_port.connect/2's :tls (one list: ws_port_proto:tls_keys/0)
+      assert error(url: "wss://h", tls: [cacerts: []]) =~
+               "invalid value for :cacerts in option :tls: []"
+
+      msg = error(url: "wss://h", tls: [bogus: 1])
+      assert msg =~ "unknown key :bogus in option :tls"
+
+      for k <-
+            [:server_name, :cacerts, :versions, :ciphers, :ciphersuites, :pins] ++
+              [:server_name_indication, :cert, :key, :password] do
+        assert msg =~ inspect(k)
+      end
+
+      {:ok, c} =
+        ProducerOptions.validate(
+          url: "wss://h",
+          tls: [
+            versions: [:"tlsv1.3"],
+            ciphersuites: "TLS_AES_128_GCM_SHA256",
+            ciphers: ["ECDHE-ECDSA-AES128-GCM-SHA256"],
+            server_name_indication: :disable,
+            pins: ["sha256/" <> Base.encode64(:binary.copy(<<1>>, 32))],
+            cacerts: [<<48, 0>>]
+          ]
+        )
+
+      assert c.tls.versions == [:"tlsv1.3"]
+      # the key and password are never shown in an error
+      msg = error(url: "wss://h", tls: [cert: <<48, 0>>, key: "secret-key"])
+      assert msg =~ "invalid value for :key in option :tls: :redacted"
+      refute msg =~ "secret-key"
+      msg = error(url: "wss://h", tls: [certfile: "/c", keyfile: "/k", password: ""])
+      assert msg =~ ":password" and msg =~ ":redacted"
     end
 
     test "retry accepts off_broadway_websocket's ws_retry_opts keys" do

@@ -202,6 +202,87 @@ tls_test() ->
     ?assertEqual({error, {bad_option, tls, 1}}, ?P:normalize_connect_opts(#{tls => 1})),
     ?assertEqual({error, {bad_option, tls, [1]}}, ?P:normalize_connect_opts(#{tls => [1]})).
 
+%% cert / key / password: shapes checked here (the port program parses the
+%% X.509 and the key); the key and password kept as funs, revealed only in
+%% the connect command; never in an error.
+tls_client_cert_test() ->
+    %% a DER-shaped certificate (SEQUENCE of 3 bytes) and key (long form)
+    Der = <<16#30, 3, 2, 1, 1>>,
+    KeyDer = <<16#30, 16#81, 128, (binary:copy(<<1>>, 128))/binary>>,
+    B64 = base64:encode(Der),
+    %% text around the block (openssl's Bag Attributes), CRLF line ends,
+    %% a key block after it ignored for cert, two certificates kept in order
+    Pem = <<"Bag Attributes\r\n    friendlyName: x\r\n-----BEGIN CERTIFICATE-----\r\n", B64/binary,
+        "\r\n-----END CERTIFICATE-----\r\n-----BEGIN CERTIFICATE-----\n", B64/binary,
+        "\n-----END CERTIFICATE-----\n">>,
+    KeyBlock = <<"-----BEGIN PRIVATE KEY-----\n", (base64:encode(KeyDer))/binary,
+        "\n-----END PRIVATE KEY-----">>,
+    KeyPem = <<"junk before\n", KeyBlock/binary, "\ntrailing\n">>,
+    {ok, O} = ?P:normalize_connect_opts(#{
+        tls => #{cert => Pem, key => KeyPem, password => fun() -> "pw" end}
+    }),
+    Wire = ?P:wire_opts(O),
+    ?assertEqual({cert, [Der, Der]}, lists:keyfind(cert, 1, Wire)),
+    {key, KF} = lists:keyfind(key, 1, Wire),
+    ?assert(is_function(KF, 0)),
+    {connect, 1, <<"wss://h">>, Sent} =
+        binary_to_term(?P:connect_cmd(1, <<"wss://h">>, Wire)),
+    %% only the key block goes to the port program
+    ?assertEqual({key, KeyBlock}, lists:keyfind(key, 1, Sent)),
+    ?assertEqual({password, <<"pw">>}, lists:keyfind(password, 1, Sent)),
+    %% DER forms
+    Ok = fun(Tls) -> element(1, ?P:normalize_connect_opts(#{tls => Tls})) end,
+    ?assertEqual(ok, Ok(#{cert => Der, key => KeyDer})),
+    ?assertEqual(ok, Ok(#{cert => [Der, Der], key => {'PrivateKeyInfo', KeyDer}})),
+    ?assertEqual(ok, Ok(#{cert => Der, key => {'ECPrivateKey', KeyDer}})),
+    ?assertEqual(ok, Ok(#{certfile => "/c", key => {'RSAPrivateKey', KeyDer}})),
+    ?assertEqual(ok, Ok(#{cert => Der, keyfile => "/k", password => <<"p">>})),
+    Err = fun(Tls) -> ?P:normalize_connect_opts(#{tls => Tls}) end,
+    %% a DER whose length does not fill the binary, a list too long
+    ?assertEqual(
+        {error, {bad_option, {tls, cert}, <<16#30, 4, 1>>}},
+        Err(#{cert => <<16#30, 4, 1>>, key => KeyDer})
+    ),
+    ?assertMatch(
+        {error, {bad_option, {tls, cert}, _}}, Err(#{cert => lists:duplicate(17, Der), key => KeyDer})
+    ),
+    ?assertMatch({error, {bad_option, {tls, cert}, _}}, Err(#{cert => [], key => KeyDer})),
+    %% a PEM with no certificate in it
+    ?assertMatch({error, {bad_option, {tls, cert}, _}}, Err(#{cert => KeyPem, key => KeyDer})),
+    %% keys: never shown
+    R = {error, {bad_option, {tls, key}, redacted}},
+    ?assertEqual(R, Err(#{cert => Der, key => <<"secret">>})),
+    ?assertEqual(R, Err(#{cert => Der, key => {'DSAPrivateKey', KeyDer}})),
+    ?assertEqual(R, Err(#{cert => Der, key => {'PrivateKeyInfo', <<"secret">>}})),
+    ?assertEqual(R, Err(#{cert => Der, key => <<KeyBlock/binary, KeyBlock/binary>>})),
+    ?assertEqual(R, Err(#{key => KeyDer})),
+    ?assertEqual(R, Err(#{cert => Der, keyfile => "/k", key => KeyDer})),
+    ?assertEqual({error, {bad_option, {tls, cert}, [Der]}}, Err(#{cert => Der})),
+    ?assertEqual(
+        {error, {bad_option, {tls, cert}, [Der]}}, Err(#{cert => Der, certfile => "/c", key => KeyDer})
+    ),
+    P = {error, {bad_option, {tls, password}, redacted}},
+    ?assertEqual(P, Err(#{password => "secret"})),
+    ?assertEqual(P, Err(#{cert => Der, key => KeyDer, password => fun() -> 1 end})),
+    ?assertEqual(P, Err(#{cert => Der, key => KeyDer, password => fun() -> exit(no) end})),
+    ?assertEqual(P, Err(#{cert => Der, key => KeyDer, password => binary:copy(<<"p">>, 1025)})),
+    %% the list of keys WsPort.Producer checks against
+    ?assertEqual(
+        [cacertfile, cacerts, cert, certfile, ciphers, ciphersuites, key, keyfile, password, pins] ++
+            [server_name, server_name_indication, verify, versions],
+        lists:sort(?P:tls_keys())
+    ).
+
+scrub_test() ->
+    ?assertEqual(
+        #{tls => #{key => redacted, password => redacted, cert => <<"c">>}, other => {key, redacted}},
+        ?P:scrub(#{tls => #{key => <<"k">>, password => "p", cert => <<"c">>}, other => {key, <<"k">>}})
+    ),
+    ?assertEqual(
+        [{tls, [{key, redacted}, {password, redacted}]}, {proxy, {http, <<"h">>, 1, <<"u">>, redacted}}],
+        ?P:scrub([{tls, [{key, <<"k">>}, {password, "p"}]}, {proxy, {http, <<"h">>, 1, <<"u">>, <<"pw">>}}])
+    ).
+
 compress_test() ->
     {ok, O} = ?P:normalize_connect_opts(#{
         compress => [server_no_context_takeover, {client_max_window_bits, 10}, {threshold, 0}]

@@ -41,9 +41,12 @@ if Code.ensure_loaded?(Broadway) do
       * `:protocols` - the `Sec-WebSocket-Protocol` offer, a list of strings.
         Default `[]`.
       * `:tls` - for `wss`: keyword list or map of `:verify` (`:verify_peer`,
-        the default, or `:verify_none`), `:cacertfile`, `:certfile`,
-        `:keyfile`, `:server_name`. Default: verify against the system CA
-        store and the URL's host.
+        the default, or `:verify_none`), `:cacertfile`, `:cacerts`,
+        `:certfile`, `:keyfile`, `:cert`, `:key`, `:password`,
+        `:server_name`, `:server_name_indication`, `:pins`, `:versions`,
+        `:ciphers`, `:ciphersuites`: every key of `:ws_port.connect/2`'s
+        `tls`, checked by the same rules. Default: verify against the system
+        CA store and the URL's host.
       * `:proxy` - connect through a proxy, as `:ws_port.connect/2`'s
         `proxy` option: `"http://[user:pass@]host:port"`,
         `"socks5://[user:pass@]host:port"`, a map, or `:system` (the

@@ -57,7 +57,8 @@ defmodule WsPort.ProducerOptions do
                       ":http_5xx, :http_429, :http_4xx, :tls, :protocol, :http_other " <>
                       "and at most one of :remote_close, {:remote_close, codes}, " <>
                       "{:remote_close, {:except, codes}} (codes: integers 1000..4999)"
-  @tls_keys [:verify, :cacertfile, :certfile, :keyfile, :server_name]
+  # every key of :ws_port.connect/2's :tls (one list, in ws_port_proto)
+  @tls_keys :ws_port_proto.tls_keys()
 
   @aliases %{await_timeout: :connect_timeout, ws_timeout: :idle_timeout, ws_retry_opts: :retry}
 
@@ -85,7 +86,7 @@ defmodule WsPort.ProducerOptions do
   @hints %{
     gun_opts:
       "ws_port does not use gun: use :connect_timeout, :tls (verify, cacertfile, certfile, " <>
-        "keyfile, server_name), :protocols and :ping_interval instead",
+        "keyfile, cert, key, password, server_name, ...), :protocols and :ping_interval instead",
     min_demand:
       "demand is set on Broadway's processors (processors: [default: [min_demand: ...]])",
     max_demand:
@@ -354,25 +355,36 @@ defmodule WsPort.ProducerOptions do
   defp tls(tls) when is_list(tls),
     do: if(Keyword.keyword?(tls), do: tls(Map.new(tls)), else: bad_tls(tls))
 
+  # checked as :ws_port.connect/2 checks it (ws_port_proto), so every key it
+  # takes is taken here; the key and password are never shown in an error
   defp tls(tls) when is_map(tls) do
-    Enum.reduce_while(tls, {:ok, tls}, fn
-      {:verify, v}, acc when v in [:verify_peer, :verify_none] ->
-        {:cont, acc}
+    case Enum.find(Map.keys(tls), &(&1 not in @tls_keys)) do
+      nil ->
+        case :ws_port_proto.normalize_connect_opts(%{tls: tls}) do
+          {:ok, _} ->
+            {:ok, tls}
 
-      {:verify, v}, _ ->
-        {:halt, bad(:tls, [verify: v], ":verify_peer or :verify_none for :verify")}
+          {:error, {:bad_option, {:tls, :verify}, v}} ->
+            bad(:tls, [verify: v], ":verify_peer or :verify_none for :verify")
 
-      {k, v}, acc when k in [:cacertfile, :certfile, :keyfile, :server_name] ->
-        if (is_binary(v) and v != "") or (is_list(v) and v != []),
-          do: {:cont, acc},
-          else: {:halt, bad(:tls, [{k, v}], "a non-empty string for #{inspect(k)}")}
+          {:error, {:bad_option, {:tls, k}, v}} ->
+            # v is :redacted for :key and :password
+            {:error,
+             "invalid value for #{inspect(k)} in option :tls: #{inspect(v)} (the rules of " <>
+               ":ws_port.connect/2's :tls)"}
 
-      {k, _}, _ ->
-        {:halt,
-         {:error,
-          "unknown key #{inspect(k)} in option :tls; accepted keys: " <>
-            Enum.map_join(@tls_keys, ", ", &inspect/1)}}
-    end)
+          {:error, {:bad_option, {:duplicate, {:tls, k}}, _}} ->
+            {:error, "#{inspect(k)} given twice in option :tls"}
+
+          {:error, _} ->
+            bad_tls(:redacted)
+        end
+
+      k ->
+        {:error,
+         "unknown key #{inspect(k)} in option :tls; accepted keys: " <>
+           Enum.map_join(@tls_keys, ", ", &inspect/1)}
+    end
   end
 
   defp tls(other), do: bad_tls(other)

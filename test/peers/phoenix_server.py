@@ -355,6 +355,8 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    ap.add_argument("--client-ca",
+                    help="with --tls: require a client certificate signed by this CA")
     ap.add_argument("--exit-on-eof", action="store_true")
     ap.add_argument("--compress", action="store_true",
                     help="negotiate permessage-deflate (Phoenix's socket compress: true)")
@@ -399,6 +401,9 @@ async def main():
     if args.tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls[0], args.tls[1])
+        if args.client_ca:
+            context.load_verify_locations(args.client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
 
     async with websockets.serve(
         server.handle, "127.0.0.1", args.port,
