@@ -538,16 +538,18 @@ int wsp_tls_handshake(SSL *ssl, int *want_write, int *net_errno, char *err, size
                                   "chain matches pins");
             return -1;
         }
-        /* Open: read records with one recv each, not two (the 5-byte header,
-         * then the body): OpenSSL then reads up to its buffer's size. The
+        /* Open: take records with one BIO read each, not two (the 5-byte
+         * header, then the body): OpenSSL then reads up to its buffer's
+         * size, from the BIO's buffer (rx_read: one recv for many records). The
          * default buffer (one record and a bit) is the best size: OpenSSL
          * 3.0 moves every byte still buffered to the buffer's front before
          * each record, so bigger buffers cost more memmove than the recv
          * calls they save (measured: 64 KiB no better, 256 KiB worse). Set
          * only now, so the handshake is as before; SSL_MODE_RELEASE_BUFFERS
          * still frees the buffer whenever it drains (idle: none held).
-         * Records may then wait inside OpenSSL that poll does not see: read
-         * until WANT_READ (conn_read does; every resume path kicks it). */
+         * Records may then wait inside OpenSSL (and in the BIO's buffer,
+         * read-ahead or not) that poll does not see: read until WANT_READ
+         * (conn_read does; every resume path kicks it). */
         SSL_set_read_ahead(ssl, 1);
         return 1;
     }
