@@ -56,7 +56,11 @@ struct wsp_tls_conn_opts {
 
 /* A client SSL on fd, with SNI (unless name is an IP literal or co->no_sni)
  * and the name to check in the peer certificate when verifying. co may be
- * NULL; its pins must outlive the SSL. */
+ * NULL; its pins must outlive the SSL. Its BIO (rbio = wbio) is wsp_tls's
+ * own socket BIO: it reads up to 256 KiB per recv(2) into a buffer shared
+ * by all connections and keeps what the SSL has not taken yet (so read
+ * until WANT_READ; BIO_ctrl_pending says how much is kept). It never closes
+ * fd. */
 SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
                  const struct wsp_tls_conn_opts *co, char *err, size_t errcap);
 

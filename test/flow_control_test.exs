@@ -167,6 +167,9 @@ defmodule WsPort.FlowControlTest do
     server gets every byte in order.
   - a server that never reads: its sender waits, but another connection of
     the same driver still echoes, and the stuck connection can be closed.
+  - wss: four streams (20 B .. 100 KB messages) on one port program, each
+    consumer with a credit of 3 and pauses: the connections share the port
+    program's TLS receive buffer, and every byte of each arrives in order.
 
   Every connection has `retry: false` (a stream's close 1000 is final) and
   all go through one dedicated driver (one port program, whose
@@ -705,5 +708,63 @@ defmodule WsPort.FlowControlTest do
 
     assert close_result == {:ok, :ok},
            "ws_port:close/1 of the stuck connection did not return within 5 s"
+  end
+
+  ## wss: streams of one port program sharing its TLS receive buffer
+
+  # The port program reads TLS records many at a time into one buffer for
+  # all connections (c_src/wsp_tls.c); a connection that runs out of credit
+  # leaves its records there until another one needs the buffer, which moves
+  # them to a buffer of the first one's own. Four streams of different
+  # message sizes (a record is 16 KiB: messages of 20 B up to 6 records),
+  # each consumer with a credit of 3 and a pause now and then.
+  test "wss: four streams on one port program, consumers with little credit: every byte of each in order",
+       ctx do
+    counts = [{65_536, 1_500}, {100_000, 800}, {1_000, 20_000}, {20, 20_000}]
+    big = 100_000
+    pattern = for k <- 0..(big - 8 + @seq_mod), into: <<>>, do: <<rem(k, @seq_mod)>>
+    parent = self()
+
+    consumers =
+      for {{size, n}, i} <- Enum.with_index(counts) do
+        url = "#{ctx.base.wss}/?n=#{n}&size=#{size}&seq=1&tag=#{tag("tlsrx")}"
+
+        pid =
+          spawn_link(fn ->
+            conn = connect!(url, %{active: 3})
+            send(parent, {:done, self(), take_turns(conn, 0, size, pattern, 5 + i)})
+          end)
+
+        {pid, size, n}
+      end
+
+    for {pid, size, n} <- consumers do
+      assert_receive {:done, ^pid, {got, reason}}, 300_000
+      assert got == n, "#{size} B stream: got #{got} of #{n} messages (#{inspect(reason)})"
+      assert {:remote, 1000, _} = reason
+    end
+  end
+
+  defp take_turns(conn, seq, size, pattern, pause_every) do
+    receive do
+      {:ws_port, ^conn, {:binary, <<^seq::64, rest::binary>>}} ->
+        if rest != binary_part(pattern, rem(seq, @seq_mod), size - 8),
+          do: exit({:corrupt_message, size, seq})
+
+        take_turns(conn, seq + 1, size, pattern, pause_every)
+
+      {:ws_port, ^conn, {type, data}} ->
+        exit({:out_of_order, size, seq, type, binary_part(data, 0, min(8, byte_size(data)))})
+
+      {:ws_port_passive, ^conn} ->
+        if rem(div(seq, 3), pause_every) == 0, do: Process.sleep(1)
+        :ok = :ws_port.setopts(conn, active: 3)
+        take_turns(conn, seq, size, pattern, pause_every)
+
+      {:ws_port_closed, ^conn, reason} ->
+        {seq, reason}
+    after
+      @wait -> {seq, :timeout}
+    end
   end
 end
