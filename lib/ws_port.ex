@@ -73,6 +73,7 @@ defmodule WsPort do
           | {:versions, [:"tlsv1.2" | :"tlsv1.3"]}
           | {:ciphers, String.t() | charlist()}
           | {:ciphersuites, String.t() | charlist()}
+          | {:reuse_sessions, boolean()}
 
   @typedoc "One key of `connect/2`'s `:retry` option (see `connect/2`)."
   @type retry_option ::

@@ -111,7 +111,8 @@
         cacerts => [binary() | tuple()],
         versions => ['tlsv1.2' | 'tlsv1.3'],
         ciphers => binary() | string(),
-        ciphersuites => binary() | string()
+        ciphersuites => binary() | string(),
+        reuse_sessions => boolean()
     }
     | proplists:proplist().
 
@@ -173,7 +174,10 @@ connect(Url) ->
 %%     checked); `pins': base64 SHA-256 digests of SubjectPublicKeyInfo (as
 %%     HPKP and OkHttp define them, an optional "sha256/" prefix), one of
 %%     which a key in the server's chain must match (else `{tls, <<"certificate
-%%     pin mismatch: ...">>}').</li>
+%%     pin mismatch: ...">>}'); `reuse_sessions' (default `true'): a
+%%     reconnect offers the connection's last TLS session (ticket), so the
+%%     server can resume it instead of a full handshake (`false': always a
+%%     full handshake).</li>
 %% <li>`max_message_size': bytes (default 64 MiB): a larger message from
 %%     the server closes the connection (1009); {@link send/2} refuses
 %%     larger ones.</li>
@@ -639,7 +643,9 @@ forward(Conn, Pid, Msg) ->
 %% socket to the BEAM by splice(2), not copied by the port), `compression'
 %% (`false', or the permessage-deflate parameters agreed and the current
 %% connection's payload bytes `bytes_in_wire', `bytes_in_plain',
-%% `bytes_out_wire', `bytes_out_plain'). `reconnects' (times
+%% `bytes_out_wire', `bytes_out_plain'), `tls_resumed' (wss: `true' when the
+%% open connection's TLS handshake resumed a session, `false' for a full
+%% handshake; `undefined' for ws:// or while not open). `reconnects' (times
 %% the connection came back after a loss, port program restarts included)
 %% is counted by the driver; the port's byte and message counters start
 %% again when the port program restarts.
