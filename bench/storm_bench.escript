@@ -77,10 +77,10 @@ main([Server, Cert, Key, TicketKey, NS, ReuseS | Rest]) ->
     io:format("n=~b reuse=~p tls=~s open_s=~.2f all_up_ms=~b p50_up_ms=~b p99_up_ms=~b "
               "client_resumed=~b server_full=~b server_resumed=~b port_cpu_s=~.3f port_peak_pct=~b "
               "beam_cpu_s=~.3f beam_peak_pct=~b server_cpu_s=~.3f server_peak_pct=~b "
-              "peak_hs_per_100ms=~b hs_slots=~b hist=~s~n",
+              "peak_hs_per_100ms=~b hs_slots=~b downs=~s hist=~s~n",
               [N, Reuse, Tls, OpenS, lists:last(Sorted), lists:nth(max(1, N div 2), Sorted),
                lists:nth(max(1, N * 99 div 100), Sorted), Resumed, SFull, SRes,
-               PortCpu, PortPeak, BeamCpu, BeamPeak, SrvCpu, SrvPeak, Peak, length(Hist), HistS]),
+               PortCpu, PortPeak, BeamCpu, BeamPeak, SrvCpu, SrvPeak, Peak, length(Hist), downs(), HistS]),
     [exit(O, kill) || O <- Owners],
     os:cmd("kill " ++ integer_to_list(SrvPid2)),
     halt(0).
@@ -102,7 +102,7 @@ drain_lines(P) ->
 collect_lines(P, Acc) ->
     receive
         {P, {data, {eol, <<"H ", Rest/binary>>}}} ->
-            [T, <<"full=", F/binary>>, <<"resumed=", R/binary>>, _] =
+            [T, <<"full=", F/binary>>, <<"resumed=", R/binary>> | _] =
                 binary:split(Rest, <<" ">>, [global]),
             collect_lines(P, [{binary_to_integer(T), binary_to_integer(F), binary_to_integer(R)} | Acc]);
         {P, {data, _}} ->
@@ -135,6 +135,8 @@ owner_loop(Conn, Collector) ->
             Collector ! {up, erlang:monotonic_time(millisecond), maps:get(tls_resumed, Info, false)};
         {ws_port_closed, Conn, R} ->
             Collector ! {failed, R};
+        {ws_port_down, Conn, R, _} ->
+            Collector ! {down, R};
         _ ->
             ok
     end,
@@ -144,10 +146,23 @@ await_ups(0, _T0, Acc, Resumed) ->
     {Acc, Resumed};
 await_ups(N, T0, Acc, Resumed) ->
     receive
+        {down, R} ->
+            put({down, reason_class(R)}, get_down(reason_class(R)) + 1),
+            await_ups(N, T0, Acc, Resumed);
         {up, T, R} -> await_ups(N - 1, T0, [T - T0 | Acc], Resumed + if R -> 1; true -> 0 end);
         {failed, R} -> fail("a connection closed for good: ~p", [R])
     after 120000 -> fail("~b connections still down after 120 s", [N])
     end.
+
+get_down(K) -> case get({down, K}) of undefined -> 0; V -> V end.
+
+reason_class({A, _}) when is_atom(A) -> A;
+reason_class({A, _, _}) when is_atom(A) -> A;
+reason_class(A) when is_atom(A) -> A;
+reason_class(_) -> other.
+
+downs() ->
+    string:join([io_lib:format("~p:~b", [K, V]) || {{down, K}, V} <- lists:sort(get())], ",").
 
 %% CPU of each pid every 100 ms until stopped: [[Seconds per pid]]
 sampler(Pids, Acc) ->

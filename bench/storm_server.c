@@ -12,7 +12,7 @@
  * same port at once). Then, for every 100 ms slot in which handshakes
  * completed:
  *
- *   H <unix ms of the slot's start> full=<n> resumed=<n> upgrades=<n>
+ *   H <unix ms of the slot's start> full=<n> resumed=<n> upgrades=<n> accepts=<n>
  *
  * --ticket-key FILE: the 80 bytes of FILE are the session ticket keys
  * (SSL_CTX_set_tlsext_ticket_keys: name, HMAC and AES keys), so a restarted
@@ -62,7 +62,7 @@ struct conn {
 static struct conn **g_conns; /* by fd */
 static size_t g_nconns;
 static int g_ep;
-static uint64_t g_full, g_resumed, g_upgrades;
+static uint64_t g_full, g_resumed, g_upgrades, g_accepts;
 static int64_t g_slot = -1;
 
 static int64_t now_ms(void)
@@ -79,13 +79,14 @@ static void flush_slot(int64_t now)
     if (slot == g_slot) {
         return;
     }
-    if (g_slot >= 0 && (g_full || g_resumed || g_upgrades)) {
-        printf("H %lld full=%llu resumed=%llu upgrades=%llu\n", (long long)(g_slot * SLOT_MS),
-               (unsigned long long)g_full, (unsigned long long)g_resumed,
-               (unsigned long long)g_upgrades);
+    if (g_slot >= 0 && (g_full || g_resumed || g_upgrades || g_accepts)) {
+        printf("H %lld full=%llu resumed=%llu upgrades=%llu accepts=%llu\n",
+               (long long)(g_slot * SLOT_MS), (unsigned long long)g_full,
+               (unsigned long long)g_resumed, (unsigned long long)g_upgrades,
+               (unsigned long long)g_accepts);
         fflush(stdout);
     }
-    g_full = g_resumed = g_upgrades = 0;
+    g_full = g_resumed = g_upgrades = g_accepts = 0;
     g_slot = slot;
 }
 
@@ -261,6 +262,7 @@ static void accept_all(int lfd, SSL_CTX *ctx)
             close(fd);
             continue;
         }
+        g_accepts++;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         struct conn *c = calloc(1, sizeof *c);
@@ -278,6 +280,7 @@ static void accept_all(int lfd, SSL_CTX *ctx)
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         epoll_ctl(g_ep, EPOLL_CTL_ADD, fd, &ev);
         step(c);
+        flush_slot(now_ms());
     }
 }
 
@@ -364,8 +367,9 @@ int main(int argc, char **argv)
             perror("storm_server: epoll_wait");
             return 1;
         }
-        flush_slot(now_ms()); /* what follows counts in the current slot */
+        flush_slot(now_ms());
         for (int i = 0; i < n; i++) {
+            flush_slot(now_ms()); /* what follows counts in the current slot */
             if (!evs[i].data.ptr) {
                 accept_all(lfd, ctx);
             } else {

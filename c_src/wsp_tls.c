@@ -138,6 +138,7 @@ static void keep_session(struct wsp_tls_conn_opts *co, SSL_SESSION *sess, SSL_CT
 {
     SSL_SESSION_free(co->session);
     co->session = sess;
+    co->spent = 0;
     if (co->session_ctx != ctx) {
         SSL_CTX_up_ref(ctx);
         SSL_CTX_free(co->session_ctx);
@@ -353,6 +354,7 @@ SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
             ERR_clear_error();
             wsp_tls_forget(co);
         }
+        co->spent = co->session && SSL_SESSION_get_protocol_version(co->session) == TLS1_3_VERSION;
     }
     if (verify) {
         X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
@@ -452,6 +454,9 @@ void wsp_tls_free(SSL *ssl, struct wsp_tls_conn_opts *co)
             keep_session(co, s, SSL_get_SSL_CTX(ssl));
         }
     }
+    if (co && co->spent) {
+        wsp_tls_forget(co); /* a TLS 1.3 ticket offered and not replaced */
+    }
     SSL_free(ssl);
 }
 
@@ -467,6 +472,7 @@ void wsp_tls_forget(struct wsp_tls_conn_opts *co)
     SSL_CTX_free(co->session_ctx);
     co->session = NULL;
     co->session_ctx = NULL;
+    co->spent = 0;
 }
 
 int wsp_tls_resumed(const SSL *ssl) { return ssl && SSL_session_reused(ssl) ? 1 : 0; }

@@ -43,9 +43,10 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
  * verification settings: a session from a context made again after a CA
  * file changed is dropped, not offered). OpenSSL does not verify the
  * certificate again on resumption; the name and chain were verified, for
- * this same name, when the session was made. A TLS 1.3 ticket is offered by
- * one connection only (RFC 8446 C.4), and is replaced by the tickets the
- * resumed handshake brings. A TLS failure (alert, verify or pin failure)
+ * this same name, when the session was made. A TLS 1.3 ticket is offered
+ * once, by one connection (RFC 8446 C.4: tickets are not reused, they
+ * would link the connections): the resumed handshake brings new ones (an
+ * OpenSSL server sends one), else the next attempt is a full handshake. A TLS failure (alert, verify or pin failure)
  * drops the session. */
 struct wsp_tls_conn_opts {
     int no_sni;
@@ -53,6 +54,7 @@ struct wsp_tls_conn_opts {
     size_t npins;               /* 0: no pinning */
     int reuse;                  /* keep and offer sessions */
     int failed;                 /* set by wsp_tls_session_bad: keep nothing */
+    int spent;                  /* session is a TLS 1.3 ticket already offered */
     SSL_SESSION *session;       /* the last resumable session, or NULL */
     SSL_CTX *session_ctx;       /* its context (a reference held) */
 };
