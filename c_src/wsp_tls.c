@@ -449,8 +449,9 @@ void wsp_tls_free(SSL *ssl, struct wsp_tls_conn_opts *co)
         SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_SENT_SHUTDOWN);
         SSL_SESSION *s = SSL_get_session(ssl);
         /* a TLS 1.2 session that no callback gave (e.g. renewed on
-         * resumption) */
-        if (s && s != co->session && SSL_SESSION_is_resumable(s) && SSL_SESSION_up_ref(s) == 1) {
+         * resumption); TLS 1.3 sessions come with tickets, by the callback */
+        if (s && s != co->session && SSL_SESSION_get_protocol_version(s) < TLS1_3_VERSION &&
+            SSL_SESSION_is_resumable(s) && SSL_SESSION_up_ref(s) == 1) {
             keep_session(co, s, SSL_get_SSL_CTX(ssl));
         }
     }
