@@ -152,7 +152,9 @@ defmodule WsPort do
       (default 15000).
     * `:tls` - for `wss`: `verify: :verify_peer | :verify_none`,
       `cacertfile:`, `certfile:`, `keyfile:`, `server_name:` (default: verify
-      against the system CA store, name from the URL).
+      against the system CA store, name from the URL), `reuse_sessions:`
+      (default `true`: a reconnect offers the connection's last TLS session,
+      so the server can resume it; see the README).
     * `:max_message_size` - bytes (default 64 MiB): a larger message from
       the server closes the connection (1009); `send/2` refuses larger ones.
     * `:active` - `true` (default), `false`, `:once` or an integer `n >= 0`
@@ -281,7 +283,8 @@ defmodule WsPort do
   Statistics of a connection: `:state` (`:open`, `:reconnecting`,
   `:connecting`, ...), `:url`, `:attempt`, `:reconnects`, `:bytes_in`,
   `:bytes_out`, `:msgs_in`, `:msgs_out`, `:rtt_us` (last pong round trip),
-  `:connected_us`, `:credit`, plus `:id`, `:driver` and `:owner`, and the
+  `:connected_us`, `:credit`, `:tls_resumed` (wss: whether the open
+  connection's TLS handshake resumed a session), plus `:id`, `:driver` and `:owner`, and the
   current connection's handshake: `:protocol` (the subprotocol the server
   chose, `:undefined` if none) and `:headers` (the upgrade response's
   headers); both are `:undefined` while the connection is not open (see `:ws_port.info/1`).
