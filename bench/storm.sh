@@ -53,7 +53,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a==""||b==""||b==0) print "-"; else printf "%.2f", a/b }'; }
 
 KEYS="all_up_ms p50_up_ms p99_up_ms port_cpu_s port_peak_pct beam_cpu_s beam_peak_pct server_cpu_s server_peak_pct peak_hs_per_100ms hs_slots server_full server_resumed client_resumed"
-declare -A M=() HIST=()
+declare -A M=() HIST=() DOWNS=()
 for r in $(seq "$RUNS"); do
     for reuse in true false; do
         line=$(timeout 900 escript "$HERE/storm_bench.escript" "$OUT/storm_server" "$TMP/cert.pem" \
@@ -65,6 +65,7 @@ for r in $(seq "$RUNS"); do
         fi
         for k in $KEYS; do M[$reuse,$k]+=" $(field "$line" "$k")"; done
         HIST[$reuse]=$(field "$line" hist)
+        DOWNS[$reuse]=$(field "$line" downs)
     done
 done
 declare -A R=()
@@ -74,7 +75,7 @@ for k in "${!M[@]}"; do
 done
 v() { echo "${R[$1]:--}"; }
 
-TABLE="Reconnect storm: $STORM_N wss connections (TLS 1.${STORM_TLS#1}, verified), one driver, default retry (1 s +-10%); the server killed and restarted with the same ticket keys. Times from the kill; CPU seconds over the storm (kill to the last connection up) and the largest 100 ms sample (% of one CPU); median of $RUNS run(s)"$'\n\n'
+TABLE="Reconnect storm: $STORM_N wss connections (TLS 1.${STORM_TLS#1}, verified), one driver, default retry (1 s +-10%), connect_timeout 60 s; the server killed and restarted with the same ticket keys. Times from the kill; CPU seconds over the storm (kill to the last connection up) and the largest 100 ms sample (% of one CPU); median of $RUNS run(s)"$'\n\n'
 TABLE+="| reuse_sessions | all up (ms) | p50 up (ms) | p99 up (ms) | port CPU s | port peak % | BEAM CPU s | BEAM peak % | server CPU s | server peak % | peak handshakes / 100 ms | slots with handshakes | server: full / resumed |"$'\n'
 TABLE+="|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"$'\n'
 for reuse in true false; do
@@ -83,7 +84,7 @@ done
 TABLE+="| true/false | $(ratio "${R[true,all_up_ms]:-}" "${R[false,all_up_ms]:-}") | $(ratio "${R[true,p50_up_ms]:-}" "${R[false,p50_up_ms]:-}") | $(ratio "${R[true,p99_up_ms]:-}" "${R[false,p99_up_ms]:-}") | $(ratio "${R[true,port_cpu_s]:-}" "${R[false,port_cpu_s]:-}") | $(ratio "${R[true,port_peak_pct]:-}" "${R[false,port_peak_pct]:-}") | $(ratio "${R[true,beam_cpu_s]:-}" "${R[false,beam_cpu_s]:-}") | $(ratio "${R[true,beam_peak_pct]:-}" "${R[false,beam_peak_pct]:-}") | $(ratio "${R[true,server_cpu_s]:-}" "${R[false,server_cpu_s]:-}") | $(ratio "${R[true,server_peak_pct]:-}" "${R[false,server_peak_pct]:-}") | $(ratio "${R[true,peak_hs_per_100ms]:-}" "${R[false,peak_hs_per_100ms]:-}") | | |"$'\n'
 TABLE+=$'\n'"Server handshakes per 100 ms slot (ms from the kill: count), last run:"$'\n\n'
 for reuse in true false; do
-    TABLE+="- reuse_sessions $reuse: \`${HIST[$reuse]:--}\`"$'\n'
+    TABLE+="- reuse_sessions $reuse (client downs by reason: ${DOWNS[$reuse]:--}): \`${HIST[$reuse]:--}\`"$'\n'
 done
 
 echo

@@ -9,6 +9,7 @@
 %% with the same ticket keys, and every connection comes back.
 %%
 %%   escript bench/storm_bench.escript SERVER CERT KEY TICKETKEY N REUSE [TLS]
+%%     (environment: STORM_CONNECT_TIMEOUT, ms, default 60000)
 %%     SERVER  bench/out/storm_server;  CERT KEY: its certificate (also the
 %%             client's cacertfile: verification on, name localhost)
 %%     REUSE   true | false: the connections' tls reuse_sessions
@@ -45,7 +46,12 @@ main([Server, Cert, Key, TicketKey, NS, ReuseS | Rest]) ->
         case Tls of "12" -> ["--tls12"]; _ -> [] end,
     {Srv1, SrvPid1, PortNum} = start_server(Server, Args0),
     Url = list_to_binary("wss://localhost:" ++ integer_to_list(PortNum) ++ "/"),
-    Opts = #{driver => Driver, await => false,
+    %% connect_timeout 60 s (default 15 s): with the default, the driver's
+    %% guard (connect_timeout + delay + 3 s without news from the port)
+    %% closed some connections for good during a 10,000-connection storm on
+    %% this loaded machine, and the run could not finish
+    ConnectTimeout = list_to_integer(os:getenv("STORM_CONNECT_TIMEOUT", "60000")),
+    Opts = #{driver => Driver, await => false, connect_timeout => ConnectTimeout,
              tls => #{cacertfile => list_to_binary(Cert), reuse_sessions => Reuse}},
     Self = self(),
     T0 = erlang:monotonic_time(millisecond),
@@ -89,6 +95,7 @@ start_server(Server, Args) ->
     P = open_port({spawn_executable, Server},
                   [{args, Args}, {line, 4096}, binary, exit_status, use_stdio]),
     {os_pid, OsPid} = erlang:port_info(P, os_pid),
+    put(servers, [OsPid | case get(servers) of undefined -> []; L -> L end]),
     receive
         {P, {data, {eol, <<"PORT ", Num/binary>>}}} -> {P, OsPid, binary_to_integer(Num)};
         {P, {exit_status, S}} -> fail("the server exited (~p)", [S])
@@ -199,6 +206,11 @@ cpu(Pid) ->
 
 fail(Fmt, Args) ->
     io:format(standard_error, "storm_bench: " ++ Fmt ++ "~n", Args),
+    %% the servers this run started (a killed one is gone already)
+    [os:cmd("kill " ++ integer_to_list(P) ++ " 2>/dev/null") || P <- case get(servers) of
+                                                                        undefined -> [];
+                                                                        L -> L
+                                                                    end],
     halt(1).
 
 add_code_path() ->
