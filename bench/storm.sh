@@ -68,6 +68,10 @@ for r in $(seq "$RUNS"); do
         DOWNS[$reuse]=$(field "$line" downs)
     done
 done
+if (( ${#M[@]} == 0 )); then
+    echo "storm.sh: no run finished; nothing appended" >&2
+    exit 1
+fi
 declare -A R=()
 for k in "${!M[@]}"; do
     # shellcheck disable=SC2086
