@@ -22,7 +22,7 @@ OUT="$HERE/out"
 STORM_N=${STORM_N:-10000}
 RUNS=${RUNS:-1}
 STORM_TLS=${STORM_TLS:-13}
-CMD="STORM_N=$STORM_N RUNS=$RUNS STORM_TLS=$STORM_TLS $0 $*"
+CMD="STORM_N=$STORM_N RUNS=$RUNS STORM_TLS=$STORM_TLS${STORM_CONNECT_TIMEOUT:+ STORM_CONNECT_TIMEOUT=$STORM_CONNECT_TIMEOUT} $0 $*"
 
 # the server and the port program each need an fd per connection
 ulimit -n "$(ulimit -Hn)"
@@ -79,7 +79,7 @@ for k in "${!M[@]}"; do
 done
 v() { echo "${R[$1]:--}"; }
 
-TABLE="Reconnect storm: $STORM_N wss connections (TLS 1.${STORM_TLS#1}, verified), one driver, default retry (1 s +-10%), connect_timeout 60 s; the server killed and restarted with the same ticket keys. Times from the kill; CPU seconds over the storm (kill to the last connection up) and the largest 100 ms sample (% of one CPU); median of $RUNS run(s)"$'\n\n'
+TABLE="Reconnect storm: $STORM_N wss connections (TLS 1.${STORM_TLS#1}, verified), one driver, default retry (1 s +-10%), connect_timeout $((${STORM_CONNECT_TIMEOUT:-60000} / 1000)) s; the server killed and restarted with the same ticket keys. Times from the kill; CPU seconds over the storm (kill to the last connection up) and the largest 100 ms sample (% of one CPU); median of $RUNS run(s)"$'\n\n'
 TABLE+="| reuse_sessions | all up (ms) | p50 up (ms) | p99 up (ms) | port CPU s | port peak % | BEAM CPU s | BEAM peak % | server CPU s | server peak % | peak handshakes / 100 ms | slots with handshakes | server: full / resumed |"$'\n'
 TABLE+="|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"$'\n'
 for reuse in true false; do
