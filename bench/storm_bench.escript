@@ -72,7 +72,8 @@ main([Server, Cert, Key, TicketKey, NS, ReuseS | Rest]) ->
     Samples = receive {samples, S} -> S end,
     timer:sleep(300),
     Lines = collect_lines(Srv2, []),
-    Hist = [{T - Kill, F + R} || {T, F, R} <- Lines],
+    %% slots with handshakes (lines with accepts only are left out)
+    Hist = [{T - Kill, F + R} || {T, F, R} <- Lines, F + R > 0],
     SFull = lists:sum([F || {_, F, _} <- Lines]),
     SRes = lists:sum([R || {_, _, R} <- Lines]),
     Sorted = lists:sort(UpTimes),
@@ -163,7 +164,7 @@ await_ups(N, T0, Acc, Resumed) ->
             await_ups(N, T0, Acc, Resumed);
         {up, T, R} -> await_ups(N - 1, T0, [T - T0 | Acc], Resumed + if R -> 1; true -> 0 end);
         {failed, R} -> fail("a connection closed for good: ~p", [R])
-    after 120000 -> fail("~b connections still down after 120 s", [N])
+    after 600000 -> fail("~b connections still down after 600 s without an up", [N])
     end.
 
 get_down(K) -> case get({down, K}) of undefined -> 0; V -> V end.
