@@ -46,8 +46,12 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
  * this same name, when the session was made. A TLS 1.3 ticket is offered
  * once, by one connection (RFC 8446 C.4: tickets are not reused, they
  * would link the connections): the resumed handshake brings new ones (an
- * OpenSSL server sends one), else the next attempt is a full handshake. A TLS failure (alert, verify or pin failure)
- * drops the session. */
+ * OpenSSL server sends one), else the next attempt is a full handshake. A
+ * TLS failure (alert, verify or pin failure) drops the session. No pool
+ * shared by connections to the same target: single-use tickets (two per
+ * full handshake from an OpenSSL server) would resume only connections
+ * opened after others finished, never a simultaneous storm, for state keyed
+ * by context, host, port, SNI and pins. */
 struct wsp_tls_conn_opts {
     int no_sni;
     const uint8_t (*pins)[32];  /* SHA-256 of SubjectPublicKeyInfo (DER) */
