@@ -7,6 +7,7 @@
 #   BENCHES="echo setup" bench/suite.sh
 #   BENCHES=idle_pmd TRANSPORTS=ws bench/suite.sh   # idle memory with compression
 #   BENCHES=stream_pmd TRANSPORTS=ws bench/suite.sh # a compressible stream, with and without
+#   BENCHES=storm TRANSPORTS=wss bench/suite.sh     # reconnect storm (runs bench/storm.sh)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -153,6 +154,10 @@ for tr in $TRANSPORTS; do
                 M[beam]+=" $(field "$line" beam_kib_per_conn)"
                 M[port]+=" $(field "$line" port_kib_per_conn)"
                 M[total]+=" $(field "$line" total_kib_per_conn)"
+                ;;
+            storm)
+                # the reconnect storm (issue 16): its own script and table
+                if [[ $tr == wss && $r == 1 ]]; then "$HERE/storm.sh"; fi
                 ;;
             esac
         done

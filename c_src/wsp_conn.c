@@ -312,10 +312,8 @@ static void splice_drop(struct wsp_conn *c)
 static void detach_socket(struct wsp_conn *c)
 {
     splice_drop(c);
-    if (c->ssl) {
-        SSL_free(c->ssl);
-        c->ssl = NULL;
-    }
+    wsp_tls_free(c->ssl, &c->tls_co); /* keeps its session for the next attempt */
+    c->ssl = NULL;
     if (c->wsi) {
         wsp_loop_close(&c->watch);
         c->wsi = NULL;
@@ -414,6 +412,7 @@ static void conn_free(struct wsp_conn *c)
     if (c->all_next) {
         c->all_next->all_prev = c->all_prev;
     }
+    wsp_tls_forget(&c->tls_co);
     wsp_connect_opts_free(c->opts);
     free(c->px);
     free(c->addrs);
@@ -515,6 +514,9 @@ static void fail_atom(struct wsp_conn *c, unsigned fc, const char *atom)
 
 static void fail_detail(struct wsp_conn *c, unsigned fc, const char *kind, const char *detail)
 {
+    if (fc == WSP_FC_TLS) {
+        wsp_tls_session_bad(&c->tls_co); /* the next attempt: a full handshake */
+    }
     wsp_enc_closed_detail(xbuf(), c->id, kind, detail, strlen(detail));
     lost(c, fc);
 }
@@ -960,6 +962,7 @@ static void tunnel_ready(struct wsp_conn *c)
     c->tls_co.no_sni = c->opts->no_sni;
     c->tls_co.pins = (const uint8_t (*)[32])c->opts->pins;
     c->tls_co.npins = c->opts->npins;
+    c->tls_co.reuse = !c->opts->no_session_reuse;
     c->ssl = wsp_tls_new(ctx, c->fd, name, c->opts->verify, &c->tls_co, err, sizeof err);
     if (!c->ssl) {
         fail_detail(c, WSP_FC_TLS, "tls", err);
@@ -1590,7 +1593,8 @@ static void handle_response(struct wsp_conn *c)
         c->reconnects++;
     }
     c->ever_up = 1;
-    wsp_enc_up(xbuf(), c->id, resp.status, resp.headers, resp.nheaders, proto, proto_len);
+    wsp_enc_up(xbuf(), c->id, resp.status, resp.headers, resp.nheaders, proto, proto_len,
+               c->ssl ? wsp_tls_resumed(c->ssl) : -1);
     emit();
     wsp_buf_consume(&c->rbuf, (size_t)r);
     release_held(c);
@@ -1983,10 +1987,8 @@ int wsp_conn_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
     case WSP_IO_CLOSED:
         c->wsi = NULL;
         c->fd = -1;
-        if (c->ssl) {
-            SSL_free(c->ssl);
-            c->ssl = NULL;
-        }
+        wsp_tls_free(c->ssl, &c->tls_co);
+        c->ssl = NULL;
         if (c->state == ST_DONE) {
             c->in_cb = outer;
             conn_free(c);
@@ -2182,6 +2184,7 @@ void wsp_conn_stats(uint32_t id)
         .reconnects = c->reconnects,
         .msgs_spliced = c->msgs_spliced,
         .pmd = c->pmd,
+        .tls_resumed = c->ssl && c->state == ST_OPEN ? wsp_tls_resumed(c->ssl) : -1,
     };
     wsp_enc_stats(xbuf(), id, &s);
     emit();

@@ -1200,6 +1200,19 @@ static int decode_option(struct dctx *c, int *idx, struct wsp_connect_opts *o)
         return opt_string(c, idx, name, &o->ciphers);
     if (strcmp(name, "ciphersuites") == 0)
         return opt_string(c, idx, name, &o->ciphersuites);
+    if (strcmp(name, "reuse_sessions") == 0) {
+        char a[MAXATOMLEN_UTF8];
+        int ok = get_atom(c, idx, a) == 0;
+        if (ok && strcmp(a, "true") == 0)
+            o->no_session_reuse = 0;
+        else if (ok && strcmp(a, "false") == 0)
+            o->no_session_reuse = 1;
+        else
+            return fail(c, "bad_option",
+                        "connect: option reuse_sessions must be true or false, got %s",
+                        describe(c, at, d, sizeof d));
+        return 0;
+    }
     return fail(c, "bad_option", "connect: unknown option %.64s", name);
 }
 
@@ -1540,11 +1553,15 @@ static int enc_done(ei_x_buff *x, int r)
 
 int wsp_enc_up(ei_x_buff *x, uint32_t id, int status,
                const struct wsc_header *headers, size_t nheaders,
-               const char *protocol, size_t protocol_len)
+               const char *protocol, size_t protocol_len, int tls_resumed)
 {
     if (enc_start(x, 3, "up", id) < 0)
         return -1;
-    int r = ei_x_encode_map_header(x, 3);
+    int r = ei_x_encode_map_header(x, tls_resumed < 0 ? 3 : 4);
+    if (tls_resumed >= 0) {
+        r = r < 0 ? r : ei_x_encode_atom(x, "tls_resumed");
+        r = r < 0 ? r : ei_x_encode_boolean(x, tls_resumed);
+    }
     r = r < 0 ? r : ei_x_encode_atom(x, "status");
     r = r < 0 ? r : ei_x_encode_long(x, status);
     r = r < 0 ? r : ei_x_encode_atom(x, "headers");
@@ -1681,7 +1698,11 @@ int wsp_enc_stats(ei_x_buff *x, uint32_t id, const struct wsp_stats *s)
 {
     if (enc_start(x, 3, "stats", id) < 0)
         return -1;
-    int r = ei_x_encode_map_header(x, 12);
+    int r = ei_x_encode_map_header(x, 13);
+    r = r < 0 ? r : ei_x_encode_atom(x, "tls_resumed");
+    if (r >= 0)
+        r = s->tls_resumed < 0 ? ei_x_encode_atom(x, "undefined")
+                               : ei_x_encode_boolean(x, s->tls_resumed);
     r = r < 0 ? r : ei_x_encode_atom(x, "attempt");
     r = r < 0 ? r : ei_x_encode_ulonglong(x, s->attempt);
     r = r < 0 ? r : ei_x_encode_atom(x, "reconnects");

@@ -79,6 +79,7 @@ struct wsp_connect_opts {          /* every pointer owned (malloc) */
     uint8_t *password;             /* {password, Bin}: for an encrypted key or
                                       keyfile (wiped when freed); NULL: none */
     size_t password_len;
+    int no_session_reuse;          /* {reuse_sessions, false}: no TLS resumption */
 };
 
 struct wsp_cmd {
@@ -146,10 +147,12 @@ void wsp_connect_opts_free(struct wsp_connect_opts *o);
  * x->buff[0..x->index) is the packet (version byte included). Return -1: out
  * of memory or a length beyond INT_MAX; x->index is 0. ei_x_free(x) when
  * done with it. */
-/* {up, Id, #{status => S, headers => [{N, V}], protocol => P | undefined}} */
+/* {up, Id, #{status => S, headers => [{N, V}], protocol => P | undefined}},
+ * plus tls_resumed => true | false when tls_resumed >= 0 (wss: whether the
+ * handshake resumed a TLS session) */
 int wsp_enc_up(ei_x_buff *x, uint32_t id, int status,
                const struct wsc_header *headers, size_t nheaders,
-               const char *protocol, size_t protocol_len);
+               const char *protocol, size_t protocol_len, int tls_resumed);
 /* {closed, Id, Atom} e.g. econnrefused, eof, timeout, idle_timeout */
 int wsp_enc_closed_atom(ei_x_buff *x, uint32_t id, const char *atom);
 /* {closed, Id, {Kind, Code, Text}}: Kind = remote | local | protocol_error */
@@ -194,15 +197,17 @@ struct wsp_stats {
     uint64_t reconnects;           /* times it came back up after a loss */
     uint64_t msgs_spliced;         /* of msgs_in: moved socket -> BEAM by splice(2) */
     const struct wsp_pmd *pmd;     /* permessage-deflate negotiated, or NULL */
+    int tls_resumed;               /* 1/0: the open TLS connection resumed a
+                                      session or not; -1: no TLS connection */
 };
 /* Turns an encoded {closed, Id, Reason} into
  * {down, Id, Reason, #{attempt => A, delay_ms => D | manual, unsent_bytes => U}}
  * (delay_ms < 0 encodes manual: the port waits for {reconnect, Id, Ms}). */
 int wsp_enc_closed_to_down(const ei_x_buff *closed, ei_x_buff *x, uint64_t attempt,
                            int64_t delay_ms, uint64_t unsent_bytes);
-/* {stats, Id, #{attempt, reconnects, state, bytes_in, bytes_out, msgs_in, msgs_out, rtt_us,
- *               connected_us, credit, msgs_spliced, compression}} (rtt_us / connected_us
- * undefined when -1; credit infinity when -1; compression false, or
+/* {stats, Id, #{tls_resumed, attempt, reconnects, state, bytes_in, bytes_out, msgs_in,
+ *               msgs_out, rtt_us, connected_us, credit, msgs_spliced, compression}}
+ * (tls_resumed, rtt_us / connected_us undefined when -1; credit infinity when -1; compression false, or
  * #{server_max_window_bits, client_max_window_bits, server_no_context_takeover,
  *   client_no_context_takeover, bytes_in_wire, bytes_in_plain, bytes_out_wire,
  *   bytes_out_plain} when permessage-deflate was negotiated) */

@@ -375,6 +375,36 @@ static int load_cacerts(SSL_CTX *ctx, const struct wsp_tls_config *cfg, char *er
     return 0;
 }
 
+/* the connection's wsp_tls_conn_opts (pins, its session) */
+static int g_ex_index = -1;
+
+/* Replaces co's session with sess (a reference given to co), from ctx. */
+static void keep_session(struct wsp_tls_conn_opts *co, SSL_SESSION *sess, SSL_CTX *ctx)
+{
+    SSL_SESSION_free(co->session);
+    co->session = sess;
+    co->spent = 0;
+    if (co->session_ctx != ctx) {
+        SSL_CTX_up_ref(ctx);
+        SSL_CTX_free(co->session_ctx);
+        co->session_ctx = ctx;
+    }
+}
+
+/* A new session (TLS 1.3: a ticket, after the handshake; TLS 1.2: at its
+ * end): the connection keeps the latest. While connected it is the same
+ * object the SSL holds (SSL_get_session), so keeping it costs a reference,
+ * not a copy. Returns 1: the reference is taken. */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct wsp_tls_conn_opts *co = g_ex_index >= 0 ? SSL_get_ex_data(ssl, g_ex_index) : NULL;
+    if (!co || !co->reuse || co->failed || !SSL_SESSION_is_resumable(sess)) {
+        return 0;
+    }
+    keep_session(co, sess, SSL_get_SSL_CTX(ssl));
+    return 1;
+}
+
 SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
 {
     uint8_t md[32], cmd[32];
@@ -433,6 +463,10 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
     SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    /* sessions for resumption: handed to the connection that received
+     * them (on_new_session), never kept in the context's own cache */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
     /* WebSocket upgrades are HTTP/1.1: never let ALPN pick h2 */
     static const unsigned char alpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
     SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn);
@@ -679,8 +713,6 @@ static BIO *rx_bio_new(int fd)
     return b;
 }
 
-/* the connection's wsp_tls_conn_opts, for wsp_tls_handshake's pin check */
-static int g_ex_index = -1;
 
 int wsp_tls_pins_match(SSL *ssl, const uint8_t (*pins)[32], size_t n)
 {
@@ -715,7 +747,7 @@ int wsp_tls_pins_match(SSL *ssl, const uint8_t (*pins)[32], size_t n)
 }
 
 SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
-                 const struct wsp_tls_conn_opts *co, char *err, size_t errcap)
+                 struct wsp_tls_conn_opts *co, char *err, size_t errcap)
 {
     if (g_ex_index < 0) {
         g_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
@@ -737,8 +769,20 @@ SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
     if (!is_ip && !(co && co->no_sni)) {
         SSL_set_tlsext_host_name(ssl, name);
     }
-    if (co && co->npins > 0) {
-        SSL_set_ex_data(ssl, g_ex_index, (void *)co);
+    if (co) {
+        SSL_set_ex_data(ssl, g_ex_index, co);
+        co->failed = 0;
+        if (co->session && (!co->reuse || co->session_ctx != ctx ||
+                            !SSL_SESSION_is_resumable(co->session))) {
+            /* another context (its CA file changed: other verification
+             * settings) or no longer resumable: never offered */
+            wsp_tls_forget(co);
+        }
+        if (co->session && SSL_set_session(ssl, co->session) != 1) {
+            ERR_clear_error();
+            wsp_tls_forget(co);
+        }
+        co->spent = co->session && SSL_SESSION_get_protocol_version(co->session) == TLS1_3_VERSION;
     }
     if (verify) {
         X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
@@ -768,7 +812,11 @@ int wsp_tls_handshake(SSL *ssl, int *want_write, int *net_errno, char *err, size
     if (r == 1) {
         const struct wsp_tls_conn_opts *co =
             g_ex_index >= 0 ? SSL_get_ex_data(ssl, g_ex_index) : NULL;
-        if (co && co->npins > 0 && !wsp_tls_pins_match(ssl, co->pins, co->npins)) {
+        /* a resumed session is this connection's own, from a handshake
+         * that passed the same pin check (a failed one drops it); OpenSSL
+         * keeps no verified chain up to the anchor for it */
+        if (co && co->npins > 0 && !SSL_session_reused(ssl) &&
+            !wsp_tls_pins_match(ssl, co->pins, co->npins)) {
             snprintf(err, errcap, "certificate pin mismatch: no public key in the server's "
                                   "chain matches pins");
             return -1;
@@ -819,6 +867,46 @@ int wsp_tls_handshake(SSL *ssl, int *want_write, int *net_errno, char *err, size
     ERR_clear_error();
     return -1;
 }
+
+void wsp_tls_free(SSL *ssl, struct wsp_tls_conn_opts *co)
+{
+    if (!ssl) {
+        return;
+    }
+    if (co && co->reuse && !co->failed && SSL_is_init_finished(ssl)) {
+        /* OpenSSL would mark the session not resumable when an SSL that sent
+         * no close_notify is freed (TLS 1.0's rule) */
+        SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_SENT_SHUTDOWN);
+        SSL_SESSION *s = SSL_get_session(ssl);
+        /* a TLS 1.2 session that no callback gave (e.g. renewed on
+         * resumption); TLS 1.3 sessions come with tickets, by the callback */
+        if (s && s != co->session && SSL_SESSION_get_protocol_version(s) < TLS1_3_VERSION &&
+            SSL_SESSION_is_resumable(s) && SSL_SESSION_up_ref(s) == 1) {
+            keep_session(co, s, SSL_get_SSL_CTX(ssl));
+        }
+    }
+    if (co && co->spent) {
+        wsp_tls_forget(co); /* a TLS 1.3 ticket offered and not replaced */
+    }
+    SSL_free(ssl);
+}
+
+void wsp_tls_session_bad(struct wsp_tls_conn_opts *co)
+{
+    co->failed = 1;
+    wsp_tls_forget(co);
+}
+
+void wsp_tls_forget(struct wsp_tls_conn_opts *co)
+{
+    SSL_SESSION_free(co->session);
+    SSL_CTX_free(co->session_ctx);
+    co->session = NULL;
+    co->session_ctx = NULL;
+    co->spent = 0;
+}
+
+int wsp_tls_resumed(const SSL *ssl) { return ssl && SSL_session_reused(ssl) ? 1 : 0; }
 
 void wsp_tls_free_all(void)
 {

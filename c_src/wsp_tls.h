@@ -47,22 +47,47 @@ struct wsp_tls_config {
  * are kept, the least recently used dropped. */
 SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap);
 
-/* Per connection: SNI off (the name is still checked), SPKI pins. */
+/* Per connection: SNI off (the name is still checked), SPKI pins, and the
+ * connection's TLS session for resumption (reuse_sessions).
+ *
+ * Sessions are per connection, never shared between connections: the
+ * session a connection offers is the last one it received itself (a TLS 1.3
+ * ticket arrives after the handshake, through the context's new-session
+ * callback; TLS 1.2 gives its ticket or session id at the end of the
+ * handshake), for the same URL, server name, pins and SSL_CTX (so the same
+ * verification settings: a session from a context made again after a CA
+ * file changed is dropped, not offered). OpenSSL does not verify the
+ * certificate again on resumption; the name and chain were verified, for
+ * this same name, when the session was made. A TLS 1.3 ticket is offered
+ * once, by one connection (RFC 8446 C.4: tickets are not reused, they
+ * would link the connections): the resumed handshake brings new ones (an
+ * OpenSSL server sends one), else the next attempt is a full handshake. A
+ * TLS failure (alert, verify or pin failure) drops the session. No pool
+ * shared by connections to the same target: single-use tickets (two per
+ * full handshake from an OpenSSL server) would resume only connections
+ * opened after others finished, never a simultaneous storm, for state keyed
+ * by context, host, port, SNI and pins. */
 struct wsp_tls_conn_opts {
     int no_sni;
     const uint8_t (*pins)[32];  /* SHA-256 of SubjectPublicKeyInfo (DER) */
     size_t npins;               /* 0: no pinning */
+    int reuse;                  /* keep and offer sessions */
+    int failed;                 /* set by wsp_tls_session_bad: keep nothing */
+    int spent;                  /* session is a TLS 1.3 ticket already offered */
+    SSL_SESSION *session;       /* the last resumable session, or NULL */
+    SSL_CTX *session_ctx;       /* its context (a reference held) */
 };
 
 /* A client SSL on fd, with SNI (unless name is an IP literal or co->no_sni)
- * and the name to check in the peer certificate when verifying. co may be
- * NULL; its pins must outlive the SSL. Its BIO (rbio = wbio) is wsp_tls's
+ * and the name to check in the peer certificate when verifying; with
+ * co->reuse, it offers co->session if that came from ctx. co may be
+ * NULL; it must outlive the SSL. Its BIO (rbio = wbio) is wsp_tls's
  * own socket BIO: it reads up to 256 KiB per recv(2) into a buffer shared
  * by all connections and keeps what the SSL has not taken yet (so read
  * until WANT_READ; BIO_ctrl_pending says how much is kept). It never closes
  * fd. */
 SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
-                 const struct wsp_tls_conn_opts *co, char *err, size_t errcap);
+                 struct wsp_tls_conn_opts *co, char *err, size_t errcap);
 
 /* 1 if the SHA-256 of the SubjectPublicKeyInfo of a certificate in the
  * verified chain (leaf to trust anchor; with verify off, the chain the
@@ -78,6 +103,24 @@ int wsp_tls_pins_match(SSL *ssl, const uint8_t (*pins)[32], size_t n);
  * "certificate pin mismatch: no public key in the server's chain matches
  * pins". */
 int wsp_tls_handshake(SSL *ssl, int *want_write, int *net_errno, char *err, size_t errcap);
+
+/* Frees ssl, the connection's SSL (NULL: nothing). With co->reuse and no
+ * failure since wsp_tls_new, the session stays resumable after a connection
+ * that ended without close_notify (a reset, an EOF, the server killed):
+ * RFC 4346 (TLS 1.1) dropped the rule that such a session must not be
+ * resumed; only a fatal alert invalidates it (RFC 5246 7.2.2), and OpenSSL
+ * already marks it so then. */
+void wsp_tls_free(SSL *ssl, struct wsp_tls_conn_opts *co);
+
+/* The handshake or connection failed at the TLS level: the session goes and
+ * nothing of the current SSL is kept. */
+void wsp_tls_session_bad(struct wsp_tls_conn_opts *co);
+
+/* Releases the kept session (the connection ends). */
+void wsp_tls_forget(struct wsp_tls_conn_opts *co);
+
+/* 1 if ssl's handshake resumed a session, else 0. */
+int wsp_tls_resumed(const SSL *ssl);
 
 /* Frees every shared context (at exit). */
 void wsp_tls_free_all(void);

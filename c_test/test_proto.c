@@ -1107,7 +1107,7 @@ static void test_enc_up(void **state)
     (void)state;
     ei_x_buff x = {0};
     int i, arity;
-    assert_int_equal(wsp_enc_up(&x, 4294967295u, 101, HDRS, 3, "chat", 4), 0);
+    assert_int_equal(wsp_enc_up(&x, 4294967295u, 101, HDRS, 3, "chat", 4, -1), 0);
     d_version(&x, &i);
     d_tuple(&x, &i, 3);
     d_atom(&x, &i, "up");
@@ -1123,7 +1123,7 @@ static void test_enc_up(void **state)
     d_end(&x, i);
     ei_x_free(&x);
 
-    assert_int_equal(wsp_enc_up(&x, 1, 101, NULL, 0, NULL, 0), 0);
+    assert_int_equal(wsp_enc_up(&x, 1, 101, NULL, 0, NULL, 0, -1), 0);
     d_version(&x, &i);
     d_tuple(&x, &i, 3);
     d_atom(&x, &i, "up");
@@ -1137,6 +1137,27 @@ static void test_enc_up(void **state)
     d_atom(&x, &i, "undefined");
     d_end(&x, i);
     ei_x_free(&x);
+
+    /* wss: whether the TLS session was resumed */
+    for (int resumed = 0; resumed <= 1; resumed++) {
+        assert_int_equal(wsp_enc_up(&x, 2, 101, NULL, 0, NULL, 0, resumed), 0);
+        d_version(&x, &i);
+        d_tuple(&x, &i, 3);
+        d_atom(&x, &i, "up");
+        d_long(&x, &i, 2);
+        assert_int_equal(ei_decode_map_header(x.buff, &i, &arity), 0);
+        assert_int_equal(arity, 4);
+        d_atom(&x, &i, "tls_resumed");
+        d_atom(&x, &i, resumed ? "true" : "false");
+        d_atom(&x, &i, "status");
+        d_long(&x, &i, 101);
+        d_atom(&x, &i, "headers");
+        d_headers(&x, &i, NULL, 0);
+        d_atom(&x, &i, "protocol");
+        d_atom(&x, &i, "undefined");
+        d_end(&x, i);
+        ei_x_free(&x);
+    }
 }
 
 static void test_enc_closed(void **state)
@@ -1271,7 +1292,10 @@ static void check_stats(const struct wsp_stats *s)
     d_atom(&x, &i, "stats");
     d_long(&x, &i, 12);
     assert_int_equal(ei_decode_map_header(x.buff, &i, &arity), 0);
-    assert_int_equal(arity, 12);
+    assert_int_equal(arity, 13);
+    d_atom(&x, &i, "tls_resumed");
+    if (s->tls_resumed < 0) d_atom(&x, &i, "undefined");
+    else d_atom(&x, &i, s->tls_resumed ? "true" : "false");
     d_atom(&x, &i, "attempt");
     d_ulong(&x, &i, s->attempt);
     d_atom(&x, &i, "reconnects");
@@ -1329,11 +1353,11 @@ static void test_enc_stats(void **state)
                                      .server_no_context_takeover = 1},
                           .in_wire = 100, .in_plain = 1000, .out_wire = UINT64_MAX,
                           .out_plain = 7};
-    struct wsp_stats a = {"open", 1, 2, 3, 4, 250, 1000000, 10, 0, 3, 2, NULL};
-    struct wsp_stats b = {"connecting", 0, 0, 0, 0, -1, -1, -1, 5, 0, 0, NULL};
+    struct wsp_stats a = {"open", 1, 2, 3, 4, 250, 1000000, 10, 0, 3, 2, NULL, 1};
+    struct wsp_stats b = {"connecting", 0, 0, 0, 0, -1, -1, -1, 5, 0, 0, NULL, -1};
     struct wsp_stats c = {"closing", UINT64_MAX, (uint64_t)1 << 40, 1u << 31, 7, 0, 0, 0,
-                          UINT64_MAX, 1, UINT64_MAX, NULL};
-    struct wsp_stats d = {"open", 1, 2, 3, 4, 250, 1000000, 10, 0, 3, 2, &pmd};
+                          UINT64_MAX, 1, UINT64_MAX, NULL, -1};
+    struct wsp_stats d = {"open", 1, 2, 3, 4, 250, 1000000, 10, 0, 3, 2, &pmd, 0};
     check_stats(&a);
     check_stats(&b);
     check_stats(&c);
@@ -1443,6 +1467,20 @@ static void test_connect_proxy(void **state)
     assert_string_equal(o->ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256");
     assert_string_equal(o->ciphersuites, "TLS_AES_128_GCM_SHA256");
     wsp_cmd_free(&cmd);
+    /* reuse_sessions (issue 14): on unless false */
+    o = dec_opts("[{verify, verify_none}]", &cmd);
+    assert_int_equal(o->no_session_reuse, 0);
+    wsp_cmd_free(&cmd);
+    o = dec_opts("[{reuse_sessions, false}]", &cmd);
+    assert_int_equal(o->no_session_reuse, 1);
+    wsp_cmd_free(&cmd);
+    o = dec_opts("[{reuse_sessions, false}, {reuse_sessions, true}]", &cmd);
+    assert_int_equal(o->no_session_reuse, 0);
+    wsp_cmd_free(&cmd);
+    expect_err("{connect, 1, <<\"ws://h\">>, [{reuse_sessions, yes}]}", "bad_option",
+               "reuse_sessions must be true or false, got atom yes");
+    expect_err("{connect, 1, <<\"ws://h\">>, [{reuse_sessions, 1}]}", "bad_option",
+               "reuse_sessions must be true or false, got");
     o = dec_opts("[{versions, [tlsv1.3]}]", &cmd);
     assert_int_equal(o->min_version, 0x0304);
     assert_int_equal(o->max_version, 0x0304);

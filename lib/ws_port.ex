@@ -76,6 +76,7 @@ defmodule WsPort do
           | {:cert, binary() | [binary()]}
           | {:key, binary() | {:RSAPrivateKey | :ECPrivateKey | :PrivateKeyInfo, binary()}}
           | {:password, String.t() | charlist() | (() -> String.t() | charlist())}
+          | {:reuse_sessions, boolean()}
 
   @typedoc "One key of `connect/2`'s `:retry` option (see `connect/2`)."
   @type retry_option ::
@@ -158,7 +159,9 @@ defmodule WsPort do
       certificate in memory as `cert:` (DER, a list of DER leaf first, or
       PEM) and `key:` (PEM, DER or `{:PrivateKeyInfo, der}` etc.);
       `password:` (or a 0-arity fun giving it) for an encrypted `key` or
-      `keyfile`. See the README's options table.
+      `keyfile`; `reuse_sessions:` (default `true`: a reconnect offers the
+      connection's last TLS session, so the server can resume it). See the
+      README's options table.
     * `:max_message_size` - bytes (default 64 MiB): a larger message from
       the server closes the connection (1009); `send/2` refuses larger ones.
     * `:active` - `true` (default), `false`, `:once` or an integer `n >= 0`
@@ -287,7 +290,8 @@ defmodule WsPort do
   Statistics of a connection: `:state` (`:open`, `:reconnecting`,
   `:connecting`, ...), `:url`, `:attempt`, `:reconnects`, `:bytes_in`,
   `:bytes_out`, `:msgs_in`, `:msgs_out`, `:rtt_us` (last pong round trip),
-  `:connected_us`, `:credit`, plus `:id`, `:driver` and `:owner`, and the
+  `:connected_us`, `:credit`, `:tls_resumed` (wss: whether the open
+  connection's TLS handshake resumed a session), plus `:id`, `:driver` and `:owner`, and the
   current connection's handshake: `:protocol` (the subprotocol the server
   chose, `:undefined` if none) and `:headers` (the upgrade response's
   headers); both are `:undefined` while the connection is not open (see `:ws_port.info/1`).

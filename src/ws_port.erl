@@ -117,7 +117,8 @@
         %% the client key: PEM, DER or {KeyType, DER} as OTP's ssl takes it
         key => binary() | {'RSAPrivateKey' | 'ECPrivateKey' | 'PrivateKeyInfo', binary()},
         %% for an encrypted key or keyfile
-        password => binary() | string() | fun(() -> binary() | string())
+        password => binary() | string() | fun(() -> binary() | string()),
+        reuse_sessions => boolean()
     }
     | proplists:proplist().
 
@@ -185,7 +186,10 @@ connect(Url) ->
 %%     `{KeyType, DER}' as OTP's ssl takes it); `password' (binary, string or
 %%     a fun of arity 0 returning one, called in the caller) decrypts an
 %%     encrypted `key' or `keyfile'. The key and password never appear in
-%%     errors, `info/1' or `sys:get_status/1'.</li>
+%%     errors, `info/1' or `sys:get_status/1'. `reuse_sessions' (default
+%%     `true'): a reconnect offers the connection's last TLS session
+%%     (ticket), so the server can resume it instead of a full handshake
+%%     (`false': always a full handshake).</li>
 %% <li>`max_message_size': bytes (default 64 MiB): a larger message from
 %%     the server closes the connection (1009); {@link send/2} refuses
 %%     larger ones.</li>
@@ -651,7 +655,9 @@ forward(Conn, Pid, Msg) ->
 %% socket to the BEAM by splice(2), not copied by the port), `compression'
 %% (`false', or the permessage-deflate parameters agreed and the current
 %% connection's payload bytes `bytes_in_wire', `bytes_in_plain',
-%% `bytes_out_wire', `bytes_out_plain'). `reconnects' (times
+%% `bytes_out_wire', `bytes_out_plain'), `tls_resumed' (wss: `true' when the
+%% open connection's TLS handshake resumed a session, `false' for a full
+%% handshake; `undefined' for ws:// or while not open). `reconnects' (times
 %% the connection came back after a loss, port program restarts included)
 %% is counted by the driver; the port's byte and message counters start
 %% again when the port program restarts.

@@ -715,7 +715,10 @@ event({up, Id, Info}, #state{conns = Conns} = State) ->
                     attempt => C#conn.attempt + 1,
                     duration => erlang:monotonic_time() - C#conn.since
                 },
-                (metadata(C))#{replay => C#conn.replayed}
+                (metadata(C))#{
+                    replay => C#conn.replayed,
+                    tls_resumed => maps:get(tls_resumed, Info, undefined)
+                }
             ),
             C2 = (wake(C))#conn{
                 from = undefined,

@@ -25,7 +25,9 @@
     headers => [{binary(), binary()}],
     protocols => [binary()],
     connect_timeout := pos_integer(),
-    tls => #{tls_key() => binary() | verify_peer | verify_none | disable | [binary() | atom()]},
+    tls => #{
+        tls_key() => binary() | verify_peer | verify_none | disable | boolean() | [binary() | atom()]
+    },
     max_message_size => pos_integer(),
     active := active(),
     ping_interval => non_neg_integer(),
@@ -63,7 +65,8 @@
     | cacerts
     | versions
     | ciphers
-    | ciphersuites.
+    | ciphersuites
+    | reuse_sessions.
 -type retry_key() :: max_retries | delay | max_delay | backoff_factor | jitter | manual.
 -type retry_class() ::
     network
@@ -92,6 +95,7 @@
     | {ciphers | ciphersuites, binary()}
     | {cert, [binary(), ...]}
     | {key | password, fun(() -> binary()) | binary()}
+    | {reuse_sessions, boolean()}
     | {ping_interval | idle_timeout, non_neg_integer()}
     | {retry, false | [{retry_key(), term()}]}
     | {retry_on, ws_port_retry:retry_on()}
@@ -336,6 +340,8 @@ normalize_tls([{Key, V} | Rest], Acc) when
         _ ->
             {error, {bad_option, {tls, Key}, V}}
     end;
+normalize_tls([{reuse_sessions, B} | Rest], Acc) when is_boolean(B) ->
+    normalize_tls(Rest, Acc#{reuse_sessions => B});
 normalize_tls([{server_name_indication, disable} | Rest], Acc) ->
     normalize_tls(Rest, Acc#{server_name_indication => disable});
 normalize_tls([{pins, Pins} | Rest], Acc) when is_list(Pins), Pins =/= [], length(Pins) =< 64 ->

@@ -35,6 +35,9 @@ request path:
                             after each one was written to the socket, then
                             ``SENT <path>``, then read (and drop) until the
                             client closes
+  /drop?after_ms=M          after M ms (default 0) end the TCP connection
+                            abruptly: no close frame, no TLS close_notify (a
+                            lost connection), printing ``DROPPED <path>``
   /fragmented               send the text "Hello, fragmented world" as three
                             fragments, then the binary bytes(range(256)) * 4 as
                             four fragments of 256 bytes, then echo like /echo
@@ -46,6 +49,9 @@ so tests can see what the server saw. Any query parameter not listed above
 
 With --tls, every TLS handshake prints ``SNI <name>`` (``SNI -`` when the
 client sent no server_name extension).
+With --tls, every connection also prints ``TLS <path> resumed=<0|1>
+version=<v>`` when it opens: whether the server resumed a TLS session
+(ssl.SSLObject.session_reused), the server's own view.
 --client-ca makes the server require a client certificate signed by CAFILE.
 --exit-on-eof makes the server exit when its stdin reaches EOF (use it when
 the parent holds stdin open, as an Erlang port does).
@@ -107,6 +113,10 @@ async def drain(ws):
 async def handler(ws, path):
     route, query = split_path(path)
     say("OPEN %s" % path)
+    ssl_object = ws.transport.get_extra_info("ssl_object")
+    if ssl_object is not None:
+        say("TLS %s resumed=%d version=%s"
+            % (path, int(ssl_object.session_reused), ssl_object.version()))
     try:
         if route == "/echo":
             async for msg in ws:
@@ -145,6 +155,10 @@ async def handler(ws, path):
                     await asyncio.sleep(interval)
             say("SENT %s" % path)
             await drain(ws)
+        elif route == "/drop":
+            await asyncio.sleep(int(query.get("after_ms", "0")) / 1000.0)
+            say("DROPPED %s" % path)
+            ws.transport.abort()
         elif route == "/fragmented":
             await ws.send(iter(FRAGMENTED_TEXT))
             await ws.send(iter(FRAGMENTED_BINARY))

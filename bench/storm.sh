@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The reconnect storm (issue 16): STORM_N wss connections held by ws_port on
+# one driver (default retry: 1 s, jitter +-10%), the server killed and
+# started again on the same port with the same TLS ticket keys; how long
+# until every connection is back, what it costs in CPU (port program, BEAM,
+# server) and how the handshakes spread over time, with
+# tls reuse_sessions => true and => false in the same run (alternating).
+# Appends a table to RESULTS.md (unless NO_RESULTS is set).
+#
+#   bench/storm.sh                          # STORM_N=10000, RUNS=1
+#   STORM_N=1000 RUNS=3 NO_RESULTS=1 bench/storm.sh
+#   STORM_TLS=12 bench/storm.sh             # the server at TLS 1.2 at most
+#
+# Server: bench/out/storm_server (TLS handshake + upgrade, then idle; RSA
+# 2048 self-signed certificate, also the client's cacertfile: verification
+# on, as in production). Client: bench/storm_bench.escript.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+OUT="$HERE/out"
+STORM_N=${STORM_N:-10000}
+RUNS=${RUNS:-1}
+STORM_TLS=${STORM_TLS:-13}
+CMD="STORM_N=$STORM_N RUNS=$RUNS STORM_TLS=$STORM_TLS${STORM_CONNECT_TIMEOUT:+ STORM_CONNECT_TIMEOUT=$STORM_CONNECT_TIMEOUT} $0 $*"
+
+# the server and the port program each need an fd per connection
+ulimit -n "$(ulimit -Hn)"
+if (( $(ulimit -n) < STORM_N + 100 )); then
+    echo "storm.sh: ulimit -n is $(ulimit -n), below STORM_N=$STORM_N + 100" >&2
+    exit 1
+fi
+
+UPTIME0=$(uptime)
+make -s -C "$HERE" build
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+    if [[ -f "$ROOT/rebar.config" ]] && command -v rebar3 >/dev/null; then
+        (cd "$ROOT" && rebar3 compile >&2) || echo "storm.sh: rebar3 compile failed; using what is built" >&2
+    elif [[ -f "$ROOT/mix.exs" ]]; then
+        (cd "$ROOT" && mix compile >&2) || echo "storm.sh: mix compile failed; using what is built" >&2
+    fi
+fi
+
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+head -c 80 /dev/urandom >"$TMP/ticket.key"
+
+field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1==k{print $2}'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a==""||b==""||b==0) print "-"; else printf "%.2f", a/b }'; }
+
+KEYS="all_up_ms p50_up_ms p99_up_ms port_cpu_s port_peak_pct beam_cpu_s beam_peak_pct server_cpu_s server_peak_pct peak_hs_per_100ms hs_slots server_full server_resumed client_resumed"
+declare -A M=() HIST=() DOWNS=()
+for r in $(seq "$RUNS"); do
+    for reuse in true false; do
+        line=$(timeout 900 escript "$HERE/storm_bench.escript" "$OUT/storm_server" "$TMP/cert.pem" \
+            "$TMP/key.pem" "$TMP/ticket.key" "$STORM_N" "$reuse" "$STORM_TLS" 2>"$TMP/err" | tail -1) || line=FAIL
+        echo "storm reuse=$reuse run=$r: $line" >&2
+        if [[ $line == FAIL || -z $line ]]; then
+            tail -5 "$TMP/err" >&2
+            continue
+        fi
+        for k in $KEYS; do M[$reuse,$k]+=" $(field "$line" "$k")"; done
+        HIST[$reuse]=$(field "$line" hist)
+        DOWNS[$reuse]=$(field "$line" downs)
+    done
+done
+if (( ${#M[@]} == 0 )); then
+    echo "storm.sh: no run finished; nothing appended" >&2
+    exit 1
+fi
+declare -A R=()
+for k in "${!M[@]}"; do
+    # shellcheck disable=SC2086
+    R[$k]=$(median ${M[$k]})
+done
+v() { echo "${R[$1]:--}"; }
+
+TABLE="Reconnect storm: $STORM_N wss connections (TLS 1.${STORM_TLS#1}, verified), one driver, default retry (1 s +-10%), connect_timeout $((${STORM_CONNECT_TIMEOUT:-60000} / 1000)) s; the server killed and restarted with the same ticket keys. Times from the kill; CPU seconds over the storm (kill to the last connection up) and the largest 100 ms sample (% of one CPU); median of $RUNS run(s)"$'\n\n'
+TABLE+="| reuse_sessions | all up (ms) | p50 up (ms) | p99 up (ms) | port CPU s | port peak % | BEAM CPU s | BEAM peak % | server CPU s | server peak % | peak handshakes / 100 ms | slots with handshakes | server: full / resumed |"$'\n'
+TABLE+="|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"$'\n'
+for reuse in true false; do
+    TABLE+="| $reuse | $(v "$reuse,all_up_ms") | $(v "$reuse,p50_up_ms") | $(v "$reuse,p99_up_ms") | $(v "$reuse,port_cpu_s") | $(v "$reuse,port_peak_pct") | $(v "$reuse,beam_cpu_s") | $(v "$reuse,beam_peak_pct") | $(v "$reuse,server_cpu_s") | $(v "$reuse,server_peak_pct") | $(v "$reuse,peak_hs_per_100ms") | $(v "$reuse,hs_slots") | $(v "$reuse,server_full") / $(v "$reuse,server_resumed") |"$'\n'
+done
+TABLE+="| true/false | $(ratio "${R[true,all_up_ms]:-}" "${R[false,all_up_ms]:-}") | $(ratio "${R[true,p50_up_ms]:-}" "${R[false,p50_up_ms]:-}") | $(ratio "${R[true,p99_up_ms]:-}" "${R[false,p99_up_ms]:-}") | $(ratio "${R[true,port_cpu_s]:-}" "${R[false,port_cpu_s]:-}") | $(ratio "${R[true,port_peak_pct]:-}" "${R[false,port_peak_pct]:-}") | $(ratio "${R[true,beam_cpu_s]:-}" "${R[false,beam_cpu_s]:-}") | $(ratio "${R[true,beam_peak_pct]:-}" "${R[false,beam_peak_pct]:-}") | $(ratio "${R[true,server_cpu_s]:-}" "${R[false,server_cpu_s]:-}") | $(ratio "${R[true,server_peak_pct]:-}" "${R[false,server_peak_pct]:-}") | $(ratio "${R[true,peak_hs_per_100ms]:-}" "${R[false,peak_hs_per_100ms]:-}") | | |"$'\n'
+TABLE+=$'\n'"Server handshakes per 100 ms slot (ms from the kill: count), last run:"$'\n\n'
+for reuse in true false; do
+    TABLE+="- reuse_sessions $reuse (client downs by reason: ${DOWNS[$reuse]:--}): \`${HIST[$reuse]:--}\`"$'\n'
+done
+
+echo
+echo "$TABLE"
+if [[ -z "${NO_RESULTS:-}" ]]; then
+    {
+        echo
+        echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — reconnect storm (storm.sh)"
+        echo
+        echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), $(uname -sr), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+        echo "- uptime before the run: \`$UPTIME0\` (other work on the machine adds noise)"
+        echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- c_src src bench 2>/dev/null || echo ' (+ uncommitted changes)')"
+        echo "- command: \`$CMD\`"
+        [[ -n "${NOTE:-}" ]] && echo "- note: $NOTE"
+        echo
+        echo "$TABLE"
+    } >>"$HERE/RESULTS.md"
+    echo "appended to bench/RESULTS.md" >&2
+fi
