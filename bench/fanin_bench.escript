@@ -40,6 +40,7 @@ main([Mode, Url, N | Rest]) when Mode =:= "procs"; Mode =:= "one" ->
     {ok, Driver} = ws_port_driver:start_link(),
     [OsPid] = [P || P <- ws_port_pids(), owner_of(P) =:= Driver],
     Count = list_to_integer(N),
+    io:format(standard_error, "fanin_bench: port program os pid ~b~n", [OsPid]),
     H = counters:new(?GAPS, [write_concurrency]),
     Ctx = #{url => list_to_binary(Url), driver => Driver, hist => H, coord => self()},
     T0 = erlang:monotonic_time(millisecond),
@@ -48,6 +49,8 @@ main([Mode, Url, N | Rest]) when Mode =:= "procs"; Mode =:= "one" ->
                  "one" -> open_one(Ctx, Count, OpenWindow)
              end,
     T1 = erlang:monotonic_time(millisecond),
+    io:format(standard_error, "fanin_bench: ~b connections up in ~.1f s~n",
+              [Count, (T1 - T0) / 1000]),
     timer:sleep(Warm * 1000),
     S0 = snapshot(H),
     Cpu0 = {cpu(OsPid), cpu(os:getpid())},
@@ -63,8 +66,6 @@ main([Mode, Url, N | Rest]) when Mode =:= "procs"; Mode =:= "one" ->
     CpuPort = element(1, Cpu1) - element(1, Cpu0),
     CpuBeam = element(2, Cpu1) - element(2, Cpu0),
     PerM = fun(C) when Msgs > 0 -> C / (Msgs / 1.0e6); (_) -> 0.0 end,
-    io:format(standard_error, "fanin_bench: ~b connections up in ~.1f s~n",
-              [Count, (T1 - T0) / 1000]),
     io:format("mode=~s conns=~b window_s=~.1f msgs=~b msgs_per_s=~b gaps=~b lat_p50_us=~b "
               "lat_p99_us=~b lat_p999_us=~b lat_max_us=~b cpu_port_s=~.2f cpu_beam_s=~.2f "
               "port_s_per_m=~.3f beam_s_per_m=~.3f mq_end=~b~n",
@@ -94,7 +95,7 @@ open_procs(Ctx, Left, Window, Pending, Acc) ->
     end.
 
 proc_owner(#{url := Url, driver := Driver, hist := H, coord := Coord}) ->
-    {ok, Conn} = ws_port:connect(Url, #{driver => Driver, await => false}),
+    {ok, Conn} = ws_port:connect(Url, #{driver => Driver, await => false, retry => false, connect_timeout => 60000}),
     receive
         {ws_port_up, Conn, _} -> Coord ! {up, self()};
         {ws_port_closed, Conn, R} -> fail("connection failed: ~p", [R])
@@ -109,7 +110,9 @@ proc_loop(Conn, Next, H) ->
             Seq =:= Next orelse counters:add(H, ?GAPS, Seq - Next),
             proc_loop(Conn, Seq + 1, H);
         {ws_port_closed, Conn, R} ->
-            fail("a connection closed: ~p", [R])
+            fail("a connection closed: ~p", [R]);
+        Other ->
+            fail("unexpected message: ~0p", [Other])
     end.
 
 %% ---- one: a single owner holding every connection (it keeps receiving
@@ -125,7 +128,7 @@ open_one(Ctx, Count, Window) ->
 
 one_owner(#{left := Left, pending := Pending, window := Window, url := Url, driver := Driver} = S)
   when Left > 0, Pending < Window ->
-    {ok, Conn} = ws_port:connect(Url, #{driver => Driver, await => false}),
+    {ok, Conn} = ws_port:connect(Url, #{driver => Driver, await => false, retry => false, connect_timeout => 60000}),
     put(Conn, 0),
     one_owner(S#{left := Left - 1, pending := Pending + 1});
 one_owner(#{hist := H, coord := Coord} = S) ->
@@ -142,7 +145,9 @@ one_owner(#{hist := H, coord := Coord} = S) ->
             Left =:= 0 andalso Pending =:= 1 andalso (Coord ! {all_up, self()}),
             one_owner(S#{pending := Pending - 1});
         {ws_port_closed, _, R} ->
-            fail("a connection closed: ~p", [R])
+            fail("a connection closed: ~p", [R]);
+        Other ->
+            fail("unexpected message: ~0p", [Other])
     end.
 
 %% ---- histogram

@@ -20,8 +20,11 @@
  * buffer (the client does not keep up) is dropped, its sequence number
  * skipped: a gap the client sees. Reads and discards what the clients send;
  * a close frame or EOF closes the connection. Every 5 s a line on stderr:
- *   t=S open=N sent=M dropped=D behind_max=K
- * (behind_max: the most messages that were due at once at one tick).
+ *   t=S open=N sent=M dropped=D lagged=L behind_max=K
+ * (behind_max: the most messages that were due at once at one tick; when
+ * the server itself falls behind, at most 10 ms worth is sent at once and
+ * the rest is not sent at all: lagged, no gap in the sequence, a lower
+ * rate the client sees).
  *
  * Plain TCP only. Linux (epoll, timerfd).
  */
@@ -63,7 +66,7 @@ static size_t n_open, cap_open, cursor;
 static size_t msg_size = 200;
 static uint8_t *frame;
 static size_t frame_len;
-static uint64_t sent, dropped;
+static uint64_t sent, dropped, lagged;
 static int ep;
 
 static void die(const char *what)
@@ -353,6 +356,13 @@ int main(int argc, char **argv)
                 last = t;
                 if (!n_open)
                     due = 0;
+                /* behind (the server did not get the CPU): at most 10 ms
+                 * worth at once, the rest is not sent (lagged), no burst */
+                double cap = rate * (double)n_open * 0.01 + 1;
+                if (due > cap) {
+                    lagged += (uint64_t)(due - cap);
+                    due = cap;
+                }
                 uint64_t k = (uint64_t)due;
                 due -= (double)k;
                 if (k > behind_max)
@@ -365,9 +375,10 @@ int main(int argc, char **argv)
                         cursor++;
                 }
                 if (t >= next_stat) {
-                    fprintf(stderr, "t=%.0f open=%zu sent=%llu dropped=%llu behind_max=%llu\n",
-                            t - t0, n_open, (unsigned long long)sent,
-                            (unsigned long long)dropped, (unsigned long long)behind_max);
+                    fprintf(stderr,
+                            "t=%.0f open=%zu sent=%llu dropped=%llu lagged=%llu behind_max=%llu\n",
+                            t - t0, n_open, (unsigned long long)sent, (unsigned long long)dropped,
+                            (unsigned long long)lagged, (unsigned long long)behind_max);
                     behind_max = 0;
                     next_stat = t + 5;
                 }
