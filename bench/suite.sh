@@ -8,6 +8,7 @@
 #   BENCHES=idle_pmd TRANSPORTS=ws bench/suite.sh   # idle memory with compression
 #   BENCHES=stream_pmd TRANSPORTS=ws bench/suite.sh # a compressible stream, with and without
 #   BENCHES=fanin TRANSPORTS=ws bench/suite.sh      # 10,000 connections x 10 small msgs/s: CPU, latency
+#   BEFORE=/path/to/old/ws_port BENCHES="echo fanin" bench/suite.sh  # also that port program (echo, fanin), same run
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -32,7 +33,7 @@ FANIN_WINDOW=${FANIN_WINDOW:-20}
 if [[ " $BENCHES " == *" fanin "* ]]; then
     for v in FANIN_N FANIN_RATE FANIN_SIZE FANIN_WARM FANIN_WINDOW; do CMD="$v=\"${!v}\" $CMD"; done
 fi
-for v in RUNS TRANSPORTS BENCHES ECHO_N ECHO_SIZE SETUP_N IDLE_N STREAM_N ${WS_PORT_PROGRAM:+WS_PORT_PROGRAM}; do
+for v in RUNS TRANSPORTS BENCHES ECHO_N ECHO_SIZE SETUP_N IDLE_N STREAM_N ${WS_PORT_PROGRAM:+WS_PORT_PROGRAM} ${BEFORE:+BEFORE}; do
     CMD="$v=\"${!v}\" $CMD"
 done
 
@@ -77,9 +78,11 @@ for tr in $TRANSPORTS; do
         for r in $(seq "$RUNS"); do
             case $b in
             echo)
-                for c in plain ws_port; do
+                for c in plain ws_port ${BEFORE:+before}; do
                     if [[ $c == plain ]]; then
                         line=$(run "$c" "$OUT/plain_client" --echo "$ECHO_N" --size "$ECHO_SIZE" "$base/?mode=echo")
+                    elif [[ $c == before ]]; then
+                        line=$(WS_PORT_PROGRAM=$BEFORE run "$c" escript "$HERE/ws_bench.escript" echo "$base/?mode=echo" "$ECHO_N" "$ECHO_SIZE")
                     else
                         line=$(run "$c" escript "$HERE/ws_bench.escript" echo "$base/?mode=echo" "$ECHO_N" "$ECHO_SIZE")
                     fi
@@ -173,10 +176,12 @@ for tr in $TRANSPORTS; do
                         sleep 0.05
                     done
                 fi
-                for c in plain procs one; do
+                for c in plain procs one ${BEFORE:+procs_before one_before}; do
                     furl="ws://127.0.0.1:$FANIN_PORT/"
                     if [[ $c == plain ]]; then
                         line=$(run "$c" "$OUT/plain_client" --fanin "$FANIN_N" --warm "$FANIN_WARM" --window "$FANIN_WINDOW" "$furl")
+                    elif [[ $c == *_before ]]; then
+                        line=$(WS_PORT_PROGRAM=$BEFORE run "$c" escript "$HERE/fanin_bench.escript" "${c%_before}" "$furl" "$FANIN_N" "$FANIN_WARM" "$FANIN_WINDOW")
                     else
                         line=$(run "$c" escript "$HERE/fanin_bench.escript" "$c" "$furl" "$FANIN_N" "$FANIN_WARM" "$FANIN_WINDOW")
                     fi
@@ -219,6 +224,11 @@ if [[ " $BENCHES " == *" echo "* ]]; then
     for tr in $TRANSPORTS; do
         TABLE+="| $tr | $(v "$tr,echo,plain,p50") | $(v "$tr,echo,plain,p99") | $(v "$tr,echo,ws_port,p50") | $(v "$tr,echo,ws_port,p99") | $(ratio "${R[$tr,echo,ws_port,p50]:-}" "${R[$tr,echo,plain,p50]:-}") | $(ratio "${R[$tr,echo,ws_port,p99]:-}" "${R[$tr,echo,plain,p99]:-}") |"$'\n'
     done
+    if [[ -n "${BEFORE:-}" ]]; then
+        for tr in $TRANSPORTS; do
+            TABLE+="| $tr, BEFORE | $(v "$tr,echo,plain,p50") | $(v "$tr,echo,plain,p99") | $(v "$tr,echo,before,p50") | $(v "$tr,echo,before,p99") | $(ratio "${R[$tr,echo,before,p50]:-}" "${R[$tr,echo,plain,p50]:-}") | $(ratio "${R[$tr,echo,before,p99]:-}" "${R[$tr,echo,plain,p99]:-}") |"$'\n'
+        done
+    fi
     TABLE+=$'\n'
 fi
 if [[ " $BENCHES " == *" setup "* ]]; then
@@ -260,7 +270,7 @@ if [[ " $BENCHES " == *" fanin "* ]]; then
     TABLE+=$'\n'"Fan-in: $FANIN_N connections on 127.0.0.1, each $FANIN_RATE messages/s of $FANIN_SIZE B (bench/out/fanin_server, paced every 250 µs; expected $((FANIN_N * FANIN_RATE)) msgs/s), $FANIN_WINDOW s measured after $FANIN_WARM s warm-up; latency = receive - send time (CLOCK_REALTIME); CPU s per million messages (plain: the client; ws_port: the port program, and the BEAM apart); procs = one owner process per connection, one = one owner holding all; targets: port/plain CPU <= 2, p99 < 5 ms"$'\n\n'
     TABLE+="| case | msgs/s | gaps | p50 µs | p99 µs | p99.9 µs | CPU s/M (plain or port) | BEAM CPU s/M | port / plain CPU |"$'\n'
     TABLE+="|---|---:|---:|---:|---:|---:|---:|---:|---:|"$'\n'
-    for c in plain procs one; do
+    for c in plain procs one ${BEFORE:+procs_before one_before}; do
         TABLE+="| $c | $(v "ws,fanin,$c,rate") | $(v "ws,fanin,$c,gaps") | $(v "ws,fanin,$c,p50") | $(v "ws,fanin,$c,p99") | $(v "ws,fanin,$c,p999") | $(v "ws,fanin,$c,cpu") | $(v "ws,fanin,$c,beam") | $(ratio "${R[ws,fanin,$c,cpu]:-}" "${R[ws,fanin,plain,cpu]:-}") |"$'\n'
     done
 fi
