@@ -287,6 +287,7 @@ if [[ -z "${NO_RESULTS:-}" ]]; then
         echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- c_src src 2>/dev/null || echo ' (+ uncommitted changes in c_src/src)')"
         echo "- command: \`$CMD\`"
         [[ -n "${NOTE:-}" ]] && echo "- note: $NOTE"
+        [[ -s "$TMP/fanin.log" ]] && echo "- fanin_server at the end (cumulative; lagged = messages due that the server, short of CPU, did not send): $(tail -1 "$TMP/fanin.log")"
         echo "- median of $RUNS runs; server: bench/out/firehose (echo / idle modes; wss: RSA 2048 self-signed); plain = bench/out/plain_client; ws_port = bench/ws_bench.escript"
         echo
         echo "$TABLE"
