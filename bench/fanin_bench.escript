@@ -20,7 +20,7 @@
 %% (/proc/<pid>/stat utime+stime) over the window. One line:
 %%
 %%   mode=M conns=N window_s=W msgs=.. msgs_per_s=.. gaps=.. lat_p50_us=..
-%%     lat_p99_us=.. lat_p999_us=.. lat_max_us=.. cpu_port_s=.. cpu_beam_s=..
+%%     lat_p90_us=.. lat_p99_us=.. lat_p999_us=.. lat_max_us=.. cpu_port_s=.. cpu_beam_s=..
 %%     port_s_per_m=.. beam_s_per_m=.. mq_end=..
 %%
 %% lat_max_us is the lower bound of the highest non-empty bucket; mq_end is
@@ -67,10 +67,10 @@ main([Mode, Url, N | Rest]) when Mode =:= "procs"; Mode =:= "one" ->
     CpuBeam = element(2, Cpu1) - element(2, Cpu0),
     PerM = fun(C) when Msgs > 0 -> C / (Msgs / 1.0e6); (_) -> 0.0 end,
     io:format("mode=~s conns=~b window_s=~.1f msgs=~b msgs_per_s=~b gaps=~b lat_p50_us=~b "
-              "lat_p99_us=~b lat_p999_us=~b lat_max_us=~b cpu_port_s=~.2f cpu_beam_s=~.2f "
+              "lat_p90_us=~b lat_p99_us=~b lat_p999_us=~b lat_max_us=~b cpu_port_s=~.2f cpu_beam_s=~.2f "
               "port_s_per_m=~.3f beam_s_per_m=~.3f mq_end=~b~n",
               [Mode, Count, Secs, Msgs, round(Msgs / Secs), Gaps,
-               pct(HistB, Msgs, 0.5), pct(HistB, Msgs, 0.99), pct(HistB, Msgs, 0.999),
+               pct(HistB, Msgs, 0.5), pct(HistB, Msgs, 0.9), pct(HistB, Msgs, 0.99), pct(HistB, Msgs, 0.999),
                hmax(HistB), CpuPort, CpuBeam, PerM(CpuPort), PerM(CpuBeam), Mq]),
     halt(0);
 main(_) ->
