@@ -27,6 +27,11 @@
  *
  * N connections opened one after the other (TCP + TLS + upgrade) and kept
  * open until all are up, then closed.
+ *
+ *   plain_client --fanin N [--warm S] [--window S] 'ws://127.0.0.1:P/'
+ *
+ * N connections to bench/out/fanin_server read in one epoll loop: see
+ * fanin_mode below.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -38,6 +43,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -337,9 +344,275 @@ static int connect_mode(const char *host, const char *port, const char *path, SS
     return 0;
 }
 
+/* ---- --fanin N: the plain side of the fan-in bench (bench/fanin_server.c):
+ * N connections (opened non-blocking, at most 500 handshakes under way) in
+ * one epoll loop, each receiving small binary messages that
+ * start with the server's CLOCK_REALTIME send time (8 bytes, big-endian, ns)
+ * and a per-connection sequence number (4 bytes). After the last connection
+ * is up and WARM seconds, WINDOW seconds are measured: messages, sequence
+ * gaps, latency (receive time - send time, both CLOCK_REALTIME, in a
+ * histogram: 1 µs buckets below 2048 µs, 64 µs buckets above, the last one
+ * open-ended at 264 ms) and this process's CPU (getrusage). Prints:
+ *
+ *   conns=N window_s=W msgs=M msgs_per_s=R gaps=G lat_p50_us=.. lat_p99_us=..
+ *     lat_p999_us=.. lat_max_us=.. cpu_s=.. cpu_s_per_m=..
+ *
+ * (cpu_s_per_m: CPU seconds per million messages). Same histogram as
+ * bench/fanin_bench.escript. */
+#define HIST_N (2048 + 4096)
+#define FPART_MAX 1024
+
+struct fconn {
+    int fd;
+    uint32_t next_seq;
+    uint16_t plen;
+    uint8_t hs; /* 1 connecting, 2 upgrade sent, 0 open */
+    uint8_t part[FPART_MAX];
+};
+
+static uint64_t hist[HIST_N], f_msgs, f_gaps, f_max_ns;
+static int f_measure;
+
+static uint64_t realtime_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static size_t hist_bucket(uint64_t ns)
+{
+    uint64_t us = ns / 1000;
+    if (us < 2048)
+        return (size_t)us;
+    uint64_t b = 2048 + (us - 2048) / 64;
+    return b < HIST_N ? (size_t)b : HIST_N - 1;
+}
+
+static double hist_value_us(size_t b)
+{
+    return b < 2048 ? (double)b : 2048.0 + (double)(b - 2048) * 64.0;
+}
+
+static double hist_pct(uint64_t total, double q)
+{
+    uint64_t want = (uint64_t)((double)total * q), acc = 0;
+    for (size_t b = 0; b < HIST_N; b++) {
+        acc += hist[b];
+        if (acc > want)
+            return hist_value_us(b);
+    }
+    return hist_value_us(HIST_N - 1);
+}
+
+/* Parses the frames in p[0..len) (after c->part): complete ones are
+ * counted, the incomplete tail kept in c->part. */
+static void fanin_consume(struct fconn *c, const uint8_t *p, size_t len, uint64_t now)
+{
+    static uint8_t scratch[RBUF_SIZE + FPART_MAX];
+    if (c->plen) {
+        if (len > RBUF_SIZE)
+            die("fanin: read too large");
+        memcpy(scratch, c->part, c->plen);
+        memcpy(scratch + c->plen, p, len);
+        p = scratch;
+        len += c->plen;
+        c->plen = 0;
+    }
+    size_t off = 0;
+    for (;;) {
+        if (len - off < 2)
+            break;
+        uint64_t plen = p[off + 1] & 0x7f;
+        size_t h = plen == 126 ? 4 : plen == 127 ? 10 : 2;
+        if (len - off < h)
+            break;
+        if (plen == 126)
+            plen = (uint64_t)p[off + 2] << 8 | p[off + 3];
+        else if (plen == 127)
+            die("fanin: unexpected large frame");
+        if (len - off < h + plen)
+            break;
+        const uint8_t *pl = p + off + h;
+        int op = p[off] & 0x0f;
+        if (op == 8)
+            die("fanin: the server closed a connection");
+        if (op == 2 && plen >= 12) {
+            uint64_t ts = 0;
+            uint32_t seq = 0;
+            for (int i = 0; i < 8; i++)
+                ts = ts << 8 | pl[i];
+            for (int i = 8; i < 12; i++)
+                seq = seq << 8 | pl[i];
+            if (f_measure) {
+                uint64_t lat = now > ts ? now - ts : 0;
+                hist[hist_bucket(lat)]++;
+                if (lat > f_max_ns)
+                    f_max_ns = lat;
+                f_msgs++;
+                if (seq != c->next_seq)
+                    f_gaps += seq - c->next_seq;
+            }
+            c->next_seq = seq + 1;
+        }
+        off += h + (size_t)plen;
+    }
+    if (len - off > FPART_MAX)
+        die("fanin: frame too large");
+    memcpy(c->part, p + off, len - off);
+    c->plen = (uint16_t)(len - off);
+}
+
+/* Starts a non-blocking connect of cs[i] (127.0.0.1 or any IPv4 host). */
+static void fanin_start(struct fconn *c, uint32_t i, const struct sockaddr *sa, socklen_t sl,
+                        int ep)
+{
+    c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (c->fd < 0)
+        die("fanin: socket failed");
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(c->fd, sa, sl) && errno != EINPROGRESS)
+        die("fanin: connect failed");
+    c->hs = 1;
+    struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = i};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev))
+        die("fanin: epoll_ctl failed");
+}
+
+/* A handshake step of c on an event: 1 when it is open now. */
+static int fanin_handshake(struct fconn *c, uint32_t i, int ep, const char *req, size_t reql)
+{
+    if (c->hs == 1) { /* connected: send the upgrade (small: one write) */
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err || write(c->fd, req, reql) != (ssize_t)reql)
+            die("fanin: connect or upgrade request failed");
+        c->hs = 2;
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
+        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+        return 0;
+    }
+    ssize_t r = read(c->fd, c->part + c->plen, FPART_MAX - c->plen);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    if (r <= 0)
+        die("fanin: EOF or error during the handshake");
+    c->plen += (uint16_t)r;
+    uint8_t *end = memmem(c->part, c->plen, "\r\n\r\n", 4);
+    if (!end) {
+        if (c->plen == FPART_MAX)
+            die("fanin: response headers too long");
+        return 0;
+    }
+    if (memcmp(c->part, "HTTP/1.1 101", 12))
+        die("fanin: server did not answer 101");
+    size_t hl = (size_t)(end + 4 - c->part), rest = c->plen - hl;
+    memcpy(rbuf, c->part + hl, rest);
+    c->plen = 0;
+    c->hs = 0;
+    fanin_consume(c, rbuf, rest, realtime_ns());
+    return 1;
+}
+
+static int fanin_mode(const char *host, const char *port, const char *path, int n, double warm,
+                      double window)
+{
+    struct rlimit rl;
+    if (!getrlimit(RLIMIT_NOFILE, &rl)) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    struct fconn *cs = calloc((size_t)n, sizeof *cs);
+    int ep = epoll_create1(0);
+    if (!cs || ep < 0)
+        die("fanin: out of memory");
+    struct addrinfo hints = {0}, *ai;
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, port, &hints, &ai))
+        die("getaddrinfo failed");
+    /* the connections: at most FANIN_WINDOW handshakes under way (as
+     * fanin_bench.escript), read as they come up; the server's Accept key
+     * is not checked (it is bench/fanin_server) */
+    char req[1024];
+    int reql = snprintf(req, sizeof(req),
+                        "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n",
+                        path, host, port);
+    if (reql <= 0 || (size_t)reql >= sizeof(req))
+        die("request too long");
+    int started = 0, up = 0, pending = 0;
+    struct epoll_event evs[512];
+    while (up < n) {
+        while (started < n && pending < 500) {
+            fanin_start(&cs[started], (uint32_t)started, ai->ai_addr, ai->ai_addrlen, ep);
+            started++;
+            pending++;
+        }
+        int k = epoll_wait(ep, evs, 512, 1000);
+        for (int i = 0; i < k; i++) {
+            uint32_t ix = evs[i].data.u32;
+            struct fconn *c = &cs[ix];
+            if (c->hs) {
+                if (fanin_handshake(c, ix, ep, req, (size_t)reql)) {
+                    up++;
+                    pending--;
+                }
+                continue;
+            }
+            ssize_t r = read(c->fd, rbuf, RBUF_SIZE);
+            if (r == 0)
+                die("fanin: EOF");
+            if (r > 0)
+                fanin_consume(c, rbuf, (size_t)r, realtime_ns());
+        }
+    }
+    freeaddrinfo(ai);
+    double t_start = now() + warm, t_end = t_start + window;
+    struct rusage r0, r1;
+    for (;;) {
+        double t = now();
+        if (!f_measure && t >= t_start) {
+            getrusage(RUSAGE_SELF, &r0);
+            f_measure = 1;
+        }
+        if (t >= t_end)
+            break;
+        int k = epoll_wait(ep, evs, 512, 50);
+        for (int i = 0; i < k; i++) {
+            struct fconn *c = &cs[evs[i].data.u32];
+            ssize_t r = read(c->fd, rbuf, RBUF_SIZE);
+            if (r == 0)
+                die("fanin: EOF");
+            if (r < 0) {
+                if (errno == EAGAIN || errno == EINTR)
+                    continue;
+                die(strerror(errno));
+            }
+            fanin_consume(c, rbuf, (size_t)r, realtime_ns());
+        }
+    }
+    getrusage(RUSAGE_SELF, &r1);
+    double cpu = tv(r1.ru_utime) + tv(r1.ru_stime) - tv(r0.ru_utime) - tv(r0.ru_stime);
+    printf("conns=%d window_s=%.1f msgs=%llu msgs_per_s=%.0f gaps=%llu lat_p50_us=%.0f "
+           "lat_p99_us=%.0f lat_p999_us=%.0f lat_max_us=%.0f cpu_s=%.3f cpu_s_per_m=%.3f\n",
+           n, window, (unsigned long long)f_msgs, (double)f_msgs / window,
+           (unsigned long long)f_gaps, hist_pct(f_msgs, 0.5), hist_pct(f_msgs, 0.99),
+           hist_pct(f_msgs, 0.999), (double)f_max_ns / 1e3, cpu,
+           f_msgs ? cpu / ((double)f_msgs / 1e6) : 0.0);
+    fflush(stdout);
+    for (int i = 0; i < n; i++)
+        close(cs[i].fd);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    int quiet = 0, connect_n = 0;
+    int quiet = 0, connect_n = 0, fanin_n = 0;
+    double fanin_warm = 5, fanin_window = 20;
     uint64_t echo_n = 0;
     size_t echo_size = 100;
     const char *url = NULL;
@@ -352,11 +625,18 @@ int main(int argc, char **argv)
             echo_size = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--connect") && i + 1 < argc)
             connect_n = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--fanin") && i + 1 < argc)
+            fanin_n = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--warm") && i + 1 < argc)
+            fanin_warm = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--window") && i + 1 < argc)
+            fanin_window = atof(argv[++i]);
         else
             url = argv[i];
     }
     if (!url) {
-        fprintf(stderr, "usage: plain_client [--quiet] [--echo N [--size B] | --connect N] "
+        fprintf(stderr, "usage: plain_client [--quiet] [--echo N [--size B] | --connect N | "
+                        "--fanin N [--warm S] [--window S]] "
                         "ws[s]://host:port/path?query\n");
         return 2;
     }
@@ -398,6 +678,11 @@ int main(int argc, char **argv)
         if (!ctx)
             die("SSL_CTX_new failed");
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    if (fanin_n) {
+        if (tls)
+            die("--fanin: ws:// only");
+        return fanin_mode(host, port, path, fanin_n, fanin_warm, fanin_window);
     }
     if (connect_n)
         return connect_mode(host, port, path, ctx, connect_n);

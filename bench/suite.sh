@@ -8,6 +8,8 @@
 #   BENCHES=idle_pmd TRANSPORTS=ws bench/suite.sh   # idle memory with compression
 #   BENCHES=stream_pmd TRANSPORTS=ws bench/suite.sh # a compressible stream, with and without
 #   BENCHES=storm TRANSPORTS=wss bench/suite.sh     # reconnect storm (runs bench/storm.sh)
+#   BENCHES=fanin TRANSPORTS=ws bench/suite.sh      # 10,000 connections x 10 small msgs/s: CPU, latency
+#   BEFORE=/path/to/old/ws_port BENCHES="echo fanin" bench/suite.sh  # also that port program (echo, fanin), same run
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +24,17 @@ SETUP_N=${SETUP_N:-1000}
 IDLE_N=${IDLE_N:-10000}
 STREAM_N=${STREAM_N:-500000}
 CMD="$0 $*"
-for v in RUNS TRANSPORTS BENCHES ECHO_N ECHO_SIZE SETUP_N IDLE_N STREAM_N ${WS_PORT_PROGRAM:+WS_PORT_PROGRAM}; do
+# fanin: FANIN_N connections from bench/out/fanin_server, FANIN_RATE messages
+# of FANIN_SIZE bytes per second each; FANIN_WARM s warm-up, FANIN_WINDOW s measured
+FANIN_N=${FANIN_N:-10000}
+FANIN_RATE=${FANIN_RATE:-10}
+FANIN_SIZE=${FANIN_SIZE:-200}
+FANIN_WARM=${FANIN_WARM:-5}
+FANIN_WINDOW=${FANIN_WINDOW:-20}
+if [[ " $BENCHES " == *" fanin "* ]]; then
+    for v in FANIN_N FANIN_RATE FANIN_SIZE FANIN_WARM FANIN_WINDOW; do CMD="$v=\"${!v}\" $CMD"; done
+fi
+for v in RUNS TRANSPORTS BENCHES ECHO_N ECHO_SIZE SETUP_N IDLE_N STREAM_N ${WS_PORT_PROGRAM:+WS_PORT_PROGRAM} ${BEFORE:+BEFORE}; do
     CMD="$v=\"${!v}\" $CMD"
 done
 
@@ -67,9 +79,11 @@ for tr in $TRANSPORTS; do
         for r in $(seq "$RUNS"); do
             case $b in
             echo)
-                for c in plain ws_port; do
+                for c in plain ws_port ${BEFORE:+before}; do
                     if [[ $c == plain ]]; then
                         line=$(run "$c" "$OUT/plain_client" --echo "$ECHO_N" --size "$ECHO_SIZE" "$base/?mode=echo")
+                    elif [[ $c == before ]]; then
+                        line=$(WS_PORT_PROGRAM=$BEFORE run "$c" escript "$HERE/ws_bench.escript" echo "$base/?mode=echo" "$ECHO_N" "$ECHO_SIZE")
                     else
                         line=$(run "$c" escript "$HERE/ws_bench.escript" echo "$base/?mode=echo" "$ECHO_N" "$ECHO_SIZE")
                     fi
@@ -147,6 +161,45 @@ for tr in $TRANSPORTS; do
                     M[$c,total]+=" $(field "$line" total_kib_per_conn)"
                 done
                 ;;
+            fanin)
+                # FANIN_N connections, each FANIN_RATE messages/s of
+                # FANIN_SIZE bytes carrying the server's send time (bench/
+                # fanin_server.c): plain_client --fanin (one epoll loop),
+                # ws_port into FANIN_N owner processes (procs) and into one
+                # owner holding all (one), bench/fanin_bench.escript
+                [[ $tr == ws ]] || continue
+                if [[ -z "${FANIN_PORT:-}" ]]; then
+                    "$OUT/fanin_server" --rate "$FANIN_RATE" --size "$FANIN_SIZE" >"$TMP/fanin.port" 2>"$TMP/fanin.log" &
+                    PIDS+=($!)
+                    for _ in $(seq 100); do
+                        FANIN_PORT=$(awk '/^PORT /{print $2}' "$TMP/fanin.port")
+                        [[ -n $FANIN_PORT ]] && break
+                        sleep 0.05
+                    done
+                fi
+                for c in plain procs one ${BEFORE:+procs_before one_before}; do
+                    furl="ws://127.0.0.1:$FANIN_PORT/"
+                    if [[ $c == plain ]]; then
+                        line=$(run "$c" "$OUT/plain_client" --fanin "$FANIN_N" --warm "$FANIN_WARM" --window "$FANIN_WINDOW" "$furl")
+                    elif [[ $c == *_before ]]; then
+                        line=$(WS_PORT_PROGRAM=$BEFORE run "$c" escript "$HERE/fanin_bench.escript" "${c%_before}" "$furl" "$FANIN_N" "$FANIN_WARM" "$FANIN_WINDOW")
+                    else
+                        line=$(run "$c" escript "$HERE/fanin_bench.escript" "$c" "$furl" "$FANIN_N" "$FANIN_WARM" "$FANIN_WINDOW")
+                    fi
+                    echo "fanin $c run=$r: $line" >&2
+                    sleep 2 # the server closes the last run's connections
+                    [[ $line == FAIL ]] && continue
+                    M[$c,rate]+=" $(field "$line" msgs_per_s)"
+                    M[$c,gaps]+=" $(field "$line" gaps)"
+                    for q in p50 p99 p999; do M[$c,$q]+=" $(field "$line" lat_${q}_us)"; done
+                    if [[ $c == plain ]]; then
+                        M[$c,cpu]+=" $(field "$line" cpu_s_per_m)"
+                    else
+                        M[$c,cpu]+=" $(field "$line" port_s_per_m)"
+                        M[$c,beam]+=" $(field "$line" beam_s_per_m)"
+                    fi
+                done
+                ;;
             idle)
                 line=$(run ws_port escript "$HERE/ws_bench.escript" idle "$base/?mode=idle" "$IDLE_N")
                 echo "idle $tr run=$r: $line" >&2
@@ -176,6 +229,11 @@ if [[ " $BENCHES " == *" echo "* ]]; then
     for tr in $TRANSPORTS; do
         TABLE+="| $tr | $(v "$tr,echo,plain,p50") | $(v "$tr,echo,plain,p99") | $(v "$tr,echo,ws_port,p50") | $(v "$tr,echo,ws_port,p99") | $(ratio "${R[$tr,echo,ws_port,p50]:-}" "${R[$tr,echo,plain,p50]:-}") | $(ratio "${R[$tr,echo,ws_port,p99]:-}" "${R[$tr,echo,plain,p99]:-}") |"$'\n'
     done
+    if [[ -n "${BEFORE:-}" ]]; then
+        for tr in $TRANSPORTS; do
+            TABLE+="| $tr, BEFORE | $(v "$tr,echo,plain,p50") | $(v "$tr,echo,plain,p99") | $(v "$tr,echo,before,p50") | $(v "$tr,echo,before,p99") | $(ratio "${R[$tr,echo,before,p50]:-}" "${R[$tr,echo,plain,p50]:-}") | $(ratio "${R[$tr,echo,before,p99]:-}" "${R[$tr,echo,plain,p99]:-}") |"$'\n'
+        done
+    fi
     TABLE+=$'\n'
 fi
 if [[ " $BENCHES " == *" setup "* ]]; then
@@ -213,6 +271,14 @@ if [[ " $BENCHES " == *" idle_pmd "* ]]; then
         TABLE+="| $c | $(v "ws,idle_pmd,$c,port") | $(v "ws,idle_pmd,$c,total") | $(ratio "${R[ws,idle_pmd,$c,port]:-}" "${R[ws,idle_pmd,plain,port]:-}") | $(ratio "${R[ws,idle_pmd,$c,total]:-}" "${R[ws,idle_pmd,plain,total]:-}") |"$'\n'
     done
 fi
+if [[ " $BENCHES " == *" fanin "* ]]; then
+    TABLE+=$'\n'"Fan-in: $FANIN_N connections on 127.0.0.1, each $FANIN_RATE messages/s of $FANIN_SIZE B (bench/out/fanin_server, paced every 250 µs; expected $((FANIN_N * FANIN_RATE)) msgs/s), $FANIN_WINDOW s measured after $FANIN_WARM s warm-up; latency = receive - send time (CLOCK_REALTIME); CPU s per million messages (plain: the client; ws_port: the port program, and the BEAM apart); procs = one owner process per connection, one = one owner holding all; targets: port/plain CPU <= 2, p99 < 5 ms"$'\n\n'
+    TABLE+="| case | msgs/s | gaps | p50 µs | p99 µs | p99.9 µs | CPU s/M (plain or port) | BEAM CPU s/M | port / plain CPU |"$'\n'
+    TABLE+="|---|---:|---:|---:|---:|---:|---:|---:|---:|"$'\n'
+    for c in plain procs one ${BEFORE:+procs_before one_before}; do
+        TABLE+="| $c | $(v "ws,fanin,$c,rate") | $(v "ws,fanin,$c,gaps") | $(v "ws,fanin,$c,p50") | $(v "ws,fanin,$c,p99") | $(v "ws,fanin,$c,p999") | $(v "ws,fanin,$c,cpu") | $(v "ws,fanin,$c,beam") | $(ratio "${R[ws,fanin,$c,cpu]:-}" "${R[ws,fanin,plain,cpu]:-}") |"$'\n'
+    done
+fi
 
 echo
 echo "$TABLE"
@@ -226,6 +292,7 @@ if [[ -z "${NO_RESULTS:-}" ]]; then
         echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- c_src src 2>/dev/null || echo ' (+ uncommitted changes in c_src/src)')"
         echo "- command: \`$CMD\`"
         [[ -n "${NOTE:-}" ]] && echo "- note: $NOTE"
+        [[ -s "$TMP/fanin.log" ]] && echo "- fanin_server at the end (cumulative; lagged = messages due that the server, short of CPU, did not send): $(tail -1 "$TMP/fanin.log")"
         echo "- median of $RUNS runs; server: bench/out/firehose (echo / idle modes; wss: RSA 2048 self-signed); plain = bench/out/plain_client; ws_port = bench/ws_bench.escript"
         echo
         echo "$TABLE"

@@ -451,6 +451,13 @@ void wsp_link_flush(void)
     update_congestion();
 }
 
+void wsp_link_flush_batched(void)
+{
+    if (queued_total() >= WSP_LINK_FLUSH_BYTES || L.sp_marked) {
+        wsp_link_flush();
+    }
+}
+
 int wsp_link_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
 {
     (void)wsi;
@@ -514,6 +521,11 @@ static void data_packet_header(uint8_t *hdr, uint32_t id, int opcode, size_t len
  * Returns 1 if it was handled (written, or the rest queued), 0 otherwise. */
 static int data_direct(uint32_t id, int opcode, const uint8_t *payload, size_t len)
 {
+    if (len >= WSP_LINK_DIRECT_BYTES && wsp_buf_pending(&L.out) > 0 && !L.sp_marked && !L.eof) {
+        /* small messages batched before it (wsp_link_flush_batched): out
+         * with them first, if the socket takes them */
+        wsp_link_flush();
+    }
     if (len < WSP_LINK_DIRECT_BYTES || wsp_buf_pending(&L.out) > 0 || L.sp_marked || L.eof) {
         return 0;
     }

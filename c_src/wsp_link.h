@@ -41,6 +41,7 @@ struct wsp_link_hooks {
 #define WSP_LINK_MAX_PACKET (1u << 30)       /* larger commands are refused */
 #define WSP_LINK_BATCH_BYTES (64u * 1024)    /* data packets grow to this */
 #define WSP_LINK_DIRECT_BYTES (16u * 1024)   /* larger messages skip the queue */
+#define WSP_LINK_FLUSH_BYTES (16u * 1024)    /* see wsp_link_flush_batched */
 
 /* Sets up stdin and the event output. With events_socket (a unix socket
  * path, or '@' first for the abstract namespace) the first packet on stdout
@@ -58,6 +59,12 @@ void wsp_link_event(const ei_x_buff *x);
 int wsp_link_data(uint32_t id, int opcode, const uint8_t *payload, size_t len);
 /* Writes what it can now; asks the loop for more when stdout is full. */
 void wsp_link_flush(void);
+/* After one connection's I/O, inside a loop turn: flushes only once
+ * WSP_LINK_FLUSH_BYTES are queued (or a splice is under way); the rest goes
+ * with the wsp_link_flush at the end of the turn. Many connections waking
+ * with a small message each then cost one write per batch, not one write
+ * (and one wake-up of the BEAM) per message. */
+void wsp_link_flush_batched(void);
 /* 1 while the output queue is above the high watermark (until below low). */
 int wsp_link_congested(void);
 /* Bytes queued for stdout. */
