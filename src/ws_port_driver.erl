@@ -470,6 +470,9 @@ packet(Packet, State) ->
 format_status(Status) ->
     maps:map(
         fun
+            %% the interned terms include connect options with proxy
+            %% credentials as map keys: left out (the connections show theirs)
+            (state, #state{} = V) -> ws_port_proxy:scrub(V#state{interned = #{}});
             (K, V) when K =:= state; K =:= message; K =:= reason; K =:= log -> ws_port_proxy:scrub(V);
             (_, V) -> V
         end,
