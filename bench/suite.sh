@@ -246,11 +246,11 @@ if [[ " $BENCHES " == *" setup "* ]]; then
     TABLE+=$'\n'
 fi
 if [[ " $BENCHES " == *" idle "* ]]; then
-    TABLE+="Memory per idle connection, $IDLE_N open at once on one driver (KiB per connection; target ws <= 12, wss <= 40)"$'\n\n'
+    TABLE+="Memory per idle connection, $IDLE_N open at once on one driver (KiB per connection; target ws <= 2.5, wss <= 20)"$'\n\n'
     TABLE+="| transport | BEAM | port RSS | total | target |"$'\n'
     TABLE+="|---|---:|---:|---:|---:|"$'\n'
     for tr in $TRANSPORTS; do
-        tgt=12; [[ $tr == wss ]] && tgt=40
+        tgt=2.5; [[ $tr == wss ]] && tgt=20
         TABLE+="| $tr | $(v "$tr,idle,beam") | $(v "$tr,idle,port") | $(v "$tr,idle,total") | $tgt |"$'\n'
     done
 fi

@@ -70,6 +70,7 @@
 #include <sys/epoll.h>
 #endif
 #include "wsp_conn.h"
+#include "wsp_optcache.h"
 #include "wsp_dns.h"
 #include "wsp_link.h"
 #include "wsp_log.h"
@@ -109,10 +110,16 @@ static void on_packet(const uint8_t *p, size_t len)
         return;
     }
     switch (cmd.type) {
-    case WSP_CMD_CONNECT:
+    case WSP_CMD_CONNECT: {
+        /* connections made alike share one copy of their options */
+        size_t off = 0;
+        if (wsp_optcache_connect_key(p, len, &off) == 0) {
+            cmd.connect = wsp_optcache_intern(cmd.connect, p + off, len - off);
+        }
         wsp_conn_connect(cmd.id, cmd.connect);
         cmd.connect = NULL; /* owned by the connection now */
         break;
+    }
     case WSP_CMD_SEND:
         wsp_conn_send(cmd.id, cmd.opcode, cmd.payload, cmd.payload_len);
         break;

@@ -57,3 +57,16 @@ ssize_t wsp_compat_getrandom(void *buf, size_t len, unsigned int flags)
 typedef int wsp_compat_unused;
 
 #endif
+
+#if defined(__GLIBC__) && !defined(WSP_PORTABLE)
+#include <malloc.h>
+
+void wsp_compat_trim_heap(void)
+{
+    (void)malloc_trim(0);
+}
+#else
+void wsp_compat_trim_heap(void)
+{
+}
+#endif

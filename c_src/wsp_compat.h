@@ -69,4 +69,10 @@ ssize_t wsp_compat_getrandom(void *buf, size_t len, unsigned int flags);
 #define getrandom(b, n, f) wsp_compat_getrandom(b, n, f)
 #endif
 
+/* Gives the heap's free pages back to the kernel: glibc keeps the memory of
+ * freed handshake state (URL parts, TLS handshake buffers) between the
+ * long-lived per-connection structs, where its automatic trim (top of the
+ * heap only) never reaches. malloc_trim(0) with glibc; elsewhere a no-op. */
+void wsp_compat_trim_heap(void);
+
 #endif

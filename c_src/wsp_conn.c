@@ -21,6 +21,7 @@
 #include "wsp_dns.h"
 #include "wsp_link.h"
 #include "wsp_log.h"
+#include "wsp_optcache.h"
 #include "wsp_tls.h"
 #include "ws_codec.h"
 
@@ -74,7 +75,11 @@ static const char *state_name(enum conn_state s)
 struct wsp_target {
     struct wsc_url url;
     char host_header[300];
+    char key[25];                    /* our Sec-WebSocket-Key */
+    struct wsc_response_reader hs;   /* the upgrade response read so far */
 };
+
+#define CLOSE_REASON_MAX 123         /* 125 - 2 bytes of code */
 
 static char g_tls_err[256];              /* OpenSSL's reason after a TLS failure */
 
@@ -82,41 +87,52 @@ struct wsp_conn {
     struct wsp_watch watch;          /* first member: routed by the loop */
     uint32_t id;
     enum conn_state state;
-    struct wsp_connect_opts *opts;
-    struct wsp_target *t;            /* where to connect; only while connecting */
+    struct wsp_connect_opts *opts;   /* shared with connections made alike
+                                        (wsp_optcache): read-only */
+    struct wsp_target *t;            /* where to connect, the key and the
+                                        response read so far; only while
+                                        connecting and upgrading */
     struct wsp_proxy_hs *px;         /* the proxy's handshake, while in ST_PROXY */
     struct wsp_tls_conn_opts tls_co; /* SNI and pins, for wsp_tls (points into opts) */
 
     int fd;
+    int last_errno;
     struct lws *wsi;                 /* == watch.wsi while the socket is adopted */
     SSL *ssl;
-    int tls_want_write;              /* SSL_read/handshake wants POLLOUT */
     struct wsp_dns_req *dns;
     struct wsp_dns_result *addrs;
     size_t addr_next;
-    int last_errno;
 
-    char key[25];
-    struct wsc_response_reader hs;   /* the upgrade response read so far */
     struct wsp_buf rbuf;             /* bytes read, not yet parsed */
     struct wsp_buf wbuf;             /* bytes to write */
     struct wsp_buf msg;              /* a fragmented message being assembled */
     struct wsc_parser parser;
     struct wsp_pmd *pmd;             /* permessage-deflate, if negotiated */
-    int splicing;                    /* the message's tail goes socket -> pipe */
-    int splice_off;                  /* not this message (pipe full, taken back) */
-    int splice_lost;                 /* taking it back failed: fail the conn */
-    int large;                       /* the last message was >= SPLICE_MIN */
+
+    /* one bit each (an idle connection's size matters: issue 16) */
+    unsigned tls_want_write : 1;     /* SSL_read/handshake wants POLLOUT */
+    unsigned splicing : 1;           /* the message's tail goes socket -> pipe */
+    unsigned splice_off : 1;         /* not this message (pipe full, taken back) */
+    unsigned splice_lost : 1;        /* taking it back failed: fail the conn */
+    unsigned large : 1;              /* the last message was >= SPLICE_MIN */
+    unsigned passive_events : 1;     /* credit came from {active, N} */
+    unsigned reading : 1;            /* input polling enabled */
+    unsigned want_write : 1;
+    unsigned over_high : 1;          /* sent {busy, Id}: waiting for {ready, Id} */
+    unsigned over_hard : 1;          /* counted in g_over_hard */
+    unsigned dirty : 1;
+    unsigned link_paused : 1;        /* on g_paused: stopped for a full link */
+    unsigned closing : 1;            /* the BEAM closed it: it ends, never retried */
+    unsigned ever_up : 1;
+    unsigned lingering : 1;          /* FIN sent, draining until EOF or timer */
+    unsigned in_cb : 1;              /* inside wsp_conn_on_io for this conn */
+    unsigned free_pending : 1;
+    uint8_t close_reason_len;
+    uint16_t close_code;             /* what we sent in our close frame */
+    char *close_reason;              /* its reason (malloc), NULL if none */
 
     int64_t credit;                  /* -1 = unlimited */
-    int passive_events;              /* credit came from {active, N} */
-    int reading;                     /* input polling enabled */
-    int want_write;
-    int over_high;                   /* sent {busy, Id}: waiting for {ready, Id} */
-    int over_hard;                   /* counted in g_over_hard */
-    int dirty;
     struct wsp_conn *dirty_next;
-    int link_paused;                 /* on g_paused: stopped for a full link */
     struct wsp_conn *paused_next;
 
     lws_sorted_usec_list_t timer;    /* connect / close / linger deadline */
@@ -130,23 +146,13 @@ struct wsp_conn {
     int64_t last_rtt_us;
     uint64_t bytes_in, bytes_out, msgs_in, msgs_out, msgs_spliced;
 
-    unsigned close_code;             /* what we sent in our close frame */
-    char close_reason[124];
-    size_t close_reason_len;
-
-    int closing;                     /* the BEAM closed it: it ends, never retried */
     uint64_t attempt;                /* failed attempts since the last up */
     uint64_t reconnects;             /* times it came back after a loss */
-    int ever_up;
     struct wsp_buf held;             /* frames sent while not open (send_queue):
                                         <<Opcode:8, Len:32, Payload>>, unmasked */
     uint32_t nheld;
 
     size_t linger_budget;            /* bytes still read and dropped in ST_DONE */
-    int lingering;                   /* FIN sent, draining until EOF or timer */
-
-    int in_cb;                       /* inside wsp_conn_on_io for this conn */
-    int free_pending;
     struct wsp_conn *all_next, **all_prev;
 };
 
@@ -161,6 +167,28 @@ static struct wsp_conn *g_paused;        /* stopped because the link is full */
 static int g_over_hard;
 static int g_congested;
 static uint64_t g_rng[4];
+
+/* Connections came up or went since the heap was last trimmed: trim it a
+ * second after the first (wsp_compat_trim_heap), so a burst of handshakes
+ * leaves no free-but-resident pages between the idle connections. */
+#define TRIM_DELAY_US (1 * LWS_US_PER_SEC)
+static lws_sorted_usec_list_t g_trim;
+static int g_trim_armed;
+
+static void on_trim(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    g_trim_armed = 0;
+    wsp_compat_trim_heap();
+}
+
+static void note_churn(void)
+{
+    if (!g_trim_armed) {
+        g_trim_armed = 1;
+        wsp_loop_schedule(&g_trim, on_trim, TRIM_DELAY_US);
+    }
+}
 
 static size_t slot_of(uint32_t id, size_t cap) { return (id * 2654435761u) & (cap - 1); }
 
@@ -413,10 +441,11 @@ static void conn_free(struct wsp_conn *c)
         c->all_next->all_prev = c->all_prev;
     }
     wsp_tls_forget(&c->tls_co);
-    wsp_connect_opts_free(c->opts);
+    wsp_optcache_release(c->opts);
     free(c->px);
     free(c->addrs);
     free(c->t);
+    free(c->close_reason);
     wsp_buf_free(&c->rbuf);
     wsp_buf_free(&c->wbuf);
     wsp_buf_free(&c->msg);
@@ -621,14 +650,17 @@ static int queue_data(struct wsp_conn *c, int opcode, const uint8_t *p, size_t n
 
 static void queue_close(struct wsp_conn *c, unsigned code, const uint8_t *reason, size_t len)
 {
-    if (len > sizeof c->close_reason) {
-        len = sizeof c->close_reason; /* 125 - 2 bytes of code fits */
+    if (len > CLOSE_REASON_MAX) {
+        len = CLOSE_REASON_MAX;
     }
-    c->close_code = code;
-    if (len) {
+    c->close_code = (uint16_t)code;
+    free(c->close_reason);
+    c->close_reason = NULL;
+    c->close_reason_len = 0;
+    if (len && (c->close_reason = malloc(len)) != NULL) {
         memcpy(c->close_reason, reason, len);
+        c->close_reason_len = (uint8_t)len;
     }
-    c->close_reason_len = len;
     uint8_t cb[2] = {(uint8_t)(code >> 8), (uint8_t)code};
     if (code == 1005) {
         queue_frame(c, WSC_OP_CLOSE, NULL, 0, NULL, 0);
@@ -733,7 +765,8 @@ static void on_deadline(lws_sorted_usec_list_t *sul)
     struct wsp_conn *c = lws_container_of(sul, struct wsp_conn, timer);
     if (c->state == ST_CLOSING) {
         /* the server never answered our close: report what we sent */
-        wsp_enc_closed_code(xbuf(), c->id, "local", c->close_code, c->close_reason,
+        wsp_enc_closed_code(xbuf(), c->id, "local", c->close_code,
+                            c->close_reason ? c->close_reason : "",
                             c->close_reason_len);
         finish(c);
     } else if (c->state < ST_OPEN) {
@@ -850,7 +883,7 @@ static void start_upgrade(struct wsp_conn *c)
     uint64_t a = rng_next(), b = rng_next();
     memcpy(rnd, &a, 8);
     memcpy(rnd + 8, &b, 8);
-    wsc_make_key(rnd, c->key);
+    wsc_make_key(rnd, c->t->key);
     const struct wsp_connect_opts *o = c->opts;
     const char *err = NULL;
     size_t cap = 1024 + 200 + strlen(c->t->url.path) + strlen(c->t->host_header);
@@ -881,7 +914,7 @@ static void start_upgrade(struct wsp_conn *c)
         }
         hs[nh++] = (struct wsc_header){"Sec-WebSocket-Extensions", 24, offer, strlen(offer)};
     }
-    int n = wsc_build_request((char *)dst, cap, c->t->url.path, c->t->host_header, c->key,
+    int n = wsc_build_request((char *)dst, cap, c->t->url.path, c->t->host_header, c->t->key,
                               (const char *const *)o->protocols, o->nprotocols,
                               hs ? hs : o->headers, nh, &err);
     free(hs);
@@ -890,7 +923,7 @@ static void start_upgrade(struct wsp_conn *c)
         return;
     }
     wsp_buf_commit(&c->wbuf, (size_t)n);
-    wsc_response_reader_init(&c->hs);
+    wsc_response_reader_init(&c->t->hs);
     c->state = ST_UPGRADING;
     conn_flush(c);
 }
@@ -1210,14 +1243,14 @@ void wsp_conn_connect(uint32_t id, struct wsp_connect_opts *opts)
 {
     if (table_get(id)) {
         emit_error(id, "id_in_use", "connection id %u is already in use", id);
-        wsp_connect_opts_free(opts);
+        wsp_optcache_release(opts);
         return;
     }
     struct wsp_conn *c = calloc(1, sizeof *c);
     if (!c || table_put(c ? (c->id = id, c) : c) < 0) {
         free(c);
         emit_error(id, "badarg", "out of memory");
-        wsp_connect_opts_free(opts);
+        wsp_optcache_release(opts);
         return;
     }
     c->watch.kind = WSP_W_CONN;
@@ -1490,7 +1523,8 @@ static int parse_bytes(struct wsp_conn *c, const uint8_t *p, size_t n, size_t *t
             break;
         case WSC_EV_CLOSE:
             if (c->state == ST_CLOSING) {
-                wsp_enc_closed_code(xbuf(), c->id, "local", c->close_code, c->close_reason,
+                wsp_enc_closed_code(xbuf(), c->id, "local", c->close_code,
+                                    c->close_reason ? c->close_reason : "",
                                     c->close_reason_len);
             } else {
                 /* echo the code and reason (RFC 6455 5.5.1) and report it */
@@ -1555,7 +1589,7 @@ static void handle_response(struct wsp_conn *c)
 {
     struct wsc_response resp;
     const char *err = NULL;
-    int r = wsc_read_response(&c->hs, (const char *)c->rbuf.data + c->rbuf.off,
+    int r = wsc_read_response(&c->t->hs, (const char *)c->rbuf.data + c->rbuf.off,
                               wsp_buf_pending(&c->rbuf), &resp, &err);
     if (r == WSC_ENEED_MORE) {
         return;
@@ -1571,7 +1605,7 @@ static void handle_response(struct wsp_conn *c)
     }
     const char *proto = NULL, *ext = NULL;
     size_t proto_len = 0, ext_len = 0;
-    if (wsc_check_upgrade_ext(&resp, c->key, (const char *const *)c->opts->protocols,
+    if (wsc_check_upgrade_ext(&resp, c->t->key, (const char *const *)c->opts->protocols,
                               c->opts->nprotocols, &proto, &proto_len,
                               c->opts->compress.enabled, &ext, &ext_len, &err) < 0) {
         fail_detail(c, WSP_FC_HTTP_OTHER, "bad_handshake", err ? err : "invalid upgrade response");
@@ -1589,10 +1623,18 @@ static void handle_response(struct wsp_conn *c)
     free(c->t);
     c->t = NULL;
     c->addr_next = 0;
+    if (c->ssl && SSL_pending(c->ssl) == 0 && !SSL_has_pending(c->ssl)) {
+        /* the handshake's record buffers (the last read brought the server's
+         * session tickets, not application data, so SSL_MODE_RELEASE_BUFFERS
+         * kept them): an idle connection holds none (issue 16); OpenSSL
+         * allocates them again on the next read or write */
+        (void)SSL_free_buffers(c->ssl);
+    }
     if (c->ever_up) {
         c->reconnects++;
     }
     c->ever_up = 1;
+    note_churn();
     wsp_enc_up(xbuf(), c->id, resp.status, resp.headers, resp.nheaders, proto, proto_len,
                c->ssl ? wsp_tls_resumed(c->ssl) : -1);
     emit();
@@ -1796,7 +1838,9 @@ static int splice_step(struct wsp_conn *c, size_t *budget)
  * read(2) takes what is there). TLS (SSL_read returns one record at a time,
  * so a short read says little): a small record (a small message: more
  * records would likely be full ones) and OpenSSL holding no bytes it has
- * read from the socket but not returned yet. The loop is level-triggered
+ * read from the socket but not returned yet, nor wsp_tls's socket BIO
+ * (it reads many records per recv(2) and keeps the rest, which no wake-up
+ * of the socket would announce). The loop is level-triggered
  * (epoll without EPOLLET, poll, kqueue without EV_CLEAR): anything that
  * arrives later, or is still in the socket, wakes this connection again; a
  * wrong guess costs a loop turn, never a message. Saves the read that would
@@ -1805,7 +1849,8 @@ static int splice_step(struct wsp_conn *c, size_t *budget)
 #define TLS_SMALL_RECORD 4096
 static int drained(struct wsp_conn *c, size_t r)
 {
-    return !c->ssl || (r < TLS_SMALL_RECORD && !SSL_has_pending(c->ssl));
+    return !c->ssl || (r < TLS_SMALL_RECORD && !SSL_has_pending(c->ssl) &&
+                       BIO_ctrl_pending(SSL_get_rbio(c->ssl)) == 0);
 }
 
 /* Reads while there is credit and data, parsing as it goes. */
@@ -2257,6 +2302,10 @@ size_t wsp_conn_count(void)
 
 void wsp_conn_free_all(void)
 {
+    if (g_trim_armed) {
+        lws_sul_cancel(&g_trim);
+        g_trim_armed = 0;
+    }
     while (g_all) {
         g_all->in_cb = 0;
         conn_free(g_all);

@@ -140,7 +140,11 @@
     restarts = [] :: [integer()],
     held = #{} :: #{ws_port_proto:id() => #hold{}},
     %% callers of program_stats/1 waiting for {stats, 0, _}, oldest first
-    pstats = [] :: [gen_server:from()]
+    pstats = [] :: [gen_server:from()],
+    %% terms many connections hold alike (URL, connect options, handshake
+    %% response headers): one copy on the heap, referenced by each #conn{}
+    %% (see intern/2; an idle connection's memory, issue 16)
+    interned = #{} :: #{term() => term()}
 }).
 
 -define(MAX_ID, 4294967295).
@@ -162,6 +166,11 @@
 -define(MAX_SOCKET_PATH, 100).
 -type events_ns() :: abstract | path.
 -define(CONNECT_GUARD_MS, 3000).
+%% a driver idle this long hibernates: its heap shrinks to what its
+%% connections hold (it grew during a burst of connects or traffic)
+-define(HIBERNATE_AFTER_MS, 1000).
+%% distinct terms kept by intern/2 before it starts afresh
+-define(INTERN_MAX, 1024).
 -define(MAX_RESTARTS, 5).
 -define(RESTART_PERIOD_MS, 10000).
 
@@ -191,9 +200,11 @@ start_link(Name) ->
 %% spawn driver copies each packet three times, inet's driver once).
 -spec start_link(atom(), [start_opt()]) -> gen_server:start_ret().
 start_link(undefined, Opts) ->
-    gen_server:start_link(?MODULE, {undefined, Opts}, []);
+    gen_server:start_link(?MODULE, {undefined, Opts}, [{hibernate_after, ?HIBERNATE_AFTER_MS}]);
 start_link(Name, Opts) when is_atom(Name) ->
-    gen_server:start_link({local, Name}, ?MODULE, {Name, Opts}, []).
+    gen_server:start_link({local, Name}, ?MODULE, {Name, Opts}, [
+        {hibernate_after, ?HIBERNATE_AFTER_MS}
+    ]).
 
 %% @doc Opens a connection owned by the caller. `Opts' are normalised
 %% options ({@link ws_port_proto:normalize_connect_opts/1}); with
@@ -460,6 +471,10 @@ packet(Packet, State) ->
 format_status(Status) ->
     maps:map(
         fun
+            %% the interned terms include connect options with proxy
+            %% credentials and TLS keys as map keys: left out (the
+            %% connections show theirs)
+            (state, #state{} = V) -> ws_port_proto:scrub(V#state{interned = #{}});
             (K, V) when K =:= state; K =:= message; K =:= reason; K =:= log -> ws_port_proto:scrub(V);
             (_, V) -> V
         end,
@@ -479,9 +494,10 @@ terminate(Reason, State) ->
 %% Connecting
 %%====================================================================
 
-do_connect(Url, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns} = State) ->
-    Id = next_id(State#state.next_id, Conns),
-    Wire = ws_port_proto:wire_opts(Opts),
+do_connect(Url0, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns} = State0) ->
+    Id = next_id(State0#state.next_id, Conns),
+    {Url, State1} = intern(Url0, State0),
+    {Wire, State} = intern(ws_port_proto:wire_opts(Opts), State1),
     #{connect_timeout := Timeout, active := Active, await := Await} = Opts,
     command(Port, ws_port_proto:connect_cmd(Id, Url, Wire)),
     true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active, queues(Wire), max_size(Wire)}),
@@ -508,6 +524,45 @@ do_connect(Url, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns}
             C2 = C#conn{notify_up = true},
             {reply, {ok, Handle}, State#state{conns = Conns#{Id => C2}, next_id = inc_id(Id)}}
     end.
+
+%% The copy of Term this driver already holds, if any (then every connection
+%% refers to the same term on the heap: the garbage collector keeps sharing
+%% within a process), else Term, remembered. Bounded: starts afresh after
+%% ?INTERN_MAX distinct terms.
+intern(Term, #state{interned = I} = State) ->
+    case I of
+        #{Term := Shared} ->
+            {Shared, State};
+        _ when map_size(I) >= ?INTERN_MAX ->
+            {Term, State#state{interned = #{Term => Term}}};
+        _ ->
+            {Term, State#state{interned = I#{Term => Term}}}
+    end.
+
+%% The upgrade response's headers: a header every connection got alike is
+%% shared whole, a unique one (Sec-WebSocket-Accept) shares its name.
+intern_headers(Headers, State) when is_list(Headers) ->
+    lists:mapfoldr(
+        fun
+            ({Name, Value} = H, S) ->
+                case S#state.interned of
+                    #{H := Shared} ->
+                        {Shared, S};
+                    _ ->
+                        {N, S2} = intern(Name, S),
+                        case is_binary(Name) andalso string:lowercase(Name) of
+                            <<"sec-websocket-accept">> -> {{N, Value}, S2};
+                            _ -> intern({N, Value}, S2)
+                        end
+                end;
+            (H, S) ->
+                {H, S}
+        end,
+        State,
+        Headers
+    );
+intern_headers(Headers, State) ->
+    {Headers, State}.
 
 queues(Wire) ->
     proplists:get_value(send_queue, Wire, 0) > 0.
@@ -720,18 +775,19 @@ event({up, Id, Info}, #state{conns = Conns} = State) ->
                     tls_resumed => maps:get(tls_resumed, Info, undefined)
                 }
             ),
+            {Headers, State3} = intern_headers(maps:get(headers, Info, []), State2),
             C2 = (wake(C))#conn{
                 from = undefined,
                 notify_up = false,
                 timer = undefined,
                 protocol = maps:get(protocol, Info, undefined),
-                headers = maps:get(headers, Info, []),
+                headers = Headers,
                 attempt = 0,
                 ups = C#conn.ups + 1,
                 %% a successful reconnect: the retry_fun starts afresh
                 retry_state = C#conn.retry_init
             },
-            State2#state{conns = Conns#{Id := C2}};
+            State3#state{conns = Conns#{Id := C2}};
         _ ->
             State
     end;
