@@ -165,6 +165,44 @@ defmodule WsPort.FaninTest do
     end
   end
 
+  @big_burst 2000
+
+  for scheme <- [:ws, :wss] do
+    @tag scheme: scheme
+    test "#{scheme}: a burst of #{@big_burst} small messages waiting in the socket, then silence",
+         ctx do
+      # The burst waits in the socket (no credit) before the port program
+      # reads it. Over TLS it then reads many records per recv(2) and keeps
+      # what OpenSSL has not taken yet in its socket BIO (about 70 KB here,
+      # more than OpenSSL's read buffer): the socket announces nothing more,
+      # and the server stays silent after its burst (no pings), so a reader
+      # that stopped after a small record would never get the rest.
+      peer = Map.fetch!(ctx.peers, ctx.scheme)
+      opts = if ctx.scheme == :wss, do: %{tls: %{cacertfile: ctx.certs.ca.cert}}, else: %{}
+      path = "/send?n=#{@big_burst}&size=20&type=binary&k="
+      {:ok, driver} = :ws_port_driver.start_link()
+
+      conns =
+        for k <- 1..2 do
+          url = "#{ctx.scheme}://127.0.0.1:#{Peer.port(peer)}#{path}#{k}"
+          {:ok, c} = :ws_port.connect(url, Map.merge(opts, %{driver: driver, active: false}))
+          Peer.await_line(peer, "SENT #{path}#{k}")
+          c
+        end
+
+      Enum.each(conns, &(:ok = :ws_port.setopts(&1, active: true)))
+      got = collect_binary(Map.new(conns, &{&1, []}), 2 * @big_burst)
+
+      for c <- conns do
+        assert Enum.reverse(Map.fetch!(got, c)) ==
+                 for(i <- 0..(@big_burst - 1), do: :binary.copy(<<rem(i, 256)>>, 20))
+      end
+
+      Enum.each(conns, &(:ok = :ws_port.close(&1)))
+      GenServer.stop(driver)
+    end
+  end
+
   defp collect_binary(acc, 0), do: acc
 
   defp collect_binary(acc, left) do
