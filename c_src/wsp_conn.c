@@ -38,6 +38,7 @@
 #define SPLICE_MIN (32u * 1024)   /* smaller message tails are copied */
 #define SPLICE_MAX_HAVE (64u * 1024) /* bytes read already, copied into the pipe */
 #define HDR_READ 10               /* the longest server frame header */
+#define UPGRADE_CHUNK (8 * 1024)  /* read size while the response is gathered */
 #define UPGRADE_READS 16          /* reads per wake-up while upgrading (a
                                      trickling server gives a byte a read) */
 
@@ -1832,7 +1833,10 @@ static void conn_read(struct wsp_conn *c)
                 }
             }
         } else {
-            dst = wsp_buf_reserve(&c->rbuf, READ_CHUNK);
+            /* a response (or a proxy's answer) is small, at most
+             * WSC_MAX_RESPONSE_BYTES: read it in small pieces, not into a
+             * READ_CHUNK reserved (256 KiB) for every connection attempt */
+            dst = wsp_buf_reserve(&c->rbuf, UPGRADE_CHUNK);
             want = dst ? c->rbuf.cap - c->rbuf.len : 0;
         }
         if (!dst) {
