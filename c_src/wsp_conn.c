@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +17,7 @@
 
 #include "wsp_backoff.h"
 #include "wsp_buf.h"
+#include "wsp_compat.h"
 #include "wsp_dns.h"
 #include "wsp_link.h"
 #include "wsp_log.h"
@@ -243,7 +243,7 @@ static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 static uint64_t rng_next(void)
 {
     if (!(g_rng[0] | g_rng[1] | g_rng[2] | g_rng[3])) {
-        if (getrandom(g_rng, sizeof g_rng, 0) != (ssize_t)sizeof g_rng) {
+        if (wsp_random_bytes(g_rng, sizeof g_rng) < 0) {
             g_rng[0] = (uint64_t)lws_now_usecs() | 1;
             g_rng[1] = (uint64_t)getpid();
         }
