@@ -167,7 +167,7 @@ portable:
 # None of these may be imported by the portable binary.
 LINUX_ONLY := splice vmsplice tee pipe2 accept4 epoll_create epoll_create1 epoll_ctl \
   epoll_wait epoll_pwait epoll_pwait2 eventfd eventfd_read eventfd_write signalfd \
-  timerfd_create timerfd_settime timerfd_gettime
+  timerfd_create timerfd_settime timerfd_gettime getrandom
 portable-check: portable
 	test/portable_check.sh priv/ws_port.portable $(LINUX_ONLY)
 

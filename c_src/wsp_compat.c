@@ -35,26 +35,96 @@ int wsp_compat_socket(int domain, int type, int protocol)
     return fd;
 }
 
-ssize_t wsp_compat_getrandom(void *buf, size_t len, unsigned int flags)
+#endif
+
+/* ---- random bytes ----------------------------------------------------------- */
+
+int wsp_random_urandom(void *buf, size_t len)
 {
-    (void)flags;
+    int fd;
+    do {
+        fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        return -1;
+    }
+    unsigned char *p = buf;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = read(fd, p + done, len - done);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        done += (size_t)r;
+    }
+    close(fd);
+    return 0;
+}
+
+#if WSP_HAVE_GETRANDOM
+#include <sys/random.h>
+#define WSP_RANDOM_NAME "getrandom"
+
+int wsp_random_bytes(void *buf, size_t len)
+{
+    unsigned char *p = buf;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = getrandom(p + done, len - done, 0);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0 && errno == ENOSYS) {
+            return wsp_random_urandom(p + done, len - done); /* a kernel before 3.17 */
+        }
+        if (r <= 0) {
+            return -1;
+        }
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+#elif defined(__APPLE__) || defined(__OpenBSD__) || defined(__FreeBSD__) || \
+    defined(__NetBSD__) || defined(__DragonFly__) ||                          \
+    (defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 36)))
+#include <stdlib.h>
+#define WSP_RANDOM_NAME "arc4random_buf"
+
+int wsp_random_bytes(void *buf, size_t len)
+{
+    arc4random_buf(buf, len); /* cannot fail */
+    return 0;
+}
+
+#elif defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 25))
+#define WSP_RANDOM_NAME "getentropy"
+
+int wsp_random_bytes(void *buf, size_t len)
+{
     unsigned char *p = buf;
     size_t done = 0;
     while (done < len) {
         /* getentropy gives at most 256 bytes a call */
         size_t n = len - done > 256 ? 256 : len - done;
         if (getentropy(p + done, n) < 0) {
-            return done > 0 ? (ssize_t)done : -1;
+            return errno == ENOSYS ? wsp_random_urandom(p + done, len - done) : -1;
         }
         done += n;
     }
-    return (ssize_t)done;
+    return 0;
 }
 
 #else
+#define WSP_RANDOM_NAME "/dev/urandom"
 
-/* ISO C forbids an empty translation unit */
-typedef int wsp_compat_unused;
+int wsp_random_bytes(void *buf, size_t len) { return wsp_random_urandom(buf, len); }
 
 #endif
 
@@ -70,3 +140,5 @@ void wsp_compat_trim_heap(void)
 {
 }
 #endif
+
+const char *wsp_random_name(void) { return WSP_RANDOM_NAME; }

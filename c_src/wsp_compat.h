@@ -10,12 +10,16 @@
  *                       ('@name'); else a filesystem path only
  *   WSP_HAVE_PIPE_SZ    stdout and the splice pipe sized with F_SETPIPE_SZ
  *   WSP_HAVE_SOCK_FLAGS socket(2) takes SOCK_NONBLOCK | SOCK_CLOEXEC, send(2)
- *                       MSG_NOSIGNAL, getrandom(2) exists
+ *                       MSG_NOSIGNAL
+ *   WSP_HAVE_GETRANDOM  random bytes (wsp_random_bytes) from getrandom(2);
+ *                       else arc4random_buf(3) (macOS, the BSDs, glibc
+ *                       2.36+), getentropy(3) (older glibc), /dev/urandom
  *
  * Elsewhere (macOS, the BSDs), or on Linux built with `make WSP_PORTABLE=1`
  * (which defines WSP_PORTABLE), all are 0 and the portable paths below are
  * used: the portable binary imports none of splice, vmsplice, tee, pipe2,
- * accept4, epoll_*, eventfd, signalfd, timerfd_* (make portable-check).
+ * accept4, epoll_*, eventfd, signalfd, timerfd_*, getrandom
+ * (make portable-check).
  * The event loop itself is libuv (kqueue on macOS and the BSDs, epoll on
  * Linux) through the lws plugin, or lws' poll(2) loop.
  */
@@ -25,9 +29,6 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#if defined(__linux__) || defined(__APPLE__) || defined(__FreeBSD__)
-#include <sys/random.h>
-#endif
 
 #if defined(__linux__) && !defined(WSP_PORTABLE)
 #define WSP_HAVE_SPLICE 1
@@ -35,12 +36,14 @@
 #define WSP_HAVE_ABSTRACT 1
 #define WSP_HAVE_PIPE_SZ 1
 #define WSP_HAVE_SOCK_FLAGS 1
+#define WSP_HAVE_GETRANDOM 1
 #else
 #define WSP_HAVE_SPLICE 0
 #define WSP_HAVE_EPOLL 0
 #define WSP_HAVE_ABSTRACT 0
 #define WSP_HAVE_PIPE_SZ 0
 #define WSP_HAVE_SOCK_FLAGS 0
+#define WSP_HAVE_GETRANDOM 0
 #endif
 
 /* "linux" or "portable": which paths this binary was built with (--version) */
@@ -64,9 +67,6 @@
 #define MSG_NOSIGNAL 0
 int wsp_compat_socket(int domain, int type, int protocol);
 #define socket(d, t, p) wsp_compat_socket(d, t, p)
-/* getrandom(2) through getentropy(3) (macOS, the BSDs, glibc) */
-ssize_t wsp_compat_getrandom(void *buf, size_t len, unsigned int flags);
-#define getrandom(b, n, f) wsp_compat_getrandom(b, n, f)
 #endif
 
 /* Gives the heap's free pages back to the kernel: glibc keeps the memory of
@@ -74,5 +74,14 @@ ssize_t wsp_compat_getrandom(void *buf, size_t len, unsigned int flags);
  * long-lived per-connection structs, where its automatic trim (top of the
  * heap only) never reaches. malloc_trim(0) with glibc; elsewhere a no-op. */
 void wsp_compat_trim_heap(void);
+
+/* Fills buf with len random bytes from the OS (see WSP_HAVE_GETRANDOM):
+ * 0, or -1 with errno set. wsp_random_name() says which source this
+ * build uses ("getrandom", "arc4random_buf", "getentropy", "/dev/urandom"). */
+int wsp_random_bytes(void *buf, size_t len);
+const char *wsp_random_name(void);
+/* The last resort, in every build (so the tests run it): reads
+ * /dev/urandom. 0, or -1 with errno set. */
+int wsp_random_urandom(void *buf, size_t len);
 
 #endif

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +17,7 @@
 
 #include "wsp_backoff.h"
 #include "wsp_buf.h"
+#include "wsp_compat.h"
 #include "wsp_dns.h"
 #include "wsp_link.h"
 #include "wsp_log.h"
@@ -39,6 +39,7 @@
 #define SPLICE_MIN (32u * 1024)   /* smaller message tails are copied */
 #define SPLICE_MAX_HAVE (64u * 1024) /* bytes read already, copied into the pipe */
 #define HDR_READ 10               /* the longest server frame header */
+#define UPGRADE_CHUNK (8 * 1024)  /* read size while the response is gathered */
 #define UPGRADE_READS 16          /* reads per wake-up while upgrading (a
                                      trickling server gives a byte a read) */
 
@@ -270,7 +271,7 @@ static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 static uint64_t rng_next(void)
 {
     if (!(g_rng[0] | g_rng[1] | g_rng[2] | g_rng[3])) {
-        if (getrandom(g_rng, sizeof g_rng, 0) != (ssize_t)sizeof g_rng) {
+        if (wsp_random_bytes(g_rng, sizeof g_rng) < 0) {
             g_rng[0] = (uint64_t)lws_now_usecs() | 1;
             g_rng[1] = (uint64_t)getpid();
         }
@@ -1905,7 +1906,10 @@ static void conn_read(struct wsp_conn *c)
                 }
             }
         } else {
-            dst = wsp_buf_reserve(&c->rbuf, READ_CHUNK);
+            /* a response (or a proxy's answer) is small, at most
+             * WSC_MAX_RESPONSE_BYTES: read it in small pieces, not into a
+             * READ_CHUNK reserved (256 KiB) for every connection attempt */
+            dst = wsp_buf_reserve(&c->rbuf, UPGRADE_CHUNK);
             want = dst ? c->rbuf.cap - c->rbuf.len : 0;
         }
         if (!dst) {

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include <openssl/sha.h>
+#include <sanitizer/asan_interface.h>
 
 #include "fake_net.h"
 #include "ws_codec.h"
@@ -129,6 +130,49 @@ static const uint8_t *take(struct in *in, size_t *len)
     return p;
 }
 
+/* A big length from 16 bits: 12 of them scaled by 2^0 .. 2^maxshift, so
+ * sizes spread evenly over the powers of two (crossing the socket buffer,
+ * READ_CHUNK, PONG_SKIP and, several queued, SENDQ_HIGH) instead of
+ * averaging half the maximum: each big payload is copied, masked and
+ * buffered by wsp_conn, most of an execution's time. */
+static size_t big_len(unsigned v, unsigned maxshift)
+{
+    return (size_t)(v & 0x0fff) << ((v >> 12) % (maxshift + 1));
+}
+
+/* ---- payloads ------------------------------------------------------------------
+ *
+ * The payloads of the BEAM's sends and of the server's frames (up to
+ * PAY_MAX bytes) are taken from the end of one static buffer: a calloc
+ * per op was, under ASan, a fresh mmap, a page fault per 4 KiB and the
+ * shadow poisoned on free, most of an execution's time. What the calloc
+ * checked still holds: a read past the end of a payload hits the global's
+ * redzone, and between uses the buffer is poisoned, so a pointer wsp_conn
+ * kept into a payload after the call returned is a use-after-poison. */
+
+#define PAY_MAX (0x0fffu << 8)
+static uint8_t g_pay[PAY_MAX];
+
+struct pay {
+    uint8_t *p;
+    size_t len;
+    size_t have; /* the first have bytes came from the script, the rest are 0 */
+};
+
+static struct pay pay_get(size_t len, struct in *in, size_t have)
+{
+    struct pay y = {g_pay + sizeof g_pay - len, len, have};
+    ASAN_UNPOISON_MEMORY_REGION(y.p, len);
+    memcpy(y.p, take(in, &y.have), y.have);
+    return y;
+}
+
+static void pay_put(struct pay y)
+{
+    memset(y.p, 0, y.have);
+    ASAN_POISON_MEMORY_REGION(y.p, y.len);
+}
+
 /* ---- the server side ----------------------------------------------------------- */
 
 static void accept_new(void)
@@ -157,7 +201,7 @@ static void server_read(int n)
     if (m->sfd < 0) {
         return;
     }
-    uint8_t tmp[65536];
+    static uint8_t tmp[65536]; /* not on the stack: ASan unpoisons a frame on return */
     ssize_t r;
     while ((r = recv(m->sfd, tmp, sizeof tmp, 0)) > 0) {
         size_t room = sizeof m->req - 1 - m->reqlen;
@@ -272,7 +316,7 @@ static void run_op(struct in *in)
         break;
     case 3: { /* one well-formed server frame (unmasked), a big one too */
         unsigned h = byte(in);
-        size_t len = (h & 0x40) ? u16(in) * 4u : byte(in);
+        size_t len = (h & 0x40) ? big_len(u16(in), 6) : byte(in); /* < 256 KiB */
         uint8_t hdr[10];
         size_t hl = 2;
         hdr[0] = (uint8_t)((h & 0x80) | (h & 0x0f));
@@ -289,14 +333,9 @@ static void run_op(struct in *in)
         }
         server_read(n);
         server_write(n, hdr, hl);
-        uint8_t *pay = calloc(1, len + 1);
-        if (!pay) {
-            abort();
-        }
-        size_t have = len;
-        memcpy(pay, take(in, &have), have);
-        server_write(n, pay, len);
-        free(pay);
+        struct pay y = pay_get(len, in, len);
+        server_write(n, y.p, len);
+        pay_put(y);
         break;
     }
     case 4: /* the server closes its end (with unread data: a reset) */
@@ -313,20 +352,15 @@ static void run_op(struct in *in)
         static const int ops[] = {WSC_OP_TEXT, WSC_OP_BINARY, WSC_OP_PING, WSC_OP_PONG};
         size_t len = k >> 2;
         if (k & 0x80) {
-            len = (size_t)u16(in) * 16u;
+            len = big_len(u16(in), 8); /* < 1 MiB */
         }
-        uint8_t *pay = calloc(1, len + 1);
-        if (!pay) {
-            abort();
-        }
-        size_t have = len < 125 ? len : 0;
-        memcpy(pay, take(in, &have), have);
+        struct pay y = pay_get(len, in, len < 125 ? len : 0);
         int opcode = ops[k & 3];
         if ((opcode == WSC_OP_PING || opcode == WSC_OP_PONG) && len > 125) {
             len = 125; /* the BEAM side refuses longer control payloads */
         }
-        wsp_conn_send((uint32_t)n, opcode, pay, len);
-        free(pay);
+        wsp_conn_send((uint32_t)n, opcode, y.p, len);
+        pay_put(y);
         break;
     }
     case 6: {
@@ -388,6 +422,11 @@ static void settle(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const struct fake_net_hooks hooks = {on_event, on_resolve};
+    static int once;
+    if (!once) {
+        ASAN_POISON_MEMORY_REGION(g_pay, sizeof g_pay);
+        once = 1;
+    }
     fake_net_init(&hooks);
     for (int n = 0; n <= NCONN; n++) {
         memset(&g_m[n], 0, sizeof g_m[n]);

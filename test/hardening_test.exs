@@ -362,6 +362,19 @@ defmodule WsPort.HardeningTest do
     assert_healthy(ctx)
   end
 
+  # the response is read in 8 KiB pieces into a buffer that grows: a 60 KiB
+  # head (under the 64 KiB limit) is accepted whole, and the frame the server
+  # wrote right after it, in the same write, is the first message
+  test "a 60 KiB 101 head followed at once by a frame is accepted", ctx do
+    path = tagged("/big_head?kb=60")
+    conn = connect!(ctx.evil_base <> path)
+    assert_receive {:ws_port, ^conn, {:text, "first"}}, @wait
+    assert_echo(conn)
+    :ok = :ws_port.close(conn)
+    assert server_close_code(ctx, path) == "1000"
+    assert_healthy(ctx)
+  end
+
   test "an HTTP/1.0 101 is a bad handshake naming the version", ctx do
     path = tagged("/http10_101")
     assert {:error, {:bad_handshake, detail}} = connect(ctx.evil_base <> path)

@@ -533,6 +533,17 @@ async def too_many_headers(c, key, q):
     await drain_until_eof(c)
 
 
+async def big_head(c, key, q):
+    """A valid 101 with a head of kb KiB (one long header), and a text frame
+    "first" in the same write right after it: the client reads the head in
+    pieces, grows its buffer, and keeps the bytes after the head."""
+    kb = int(q.get("kb", "40"))
+    extra = "X-Big: " + "b" * (kb * 1024) + "\r\n"
+    await c.write(handshake_bytes(key, extra=extra) + frame(OP_TEXT, b"first"))
+    say("SENT %s 1" % c.path)
+    await c.read_frames(echo=True)
+
+
 async def http10_101(c, key, q):
     await c.write(handshake_bytes(key, version="HTTP/1.0"))
     say("SENT %s 1" % c.path)
@@ -797,6 +808,7 @@ CASES = {
     "/trickle_headers": trickle_headers,
     "/too_many_headers": too_many_headers,
     "/http10_101": http10_101,
+    "/big_head": big_head,
     "/interim_101": interim_101,
 }
 
