@@ -100,7 +100,8 @@ FUZZ_LINK_fuzz_text := c_src/wsp_text.c
 # the connection state machine, unchanged, over fake_net.c's loop, link and
 # DNS (link-time stand-ins; real sockets)
 FUZZ_CONN_SRCS := c_src/wsp_conn.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c \
-  c_src/wsp_buf.c c_src/wsp_tls.c c_src/wsp_deflate.c c_src/wsp_compat.c c_src/wsp_proxy.c
+  c_src/wsp_buf.c c_src/wsp_tls.c c_src/wsp_deflate.c c_src/wsp_compat.c c_src/wsp_proxy.c \
+  c_src/wsp_optcache.c
 FUZZ_LINK_fuzz_conn := c_test/fake_net.c c_test/fake_loop.c $(FUZZ_CONN_SRCS)
 c_build/fuzz/fuzz_conn: c_test/fake_net.c c_test/fake_net.h c_test/fake_loop.c c_test/fake_loop.h $(FUZZ_CONN_SRCS)
 # the port link's framing both ways and its splice path, over fake_loop.c

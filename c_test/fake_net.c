@@ -146,6 +146,7 @@ int wsp_link_data(uint32_t id, int opcode, const uint8_t *payload, size_t len)
 }
 
 void wsp_link_flush(void) {}
+void wsp_link_flush_batched(void) {}
 void wsp_link_pause_input(int paused) { (void)paused; }
 size_t wsp_link_splice_room(void) { return 0; }
 

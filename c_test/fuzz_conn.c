@@ -462,6 +462,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         settle();
     }
+    /* timers of the program's own (the heap trim a second after the last
+     * connections came or went) run out too */
+    for (int i = 0; i < 8 && wsp_conn_count() == 0 && fake_loop_timers() != 0; i++) {
+        lws_usec_t due = fake_loop_next_due();
+        if (due > fake_loop_now) {
+            fake_loop_advance(due - fake_loop_now);
+        }
+        settle();
+    }
     if (wsp_conn_count() != 0) {
         finding("connections left after close_all and every timeout", 0);
     }
