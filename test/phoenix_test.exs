@@ -379,6 +379,9 @@ defmodule WsPort.PhoenixTest do
       # this one waits for the rejoin
       assert {:ok, %{"back" => true}} = Phoenix.push(socket, "room:two", "echo", %{back: true})
 
+      # the peer logs each join as it reads it: room:one's rejoin may be
+      # logged after room:two's reply reached us
+      wait_until(fn -> length(joins(peer, "room:one")) == 2 end)
       assert [{s1, ~s({"n":1})}, {s2, ~s({"n":1})}] = joins(peer, "room:one")
       wait_until(fn -> length(joins(peer, "room:two")) == 2 end)
       assert [{^s1, ~s({"n":2})}, {^s2, ~s({"n":2})}] = joins(peer, "room:two")
