@@ -151,13 +151,16 @@ defmodule WsPort.ZeroCopyTest do
         assert spliced_ok?(ctx, spliced, spliced >= 1 and spliced <= eligible(@sizes))
       end
 
-      test "a stream of 64 KiB messages is spliced after the first", ctx do
+      test "a stream of 64 KiB messages is spliced", ctx do
         sizes = List.duplicate("65536", 50)
         spliced = check_stream(ctx, unquote(driver), sizes: sizes)
         # Most go by splice; how many exactly depends on how fast the BEAM
         # drains the pipe (one still in it when the next comes is copied
-        # instead): 49 on a quiet machine, 48 seen under load.
-        assert spliced_ok?(ctx, spliced, spliced >= 25 and spliced <= 49)
+        # instead) and on whether the first message came in the read of the
+        # upgrade response (8 KiB pieces: its tail is then still in the
+        # socket, and spliced too): 49 or 50 on a quiet machine, 48 seen
+        # under load.
+        assert spliced_ok?(ctx, spliced, spliced >= 25 and spliced <= 50)
       end
 
       test "many small segments: the pipe fills up and the port copies instead", ctx do
