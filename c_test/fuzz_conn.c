@@ -8,7 +8,8 @@
  * (connect/close/linger timeouts, pings, idle timeouts, retry delays) and
  * the output link congesting. wsp_conn.c is linked unchanged; what it calls
  * below it is replaced at link time by c_test/fake_net.c: the event loop
- * (a fake clock and timer list, poll(2) on the adopted fds), DNS (hN.fuzz
+ * (a fake clock and timer list, one poll(2) per loop turn over the adopted
+ * fds and the server side's listeners and sockets), DNS (hN.fuzz
  * is an abstract unix socket the harness listens on) and the link to the
  * BEAM (events decoded and checked here). Sockets are real (AF_UNIX stream
  * sockets through socket/connect/send/recv, as in production).
@@ -28,6 +29,9 @@
  *   101 for the key it read), server writes a frame, server closes its end,
  *   send, active, close, reconnect, clock, stats, link congestion, lws-style
  *   hang-up handling on/off.
+ *
+ * Bounded per execution: 512 ops, 1 MiB of big payloads in all
+ * (BIG_BUDGET), 128 loop turns to settle after an op.
  */
 #include <poll.h>
 #include <stdint.h>
@@ -141,13 +145,17 @@ static const uint8_t *take(struct in *in, size_t *len)
  * buffered by wsp_conn, most of an execution's time.
  *
  * The cost of one execution is bounded: all the big lengths of one script
- * together (sends and server frames) get at most BIG_BUDGET bytes, more
- * than SENDQ_HIGH (4 MiB, {busy, Id}) so that stays reachable; a script
- * that asks for more gets shorter (finally empty) payloads. Without it a
- * script of big sends costs ~1 ms of ASan allocator and page faults per
- * MiB, and 512 ops of 1 MiB each are half a second. */
+ * together (sends and server frames) get at most BIG_BUDGET bytes (1 MiB:
+ * one send of the largest size, or several that fill the socket buffer
+ * and cross READ_CHUNK and PONG_SKIP); a script that asks for more gets
+ * shorter, finally empty, payloads. Payload bytes were most of the time
+ * of a grown corpus's long scripts (~500 KB each, ~1 ms of ASan
+ * allocations, page faults and copies per 100 KB); unbounded, 512 ops of
+ * 1 MiB were half a second. Not reachable within it: SENDQ_HIGH (4 MiB
+ * queued, {busy, Id}), which no execution of a grown corpus reached
+ * before either (bench/RESULTS.md, 2026-12-02 fuzz_conn speed-up). */
 #ifndef BIG_BUDGET
-#define BIG_BUDGET ((size_t)5 << 20)
+#define BIG_BUDGET ((size_t)1 << 20)
 #endif
 static size_t g_big_left;
 
