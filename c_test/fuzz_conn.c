@@ -335,15 +335,22 @@ static void do_connect(int n, struct in *in)
     wsp_conn_connect((uint32_t)n, o);
 }
 
-static void run_op(struct in *in)
+/* Runs one op. Returns 0 when the op cannot have given the loop anything
+ * to do (after a settle that ended quiet, no turn is needed then): the
+ * server side of a connection without a server socket, the clock moving
+ * on with no timer falling due, the hang-up mode (a quiet turn saw no
+ * hang-up), ops that do nothing. */
+static int run_op(struct in *in)
 {
     unsigned op = byte(in);
     int n = 1 + (int)((op >> 4) % NCONN);
+    int busy = 1;
     switch (op & 15) {
     case 0:
         do_connect(n, in);
         break;
     case 1: { /* raw server bytes, any length: split anywhere */
+        busy = g_m[n].sfd >= 0;
         size_t len = byte(in);
         const uint8_t *p = take(in, &len);
         server_read(n);
@@ -351,9 +358,11 @@ static void run_op(struct in *in)
         break;
     }
     case 2:
+        busy = g_m[n].sfd >= 0;
         server_upgrade(n, byte(in));
         break;
     case 3: { /* one well-formed server frame (unmasked), a big one too */
+        busy = g_m[n].sfd >= 0;
         unsigned h = byte(in);
         size_t len = (h & 0x40) ? big_len(u16(in), 6) : byte(in); /* < 256 KiB */
         uint8_t hdr[10];
@@ -378,6 +387,7 @@ static void run_op(struct in *in)
         break;
     }
     case 4: /* the server closes its end (with unread data: a reset) */
+        busy = g_m[n].sfd >= 0;
         if (g_m[n].sfd >= 0) {
             if (byte(in) & 1) {
                 server_read(n);
@@ -421,9 +431,12 @@ static void run_op(struct in *in)
     case 8:
         wsp_conn_reconnect((uint32_t)n, byte(in) * 4u);
         break;
-    case 9: /* the clock moves on */
+    case 9: { /* the clock moves on */
         fake_loop_advance((lws_usec_t)(1 + byte(in)) * (byte(in) & 1 ? 100000 : 1000));
+        lws_usec_t due = fake_loop_next_due();
+        busy = due != 0 && due <= fake_loop_now;
         break;
+    }
     case 10:
         wsp_conn_stats((uint32_t)n);
         break;
@@ -432,11 +445,14 @@ static void run_op(struct in *in)
         break;
     case 12:
         fake_loop_set_hangup_close(byte(in) & 1);
+        busy = 0;
         break;
     default:
+        busy = 0;
         break;
     }
     wsp_conn_flush_all();
+    return busy;
 }
 
 /* One loop turn with the server side in the loop's one poll(2): the
@@ -474,11 +490,16 @@ static int turn(void)
 }
 
 /* Runs the loop until a turn in which nothing happens (bounded): nothing
- * changed, so the next poll would find the same nothing. */
-static void settle(void)
+ * changed, so the next poll would find the same nothing. Returns 1 if it
+ * ended so (quiet), 0 if the bound ended it. */
+static int settle(void)
 {
-    for (int i = 0; i < 128 && turn() > 0; i++) {
+    for (int i = 0; i < 128; i++) {
+        if (turn() == 0) {
+            return 1;
+        }
     }
+    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -497,10 +518,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         g_accept[n] = 0;
     }
     struct in in = {data, size};
-    int ops = 0;
+    int ops = 0, quiet = 0;
     while (in.n > 0 && ops++ < 512) {
-        run_op(&in);
-        settle();
+        if (run_op(&in) || !quiet) {
+            quiet = settle();
+        }
     }
 
     /* the BEAM goes away: everything closes, every timeout passes */
