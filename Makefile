@@ -8,6 +8,8 @@
 #   make c-test     cmocka unit tests of c_src
 #   make asan       priv/ws_port built with AddressSanitizer + UBSan
 #   make fuzz       libFuzzer harnesses c_test/fuzz_*.c, FUZZ_SECONDS each
+#   make fuzz-long  fuzz_conn for FUZZ_RUNS executions over FUZZ_JOBS nice-19
+#                   processes, per-job counts and their sum (c_test/fuzz_long.sh)
 #   make chaos      the chaos test on ws and wss, CHAOS_SECONDS each (seed:
 #                   CHAOS_SEED, printed), on the ASan build
 #   make bench      throughput benchmarks (see bench/README.md)
@@ -56,7 +58,7 @@ TARGET ?= priv/ws_port
 TEST_SRCS := $(wildcard c_test/test_*.c)
 TEST_BINS := $(patsubst c_test/%.c,$(BUILD)/%,$(TEST_SRCS))
 
-.PHONY: setup all test test-all beam-lint c-test erl-test ex-test conformance demo asan bench clean cppcheck fmt fuzz \
+.PHONY: setup all test test-all beam-lint c-test erl-test ex-test conformance demo asan bench clean cppcheck fmt fuzz fuzz-long \
   portable portable-check portable-test chaos
 
 all: $(TARGET)
@@ -134,6 +136,15 @@ fuzz: $(FUZZ_BINS)
 	    c_build/fuzz/corpus/$$n c_test/corpus/$$n 2>c_build/fuzz/$$n.log \
 	  || { tail -n 60 c_build/fuzz/$$n.log; echo "fuzz: $$n FAILED (log c_build/fuzz/$$n.log)"; exit 1; }; \
 	  grep -E '^stat::number_of_executed_units|^Done ' c_build/fuzz/$$n.log; done
+
+# the long run of fuzz_conn (issue 17): FUZZ_RUNS executions in all over
+# FUZZ_JOBS processes at nice 19 on one shared corpus (c_build/fuzz/long/),
+# their counts and the sum printed at the end (c_test/fuzz_long.sh)
+FUZZ_RUNS ?= 10000000
+FUZZ_JOBS ?= 2
+FUZZ_LONG_SECONDS ?= 0
+fuzz-long: c_build/fuzz/fuzz_conn
+	@FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_JOBS=$(FUZZ_JOBS) FUZZ_LONG_SECONDS=$(FUZZ_LONG_SECONDS) c_test/fuzz_long.sh
 
 cppcheck:
 	cppcheck --std=c11 --enable=warning,performance,portability --error-exitcode=1 \

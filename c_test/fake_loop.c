@@ -87,6 +87,7 @@ struct fake_wsi {
     int fd;
     int want_read;
     int want_write;
+    unsigned gen; /* bumped when the slot is taken or freed */
 };
 
 #define MAX_WSI 32
@@ -96,13 +97,19 @@ struct lws *wsp_loop_adopt(int fd, struct wsp_watch *w)
 {
     for (size_t i = 0; i < MAX_WSI; i++) {
         if (!g_wsi[i].w) {
-            g_wsi[i] = (struct fake_wsi){.w = w, .fd = fd, .want_read = 1};
+            g_wsi[i] = (struct fake_wsi){
+                .w = w, .fd = fd, .want_read = 1, .gen = g_wsi[i].gen + 1};
             w->wsi = (struct lws *)&g_wsi[i];
             return w->wsi;
         }
     }
     close(fd);
     return NULL;
+}
+
+static void slot_free(struct fake_wsi *f)
+{
+    *f = (struct fake_wsi){.gen = f->gen + 1};
 }
 
 void wsp_loop_want_write(struct lws *wsi) { ((struct fake_wsi *)wsi)->want_write = 1; }
@@ -120,7 +127,7 @@ void wsp_loop_close(struct wsp_watch *w)
         abort();
     }
     close(f->fd);
-    *f = (struct fake_wsi){0};
+    slot_free(f);
 }
 
 size_t fake_loop_adopted(void)
@@ -145,36 +152,67 @@ static int dispatch(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
 
 int lws_get_socket_fd(struct lws *wsi) { return wsi ? ((struct fake_wsi *)wsi)->fd : -1; }
 
-int fake_loop_poll(void)
+/* One poll(2) over every adopted fd that wants something (and the
+ * caller's extra fds), then the events dispatched in slot order, as an
+ * epoll loop hands out one epoll_wait's worth. A callback may close a
+ * slot and adopt a new fd into it (even the same fd number for the same
+ * watch): its generation then differs and the old fd's events are
+ * dropped, as a real loop drops events of an fd closed meanwhile. */
+int fake_loop_poll_with(struct pollfd *extra, size_t nextra)
 {
-    int ran = 0;
+    struct pollfd p[MAX_WSI + FAKE_LOOP_MAX_EXTRA];
+    size_t slot[MAX_WSI];
+    unsigned gen[MAX_WSI];
+    size_t np = 0;
+    if (nextra > FAKE_LOOP_MAX_EXTRA) {
+        fprintf(stderr, "fake_loop: too many extra fds\n");
+        abort();
+    }
     for (size_t i = 0; i < MAX_WSI; i++) {
         struct fake_wsi *f = &g_wsi[i];
         if (!f->w || (!f->want_read && !f->want_write)) {
             continue;
         }
-        struct pollfd p = {.fd = f->fd,
-                           .events = (short)((f->want_read ? POLLIN : 0) |
-                                             (f->want_write ? POLLOUT : 0))};
-        if (poll(&p, 1, 0) <= 0) {
+        p[np] = (struct pollfd){.fd = f->fd,
+                                .events = (short)((f->want_read ? POLLIN : 0) |
+                                                  (f->want_write ? POLLOUT : 0))};
+        slot[np] = i;
+        gen[np] = f->gen;
+        np++;
+    }
+    for (size_t i = 0; i < nextra; i++) {
+        extra[i].revents = 0;
+        p[np + i] = extra[i];
+    }
+    if (np + nextra == 0 || poll(p, (nfds_t)(np + nextra), 0) <= 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < nextra; i++) {
+        extra[i].revents = p[np + i].revents;
+    }
+    int ran = 0;
+    for (size_t k = 0; k < np; k++) {
+        struct fake_wsi *f = &g_wsi[slot[k]];
+        short re = p[k].revents;
+        if (!re || f->gen != gen[k]) {
             continue;
         }
         struct wsp_watch *w = f->w;
-        if ((p.revents & POLLHUP) && g_hangup_close && f->want_read) {
+        if ((re & POLLHUP) && g_hangup_close && f->want_read) {
             close(f->fd);
-            *f = (struct fake_wsi){0};
+            slot_free(f);
             w->wsi = NULL;
             dispatch(w, NULL, WSP_IO_CLOSED);
             ran++;
             continue;
         }
-        if ((p.revents & POLLOUT) && f->want_write) {
+        if ((re & POLLOUT) && f->want_write) {
             f->want_write = 0;
             dispatch(w, (struct lws *)f, WSP_IO_WRITABLE);
             ran++;
         }
         /* the callback may have closed (and reused) the slot */
-        if (f->w == w && f->want_read && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (f->gen == gen[k] && f->want_read && (re & (POLLIN | POLLHUP | POLLERR))) {
             dispatch(w, (struct lws *)f, WSP_IO_READABLE);
             ran++;
         }
@@ -182,14 +220,21 @@ int fake_loop_poll(void)
     return ran;
 }
 
+int fake_loop_poll(void) { return fake_loop_poll_with(NULL, 0); }
+
 int fake_loop_turn(void) { return fake_loop_timers_run() + fake_loop_poll(); }
+
+int fake_loop_turn_with(struct pollfd *extra, size_t nextra)
+{
+    return fake_loop_timers_run() + fake_loop_poll_with(extra, nextra);
+}
 
 void fake_loop_reset(void)
 {
     for (size_t i = 0; i < MAX_WSI; i++) {
         if (g_wsi[i].w) {
             close(g_wsi[i].fd);
-            g_wsi[i] = (struct fake_wsi){0};
+            slot_free(&g_wsi[i]);
         }
     }
     g_ntimers = 0;

@@ -8,6 +8,7 @@
 #ifndef FAKE_LOOP_H
 #define FAKE_LOOP_H
 
+#include <poll.h>
 #include <stddef.h>
 
 #include "wsp_loop.h"
@@ -17,11 +18,16 @@ void fake_loop_set_dispatch(fake_loop_dispatch_fn fn);
 
 extern lws_usec_t fake_loop_now;
 
-/* Due timers, then one poll of every adopted fd (readable / writable as
- * asked) with its events dispatched. Returns how many callbacks ran. */
+/* Due timers, then one poll(2) of every adopted fd (readable / writable
+ * as asked) with its events dispatched. Returns how many callbacks ran. */
 int fake_loop_turn(void);
 int fake_loop_timers_run(void);
 int fake_loop_poll(void);
+/* The same, with up to FAKE_LOOP_MAX_EXTRA fds of the caller's in the same
+ * poll(2) (their revents set, nothing dispatched for them). */
+#define FAKE_LOOP_MAX_EXTRA 16
+int fake_loop_turn_with(struct pollfd *extra, size_t nextra);
+int fake_loop_poll_with(struct pollfd *extra, size_t nextra);
 /* Moves the clock on (timers fall due on the next turn). */
 void fake_loop_advance(lws_usec_t us);
 /* When the earliest timer falls due (0: none). */

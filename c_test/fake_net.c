@@ -104,6 +104,11 @@ size_t fake_net_lookups(void)
 
 int fake_net_turn(void) { return answer_lookups() + fake_loop_turn(); }
 
+int fake_net_turn_with(struct pollfd *extra, size_t nextra)
+{
+    return answer_lookups() + fake_loop_turn_with(extra, nextra);
+}
+
 /* ---- the link to the BEAM --------------------------------------------------- */
 
 void wsp_link_event(const ei_x_buff *x)

@@ -34,6 +34,9 @@ int fake_net_listener(int n);
 
 /* One turn: due DNS answers, then fake_loop_turn(). */
 int fake_net_turn(void);
+/* The same with the caller's extra fds in the loop's one poll(2) (see
+ * fake_loop_turn_with). */
+int fake_net_turn_with(struct pollfd *extra, size_t nextra);
 
 /* DNS lookups still pending. */
 size_t fake_net_lookups(void);

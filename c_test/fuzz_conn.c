@@ -8,7 +8,8 @@
  * (connect/close/linger timeouts, pings, idle timeouts, retry delays) and
  * the output link congesting. wsp_conn.c is linked unchanged; what it calls
  * below it is replaced at link time by c_test/fake_net.c: the event loop
- * (a fake clock and timer list, poll(2) on the adopted fds), DNS (hN.fuzz
+ * (a fake clock and timer list, one poll(2) per loop turn over the adopted
+ * fds and the server side's listeners and sockets), DNS (hN.fuzz
  * is an abstract unix socket the harness listens on) and the link to the
  * BEAM (events decoded and checked here). Sockets are real (AF_UNIX stream
  * sockets through socket/connect/send/recv, as in production).
@@ -28,7 +29,11 @@
  *   101 for the key it read), server writes a frame, server closes its end,
  *   send, active, close, reconnect, clock, stats, link congestion, lws-style
  *   hang-up handling on/off.
+ *
+ * Bounded per execution: 512 ops, 1 MiB of big payloads in all
+ * (BIG_BUDGET), 128 loop turns to settle after an op.
  */
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +62,10 @@ struct conn_model {
 };
 
 static struct conn_model g_m[NCONN + 1];
-static int g_accept[NCONN + 1]; /* a lookup came: a connect() may follow */
+/* lookups of server n not yet matched by an accept: a connect() may follow
+ * (a lookup cancelled or answered with a failure leaves one behind; that
+ * costs a listener in the loop's poll, no system call) */
+static int g_accept[NCONN + 1];
 
 static void finding(const char *what, uint32_t id)
 {
@@ -98,7 +106,7 @@ static void on_resolve(int n)
     if (g_m[n].closed_cmd) {
         finding("a new attempt after close (zombie)", (uint32_t)n);
     }
-    g_accept[n] = 1;
+    g_accept[n]++;
 }
 
 /* ---- reading the script ---------------------------------------------------- */
@@ -134,10 +142,31 @@ static const uint8_t *take(struct in *in, size_t *len)
  * sizes spread evenly over the powers of two (crossing the socket buffer,
  * READ_CHUNK, PONG_SKIP and, several queued, SENDQ_HIGH) instead of
  * averaging half the maximum: each big payload is copied, masked and
- * buffered by wsp_conn, most of an execution's time. */
+ * buffered by wsp_conn, most of an execution's time.
+ *
+ * The cost of one execution is bounded: all the big lengths of one script
+ * together (sends and server frames) get at most BIG_BUDGET bytes (1 MiB:
+ * one send of the largest size, or several that fill the socket buffer
+ * and cross READ_CHUNK and PONG_SKIP); a script that asks for more gets
+ * shorter, finally empty, payloads. Payload bytes were most of the time
+ * of a grown corpus's long scripts (~500 KB each, ~1 ms of ASan
+ * allocations, page faults and copies per 100 KB); unbounded, 512 ops of
+ * 1 MiB were half a second. Not reachable within it: SENDQ_HIGH (4 MiB
+ * queued, {busy, Id}), which no execution of a grown corpus reached
+ * before either (bench/RESULTS.md, 2026-12-02 fuzz_conn speed-up). */
+#ifndef BIG_BUDGET
+#define BIG_BUDGET ((size_t)1 << 20)
+#endif
+static size_t g_big_left;
+
 static size_t big_len(unsigned v, unsigned maxshift)
 {
-    return (size_t)(v & 0x0fff) << ((v >> 12) % (maxshift + 1));
+    size_t len = (size_t)(v & 0x0fff) << ((v >> 12) % (maxshift + 1));
+    if (len > g_big_left) {
+        len = g_big_left;
+    }
+    g_big_left -= len;
+    return len;
 }
 
 /* ---- payloads ------------------------------------------------------------------
@@ -175,33 +204,38 @@ static void pay_put(struct pay y)
 
 /* ---- the server side ----------------------------------------------------------- */
 
-static void accept_new(void)
+/* Accepts one connection from server n's listener (it replaces the server
+ * end of the old one; another queued one makes the listener readable in
+ * the next turn's poll). Returns how many. */
+static int accept_new(int n)
 {
-    for (int n = 1; n <= NCONN; n++) {
-        int fd;
-        if (!g_accept[n]) {
-            continue;
-        }
-        while ((fd = accept4(fake_net_listener(n), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-            g_accept[n] = 0;
-            if (g_m[n].sfd >= 0) {
-                close(g_m[n].sfd);
-            }
-            g_m[n].sfd = fd;
-            g_m[n].reqlen = 0;
-        }
+    int fd = accept4(fake_net_listener(n), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        return 0;
     }
+    if (g_accept[n] > 0) {
+        g_accept[n]--;
+    }
+    if (g_m[n].sfd >= 0) {
+        close(g_m[n].sfd);
+    }
+    g_m[n].sfd = fd;
+    g_m[n].reqlen = 0;
+    return 1;
 }
 
 /* Reads what the client wrote: the request is kept (for its key), frames
- * are dropped (a server that reads). */
-static void server_read(int n)
+ * are dropped (a server that reads). Returns the bytes read. A read
+ * shorter than the buffer took everything there was (a unix stream socket
+ * hands out all it holds, up to the length asked), so no read to EAGAIN. */
+static size_t server_read(int n)
 {
     struct conn_model *m = &g_m[n];
     if (m->sfd < 0) {
-        return;
+        return 0;
     }
     static uint8_t tmp[65536]; /* not on the stack: ASan unpoisons a frame on return */
+    size_t got = 0;
     ssize_t r;
     while ((r = recv(m->sfd, tmp, sizeof tmp, 0)) > 0) {
         size_t room = sizeof m->req - 1 - m->reqlen;
@@ -209,7 +243,12 @@ static void server_read(int n)
         memcpy(m->req + m->reqlen, tmp, k);
         m->reqlen += k;
         m->req[m->reqlen] = 0;
+        got += (size_t)r;
+        if ((size_t)r < sizeof tmp) {
+            break;
+        }
     }
+    return got;
 }
 
 static void server_write(int n, const uint8_t *p, size_t len)
@@ -296,15 +335,22 @@ static void do_connect(int n, struct in *in)
     wsp_conn_connect((uint32_t)n, o);
 }
 
-static void run_op(struct in *in)
+/* Runs one op. Returns 0 when the op cannot have given the loop anything
+ * to do (after a settle that ended quiet, no turn is needed then): the
+ * server side of a connection without a server socket, the clock moving
+ * on with no timer falling due, the hang-up mode (a quiet turn saw no
+ * hang-up), ops that do nothing. */
+static int run_op(struct in *in)
 {
     unsigned op = byte(in);
     int n = 1 + (int)((op >> 4) % NCONN);
+    int busy = 1;
     switch (op & 15) {
     case 0:
         do_connect(n, in);
         break;
     case 1: { /* raw server bytes, any length: split anywhere */
+        busy = g_m[n].sfd >= 0;
         size_t len = byte(in);
         const uint8_t *p = take(in, &len);
         server_read(n);
@@ -312,9 +358,11 @@ static void run_op(struct in *in)
         break;
     }
     case 2:
+        busy = g_m[n].sfd >= 0;
         server_upgrade(n, byte(in));
         break;
     case 3: { /* one well-formed server frame (unmasked), a big one too */
+        busy = g_m[n].sfd >= 0;
         unsigned h = byte(in);
         size_t len = (h & 0x40) ? big_len(u16(in), 6) : byte(in); /* < 256 KiB */
         uint8_t hdr[10];
@@ -339,6 +387,7 @@ static void run_op(struct in *in)
         break;
     }
     case 4: /* the server closes its end (with unread data: a reset) */
+        busy = g_m[n].sfd >= 0;
         if (g_m[n].sfd >= 0) {
             if (byte(in) & 1) {
                 server_read(n);
@@ -382,9 +431,12 @@ static void run_op(struct in *in)
     case 8:
         wsp_conn_reconnect((uint32_t)n, byte(in) * 4u);
         break;
-    case 9: /* the clock moves on */
+    case 9: { /* the clock moves on */
         fake_loop_advance((lws_usec_t)(1 + byte(in)) * (byte(in) & 1 ? 100000 : 1000));
+        lws_usec_t due = fake_loop_next_due();
+        busy = due != 0 && due <= fake_loop_now;
         break;
+    }
     case 10:
         wsp_conn_stats((uint32_t)n);
         break;
@@ -393,30 +445,61 @@ static void run_op(struct in *in)
         break;
     case 12:
         fake_loop_set_hangup_close(byte(in) & 1);
+        busy = 0;
         break;
     default:
+        busy = 0;
         break;
     }
     wsp_conn_flush_all();
+    return busy;
 }
 
-/* Runs the loop until nothing happens (bounded). */
-static void settle(void)
+/* One loop turn with the server side in the loop's one poll(2): the
+ * listener of a server a lookup came for (accept) and each server end
+ * whose upgrade request is not read yet (read it, for the key). Returns
+ * how much happened: callbacks run, connections accepted, reads with
+ * bytes. */
+static int turn(void)
 {
-    for (int i = 0; i < 64; i++) {
-        accept_new();
-        for (int n = 1; n <= NCONN; n++) {
-            if (g_m[n].reqlen < 64) {
-                server_read(n); /* the request, for the key */
-            }
+    struct pollfd x[2 * NCONN];
+    int who[2 * NCONN]; /* -n: listener of server n; n: server end of n */
+    size_t nx = 0;
+    for (int n = 1; n <= NCONN; n++) {
+        if (g_accept[n]) {
+            x[nx] = (struct pollfd){.fd = fake_net_listener(n), .events = POLLIN};
+            who[nx++] = -n;
         }
-        if (fake_net_turn() == 0) {
-            accept_new();
-            if (fake_net_turn() == 0) {
-                return;
-            }
+        if (g_m[n].sfd >= 0 && g_m[n].reqlen < 64) {
+            x[nx] = (struct pollfd){.fd = g_m[n].sfd, .events = POLLIN};
+            who[nx++] = n;
         }
     }
+    int ran = fake_net_turn_with(x, nx);
+    for (size_t i = 0; i < nx; i++) {
+        if (!(x[i].revents & POLLIN)) {
+            continue;
+        }
+        if (who[i] < 0) {
+            ran += accept_new(-who[i]);
+        } else if (g_m[who[i]].sfd == x[i].fd) { /* not replaced by an accept */
+            ran += server_read(who[i]) > 0;
+        }
+    }
+    return ran;
+}
+
+/* Runs the loop until a turn in which nothing happens (bounded): nothing
+ * changed, so the next poll would find the same nothing. Returns 1 if it
+ * ended so (quiet), 0 if the bound ended it. */
+static int settle(void)
+{
+    for (int i = 0; i < 128; i++) {
+        if (turn() == 0) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -428,16 +511,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         once = 1;
     }
     fake_net_init(&hooks);
+    g_big_left = BIG_BUDGET;
     for (int n = 0; n <= NCONN; n++) {
         memset(&g_m[n], 0, sizeof g_m[n]);
         g_m[n].sfd = -1;
         g_accept[n] = 0;
     }
     struct in in = {data, size};
-    int ops = 0;
+    int ops = 0, quiet = 0;
     while (in.n > 0 && ops++ < 512) {
-        run_op(&in);
-        settle();
+        if (run_op(&in) || !quiet) {
+            quiet = settle();
+        }
     }
 
     /* the BEAM goes away: everything closes, every timeout passes */
@@ -497,9 +582,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (g_m[n].sfd >= 0) {
             close(g_m[n].sfd);
         }
-        /* connections the listener still holds */
+        /* connections the listener still holds (only after a lookup that
+         * no accept matched: every connect() follows a lookup) */
         int fd;
-        while ((fd = accept4(fake_net_listener(n), NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+        while (g_accept[n] > 0 && (fd = accept4(fake_net_listener(n), NULL, NULL, SOCK_CLOEXEC)) >= 0) {
             close(fd);
         }
     }
