@@ -288,8 +288,10 @@ connect_normalized(Url, Opts) ->
 
 call_connect(Driver, Url, Opts) ->
     try
-        %% no call timeout: the driver's guard (Timeout + 3000) always
-        %% answers, and the call's monitor covers a driver that dies; a call
+        %% no call timeout: the driver's guard always answers (after
+        %% Timeout + 3000 ms without news, a probe of the port program:
+        %% {error, timeout} if it is hung, 10 s later), and the call's
+        %% monitor covers a driver that dies; a call
         %% timeout would leave a connection the caller never heard of
         ws_port_driver:connect(Driver, Url, Opts, infinity)
     catch
