@@ -123,6 +123,8 @@ done
 
 echo
 echo "$TABLE"
+# (before the append below: RESULTS.md itself is not a change to the code)
+COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- c_src src bench 2>/dev/null || echo ' (+ uncommitted changes)')"
 if [[ -z "${NO_RESULTS:-}" ]]; then
     {
         echo
@@ -130,7 +132,7 @@ if [[ -z "${NO_RESULTS:-}" ]]; then
         echo
         echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), $(uname -sr), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
         echo "- uptime before the run: \`$UPTIME0\` (other work on the machine adds noise)"
-        echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- c_src src bench 2>/dev/null || echo ' (+ uncommitted changes)')"
+        echo "- commit: $COMMIT"
         echo "- command: \`$CMD\`"
         [[ -n "${NOTE:-}" ]] && echo "- note: $NOTE"
         echo
