@@ -531,6 +531,7 @@ defmodule WsPort.ProducerTest do
                "invalid value for :delay in option :retry (alias :ws_retry_opts): -1"
 
       assert error(url: "ws://h", retry: [backoff_factor: 0.5]) =~ "a number >= 1"
+
       assert error(url: "ws://h", retry: [jitter_fraction: 2]) =~
                ":full, :equal or a number between 0 and 1"
 

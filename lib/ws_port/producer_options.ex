@@ -528,6 +528,7 @@ defmodule WsPort.ProducerOptions do
   defp retry_accepts(:retries_left), do: "a non-negative integer"
   defp retry_accepts(k) when k in [:delay, :max_delay], do: "a non-negative integer (ms)"
   defp retry_accepts(:backoff_factor), do: "a number >= 1 (1 = constant delay)"
+
   defp retry_accepts(_),
     do: ":full, :equal or a number between 0 and 1 (0.1 = +-10%, 0 = none)"
 
