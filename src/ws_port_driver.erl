@@ -42,11 +42,14 @@
 %% only asks whether the program is alive. When it fires, the driver sends
 %% one port-wide probe (a `stats' round trip) for every connection whose
 %% guard fired meanwhile: answered, the guards start again (the program is
-%% slow, e.g. 10,000 connections reconnecting at once, not dead); not
-%% answered within 10 s, those connections end with `timeout' (the owner
-%% gets `{ws_port_closed, Conn, timeout}', an awaited connect
-%% `{error, timeout}'), once each, as before: a hung program does not hold
-%% them forever.
+%% slow, e.g. 10,000 connections reconnecting at once, not dead). Not
+%% answered within 10 s, the driver looks for other signs of life: a program
+%% that wrote anything meanwhile gets another 10 s, and so does one that
+%% used CPU time (up to 6 periods in a row; /proc, where there is one); a
+%% program that did neither (stopped, blocked, gone) is hung, and those
+%% connections end with `timeout' (the owner gets `{ws_port_closed, Conn,
+%% timeout}', an awaited connect `{error, timeout}'), once each, as
+%% before: a hung program does not hold them forever.
 %%
 %% More than 5 port restarts within 10 seconds stop the driver with reason
 %% `{port_exit, Status}' (owners get `{ws_port_closed, Conn, {port_exit,
@@ -159,6 +162,10 @@
     %% the timer of the liveness probe out, if any: connections whose guard
     %% fired (timer = probe) wait for its answer
     probe :: reference() | undefined,
+    %% what the program had done when the probe went out or was last
+    %% extended (see progress/1), and how many extensions in a row it got
+    %% for CPU time alone
+    probe_mark = {0, undefined, 0} :: {non_neg_integer(), non_neg_integer() | undefined, non_neg_integer()},
     %% terms many connections hold alike (URL, connect options, handshake
     %% response headers): one copy on the heap, referenced by each #conn{}
     %% (see intern/2; an idle connection's memory, issue 16)
@@ -184,9 +191,12 @@
 -define(MAX_SOCKET_PATH, 100).
 -type events_ns() :: abstract | path.
 -define(CONNECT_GUARD_MS, 3000).
-%% a port program that leaves the liveness probe unanswered this long is
-%% taken as hung: the connections waiting on it end with `timeout'
+%% a port program that leaves the liveness probe unanswered this long, and
+%% has written nothing and used no CPU meanwhile, is taken as hung: the
+%% connections waiting on it end with `timeout'
 -define(PROBE_TIMEOUT_MS, 10000).
+%% ... and one that used CPU but wrote nothing, after this many such periods
+-define(PROBE_BUSY_MAX, 6).
 %% a driver idle this long hibernates: its heap shrinks to what its
 %% connections hold (it grew during a burst of connects or traffic)
 -define(HIBERNATE_AFTER_MS, 1000).
@@ -448,7 +458,7 @@ handle_info({timeout, TRef, {connect_timeout, Id}}, #state{conns = Conns} = Stat
             {noreply, State}
     end;
 handle_info({timeout, TRef, probe_timeout}, #state{probe = TRef} = State) ->
-    {noreply, probe_unanswered(State#state{probe = undefined})};
+    {noreply, probe_late(State)};
 handle_info({'EXIT', Port, Reason}, #state{port = Port} = State) when Reason =/= normal ->
     %% The program died and a command was written to it before the
     %% emulator saw it exit: the write failed (epipe), the emulator closed
@@ -643,7 +653,8 @@ guard_fired(Id, C, #state{conns = Conns, probe = Probe} = State) ->
         undefined ->
             command(State#state.port, ws_port_proto:stats_cmd(0)),
             TRef = erlang:start_timer(?PROBE_TIMEOUT_MS, self(), probe_timeout),
-            State2#state{probe = TRef, pstats = State#state.pstats ++ [probe]};
+            {Out, Cpu} = progress(State),
+            State2#state{probe = TRef, probe_mark = {Out, Cpu, 0}, pstats = State#state.pstats ++ [probe]};
         _ ->
             State2
     end.
@@ -659,7 +670,69 @@ probe_answered(#state{probe = TRef, conns = Conns} = State) ->
     end,
     State#state{probe = undefined, conns = maps:map(Rearm, Conns)}.
 
-%% No answer within ?PROBE_TIMEOUT_MS: the program is hung. Each connection
+%% No answer within ?PROBE_TIMEOUT_MS. A program that wrote anything since
+%% (events: it is working through a backlog, the answer is queued behind
+%% it) is given another period, and so is one that used CPU time (busy in
+%% one long loop turn), up to ?PROBE_BUSY_MAX periods in a row; stopped,
+%% blocked or gone, it is hung.
+probe_late(#state{probe_mark = {Out0, Cpu0, Busy}} = State) ->
+    {Out, Cpu} = progress(State),
+    Ran = is_integer(Cpu) andalso is_integer(Cpu0) andalso Cpu > Cpu0,
+    if
+        Out > Out0 -> extend_probe({Out, Cpu, 0}, State);
+        Ran andalso Busy < ?PROBE_BUSY_MAX -> extend_probe({Out, Cpu, Busy + 1}, State);
+        true -> probe_unanswered(State#state{probe = undefined})
+    end.
+
+extend_probe(Mark, State) ->
+    ?LOG_INFO("ws_port: the port program is slow to answer (busy); its connections wait on"),
+    TRef = erlang:start_timer(?PROBE_TIMEOUT_MS, self(), probe_timeout),
+    State#state{probe = TRef, probe_mark = Mark}.
+
+%% What the program has done so far: the bytes the driver read from it
+%% (its stdout and events socket), and its CPU time in clock ticks where
+%% /proc tells (undefined elsewhere).
+progress(#state{port = Port, events = Events}) ->
+    In =
+        case erlang:port_info(Port, input) of
+            {input, N} -> N;
+            undefined -> 0
+        end,
+    Recv =
+        case Events =/= undefined andalso inet:getstat(Events, [recv_oct]) of
+            {ok, [{recv_oct, R}]} -> R;
+            _ -> 0
+        end,
+    {In + Recv, cpu_ticks(Port)}.
+
+cpu_ticks(Port) ->
+    case erlang:port_info(Port, os_pid) of
+        {os_pid, Pid} when is_integer(Pid) ->
+            case file:read_file("/proc/" ++ integer_to_list(Pid) ++ "/stat") of
+                {ok, Stat} ->
+                    %% "pid (comm) state ppid ...": utime and stime are the
+                    %% 14th and 15th fields, the 12th and 13th after comm
+                    case string:split(Stat, ")", trailing) of
+                        [_, Rest] -> stat_ticks(string:lexemes(Rest, " "));
+                        _ -> undefined
+                    end;
+                _ ->
+                    undefined
+            end;
+        _ ->
+            undefined
+    end.
+
+stat_ticks(F) when length(F) >= 13 ->
+    try
+        binary_to_integer(lists:nth(12, F)) + binary_to_integer(lists:nth(13, F))
+    catch
+        error:badarg -> undefined
+    end;
+stat_ticks(_) ->
+    undefined.
+
+%% No sign of life: the program is hung. Each connection
 %% waiting on the probe ends with timeout, once, as its owner was promised
 %% (an awaited connect returns {error, timeout}); if the program wakes up,
 %% their close commands end them there too.
