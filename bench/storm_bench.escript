@@ -4,12 +4,14 @@
 %%
 %% storm_bench: the reconnect storm (issue 16). N wss connections held by
 %% ws_port on one driver (one port program), each owned by its own process,
-%% with the default retry policy (1 s, jitter +-10%); the server
+%% with the default retry policy (1 s, full jitter) or another jitter; the server
 %% (bench/out/storm_server) is killed and started again on the same port
 %% with the same ticket keys, and every connection comes back.
 %%
 %%   escript bench/storm_bench.escript SERVER CERT KEY TICKETKEY N REUSE [TLS]
-%%     (environment: STORM_CONNECT_TIMEOUT, ms, default 60000)
+%%     (environment: STORM_CONNECT_TIMEOUT, ms, default 60000;
+%%      STORM_JITTER: the retry policy's jitter, full | equal | a fraction,
+%%      default: none given, the library's default)
 %%     SERVER  bench/out/storm_server;  CERT KEY: its certificate (also the
 %%             client's cacertfile: verification on, name localhost)
 %%     REUSE   true | false: the connections' tls reuse_sessions
@@ -19,13 +21,15 @@
 %%   n=N reuse=R tls=T open_s=.. all_up_ms=.. p50_up_ms=.. p99_up_ms=..
 %%   client_resumed=.. server_full=.. server_resumed=.. port_cpu_s=..
 %%   port_peak_pct=.. beam_cpu_s=.. beam_peak_pct=.. server_cpu_s=..
-%%   server_peak_pct=.. peak_hs_per_100ms=.. hs_slots=.. hist=T1:H1,T2:H2,...
+%%   server_peak_pct=.. peak_hs_per_100ms=.. hs_slots=.. jitter=..
+%%   retry1_peak_per_100ms=.. retry1_hist=D1:C1,... hist=T1:H1,T2:H2,...
 %% Times are from the kill; CPU is utime + stime from /proc/<pid>/stat,
 %% sampled every 100 ms from the kill until every connection is up again
 %% (peak: the largest 100 ms sample, in % of one CPU); server CPU is the
 %% restarted server's, from its start. hist: the restarted server's TLS
 %% handshakes (full + resumed) per 100 ms slot, slot start in ms from the
-%% kill.
+%% kill. retry1_hist: the first retry's delay_ms as the port program drew
+%% it (ws_port_down, attempt 1), connections per 100 ms slot of delay.
 
 -mode(compile).
 
@@ -51,8 +55,14 @@ main([Server, Cert, Key, TicketKey, NS, ReuseS | Rest]) ->
     %% closed some connections for good during a 10,000-connection storm on
     %% this loaded machine, and the run could not finish
     ConnectTimeout = list_to_integer(os:getenv("STORM_CONNECT_TIMEOUT", "60000")),
-    Opts = #{driver => Driver, await => false, connect_timeout => ConnectTimeout,
-             tls => #{cacertfile => list_to_binary(Cert), reuse_sessions => Reuse}},
+    Jitter = os:getenv("STORM_JITTER", "default"),
+    Retry = case Jitter of
+                "default" -> #{};
+                J when J =:= "full"; J =:= "equal" -> #{retry => #{jitter => list_to_atom(J)}};
+                J -> #{retry => #{jitter => list_to_number(J)}}
+            end,
+    Opts = Retry#{driver => Driver, await => false, connect_timeout => ConnectTimeout,
+                  tls => #{cacertfile => list_to_binary(Cert), reuse_sessions => Reuse}},
     Self = self(),
     T0 = erlang:monotonic_time(millisecond),
     Owners = open_window(Url, Opts, Self, N, 200, 0, []),
@@ -81,13 +91,18 @@ main([Server, Cert, Key, TicketKey, NS, ReuseS | Rest]) ->
     SrvCpu = cpu(SrvPid2),
     HistS = string:join([io_lib:format("~b:~b", [T, H]) || {T, H} <- lists:sort(Hist)], ","),
     Peak = lists:max([0 | [H || {_, H} <- Hist]]),
+    D1 = lists:sort([{Slot * 100, C} || {{d1, Slot}, C} <- get()]),
+    D1S = string:join([io_lib:format("~b:~b", [T, C]) || {T, C} <- D1], ","),
+    D1Peak = lists:max([0 | [C || {_, C} <- D1]]),
     io:format("n=~b reuse=~p tls=~s open_s=~.2f all_up_ms=~b p50_up_ms=~b p99_up_ms=~b "
               "client_resumed=~b server_full=~b server_resumed=~b port_cpu_s=~.3f port_peak_pct=~b "
               "beam_cpu_s=~.3f beam_peak_pct=~b server_cpu_s=~.3f server_peak_pct=~b "
-              "peak_hs_per_100ms=~b hs_slots=~b downs=~s hist=~s~n",
+              "peak_hs_per_100ms=~b hs_slots=~b downs=~s jitter=~s retry1_peak_per_100ms=~b "
+              "retry1_hist=~s hist=~s~n",
               [N, Reuse, Tls, OpenS, lists:last(Sorted), lists:nth(max(1, N div 2), Sorted),
                lists:nth(max(1, N * 99 div 100), Sorted), Resumed, SFull, SRes,
-               PortCpu, PortPeak, BeamCpu, BeamPeak, SrvCpu, SrvPeak, Peak, length(Hist), downs(), HistS]),
+               PortCpu, PortPeak, BeamCpu, BeamPeak, SrvCpu, SrvPeak, Peak, length(Hist), downs(),
+               Jitter, D1Peak, D1S, HistS]),
     [exit(O, kill) || O <- Owners],
     os:cmd("kill " ++ integer_to_list(SrvPid2)),
     halt(0).
@@ -148,8 +163,8 @@ owner_loop(Conn, {Url, Opts} = UO, Collector, Up) ->
             owner(Url, Opts, Collector);
         {ws_port_closed, Conn, R} ->
             Collector ! {failed, R};
-        {ws_port_down, Conn, R, _} ->
-            Collector ! {down, R};
+        {ws_port_down, Conn, R, Info} ->
+            Collector ! {down, R, Info};
         _ ->
             ok
     end,
@@ -159,8 +174,14 @@ await_ups(0, _T0, Acc, Resumed) ->
     {Acc, Resumed};
 await_ups(N, T0, Acc, Resumed) ->
     receive
-        {down, R} ->
+        {down, R, Info} ->
             put({down, reason_class(R)}, get_down(reason_class(R)) + 1),
+            case Info of
+                #{attempt := 1, delay_ms := D} when is_integer(D) ->
+                    put({d1, D div 100}, get_d1(D div 100) + 1);
+                _ ->
+                    ok
+            end,
             await_ups(N, T0, Acc, Resumed);
         {up, T, R} -> await_ups(N - 1, T0, [T - T0 | Acc], Resumed + if R -> 1; true -> 0 end);
         {failed, R} -> fail("a connection closed for good: ~p", [R])
@@ -168,6 +189,11 @@ await_ups(N, T0, Acc, Resumed) ->
     end.
 
 get_down(K) -> case get({down, K}) of undefined -> 0; V -> V end.
+
+get_d1(K) -> case get({d1, K}) of undefined -> 0; V -> V end.
+
+list_to_number(S) ->
+    try list_to_float(S) catch error:badarg -> list_to_integer(S) end.
 
 reason_class({A, _}) when is_atom(A) -> A;
 reason_class({A, _, _}) when is_atom(A) -> A;

@@ -11,6 +11,7 @@ void wsp_backoff_default(struct wsp_backoff *b)
     b->max_delay_ms = 30000;
     b->factor = 2.0;
     b->jitter = 0.1;
+    b->jitter_mode = WSP_JITTER_FULL;
     wsp_backoff_default_retry_on(b);
 }
 
@@ -70,8 +71,18 @@ int64_t wsp_backoff_delay(const struct wsp_backoff *b, uint64_t attempt, double 
     if (d > cap && cap > 0) {
         d = cap;
     }
-    if (b->jitter > 0) {
-        d *= 1.0 + b->jitter * (2.0 * rnd - 1.0);
+    switch (b->jitter_mode) {
+    case WSP_JITTER_FULL:
+        d *= rnd;
+        break;
+    case WSP_JITTER_EQUAL:
+        d *= 0.5 + 0.5 * rnd;
+        break;
+    default:
+        if (b->jitter > 0) {
+            d *= 1.0 + b->jitter * (2.0 * rnd - 1.0);
+        }
+        break;
     }
     if (d < 0) {
         d = 0;

@@ -48,6 +48,14 @@ enum wsp_close_retry {
  * 1009 message too big. Retrying those would send the same again. */
 #define WSP_CLOSE_CODES_OURS {1002, 1003, 1007, 1009}
 
+/* How the wait before a retry is drawn around the policy's delay d (the
+ * exponential delay, capped at max_delay). */
+enum wsp_jitter_mode {
+    WSP_JITTER_SPREAD = 0, /* d +- jitter * d (jitter 0: exactly d) */
+    WSP_JITTER_FULL,       /* uniform in [0, d] ("full jitter"): the default */
+    WSP_JITTER_EQUAL,      /* uniform in [d/2, d] ("equal jitter") */
+};
+
 struct wsp_backoff {
     int enabled;            /* 0: a lost connection is final */
     int manual;             /* 1: ask the BEAM before each retry */
@@ -55,15 +63,17 @@ struct wsp_backoff {
     uint32_t delay_ms;      /* first delay */
     uint32_t max_delay_ms;  /* cap */
     double factor;          /* 1 = constant */
-    double jitter;          /* fraction: 0.1 = +-10% */
+    double jitter;          /* WSP_JITTER_SPREAD's fraction: 0.1 = +-10% */
     unsigned retry_on;      /* WSP_FC_* */
     enum wsp_close_retry close_retry; /* which server closes (WSP_FC_REMOTE_CLOSE) */
     uint16_t nclose_codes;
     uint16_t close_codes[WSP_MAX_CLOSE_CODES];
+    uint8_t jitter_mode;    /* enum wsp_jitter_mode (in the struct's padding) */
 };
 
-/* The default policy: exponential from 1 s, factor 2, cap 30 s, jitter 0.1,
- * infinite retries, wsp_backoff_default_retry_on. */
+/* The default policy: exponential from 1 s, factor 2, cap 30 s, full jitter
+ * (each wait uniform in [0, d]: a fleet that lost its server at once does
+ * not come back at once), infinite retries, wsp_backoff_default_retry_on. */
 void wsp_backoff_default(struct wsp_backoff *b);
 
 /* Sets only what is retried to connect/2's default: WSP_FC_DEFAULT, and
@@ -82,7 +92,8 @@ int wsp_backoff_set_close_retry(struct wsp_backoff *b, enum wsp_close_retry mode
                                 const uint16_t *codes, size_t n);
 
 /* Delay in ms before retry number attempt (1 = the first retry), with rnd
- * uniform in [0, 1) for the jitter; -1 when retries are exhausted or off. */
+ * uniform in [0, 1) for the jitter (jitter_mode); -1 when retries are
+ * exhausted or off. */
 int64_t wsp_backoff_delay(const struct wsp_backoff *b, uint64_t attempt, double rnd);
 
 /* 1 if a failure of class fc is retried under b. For WSP_FC_REMOTE_CLOSE:

@@ -1049,6 +1049,7 @@ static int parse_retry(const char *v, struct wsp_backoff *b)
                            "exponential:DELAY:MAX_DELAY[:FACTOR[:MAX_RETRIES]], got '%s'", v);
     }
     wsp_backoff_default(b);
+    b->jitter_mode = WSP_JITTER_SPREAD; /* one client: no fleet to spread */
     b->jitter = 0.1;
     uint64_t x;
     if (parse_u64(f[1], 0, UINT32_MAX, &x) < 0) {

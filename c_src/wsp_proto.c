@@ -721,7 +721,8 @@ static int opt_retry_on(struct dctx *c, int *idx, struct wsp_connect_opts *o)
 }
 
 /* {retry, false} | {retry, [{max_retries, N | infinity}, {delay, Ms},
- *  {max_delay, Ms}, {backoff_factor, Num}, {jitter, Num}, {manual, Bool}]} */
+ *  {max_delay, Ms}, {backoff_factor, Num}, {jitter, full | equal | Num},
+ *  {manual, Bool}]} */
 static int opt_retry(struct dctx *c, int *idx, struct wsp_connect_opts *o)
 {
     char d[96], a[MAXATOMLEN_UTF8];
@@ -779,10 +780,22 @@ static int opt_retry(struct dctx *c, int *idx, struct wsp_connect_opts *o)
                             "a number from 1 to 1000, got %s", describe(c, at, d, sizeof d));
             o->retry.factor = x;
         } else if (strcmp(a, "jitter") == 0) {
-            if (get_number(c, idx, 0.0, 1.0, &x) < 0)
-                return fail(c, "bad_option", "connect: option retry: jitter must be a "
-                            "fraction from 0 to 1, got %s", describe(c, at, d, sizeof d));
-            o->retry.jitter = x;
+            char m[MAXATOMLEN_UTF8];
+            int full = 0, equal = 0, num = 0;
+            if (get_atom(c, idx, m) == 0) {
+                full = strcmp(m, "full") == 0;
+                equal = strcmp(m, "equal") == 0;
+            } else {
+                num = get_number(c, idx, 0.0, 1.0, &x) == 0;
+            }
+            if (!full && !equal && !num)
+                return fail(c, "bad_option", "connect: option retry: jitter must be full, "
+                            "equal or a fraction from 0 to 1, got %s",
+                            describe(c, at, d, sizeof d));
+            o->retry.jitter_mode = full ? WSP_JITTER_FULL
+                                 : equal ? WSP_JITTER_EQUAL : WSP_JITTER_SPREAD;
+            if (num)
+                o->retry.jitter = x;
         } else if (strcmp(a, "manual") == 0) {
             char b[MAXATOMLEN_UTF8];
             if (get_atom(c, idx, b) < 0 || (strcmp(b, "true") && strcmp(b, "false")))

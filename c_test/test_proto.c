@@ -1764,6 +1764,62 @@ static void test_connect_compress_option(void **state)
 }
 
 /* retry options decode into the backoff policy; bad ones are named */
+/* {connect, 7, <<"ws://h/">>, [{retry, [{jitter, <atom J>}]}]} decoded
+ * ([{delay, 250}] for J NULL): 0 and the connection's jitter mode in *mode,
+ * or -1 and the error. */
+static int decode_jitter_atom(const char *j, int *mode, char *err, size_t errlen)
+{
+    ei_x_buff x;
+    ei_x_new_with_version(&x);
+    ei_x_encode_tuple_header(&x, 4);
+    ei_x_encode_atom(&x, "connect");
+    ei_x_encode_long(&x, 7);
+    ei_x_encode_binary(&x, "ws://h/", 7);
+    ei_x_encode_list_header(&x, 1);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, "retry");
+    ei_x_encode_list_header(&x, 1);
+    ei_x_encode_tuple_header(&x, 2);
+    if (j) {
+        ei_x_encode_atom(&x, "jitter");
+        ei_x_encode_atom(&x, j);
+    } else {
+        ei_x_encode_atom(&x, "delay");
+        ei_x_encode_long(&x, 250);
+    }
+    ei_x_encode_empty_list(&x);
+    ei_x_encode_empty_list(&x);
+    struct wsp_cmd cmd;
+    const char *what;
+    int r = wsp_decode_command((const uint8_t *)x.buff, (size_t)x.index, &cmd, &what, err,
+                               errlen);
+    if (r == 0) {
+        *mode = cmd.connect->retry.jitter_mode;
+        wsp_cmd_free(&cmd);
+    }
+    ei_x_free(&x);
+    return r;
+}
+
+/* jitter => full | equal: the modes; the policy given without jitter keeps
+ * the default (full); another atom is refused by name. */
+static void test_connect_retry_jitter_modes(void **state)
+{
+    (void)state;
+    char err[256];
+    int mode = -1;
+    assert_int_equal(decode_jitter_atom(NULL, &mode, err, sizeof err), 0);
+    assert_int_equal(mode, WSP_JITTER_FULL);
+    mode = -1;
+    assert_int_equal(decode_jitter_atom("full", &mode, err, sizeof err), 0);
+    assert_int_equal(mode, WSP_JITTER_FULL);
+    assert_int_equal(decode_jitter_atom("equal", &mode, err, sizeof err), 0);
+    assert_int_equal(mode, WSP_JITTER_EQUAL);
+    assert_int_equal(decode_jitter_atom("half", &mode, err, sizeof err), -1);
+    assert_non_null(strstr(err, "jitter must be full, equal or a fraction from 0 to 1"));
+    assert_non_null(strstr(err, "half"));
+}
+
 static void test_connect_retry_options(void **state)
 {
     (void)state;
@@ -1816,6 +1872,7 @@ static void test_connect_retry_options(void **state)
     assert_int_equal(o->retry.max_delay_ms, 30000);
     assert_true(o->retry.factor == 1.5);
     assert_true(o->retry.jitter == 0.0);
+    assert_int_equal(o->retry.jitter_mode, WSP_JITTER_SPREAD);
     assert_int_equal(o->retry.retry_on, WSP_FC_TLS | WSP_FC_HTTP_4XX);
     assert_int_equal(o->send_queue, 100);
     wsp_cmd_free(&cmd);
@@ -1839,7 +1896,7 @@ static void test_connect_retry_options(void **state)
     assert_int_equal(wsp_decode_command((const uint8_t *)x.buff, (size_t)x.index, &cmd, &what,
                                         err, sizeof err), -1);
     assert_string_equal(what, "bad_option");
-    assert_non_null(strstr(err, "jitter must be a fraction from 0 to 1"));
+    assert_non_null(strstr(err, "jitter must be full, equal or a fraction from 0 to 1"));
     assert_null(cmd.connect);
     ei_x_free(&x);
 
@@ -1873,6 +1930,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_enc_closed_to_down),
         cmocka_unit_test(test_connect_retry_options),
+        cmocka_unit_test(test_connect_retry_jitter_modes),
         cmocka_unit_test(test_connect_compress_option),
         cmocka_unit_test_teardown(test_connect_defaults, teardown),
         cmocka_unit_test_teardown(test_connect_all_options, teardown),

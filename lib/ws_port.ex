@@ -84,8 +84,8 @@ defmodule WsPort do
           | {:delay, non_neg_integer()}
           | {:max_delay, non_neg_integer()}
           | {:backoff_factor, number()}
-          | {:jitter, number()}
-          | {:jitter_fraction, number()}
+          | {:jitter, :full | :equal | number()}
+          | {:jitter_fraction, :full | :equal | number()}
           | {:manual, boolean()}
 
   @typedoc "One key of `connect/2`'s `:compress` option (see `connect/2`)."
@@ -170,7 +170,9 @@ defmodule WsPort do
     * `:retry` - the reconnection policy, on by default: a keyword list or
       map of `:max_retries` (default `:infinity`), `:delay` (ms, 1000),
       `:max_delay` (ms, 30000), `:backoff_factor` (2; 1 = constant),
-      `:jitter` (0.1 = ±10%; alias `:jitter_fraction`) and `:manual`
+      `:jitter` (`:full`, the default: each wait drawn uniformly from 0 to
+      the delay; `:equal`: from half the delay to the delay; a number: a
+      fraction, 0.1 = ±10%, 0 = none; alias `:jitter_fraction`) and `:manual`
       (`false`; `true`: the owner calls `reconnect/2` after each
       `:ws_port_down`). Keys not given keep their defaults; `true` is the
       default policy, `false` disables reconnection. The port program

@@ -92,8 +92,8 @@
         delay => non_neg_integer(),
         max_delay => non_neg_integer(),
         backoff_factor => number(),
-        jitter => number(),
-        jitter_fraction => number(),
+        jitter => full | equal | number(),
+        jitter_fraction => full | equal | number(),
         manual => boolean()
     }
     | proplists:proplist().
@@ -199,7 +199,9 @@ connect(Url) ->
 %% <li>`retry': the port program's reconnection policy, on by default.
 %%     A map or proplist of `max_retries' (default `infinity'), `delay' (ms,
 %%     1000), `max_delay' (ms, 30000), `backoff_factor' (2; 1 = constant),
-%%     `jitter' (0.1 = +-10%; alias `jitter_fraction') and `manual' (false;
+%%     `jitter' (`full', the default: each wait drawn uniformly from 0 to
+%%     the delay; `equal': from half the delay to the delay; a number: a
+%%     fraction, 0.1 = +-10%, 0 = none; alias `jitter_fraction') and `manual' (false;
 %%     true: the owner calls {@link reconnect/2} after each `ws_port_down').
 %%     Keys not given keep their defaults; `true' or no `retry' option is
 %%     the default policy, `false' disables reconnection. The port program
@@ -286,8 +288,10 @@ connect_normalized(Url, Opts) ->
 
 call_connect(Driver, Url, Opts) ->
     try
-        %% no call timeout: the driver's guard (Timeout + 3000) always
-        %% answers, and the call's monitor covers a driver that dies; a call
+        %% no call timeout: the driver's guard always answers (after
+        %% Timeout + 3000 ms without news, a probe of the port program:
+        %% {error, timeout} if it is hung, 10 s later), and the call's
+        %% monitor covers a driver that dies; a call
         %% timeout would leave a connection the caller never heard of
         ws_port_driver:connect(Driver, Url, Opts, infinity)
     catch

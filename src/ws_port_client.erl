@@ -61,7 +61,7 @@
 %% dropped.
 %%
 %% The `retry' default is `true' (the port program's policy: exponential
-%% from 1 s to 30 s, jitter 0.1, forever). The `retry_on' default is
+%% from 1 s to 30 s, full jitter, forever). The `retry_on' default is
 %% `stay_connected': unlike {@link ws_port:connect/2}, the client reconnects
 %% after any close by the server (1000 included: a feed that rotates its
 %% connections must not stop it) except the closes that answer our own

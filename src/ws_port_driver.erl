@@ -35,6 +35,22 @@
 %% forwarded what was already in its mailbox ({@link release/2}), so the new
 %% owner sees every message in order.
 %%
+%% A guard covers each connection that waits on the port program (a
+%% connect, or a retry after its delay): the program enforces
+%% `connect_timeout' itself and reports a timeout as a retryable `down', so
+%% the guard, `connect_timeout' (+ the retry's delay) + 3 s without news,
+%% only asks whether the program is alive. When it fires, the driver sends
+%% one port-wide probe (a `stats' round trip) for every connection whose
+%% guard fired meanwhile: answered, the guards start again (the program is
+%% slow, e.g. 10,000 connections reconnecting at once, not dead). Not
+%% answered within 10 s, the driver looks for other signs of life: a program
+%% that wrote anything meanwhile gets another 10 s, and so does one that
+%% used CPU time (up to 6 periods in a row; /proc, where there is one); a
+%% program that did neither (stopped, blocked, gone) is hung, and those
+%% connections end with `timeout' (the owner gets `{ws_port_closed, Conn,
+%% timeout}', an awaited connect `{error, timeout}'), once each, as
+%% before: a hung program does not hold them forever.
+%%
 %% More than 5 port restarts within 10 seconds stop the driver with reason
 %% `{port_exit, Status}' (owners get `{ws_port_closed, Conn, {port_exit,
 %% Status}}').
@@ -81,8 +97,9 @@
     %% the connect options, replayed if the port program restarts
     wire :: [ws_port_proto:wire_opt()],
     connect_timeout :: pos_integer(),
-    %% guard timer in case the port never answers a connect
-    timer :: reference() | undefined,
+    %% guard timer in case the port never answers a connect; `probe' once it
+    %% fired and the port-wide probe (#state.probe) is out
+    timer :: reference() | probe | undefined,
     %% callers of info/2 waiting for a `stats' event, oldest first
     stats = [] :: [gen_server:from()],
     %% erlang:monotonic_time() when connect was sent
@@ -139,8 +156,16 @@
     %% monotonic milliseconds of recent port restarts
     restarts = [] :: [integer()],
     held = #{} :: #{ws_port_proto:id() => #hold{}},
-    %% callers of program_stats/1 waiting for {stats, 0, _}, oldest first
-    pstats = [] :: [gen_server:from()],
+    %% callers of program_stats/1 waiting for {stats, 0, _}, oldest first,
+    %% and `probe' for each liveness probe sent (see guard_fired/3)
+    pstats = [] :: [gen_server:from() | probe],
+    %% the timer of the liveness probe out, if any: connections whose guard
+    %% fired (timer = probe) wait for its answer
+    probe :: reference() | undefined,
+    %% what the program had done when the probe went out or was last
+    %% extended (see progress/1), and how many extensions in a row it got
+    %% for CPU time alone
+    probe_mark = {0, undefined, 0} :: {non_neg_integer(), non_neg_integer() | undefined, non_neg_integer()},
     %% terms many connections hold alike (URL, connect options, handshake
     %% response headers): one copy on the heap, referenced by each #conn{}
     %% (see intern/2; an idle connection's memory, issue 16)
@@ -166,6 +191,12 @@
 -define(MAX_SOCKET_PATH, 100).
 -type events_ns() :: abstract | path.
 -define(CONNECT_GUARD_MS, 3000).
+%% a port program that leaves the liveness probe unanswered this long, and
+%% has written nothing and used no CPU meanwhile, is taken as hung: the
+%% connections waiting on it end with `timeout'
+-define(PROBE_TIMEOUT_MS, 10000).
+%% ... and one that used CPU but wrote nothing, after this many such periods
+-define(PROBE_BUSY_MAX, 6).
 %% a driver idle this long hibernates: its heap shrinks to what its
 %% connections hold (it grew during a burst of connects or traffic)
 -define(HIBERNATE_AFTER_MS, 1000).
@@ -422,14 +453,12 @@ handle_info({{handover, Id}, Ref, process, _Pid, _Reason}, #state{held = Held} =
 handle_info({timeout, TRef, {connect_timeout, Id}}, #state{conns = Conns} = State) ->
     case Conns of
         #{Id := #conn{timer = TRef, owner = Owner} = C} when is_pid(Owner) ->
-            State2 = finish(Id, C, timeout, State),
-            command(State#state.port, ws_port_proto:close_cmd(Id, 1001, <<"connect timeout">>)),
-            ok = closed_telemetry(C, timeout),
-            C2 = detach(C#conn{timer = undefined, from = undefined, final = true, stats = []}, no_reply),
-            {noreply, State2#state{conns = Conns#{Id := C2}}};
+            {noreply, guard_fired(Id, C, State)};
         _ ->
             {noreply, State}
     end;
+handle_info({timeout, TRef, probe_timeout}, #state{probe = TRef} = State) ->
+    {noreply, probe_late(State)};
 handle_info({'EXIT', Port, Reason}, #state{port = Port} = State) when Reason =/= normal ->
     %% The program died and a command was written to it before the
     %% emulator saw it exit: the write failed (epipe), the emulator closed
@@ -611,7 +640,128 @@ retry_guard(Id, #conn{connect_timeout = Timeout, timer = TRef}, Delay) ->
     end.
 
 cancel_timer(undefined) -> ok;
+cancel_timer(probe) -> ok;
 cancel_timer(TRef) -> _ = erlang:cancel_timer(TRef, [{async, true}, {info, false}]), ok.
+
+%% A connection's guard fired: nothing from the port program about it for
+%% connect_timeout (+ delay) + 3 s. The program enforces connect_timeout
+%% itself, so it is late, not the connection: ask the program whether it is
+%% alive (one probe for all the connections whose guard fired meanwhile).
+guard_fired(Id, C, #state{conns = Conns, probe = Probe} = State) ->
+    State2 = State#state{conns = Conns#{Id := C#conn{timer = probe}}},
+    case Probe of
+        undefined ->
+            command(State#state.port, ws_port_proto:stats_cmd(0)),
+            TRef = erlang:start_timer(?PROBE_TIMEOUT_MS, self(), probe_timeout),
+            {Out, Cpu} = progress(State),
+            State2#state{probe = TRef, probe_mark = {Out, Cpu, 0}, pstats = State#state.pstats ++ [probe]};
+        _ ->
+            State2
+    end.
+
+%% The program answered: it is alive, only slow. The guards start again.
+%% (An answer to an older probe, sent before a later one timed out, counts
+%% as well: the program answered after that.)
+probe_answered(#state{probe = TRef, conns = Conns} = State) ->
+    cancel_timer(TRef),
+    Rearm = fun
+        (Id, #conn{timer = probe} = C) -> C#conn{timer = guard_timer(Id, C#conn.connect_timeout)};
+        (_Id, C) -> C
+    end,
+    State#state{probe = undefined, conns = maps:map(Rearm, Conns)}.
+
+%% No answer within ?PROBE_TIMEOUT_MS. A program that wrote anything since
+%% (events: it is working through a backlog, the answer is queued behind
+%% it) is given another period, and so is one that used CPU time (busy in
+%% one long loop turn), up to ?PROBE_BUSY_MAX periods in a row; stopped,
+%% blocked or gone, it is hung.
+probe_late(#state{probe_mark = {Out0, Cpu0, Busy}} = State) ->
+    {Out, Cpu} = progress(State),
+    Ran = is_integer(Cpu) andalso is_integer(Cpu0) andalso Cpu > Cpu0,
+    if
+        Out > Out0 -> extend_probe({Out, Cpu, 0}, State);
+        Ran andalso Busy < ?PROBE_BUSY_MAX -> extend_probe({Out, Cpu, Busy + 1}, State);
+        true -> probe_unanswered(State#state{probe = undefined})
+    end.
+
+extend_probe(Mark, State) ->
+    ?LOG_INFO("ws_port: the port program is slow to answer (busy); its connections wait on"),
+    TRef = erlang:start_timer(?PROBE_TIMEOUT_MS, self(), probe_timeout),
+    State#state{probe = TRef, probe_mark = Mark}.
+
+%% What the program has done so far: the bytes the driver read from it
+%% (its stdout and events socket), and its CPU time in clock ticks where
+%% /proc tells (undefined elsewhere).
+progress(#state{port = Port, events = Events}) ->
+    In =
+        case erlang:port_info(Port, input) of
+            {input, N} -> N;
+            undefined -> 0
+        end,
+    Recv =
+        case Events =/= undefined andalso inet:getstat(Events, [recv_oct]) of
+            {ok, [{recv_oct, R}]} -> R;
+            _ -> 0
+        end,
+    {In + Recv, cpu_ticks(Port)}.
+
+cpu_ticks(Port) ->
+    case erlang:port_info(Port, os_pid) of
+        {os_pid, Pid} when is_integer(Pid) ->
+            case file:read_file("/proc/" ++ integer_to_list(Pid) ++ "/stat") of
+                {ok, Stat} ->
+                    %% "pid (comm) state ppid ...": utime and stime are the
+                    %% 14th and 15th fields, the 12th and 13th after comm
+                    case string:split(Stat, ")", trailing) of
+                        [_, Rest] -> stat_ticks(string:lexemes(Rest, " "));
+                        _ -> undefined
+                    end;
+                _ ->
+                    undefined
+            end;
+        _ ->
+            undefined
+    end.
+
+stat_ticks(F) when length(F) >= 13 ->
+    try
+        binary_to_integer(lists:nth(12, F)) + binary_to_integer(lists:nth(13, F))
+    catch
+        error:badarg -> undefined
+    end;
+stat_ticks(_) ->
+    undefined.
+
+%% No sign of life: the program is hung. Each connection
+%% waiting on the probe ends with timeout, once, as its owner was promised
+%% (an awaited connect returns {error, timeout}); if the program wakes up,
+%% their close commands end them there too.
+probe_unanswered(#state{conns = Conns} = State) ->
+    Late = maps:fold(
+        fun
+            (Id, #conn{timer = probe, owner = Owner}, Acc) when is_pid(Owner) -> [Id | Acc];
+            (_Id, _C, Acc) -> Acc
+        end,
+        [],
+        Conns
+    ),
+    case Late of
+        [] ->
+            ok;
+        _ ->
+            ?LOG_WARNING(
+                "ws_port: the port program did not answer for ~b ms; ~b connections end with timeout",
+                [?PROBE_TIMEOUT_MS, length(Late)]
+            )
+    end,
+    lists:foldl(fun(Id, S) -> guard_timeout(Id, maps:get(Id, S#state.conns), S) end, State, Late).
+
+guard_timeout(Id, C, #state{conns = Conns} = State) ->
+    State2 = finish(Id, C, timeout, State),
+    command(State#state.port, ws_port_proto:close_cmd(Id, 1001, <<"connect timeout">>)),
+    ok = closed_telemetry(C, timeout),
+    C2 = detach(C#conn{timer = undefined, from = undefined, final = true, stats = []}, no_reply),
+    State2#state{conns = Conns#{Id := C2}}.
 
 %% Stops delivering to the owner of a connection (closed by the user, owner
 %% dead, connect abandoned). The id stays reserved until the port says
@@ -847,6 +997,8 @@ event({passive, Id}, State) ->
     to_owner(Id, fun(H) -> {ws_port_passive, H} end, State);
 event({pong, Id, Rtt}, State) ->
     to_owner(Id, fun(H) -> {ws_port_pong, H, Rtt} end, State);
+event({stats, 0, Stats}, #state{pstats = [probe | Waiting]} = State) when is_map(Stats) ->
+    probe_answered(State#state{pstats = Waiting});
 event({stats, 0, Stats}, #state{pstats = [From | Waiting], conns = Conns} = State) when
     is_map(Stats)
 ->
@@ -1295,7 +1447,9 @@ port_exited(Status, State0) ->
             ?LOG_WARNING("ws_port: port program exited with status ~p, restarting it (~b connections)",
                          [Status, map_size(Conns)]),
             %% the new program never heard those questions
-            _ = [gen_server:reply(W, {error, port_exit}) || W <- State#state.pstats],
+            _ = [gen_server:reply(W, {error, port_exit}) || W <- State#state.pstats, W =/= probe],
+            %% the replay below arms every connection's guard afresh
+            cancel_timer(State#state.probe),
             #state{program = Program, use_socket = UseSocket, events_ns = Ns0} = State,
             case open(Program, UseSocket, Ns0) of
                 {ok, Port, Events, Ns} ->
@@ -1304,7 +1458,8 @@ port_exited(Status, State0) ->
                         events = Events,
                         events_ns = Ns,
                         restarts = Restarts,
-                        pstats = []
+                        pstats = [],
+                        probe = undefined
                     },
                     {noreply, replay(Status, State2)};
                 {error, Reason} ->

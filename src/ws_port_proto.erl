@@ -197,10 +197,12 @@ normalize_connect_opts(Opts) ->
     {error, {bad_option, opts, Opts}}.
 
 %% @doc The retry policy used when `retry' is absent or `true': retry
-%% forever, exponential from 1 s (factor 2) up to 30 s, jitter +-10%.
+%% forever, exponential from 1 s (factor 2) up to 30 s, with full jitter
+%% (each wait drawn uniformly from 0 to that delay: connections that lost
+%% their server together do not come back together).
 -spec default_retry() -> #{retry_key() => term()}.
 default_retry() ->
-    #{max_retries => infinity, delay => 1000, max_delay => 30000, backoff_factor => 2, jitter => 0.1}.
+    #{max_retries => infinity, delay => 1000, max_delay => 30000, backoff_factor => 2, jitter => full}.
 
 %% retry, retry_fun and retry_state depend on each other.
 finish_retry(#{retry_fun := _} = Given, Normal) ->
@@ -647,6 +649,8 @@ valid_retry(max_retries, N) -> is_integer(N) andalso N >= 0 andalso N < 1 bsl 63
 valid_retry(delay, Ms) -> is_integer(Ms) andalso Ms >= 0 andalso Ms =< ?MAX_U32;
 valid_retry(max_delay, Ms) -> is_integer(Ms) andalso Ms >= 0 andalso Ms =< ?MAX_U32;
 valid_retry(backoff_factor, X) -> is_number(X) andalso X >= 1 andalso X =< 1000;
+valid_retry(jitter, full) -> true;
+valid_retry(jitter, equal) -> true;
 valid_retry(jitter, X) -> is_number(X) andalso X >= 0 andalso X =< 1;
 valid_retry(manual, B) -> is_boolean(B);
 valid_retry(_, _) -> false.

@@ -531,7 +531,15 @@ defmodule WsPort.ProducerTest do
                "invalid value for :delay in option :retry (alias :ws_retry_opts): -1"
 
       assert error(url: "ws://h", retry: [backoff_factor: 0.5]) =~ "a number >= 1"
-      assert error(url: "ws://h", retry: [jitter_fraction: 2]) =~ "between 0 and 1"
+
+      assert error(url: "ws://h", retry: [jitter_fraction: 2]) =~
+               ":full, :equal or a number between 0 and 1"
+
+      assert error(url: "ws://h", retry: [jitter: :half]) =~ ":full, :equal or a number"
+      {:ok, c} = ProducerOptions.validate(url: "ws://h", retry: [jitter_fraction: :equal])
+      assert c.retry == %{max_retries: :infinity, jitter: :equal}
+      {:ok, c} = ProducerOptions.validate(url: "ws://h", retry: [jitter: :full])
+      assert c.retry == %{max_retries: :infinity, jitter: :full}
       assert error(url: "ws://h", retry: [tag: 1]) =~ "unknown key :tag in option :retry"
       assert error(url: "ws://h", retry: "x") =~ "option :retry"
     end

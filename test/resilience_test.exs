@@ -124,11 +124,20 @@ defmodule WsPort.ResilienceTest do
     do: min(d * :math.pow(f, attempt - 1), cap)
 
   # The reported delay_ms of retry `attempt` is the base delay within +-jitter
-  # (and 1 ms for rounding).
+  # (a fraction), or within [0, base] (:full) or [base / 2, base] (:equal),
+  # and 1 ms for rounding.
   defp assert_delay_in_policy(policy, attempt, delay_ms) do
     base = base_delay(policy, attempt)
-    lo = floor(base * (1 - policy.jitter)) - 1
-    hi = ceil(base * (1 + policy.jitter)) + 1
+
+    {lo, hi} =
+      case policy.jitter do
+        :full -> {0, base}
+        :equal -> {base / 2, base}
+        j -> {base * (1 - j), base * (1 + j)}
+      end
+
+    lo = floor(lo) - 1
+    hi = ceil(hi) + 1
 
     assert is_integer(delay_ms) and delay_ms >= lo and delay_ms <= hi,
            "retry #{attempt}: delay_ms #{inspect(delay_ms)} not in #{lo}..#{hi} (policy #{inspect(policy)})"
@@ -903,13 +912,13 @@ defmodule WsPort.ResilienceTest do
       end
     end
 
-    test "the default policy retries a 503 after about 1 s" do
+    test "the default policy retries a 503 within 1 s (full jitter)" do
       server = start_server()
       {:ok, conn} = :ws_port.connect(url(server, tagged("/status?code=503")), %{await: false})
       assert {:down, {:http_status, 503, _}, %{attempt: 1, delay_ms: d}} = next_event(conn)
 
       assert_delay_in_policy(
-        %{delay: 1000, backoff_factor: 2, max_delay: 30_000, jitter: 0.1},
+        %{delay: 1000, backoff_factor: 2, max_delay: 30_000, jitter: :full},
         1,
         d
       )

@@ -27,7 +27,11 @@ driver_test_() ->
                 {"info/1 merges the port's stats", fun info/1},
                 {"a dedicated driver's shutdown closes its connections", fun dedicated_driver/1},
                 {"a killed port program: pending and open connections come back",
-                    fun port_killed/1}
+                    fun port_killed/1},
+                {"a stopped port program, continued after the guards fired: connections come up",
+                    fun port_stopped/1},
+                {"a hung port program: the connections waiting on it end with timeout, once",
+                    fun port_hung/1}
             ]
         ]}
     end}.
@@ -386,6 +390,107 @@ port_killed(Base) ->
     [ok = ws_port:close(C) || C <- [Open, Later]],
     ok = gen_server:stop(Driver),
     %% only the messages asserted above were sent to this process
+    receive
+        M -> ?assertEqual(nothing, M)
+    after 200 -> ok
+    end.
+
+%% The guard (connect_timeout + 3 s without news of a connection) must not
+%% end connections whose port program is merely late. Stop the program
+%% (SIGSTOP: as starved as a program gets), open connections it cannot see,
+%% wait past their guards (500 + 3000 ms) without any message arriving, then
+%% continue it: they come up, the awaited connect returns them, and no
+%% connection was closed.
+port_stopped(Base) ->
+    flush(),
+    {ok, Driver} = ws_port_driver:start_link(),
+    unlink(Driver),
+    Opts = #{driver => Driver, connect_timeout => 500},
+    {ok, Open} = ws_port:connect(Base ++ "/echo", Opts),
+    #{os_pid := OsPid} = ws_port_driver:program(Driver),
+    Self = self(),
+    "" = os:cmd("kill -STOP " ++ integer_to_list(OsPid)),
+    %% continued whatever happens: a stopped program would outlive a failed test
+    {Later, Awaiter} =
+        try
+            Later0 = [C || _ <- lists:seq(1, 3), {ok, C} <- [ws_port:connect(Base ++ "/echo", Opts#{await => false})]],
+            Awaiter0 = spawn(fun() ->
+                Self ! {awaited, ws_port:connect(Base ++ "/echo", Opts)},
+                receive
+                    stop -> ok
+                end
+            end),
+            %% the guards fire at 3.5 s; before the fix they ended every
+            %% waiting connection there with {ws_port_closed, C, timeout}
+            receive
+                M0 -> error({unexpected, M0})
+            after 5000 -> {Later0, Awaiter0}
+            end
+        after
+            "" = os:cmd("kill -CONT " ++ integer_to_list(OsPid))
+        end,
+    [?assertMatch({ws_port_up, C, #{status := 101}}, recv_any(C)) || C <- Later],
+    {ok, Awaited} =
+        receive
+            {awaited, R} -> R
+        after ?WAIT -> error(timeout)
+        end,
+    {ok, #{state := open}} = ws_port_driver:info(Driver, element(3, Awaited)),
+    [
+        begin
+            ok = ws_port:send(C, {text, <<"back">>}),
+            ?assertEqual({text, <<"back">>}, recv(C))
+        end
+     || C <- [Open | Later]
+    ],
+    Awaiter ! stop,
+    [ok = ws_port:close(C) || C <- [Open | Later]],
+    ok = gen_server:stop(Driver),
+    receive
+        M -> ?assertEqual(nothing, M)
+    after 200 -> ok
+    end.
+
+%% A program that never answers again: the connections waiting on it still
+%% end, each with one {ws_port_closed, C, timeout} (guard 3.5 s + the probe's
+%% 10 s), the awaited connect returns {error, timeout}; the open connection
+%% is left alone. Continued afterwards, the program ends the abandoned
+%% connections too (the driver's close commands) and nothing more arrives.
+port_hung(Base) ->
+    flush(),
+    {ok, Driver} = ws_port_driver:start_link(),
+    unlink(Driver),
+    Opts = #{driver => Driver, connect_timeout => 500},
+    {ok, Open} = ws_port:connect(Base ++ "/echo", Opts),
+    #{os_pid := OsPid} = ws_port_driver:program(Driver),
+    Self = self(),
+    "" = os:cmd("kill -STOP " ++ integer_to_list(OsPid)),
+    %% continued whatever happens: a stopped program would outlive a failed test
+    Later =
+        try
+            Later0 = [C || _ <- lists:seq(1, 3), {ok, C} <- [ws_port:connect(Base ++ "/echo", Opts#{await => false})]],
+            spawn(fun() -> Self ! {awaited, ws_port:connect(Base ++ "/echo", Opts)} end),
+            [?assertEqual({ws_port_closed, C, timeout}, recv_any(C)) || C <- Later0],
+            ?assertEqual(
+                {error, timeout},
+                receive
+                    {awaited, R} -> R
+                after ?WAIT -> error(timeout)
+                end
+            ),
+            Later0
+        after
+        "" = os:cmd("kill -CONT " ++ integer_to_list(OsPid))
+    end,
+    ok = wait_until(fun() ->
+        {ok, #{driver_connections := N}} = ws_port_driver:program_stats(Driver),
+        N =:= 1
+    end),
+    ok = ws_port:send(Open, {text, <<"still">>}),
+    ?assertEqual({text, <<"still">>}, recv(Open)),
+    [?assertEqual({error, closed}, ws_port:send(C, {text, <<"x">>})) || C <- Later],
+    ok = ws_port:close(Open),
+    ok = gen_server:stop(Driver),
     receive
         M -> ?assertEqual(nothing, M)
     after 200 -> ok

@@ -61,9 +61,11 @@ next_test_() ->
 %%====================================================================
 
 default_policy_test() ->
-    Policy = #{max_retries => infinity, delay => 1000, max_delay => 30000, backoff_factor => 2, jitter => 0.1},
+    %% full jitter: each wait drawn from [0, delay] (issue 16: a fleet that
+    %% lost its server together must not come back together)
+    Policy = #{max_retries => infinity, delay => 1000, max_delay => 30000, backoff_factor => 2, jitter => full},
     ?assertEqual(Policy, ?P:default_retry()),
-    Wire = [{backoff_factor, 2}, {delay, 1000}, {jitter, 0.1}, {max_delay, 30000}, {max_retries, infinity}],
+    Wire = [{backoff_factor, 2}, {delay, 1000}, {jitter, full}, {max_delay, 30000}, {max_retries, infinity}],
     %% absent and true: the default policy, sent explicitly
     ?assertEqual([{retry, Wire}], retry_wire(#{})),
     ?assertEqual([{retry, Wire}], retry_wire(#{retry => true})),
@@ -96,6 +98,26 @@ jitter_fraction_test() ->
     ?assertNot(lists:keymember(jitter_fraction, 1, proplists:get_value(
         retry, wire(#{retry => #{jitter_fraction => 0.3}})
     ))).
+
+%% jitter's modes: full and equal (atoms), a fraction; nothing else.
+jitter_modes_test() ->
+    [
+        ?assertMatch({ok, #{retry := #{jitter := M}}}, ?P:normalize_connect_opts(#{retry => #{jitter => M}}))
+     || M <- [full, equal, 0, 0.1, 1]
+    ],
+    ?assertMatch(
+        {ok, #{retry := #{jitter := equal}}},
+        ?P:normalize_connect_opts([{retry, [{jitter_fraction, equal}]}])
+    ),
+    ?assertEqual([{jitter, equal}], [J || {jitter, _} = J <- proplists:get_value(
+        retry, wire(#{retry => #{jitter => equal}})
+    )]),
+    [
+        ?assertEqual(
+            {error, {bad_option, {retry, jitter}, Bad}}, ?P:normalize_connect_opts(#{retry => #{jitter => Bad}})
+        )
+     || Bad <- [half, -0.1, 1.5, "full", <<"full">>]
+    ].
 
 retry_on_test() ->
     V = fun ws_port_retry:validate_retry_on/1,
@@ -203,6 +225,7 @@ driver_test_() ->
          || {Name, F} <- [
                 {"an awaited connect fails fast with retries on", fun awaited_fails_fast/1},
                 {"await => false: ws_port_down then ws_port_up", fun await_false_down_up/1},
+                {"the default policy spreads a fleet's first retries", fun default_spreads/1},
                 {"retry_fun: extra keys carried through, stop", fun retry_fun_stop/1},
                 {"retry_fun: a crash or a bad return stops retries", fun retry_fun_crash/1},
                 {"retry_fun: state reset after a reconnect", fun retry_fun_reset/1},
@@ -276,6 +299,27 @@ await_false_down_up(Peer) ->
     ?assertMatch({ws_port_down, Closer, {remote, 1012, _}, #{attempt := 1}}, recv_any(Closer)),
     ok = ws_port:close(Closer),
     ok = ws_port:close(Good),
+    flush().
+
+%% 50 connections refused at once with the default policy: each first
+%% retry is drawn from [0, 1000] ms (full jitter), and together they cover
+%% far more than the old default's 900..1100 window. (With 50 independent
+%% draws the spread is below 400 ms with probability about 50 * 0.4^49.)
+default_spreads(_Peer) ->
+    flush(),
+    Url = closed_url(),
+    Conns = [element(2, {ok, _} = ws_port:connect(Url, #{await => false})) || _ <- lists:seq(1, 50)],
+    Delays = [
+        begin
+            {ws_port_down, C, econnrefused, #{attempt := 1, delay_ms := D}} = recv_any(C),
+            ok = ws_port:close(C),
+            D
+        end
+     || C <- Conns
+    ],
+    ?assert(lists:all(fun(D) -> is_integer(D) andalso D >= 0 andalso D =< 1000 end, Delays)),
+    ?assert(lists:max(Delays) - lists:min(Delays) > 400),
+    ?assert(length([D || D <- Delays, D < 900]) > 0),
     flush().
 
 retry_fun_stop(_Peer) ->

@@ -72,7 +72,9 @@ if Code.ensure_loaded?(Broadway) do
         `:retries_left` is taken when `:max_retries` is absent), `:delay` (ms,
         first delay, default 1000), `:max_delay` (ms, default 30000),
         `:backoff_factor` (default 2; 1 = constant), `:jitter_fraction`
-        (alias `:jitter`, default 0.1 = ±10%). The counter starts again
+        (alias `:jitter`: a fraction, 0.1 = ±10%, 0 = none; or `:full`, the
+        default: each wait drawn uniformly from 0 to the delay; or `:equal`:
+        from half the delay to the delay). The counter starts again
         after every successful reconnection. Default `true`.
       * `:ws_retry_fun` - `(retry_state -> retry_state | :stop)`, as in
         off_broadway_websocket: the initial state is the `:retry` map (it

@@ -522,13 +522,15 @@ defmodule WsPort.ProducerOptions do
   defp valid_retry?(:backoff_factor, x), do: is_number(x) and x >= 1
 
   defp valid_retry?(k, x) when k in [:jitter, :jitter_fraction],
-    do: is_number(x) and x >= 0 and x <= 1
+    do: x in [:full, :equal] or (is_number(x) and x >= 0 and x <= 1)
 
   defp retry_accepts(:max_retries), do: "a non-negative integer or :infinity"
   defp retry_accepts(:retries_left), do: "a non-negative integer"
   defp retry_accepts(k) when k in [:delay, :max_delay], do: "a non-negative integer (ms)"
   defp retry_accepts(:backoff_factor), do: "a number >= 1 (1 = constant delay)"
-  defp retry_accepts(_), do: "a number between 0 and 1 (0.1 = +-10%)"
+
+  defp retry_accepts(_),
+    do: ":full, :equal or a number between 0 and 1 (0.1 = +-10%, 0 = none)"
 
   # a pipeline stays connected: every server close but the answers to our
   # own frames is retried (:ws_port_retry.retry_on(:stay_connected))
