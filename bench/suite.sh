@@ -79,9 +79,12 @@ for tr in $TRANSPORTS; do
         for r in $(seq "$RUNS"); do
             case $b in
             echo)
-                for c in plain ws_port ${BEFORE:+before}; do
+                for c in plain ws_port ${BEFORE:+before} pipe; do
                     if [[ $c == plain ]]; then
                         line=$(run "$c" "$OUT/plain_client" --echo "$ECHO_N" --size "$ECHO_SIZE" "$base/?mode=echo")
+                    elif [[ $c == pipe ]]; then
+                        # the floor of a port program: BEAM -> /bin/cat -> BEAM, no socket
+                        line=$(run "$c" escript "$HERE/ws_bench.escript" pipe "$ECHO_N" "$ECHO_SIZE")
                     elif [[ $c == before ]]; then
                         line=$(WS_PORT_PROGRAM=$BEFORE run "$c" escript "$HERE/ws_bench.escript" echo "$base/?mode=echo" "$ECHO_N" "$ECHO_SIZE")
                     else
@@ -91,6 +94,11 @@ for tr in $TRANSPORTS; do
                     [[ $line == FAIL ]] && continue
                     M[$c,p50]+=" $(field "$line" rtt_p50_us)"
                     M[$c,p99]+=" $(field "$line" rtt_p99_us)"
+                    # CPU µs per round trip: the plain client's, the port program's
+                    case $c in
+                        plain) M[$c,cpu]+=" $(awk -v u="$(field "$line" cpu_user)" -v s="$(field "$line" cpu_sys)" -v n="$ECHO_N" 'BEGIN{printf "%.1f", (u+s)*1e6/n}')" ;;
+                        ws_port|before) M[$c,cpu]+=" $(awk -v c="$(field "$line" cpu_port)" -v n="$ECHO_N" 'BEGIN{printf "%.1f", c*1e6/n}')" ;;
+                    esac
                 done
                 ;;
             setup)
@@ -221,20 +229,24 @@ for tr in $TRANSPORTS; do
 done
 
 v() { echo "${R[$1]:--}"; }
+floor_ratio() { # transport client -> client p50 / (plain p50 + pipe p50)
+    local p=${R[$1,echo,plain,p50]:-} q=${R[$1,echo,pipe,p50]:-}
+    if [[ -z $p || -z $q ]]; then echo -; else ratio "${R[$1,echo,$2,p50]:-}" "$(awk -v a="$p" -v b="$q" 'BEGIN{print a+b}')"; fi
+}
 TABLE=""
 if [[ " $BENCHES " == *" echo "* ]]; then
     TABLE+="Echo round trip, $ECHO_SIZE B binary, one message in flight, $ECHO_N round trips (µs; lower is better)"$'\n\n'
-    TABLE+="| transport | plain p50 | plain p99 | ws_port p50 | ws_port p99 | ws_port/plain p50 | ws_port/plain p99 |"$'\n'
-    TABLE+="|---|---:|---:|---:|---:|---:|---:|"$'\n'
+    TABLE+="| transport | plain p50 | plain p99 | ws_port p50 | ws_port p99 | ws_port/plain p50 | ws_port/plain p99 | pipe p50 | ws_port/(plain+pipe) p50 | plain CPU µs/rt | port CPU µs/rt |"$'\n'
+    TABLE+="|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"$'\n'
     for tr in $TRANSPORTS; do
-        TABLE+="| $tr | $(v "$tr,echo,plain,p50") | $(v "$tr,echo,plain,p99") | $(v "$tr,echo,ws_port,p50") | $(v "$tr,echo,ws_port,p99") | $(ratio "${R[$tr,echo,ws_port,p50]:-}" "${R[$tr,echo,plain,p50]:-}") | $(ratio "${R[$tr,echo,ws_port,p99]:-}" "${R[$tr,echo,plain,p99]:-}") |"$'\n'
+        TABLE+="| $tr | $(v "$tr,echo,plain,p50") | $(v "$tr,echo,plain,p99") | $(v "$tr,echo,ws_port,p50") | $(v "$tr,echo,ws_port,p99") | $(ratio "${R[$tr,echo,ws_port,p50]:-}" "${R[$tr,echo,plain,p50]:-}") | $(ratio "${R[$tr,echo,ws_port,p99]:-}" "${R[$tr,echo,plain,p99]:-}") | $(v "$tr,echo,pipe,p50") | $(floor_ratio "$tr" ws_port) | $(v "$tr,echo,plain,cpu") | $(v "$tr,echo,ws_port,cpu") |"$'\n'
     done
     if [[ -n "${BEFORE:-}" ]]; then
         for tr in $TRANSPORTS; do
-            TABLE+="| $tr, BEFORE | $(v "$tr,echo,plain,p50") | $(v "$tr,echo,plain,p99") | $(v "$tr,echo,before,p50") | $(v "$tr,echo,before,p99") | $(ratio "${R[$tr,echo,before,p50]:-}" "${R[$tr,echo,plain,p50]:-}") | $(ratio "${R[$tr,echo,before,p99]:-}" "${R[$tr,echo,plain,p99]:-}") |"$'\n'
+            TABLE+="| $tr, BEFORE | $(v "$tr,echo,plain,p50") | $(v "$tr,echo,plain,p99") | $(v "$tr,echo,before,p50") | $(v "$tr,echo,before,p99") | $(ratio "${R[$tr,echo,before,p50]:-}" "${R[$tr,echo,plain,p50]:-}") | $(ratio "${R[$tr,echo,before,p99]:-}" "${R[$tr,echo,plain,p99]:-}") | $(v "$tr,echo,pipe,p50") | $(floor_ratio "$tr" before) | $(v "$tr,echo,plain,cpu") | $(v "$tr,echo,before,cpu") |"$'\n'
         done
     fi
-    TABLE+=$'\n'
+    TABLE+=$'\n'"pipe: the same loop through /bin/cat as the port (BEAM -> program -> BEAM, no socket): what any port program adds at least; plain + pipe is the floor of a port-based client"$'\n\n'
 fi
 if [[ " $BENCHES " == *" setup "* ]]; then
     TABLE+="Connection setup, $SETUP_N connections one after the other, kept open (connections/s; higher is better)"$'\n\n'

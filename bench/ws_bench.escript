@@ -11,6 +11,12 @@
 %%     trips after N/10 (at least 100) warm-up ones; URL in echo mode
 %%     msgs=N size=S rtt_p50_us=.. rtt_p99_us=.. rtt_mean_us=.. cpu_port=.. cpu_beam=..
 %%
+%%   escript bench/ws_bench.escript pipe N [SIZE]
+%%     the floor under any port program: the same loop (N timed round trips
+%%     of SIZE bytes after the same warm-up) through /bin/cat, a port that
+%%     only echoes its stdin (one BEAM -> program -> BEAM hop, no socket)
+%%     msgs=N size=S rtt_p50_us=.. rtt_p99_us=.. rtt_mean_us=..
+%%
 %%   escript bench/ws_bench.escript setup URL N
 %%     N connections opened one after the other (ws_port:connect/2 awaiting
 %%     the handshake), kept open until all are up; URL in idle mode
@@ -63,6 +69,21 @@ main(["echo", Url, N | Rest]) ->
     io:format("msgs=~b size=~b rtt_p50_us=~.1f rtt_p99_us=~.1f rtt_mean_us=~.1f "
               "cpu_port=~.3f cpu_beam=~.3f~n",
               [Count, Size, P50 / 1000, P99 / 1000, Mean / 1000, Cpu1 - Cpu0, Beam1 - Beam0]),
+    halt(0);
+main(["pipe", N | Rest]) ->
+    Size = case Rest of [S] -> list_to_integer(S); [] -> 100 end,
+    Cat = case os:find_executable("cat") of
+              false -> fail("no cat program", []);
+              C -> C
+          end,
+    Port = open_port({spawn_executable, Cat}, [binary, stream, use_stdio]),
+    Payload = binary:copy(<<"e">>, Size),
+    Count = list_to_integer(N),
+    _ = pipe_rtts(Port, Payload, max(100, Count div 10), []),
+    Rtts = lists:sort(pipe_rtts(Port, Payload, Count, [])),
+    io:format("msgs=~b size=~b rtt_p50_us=~.1f rtt_p99_us=~.1f rtt_mean_us=~.1f~n",
+              [Count, Size, lists:nth(Count div 2 + 1, Rtts) / 1000,
+               lists:nth(Count * 99 div 100 + 1, Rtts) / 1000, lists:sum(Rtts) / Count / 1000]),
     halt(0);
 main(["setup", Url, N]) ->
     start(),
@@ -139,7 +160,7 @@ main(["send", Url, N, Size, Type | Rest]) ->
     halt(0);
 main(_) ->
     io:format(standard_error,
-              "usage: ws_bench.escript echo URL N [SIZE] | setup URL N | idle URL N [WINDOW]"
+              "usage: ws_bench.escript echo URL N [SIZE] | pipe N [SIZE] | setup URL N | idle URL N [WINDOW]"
               " | send URL N SIZE text|binary [ascii|mixed]~n", []),
     halt(2).
 
@@ -195,6 +216,22 @@ rtts(Conn, Payload, N, Acc) ->
     after 10000 -> fail("no echo in 10 s", [])
     end,
     rtts(Conn, Payload, N - 1, [erlang:monotonic_time(nanosecond) - T0 | Acc]).
+
+pipe_rtts(_Port, _Payload, 0, Acc) ->
+    Acc;
+pipe_rtts(Port, Payload, N, Acc) ->
+    T0 = erlang:monotonic_time(nanosecond),
+    true = erlang:port_command(Port, Payload),
+    ok = pipe_recv(Port, byte_size(Payload)),
+    pipe_rtts(Port, Payload, N - 1, [erlang:monotonic_time(nanosecond) - T0 | Acc]).
+
+pipe_recv(_Port, Left) when Left =< 0 ->
+    ok;
+pipe_recv(Port, Left) ->
+    receive
+        {Port, {data, D}} -> pipe_recv(Port, Left - byte_size(D))
+    after 10000 -> fail("no echo from cat in 10 s", [])
+    end.
 
 %% Opens Count connections with await => false, at most Window pending.
 open_window(Url, Driver, Count, Window, Extra) ->

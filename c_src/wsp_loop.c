@@ -24,6 +24,7 @@ static struct {
     int kick;                /* a timer was set outside uv_run */
     int destroying;
     lws_dll2_owner_t soon;   /* WSP_LOOP_EPOLL: 0-delay work (wsp_loop_schedule) */
+    uv_idle_t *lws_idle;     /* WSP_LOOP_EPOLL: lws' idle handle (run_lws_idle) */
 } G;
 
 
@@ -195,6 +196,30 @@ static void run_soon(void)
     }
 }
 
+/* lws' libuv glue starts its idle handle after every fd event (to serve
+ * buffered input and re-arm its timer). libuv (1.44) decides whether a turn
+ * may sleep before it runs the idle handles: with one active, that turn polls
+ * with timeout 0 and only the next one sleeps, so every event cost a second
+ * loop turn and epoll_wait (two per echo round trip). Running lws' idle
+ * callback just before uv_run, as uv_run would first thing, lets the turn
+ * sleep at once. */
+static void find_idle(uv_handle_t *h, void *arg)
+{
+    int *n = arg;
+    if (h->type == UV_IDLE) {
+        G.lws_idle = (uv_idle_t *)h;
+        (*n)++;
+    }
+}
+
+static void run_lws_idle(void)
+{
+    uv_idle_t *idle = G.lws_idle;
+    if (idle && uv_is_active((uv_handle_t *)idle) && idle->idle_cb) {
+        idle->idle_cb(idle);
+    }
+}
+
 int wsp_loop_run_once(void)
 {
     if (G.kind != WSP_LOOP_EPOLL) {
@@ -208,6 +233,9 @@ int wsp_loop_run_once(void)
         lws_cancel_service(wsp_ctx);
     }
     G.in_run = 1;
+    if (!G.soon.count) {
+        run_lws_idle(); /* (with work waiting, uv_run's NOWAIT turn runs it) */
+    }
     /* with work waiting, only look at what is ready, then do the work */
     uv_run(&G.uv, G.soon.count ? UV_RUN_NOWAIT : UV_RUN_ONCE);
     G.in_run = 0;
@@ -235,6 +263,11 @@ int wsp_loop_init(enum wsp_loop_kind kind)
         wsp_ctx = lws_create_context(&info);
         if (wsp_ctx) {
             G.kind = WSP_LOOP_EPOLL;
+            int n = 0;
+            uv_walk(&G.uv, find_idle, &n);
+            if (n != 1) {
+                G.lws_idle = NULL; /* not the one handle known: leave it to uv_run */
+            }
         } else {
             WARN("no libuv event loop (libwebsockets-evlib-uv missing?): using poll");
             (void)uv_loop_close(&G.uv);
@@ -263,6 +296,7 @@ void wsp_loop_destroy(void)
         return;
     }
     G.destroying = 1;
+    G.lws_idle = NULL;
     lws_context_destroy(wsp_ctx);
     if (G.kind == WSP_LOOP_EPOLL) {
         /* on a foreign loop lws only starts the closes (libuv closes its
