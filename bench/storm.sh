@@ -11,6 +11,15 @@
 #   STORM_N=1000 RUNS=3 NO_RESULTS=1 bench/storm.sh
 #   STORM_TLS=12 bench/storm.sh             # the server at TLS 1.2 at most
 #
+#   BEFORE=/tmp/old/ws_port bench/storm.sh  # also that port program (e.g. a
+#                                           # copy of priv/ws_port from before
+#                                           # a change), same server, same run,
+#                                           # with the reuse modes in
+#                                           # BEFORE_REUSE (default: false);
+#                                           # adds its rows and after/before
+#                                           # ratios
+#   REUSE_MODES="false" bench/storm.sh      # default "true false"
+#
 # Server: bench/out/storm_server (TLS handshake + upgrade, then idle; RSA
 # 2048 self-signed certificate, also the client's cacertfile: verification
 # on, as in production). Client: bench/storm_bench.escript.
@@ -22,7 +31,14 @@ OUT="$HERE/out"
 STORM_N=${STORM_N:-10000}
 RUNS=${RUNS:-1}
 STORM_TLS=${STORM_TLS:-13}
-CMD="STORM_N=$STORM_N RUNS=$RUNS STORM_TLS=$STORM_TLS${STORM_CONNECT_TIMEOUT:+ STORM_CONNECT_TIMEOUT=$STORM_CONNECT_TIMEOUT} $0 $*"
+REUSE_MODES=${REUSE_MODES:-true false}
+BEFORE=${BEFORE:-}
+BEFORE_REUSE=${BEFORE_REUSE:-false}
+CMD="STORM_N=$STORM_N RUNS=$RUNS STORM_TLS=$STORM_TLS${STORM_CONNECT_TIMEOUT:+ STORM_CONNECT_TIMEOUT=$STORM_CONNECT_TIMEOUT}${BEFORE:+ BEFORE=$BEFORE BEFORE_REUSE=\"$BEFORE_REUSE\"} REUSE_MODES=\"$REUSE_MODES\" $0 $*"
+if [[ -n $BEFORE && ! -x $BEFORE ]]; then
+    echo "storm.sh: BEFORE=$BEFORE is not an executable" >&2
+    exit 1
+fi
 
 # the server and the port program each need an fd per connection
 ulimit -n "$(ulimit -Hn)"
@@ -52,20 +68,29 @@ field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1==k{print $2}'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a==""||b==""||b==0) print "-"; else printf "%.2f", a/b }'; }
 
-KEYS="all_up_ms p50_up_ms p99_up_ms port_cpu_s port_peak_pct beam_cpu_s beam_peak_pct server_cpu_s server_peak_pct peak_hs_per_100ms hs_slots server_full server_resumed client_resumed"
+KEYS="first_up_ms all_up_ms p50_up_ms p99_up_ms port_cpu_s port_peak_pct beam_cpu_s beam_peak_pct server_cpu_s server_peak_pct peak_hs_per_100ms hs_slots server_full server_resumed client_resumed"
+# variants: "reuse" (this tree's port program) and "before:reuse" (BEFORE)
+VARIANTS=()
+for reuse in $REUSE_MODES; do VARIANTS+=("$reuse"); done
+if [[ -n $BEFORE ]]; then
+    for reuse in $BEFORE_REUSE; do VARIANTS+=("before:$reuse"); done
+fi
 declare -A M=() HIST=() DOWNS=()
 for r in $(seq "$RUNS"); do
-    for reuse in true false; do
-        line=$(timeout 900 escript "$HERE/storm_bench.escript" "$OUT/storm_server" "$TMP/cert.pem" \
+    for var in "${VARIANTS[@]}"; do
+        reuse=${var#before:}
+        prog=()
+        [[ $var == before:* ]] && prog=(env "WS_PORT_PROGRAM=$BEFORE")
+        line=$(timeout 900 "${prog[@]}" escript "$HERE/storm_bench.escript" "$OUT/storm_server" "$TMP/cert.pem" \
             "$TMP/key.pem" "$TMP/ticket.key" "$STORM_N" "$reuse" "$STORM_TLS" 2>"$TMP/err" | tail -1) || line=FAIL
-        echo "storm reuse=$reuse run=$r: $line" >&2
+        echo "storm $var run=$r: $line" >&2
         if [[ $line == FAIL || -z $line ]]; then
             tail -5 "$TMP/err" >&2
             continue
         fi
-        for k in $KEYS; do M[$reuse,$k]+=" $(field "$line" "$k")"; done
-        HIST[$reuse]=$(field "$line" hist)
-        DOWNS[$reuse]=$(field "$line" downs)
+        for k in $KEYS; do M[$var,$k]+=" $(field "$line" "$k")"; done
+        HIST[$var]=$(field "$line" hist)
+        DOWNS[$var]=$(field "$line" downs)
     done
 done
 if (( ${#M[@]} == 0 )); then
@@ -79,16 +104,38 @@ for k in "${!M[@]}"; do
 done
 v() { echo "${R[$1]:--}"; }
 
-TABLE="Reconnect storm: $STORM_N wss connections (TLS 1.${STORM_TLS#1}, verified), one driver, default retry (1 s +-10%), connect_timeout $((${STORM_CONNECT_TIMEOUT:-60000} / 1000)) s; the server killed and restarted with the same ticket keys. Times from the kill; CPU seconds over the storm (kill to the last connection up) and the largest 100 ms sample (% of one CPU); median of $RUNS run(s)"$'\n\n'
-TABLE+="| reuse_sessions | all up (ms) | p50 up (ms) | p99 up (ms) | port CPU s | port peak % | BEAM CPU s | BEAM peak % | server CPU s | server peak % | peak handshakes / 100 ms | slots with handshakes | server: full / resumed |"$'\n'
-TABLE+="|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"$'\n'
-for reuse in true false; do
-    TABLE+="| $reuse | $(v "$reuse,all_up_ms") | $(v "$reuse,p50_up_ms") | $(v "$reuse,p99_up_ms") | $(v "$reuse,port_cpu_s") | $(v "$reuse,port_peak_pct") | $(v "$reuse,beam_cpu_s") | $(v "$reuse,beam_peak_pct") | $(v "$reuse,server_cpu_s") | $(v "$reuse,server_peak_pct") | $(v "$reuse,peak_hs_per_100ms") | $(v "$reuse,hs_slots") | $(v "$reuse,server_full") / $(v "$reuse,server_resumed") |"$'\n'
+TABLE="Reconnect storm: $STORM_N wss connections (TLS 1.${STORM_TLS#1}, verified), one driver, default retry (1 s +-10%), connect_timeout $((${STORM_CONNECT_TIMEOUT:-60000} / 1000)) s; the server killed and restarted with the same ticket keys. Times from the kill (first up: the first connection back, client side); CPU seconds over the storm (kill to the last connection up) and the largest 100 ms sample (% of one CPU); median of $RUNS run(s)"$'\n\n'
+COLS="first_up_ms all_up_ms p50_up_ms p99_up_ms port_cpu_s port_peak_pct beam_cpu_s beam_peak_pct server_cpu_s server_peak_pct peak_hs_per_100ms"
+row() { # label, then a value per column
+    local out="| $1 |"; shift
+    for x in "$@"; do out+=" $x |"; done
+    echo "$out"
+}
+TABLE+="| port program, reuse_sessions | first up (ms) | all up (ms) | p50 up (ms) | p99 up (ms) | port CPU s | port peak % | BEAM CPU s | BEAM peak % | server CPU s | server peak % | peak handshakes / 100 ms | slots with handshakes | server: full / resumed |"$'\n'
+TABLE+="|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"$'\n'
+for var in "${VARIANTS[@]}"; do
+    vals=()
+    for k in $COLS hs_slots; do vals+=("$(v "$var,$k")"); done
+    label="this tree, $var"
+    [[ $var == before:* ]] && label="BEFORE, ${var#before:}"
+    TABLE+="$(row "$label" "${vals[@]}" "$(v "$var,server_full") / $(v "$var,server_resumed")")"$'\n'
 done
-TABLE+="| true/false | $(ratio "${R[true,all_up_ms]:-}" "${R[false,all_up_ms]:-}") | $(ratio "${R[true,p50_up_ms]:-}" "${R[false,p50_up_ms]:-}") | $(ratio "${R[true,p99_up_ms]:-}" "${R[false,p99_up_ms]:-}") | $(ratio "${R[true,port_cpu_s]:-}" "${R[false,port_cpu_s]:-}") | $(ratio "${R[true,port_peak_pct]:-}" "${R[false,port_peak_pct]:-}") | $(ratio "${R[true,beam_cpu_s]:-}" "${R[false,beam_cpu_s]:-}") | $(ratio "${R[true,beam_peak_pct]:-}" "${R[false,beam_peak_pct]:-}") | $(ratio "${R[true,server_cpu_s]:-}" "${R[false,server_cpu_s]:-}") | $(ratio "${R[true,server_peak_pct]:-}" "${R[false,server_peak_pct]:-}") | $(ratio "${R[true,peak_hs_per_100ms]:-}" "${R[false,peak_hs_per_100ms]:-}") | | |"$'\n'
+if [[ " ${VARIANTS[*]} " == *" true "* && " ${VARIANTS[*]} " == *" false "* ]]; then
+    vals=()
+    for k in $COLS; do vals+=("$(ratio "${R[true,$k]:-}" "${R[false,$k]:-}")"); done
+    TABLE+="$(row "reuse true / false" "${vals[@]}" "" "")"$'\n'
+fi
+for var in "${VARIANTS[@]}"; do
+    [[ $var == before:* ]] || continue
+    reuse=${var#before:}
+    [[ " ${VARIANTS[*]} " == *" $reuse "* ]] || continue
+    vals=()
+    for k in $COLS; do vals+=("$(ratio "${R[$reuse,$k]:-}" "${R[$var,$k]:-}")"); done
+    TABLE+="$(row "this tree / BEFORE, $reuse" "${vals[@]}" "" "")"$'\n'
+done
 TABLE+=$'\n'"Server handshakes per 100 ms slot (ms from the kill: count), last run:"$'\n\n'
-for reuse in true false; do
-    TABLE+="- reuse_sessions $reuse (client downs by reason: ${DOWNS[$reuse]:--}): \`${HIST[$reuse]:--}\`"$'\n'
+for var in "${VARIANTS[@]}"; do
+    TABLE+="- $var (client downs by reason: ${DOWNS[$var]:--}): \`${HIST[$var]:--}\`"$'\n'
 done
 
 echo
