@@ -128,6 +128,7 @@ struct wsp_conn {
     unsigned lingering : 1;          /* FIN sent, draining until EOF or timer */
     unsigned in_cb : 1;              /* inside wsp_conn_on_io for this conn */
     unsigned free_pending : 1;
+    unsigned in_flight : 1;          /* holds one of the ATTEMPTS_MAX slots */
     uint8_t close_reason_len;
     uint16_t close_code;             /* what we sent in our close frame */
     char *close_reason;              /* its reason (malloc), NULL if none */
@@ -137,7 +138,9 @@ struct wsp_conn {
     struct wsp_conn *paused_next;
 
     lws_sorted_usec_list_t timer;    /* connect / close / linger deadline */
-    lws_sorted_usec_list_t live;     /* ping interval and idle timeout */
+    lws_sorted_usec_list_t live;     /* ping interval and idle timeout; while
+                                        an attempt waits for a slot, its
+                                        node is on g_waiting instead */
     lws_sorted_usec_list_t kick;     /* continue reading from the loop */
 
     lws_usec_t last_rx, up_at;
@@ -215,6 +218,49 @@ static void note_churn(void)
         g_trim_armed = 1;
         g_trim_since = wsp_now();
         wsp_loop_schedule(&g_trim, on_trim, TRIM_DELAY_US);
+    }
+}
+
+/* Attempts in flight (resolving, connecting, proxy, TLS, upgrading) at
+ * once, per port program; more wait in g_waiting, in order, with their
+ * connect_timeout running. Without a cap, a fleet that loses its server
+ * comes back all at once: 10,000 handshakes under way together, the server
+ * taking each flight in turn, and none finishes before nearly all have
+ * (the first after 18-23 s at 10,000 on this machine), or all of them
+ * time out together when that is longer than connect_timeout and the herd
+ * starts again (issue 16). With at most ATTEMPTS_MAX under way they finish
+ * in order while the rest wait, and a waiting one costs the server nothing
+ * when it times out. */
+#define ATTEMPTS_MAX 256
+static uint32_t g_inflight;
+static lws_dll2_owner_t g_waiting;       /* struct wsp_conn by their live node */
+static lws_sorted_usec_list_t g_admit;
+
+static void attempt_go(struct wsp_conn *c);
+
+static void on_admit(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    struct lws_dll2 *d;
+    while (g_inflight < ATTEMPTS_MAX && (d = lws_dll2_get_head(&g_waiting)) != NULL) {
+        struct wsp_conn *c = lws_container_of(d, struct wsp_conn, live.list);
+        lws_dll2_remove(d);
+        attempt_go(c);
+    }
+    wsp_conn_flush_all();
+    wsp_link_flush();
+}
+
+/* The attempt is over (up, failed, given up or closed): its slot goes to
+ * the next waiting one, from the loop. */
+static void attempt_end(struct wsp_conn *c)
+{
+    if (c->in_flight) {
+        c->in_flight = 0;
+        g_inflight--;
+        if (g_waiting.count > 0) {
+            wsp_loop_schedule(&g_admit, on_admit, 0);
+        }
     }
 }
 
@@ -421,8 +467,11 @@ static void unpause_unlink(struct wsp_conn *c)
 
 /* The socket, the timers and a pending DNS query go: nothing of c runs
  * from the loop after this. */
+static void attempt_end(struct wsp_conn *c);
+
 static void stop_io(struct wsp_conn *c)
 {
+    attempt_end(c);
     detach_socket(c);
     lws_sul_cancel(&c->timer);
     lws_sul_cancel(&c->live);
@@ -521,6 +570,7 @@ static void finish(struct wsp_conn *c)
     emit();
     table_del(c);
     c->state = ST_DONE;
+    attempt_end(c);
     unpause_unlink(c);
     lws_sul_cancel(&c->live);
     lws_sul_cancel(&c->kick);
@@ -1238,7 +1288,21 @@ static void start_attempt(struct wsp_conn *c)
         return;
     }
     wsp_loop_schedule(&c->timer, on_deadline, (lws_usec_t)opts->connect_timeout_ms * 1000);
+    if (g_inflight >= ATTEMPTS_MAX) {
+        /* waits for a slot, its connect_timeout running (lws_sul_cancel
+         * of c->live, in stop_io and finish, takes it off the list) */
+        lws_dll2_remove(&c->live.list);
+        lws_dll2_add_tail(&c->live.list, &g_waiting);
+        return;
+    }
+    attempt_go(c);
+}
 
+static void attempt_go(struct wsp_conn *c)
+{
+    const struct wsp_connect_opts *opts = c->opts;
+    c->in_flight = 1;
+    g_inflight++;
     /* through a proxy, the TCP connection is the proxy's; the target's
      * name goes to the proxy unresolved */
     const char *host = c->t->url.host;
@@ -1662,6 +1726,7 @@ static void handle_response(struct wsp_conn *c)
         c->reconnects++;
     }
     c->ever_up = 1;
+    attempt_end(c);
     note_churn();
     wsp_enc_up(xbuf(), c->id, resp.status, resp.headers, resp.nheaders, proto, proto_len,
                c->ssl ? wsp_tls_resumed(c->ssl) : -1);
@@ -2341,6 +2406,7 @@ void wsp_conn_free_all(void)
         g_all->in_cb = 0;
         conn_free(g_all);
     }
+    lws_sul_cancel(&g_admit); /* the frees above may have armed it */
     free(g_table);
     g_table = NULL;
     g_table_cap = g_table_used = 0;
