@@ -18,7 +18,7 @@
 %%     TLS     13 (default) | 12: the server's highest version
 %%
 %% One result line on stdout:
-%%   n=N reuse=R tls=T open_s=.. all_up_ms=.. p50_up_ms=.. p99_up_ms=..
+%%   n=N reuse=R tls=T open_s=.. first_up_ms=.. all_up_ms=.. p50_up_ms=.. p99_up_ms=..
 %%   client_resumed=.. server_full=.. server_resumed=.. port_cpu_s=..
 %%   port_peak_pct=.. beam_cpu_s=.. beam_peak_pct=.. server_cpu_s=..
 %%   server_peak_pct=.. peak_hs_per_100ms=.. hs_slots=.. jitter=..
@@ -94,12 +94,12 @@ main([Server, Cert, Key, TicketKey, NS, ReuseS | Rest]) ->
     D1 = lists:sort([{Slot * 100, C} || {{d1, Slot}, C} <- get()]),
     D1S = string:join([io_lib:format("~b:~b", [T, C]) || {T, C} <- D1], ","),
     D1Peak = lists:max([0 | [C || {_, C} <- D1]]),
-    io:format("n=~b reuse=~p tls=~s open_s=~.2f all_up_ms=~b p50_up_ms=~b p99_up_ms=~b "
+    io:format("n=~b reuse=~p tls=~s open_s=~.2f first_up_ms=~b all_up_ms=~b p50_up_ms=~b p99_up_ms=~b "
               "client_resumed=~b server_full=~b server_resumed=~b port_cpu_s=~.3f port_peak_pct=~b "
               "beam_cpu_s=~.3f beam_peak_pct=~b server_cpu_s=~.3f server_peak_pct=~b "
               "peak_hs_per_100ms=~b hs_slots=~b downs=~s jitter=~s retry1_peak_per_100ms=~b "
               "retry1_hist=~s hist=~s~n",
-              [N, Reuse, Tls, OpenS, lists:last(Sorted), lists:nth(max(1, N div 2), Sorted),
+              [N, Reuse, Tls, OpenS, hd(Sorted), lists:last(Sorted), lists:nth(max(1, N div 2), Sorted),
                lists:nth(max(1, N * 99 div 100), Sorted), Resumed, SFull, SRes,
                PortCpu, PortPeak, BeamCpu, BeamPeak, SrvCpu, SrvPeak, Peak, length(Hist), downs(),
                Jitter, D1Peak, D1S, HistS]),

@@ -128,6 +128,7 @@ struct wsp_conn {
     unsigned lingering : 1;          /* FIN sent, draining until EOF or timer */
     unsigned in_cb : 1;              /* inside wsp_conn_on_io for this conn */
     unsigned free_pending : 1;
+    unsigned in_flight : 1;          /* holds one of the ATTEMPTS_MAX slots */
     uint8_t close_reason_len;
     uint16_t close_code;             /* what we sent in our close frame */
     char *close_reason;              /* its reason (malloc), NULL if none */
@@ -137,7 +138,9 @@ struct wsp_conn {
     struct wsp_conn *paused_next;
 
     lws_sorted_usec_list_t timer;    /* connect / close / linger deadline */
-    lws_sorted_usec_list_t live;     /* ping interval and idle timeout */
+    lws_sorted_usec_list_t live;     /* ping interval and idle timeout; while
+                                        an attempt waits for a slot, its
+                                        node is on g_waiting instead */
     lws_sorted_usec_list_t kick;     /* continue reading from the loop */
 
     lws_usec_t last_rx, up_at;
@@ -169,17 +172,43 @@ static int g_over_hard;
 static int g_congested;
 static uint64_t g_rng[4];
 
-/* Connections came up or went since the heap was last trimmed: trim it a
- * second after the first (wsp_compat_trim_heap), so a burst of handshakes
- * leaves no free-but-resident pages between the idle connections. */
+/* Connections came up or went since the heap was last trimmed: trim it
+ * (wsp_compat_trim_heap) a second later, so a burst of handshakes leaves
+ * no free-but-resident pages between the idle connections. Not while
+ * handshakes are under way: malloc_trim walks the whole heap and madvises
+ * its free pages (a TLB flush on every CPU each time), the handshakes then
+ * fault the same pages in again, and at 10,000 reconnects trimming every
+ * second took a fifth of the port program's CPU (issue 16). It waits until
+ * no connection is between connecting and open, TRIM_MAX_US at most. */
 #define TRIM_DELAY_US (1 * LWS_US_PER_SEC)
+#define TRIM_MAX_US (30 * LWS_US_PER_SEC)
 static lws_sorted_usec_list_t g_trim;
 static int g_trim_armed;
+static lws_usec_t g_trim_since;
+
+/* Walks every connection: once a second at most, while a trim waits. */
+static int handshakes_under_way(void)
+{
+    for (const struct wsp_conn *c = g_all; c; c = c->all_next) {
+        if (c->state >= ST_RESOLVING && c->state < ST_OPEN) {
+            return 1;
+        }
+    }
+    return 0;
+}
 
 static void on_trim(lws_sorted_usec_list_t *sul)
 {
     (void)sul;
+    if (wsp_now() - g_trim_since < TRIM_MAX_US && handshakes_under_way()) {
+        wsp_loop_schedule(&g_trim, on_trim, TRIM_DELAY_US);
+        return;
+    }
     g_trim_armed = 0;
+    /* it stalls the loop (a second or more at thousands of connections on
+     * a busy machine): what is encoded goes to the BEAM first */
+    wsp_conn_flush_all();
+    wsp_link_flush();
     wsp_compat_trim_heap();
 }
 
@@ -187,7 +216,51 @@ static void note_churn(void)
 {
     if (!g_trim_armed) {
         g_trim_armed = 1;
+        g_trim_since = wsp_now();
         wsp_loop_schedule(&g_trim, on_trim, TRIM_DELAY_US);
+    }
+}
+
+/* Attempts in flight (resolving, connecting, proxy, TLS, upgrading) at
+ * once, per port program; more wait in g_waiting, in order, with their
+ * connect_timeout running. Without a cap, a fleet that loses its server
+ * comes back all at once: 10,000 handshakes under way together, the server
+ * taking each flight in turn, and none finishes before nearly all have
+ * (the first after 18-23 s at 10,000 on this machine), or all of them
+ * time out together when that is longer than connect_timeout and the herd
+ * starts again (issue 16). With at most ATTEMPTS_MAX under way they finish
+ * in order while the rest wait, and a waiting one costs the server nothing
+ * when it times out. */
+#define ATTEMPTS_MAX 256
+static uint32_t g_inflight;
+static lws_dll2_owner_t g_waiting;       /* struct wsp_conn by their live node */
+static lws_sorted_usec_list_t g_admit;
+
+static void attempt_go(struct wsp_conn *c);
+
+static void on_admit(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    struct lws_dll2 *d;
+    while (g_inflight < ATTEMPTS_MAX && (d = lws_dll2_get_head(&g_waiting)) != NULL) {
+        struct wsp_conn *c = lws_container_of(d, struct wsp_conn, live.list);
+        lws_dll2_remove(d);
+        attempt_go(c);
+    }
+    wsp_conn_flush_all();
+    wsp_link_flush();
+}
+
+/* The attempt is over (up, failed, given up or closed): its slot goes to
+ * the next waiting one, from the loop. */
+static void attempt_end(struct wsp_conn *c)
+{
+    if (c->in_flight) {
+        c->in_flight = 0;
+        g_inflight--;
+        if (g_waiting.count > 0) {
+            wsp_loop_schedule(&g_admit, on_admit, 0);
+        }
     }
 }
 
@@ -394,8 +467,11 @@ static void unpause_unlink(struct wsp_conn *c)
 
 /* The socket, the timers and a pending DNS query go: nothing of c runs
  * from the loop after this. */
+static void attempt_end(struct wsp_conn *c);
+
 static void stop_io(struct wsp_conn *c)
 {
+    attempt_end(c);
     detach_socket(c);
     lws_sul_cancel(&c->timer);
     lws_sul_cancel(&c->live);
@@ -494,6 +570,7 @@ static void finish(struct wsp_conn *c)
     emit();
     table_del(c);
     c->state = ST_DONE;
+    attempt_end(c);
     unpause_unlink(c);
     lws_sul_cancel(&c->live);
     lws_sul_cancel(&c->kick);
@@ -1211,7 +1288,21 @@ static void start_attempt(struct wsp_conn *c)
         return;
     }
     wsp_loop_schedule(&c->timer, on_deadline, (lws_usec_t)opts->connect_timeout_ms * 1000);
+    if (g_inflight >= ATTEMPTS_MAX) {
+        /* waits for a slot, its connect_timeout running (lws_sul_cancel
+         * of c->live, in stop_io and finish, takes it off the list) */
+        lws_dll2_remove(&c->live.list);
+        lws_dll2_add_tail(&c->live.list, &g_waiting);
+        return;
+    }
+    attempt_go(c);
+}
 
+static void attempt_go(struct wsp_conn *c)
+{
+    const struct wsp_connect_opts *opts = c->opts;
+    c->in_flight = 1;
+    g_inflight++;
     /* through a proxy, the TCP connection is the proxy's; the target's
      * name goes to the proxy unresolved */
     const char *host = c->t->url.host;
@@ -1635,6 +1726,7 @@ static void handle_response(struct wsp_conn *c)
         c->reconnects++;
     }
     c->ever_up = 1;
+    attempt_end(c);
     note_churn();
     wsp_enc_up(xbuf(), c->id, resp.status, resp.headers, resp.nheaders, proto, proto_len,
                c->ssl ? wsp_tls_resumed(c->ssl) : -1);
@@ -2314,6 +2406,7 @@ void wsp_conn_free_all(void)
         g_all->in_cb = 0;
         conn_free(g_all);
     }
+    lws_sul_cancel(&g_admit); /* the frees above may have armed it */
     free(g_table);
     g_table = NULL;
     g_table_cap = g_table_used = 0;

@@ -8,6 +8,7 @@
 #include "wsp_dns.h"
 #include "wsp_link.h"
 #include "wsp_log.h"
+#include "wsp_timers.h"
 
 int wsp_log_level = 1;
 struct lws_context *wsp_ctx;
@@ -25,6 +26,9 @@ static struct {
     int destroying;
     lws_dll2_owner_t soon;   /* WSP_LOOP_EPOLL: 0-delay work (wsp_loop_schedule) */
     uv_idle_t *lws_idle;     /* WSP_LOOP_EPOLL: lws' idle handle (run_lws_idle) */
+    struct wsp_timers timers; /* the other timers of wsp_loop_schedule */
+    lws_sorted_usec_list_t wake; /* lws' one timer for them: the earliest */
+    lws_usec_t wake_at;      /* when wake is due (while it is armed) */
 } G;
 
 
@@ -160,6 +164,34 @@ void wsp_loop_close(struct wsp_watch *w)
     }
 }
 
+static void on_wake(lws_sorted_usec_list_t *sul);
+
+/* Keeps lws' one timer for G.timers at their earliest (or off). */
+static void arm_wake(void)
+{
+    lws_usec_t next = wsp_timers_next(&G.timers);
+    if (next < 0) {
+        lws_sul_cancel(&G.wake);
+        return;
+    }
+    if (!lws_dll2_is_detached(&G.wake.list) && G.wake_at <= next) {
+        return; /* armed early enough (a wake with nothing due re-arms) */
+    }
+    lws_usec_t now = wsp_now();
+    G.wake_at = next;
+    lws_sul_schedule(wsp_ctx, 0, &G.wake, on_wake, next > now ? next - now : 0);
+    if (!G.in_run) {
+        G.kick = 1;
+    }
+}
+
+static void on_wake(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    (void)wsp_timers_run(&G.timers, wsp_now());
+    arm_wake();
+}
+
 void wsp_loop_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us)
 {
     if (G.kind == WSP_LOOP_EPOLL && us == 0) {
@@ -173,6 +205,17 @@ void wsp_loop_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us)
         sul->cb = cb;
         sul->us = 0;
         lws_dll2_add_tail(&sul->list, &G.soon);
+        return;
+    }
+    /* Not in lws' timer list: lws inserts by walking that sorted list from
+     * its head, and with thousands of connections each arming a retry
+     * timer and a connect deadline a reconnect storm spent most of its
+     * CPU there (issue 16). G.timers arms in O(1) (wsp_timers.h); lws
+     * keeps one timer for their earliest. lws_sul_cancel works on these
+     * too. 0-delay work of the poll loop stays with lws (it goes to the
+     * head of its list, and G.timers rounds up to the millisecond). */
+    if (us > 0 && wsp_timers_add(&G.timers, sul, cb, wsp_now() + us) == 0) {
+        arm_wake();
         return;
     }
     lws_sul_schedule(wsp_ctx, 0, sul, cb, us);
@@ -297,6 +340,8 @@ void wsp_loop_destroy(void)
     }
     G.destroying = 1;
     G.lws_idle = NULL;
+    lws_sul_cancel(&G.wake);
+    wsp_timers_clear(&G.timers);
     lws_context_destroy(wsp_ctx);
     if (G.kind == WSP_LOOP_EPOLL) {
         /* on a foreign loop lws only starts the closes (libuv closes its

@@ -54,9 +54,12 @@ extern struct lws_vhost *wsp_vhost;
  * -1 when the loop cannot go on. */
 int wsp_loop_run_once(void);
 
-/* lws_sul_schedule on the one context. Use this rather than lws_sul_schedule:
+/* Calls cb(sul) in us microseconds. Use this rather than lws_sul_schedule:
  * with libuv, lws only looks at its timer list after loop events, so a timer
- * set between two wsp_loop_run_once (outside any loop callback) must wake it. */
+ * set between two wsp_loop_run_once (outside any loop callback) must wake it;
+ * and timers with a delay go to wsp_timers (O(1) to arm, where lws' sorted
+ * list is O(timers)), rounded up to the millisecond. lws_sul_cancel cancels
+ * any of them. */
 void wsp_loop_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us);
 
 /* Adopts fd (set non-blocking by the caller) into the loop, polled for input.

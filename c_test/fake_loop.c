@@ -22,8 +22,48 @@ lws_usec_t lws_now_usecs(void) { return fake_loop_now; }
 static lws_sorted_usec_list_t *g_timers[MAX_TIMERS];
 static size_t g_ntimers;
 
+/* lws' doubly linked list, for the lists users keep of their own
+ * (wsp_conn parks attempts waiting for a slot by a timer node): same
+ * behaviour as lws' (remove from whatever list holds it, a no-op when
+ * detached). */
+void lws_dll2_remove(struct lws_dll2 *d)
+{
+    if (!d->owner) {
+        return;
+    }
+    if (d->prev) {
+        d->prev->next = d->next;
+    } else {
+        d->owner->head = d->next;
+    }
+    if (d->next) {
+        d->next->prev = d->prev;
+    } else {
+        d->owner->tail = d->prev;
+    }
+    d->owner->count--;
+    d->owner = NULL;
+    d->prev = d->next = NULL;
+}
+
+void lws_dll2_add_tail(struct lws_dll2 *d, lws_dll2_owner_t *owner)
+{
+    lws_dll2_remove(d);
+    d->owner = owner;
+    d->next = NULL;
+    d->prev = owner->tail;
+    if (owner->tail) {
+        owner->tail->next = d;
+    } else {
+        owner->head = d;
+    }
+    owner->tail = d;
+    owner->count++;
+}
+
 void lws_sul_cancel(lws_sorted_usec_list_t *sul)
 {
+    lws_dll2_remove(&sul->list); /* as lws: off any list it is on */
     for (size_t i = 0; i < g_ntimers; i++) {
         if (g_timers[i] == sul) {
             g_timers[i] = g_timers[--g_ntimers];

@@ -1,6 +1,7 @@
 /*
  * fake_loop: a link-time stand-in for the event loop (wsp_loop.c and the
- * bits of lws its users call: lws_now_usecs, lws_sul_cancel,
+ * bits of lws its users call: lws_now_usecs, lws_sul_cancel, lws_dll2_remove,
+ * lws_dll2_add_tail,
  * lws_get_socket_fd), for the fuzz harnesses: a fake clock and timer list,
  * and poll(2) with a zero timeout on the adopted fds, whose events go to
  * the dispatch function the harness sets. The fds are real.
