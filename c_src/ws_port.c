@@ -71,6 +71,7 @@
 #endif
 #include "wsp_conn.h"
 #include "wsp_optcache.h"
+#include "wsp_osslmem.h"
 #include "wsp_dns.h"
 #include "wsp_link.h"
 #include "wsp_log.h"
@@ -249,6 +250,8 @@ static void set_log_level(void)
 
 int main(int argc, char **argv)
 {
+    /* before anything allocates through OpenSSL (lws' context does) */
+    (void)wsp_osslmem_install();
     if (argc >= 2 && !strcmp(argv[1], "connect")) {
         set_log_level();
         signal(SIGPIPE, SIG_IGN);
