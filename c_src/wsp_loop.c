@@ -80,6 +80,11 @@ static int deliver(struct wsp_watch *w, enum wsp_io io)
 #if WSP_HAVE_EPOLL
         if (io == WSP_IO_READABLE) {
             direct_batch();
+        } else if (io == WSP_IO_CLOSED) {
+            if (!G.destroying) {
+                WARN("the epoll set of connection sockets was closed");
+            }
+            G.epfd = -1; /* lws closed it; new sockets go through lws */
         }
 #endif
         break;

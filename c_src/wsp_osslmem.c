@@ -221,6 +221,15 @@ void wsp_osslmem_stats(size_t *chunks, size_t *live)
     pthread_mutex_unlock(&M.mu);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define WSP_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WSP_SANITIZED 1
+#endif
+#endif
+
+#ifndef WSP_SANITIZED
 static void *o_malloc(size_t n, const char *file, int line)
 {
     (void)file;
@@ -242,12 +251,6 @@ static void o_free(void *p, const char *file, int line)
     wsp_osslmem_free(p);
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define WSP_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define WSP_SANITIZED 1
-#endif
 #endif
 
 int wsp_osslmem_install(void)
