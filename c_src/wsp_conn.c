@@ -452,6 +452,7 @@ static void conn_free(struct wsp_conn *c)
     wsp_buf_free(&c->msg);
     wsp_buf_free(&c->held);
     pmd_free(c);
+    wsc_parser_free(&c->parser);
     free(c);
 }
 
@@ -1320,6 +1321,7 @@ static uint64_t reset_attempt(struct wsp_conn *c)
     wsp_buf_free(&c->msg);
     pmd_free(c);
     update_over_high(c);
+    wsc_parser_free(&c->parser);
     wsc_parser_init(&c->parser, c->opts->max_message_size);
     c->ping_sent_at = 0;
     c->user_ping_at = 0;
