@@ -206,7 +206,8 @@ static void usage(FILE *f)
             "       ws_port --help\n");
     wsp_cli_usage(f);
     fprintf(f, "\nenvironment: WS_PORT_LOG=0..3 (errors, warnings, info, debug)\n"
-               "             WS_PORT_LOOP=poll (port: lws' poll(2) loop instead of libuv)\n");
+               "             WS_PORT_LOOP=poll (port: lws' poll(2) loop instead of libuv)\n"
+               "             WS_PORT_OPENSSL_MALLOC=libc (OpenSSL allocates with malloc)\n");
 }
 
 /* Whether epoll can watch fd (pipes and sockets can; files and /dev/null
