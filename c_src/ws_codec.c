@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ======================================================================
@@ -828,6 +829,13 @@ void wsc_parser_init(struct wsc_parser *p, uint64_t max_message_size)
     p->max_message_size = max_message_size;
 }
 
+void wsc_parser_free(struct wsc_parser *p)
+{
+    free(p->ctl);
+    p->ctl = NULL;
+    p->ctl_len = 0;
+}
+
 static int fail(struct wsc_parser *p, uint16_t code, const char *why)
 {
     p->close_code = code;
@@ -931,12 +939,15 @@ static int start_frame(struct wsc_parser *p, const uint8_t *h)
     return 0;
 }
 
-static int control_event(struct wsc_parser *p, struct wsc_event *ev)
+/* The control frame's payload is data[0..len) (in the fed buffer, or
+ * gathered in p->ctl). */
+static int control_event(struct wsc_parser *p, struct wsc_event *ev, const uint8_t *data,
+                         size_t len)
 {
     memset(ev, 0, sizeof *ev);
     ev->opcode = p->opcode;
-    ev->data = p->ctl;
-    ev->len = p->ctl_len;
+    ev->data = data;
+    ev->len = len;
     p->in_frame = 0;
     switch (p->opcode) {
     case WSC_OP_PING:
@@ -947,21 +958,20 @@ static int control_event(struct wsc_parser *p, struct wsc_event *ev)
         break;
     default: /* WSC_OP_CLOSE: RFC 6455 5.5.1, 7.1.5, 7.1.6 */
         ev->type = WSC_EV_CLOSE;
-        if (p->ctl_len == 0) {
+        if (len == 0) {
             ev->close_code = 1005;
-        } else if (p->ctl_len == 1) {
+        } else if (len == 1) {
             return fail(p, 1002, "close frame with a 1-byte payload");
         } else {
-            unsigned code = (unsigned)p->ctl[0] << 8 | p->ctl[1];
+            unsigned code = (unsigned)data[0] << 8 | data[1];
             if (!wsc_close_code_valid(code))
                 return fail(p, 1002, "invalid close code");
             wsc_utf8 u = {0};
-            if (wsc_utf8_feed(&u, p->ctl + 2, p->ctl_len - 2) < 0 ||
-                !wsc_utf8_complete(&u))
+            if (wsc_utf8_feed(&u, data + 2, len - 2) < 0 || !wsc_utf8_complete(&u))
                 return fail(p, 1007, "invalid UTF-8 in close reason");
             ev->close_code = (uint16_t)code;
-            ev->data = p->ctl + 2;
-            ev->len = p->ctl_len - 2;
+            ev->data = data + 2;
+            ev->len = len - 2;
         }
         p->closed = 1;
         break;
@@ -976,6 +986,11 @@ int wsc_parser_next(struct wsc_parser *p, const uint8_t *buf, size_t len,
     int r;
 
     *consumed = 0;
+    if (p->ctl && !(p->in_frame && (p->opcode & 0x8))) {
+        /* the gathered control frame's event was handed out last time */
+        free(p->ctl);
+        p->ctl = NULL;
+    }
     if (p->close_code)
         return WSC_EPROTO;
     if (p->closed)
@@ -1020,18 +1035,29 @@ int wsc_parser_next(struct wsc_parser *p, const uint8_t *buf, size_t len,
 
         size_t avail = len - pos;
         if (p->opcode & 0x8) {
-            /* control frame: gather (<= 125 bytes) */
+            /* control frame (<= 125 bytes): whole in buf, or gathered */
             size_t take = p->remaining < avail ? (size_t)p->remaining : avail;
-            if (take)
+            if (p->ctl_len == 0 && take == p->remaining) {
+                pos += take;
+                p->remaining = 0;
+                r = control_event(p, ev, buf + pos - take, take);
+                goto out;
+            }
+            if (take) {
+                if (!p->ctl && !(p->ctl = malloc(125))) {
+                    r = fail(p, 1011, "out of memory for a control frame");
+                    goto out;
+                }
                 memcpy(p->ctl + p->ctl_len, buf + pos, take);
-            p->ctl_len += take;
+            }
+            p->ctl_len = (uint8_t)(p->ctl_len + take);
             p->remaining -= take;
             pos += take;
             if (p->remaining) {
                 r = WSC_ENEED_MORE;
                 goto out;
             }
-            r = control_event(p, ev);
+            r = control_event(p, ev, p->ctl, p->ctl_len);
             goto out;
         }
 

@@ -195,8 +195,10 @@ struct wsc_event {
     int compressed;          /* DATA: the message's first frame had RSV1
                                 (permessage-deflate; only with allow_rsv1):
                                 data is deflate bytes, not UTF-8 checked */
-    const uint8_t *data;     /* DATA: points into the fed buffer;
-                                control frames: into the parser's own buffer */
+    const uint8_t *data;     /* DATA: points into the fed buffer; control
+                                frames: into it too, or (a payload that came
+                                in pieces) into the parser's own buffer,
+                                valid until the next wsc_parser_next */
     size_t len;
     uint16_t close_code;     /* CLOSE */
 };
@@ -204,33 +206,40 @@ struct wsc_event {
 struct wsc_parser {
     /* configuration */
     uint64_t max_message_size;   /* 0 = unlimited */
-    int allow_rsv1;              /* permessage-deflate negotiated: RSV1 may
-                                    be set on a data message's first frame */
-    /* private state (zeroed by wsc_parser_init) */
-    int hdr_len;                 /* bytes of the current header gathered */
-    uint8_t hdr[14];
-    int in_frame;                /* header complete, payload pending */
-    int fin, opcode;
+    /* private state (zeroed by wsc_parser_init; narrow types: one parser per
+     * connection, and an idle connection's size matters, issue 16) */
     uint64_t remaining;          /* payload bytes of current frame left */
-    int msg_opcode;              /* opcode of the open fragmented message, 0 if none */
-    int msg_started;             /* first slice of message delivered */
-    int msg_compressed;          /* the open message had RSV1 */
     uint64_t msg_len;            /* bytes of the open message so far */
-    wsc_utf8 utf8;
-    uint8_t ctl[125];            /* control frame payload gathered */
-    size_t ctl_len;
-    int closed;                  /* a close frame was parsed: stop */
-    /* set when wsc_parser_next returns WSC_EPROTO */
-    uint16_t close_code;         /* 1002, 1007 or 1009 */
+    uint8_t *ctl;                /* a control frame's payload that came in
+                                    pieces, gathered (malloc, 125 bytes; freed
+                                    on the next call after its event) */
     const char *errstr;          /* static text naming the violation */
+    wsc_utf8 utf8;
+    /* set when wsc_parser_next returns WSC_EPROTO */
+    uint16_t close_code;         /* 1002, 1007, 1009 (or 1011: out of memory) */
+    uint8_t allow_rsv1;          /* permessage-deflate negotiated: RSV1 may
+                                    be set on a data message's first frame */
+    uint8_t hdr_len;             /* bytes of the current header gathered */
+    uint8_t hdr[14];
+    uint8_t in_frame;            /* header complete, payload pending */
+    uint8_t fin, opcode;
+    uint8_t msg_opcode;          /* opcode of the open fragmented message, 0 if none */
+    uint8_t msg_started;         /* first slice of message delivered */
+    uint8_t msg_compressed;      /* the open message had RSV1 */
+    uint8_t closed;              /* a close frame was parsed: stop */
+    uint8_t ctl_len;             /* bytes gathered in ctl */
 };
 
+/* Zeroes p (free what a used parser holds with wsc_parser_free first). */
 void wsc_parser_init(struct wsc_parser *p, uint64_t max_message_size);
+/* Frees what the parser holds (a control frame gathered in pieces). */
+void wsc_parser_free(struct wsc_parser *p);
 
 /* Consumes bytes from buf[0..len) until one event is ready.
  * Returns 1 with *ev filled (*consumed bytes used), WSC_ENEED_MORE when all
  * of buf was consumed without completing an event (*consumed == len), or
  * WSC_EPROTO (p->close_code, p->errstr set; parser is dead).
+ * An event's data stays valid until the next call.
  * DATA events are emitted for every payload slice available (a frame's
  * payload may come as several slices when bytes arrive split); a message
  * whose frames are all in buf in one piece yields one slice with

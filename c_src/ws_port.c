@@ -71,6 +71,7 @@
 #endif
 #include "wsp_conn.h"
 #include "wsp_optcache.h"
+#include "wsp_osslmem.h"
 #include "wsp_dns.h"
 #include "wsp_link.h"
 #include "wsp_log.h"
@@ -205,7 +206,8 @@ static void usage(FILE *f)
             "       ws_port --help\n");
     wsp_cli_usage(f);
     fprintf(f, "\nenvironment: WS_PORT_LOG=0..3 (errors, warnings, info, debug)\n"
-               "             WS_PORT_LOOP=poll (port: lws' poll(2) loop instead of libuv)\n");
+               "             WS_PORT_LOOP=poll (port: lws' poll(2) loop instead of libuv)\n"
+               "             WS_PORT_OPENSSL_MALLOC=libc (OpenSSL allocates with malloc)\n");
 }
 
 /* Whether epoll can watch fd (pipes and sockets can; files and /dev/null
@@ -249,6 +251,8 @@ static void set_log_level(void)
 
 int main(int argc, char **argv)
 {
+    /* before anything allocates through OpenSSL (lws' context does) */
+    (void)wsp_osslmem_install();
     if (argc >= 2 && !strcmp(argv[1], "connect")) {
         set_log_level();
         signal(SIGPIPE, SIG_IGN);

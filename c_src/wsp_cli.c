@@ -48,7 +48,7 @@ static struct {
     struct wsp_backoff retry;   /* copy of the policy, to classify the end */
     char *url;                  /* for messages */
     struct wsp_watch in_watch;
-    struct lws *in_wsi;
+    struct wsp_watch *in_w;
     struct wsp_lines line;      /* stdin bytes not yet sent (a partial line) */
     struct wsp_buf out;         /* stdout bytes not yet written */
     struct wsp_buf echo;        /* <<Opcode:8, Len:32, Payload>> to send back */
@@ -417,9 +417,9 @@ static void defer(void)
 
 static void update_reading(void)
 {
-    int want = C.in_wsi && C.up && !C.closing && !C.stdin_eof && !C.link_paused;
-    if (C.in_wsi && want != C.reading) {
-        wsp_loop_want_read(C.in_wsi, want);
+    int want = C.in_w && C.up && !C.closing && !C.stdin_eof && !C.link_paused;
+    if (C.in_w && want != C.reading) {
+        wsp_loop_want_read(C.in_w, want);
     }
     C.reading = want;
 }
@@ -711,8 +711,8 @@ static void stop_stdin(void)
 {
     C.stdin_eof = 1;
     update_reading();
-    if (C.in_wsi) {
-        C.in_wsi = NULL;
+    if (C.in_w) {
+        C.in_w = NULL;
         wsp_loop_close(&C.in_watch);
     }
 }
@@ -790,14 +790,13 @@ static void drain_hup(void)
     stdin_ended();
 }
 
-int wsp_cli_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
+int wsp_cli_on_io(struct wsp_watch *w, enum wsp_io io)
 {
-    (void)w;
     if (io == WSP_IO_CLOSED) {
         /* a hang-up (the writer of a pipe is gone), maybe before we read
          * anything: lws closed our duplicate, the pipe still holds the rest,
          * which drain_hup reads from fd 0 once the connection is open */
-        C.in_wsi = NULL;
+        C.in_w = NULL;
         C.reading = 0;
         if (!C.stdin_eof) {
             C.in_hup = 1;
@@ -813,7 +812,7 @@ int wsp_cli_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
         stdin_ended();
         return 0;
     }
-    ssize_t r = read(lws_get_socket_fd(wsi), dst, CLI_READ_CHUNK);
+    ssize_t r = read(wsp_loop_fd(w), dst, CLI_READ_CHUNK);
     if (r > 0) {
         wsp_lines_commit(&C.line, (size_t)r);
         send_lines(0);
@@ -1325,10 +1324,10 @@ int wsp_cli_main(int argc, char **argv)
     C.in_watch.kind = WSP_W_CLI;
     int in_fd = fcntl(0, F_DUPFD_CLOEXEC, 3);
     if (in_fd >= 0) {
-        C.in_wsi = wsp_loop_adopt(in_fd, &C.in_watch);
+        C.in_w = wsp_loop_adopt(in_fd, &C.in_watch);
     }
-    if (C.in_wsi) {
-        wsp_loop_want_read(C.in_wsi, 0);
+    if (C.in_w) {
+        wsp_loop_want_read(C.in_w, 0);
     } else {
         C.stdin_eof = 1; /* no stdin: behave as at its end once connected */
     }
@@ -1356,8 +1355,8 @@ int wsp_cli_main(int argc, char **argv)
     lws_sul_cancel(&C.defer_sul);
     lws_sul_cancel(&C.drain_sul);
     wsp_conn_free_all();
-    if (C.in_wsi) {
-        C.in_wsi = NULL;
+    if (C.in_w) {
+        C.in_w = NULL;
         wsp_loop_close(&C.in_watch);
     }
     wsp_dns_shutdown();

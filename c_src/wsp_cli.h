@@ -40,6 +40,6 @@ int wsp_cli_main(int argc, char **argv);
 void wsp_cli_usage(FILE *f);
 
 /* Loop events for the WSP_W_CLI watch (stdin). */
-int wsp_cli_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io);
+int wsp_cli_on_io(struct wsp_watch *w, enum wsp_io io);
 
 #endif

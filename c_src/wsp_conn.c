@@ -98,7 +98,7 @@ struct wsp_conn {
 
     int fd;
     int last_errno;
-    struct lws *wsi;                 /* == watch.wsi while the socket is adopted */
+    struct wsp_watch *watched;       /* &watch while the socket is watched */
     SSL *ssl;
     struct wsp_dns_req *dns;
     struct wsp_dns_result *addrs;
@@ -416,9 +416,9 @@ static void detach_socket(struct wsp_conn *c)
     splice_drop(c);
     wsp_tls_free(c->ssl, &c->tls_co); /* keeps its session for the next attempt */
     c->ssl = NULL;
-    if (c->wsi) {
+    if (c->watched) {
         wsp_loop_close(&c->watch);
-        c->wsi = NULL;
+        c->watched = NULL;
     } else if (c->fd >= 0) {
         close(c->fd);
     }
@@ -528,6 +528,7 @@ static void conn_free(struct wsp_conn *c)
     wsp_buf_free(&c->msg);
     wsp_buf_free(&c->held);
     pmd_free(c);
+    wsc_parser_free(&c->parser);
     free(c);
 }
 
@@ -560,7 +561,7 @@ static void linger_close(struct wsp_conn *c)
     c->linger_budget = LINGER_DRAIN;
     if (!c->reading) {
         c->reading = 1;
-        wsp_loop_want_read(c->wsi, 1);
+        wsp_loop_want_read(c->watched, 1);
     }
     wsp_loop_schedule(&c->timer, on_linger, LINGER_US);
 }
@@ -581,10 +582,10 @@ static void finish(struct wsp_conn *c)
     splice_drop(c);
     wsp_buf_free(&c->msg);
     wsp_buf_free(&c->rbuf);
-    if (c->wsi && wsp_buf_pending(&c->wbuf) > 0 && conn_flush(c) < 0) {
+    if (c->watched && wsp_buf_pending(&c->wbuf) > 0 && conn_flush(c) < 0) {
         return; /* failed and freed */
     }
-    if (!c->wsi) {
+    if (!c->watched) {
         conn_free(c);
         return;
     }
@@ -778,7 +779,7 @@ static int io_write(struct wsp_conn *c, const uint8_t *p, size_t n, int *err)
  * failed (do not touch c then). */
 static int conn_flush(struct wsp_conn *c)
 {
-    while (c->wsi && wsp_buf_pending(&c->wbuf) > 0 && (c->state >= ST_UPGRADING || c->state == ST_PROXY)) {
+    while (c->watched && wsp_buf_pending(&c->wbuf) > 0 && (c->state >= ST_UPGRADING || c->state == ST_PROXY)) {
         int err = 0;
         int w = io_write(c, c->wbuf.data + c->wbuf.off, wsp_buf_pending(&c->wbuf), &err);
         if (w > 0) {
@@ -789,7 +790,7 @@ static int conn_flush(struct wsp_conn *c)
         if (w == 0) {
             if (!c->want_write) {
                 c->want_write = 1;
-                wsp_loop_want_write(c->wsi);
+                wsp_loop_want_write(c->watched);
             }
             break;
         }
@@ -817,7 +818,7 @@ static int conn_flush(struct wsp_conn *c)
         if (c->wbuf.cap <= 128 * 1024) {
             wsp_buf_free(&c->wbuf);
         }
-        if (c->state == ST_DONE && c->wsi) {
+        if (c->state == ST_DONE && c->watched) {
             linger_close(c);
             return 0;
         }
@@ -1027,7 +1028,7 @@ static void tls_step(struct wsp_conn *c)
     if (r == 0) {
         c->tls_want_write = ww;
         if (ww) {
-            wsp_loop_want_write(c->wsi);
+            wsp_loop_want_write(c->watched);
         }
         return;
     }
@@ -1204,14 +1205,14 @@ static void connect_addr(struct wsp_conn *c, const struct sockaddr *sa, socklen_
     }
     c->fd = fd;
     c->state = ST_CONNECTING;
-    c->wsi = wsp_loop_adopt(fd, &c->watch);
-    if (!c->wsi) {
-        c->fd = -1; /* lws closed it */
+    c->watched = wsp_loop_adopt(fd, &c->watch);
+    if (!c->watched) {
+        c->fd = -1; /* the loop closed it */
         fail_detail(c, WSP_FC_NETWORK, "socket", "cannot add the socket to the event loop");
         return;
     }
     c->reading = 1;
-    wsp_loop_want_write(c->wsi);
+    wsp_loop_want_write(c->watched);
 }
 
 static void try_next_address(struct wsp_conn *c)
@@ -1391,7 +1392,7 @@ static void on_retry(lws_sorted_usec_list_t *sul)
 static uint64_t reset_attempt(struct wsp_conn *c)
 {
     uint64_t unsent = wsp_buf_pending(&c->wbuf);
-    if (c->wsi && unsent > 0) {
+    if (c->watched && unsent > 0) {
         /* best effort: a close frame we owe the server */
         int err = 0;
         int w = io_write(c, c->wbuf.data + c->wbuf.off, wsp_buf_pending(&c->wbuf), &err);
@@ -1411,6 +1412,7 @@ static uint64_t reset_attempt(struct wsp_conn *c)
     wsp_buf_free(&c->msg);
     pmd_free(c);
     update_over_high(c);
+    wsc_parser_free(&c->parser);
     wsc_parser_init(&c->parser, c->opts->max_message_size);
     c->ping_sent_at = 0;
     c->user_ping_at = 0;
@@ -1753,7 +1755,7 @@ static int io_read(struct wsp_conn *c, uint8_t *p, size_t n, int *err)
         }
         if (e == SSL_ERROR_WANT_WRITE) {
             c->tls_want_write = 1;
-            wsp_loop_want_write(c->wsi);
+            wsp_loop_want_write(c->watched);
             return -1;
         }
         if (e == SSL_ERROR_ZERO_RETURN) {
@@ -1805,15 +1807,15 @@ static int may_read(const struct wsp_conn *c)
 
 static void conn_set_reading(struct wsp_conn *c)
 {
-    int want = c->wsi && may_read(c);
-    if (want != c->reading && c->wsi) {
+    int want = c->watched && may_read(c);
+    if (want != c->reading && c->watched) {
         c->reading = want;
-        wsp_loop_want_read(c->wsi, want);
+        wsp_loop_want_read(c->watched, want);
     }
     /* Stopped only because the link to the BEAM is full: remember it, so
      * that resuming touches the connections that stopped, not all of them
      * (a connection that never tries to read while congested stays as is). */
-    if (!want && g_congested && !c->link_paused && c->wsi && c->state == ST_OPEN &&
+    if (!want && g_congested && !c->link_paused && c->watched && c->state == ST_OPEN &&
         c->credit != 0) {
         c->link_paused = 1;
         c->paused_next = g_paused;
@@ -1956,7 +1958,7 @@ static void conn_read(struct wsp_conn *c)
             return;
         }
     }
-    while (c->wsi && may_read(c) && budget > 0) {
+    while (c->watched && may_read(c) && budget > 0) {
         /* Open connections read into one buffer shared by all (an idle
          * connection then holds no read buffer); only bytes left when the
          * credit runs out are kept in the connection's own rbuf. The
@@ -2087,7 +2089,7 @@ static void on_writable(struct wsp_conn *c)
             err = errno;
         }
         if (err == EINPROGRESS) {
-            wsp_loop_want_write(c->wsi);
+            wsp_loop_want_write(c->watched);
             return;
         }
         if (err) {
@@ -2106,17 +2108,16 @@ static void on_writable(struct wsp_conn *c)
     if (c->tls_want_write) {
         c->tls_want_write = 0;
         conn_read(c);
-        if (c->state == ST_DONE && !c->wsi) {
+        if (c->state == ST_DONE && !c->watched) {
             return;
         }
     }
     conn_flush(c);
 }
 
-int wsp_conn_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
+int wsp_conn_on_io(struct wsp_watch *w, enum wsp_io io)
 {
     struct wsp_conn *c = (struct wsp_conn *)w;
-    (void)wsi;
     int outer = c->in_cb;
     c->in_cb = 1;
     switch (io) {
@@ -2128,15 +2129,15 @@ int wsp_conn_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
         } else if (c->state == ST_DONE) {
             /* lingering after our final event: drop what comes, until EOF */
             int err, r = -1;
-            while (c->wsi && c->linger_budget > 0 &&
+            while (c->watched && c->linger_budget > 0 &&
                    (r = io_read(c, g_rshared, sizeof g_rshared, &err)) > 0) {
                 c->linger_budget -= (size_t)r < c->linger_budget ? (size_t)r : c->linger_budget;
             }
-            if (c->wsi && r != -1 && c->linger_budget > 0) {
+            if (c->watched && r != -1 && c->linger_budget > 0) {
                 conn_free(c); /* EOF or error: the peer has closed too */
-            } else if (c->wsi && c->linger_budget == 0 && c->reading) {
+            } else if (c->watched && c->linger_budget == 0 && c->reading) {
                 c->reading = 0;
-                wsp_loop_want_read(c->wsi, 0);
+                wsp_loop_want_read(c->watched, 0);
             }
         } else {
             conn_read(c);
@@ -2146,7 +2147,7 @@ int wsp_conn_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
         on_writable(c);
         break;
     case WSP_IO_CLOSED:
-        c->wsi = NULL;
+        c->watched = NULL;
         c->fd = -1;
         wsp_tls_free(c->ssl, &c->tls_co);
         c->ssl = NULL;
@@ -2229,7 +2230,7 @@ static void start_closing(struct wsp_conn *c, lws_usec_t deadline)
     wsp_buf_free(&c->msg);
     unpause_unlink(c);
     conn_set_reading(c);
-    if (c->wsi) {
+    if (c->watched) {
         /* bytes may wait in rbuf or inside TLS: do not wait for poll */
         wsp_loop_schedule(&c->kick, on_kick, 0);
     }
@@ -2286,7 +2287,7 @@ void wsp_conn_active(uint32_t id, enum wsp_active_kind kind, int64_t n)
         break;
     }
     }
-    if (c->credit != 0 && c->wsi && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
+    if (c->credit != 0 && c->watched && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
         /* bytes may wait in rbuf or inside TLS: do not wait for poll */
         wsp_loop_schedule(&c->kick, on_kick, 0);
     }
@@ -2362,7 +2363,7 @@ void wsp_conn_link_congested(int congested)
         g_paused = c->paused_next;
         c->link_paused = 0;
         conn_set_reading(c);
-        if (may_read(c) && c->wsi) {
+        if (may_read(c) && c->watched) {
             wsp_loop_schedule(&c->kick, on_kick, 0);
         }
     }

@@ -24,7 +24,7 @@ void wsp_conn_stats(uint32_t id);
 /* Manual retry mode: the BEAM's answer to {down, Id, _, #{delay_ms := manual}}. */
 void wsp_conn_reconnect(uint32_t id, uint32_t delay_ms);
 
-int wsp_conn_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io);
+int wsp_conn_on_io(struct wsp_watch *w, enum wsp_io io);
 
 /* Writes what commands queued on connections (called after a batch of
  * commands, so several sends go out in one write). */

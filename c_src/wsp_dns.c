@@ -21,7 +21,7 @@ struct dns_sock {
     struct wsp_watch watch;   /* first member */
     struct dns_sock *next;
     ares_socket_t fd;         /* c-ares' own fd */
-    struct lws *wsi;          /* polls a dup of it (NULL if lws dropped it) */
+    struct wsp_watch *w;      /* &watch: polls a dup of it (NULL if the loop dropped it) */
 };
 
 static struct {
@@ -49,14 +49,14 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
     struct dns_sock *s = find_sock(fd);
     if (!readable && !writable) {
         if (s) {
-            /* unlink now; the wsi (on a dup) is closed by the loop */
+            /* unlink now; the watched dup is closed by the loop */
             for (struct dns_sock **pp = &D.socks; *pp; pp = &(*pp)->next) {
                 if (*pp == s) {
                     *pp = s->next;
                     break;
                 }
             }
-            if (s->wsi) {
+            if (s->w) {
                 wsp_loop_close(&s->watch);
             }
             free(s);
@@ -78,25 +78,24 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
         s->fd = fd;
         s->next = D.socks;
         D.socks = s;
-        s->wsi = wsp_loop_adopt(dfd, &s->watch);
-        if (!s->wsi) {
+        s->w = wsp_loop_adopt(dfd, &s->watch);
+        if (!s->w) {
             D.socks = s->next;
             free(s);
             return;
         }
     }
-    if (!s->wsi) {
+    if (!s->w) {
         return;
     }
-    wsp_loop_want_read(s->wsi, readable);
+    wsp_loop_want_read(s->w, readable);
     if (writable) {
-        wsp_loop_want_write(s->wsi);
+        wsp_loop_want_write(s->w);
     }
 }
 
-int wsp_dns_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
+int wsp_dns_on_io(struct wsp_watch *w, enum wsp_io io)
 {
-    (void)wsi;
     struct dns_sock *s = (struct dns_sock *)w;
     switch (io) {
     case WSP_IO_READABLE:
@@ -110,7 +109,7 @@ int wsp_dns_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
         }
         break;
     case WSP_IO_CLOSED:
-        s->wsi = NULL; /* lws dropped the dup: c-ares still owns fd */
+        s->w = NULL; /* lws dropped the dup: c-ares still owns fd */
         return 0;
     }
     schedule_timeout();

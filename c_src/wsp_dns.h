@@ -33,7 +33,7 @@ int wsp_dns_init(void);
 struct wsp_dns_req *wsp_dns_resolve(const char *host, uint16_t port, wsp_dns_cb cb, void *arg);
 /* The callback of req will not run. */
 void wsp_dns_cancel(struct wsp_dns_req *req);
-int wsp_dns_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io);
+int wsp_dns_on_io(struct wsp_watch *w, enum wsp_io io);
 void wsp_dns_shutdown(void);
 
 #endif

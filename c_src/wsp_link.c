@@ -17,7 +17,7 @@
 static struct {
     struct wsp_link_hooks hooks;
     struct wsp_watch in_watch, out_watch;
-    struct lws *in_wsi, *out_wsi;
+    struct wsp_watch *in_w, *out_w; /* &in_watch, &out_watch while watched */
     struct wsp_buf in;          /* bytes read from stdin, not yet dispatched */
     struct wsp_buf out;         /* bytes queued for stdout */
     size_t last_data_off;       /* start of the last data packet in out, or SIZE_MAX */
@@ -223,13 +223,13 @@ int wsp_link_init(const struct wsp_link_hooks *hooks, const char *events_socket)
         return -1;
     }
     splice_pipe_open();
-    L.in_wsi = wsp_loop_adopt(in_fd, &L.in_watch);
-    L.out_wsi = wsp_loop_adopt(out_fd, &L.out_watch);
-    if (!L.in_wsi || !L.out_wsi) {
+    L.in_w = wsp_loop_adopt(in_fd, &L.in_watch);
+    L.out_w = wsp_loop_adopt(out_fd, &L.out_watch);
+    if (!L.in_w || !L.out_w) {
         ERR("cannot adopt stdin/stdout into the event loop");
         return -1;
     }
-    wsp_loop_want_read(L.out_wsi, 0);
+    wsp_loop_want_read(L.out_w, 0);
     return 0;
 }
 
@@ -313,7 +313,7 @@ static int read_input(void)
             return -1;
         }
         size_t room = L.in.cap - L.in.len;
-        ssize_t r = read(lws_get_socket_fd(L.in_wsi), dst, room);
+        ssize_t r = read(wsp_loop_fd(L.in_w), dst, room);
         if (r > 0) {
             wsp_buf_commit(&L.in, (size_t)r);
             dispatch_input();
@@ -433,9 +433,9 @@ static size_t queued_total(void) { return wsp_buf_pending(&L.out) + (L.sp_marked
 void wsp_link_flush(void)
 {
     int r = flush_some();
-    if (r == 0 && !L.want_write && L.out_wsi) {
+    if (r == 0 && !L.want_write && L.out_w) {
         L.want_write = 1;
-        wsp_loop_want_write(L.out_wsi);
+        wsp_loop_want_write(L.out_w);
     }
     if (r < 0) {
         /* EPIPE or worse: the BEAM is gone (handled from the loop: this
@@ -458,15 +458,14 @@ void wsp_link_flush_batched(void)
     }
 }
 
-int wsp_link_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
+int wsp_link_on_io(struct wsp_watch *w, enum wsp_io io)
 {
-    (void)wsi;
     if (w == &L.in_watch) {
         if (io == WSP_IO_READABLE) {
             return read_input();
         }
         if (io == WSP_IO_CLOSED) {
-            L.in_wsi = NULL;
+            L.in_w = NULL;
             if (!L.eof && !L.first_ok && L.hooks.on_not_protocol && not_protocol(1)) {
                 refuse_input();
             } else if (!L.eof) {
@@ -480,7 +479,7 @@ int wsp_link_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
         L.want_write = 0;
         wsp_link_flush();
     } else if (io == WSP_IO_CLOSED) {
-        L.out_wsi = NULL;
+        L.out_w = NULL;
     }
     return 0;
 }
@@ -613,8 +612,8 @@ void wsp_link_pause_input(int paused)
         return;
     }
     L.input_paused = paused;
-    if (L.in_wsi) {
-        wsp_loop_want_read(L.in_wsi, !paused);
+    if (L.in_w) {
+        wsp_loop_want_read(L.in_w, !paused);
     }
     if (!paused && !L.eof && !L.later_eof) {
         /* commands may be waiting in the buffer already: run them from the
@@ -641,8 +640,8 @@ void wsp_link_drain_blocking(void)
 
 void wsp_link_close(void)
 {
-    if (L.in_wsi) {
-        wsp_loop_want_read(L.in_wsi, 0);
+    if (L.in_w) {
+        wsp_loop_want_read(L.in_w, 0);
     }
 }
 
@@ -690,7 +689,7 @@ size_t wsp_link_splice_room(void)
         L.sp_preempt = NULL;
         fn(L.sp_owner);
     }
-    if (S.on_data || L.eof || L.sp_claimed || L.sp_in > 0 || L.out_wsi == NULL) {
+    if (S.on_data || L.eof || L.sp_claimed || L.sp_in > 0 || L.out_w == NULL) {
         return 0;
     }
     if (L.sp_rd < 0) {

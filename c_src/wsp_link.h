@@ -51,7 +51,7 @@ struct wsp_link_hooks {
  * without, events go to stdout and no hello is sent. Without splice
  * (WSP_HAVE_SPLICE 0) there is no pipe: wsp_link_splice_room is always 0. */
 int wsp_link_init(const struct wsp_link_hooks *hooks, const char *events_socket);
-int wsp_link_on_io(struct wsp_watch *w, struct lws *wsi, enum wsp_io io);
+int wsp_link_on_io(struct wsp_watch *w, enum wsp_io io);
 
 /* Queues one term event (x->buff[0..x->index)). */
 void wsp_link_event(const ei_x_buff *x);

@@ -1,7 +1,13 @@
 #include "wsp_loop.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
+#if WSP_HAVE_EPOLL
+#include <sys/epoll.h>
+#endif
 
 #include "wsp_cli.h"
 #include "wsp_conn.h"
@@ -15,8 +21,9 @@ struct lws_context *wsp_ctx;
 struct lws_vhost *wsp_vhost;
 
 static struct {
-    struct lws *cur_wsi;     /* the wsi whose callback is running */
-    int kill_cur;            /* close cur_wsi when its callback returns */
+    struct wsp_watch *cur_w; /* the watch whose callback is running */
+    int kill_cur;            /* lws: close cur_w's wsi when its callback returns */
+    int kill_fd;             /* direct: close this fd when cur_w's callback returns */
     enum wsp_loop_kind kind;
     uv_loop_t uv;            /* WSP_LOOP_EPOLL: ours, lent to lws (a "foreign"
                                 loop: lws_service would uv_run it until it
@@ -29,27 +36,71 @@ static struct {
     struct wsp_timers timers; /* the other timers of wsp_loop_schedule */
     lws_sorted_usec_list_t wake; /* lws' one timer for them: the earliest */
     lws_usec_t wake_at;      /* when wake is due (while it is armed) */
-} G;
+#if WSP_HAVE_EPOLL
+    int epfd;                /* the connection sockets' epoll set (-1: none) */
+    struct wsp_watch ep_w;   /* epfd, adopted into lws */
+    struct epoll_event evs[64]; /* the batch being dispatched */
+    int nev, ev_i;
+    struct wsp_watch *dcur;  /* the watch of evs[ev_i] */
+    int dgone;               /* dcur was closed (may be freed) */
+#endif
+} G = {.kill_fd = -1
+#if WSP_HAVE_EPOLL
+       , .epfd = -1
+#endif
+};
 
+/* An fd lws watches: its wsi, and the timer that re-asks for POLLOUT. */
+struct wsp_lwatch {
+    struct lws *wsi;
+    lws_sorted_usec_list_t rearm;
+    struct wsp_watch *w;
+};
 
-/* Runs the watcher's handler for one event; -1 if the wsi is to be closed. */
-static int deliver(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
+static struct lws *wsi_of(const struct wsp_watch *w)
 {
-    struct lws *prev = G.cur_wsi;
-    int prev_kill = G.kill_cur;
-    G.cur_wsi = wsi;
+    return w->lw ? ((struct wsp_lwatch *)w->lw)->wsi : NULL;
+}
+
+#if WSP_HAVE_EPOLL
+static void direct_batch(void);
+#endif
+
+/* Runs the watcher's handler for one event; -1 if the fd is to be closed. */
+static int deliver(struct wsp_watch *w, enum wsp_io io)
+{
+    struct wsp_watch *prev = G.cur_w;
+    int prev_kill = G.kill_cur, prev_fd = G.kill_fd;
+    G.cur_w = w;
     G.kill_cur = 0;
+    G.kill_fd = -1;
     int r = 0;
     switch (w->kind) {
     case WSP_W_STDIN:
-    case WSP_W_STDOUT: r = wsp_link_on_io(w, wsi, io); break;
-    case WSP_W_CONN: r = wsp_conn_on_io(w, wsi, io); break;
-    case WSP_W_DNS: r = wsp_dns_on_io(w, wsi, io); break;
-    case WSP_W_CLI: r = wsp_cli_on_io(w, wsi, io); break;
+    case WSP_W_STDOUT: r = wsp_link_on_io(w, io); break;
+    case WSP_W_CONN: r = wsp_conn_on_io(w, io); break;
+    case WSP_W_DNS: r = wsp_dns_on_io(w, io); break;
+    case WSP_W_CLI: r = wsp_cli_on_io(w, io); break;
+    case WSP_W_EPOLL:
+#if WSP_HAVE_EPOLL
+        if (io == WSP_IO_READABLE) {
+            direct_batch();
+        } else if (io == WSP_IO_CLOSED) {
+            if (!G.destroying) {
+                WARN("the epoll set of connection sockets was closed");
+            }
+            G.epfd = -1; /* lws closed it; new sockets go through lws */
+        }
+#endif
+        break;
     }
-    int kill = G.kill_cur;
-    G.cur_wsi = prev;
+    int kill = G.kill_cur, kfd = G.kill_fd;
+    G.cur_w = prev;
     G.kill_cur = prev_kill;
+    G.kill_fd = prev_fd;
+    if (kfd >= 0) {
+        close(kfd); /* wsp_loop_close from inside its own callback */
+    }
     return (kill || r < 0) ? -1 : 0;
 }
 
@@ -72,7 +123,7 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return io == WSP_IO_CLOSED ? 0 : -1;
     }
     if (io != WSP_IO_CLOSED) {
-        return deliver(w, wsi, io);
+        return deliver(w, io);
     }
     if (G.kind == WSP_LOOP_EPOLL && !G.destroying && !w->no_read) {
         /* libuv hands a socket error (EPOLLERR) to lws as UV_EBADF, which
@@ -80,26 +131,36 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
          * "readable" too, and the read told the watcher what happened
          * (ECONNRESET, ECONNREFUSED, the data before a reset). Do that read
          * first: the fd is still open during this callback. */
-        (void)deliver(w, wsi, WSP_IO_READABLE);
+        (void)deliver(w, WSP_IO_READABLE);
         if (lws_get_opaque_user_data(wsi) != w) {
             return 0; /* the watcher let go of it (wsp_loop_close) */
         }
     }
-    lws_sul_cancel(&w->rearm);
-    w->wsi = NULL;
+    struct wsp_lwatch *lw = w->lw;
+    if (lw) {
+        lws_sul_cancel(&lw->rearm);
+        free(lw);
+        w->lw = NULL;
+    }
+    w->fd = -1;
     /* lws may call back CLOSE again for this wsi (a raw file's close always
      * does; the Debian build, with _DEBUG, closes twice on the libuv path to
      * test that): the watcher may be freed by then */
     lws_set_opaque_user_data(wsi, NULL);
-    (void)deliver(w, wsi, io);
+    (void)deliver(w, io);
     /* this may run in libuv's close phase, after lws last looked at its
      * timers: have it look again */
     G.kick = 1;
     return 0;
 }
 
-struct lws *wsp_loop_adopt(int fd, struct wsp_watch *w)
+static struct wsp_watch *lws_adopt(int fd, struct wsp_watch *w)
 {
+    struct wsp_lwatch *lw = calloc(1, sizeof *lw);
+    if (!lw) {
+        close(fd);
+        return NULL;
+    }
     lws_adopt_desc_t d;
     memset(&d, 0, sizeof d);
     d.vh = wsp_vhost;
@@ -107,57 +168,260 @@ struct lws *wsp_loop_adopt(int fd, struct wsp_watch *w)
     d.fd.filefd = fd;
     d.vh_prot_name = "ws-port";
     d.opaque = w;
-    w->no_read = 0;
-    w->read_set = 0;
-    w->wsi = lws_adopt_descriptor_vhost_via_info(&d);
-    return w->wsi;
+    lw->w = w;
+    w->lw = lw;
+    lw->wsi = lws_adopt_descriptor_vhost_via_info(&d);
+    if (!lw->wsi) {
+        free(lw);
+        w->lw = NULL;
+        w->fd = -1;
+        return NULL;
+    }
+    return w;
 }
 
 static void on_rearm(lws_sorted_usec_list_t *sul)
 {
-    struct wsp_watch *w = lws_container_of(sul, struct wsp_watch, rearm);
-    if (w->wsi) {
-        lws_callback_on_writable(w->wsi);
-    }
+    struct wsp_lwatch *lw = lws_container_of(sul, struct wsp_lwatch, rearm);
+    lws_callback_on_writable(lw->wsi);
 }
 
-void wsp_loop_want_write(struct lws *wsi)
+/* ---- connection sockets without a wsi: our own epoll set ------------------ */
+
+#if WSP_HAVE_EPOLL
+/* Makes the epoll registration match what the watcher asks for. With no
+ * interest the fd leaves the set (as libuv does it): a hang-up or an error
+ * would otherwise be reported on every turn; it is seen when it asks again. */
+static void direct_sync(struct wsp_watch *w)
 {
-    struct wsp_watch *w = lws_get_opaque_user_data(wsi);
-    if (!w) {
+    unsigned in = !w->no_read, out = w->want_out;
+    if (!in && !out) {
+        if (w->ep_reg) {
+            (void)epoll_ctl(G.epfd, EPOLL_CTL_DEL, w->fd, NULL);
+            w->ep_reg = 0;
+        }
         return;
     }
-    if (wsi == G.cur_wsi) {
-        /* lws clears POLLOUT after a writable callback returns: a request
-         * made inside any callback of this wsi is re-made from a timer */
-        wsp_loop_schedule(&w->rearm, on_rearm, 0);
+    if (w->ep_reg && w->ep_in == in && w->ep_out == out) {
+        return;
     }
-    lws_callback_on_writable(wsi);
+    struct epoll_event ev = {.events = (in ? EPOLLIN : 0u) | (out ? EPOLLOUT : 0u),
+                             .data.ptr = w};
+    if (epoll_ctl(G.epfd, w->ep_reg ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, w->fd, &ev) < 0) {
+        WARN("epoll_ctl(fd %d): %s", w->fd, strerror(errno));
+        return;
+    }
+    w->ep_reg = 1;
+    w->ep_in = in;
+    w->ep_out = out;
 }
 
-void wsp_loop_want_read(struct lws *wsi, int on)
+/* Stops watching w's fd (the caller closes it); w's pending events in the
+ * current batch are dropped. */
+static void direct_forget(struct wsp_watch *w)
 {
-    struct wsp_watch *w = lws_get_opaque_user_data(wsi);
-    if (w) {
-        if (w->no_read == !on && w->read_set) {
-            return; /* no change: lws would still redo the epoll_ctl */
-        }
-        w->no_read = !on;
-        w->read_set = 1;
+    if (w->ep_reg) {
+        (void)epoll_ctl(G.epfd, EPOLL_CTL_DEL, w->fd, NULL);
     }
-    lws_rx_flow_control(wsi, on ? 1 : 0);
+    w->ep_reg = 0;
+    w->direct = 0;
+    w->fd = -1;
+    for (int i = G.ev_i + 1; i < G.nev; i++) {
+        if (G.evs[i].data.ptr == w) {
+            G.evs[i].data.ptr = NULL;
+        }
+    }
+    if (w == G.dcur) {
+        G.dgone = 1;
+    }
+}
+
+/* One epoll event of a connection socket, delivered as lws delivers a raw
+ * file's on the libuv loop: a socket error (EPOLLERR) is a read (if input is
+ * polled) then WSP_IO_CLOSED; a hang-up is readable / writable as asked;
+ * WRITABLE before READABLE; POLLOUT is dropped before WRITABLE is delivered
+ * (asked again, it comes on a later turn). */
+static void direct_io(struct wsp_watch *w, uint32_t ev)
+{
+    G.dcur = w;
+    G.dgone = 0;
+    unsigned in = !w->no_read, out = w->want_out;
+    if (!in && !out) {
+        direct_sync(w); /* a hang-up or error with nothing asked: see above */
+        return;
+    }
+    if (ev & EPOLLERR) {
+        if (in) {
+            (void)deliver(w, WSP_IO_READABLE);
+            if (G.dgone) {
+                return;
+            }
+        }
+        int fd = w->fd;
+        direct_forget(w);
+        close(fd);
+        (void)deliver(w, WSP_IO_CLOSED);
+        return;
+    }
+    if (ev & EPOLLHUP) {
+        ev |= (in ? (uint32_t)EPOLLIN : 0u) | (out ? (uint32_t)EPOLLOUT : 0u);
+    }
+    int r = 0;
+    if ((ev & EPOLLOUT) && out) {
+        w->want_out = 0;
+        r = deliver(w, WSP_IO_WRITABLE);
+        if (G.dgone) {
+            return;
+        }
+    }
+    if (r == 0 && (ev & EPOLLIN) && !w->no_read) {
+        r = deliver(w, WSP_IO_READABLE);
+        if (G.dgone) {
+            return;
+        }
+    }
+    if (r < 0) {
+        /* the watcher asked for the fd to be closed (as lws does it) */
+        int fd = w->fd;
+        direct_forget(w);
+        close(fd);
+        (void)deliver(w, WSP_IO_CLOSED);
+        return;
+    }
+    direct_sync(w);
+}
+
+/* The epoll set is readable: dispatch what is ready (a batch per turn; the
+ * set stays readable while more is). */
+static void direct_batch(void)
+{
+    int n = epoll_wait(G.epfd, G.evs, (int)(sizeof G.evs / sizeof G.evs[0]), 0);
+    G.nev = n > 0 ? n : 0;
+    for (G.ev_i = 0; G.ev_i < G.nev; G.ev_i++) {
+        struct wsp_watch *w = G.evs[G.ev_i].data.ptr;
+        if (w) {
+            direct_io(w, G.evs[G.ev_i].events);
+        }
+    }
+    G.nev = 0;
+    G.ev_i = 0;
+    G.dcur = NULL;
+}
+
+static struct wsp_watch *direct_adopt(int fd, struct wsp_watch *w)
+{
+    w->direct = 1;
+    w->want_out = 0;
+    w->ep_reg = 0;
+    direct_sync(w);
+    if (!w->ep_reg) {
+        w->direct = 0;
+        w->fd = -1;
+        close(fd);
+        return NULL;
+    }
+    return w;
+}
+
+/* The epoll set, itself watched by lws (on either loop flavour). */
+static void direct_init(void)
+{
+    G.epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (G.epfd < 0) {
+        WARN("epoll_create1: %s: connection sockets go through lws", strerror(errno));
+        return;
+    }
+    G.ep_w.kind = WSP_W_EPOLL;
+    G.ep_w.fd = G.epfd;
+    if (!lws_adopt(G.epfd, &G.ep_w)) {
+        WARN("cannot watch the epoll set: connection sockets go through lws");
+        G.epfd = -1; /* lws closed it */
+    }
+}
+#endif
+
+struct wsp_watch *wsp_loop_adopt(int fd, struct wsp_watch *w)
+{
+    w->fd = fd;
+    w->no_read = 0;
+    w->read_set = 0;
+    w->direct = 0;
+    w->lw = NULL;
+#if WSP_HAVE_EPOLL
+    if (w->kind == WSP_W_CONN && G.epfd >= 0) {
+        return direct_adopt(fd, w);
+    }
+#endif
+    return lws_adopt(fd, w);
+}
+
+int wsp_loop_fd(const struct wsp_watch *w) { return w->fd; }
+
+void wsp_loop_want_write(struct wsp_watch *w)
+{
+#if WSP_HAVE_EPOLL
+    if (w->direct) {
+        w->want_out = 1;
+        direct_sync(w);
+        return;
+    }
+#endif
+    struct wsp_lwatch *lw = w->lw;
+    if (!lw) {
+        return;
+    }
+    if (w == G.cur_w) {
+        /* lws clears POLLOUT after a writable callback returns: a request
+         * made inside any callback of this wsi is re-made from a timer */
+        wsp_loop_schedule(&lw->rearm, on_rearm, 0);
+    }
+    lws_callback_on_writable(lw->wsi);
+}
+
+void wsp_loop_want_read(struct wsp_watch *w, int on)
+{
+    if (w->no_read == !on && w->read_set) {
+        return; /* no change: lws would still redo the epoll_ctl */
+    }
+    w->no_read = !on;
+    w->read_set = 1;
+#if WSP_HAVE_EPOLL
+    if (w->direct) {
+        direct_sync(w);
+        return;
+    }
+#endif
+    struct lws *wsi = wsi_of(w);
+    if (wsi) {
+        lws_rx_flow_control(wsi, on ? 1 : 0);
+    }
 }
 
 void wsp_loop_close(struct wsp_watch *w)
 {
-    struct lws *wsi = w->wsi;
-    lws_sul_cancel(&w->rearm);
-    w->wsi = NULL;
-    if (!wsi) {
+#if WSP_HAVE_EPOLL
+    if (w->direct) {
+        int fd = w->fd;
+        direct_forget(w);
+        if (w == G.cur_w) {
+            G.kill_fd = fd; /* still open while its callback runs */
+        } else {
+            close(fd);
+        }
         return;
     }
+#endif
+    struct wsp_lwatch *lw = w->lw;
+    w->fd = -1;
+    if (!lw) {
+        return;
+    }
+    struct lws *wsi = lw->wsi;
+    lws_sul_cancel(&lw->rearm);
+    free(lw);
+    w->lw = NULL;
     lws_set_opaque_user_data(wsi, NULL);
-    if (wsi == G.cur_wsi) {
+    if (w == G.cur_w) {
         G.kill_cur = 1;
     } else {
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
@@ -330,6 +594,9 @@ int wsp_loop_init(enum wsp_loop_kind kind)
         wsp_loop_destroy();
         return -1;
     }
+#if WSP_HAVE_EPOLL
+    direct_init();
+#endif
     return 0;
 }
 
@@ -354,6 +621,9 @@ void wsp_loop_destroy(void)
         G.kind = WSP_LOOP_POLL;
     }
     G.destroying = 0;
+#if WSP_HAVE_EPOLL
+    G.epfd = -1; /* closed by lws with its wsi */
+#endif
     wsp_ctx = NULL;
     wsp_vhost = NULL;
 }

@@ -1,9 +1,16 @@
 /*
  * wsp_loop: the one event loop (libwebsockets), shared by every layer.
  * Every file descriptor the program watches (stdin, stdout, connection
- * sockets, DNS sockets) is adopted into lws as a raw file; the wsi's opaque
- * user data points at a struct whose first member is a struct wsp_watch, so
- * the one protocol callback can route events by kind.
+ * sockets, DNS sockets) is watched through a struct wsp_watch, the first
+ * member of its owner's struct, so events can be routed by kind.
+ *
+ * How an fd is watched is private to wsp_loop.c: stdin, stdout, DNS and the
+ * command line client's stdin are adopted into lws as raw files (a wsi, some
+ * 900 bytes each). Connection sockets (WSP_W_CONN), of which there may be
+ * tens of thousands, are watched without a wsi where the build has epoll
+ * (WSP_HAVE_EPOLL): they sit in one epoll set of our own, whose fd is the
+ * one adopted into lws (issue 16); elsewhere they are lws raw files too.
+ * Either way the events a watcher sees are the same (see enum wsp_io).
  */
 #ifndef WSP_LOOP_H
 #define WSP_LOOP_H
@@ -18,22 +25,29 @@ enum wsp_watch_kind {
     WSP_W_CONN,
     WSP_W_DNS,
     WSP_W_CLI,       /* the command line client's stdin (wsp_cli) */
+    WSP_W_EPOLL,     /* private: the epoll set of connection sockets */
 };
 
 struct wsp_watch {
     enum wsp_watch_kind kind;
-    struct lws *wsi;                 /* set by wsp_loop_adopt */
-    lws_sorted_usec_list_t rearm;    /* private: writable re-arm timer */
-    int no_read;                     /* private: input polling is off */
-    int read_set;                    /* private: no_read was set by us */
+    int fd;                          /* private: the fd while watched */
+    unsigned no_read : 1;            /* private: input polling is off */
+    unsigned read_set : 1;           /* private: no_read was set by us */
+    unsigned direct : 1;             /* private: in our epoll set, no wsi */
+    unsigned want_out : 1;           /* private (direct): one WRITABLE asked */
+    unsigned ep_reg : 1;             /* private (direct): in the epoll set */
+    unsigned ep_in : 1, ep_out : 1;  /* private (direct): what it is polled for */
+    void *lw;                        /* private: the lws side (wsi, re-arm
+                                        timer) of an fd lws watches */
 };
 
 /* Loop events delivered to a watcher. */
 enum wsp_io {
     WSP_IO_READABLE = 1,
     WSP_IO_WRITABLE,
-    WSP_IO_CLOSED,   /* lws closed the wsi and the fd on its own (hang-up):
-                        forget the wsi; wsp_loop_close is not needed */
+    WSP_IO_CLOSED,   /* the loop closed the fd on its own (hang-up, socket
+                        error): no longer watched, wsp_loop_close is not
+                        needed */
 };
 
 extern struct lws_context *wsp_ctx;
@@ -62,20 +76,23 @@ int wsp_loop_run_once(void);
  * any of them. */
 void wsp_loop_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us);
 
-/* Adopts fd (set non-blocking by the caller) into the loop, polled for input.
- * Returns the wsi, or NULL (then the fd has been closed by lws). */
-struct lws *wsp_loop_adopt(int fd, struct wsp_watch *w);
+/* Starts watching fd (set non-blocking by the caller), polled for input;
+ * w->kind must be set. Returns w, or NULL (then the fd has been closed). */
+struct wsp_watch *wsp_loop_adopt(int fd, struct wsp_watch *w);
 
 /* Asks for one WSP_IO_WRITABLE event. Safe from inside any callback
- * (including the writable one itself: re-armed from a 0-delay timer). */
-void wsp_loop_want_write(struct lws *wsi);
+ * (including the writable one itself: the event comes on a later turn). */
+void wsp_loop_want_write(struct wsp_watch *w);
 
-/* Enables or disables input polling for the wsi. */
-void wsp_loop_want_read(struct lws *wsi, int on);
+/* Enables or disables input polling for the watched fd. */
+void wsp_loop_want_read(struct wsp_watch *w, int on);
 
-/* Detaches the watcher from its wsi and closes the wsi (and the fd): no
- * event reaches the watcher afterwards, so it may be freed at once. Safe from
- * any callback, including the wsi's own. */
+/* The watched fd. */
+int wsp_loop_fd(const struct wsp_watch *w);
+
+/* Stops watching and closes the fd: no event reaches the watcher
+ * afterwards, so it may be freed at once. Safe from any callback, including
+ * the fd's own (the fd itself is closed when that callback returns). */
 void wsp_loop_close(struct wsp_watch *w);
 
 /* Monotonic microseconds. */

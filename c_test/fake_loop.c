@@ -133,14 +133,15 @@ struct fake_wsi {
 #define MAX_WSI 32
 static struct fake_wsi g_wsi[MAX_WSI];
 
-struct lws *wsp_loop_adopt(int fd, struct wsp_watch *w)
+struct wsp_watch *wsp_loop_adopt(int fd, struct wsp_watch *w)
 {
     for (size_t i = 0; i < MAX_WSI; i++) {
         if (!g_wsi[i].w) {
             g_wsi[i] = (struct fake_wsi){
                 .w = w, .fd = fd, .want_read = 1, .gen = g_wsi[i].gen + 1};
-            w->wsi = (struct lws *)&g_wsi[i];
-            return w->wsi;
+            w->lw = &g_wsi[i];
+            w->fd = fd;
+            return w;
         }
     }
     close(fd);
@@ -152,13 +153,24 @@ static void slot_free(struct fake_wsi *f)
     *f = (struct fake_wsi){.gen = f->gen + 1};
 }
 
-void wsp_loop_want_write(struct lws *wsi) { ((struct fake_wsi *)wsi)->want_write = 1; }
-void wsp_loop_want_read(struct lws *wsi, int on) { ((struct fake_wsi *)wsi)->want_read = on; }
+static struct fake_wsi *slot_of(struct wsp_watch *w)
+{
+    if (!w->lw) {
+        fprintf(stderr, "fake_loop: a call on a watch that is not watched\n");
+        abort();
+    }
+    return w->lw;
+}
+
+void wsp_loop_want_write(struct wsp_watch *w) { slot_of(w)->want_write = 1; }
+void wsp_loop_want_read(struct wsp_watch *w, int on) { slot_of(w)->want_read = on; }
+int wsp_loop_fd(const struct wsp_watch *w) { return w->fd; }
 
 void wsp_loop_close(struct wsp_watch *w)
 {
-    struct fake_wsi *f = (struct fake_wsi *)w->wsi;
-    w->wsi = NULL;
+    struct fake_wsi *f = w->lw;
+    w->lw = NULL;
+    w->fd = -1;
     if (!f) {
         return;
     }
@@ -185,12 +197,7 @@ static fake_loop_dispatch_fn g_dispatch;
 
 void fake_loop_set_dispatch(fake_loop_dispatch_fn fn) { g_dispatch = fn; }
 
-static int dispatch(struct wsp_watch *w, struct lws *wsi, enum wsp_io io)
-{
-    return g_dispatch(w, wsi, io);
-}
-
-int lws_get_socket_fd(struct lws *wsi) { return wsi ? ((struct fake_wsi *)wsi)->fd : -1; }
+static int dispatch(struct wsp_watch *w, enum wsp_io io) { return g_dispatch(w, io); }
 
 /* One poll(2) over every adopted fd that wants something (and the
  * caller's extra fds), then the events dispatched in slot order, as an
@@ -241,19 +248,20 @@ int fake_loop_poll_with(struct pollfd *extra, size_t nextra)
         if ((re & POLLHUP) && g_hangup_close && f->want_read) {
             close(f->fd);
             slot_free(f);
-            w->wsi = NULL;
-            dispatch(w, NULL, WSP_IO_CLOSED);
+            w->lw = NULL;
+            w->fd = -1;
+            dispatch(w, WSP_IO_CLOSED);
             ran++;
             continue;
         }
         if ((re & POLLOUT) && f->want_write) {
             f->want_write = 0;
-            dispatch(w, (struct lws *)f, WSP_IO_WRITABLE);
+            dispatch(w, WSP_IO_WRITABLE);
             ran++;
         }
         /* the callback may have closed (and reused) the slot */
         if (f->gen == gen[k] && f->want_read && (re & (POLLIN | POLLHUP | POLLERR))) {
-            dispatch(w, (struct lws *)f, WSP_IO_READABLE);
+            dispatch(w, WSP_IO_READABLE);
             ran++;
         }
     }

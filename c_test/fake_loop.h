@@ -1,8 +1,7 @@
 /*
  * fake_loop: a link-time stand-in for the event loop (wsp_loop.c and the
  * bits of lws its users call: lws_now_usecs, lws_sul_cancel, lws_dll2_remove,
- * lws_dll2_add_tail,
- * lws_get_socket_fd), for the fuzz harnesses: a fake clock and timer list,
+ * lws_dll2_add_tail), for the fuzz harnesses: a fake clock and timer list,
  * and poll(2) with a zero timeout on the adopted fds, whose events go to
  * the dispatch function the harness sets. The fds are real.
  */
@@ -14,7 +13,7 @@
 
 #include "wsp_loop.h"
 
-typedef int (*fake_loop_dispatch_fn)(struct wsp_watch *w, struct lws *wsi, enum wsp_io io);
+typedef int (*fake_loop_dispatch_fn)(struct wsp_watch *w, enum wsp_io io);
 void fake_loop_set_dispatch(fake_loop_dispatch_fn fn);
 
 extern lws_usec_t fake_loop_now;

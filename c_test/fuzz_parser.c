@@ -137,7 +137,6 @@ static void run_init(struct run *r, uint64_t max)
 static void on_event(struct run *r, const uint8_t *buf, size_t consumed,
                      const struct wsc_event *ev)
 {
-    const uint8_t *ctl = r->p.ctl, *ctl_end = r->p.ctl + sizeof r->p.ctl;
     switch (ev->type) {
     case WSC_EV_DATA:
         CHECK(ev->opcode == WSC_OP_TEXT || ev->opcode == WSC_OP_BINARY);
@@ -167,8 +166,10 @@ static void on_event(struct run *r, const uint8_t *buf, size_t consumed,
     case WSC_EV_PONG:
     case WSC_EV_CLOSE:
         CHECK(ev->len <= 125);
+        /* in the fed bytes, or gathered in the parser's 125-byte buffer */
         if (ev->len)
-            CHECK(ev->data >= ctl && ev->data + ev->len <= ctl_end);
+            CHECK((ev->data >= buf && ev->data + ev->len <= buf + consumed) ||
+                  (r->p.ctl && ev->data >= r->p.ctl && ev->data + ev->len <= r->p.ctl + 125));
         if (ev->type == WSC_EV_CLOSE) {
             if (ev->close_code == 1005)
                 CHECK(ev->len == 0);
@@ -236,6 +237,7 @@ static void run_free(struct run *r)
 {
     free(r->log.p);
     free(r->msg.p);
+    wsc_parser_free(&r->p);
 }
 
 static uint32_t xorshift(uint32_t *s)

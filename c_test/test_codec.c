@@ -192,6 +192,7 @@ static void run_cuts(struct wsc_parser *p, const uint8_t *bytes, size_t n,
         free(chunk);
         from = to;
     }
+    wsc_parser_free(p);
 }
 
 static void run_whole(const uint8_t *bytes, size_t n, uint64_t max, struct rec *r)
@@ -570,6 +571,17 @@ static void test_parser_ping_pong(void **state)
     assert_int_equal(ev.type, WSC_EV_PING);
     assert_ptr_equal(ev.data, p.ctl);
     assert_memory_equal(ev.data, "hi", 2);
+    /* the next call lets it go (nothing more to say) */
+    assert_int_equal(wsc_parser_next(&p, b, 0, &used, &ev), WSC_ENEED_MORE);
+    assert_null(p.ctl);
+
+    /* whole in the fed buffer: the event points into it, nothing gathered */
+    wsc_parser_init(&p, 0);
+    assert_int_equal(wsc_parser_next(&p, b, n, &used, &ev), 1);
+    assert_int_equal(ev.type, WSC_EV_PING);
+    assert_ptr_equal(ev.data, b + 2);
+    assert_null(p.ctl);
+    wsc_parser_free(&p);
 }
 
 static void test_parser_close(void **state)
