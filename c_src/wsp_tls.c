@@ -452,8 +452,14 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
         SSL_CTX_free(ctx);
         return NULL;
     }
-    if (cfg->ciphersuites && SSL_CTX_set_ciphersuites(ctx, cfg->ciphersuites) != 1) {
-        openssl_reason(err, errcap, "cannot set ciphersuites", cfg->ciphersuites);
+    /* TLS 1.3: the user's ciphersuites, else OpenSSL's three in the order
+     * browsers offer them, AES-128-GCM first (OpenSSL's own default puts
+     * AES-256-GCM first): the same suites, so nothing weaker is offered, and
+     * a server that follows the client's order keeps less per connection
+     * (SHA-256 transcript and key schedule instead of SHA-384; issue 16) */
+    const char *suites = cfg->ciphersuites ? cfg->ciphersuites : WSP_TLS13_DEFAULT_SUITES;
+    if (SSL_CTX_set_ciphersuites(ctx, suites) != 1) {
+        openssl_reason(err, errcap, "cannot set ciphersuites", suites);
         SSL_CTX_free(ctx);
         return NULL;
     }

@@ -45,6 +45,11 @@ struct wsp_tls_config {
  * cacertfile, certfile or keyfile changed since (stat: inode, size, mtime)
  * is made again (open connections keep the old one); at most 32 contexts
  * are kept, the least recently used dropped. */
+/* The TLS 1.3 ciphersuites offered when the user sets none: OpenSSL's
+ * default three, AES-128-GCM first as browsers order them. */
+#define WSP_TLS13_DEFAULT_SUITES                                                                   \
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
 SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap);
 
 /* Per connection: SNI off (the name is still checked), SPKI pins, and the

@@ -179,6 +179,36 @@ static void test_shared_by_digest(void **state)
     assert_ptr_equal(ctx_for(&g.ec_cert, &g.ec_pem, NULL), a);
 }
 
+/* the n-th cipher the context offers (TLS 1.3 suites come first) */
+static const char *offered(SSL_CTX *ctx, int n)
+{
+    STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx);
+    assert_non_null(sk);
+    assert_true(n < sk_SSL_CIPHER_num(sk));
+    return SSL_CIPHER_standard_name(sk_SSL_CIPHER_value(sk, n));
+}
+
+static void test_tls13_order(void **state)
+{
+    (void)state;
+    /* no ciphersuites given: OpenSSL's three, AES-128-GCM first */
+    struct wsp_tls_config cfg = {.verify = 0};
+    g_err[0] = 0;
+    SSL_CTX *d = wsp_tls_ctx(&cfg, g_err, sizeof g_err);
+    assert_non_null(d);
+    assert_string_equal(offered(d, 0), "TLS_AES_128_GCM_SHA256");
+    assert_string_equal(offered(d, 1), "TLS_AES_256_GCM_SHA384");
+    assert_string_equal(offered(d, 2), "TLS_CHACHA20_POLY1305_SHA256");
+    /* the user's own list is taken as given, order and all */
+    cfg.ciphersuites = "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384";
+    SSL_CTX *u = wsp_tls_ctx(&cfg, g_err, sizeof g_err);
+    assert_non_null(u);
+    assert_ptr_not_equal(u, d);
+    assert_string_equal(offered(u, 0), "TLS_CHACHA20_POLY1305_SHA256");
+    assert_string_equal(offered(u, 1), "TLS_AES_256_GCM_SHA384");
+    assert_string_not_equal(offered(u, 2), "TLS_AES_128_GCM_SHA256");
+}
+
 static void test_encrypted(void **state)
 {
     (void)state;
@@ -257,6 +287,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shared_by_digest),
+        cmocka_unit_test(test_tls13_order),
         cmocka_unit_test(test_encrypted),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_keyfile_password),

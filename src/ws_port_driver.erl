@@ -85,8 +85,8 @@
     %% undefined once the connection is closed by the user, abandoned after
     %% a connect timeout, or its owner died: nothing is delivered any more,
     %% the driver only waits for the port's `closed' event.
+    %% (monitored once per owner, see #state.owners)
     owner :: pid() | undefined,
-    mref :: reference() | undefined,
     %% the caller of an awaited connect, until `up' or `closed'
     from :: gen_server:from() | undefined,
     %% send {ws_port_up, Conn, Info} to the owner on the next `up'
@@ -152,6 +152,9 @@
     %% in a private directory (elsewhere, or a portable build of the program)
     events_ns = abstract :: events_ns(),
     conns = #{} :: #{ws_port_proto:id() => #conn{}},
+    %% one monitor per owner, not per connection (an erlang:monitor is ~130
+    %% bytes; issue 16): the ids of the connections it owns (#conn.owner)
+    owners = #{} :: #{pid() => {reference(), #{ws_port_proto:id() => []}}},
     next_id = 1 :: ws_port_proto:id(),
     %% monotonic milliseconds of recent port restarts
     restarts = [] :: [integer()],
@@ -355,7 +358,8 @@ handle_call({close, Id, Code, Reason}, _From, #state{conns = Conns} = State) ->
     case Conns of
         #{Id := #conn{owner = Owner} = C} when is_pid(Owner) ->
             command(State#state.port, ws_port_proto:close_cmd(Id, Code, Reason)),
-            {reply, ok, State#state{conns = Conns#{Id := detach(C, {error, closed})}}};
+            {C2, State2} = detach(C, {error, closed}, State),
+            {reply, ok, State2#state{conns = Conns#{Id := C2}}};
         _ ->
             {reply, ok, State}
     end;
@@ -435,12 +439,12 @@ handle_info({Tag, _Sock, _}, State) when Tag =:= tcp; Tag =:= tcp_error ->
     {noreply, State};
 handle_info({Port, {exit_status, Status}}, #state{port = Port} = State) ->
     port_exited(Status, State);
-handle_info({{owner_down, Id}, Ref, process, _Pid, _Reason}, #state{conns = Conns} = State) ->
-    case Conns of
-        #{Id := #conn{mref = Ref} = C} ->
-            command(State#state.port, ws_port_proto:close_cmd(Id, 1001, <<"owner exited">>)),
-            C2 = detach(C#conn{mref = undefined}, no_reply),
-            {noreply, State#state{conns = Conns#{Id := C2}}};
+handle_info({owner_down, Ref, process, Pid, _Reason}, #state{owners = Owners} = State) ->
+    %% every connection of the owner is closed
+    case Owners of
+        #{Pid := {Ref, Ids}} ->
+            State2 = State#state{owners = maps:remove(Pid, Owners)},
+            {noreply, lists:foldl(fun(Id, S) -> owner_down(Id, Pid, S) end, State2, maps:keys(Ids))};
         _ ->
             {noreply, State}
     end;
@@ -526,7 +530,8 @@ terminate(Reason, State) ->
 do_connect(Url0, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns} = State0) ->
     Id = next_id(State0#state.next_id, Conns),
     {Url, State1} = intern(Url0, State0),
-    {Wire, State} = intern(ws_port_proto:wire_opts(Opts), State1),
+    {Wire, State2} = intern(ws_port_proto:wire_opts(Opts), State1),
+    State = own(Owner, Id, State2),
     #{connect_timeout := Timeout, active := Active, await := Await} = Opts,
     command(Port, ws_port_proto:connect_cmd(Id, Url, Wire)),
     true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active, queues(Wire), max_size(Wire)}),
@@ -534,7 +539,6 @@ do_connect(Url0, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns
     C = #conn{
         handle = Handle,
         owner = Owner,
-        mref = monitor_owner(Owner, Id),
         url = Url,
         proxy = ws_port_proxy:redact(maps:get(proxy, Opts, none)),
         wire = Wire,
@@ -624,8 +628,40 @@ next_id(N, Conns) ->
 inc_id(?MAX_ID) -> 1;
 inc_id(N) -> N + 1.
 
-monitor_owner(Pid, Id) ->
-    erlang:monitor(process, Pid, [{tag, {owner_down, Id}}]).
+%% Id is owned by Pid now: monitored with its other connections.
+own(Pid, Id, #state{owners = Owners} = State) ->
+    Entry =
+        case Owners of
+            #{Pid := {Ref, Ids}} -> {Ref, Ids#{Id => []}};
+            _ -> {erlang:monitor(process, Pid, [{tag, owner_down}]), #{Id => []}}
+        end,
+    State#state{owners = Owners#{Pid => Entry}}.
+
+%% Id is no longer Pid's: its monitor goes with its last connection.
+disown(Pid, Id, #state{owners = Owners} = State) ->
+    case Owners of
+        #{Pid := {Ref, Ids}} ->
+            case maps:remove(Id, Ids) of
+                Left when map_size(Left) =:= 0 ->
+                    demonitor(Ref, [flush]),
+                    State#state{owners = maps:remove(Pid, Owners)};
+                Left ->
+                    State#state{owners = Owners#{Pid := {Ref, Left}}}
+            end;
+        _ ->
+            State
+    end.
+
+%% One connection of an owner that died (already out of #state.owners).
+owner_down(Id, Pid, #state{conns = Conns} = State) ->
+    case Conns of
+        #{Id := #conn{owner = Pid} = C} ->
+            command(State#state.port, ws_port_proto:close_cmd(Id, 1001, <<"owner exited">>)),
+            {C2, State2} = detach(C, no_reply, State),
+            State2#state{conns = Conns#{Id := C2}};
+        _ ->
+            State
+    end.
 
 guard_timer(Id, Timeout) ->
     erlang:start_timer(Timeout + ?CONNECT_GUARD_MS, self(), {connect_timeout, Id}).
@@ -760,17 +796,15 @@ guard_timeout(Id, C, #state{conns = Conns} = State) ->
     State2 = finish(Id, C, timeout, State),
     command(State#state.port, ws_port_proto:close_cmd(Id, 1001, <<"connect timeout">>)),
     ok = closed_telemetry(C, timeout),
-    C2 = detach(C#conn{timer = undefined, from = undefined, final = true, stats = []}, no_reply),
-    State2#state{conns = Conns#{Id := C2}}.
+    {C2, State3} = detach(
+        C#conn{timer = undefined, from = undefined, final = true, stats = []}, no_reply, State2
+    ),
+    State3#state{conns = Conns#{Id := C2}}.
 
 %% Stops delivering to the owner of a connection (closed by the user, owner
 %% dead, connect abandoned). The id stays reserved until the port says
 %% `closed'. A waiting connect caller gets Reply.
-detach(#conn{handle = {ws_port, Key, Id}, mref = Ref, from = From, timer = TRef} = C, Reply) ->
-    case Ref of
-        undefined -> ok;
-        _ -> demonitor(Ref, [flush])
-    end,
+detach(#conn{handle = {ws_port, Key, Id}, owner = Owner, from = From, timer = TRef} = C, Reply, State) ->
     case {From, Reply} of
         {undefined, _} -> ok;
         {_, no_reply} -> ok;
@@ -778,7 +812,7 @@ detach(#conn{handle = {ws_port, Key, Id}, mref = Ref, from = From, timer = TRef}
     end,
     cancel_timer(TRef),
     _ = ets:update_element(?WS_PORT_TAB, {Key, Id}, {3, closing}),
-    C#conn{owner = undefined, mref = undefined, from = undefined, timer = undefined}.
+    {C#conn{owner = undefined, from = undefined, timer = undefined}, disown(Owner, Id, State)}.
 
 %% The connection is gone for good (or its connect was abandoned): tell
 %% whoever waits.
@@ -811,12 +845,11 @@ emit(_Id, #conn{}, _Msg, State) ->
 
 %% The caller (the current owner) gives the connection to NewOwner and will
 %% forward what is in its mailbox, then release: until then, hold.
-hand_over(Id, #conn{mref = OldRef, owner = OldOwner} = C, NewOwner, State) ->
+hand_over(Id, #conn{owner = OldOwner} = C, NewOwner, State0) ->
+    State = own(NewOwner, Id, disown(OldOwner, Id, State0)),
     #state{conns = Conns, held = Held} = State,
-    demonitor(OldRef, [flush]),
-    Ref = monitor_owner(NewOwner, Id),
     HoldRef = erlang:monitor(process, OldOwner, [{tag, {handover, Id}}]),
-    C2 = C#conn{owner = NewOwner, mref = Ref, hold = true},
+    C2 = C#conn{owner = NewOwner, hold = true},
     State#state{
         conns = Conns#{Id := C2},
         held = Held#{Id => #hold{from = OldOwner, ref = HoldRef, to = NewOwner}}
@@ -945,11 +978,7 @@ event({closed, Id, Reason}, #state{key = Key, conns = Conns} = State) ->
     case maps:take(Id, Conns) of
         {C0, Conns2} ->
             C = wake(C0),
-            State2 = finish(Id, C, Reason, State),
-            case C#conn.mref of
-                undefined -> ok;
-                Ref -> demonitor(Ref, [flush])
-            end,
+            State2 = disown(C#conn.owner, Id, finish(Id, C, Reason, State)),
             cancel_timer(C#conn.timer),
             true = ets:delete(?WS_PORT_TAB, {Key, Id}),
             case C#conn.final of
@@ -1112,8 +1141,8 @@ give_up(Id, #conn{} = C, Reason, #state{conns = Conns} = State) ->
     State2 = finish(Id, C, Reason, State),
     command(State#state.port, ws_port_proto:close_cmd(Id, 1000, <<>>)),
     ok = closed_telemetry(C, Reason),
-    C2 = detach(C#conn{final = true, stats = []}, no_reply),
-    State2#state{conns = Conns#{Id := C2}}.
+    {C2, State3} = detach(C#conn{final = true, stats = []}, no_reply, State2),
+    State3#state{conns = Conns#{Id := C2}}.
 
 down_telemetry(C, Reason, Info) ->
     Attempt = C#conn.attempt,

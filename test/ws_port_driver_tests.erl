@@ -23,6 +23,8 @@ driver_test_() ->
                 {"handover to self and by a non-owner", fun handover_edge_cases/1},
                 {"nothing is delivered after close/1", fun nothing_after_close/1},
                 {"the owner's death closes the connection", fun owner_death/1},
+                {"one monitor per owner: close, handover and death per connection",
+                    fun owner_monitor_shared/1},
                 {"bad options never reach the port", fun bad_options/1},
                 {"info/1 merges the port's stats", fun info/1},
                 {"a dedicated driver's shutdown closes its connections", fun dedicated_driver/1},
@@ -278,6 +280,59 @@ owner_death(Base) ->
     %% the driver forgets it once the port reports it closed
     {ws_port, Driver, Id} = Conn,
     ?assertEqual(ok, wait_until(fun() -> ets:lookup(ws_port_conns, {Driver, Id}) =:= [] end)).
+
+%% The driver monitors an owner once for all its connections (issue 16):
+%% closing or handing over one of them leaves the others watched, the last
+%% one gone takes the monitor, and the owner's death closes exactly the
+%% connections it still owns.
+owner_monitor_shared(Base) ->
+    flush(),
+    Self = self(),
+    %% a driver of its own: all three connections on it
+    {ok, Driver} = ws_port_driver:start_link(),
+    Opts = #{driver => Driver},
+    {Owner, Ref} = spawn_monitor(fun() ->
+        Conns = [C || _ <- [1, 2, 3], {ok, C} <- [ws_port:connect(Base ++ "/echo", Opts)]],
+        Self ! {conns, Conns},
+        receive
+            {give, C2} -> Self ! {given, ws_port:controlling_process(C2, Self)}
+        end,
+        receive
+            never -> ok
+        end
+    end),
+    [A, B, C] =
+        receive
+            {conns, L} -> L
+        after ?WAIT -> error(timeout)
+        end,
+    Watched = fun(P) ->
+        {monitors, Ms} = erlang:process_info(Driver, monitors),
+        length([M || {process, M} <- Ms, M =:= P])
+    end,
+    ?assertEqual(1, Watched(Owner)),
+    %% any process may close a connection: the owner still watched once
+    ok = ws_port:close(A),
+    ?assertEqual({error, closed}, ws_port:send(A, {text, <<"x">>})),
+    ?assertEqual(1, Watched(Owner)),
+    %% B moves to this process: watched once each
+    Owner ! {give, B},
+    ?assertEqual(ok, receive {given, R} -> R after ?WAIT -> timeout end),
+    ?assertEqual(ok, wait_until(fun() -> Watched(Self) =:= 1 andalso Watched(Owner) =:= 1 end)),
+    %% the owner dies: C (still its own) closes, B (moved) stays up
+    exit(Owner, kill),
+    receive
+        {'DOWN', Ref, process, Owner, killed} -> ok
+    end,
+    ?assertEqual(ok, wait_until(fun() -> ws_port:send(C, {text, <<"x">>}) =:= {error, closed} end)),
+    ?assertEqual(0, Watched(Owner)),
+    ok = ws_port:send(B, {text, <<"still here">>}),
+    ?assertEqual({text, <<"still here">>}, recv(B)),
+    %% its last connection closed: this process is not watched any more
+    ok = ws_port:close(B),
+    ?assertEqual(0, Watched(Self)),
+    ok = gen_server:stop(Driver),
+    flush().
 
 bad_options(Base) ->
     ?assertEqual(
