@@ -100,12 +100,15 @@ FUZZ_LINK_fuzz_proto := c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c c
 FUZZ_LINK_fuzz_deflate := c_src/wsp_deflate.c c_src/ws_codec.c c_src/wsp_buf.c
 FUZZ_LINK_fuzz_text := c_src/wsp_text.c
 # the connection state machine, unchanged, over fake_net.c's loop, link and
-# DNS (link-time stand-ins; real sockets)
+# DNS (link-time stand-ins) and fake_sock.c's in-memory sockets (its socket
+# system calls wrapped at link time)
 FUZZ_CONN_SRCS := c_src/wsp_conn.c c_src/ws_codec.c c_src/wsp_proto.c c_src/wsp_backoff.c \
   c_src/wsp_buf.c c_src/wsp_tls.c c_src/wsp_deflate.c c_src/wsp_compat.c c_src/wsp_proxy.c \
   c_src/wsp_optcache.c
-FUZZ_LINK_fuzz_conn := c_test/fake_net.c c_test/fake_loop.c $(FUZZ_CONN_SRCS)
-c_build/fuzz/fuzz_conn: c_test/fake_net.c c_test/fake_net.h c_test/fake_loop.c c_test/fake_loop.h $(FUZZ_CONN_SRCS)
+FUZZ_LINK_fuzz_conn := c_test/fake_net.c c_test/fake_loop.c c_test/fake_sock.c $(FUZZ_CONN_SRCS)
+FUZZ_LDFLAGS_fuzz_conn := $(foreach f,socket connect setsockopt getsockopt send recv shutdown close,-Wl,--wrap=$(f))
+c_build/fuzz/fuzz_conn: c_test/fake_net.c c_test/fake_net.h c_test/fake_loop.c c_test/fake_loop.h \
+  c_test/fake_sock.c c_test/fake_sock.h $(FUZZ_CONN_SRCS)
 # the port link's framing both ways and its splice path, over fake_loop.c
 FUZZ_LINK_SRCS := c_src/wsp_link.c c_src/wsp_buf.c c_src/wsp_proto.c c_src/ws_codec.c \
   c_src/wsp_backoff.c c_src/wsp_deflate.c c_src/wsp_compat.c
@@ -124,7 +127,7 @@ c_build/fuzz/fuzz_%: c_test/fuzz_%.c c_src/ws_codec.c c_src/wsp_proto.c c_src/ws
   c_src/wsp_text.c c_src/wsp_deflate.c c_src/wsp_buf.c c_src/wsp_proxy.c $(HDRS)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ-LD $@"; $(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< \
-	  $(or $(FUZZ_LINK_fuzz_$*),c_src/ws_codec.c) -L$(ERL_INTERFACE)/lib -lei \
+	  $(or $(FUZZ_LINK_fuzz_$*),c_src/ws_codec.c) $(FUZZ_LDFLAGS_fuzz_$*) -L$(ERL_INTERFACE)/lib -lei \
 	  $(call pc_libs,openssl,-lssl -lcrypto) $(call pc_libs,zlib,-lz) -lm
 
 fuzz: $(FUZZ_BINS)

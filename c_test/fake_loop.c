@@ -199,6 +199,10 @@ void fake_loop_set_dispatch(fake_loop_dispatch_fn fn) { g_dispatch = fn; }
 
 static int dispatch(struct wsp_watch *w, enum wsp_io io) { return g_dispatch(w, io); }
 
+static fake_loop_revents_fn g_revents;
+
+void fake_loop_set_revents(fake_loop_revents_fn fn) { g_revents = fn; }
+
 /* One poll(2) over every adopted fd that wants something (and the
  * caller's extra fds), then the events dispatched in slot order, as an
  * epoll loop hands out one epoll_wait's worth. A callback may close a
@@ -231,7 +235,43 @@ int fake_loop_poll_with(struct pollfd *extra, size_t nextra)
         extra[i].revents = 0;
         p[np + i] = extra[i];
     }
-    if (np + nextra == 0 || poll(p, (nfds_t)(np + nextra), 0) <= 0) {
+    if (np + nextra == 0) {
+        return 0;
+    }
+    /* fds of the revents hook's (in-memory sockets) are answered by it;
+     * poll(2) only if some other fd is left */
+    int real = 0;
+    for (size_t i = 0; i < np + nextra; i++) {
+        short re = g_revents ? g_revents(p[i].fd, p[i].events) : -1;
+        if (re >= 0) {
+            p[i].revents = re;
+            p[i].fd = -1 - p[i].fd; /* poll(2) skips it (and zeroes its revents: kept below) */
+        } else {
+            real = 1;
+        }
+    }
+    if (real) {
+        short keep[MAX_WSI + FAKE_LOOP_MAX_EXTRA];
+        for (size_t i = 0; i < np + nextra; i++) {
+            keep[i] = p[i].fd < 0 ? p[i].revents : 0;
+        }
+        if (poll(p, (nfds_t)(np + nextra), 0) < 0) {
+            return 0;
+        }
+        for (size_t i = 0; i < np + nextra; i++) {
+            if (p[i].fd < 0) {
+                p[i].revents = keep[i];
+            }
+        }
+    }
+    int any = 0;
+    for (size_t i = 0; i < np + nextra; i++) {
+        if (p[i].fd < 0) {
+            p[i].fd = -1 - p[i].fd;
+        }
+        any |= p[i].revents != 0;
+    }
+    if (!any) {
         return 0;
     }
     for (size_t i = 0; i < nextra; i++) {

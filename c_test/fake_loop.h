@@ -2,8 +2,10 @@
  * fake_loop: a link-time stand-in for the event loop (wsp_loop.c and the
  * bits of lws its users call: lws_now_usecs, lws_sul_cancel, lws_dll2_remove,
  * lws_dll2_add_tail), for the fuzz harnesses: a fake clock and timer list,
- * and poll(2) with a zero timeout on the adopted fds, whose events go to
- * the dispatch function the harness sets. The fds are real.
+ * and poll(2) with a zero timeout on the adopted fds (or an in-memory
+ * socket layer's readiness, see fake_loop_set_revents), whose events go to
+ * the dispatch function the harness sets. The fds are the kernel's unless
+ * the revents hook claims them.
  */
 #ifndef FAKE_LOOP_H
 #define FAKE_LOOP_H
@@ -15,6 +17,10 @@
 
 typedef int (*fake_loop_dispatch_fn)(struct wsp_watch *w, enum wsp_io io);
 void fake_loop_set_dispatch(fake_loop_dispatch_fn fn);
+/* For fds that are not the kernel's (in-memory sockets): a function that
+ * gives an fd's revents, or -1 for an fd it does not know (polled). */
+typedef short (*fake_loop_revents_fn)(int fd, short events);
+void fake_loop_set_revents(fake_loop_revents_fn fn);
 
 extern lws_usec_t fake_loop_now;
 

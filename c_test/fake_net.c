@@ -11,13 +11,14 @@
 
 #include <ei.h>
 
+#include "fake_sock.h"
 #include "wsp_conn.h"
 #include "wsp_dns.h"
 #include "wsp_link.h"
 #include "wsp_log.h"
 
 static struct fake_net_hooks g_hooks;
-static int g_listeners[FAKE_NET_SERVERS + 1];
+static int g_init;
 static struct sockaddr_un g_addrs[FAKE_NET_SERVERS + 1];
 static socklen_t g_addrlens[FAKE_NET_SERVERS + 1];
 
@@ -181,35 +182,29 @@ void wsp_link_splice_abort(void) {}
 
 /* ---- set-up ---------------------------------------------------------------- */
 
+static short sock_revents(int fd, short events)
+{
+    return fake_sock_is(fd) ? fake_sock_revents(fd, events) : -1;
+}
+
 void fake_net_init(const struct fake_net_hooks *hooks)
 {
     g_hooks = *hooks;
     fake_loop_set_dispatch(wsp_conn_on_io);
-    if (g_listeners[1]) {
+    fake_loop_set_revents(sock_revents);
+    if (g_init) {
         return;
     }
+    g_init = 1;
     for (int n = 1; n <= FAKE_NET_SERVERS; n++) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        struct sockaddr_un *a = &g_addrs[n];
-        memset(a, 0, sizeof *a);
-        a->sun_family = AF_UNIX;
-        /* abstract namespace: sun_path[0] = 0 */
-        int len = snprintf(a->sun_path + 1, sizeof a->sun_path - 1, "ws_port_fuzz_conn.%d.%d",
-                           (int)getpid(), n);
-        g_addrlens[n] = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
-        if (fd < 0 || bind(fd, (struct sockaddr *)a, g_addrlens[n]) < 0 || listen(fd, 64) < 0) {
-            perror("fake_net: listener");
-            abort();
-        }
-        g_listeners[n] = fd;
+        g_addrlens[n] = fake_sock_addr(n, &g_addrs[n], sizeof g_addrs[n]);
     }
 }
-
-int fake_net_listener(int n) { return g_listeners[n]; }
 
 void fake_net_reset(void)
 {
     fake_loop_reset();
+    fake_sock_reset();
     while (g_lookups) {
         struct wsp_dns_req *r = g_lookups;
         g_lookups = r->next;

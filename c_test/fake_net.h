@@ -3,10 +3,11 @@
  * state-machine fuzzer (c_test/fuzz_conn.c), over fake_loop.c's event
  * loop (its dispatch set to wsp_conn_on_io): the BEAM link
  * (wsp_link_*: events decoded and handed to a hook, no splice pipe) and DNS
- * (wsp_dns_*: "hN.fuzz" resolves, later, from the loop, to the abstract
- * unix socket fake_net_listen(N) listens on; other names are nxdomain).
- * wsp_conn.c links against these unchanged, with real sockets (AF_UNIX
- * stream sockets: socket(2), connect(2), send(2), recv(2) as in production).
+ * (wsp_dns_*: "hN.fuzz" resolves, later, from the loop, to server N of
+ * c_test/fake_sock.c; other names are nxdomain). wsp_conn.c links against
+ * these unchanged; its socket system calls are wrapped at link time
+ * (-Wl,--wrap) into fake_sock.c's in-memory stream sockets, whose
+ * readiness the loop takes instead of poll(2).
  */
 #ifndef FAKE_NET_H
 #define FAKE_NET_H
@@ -27,10 +28,8 @@ struct fake_net_hooks {
     void (*on_resolve)(int n);
 };
 
-/* Opens the listeners (once per process). */
+/* Sets the hooks, the loop's dispatch and its socket readiness. */
 void fake_net_init(const struct fake_net_hooks *hooks);
-/* The listening socket of server n (1..FAKE_NET_SERVERS), non-blocking. */
-int fake_net_listener(int n);
 
 /* One turn: due DNS answers, then fake_loop_turn(). */
 int fake_net_turn(void);

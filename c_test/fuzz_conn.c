@@ -2,17 +2,20 @@
  * libFuzzer harness: the connection state machine (wsp_conn.c) as a whole.
  *
  * The input is a script: server bytes (the upgrade response and frames,
- * written to the server end of a real socket in pieces of any size, so
+ * written to the server end of a socket in pieces of any size, so
  * they arrive split anywhere) interleaved with the BEAM's commands
  * (connect, send, active, close, reconnect, stats), the clock moving on
  * (connect/close/linger timeouts, pings, idle timeouts, retry delays) and
  * the output link congesting. wsp_conn.c is linked unchanged; what it calls
- * below it is replaced at link time by c_test/fake_net.c: the event loop
- * (a fake clock and timer list, one poll(2) per loop turn over the adopted
- * fds and the server side's listeners and sockets), DNS (hN.fuzz
- * is an abstract unix socket the harness listens on) and the link to the
- * BEAM (events decoded and checked here). Sockets are real (AF_UNIX stream
- * sockets through socket/connect/send/recv, as in production).
+ * below it is replaced at link time: the event loop (c_test/fake_loop.c:
+ * a fake clock and timer list, the adopted fds' readiness once per loop
+ * turn), DNS (hN.fuzz is server N) and the link to the BEAM (events decoded
+ * and checked here) by c_test/fake_net.c; the sockets themselves, at the
+ * lowest level, by c_test/fake_sock.c: wsp_conn.c's socket, connect,
+ * send, recv, getsockopt, shutdown and close are wrapped (-Wl,--wrap) into
+ * stream socket pairs in memory with the semantics of AF_UNIX stream
+ * sockets (buffer limits, EOF, reset on close with unread data, EPIPE), so
+ * an execution makes no system call for them.
  *
  * Checked (abort = a finding), besides ASan/UBSan and LeakSanitizer:
  *  - closed means closed: after {close, Id} no new attempt of that
@@ -22,7 +25,7 @@
  *  - every event is one well-formed term {Tag, Id, ...};
  *  - at the end (close of everything, the clock moved past every timeout):
  *    no connection is left, every connect had exactly one final event, no
- *    fd is still adopted, no timer and no lookup is pending.
+ *    fd is still adopted or open, no timer and no lookup is pending.
  *
  * Script ops (one byte each, then their arguments, see run_op):
  *   connect, server writes raw bytes, server answers the upgrade (a valid
@@ -33,6 +36,7 @@
  * Bounded per execution: 512 ops, 1 MiB of big payloads in all
  * (BIG_BUDGET), 128 loop turns to settle after an op.
  */
+#include <errno.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,6 +49,7 @@
 #include <sanitizer/asan_interface.h>
 
 #include "fake_net.h"
+#include "fake_sock.h"
 #include "ws_codec.h"
 #include "wsp_backoff.h"
 #include "wsp_conn.h"
@@ -204,12 +209,12 @@ static void pay_put(struct pay y)
 
 /* ---- the server side ----------------------------------------------------------- */
 
-/* Accepts one connection from server n's listener (it replaces the server
- * end of the old one; another queued one makes the listener readable in
- * the next turn's poll). Returns how many. */
+/* Accepts one connection queued for server n (it replaces the server end
+ * of the old one; another queued one is accepted in the next turn).
+ * Returns how many. */
 static int accept_new(int n)
 {
-    int fd = accept4(fake_net_listener(n), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = fake_sock_accept(n);
     if (fd < 0) {
         return 0;
     }
@@ -217,7 +222,7 @@ static int accept_new(int n)
         g_accept[n]--;
     }
     if (g_m[n].sfd >= 0) {
-        close(g_m[n].sfd);
+        fake_sock_close(g_m[n].sfd);
     }
     g_m[n].sfd = fd;
     g_m[n].reqlen = 0;
@@ -226,8 +231,8 @@ static int accept_new(int n)
 
 /* Reads what the client wrote: the request is kept (for its key), frames
  * are dropped (a server that reads). Returns the bytes read. A read
- * shorter than the buffer took everything there was (a unix stream socket
- * hands out all it holds, up to the length asked), so no read to EAGAIN. */
+ * shorter than the buffer took everything there was (a stream socket of
+ * fake_sock.c hands out all it holds, up to the length asked). */
 static size_t server_read(int n)
 {
     struct conn_model *m = &g_m[n];
@@ -237,7 +242,7 @@ static size_t server_read(int n)
     static uint8_t tmp[65536]; /* not on the stack: ASan unpoisons a frame on return */
     size_t got = 0;
     ssize_t r;
-    while ((r = recv(m->sfd, tmp, sizeof tmp, 0)) > 0) {
+    while ((r = fake_sock_recv(m->sfd, tmp, sizeof tmp)) > 0) {
         size_t room = sizeof m->req - 1 - m->reqlen;
         size_t k = (size_t)r < room ? (size_t)r : room;
         memcpy(m->req + m->reqlen, tmp, k);
@@ -254,7 +259,7 @@ static size_t server_read(int n)
 static void server_write(int n, const uint8_t *p, size_t len)
 {
     if (g_m[n].sfd >= 0 && len) {
-        ssize_t w = send(g_m[n].sfd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t w = fake_sock_send(g_m[n].sfd, p, len);
         (void)w; /* a full socket drops the rest: the script goes on */
     }
 }
@@ -392,7 +397,7 @@ static int run_op(struct in *in)
             if (byte(in) & 1) {
                 server_read(n);
             }
-            close(g_m[n].sfd);
+            fake_sock_close(g_m[n].sfd);
             g_m[n].sfd = -1;
         }
         break;
@@ -455,35 +460,20 @@ static int run_op(struct in *in)
     return busy;
 }
 
-/* One loop turn with the server side in the loop's one poll(2): the
- * listener of a server a lookup came for (accept) and each server end
- * whose upgrade request is not read yet (read it, for the key). Returns
- * how much happened: callbacks run, connections accepted, reads with
- * bytes. */
+/* One loop turn with the server side: a connection queued for a server a
+ * lookup came for is accepted, a server end whose upgrade request is not
+ * read yet reads it (for the key). Returns how much happened: callbacks
+ * run, connections accepted, reads with bytes. */
 static int turn(void)
 {
-    struct pollfd x[2 * NCONN];
-    int who[2 * NCONN]; /* -n: listener of server n; n: server end of n */
-    size_t nx = 0;
+    int ran = fake_net_turn();
     for (int n = 1; n <= NCONN; n++) {
-        if (g_accept[n]) {
-            x[nx] = (struct pollfd){.fd = fake_net_listener(n), .events = POLLIN};
-            who[nx++] = -n;
+        if (g_accept[n] && fake_sock_backlog(n)) {
+            ran += accept_new(n);
         }
-        if (g_m[n].sfd >= 0 && g_m[n].reqlen < 64) {
-            x[nx] = (struct pollfd){.fd = g_m[n].sfd, .events = POLLIN};
-            who[nx++] = n;
-        }
-    }
-    int ran = fake_net_turn_with(x, nx);
-    for (size_t i = 0; i < nx; i++) {
-        if (!(x[i].revents & POLLIN)) {
-            continue;
-        }
-        if (who[i] < 0) {
-            ran += accept_new(-who[i]);
-        } else if (g_m[who[i]].sfd == x[i].fd) { /* not replaced by an accept */
-            ran += server_read(who[i]) > 0;
+        if (g_m[n].sfd >= 0 && g_m[n].reqlen < 64 &&
+            (fake_sock_revents(g_m[n].sfd, POLLIN) & POLLIN)) {
+            ran += server_read(n) > 0;
         }
     }
     return ran;
@@ -533,7 +523,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (i == 4) { /* servers that never answer our close */
             for (int n = 1; n <= NCONN; n++) {
                 if (g_m[n].sfd >= 0) {
-                    close(g_m[n].sfd);
+                    fake_sock_close(g_m[n].sfd);
                     g_m[n].sfd = -1;
                 }
             }
@@ -576,18 +566,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (fake_net_lookups() != 0) {
         finding("a lookup still pending", 0);
     }
-    wsp_conn_free_all();
-    fake_net_reset();
     for (int n = 1; n <= NCONN; n++) {
         if (g_m[n].sfd >= 0) {
-            close(g_m[n].sfd);
+            fake_sock_close(g_m[n].sfd);
+            g_m[n].sfd = -1;
         }
-        /* connections the listener still holds (only after a lookup that
-         * no accept matched: every connect() follows a lookup) */
+        /* connections still queued (only after a lookup that no accept
+         * matched: every connect() follows a lookup) */
         int fd;
-        while (g_accept[n] > 0 && (fd = accept4(fake_net_listener(n), NULL, NULL, SOCK_CLOEXEC)) >= 0) {
-            close(fd);
+        while ((fd = fake_sock_accept(n)) >= 0) {
+            fake_sock_close(fd);
         }
     }
+    if (fake_sock_open() != 0) {
+        finding("a socket left open (an fd leak)", 0);
+    }
+    wsp_conn_free_all();
+    fake_net_reset();
     return 0;
 }
