@@ -375,8 +375,7 @@ static int load_cacerts(SSL_CTX *ctx, const struct wsp_tls_config *cfg, char *er
     return 0;
 }
 
-/* the connection's wsp_tls_conn_opts (pins, its session) */
-static int g_ex_index = -1;
+static struct wsp_tls_conn_opts *conn_opts_of(const SSL *ssl);
 
 /* Replaces co's session with sess (a reference given to co), from ctx. */
 static void keep_session(struct wsp_tls_conn_opts *co, SSL_SESSION *sess, SSL_CTX *ctx)
@@ -397,7 +396,7 @@ static void keep_session(struct wsp_tls_conn_opts *co, SSL_SESSION *sess, SSL_CT
  * not a copy. Returns 1: the reference is taken. */
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 {
-    struct wsp_tls_conn_opts *co = g_ex_index >= 0 ? SSL_get_ex_data(ssl, g_ex_index) : NULL;
+    struct wsp_tls_conn_opts *co = conn_opts_of(ssl);
     if (!co || !co->reuse || co->failed || !SSL_SESSION_is_resumable(sess)) {
         return 0;
     }
@@ -561,6 +560,11 @@ struct rx_bio {
     int eof;          /* recv said 0: BIO_eof (SSL_OP_IGNORE_UNEXPECTED_EOF needs it) */
     uint8_t *own;     /* bytes moved out of the shared buffer, own[off..len) */
     size_t own_off, own_len;
+    /* the connection's wsp_tls_conn_opts (pins, its session), or NULL. Here
+     * rather than in the SSL's ex_data: SSL_set_ex_data allocates a stack
+     * per SSL (two allocations, 64 bytes; an idle connection's memory,
+     * issue 16) where this BIO is ours anyway */
+    struct wsp_tls_conn_opts *co;
 };
 
 static struct {
@@ -570,6 +574,7 @@ static struct {
 } g_rx;
 
 static BIO_METHOD *g_rx_method;
+static int g_rx_type;
 
 static int rx_take(uint8_t *dst, const uint8_t *src, size_t *off, size_t len, int outl)
 {
@@ -695,17 +700,28 @@ static int rx_destroy(BIO *b)
     return 1;
 }
 
-static BIO *rx_bio_new(int fd)
+static struct wsp_tls_conn_opts *conn_opts_of(const SSL *ssl)
+{
+    BIO *b = SSL_get_rbio(ssl);
+    if (!b || !g_rx_method || BIO_method_type(b) != g_rx_type) {
+        return NULL;
+    }
+    const struct rx_bio *x = BIO_get_data(b);
+    return x ? x->co : NULL;
+}
+
+static BIO *rx_bio_new(int fd, struct wsp_tls_conn_opts *co)
 {
     if (!g_rx_method) {
-        BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
-                                     "wsp socket");
+        int type = BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR;
+        BIO_METHOD *m = BIO_meth_new(type, "wsp socket");
         if (!m || BIO_meth_set_read(m, rx_read) != 1 || BIO_meth_set_write(m, rx_write) != 1 ||
             BIO_meth_set_ctrl(m, rx_ctrl) != 1 || BIO_meth_set_destroy(m, rx_destroy) != 1) {
             BIO_meth_free(m);
             return NULL;
         }
         g_rx_method = m;
+        g_rx_type = type;
     }
     struct rx_bio *x = calloc(1, sizeof *x);
     BIO *b = x ? BIO_new(g_rx_method) : NULL;
@@ -714,6 +730,7 @@ static BIO *rx_bio_new(int fd)
         return NULL;
     }
     x->fd = fd;
+    x->co = co;
     BIO_set_data(b, x);
     BIO_set_init(b, 1);
     return b;
@@ -755,15 +772,12 @@ int wsp_tls_pins_match(SSL *ssl, const uint8_t (*pins)[32], size_t n)
 SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
                  struct wsp_tls_conn_opts *co, char *err, size_t errcap)
 {
-    if (g_ex_index < 0) {
-        g_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    }
     SSL *ssl = SSL_new(ctx);
     if (!ssl) {
         openssl_reason(err, errcap, "SSL_new", NULL);
         return NULL;
     }
-    BIO *bio = rx_bio_new(fd);
+    BIO *bio = rx_bio_new(fd, co);
     if (!bio) {
         openssl_reason(err, errcap, "cannot make the socket BIO", NULL);
         SSL_free(ssl);
@@ -776,7 +790,6 @@ SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
         SSL_set_tlsext_host_name(ssl, name);
     }
     if (co) {
-        SSL_set_ex_data(ssl, g_ex_index, co);
         co->failed = 0;
         if (co->session && (!co->reuse || co->session_ctx != ctx ||
                             !SSL_SESSION_is_resumable(co->session))) {
@@ -816,8 +829,7 @@ int wsp_tls_handshake(SSL *ssl, int *want_write, int *net_errno, char *err, size
     int r = SSL_do_handshake(ssl);
     int sys_errno = errno;
     if (r == 1) {
-        const struct wsp_tls_conn_opts *co =
-            g_ex_index >= 0 ? SSL_get_ex_data(ssl, g_ex_index) : NULL;
+        const struct wsp_tls_conn_opts *co = conn_opts_of(ssl);
         /* a resumed session is this connection's own, from a handshake
          * that passed the same pin check (a failed one drops it); OpenSSL
          * keeps no verified chain up to the anchor for it */
