@@ -137,13 +137,17 @@ struct wsp_conn {
     struct wsp_conn *dirty_next;
     struct wsp_conn *paused_next;
 
-    lws_sorted_usec_list_t timer;    /* connect / close / linger deadline */
-    lws_sorted_usec_list_t live;     /* ping interval and idle timeout; while
-                                        an attempt waits for a slot, its
-                                        node is on g_waiting instead */
-    struct lws_dll2 kick;            /* on g_kicks: continue reading from the
-                                        loop (a list node, not a timer: 24
-                                        bytes less per connection, issue 16) */
+    /* One timer for whatever the state needs (issue 16: a timer node is
+     * 48 bytes, and an idle connection's size matters): the connect
+     * deadline (resolving to upgrading), the retry (backoff), the ping
+     * interval and idle timeout (open: on_live), the close deadline
+     * (closing), the linger (done). Each state's arming replaces the last
+     * state's; on_live does nothing outside ST_OPEN. */
+    lws_sorted_usec_list_t timer;
+    /* On g_kicks: continue reading from the loop (a list node, not a timer).
+     * While an attempt waits for a slot (ST_RESOLVING, no socket: never
+     * kicked), on g_waiting instead. */
+    struct lws_dll2 kick;
 
     lws_usec_t last_rx, up_at;
     lws_usec_t ping_sent_at;         /* the last ping sent, ours or the user's */
@@ -239,7 +243,7 @@ static void note_churn(void)
  * when it times out. */
 #define ATTEMPTS_MAX 256
 static uint32_t g_inflight;
-static lws_dll2_owner_t g_waiting;       /* struct wsp_conn by their live node */
+static lws_dll2_owner_t g_waiting;       /* struct wsp_conn by their kick node */
 static lws_sorted_usec_list_t g_admit;
 
 static void attempt_go(struct wsp_conn *c);
@@ -249,7 +253,7 @@ static void on_admit(lws_sorted_usec_list_t *sul)
     (void)sul;
     struct lws_dll2 *d;
     while (g_inflight < ATTEMPTS_MAX && (d = lws_dll2_get_head(&g_waiting)) != NULL) {
-        struct wsp_conn *c = lws_container_of(d, struct wsp_conn, live.list);
+        struct wsp_conn *c = lws_container_of(d, struct wsp_conn, kick);
         lws_dll2_remove(d);
         attempt_go(c);
     }
@@ -480,7 +484,6 @@ static void stop_io(struct wsp_conn *c)
     attempt_end(c);
     detach_socket(c);
     lws_sul_cancel(&c->timer);
-    lws_sul_cancel(&c->live);
     lws_dll2_remove(&c->kick);
     if (c->dns) {
         wsp_dns_cancel(c->dns);
@@ -579,7 +582,7 @@ static void finish(struct wsp_conn *c)
     c->state = ST_DONE;
     attempt_end(c);
     unpause_unlink(c);
-    lws_sul_cancel(&c->live);
+    lws_sul_cancel(&c->timer); /* ping / idle, or a connect deadline (moot now) */
     lws_dll2_remove(&c->kick);
     if (c->dns) {
         wsp_dns_cancel(c->dns);
@@ -923,12 +926,12 @@ static void schedule_live(struct wsp_conn *c)
             next = idle;
         }
     }
-    wsp_loop_schedule(&c->live, on_live, next > now ? next - now : 0);
+    wsp_loop_schedule(&c->timer, on_live, next > now ? next - now : 0);
 }
 
 static void on_live(lws_sorted_usec_list_t *sul)
 {
-    struct wsp_conn *c = lws_container_of(sul, struct wsp_conn, live);
+    struct wsp_conn *c = lws_container_of(sul, struct wsp_conn, timer);
     if (c->state != ST_OPEN) {
         return;
     }
@@ -974,6 +977,9 @@ static void on_kicks(lws_sorted_usec_list_t *sul)
 
 static void kick(struct wsp_conn *c)
 {
+    if (c->kick.owner == &g_waiting) {
+        return; /* not started: nothing to read (never happens: no socket) */
+    }
     lws_dll2_remove(&c->kick); /* to the tail, as a timer re-armed */
     lws_dll2_add_tail(&c->kick, &g_kicks);
     if (lws_dll2_is_detached(&g_kick_sul.list)) {
@@ -1319,10 +1325,10 @@ static void start_attempt(struct wsp_conn *c)
     }
     wsp_loop_schedule(&c->timer, on_deadline, (lws_usec_t)opts->connect_timeout_ms * 1000);
     if (g_inflight >= ATTEMPTS_MAX) {
-        /* waits for a slot, its connect_timeout running (lws_sul_cancel
-         * of c->live, in stop_io and finish, takes it off the list) */
-        lws_dll2_remove(&c->live.list);
-        lws_dll2_add_tail(&c->live.list, &g_waiting);
+        /* waits for a slot, its connect_timeout running (the kick node's
+         * removal, in stop_io and finish, takes it off the list) */
+        lws_dll2_remove(&c->kick);
+        lws_dll2_add_tail(&c->kick, &g_waiting);
         return;
     }
     attempt_go(c);
@@ -2253,8 +2259,7 @@ static void start_closing(struct wsp_conn *c, lws_usec_t deadline)
 {
     c->state = ST_CLOSING;
     c->closing = 1;
-    lws_sul_cancel(&c->live);
-    wsp_loop_schedule(&c->timer, on_deadline, deadline);
+    wsp_loop_schedule(&c->timer, on_deadline, deadline); /* instead of ping / idle */
     splice_drop(c); /* a message half moved to the BEAM's pipe is dropped */
     wsp_buf_free(&c->msg);
     unpause_unlink(c);

@@ -12,6 +12,7 @@
 #include <openssl/decoder.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 
 /* The files a context was made from, as stat(2) saw them: a context whose
@@ -769,9 +770,69 @@ int wsp_tls_pins_match(SSL *ssl, const uint8_t (*pins)[32], size_t n)
     return 0;
 }
 
+/* ---- the peer's RSA key keeps no Montgomery context ----------------------
+ *
+ * OpenSSL's RSA keys cache a Montgomery context for their modulus on their
+ * first public-key operation (RSA_FLAG_CACHE_PUBLIC): for a 2048-bit key,
+ * the context and three 256-byte numbers, some 880 bytes. The server's key
+ * is parsed from its certificate in every full handshake and used once
+ * (CertificateVerify; TLS 1.2: the key exchange signature), then stays with
+ * the session as long as the connection: the cache is dead weight on every
+ * idle wss connection (bench/tls_mem.c "nomont": 18,650 -> 17,754 bytes of
+ * OpenSSL heap per connection; issue 16). RSA keys made while a handshake
+ * runs (the peer's) are made without it: the one operation builds its
+ * context and frees it. Keys made elsewhere (the trust store's, a client
+ * certificate's) keep OpenSSL's default. RSA_METHOD is deprecated in
+ * OpenSSL 3.0 but is the only hook into a key's flags as it is made; without
+ * it (an OpenSSL built without the deprecated API) nothing changes. */
+static int g_in_handshake;
+
+#if !defined(OPENSSL_NO_DEPRECATED_3_0)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static int (*g_rsa_init0)(RSA *);
+
+static int rsa_init(RSA *r)
+{
+    int ok = g_rsa_init0 ? g_rsa_init0(r) : 1;
+    if (g_in_handshake) {
+        RSA_clear_flags(r, RSA_FLAG_CACHE_PUBLIC);
+    }
+    return ok;
+}
+
+static void rsa_method_install(void)
+{
+    static int done;
+    if (done) {
+        return;
+    }
+    done = 1;
+    /* never freed: every RSA key made from now on points at it */
+    static RSA_METHOD *m;
+    m = RSA_meth_dup(RSA_PKCS1_OpenSSL());
+    if (!m) {
+        ERR_clear_error();
+        return;
+    }
+    g_rsa_init0 = RSA_meth_get_init(m);
+    if (RSA_meth_set_init(m, rsa_init) != 1) {
+        ERR_clear_error();
+        RSA_meth_free(m);
+        m = NULL;
+        return;
+    }
+    RSA_set_default_method(m);
+}
+#pragma GCC diagnostic pop
+#else
+static void rsa_method_install(void) {}
+#endif
+
 SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
                  struct wsp_tls_conn_opts *co, char *err, size_t errcap)
 {
+    rsa_method_install();
     SSL *ssl = SSL_new(ctx);
     if (!ssl) {
         openssl_reason(err, errcap, "SSL_new", NULL);
@@ -826,7 +887,9 @@ int wsp_tls_handshake(SSL *ssl, int *want_write, int *net_errno, char *err, size
 {
     ERR_clear_error();
     errno = 0;
+    g_in_handshake = 1;
     int r = SSL_do_handshake(ssl);
+    g_in_handshake = 0;
     int sys_errno = errno;
     if (r == 1) {
         const struct wsp_tls_conn_opts *co = conn_opts_of(ssl);
