@@ -9,11 +9,13 @@
  * 16-byte rounding). DUMP=1 lists what stays per connection by OpenSSL
  * call site. "slab8" is what wsp_osslmem's size classes would spend.
  *
- *   out/tls_mem PORT [N=200] [default|aes128|chacha|tls12|noticket|nokeep]
+ *   out/tls_mem PORT [N=200] [default|aes128|chacha|tls12|noticket|nokeep|nomont]
  */
+#define OPENSSL_SUPPRESS_DEPRECATED /* RSA_METHOD, for the "nomont" mode */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
+#include <openssl/rsa.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +84,17 @@ static int on_new(SSL *ssl, SSL_SESSION *s)
     return 1;
 }
 
+/* "nomont": RSA keys made without RSA_FLAG_CACHE_PUBLIC (what c_src/wsp_tls.c
+ * does): the peer key's Montgomery context is not kept after the one
+ * CertificateVerify check */
+static int (*g_rsa_init0)(RSA *);
+static int rsa_init_nocache(RSA *r)
+{
+    int ok = g_rsa_init0 ? g_rsa_init0(r) : 1;
+    RSA_clear_flags(r, RSA_FLAG_CACHE_PUBLIC);
+    return ok;
+}
+
 static void snap(const char *what, long *l, long *n, long *u, int conns)
 {
     printf("%-34s bytes %7.0f  allocs %6.1f  heap(usable+hdr) %7.0f   (delta/conn)\n", what,
@@ -95,6 +108,12 @@ int main(int argc, char **argv)
     int conns = argc > 2 ? atoi(argv[2]) : 200;
     const char *mode = argc > 3 ? argv[3] : "default";
     CRYPTO_set_mem_functions(m_malloc, m_realloc, m_free);
+    if (strstr(mode, "nomont")) {
+        RSA_METHOD *m = RSA_meth_dup(RSA_PKCS1_OpenSSL());
+        g_rsa_init0 = RSA_meth_get_init(m);
+        RSA_meth_set_init(m, rsa_init_nocache);
+        RSA_set_default_method(m);
+    }
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     if (strstr(mode, "tls12")) SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);

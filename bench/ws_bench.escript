@@ -131,6 +131,13 @@ main(["idle", Url, N | Rest]) ->
               "recv_per_conn=~b compressed=~p~n",
               [length(Conns), Beam, Port, Beam + Port, Beam0 div 1024, Beam1 div 1024,
                Port0, Port1, Secs, Recv, Pmd]),
+    %% IDLE_HOLD=S: keep the connections S seconds more (to look at the
+    %% port program: /proc/PID/smaps, gdb)
+    case list_to_integer(os:getenv("IDLE_HOLD", "0")) of
+        0 -> ok;
+        Hold -> io:format(standard_error, "holding ~b s: port program pid ~b~n", [Hold, OsPid]),
+                timer:sleep(Hold * 1000)
+    end,
     halt(0);
 main(["send", Url, N, Size, Type | Rest]) ->
     Content = case Rest of [C] -> C; [] -> "ascii" end,

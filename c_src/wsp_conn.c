@@ -137,11 +137,17 @@ struct wsp_conn {
     struct wsp_conn *dirty_next;
     struct wsp_conn *paused_next;
 
-    lws_sorted_usec_list_t timer;    /* connect / close / linger deadline */
-    lws_sorted_usec_list_t live;     /* ping interval and idle timeout; while
-                                        an attempt waits for a slot, its
-                                        node is on g_waiting instead */
-    lws_sorted_usec_list_t kick;     /* continue reading from the loop */
+    /* One timer for whatever the state needs (issue 16: a timer node is
+     * 48 bytes, and an idle connection's size matters): the connect
+     * deadline (resolving to upgrading), the retry (backoff), the ping
+     * interval and idle timeout (open: on_live), the close deadline
+     * (closing), the linger (done). Each state's arming replaces the last
+     * state's; on_live does nothing outside ST_OPEN. */
+    lws_sorted_usec_list_t timer;
+    /* On g_kicks: continue reading from the loop (a list node, not a timer).
+     * While an attempt waits for a slot (ST_RESOLVING, no socket: never
+     * kicked), on g_waiting instead. */
+    struct lws_dll2 kick;
 
     lws_usec_t last_rx, up_at;
     lws_usec_t ping_sent_at;         /* the last ping sent, ours or the user's */
@@ -155,8 +161,8 @@ struct wsp_conn {
     struct wsp_buf held;             /* frames sent while not open (send_queue):
                                         <<Opcode:8, Len:32, Payload>>, unmasked */
     uint32_t nheld;
-
-    size_t linger_budget;            /* bytes still read and dropped in ST_DONE */
+    uint32_t linger_budget;          /* bytes still read and dropped in ST_DONE
+                                        (LINGER_DRAIN at most) */
     struct wsp_conn *all_next, **all_prev;
 };
 
@@ -168,6 +174,10 @@ static struct wsp_conn **g_table;        /* id -> conn, open addressing */
 static size_t g_table_cap, g_table_used;
 static struct wsp_conn *g_dirty;
 static struct wsp_conn *g_paused;        /* stopped because the link is full */
+/* connections to go on reading from the loop (struct wsp_conn by their
+ * kick node), run by one 0-delay timer */
+static lws_dll2_owner_t g_kicks;
+static lws_sorted_usec_list_t g_kick_sul;
 static int g_over_hard;
 static int g_congested;
 static uint64_t g_rng[4];
@@ -233,7 +243,7 @@ static void note_churn(void)
  * when it times out. */
 #define ATTEMPTS_MAX 256
 static uint32_t g_inflight;
-static lws_dll2_owner_t g_waiting;       /* struct wsp_conn by their live node */
+static lws_dll2_owner_t g_waiting;       /* struct wsp_conn by their kick node */
 static lws_sorted_usec_list_t g_admit;
 
 static void attempt_go(struct wsp_conn *c);
@@ -243,7 +253,7 @@ static void on_admit(lws_sorted_usec_list_t *sul)
     (void)sul;
     struct lws_dll2 *d;
     while (g_inflight < ATTEMPTS_MAX && (d = lws_dll2_get_head(&g_waiting)) != NULL) {
-        struct wsp_conn *c = lws_container_of(d, struct wsp_conn, live.list);
+        struct wsp_conn *c = lws_container_of(d, struct wsp_conn, kick);
         lws_dll2_remove(d);
         attempt_go(c);
     }
@@ -474,8 +484,7 @@ static void stop_io(struct wsp_conn *c)
     attempt_end(c);
     detach_socket(c);
     lws_sul_cancel(&c->timer);
-    lws_sul_cancel(&c->live);
-    lws_sul_cancel(&c->kick);
+    lws_dll2_remove(&c->kick);
     if (c->dns) {
         wsp_dns_cancel(c->dns);
         c->dns = NULL;
@@ -573,8 +582,8 @@ static void finish(struct wsp_conn *c)
     c->state = ST_DONE;
     attempt_end(c);
     unpause_unlink(c);
-    lws_sul_cancel(&c->live);
-    lws_sul_cancel(&c->kick);
+    lws_sul_cancel(&c->timer); /* ping / idle, or a connect deadline (moot now) */
+    lws_dll2_remove(&c->kick);
     if (c->dns) {
         wsp_dns_cancel(c->dns);
         c->dns = NULL;
@@ -917,12 +926,12 @@ static void schedule_live(struct wsp_conn *c)
             next = idle;
         }
     }
-    wsp_loop_schedule(&c->live, on_live, next > now ? next - now : 0);
+    wsp_loop_schedule(&c->timer, on_live, next > now ? next - now : 0);
 }
 
 static void on_live(lws_sorted_usec_list_t *sul)
 {
-    struct wsp_conn *c = lws_container_of(sul, struct wsp_conn, live);
+    struct wsp_conn *c = lws_container_of(sul, struct wsp_conn, timer);
     if (c->state != ST_OPEN) {
         return;
     }
@@ -944,12 +953,38 @@ static void on_live(lws_sorted_usec_list_t *sul)
     wsp_link_flush();
 }
 
-static void on_kick(lws_sorted_usec_list_t *sul)
+/* Runs the kicks that were asked before it started (one loop turn's worth,
+ * as wsp_loop_schedule's 0-delay work); those asked meanwhile wait for the
+ * next turn. */
+static void on_kicks(lws_sorted_usec_list_t *sul)
 {
-    struct wsp_conn *c = lws_container_of(sul, struct wsp_conn, kick);
-    conn_read(c);
+    (void)sul;
+    for (uint32_t n = (uint32_t)g_kicks.count; n > 0; n--) {
+        struct lws_dll2 *d = lws_dll2_get_head(&g_kicks);
+        if (!d) {
+            break;
+        }
+        struct wsp_conn *c = lws_container_of(d, struct wsp_conn, kick);
+        lws_dll2_remove(d);
+        conn_read(c);
+    }
+    if (g_kicks.count > 0) {
+        wsp_loop_schedule(&g_kick_sul, on_kicks, 0);
+    }
     wsp_conn_flush_all();
     wsp_link_flush();
+}
+
+static void kick(struct wsp_conn *c)
+{
+    if (c->kick.owner == &g_waiting) {
+        return; /* not started: nothing to read (never happens: no socket) */
+    }
+    lws_dll2_remove(&c->kick); /* to the tail, as a timer re-armed */
+    lws_dll2_add_tail(&c->kick, &g_kicks);
+    if (lws_dll2_is_detached(&g_kick_sul.list)) {
+        wsp_loop_schedule(&g_kick_sul, on_kicks, 0);
+    }
 }
 
 /* ---- connecting --------------------------------------------------------- */
@@ -1071,10 +1106,10 @@ static void tunnel_ready(struct wsp_conn *c)
         return;
     }
     const char *name = c->opts->server_name ? c->opts->server_name : c->t->url.host;
-    c->tls_co.no_sni = c->opts->no_sni;
+    c->tls_co.no_sni = c->opts->no_sni ? 1 : 0;
     c->tls_co.pins = (const uint8_t (*)[32])c->opts->pins;
-    c->tls_co.npins = c->opts->npins;
-    c->tls_co.reuse = !c->opts->no_session_reuse;
+    c->tls_co.npins = (uint32_t)c->opts->npins; /* an Erlang list's length */
+    c->tls_co.reuse = c->opts->no_session_reuse ? 0 : 1;
     c->ssl = wsp_tls_new(ctx, c->fd, name, c->opts->verify, &c->tls_co, err, sizeof err);
     if (!c->ssl) {
         fail_detail(c, WSP_FC_TLS, "tls", err);
@@ -1290,10 +1325,10 @@ static void start_attempt(struct wsp_conn *c)
     }
     wsp_loop_schedule(&c->timer, on_deadline, (lws_usec_t)opts->connect_timeout_ms * 1000);
     if (g_inflight >= ATTEMPTS_MAX) {
-        /* waits for a slot, its connect_timeout running (lws_sul_cancel
-         * of c->live, in stop_io and finish, takes it off the list) */
-        lws_dll2_remove(&c->live.list);
-        lws_dll2_add_tail(&c->live.list, &g_waiting);
+        /* waits for a slot, its connect_timeout running (the kick node's
+         * removal, in stop_io and finish, takes it off the list) */
+        lws_dll2_remove(&c->kick);
+        lws_dll2_add_tail(&c->kick, &g_waiting);
         return;
     }
     attempt_go(c);
@@ -1838,7 +1873,7 @@ static size_t direct_len(const struct wsp_conn *c)
     return left < MSG_PRESIZE_MAX ? (size_t)left : MSG_PRESIZE_MAX;
 }
 
-static void on_kick(lws_sorted_usec_list_t *sul);
+static void kick(struct wsp_conn *c);
 
 /* Another connection wants the pipe while c waits for the rest of its
  * message: c takes its bytes back and goes on the ordinary way. Runs inside
@@ -1850,7 +1885,7 @@ static void splice_preempt(void *arg)
     c->splice_off = 1;
     if (wsp_link_splice_take(&c->msg) < 0) {
         c->splice_lost = 1;
-        wsp_loop_schedule(&c->kick, on_kick, 0);
+        kick(c);
     }
 }
 
@@ -2071,7 +2106,7 @@ static void conn_read(struct wsp_conn *c)
         }
     }
     if (budget == 0 && may_read(c)) {
-        wsp_loop_schedule(&c->kick, on_kick, 0);
+        kick(c);
     }
     if (wsp_buf_pending(&c->rbuf) == 0 && c->state != ST_UPGRADING && c->state != ST_PROXY) {
         wsp_buf_free(&c->rbuf);
@@ -2131,7 +2166,7 @@ int wsp_conn_on_io(struct wsp_watch *w, enum wsp_io io)
             int err, r = -1;
             while (c->watched && c->linger_budget > 0 &&
                    (r = io_read(c, g_rshared, sizeof g_rshared, &err)) > 0) {
-                c->linger_budget -= (size_t)r < c->linger_budget ? (size_t)r : c->linger_budget;
+                c->linger_budget -= (uint32_t)r < c->linger_budget ? (uint32_t)r : c->linger_budget;
             }
             if (c->watched && r != -1 && c->linger_budget > 0) {
                 conn_free(c); /* EOF or error: the peer has closed too */
@@ -2224,15 +2259,14 @@ static void start_closing(struct wsp_conn *c, lws_usec_t deadline)
 {
     c->state = ST_CLOSING;
     c->closing = 1;
-    lws_sul_cancel(&c->live);
-    wsp_loop_schedule(&c->timer, on_deadline, deadline);
+    wsp_loop_schedule(&c->timer, on_deadline, deadline); /* instead of ping / idle */
     splice_drop(c); /* a message half moved to the BEAM's pipe is dropped */
     wsp_buf_free(&c->msg);
     unpause_unlink(c);
     conn_set_reading(c);
     if (c->watched) {
         /* bytes may wait in rbuf or inside TLS: do not wait for poll */
-        wsp_loop_schedule(&c->kick, on_kick, 0);
+        kick(c);
     }
 }
 
@@ -2289,7 +2323,7 @@ void wsp_conn_active(uint32_t id, enum wsp_active_kind kind, int64_t n)
     }
     if (c->credit != 0 && c->watched && (c->state == ST_OPEN || c->state == ST_CLOSING)) {
         /* bytes may wait in rbuf or inside TLS: do not wait for poll */
-        wsp_loop_schedule(&c->kick, on_kick, 0);
+        kick(c);
     }
     conn_set_reading(c);
 }
@@ -2364,7 +2398,7 @@ void wsp_conn_link_congested(int congested)
         c->link_paused = 0;
         conn_set_reading(c);
         if (may_read(c) && c->watched) {
-            wsp_loop_schedule(&c->kick, on_kick, 0);
+            kick(c);
         }
     }
 }
@@ -2408,6 +2442,7 @@ void wsp_conn_free_all(void)
         conn_free(g_all);
     }
     lws_sul_cancel(&g_admit); /* the frees above may have armed it */
+    lws_sul_cancel(&g_kick_sul); /* every kick node went with its conn */
     free(g_table);
     g_table = NULL;
     g_table_cap = g_table_used = 0;

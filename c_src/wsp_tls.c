@@ -12,6 +12,7 @@
 #include <openssl/decoder.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 
 /* The files a context was made from, as stat(2) saw them: a context whose
@@ -375,8 +376,7 @@ static int load_cacerts(SSL_CTX *ctx, const struct wsp_tls_config *cfg, char *er
     return 0;
 }
 
-/* the connection's wsp_tls_conn_opts (pins, its session) */
-static int g_ex_index = -1;
+static struct wsp_tls_conn_opts *conn_opts_of(const SSL *ssl);
 
 /* Replaces co's session with sess (a reference given to co), from ctx. */
 static void keep_session(struct wsp_tls_conn_opts *co, SSL_SESSION *sess, SSL_CTX *ctx)
@@ -397,7 +397,7 @@ static void keep_session(struct wsp_tls_conn_opts *co, SSL_SESSION *sess, SSL_CT
  * not a copy. Returns 1: the reference is taken. */
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 {
-    struct wsp_tls_conn_opts *co = g_ex_index >= 0 ? SSL_get_ex_data(ssl, g_ex_index) : NULL;
+    struct wsp_tls_conn_opts *co = conn_opts_of(ssl);
     if (!co || !co->reuse || co->failed || !SSL_SESSION_is_resumable(sess)) {
         return 0;
     }
@@ -561,6 +561,11 @@ struct rx_bio {
     int eof;          /* recv said 0: BIO_eof (SSL_OP_IGNORE_UNEXPECTED_EOF needs it) */
     uint8_t *own;     /* bytes moved out of the shared buffer, own[off..len) */
     size_t own_off, own_len;
+    /* the connection's wsp_tls_conn_opts (pins, its session), or NULL. Here
+     * rather than in the SSL's ex_data: SSL_set_ex_data allocates a stack
+     * per SSL (two allocations, 64 bytes; an idle connection's memory,
+     * issue 16) where this BIO is ours anyway */
+    struct wsp_tls_conn_opts *co;
 };
 
 static struct {
@@ -570,6 +575,7 @@ static struct {
 } g_rx;
 
 static BIO_METHOD *g_rx_method;
+static int g_rx_type;
 
 static int rx_take(uint8_t *dst, const uint8_t *src, size_t *off, size_t len, int outl)
 {
@@ -695,17 +701,28 @@ static int rx_destroy(BIO *b)
     return 1;
 }
 
-static BIO *rx_bio_new(int fd)
+static struct wsp_tls_conn_opts *conn_opts_of(const SSL *ssl)
+{
+    BIO *b = SSL_get_rbio(ssl);
+    if (!b || !g_rx_method || BIO_method_type(b) != g_rx_type) {
+        return NULL;
+    }
+    const struct rx_bio *x = BIO_get_data(b);
+    return x ? x->co : NULL;
+}
+
+static BIO *rx_bio_new(int fd, struct wsp_tls_conn_opts *co)
 {
     if (!g_rx_method) {
-        BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
-                                     "wsp socket");
+        int type = BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR;
+        BIO_METHOD *m = BIO_meth_new(type, "wsp socket");
         if (!m || BIO_meth_set_read(m, rx_read) != 1 || BIO_meth_set_write(m, rx_write) != 1 ||
             BIO_meth_set_ctrl(m, rx_ctrl) != 1 || BIO_meth_set_destroy(m, rx_destroy) != 1) {
             BIO_meth_free(m);
             return NULL;
         }
         g_rx_method = m;
+        g_rx_type = type;
     }
     struct rx_bio *x = calloc(1, sizeof *x);
     BIO *b = x ? BIO_new(g_rx_method) : NULL;
@@ -714,6 +731,7 @@ static BIO *rx_bio_new(int fd)
         return NULL;
     }
     x->fd = fd;
+    x->co = co;
     BIO_set_data(b, x);
     BIO_set_init(b, 1);
     return b;
@@ -752,18 +770,75 @@ int wsp_tls_pins_match(SSL *ssl, const uint8_t (*pins)[32], size_t n)
     return 0;
 }
 
+/* ---- the peer's RSA key keeps no Montgomery context ----------------------
+ *
+ * OpenSSL's RSA keys cache a Montgomery context for their modulus on their
+ * first public-key operation (RSA_FLAG_CACHE_PUBLIC): for a 2048-bit key,
+ * the context and three 256-byte numbers, some 880 bytes. The server's key
+ * is parsed from its certificate in every full handshake and used once
+ * (CertificateVerify; TLS 1.2: the key exchange signature), then stays with
+ * the session as long as the connection: the cache is dead weight on every
+ * idle wss connection (bench/tls_mem.c "nomont": 18,650 -> 17,754 bytes of
+ * OpenSSL heap per connection; issue 16). RSA keys made while a handshake
+ * runs (the peer's) are made without it: the one operation builds its
+ * context and frees it. Keys made elsewhere (the trust store's, a client
+ * certificate's) keep OpenSSL's default. RSA_METHOD is deprecated in
+ * OpenSSL 3.0 but is the only hook into a key's flags as it is made; without
+ * it (an OpenSSL built without the deprecated API) nothing changes. */
+static int g_in_handshake;
+
+#if !defined(OPENSSL_NO_DEPRECATED_3_0)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static int (*g_rsa_init0)(RSA *);
+
+static int rsa_init(RSA *r)
+{
+    int ok = g_rsa_init0 ? g_rsa_init0(r) : 1;
+    if (g_in_handshake) {
+        RSA_clear_flags(r, RSA_FLAG_CACHE_PUBLIC);
+    }
+    return ok;
+}
+
+static void rsa_method_install(void)
+{
+    static int done;
+    if (done) {
+        return;
+    }
+    done = 1;
+    /* never freed: every RSA key made from now on points at it */
+    static RSA_METHOD *m;
+    m = RSA_meth_dup(RSA_PKCS1_OpenSSL());
+    if (!m) {
+        ERR_clear_error();
+        return;
+    }
+    g_rsa_init0 = RSA_meth_get_init(m);
+    if (RSA_meth_set_init(m, rsa_init) != 1) {
+        ERR_clear_error();
+        RSA_meth_free(m);
+        m = NULL;
+        return;
+    }
+    RSA_set_default_method(m);
+}
+#pragma GCC diagnostic pop
+#else
+static void rsa_method_install(void) {}
+#endif
+
 SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
                  struct wsp_tls_conn_opts *co, char *err, size_t errcap)
 {
-    if (g_ex_index < 0) {
-        g_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    }
+    rsa_method_install();
     SSL *ssl = SSL_new(ctx);
     if (!ssl) {
         openssl_reason(err, errcap, "SSL_new", NULL);
         return NULL;
     }
-    BIO *bio = rx_bio_new(fd);
+    BIO *bio = rx_bio_new(fd, co);
     if (!bio) {
         openssl_reason(err, errcap, "cannot make the socket BIO", NULL);
         SSL_free(ssl);
@@ -776,7 +851,6 @@ SSL *wsp_tls_new(SSL_CTX *ctx, int fd, const char *name, int verify,
         SSL_set_tlsext_host_name(ssl, name);
     }
     if (co) {
-        SSL_set_ex_data(ssl, g_ex_index, co);
         co->failed = 0;
         if (co->session && (!co->reuse || co->session_ctx != ctx ||
                             !SSL_SESSION_is_resumable(co->session))) {
@@ -813,11 +887,12 @@ int wsp_tls_handshake(SSL *ssl, int *want_write, int *net_errno, char *err, size
 {
     ERR_clear_error();
     errno = 0;
+    g_in_handshake = 1;
     int r = SSL_do_handshake(ssl);
+    g_in_handshake = 0;
     int sys_errno = errno;
     if (r == 1) {
-        const struct wsp_tls_conn_opts *co =
-            g_ex_index >= 0 ? SSL_get_ex_data(ssl, g_ex_index) : NULL;
+        const struct wsp_tls_conn_opts *co = conn_opts_of(ssl);
         /* a resumed session is this connection's own, from a handshake
          * that passed the same pin check (a failed one drops it); OpenSSL
          * keeps no verified chain up to the anchor for it */

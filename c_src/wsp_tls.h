@@ -72,15 +72,15 @@ SSL_CTX *wsp_tls_ctx(const struct wsp_tls_config *cfg, char *err, size_t errcap)
  * full handshake from an OpenSSL server) would resume only connections
  * opened after others finished, never a simultaneous storm, for state keyed
  * by context, host, port, SNI and pins. */
-struct wsp_tls_conn_opts {
-    int no_sni;
+struct wsp_tls_conn_opts {     /* 32 bytes: one in every connection (issue 16) */
     const uint8_t (*pins)[32];  /* SHA-256 of SubjectPublicKeyInfo (DER) */
-    size_t npins;               /* 0: no pinning */
-    int reuse;                  /* keep and offer sessions */
-    int failed;                 /* set by wsp_tls_session_bad: keep nothing */
-    int spent;                  /* session is a TLS 1.3 ticket already offered */
     SSL_SESSION *session;       /* the last resumable session, or NULL */
     SSL_CTX *session_ctx;       /* its context (a reference held) */
+    uint32_t npins;             /* 0: no pinning */
+    unsigned no_sni : 1;
+    unsigned reuse : 1;         /* keep and offer sessions */
+    unsigned failed : 1;        /* set by wsp_tls_session_bad: keep nothing */
+    unsigned spent : 1;         /* session is a TLS 1.3 ticket already offered */
 };
 
 /* A client SSL on fd, with SNI (unless name is an IP literal or co->no_sni)
