@@ -72,6 +72,8 @@
 
 -behaviour(gen_server).
 
+-include("ws_port_int.hrl").
+
 -export([start_link/1, start_link/3, start/3, child_spec/1]).
 -export([send_frame/2, send_frame/3, call/2, call/3, cast/2, reply/2, close/1]).
 -export([health/1, health/2, connection/1, option_names/0]).
@@ -313,15 +315,62 @@ reply(From, Reply) ->
 
 %% @doc Closes the connection (code 1000) and stops the client with reason
 %% `normal' (a supervisor does not restart it). `ok' also when the client
-%% is not running.
+%% is not running. Frames already delivered to the client but not yet
+%% handled are dropped, not passed to `handle_frame/2': close/1 does not
+%% wait for a backlog (e.g. `window => infinity' and a slow handler) to be
+%% worked through. Messages other than frames are still handled in order.
 -spec close(client()) -> ok.
 close(Client) ->
+    Pid = mark_closing(Client),
     try
         gen_server:call(Client, {?TAG, close}, 10000)
     catch
         exit:{noproc, _} -> ok;
         exit:{normal, _} -> ok;
         exit:{{nodedown, _}, _} -> ok
+    after
+        unmark_closing(Pid)
+    end.
+
+%% The client (a local pid) sees the mark before its next frame; returns
+%% the pid marked, or undefined.
+mark_closing(Client) ->
+    case where(Client) of
+        Pid when is_pid(Pid), node(Pid) =:= node() ->
+            try
+                _ = ets:update_counter(?WS_PORT_CLOSING, Pid, 1, {Pid, 0}),
+                Pid
+            catch
+                %% ws_port is not running: nor is the client
+                error:badarg -> undefined
+            end;
+        _ ->
+            undefined
+    end.
+
+unmark_closing(undefined) ->
+    ok;
+unmark_closing(Pid) ->
+    try ets:update_counter(?WS_PORT_CLOSING, Pid, -1) of
+        0 -> _ = ets:delete_object(?WS_PORT_CLOSING, {Pid, 0}), ok;
+        _ -> ok
+    catch
+        error:badarg -> ok
+    end.
+
+where(Pid) when is_pid(Pid) -> Pid;
+where(Name) when is_atom(Name) -> whereis(Name);
+where({global, Name}) -> global:whereis_name(Name);
+where({via, Mod, Name}) -> Mod:whereis_name(Name);
+where({Name, Node}) when is_atom(Name), Node =:= node() -> whereis(Name);
+where(_) -> undefined.
+
+%% Whether close/1 waits for this client.
+closing() ->
+    try
+        ets:member(?WS_PORT_CLOSING, self())
+    catch
+        error:badarg -> false
     end.
 
 %% @equiv health(Client, 5000)
@@ -433,7 +482,15 @@ handle_cast(Msg, St) ->
 
 %% @private
 handle_info({ws_port, Conn, Frame}, #st{conn = Conn} = St) ->
-    on_frame(Frame, St);
+    case closing() of
+        false ->
+            on_frame(Frame, St);
+        true ->
+            %% close/1 waits behind this frame and those after it: they are
+            %% dropped (the next clause), and the connection closed now so
+            %% that no more come
+            {noreply, drop_connection(St)}
+    end;
 handle_info({ws_port, _OldConn, _Frame}, St) ->
     %% from a connection dropped after missed heartbeats
     {noreply, St};
@@ -477,6 +534,8 @@ handle_info(Msg, St) ->
 %% @private
 terminate(Reason, #st{mod = Mod, mstate = S} = St) ->
     _ = drop_connection(St),
+    %% a close/1 caller that died before it could take its mark away
+    _ = catch ets:delete(?WS_PORT_CLOSING, self()),
     case erlang:function_exported(Mod, terminate, 2) of
         true -> Mod:terminate(Reason, S);
         false -> ok
