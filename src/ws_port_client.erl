@@ -892,7 +892,11 @@ finish_opts(ConnOpts, #st{window = Window} = St) ->
     %% staying connected is the client's job: any server close but one
     %% about our own frames is retried (see ws_port_retry:retry_on/1)
     RetryOn = maps:get(retry_on, ConnOpts, stay_connected),
-    ConnOpts2 = ConnOpts#{active => Active, await => false, retry => Retry, retry_on => RetryOn},
+    %% kept for every reconnection: the TLS key and password and the proxy
+    %% as funs, so that the state does not hold them in clear
+    ConnOpts2 = ws_port_proto:conceal(ConnOpts#{
+        active => Active, await => false, retry => Retry, retry_on => RetryOn
+    }),
     {ok, St#st{conn_opts = ConnOpts2}}.
 
 %% Opens a new connection (await => false: the answer is ws_port_up or
