@@ -137,6 +137,10 @@
 
 -define(TAG, '$ws_port_client').
 -define(DEFAULT_WINDOW, 100).
+%% close/1's mark (an ETS lookup, a few hundred ns here) is looked at on
+%% every ?CLOSE_CHECK-th frame: at most ?CLOSE_CHECK - 1 frames are handled
+%% after close/1 was called, whatever the backlog
+-define(CLOSE_CHECK, 32).
 -define(DEFAULT_PING_INTERVAL, 15000).
 -define(CLIENT_KEYS, [name, init_arg, window, heartbeat, on_connect, on_disconnect, id]).
 -define(CONNECT_KEYS, [
@@ -168,6 +172,9 @@
     %% credit: window size, frames handled since the last refill
     window :: pos_integer() | infinity,
     handled = 0 :: non_neg_integer(),
+    %% frames received, modulo ?CLOSE_CHECK: close/1's mark is looked at
+    %% when it is 0 (see handle_info/2)
+    seen = 0 :: non_neg_integer(),
     %% heartbeat
     hb = none :: ping_pong | none | {module(), term()},
     hb_interval :: pos_integer() | undefined,
@@ -316,9 +323,10 @@ reply(From, Reply) ->
 %% @doc Closes the connection (code 1000) and stops the client with reason
 %% `normal' (a supervisor does not restart it). `ok' also when the client
 %% is not running. Frames already delivered to the client but not yet
-%% handled are dropped, not passed to `handle_frame/2': close/1 does not
-%% wait for a backlog (e.g. `window => infinity' and a slow handler) to be
-%% worked through. Messages other than frames are still handled in order.
+%% handled are dropped, not passed to `handle_frame/2' (at most 31 more
+%% may still be handled): close/1 does not wait for a backlog (e.g.
+%% `window => infinity' and a slow handler) to be worked through. Messages
+%% other than frames are still handled in order.
 -spec close(client()) -> ok.
 close(Client) ->
     Pid = mark_closing(Client),
@@ -481,10 +489,10 @@ handle_cast(Msg, St) ->
     callback(handle_cast, [Msg], St).
 
 %% @private
-handle_info({ws_port, Conn, Frame}, #st{conn = Conn} = St) ->
-    case closing() of
+handle_info({ws_port, Conn, Frame}, #st{conn = Conn, seen = Seen} = St) ->
+    case Seen =:= 0 andalso closing() of
         false ->
-            on_frame(Frame, St);
+            on_frame(Frame, St#st{seen = (Seen + 1) rem ?CLOSE_CHECK});
         true ->
             %% close/1 waits behind this frame and those after it: they are
             %% dropped (the next clause), and the connection closed now so

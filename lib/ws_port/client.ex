@@ -260,7 +260,8 @@ defmodule WsPort.Client do
   @doc """
   Closes the connection (1000) and stops the client normally (not
   restarted). Frames already delivered but not yet handled are dropped (not
-  passed to `c:handle_frame/2`): `close/1` does not wait for a backlog.
+  passed to `c:handle_frame/2`; at most 31 more may still be handled):
+  `close/1` does not wait for a backlog.
   """
   @spec close(client()) :: :ok
   def close(client), do: :ws_port_client.close(client)
