@@ -846,6 +846,9 @@ static void usage_body(FILE *f)
         "  --subprotocol P             offer subprotocol P (repeatable)\n"
         "  --cacert FILE               CA certificates for the server (default: system store)\n"
         "  --cert FILE --key FILE      client certificate and its private key\n"
+        "  --key-password SOURCE       the password of an encrypted --key (PEM or\n"
+        "                              PKCS#8), as openssl's -passin: pass:TEXT,\n"
+        "                              env:VAR or file:PATH (its first line)\n"
         "  --insecure                  do not verify the server's certificate (verify_none)\n"
         "  --server-name NAME          SNI and the name checked (default: the URL's host)\n"
         "  --proxy URL                 through a proxy: http://[user:pass@]host[:port]\n"
@@ -966,6 +969,81 @@ static int set_string(const char *opt, const char *v, char **dst)
     free(*dst);
     *dst = strdup(v);
     return *dst ? 0 : usage_error("out of memory");
+}
+
+/* memset through a volatile pointer: not optimised away */
+static void *(*const volatile cli_wipe)(void *, int, size_t) = memset;
+
+/* --key-password SOURCE, as openssl's -passin: pass:TEXT, env:VAR or
+ * file:PATH (its first line, without the line end). The password itself is
+ * never printed; pass:TEXT is wiped from our argv once copied (it shows in
+ * ps until then: env: and file: do not). */
+static int set_key_password(struct wsp_connect_opts *o, const char *val)
+{
+    char buf[WSP_MAX_PASSWORD_LEN + 2];
+    const char *src;
+    size_t len;
+    if (!strncmp(val, "pass:", 5)) {
+        src = val + 5;
+        len = strlen(src);
+    } else if (!strncmp(val, "env:", 4)) {
+        if (!val[4]) {
+            return usage_error("--key-password env: needs a variable name");
+        }
+        src = getenv(val + 4);
+        if (!src) {
+            return usage_error("--key-password: the environment variable %s is not set", val + 4);
+        }
+        len = strlen(src);
+    } else if (!strncmp(val, "file:", 5)) {
+        FILE *f = fopen(val + 5, "rb");
+        if (!f) {
+            return usage_error("--key-password: cannot open %s: %s", val + 5, strerror(errno));
+        }
+        len = fread(buf, 1, sizeof buf - 1, f);
+        int bad = ferror(f);
+        fclose(f);
+        if (bad) {
+            cli_wipe(buf, 0, sizeof buf);
+            return usage_error("--key-password: cannot read %s", val + 5);
+        }
+        const char *nl = memchr(buf, '\n', len);
+        if (nl) {
+            len = (size_t)(nl - buf);
+        } else if (len > WSP_MAX_PASSWORD_LEN) {
+            len = WSP_MAX_PASSWORD_LEN + 1; /* too long: refused below */
+        }
+        if (len > 0 && buf[len - 1] == '\r') {
+            len--;
+        }
+        src = buf;
+    } else {
+        /* the value is not quoted: it may be the password itself */
+        return usage_error("--key-password needs pass:TEXT, env:VAR or file:PATH");
+    }
+    if (len == 0 || len > WSP_MAX_PASSWORD_LEN) {
+        cli_wipe(buf, 0, sizeof buf);
+        return usage_error("--key-password: the password must be 1 to %d bytes",
+                           WSP_MAX_PASSWORD_LEN);
+    }
+    uint8_t *pw = malloc(len + 1);
+    if (!pw) {
+        cli_wipe(buf, 0, sizeof buf);
+        return usage_error("out of memory");
+    }
+    memcpy(pw, src, len);
+    pw[len] = 0;
+    cli_wipe(buf, 0, sizeof buf);
+    if (src == val + 5 && !strncmp(val, "pass:", 5)) {
+        cli_wipe((char *)val + 5, 0, len); /* argv: the rest of ps' view */
+    }
+    if (o->password) {
+        cli_wipe(o->password, 0, o->password_len);
+        free(o->password);
+    }
+    o->password = pw;
+    o->password_len = len;
+    return 0;
 }
 
 static int add_header(struct wsp_connect_opts *o, const char *v)
@@ -1090,6 +1168,7 @@ enum {
     O_HEADER = 1, O_SUBPROTO, O_CACERT, O_CERT, O_KEY, O_INSECURE, O_SERVER_NAME,
     O_PING, O_IDLE, O_CONNECT_TIMEOUT, O_RETRY, O_MAX_MSG, O_BINARY, O_BIN_FORMAT,
     O_ECHO, O_COUNT, O_QUIET, O_TIMESTAMPS, O_HELP, O_DRAIN, O_COMPRESS, O_PROXY,
+    O_KEY_PASSWORD,
 };
 
 static const struct {
@@ -1100,6 +1179,7 @@ static const struct {
     {"-H", 1, O_HEADER},           {"--header", 1, O_HEADER},
     {"--subprotocol", 1, O_SUBPROTO}, {"--cacert", 1, O_CACERT},
     {"--cert", 1, O_CERT},         {"--key", 1, O_KEY},
+    {"--key-password", 1, O_KEY_PASSWORD},
     {"--insecure", 0, O_INSECURE}, {"--server-name", 1, O_SERVER_NAME},
     {"--ping-interval", 1, O_PING}, {"--idle-timeout", 1, O_IDLE},
     {"--connect-timeout", 1, O_CONNECT_TIMEOUT}, {"--retry", 1, O_RETRY},
@@ -1165,6 +1245,7 @@ static int parse_args(int argc, char **argv, struct wsp_connect_opts *o, struct 
         case O_CACERT: r = set_string("--cacert", val, &o->cacertfile); break;
         case O_CERT: r = set_string("--cert", val, &o->certfile); break;
         case O_KEY: r = set_string("--key", val, &o->keyfile); break;
+        case O_KEY_PASSWORD: r = set_key_password(o, val); break;
         case O_SERVER_NAME: r = set_string("--server-name", val, &o->server_name); break;
         case O_INSECURE: o->verify = 0; break;
         case O_PROXY: {
@@ -1228,6 +1309,9 @@ static int parse_args(int argc, char **argv, struct wsp_connect_opts *o, struct 
     }
     if (!o->certfile != !o->keyfile) {
         return usage_error("--cert and --key go together");
+    }
+    if (o->password && !o->keyfile) {
+        return usage_error("--key-password goes with --cert and --key");
     }
     return 0;
 }

@@ -72,6 +72,8 @@
 
 -behaviour(gen_server).
 
+-include("ws_port_int.hrl").
+
 -export([start_link/1, start_link/3, start/3, child_spec/1]).
 -export([send_frame/2, send_frame/3, call/2, call/3, cast/2, reply/2, close/1]).
 -export([health/1, health/2, connection/1, option_names/0]).
@@ -135,6 +137,10 @@
 
 -define(TAG, '$ws_port_client').
 -define(DEFAULT_WINDOW, 100).
+%% close/1's mark (an ETS lookup, a few hundred ns here) is looked at on
+%% every ?CLOSE_CHECK-th frame: at most ?CLOSE_CHECK - 1 frames are handled
+%% after close/1 was called, whatever the backlog
+-define(CLOSE_CHECK, 32).
 -define(DEFAULT_PING_INTERVAL, 15000).
 -define(CLIENT_KEYS, [name, init_arg, window, heartbeat, on_connect, on_disconnect, id]).
 -define(CONNECT_KEYS, [
@@ -166,6 +172,9 @@
     %% credit: window size, frames handled since the last refill
     window :: pos_integer() | infinity,
     handled = 0 :: non_neg_integer(),
+    %% frames received, modulo ?CLOSE_CHECK: close/1's mark is looked at
+    %% when it is 0 (see handle_info/2)
+    seen = 0 :: non_neg_integer(),
     %% heartbeat
     hb = none :: ping_pong | none | {module(), term()},
     hb_interval :: pos_integer() | undefined,
@@ -313,15 +322,63 @@ reply(From, Reply) ->
 
 %% @doc Closes the connection (code 1000) and stops the client with reason
 %% `normal' (a supervisor does not restart it). `ok' also when the client
-%% is not running.
+%% is not running. Frames already delivered to the client but not yet
+%% handled are dropped, not passed to `handle_frame/2' (at most 31 more
+%% may still be handled): close/1 does not wait for a backlog (e.g.
+%% `window => infinity' and a slow handler) to be worked through. Messages
+%% other than frames are still handled in order.
 -spec close(client()) -> ok.
 close(Client) ->
+    Pid = mark_closing(Client),
     try
         gen_server:call(Client, {?TAG, close}, 10000)
     catch
         exit:{noproc, _} -> ok;
         exit:{normal, _} -> ok;
         exit:{{nodedown, _}, _} -> ok
+    after
+        unmark_closing(Pid)
+    end.
+
+%% The client (a local pid) sees the mark before its next frame; returns
+%% the pid marked, or undefined.
+mark_closing(Client) ->
+    case where(Client) of
+        Pid when is_pid(Pid), node(Pid) =:= node() ->
+            try
+                _ = ets:update_counter(?WS_PORT_CLOSING, Pid, 1, {Pid, 0}),
+                Pid
+            catch
+                %% ws_port is not running: nor is the client
+                error:badarg -> undefined
+            end;
+        _ ->
+            undefined
+    end.
+
+unmark_closing(undefined) ->
+    ok;
+unmark_closing(Pid) ->
+    try ets:update_counter(?WS_PORT_CLOSING, Pid, -1) of
+        0 -> _ = ets:delete_object(?WS_PORT_CLOSING, {Pid, 0}), ok;
+        _ -> ok
+    catch
+        error:badarg -> ok
+    end.
+
+where(Pid) when is_pid(Pid) -> Pid;
+where(Name) when is_atom(Name) -> whereis(Name);
+where({global, Name}) -> global:whereis_name(Name);
+where({via, Mod, Name}) -> Mod:whereis_name(Name);
+where({Name, Node}) when is_atom(Name), Node =:= node() -> whereis(Name);
+where(_) -> undefined.
+
+%% Whether close/1 waits for this client.
+closing() ->
+    try
+        ets:member(?WS_PORT_CLOSING, self())
+    catch
+        error:badarg -> false
     end.
 
 %% @equiv health(Client, 5000)
@@ -432,8 +489,16 @@ handle_cast(Msg, St) ->
     callback(handle_cast, [Msg], St).
 
 %% @private
-handle_info({ws_port, Conn, Frame}, #st{conn = Conn} = St) ->
-    on_frame(Frame, St);
+handle_info({ws_port, Conn, Frame}, #st{conn = Conn, seen = Seen} = St) ->
+    case Seen =:= 0 andalso closing() of
+        false ->
+            on_frame(Frame, St#st{seen = (Seen + 1) rem ?CLOSE_CHECK});
+        true ->
+            %% close/1 waits behind this frame and those after it: they are
+            %% dropped (the next clause), and the connection closed now so
+            %% that no more come
+            {noreply, drop_connection(St)}
+    end;
 handle_info({ws_port, _OldConn, _Frame}, St) ->
     %% from a connection dropped after missed heartbeats
     {noreply, St};
@@ -477,6 +542,8 @@ handle_info(Msg, St) ->
 %% @private
 terminate(Reason, #st{mod = Mod, mstate = S} = St) ->
     _ = drop_connection(St),
+    %% a close/1 caller that died before it could take its mark away
+    _ = catch ets:delete(?WS_PORT_CLOSING, self()),
     case erlang:function_exported(Mod, terminate, 2) of
         true -> Mod:terminate(Reason, S);
         false -> ok
@@ -833,7 +900,11 @@ finish_opts(ConnOpts, #st{window = Window} = St) ->
     %% staying connected is the client's job: any server close but one
     %% about our own frames is retried (see ws_port_retry:retry_on/1)
     RetryOn = maps:get(retry_on, ConnOpts, stay_connected),
-    ConnOpts2 = ConnOpts#{active => Active, await => false, retry => Retry, retry_on => RetryOn},
+    %% kept for every reconnection: the TLS key and password and the proxy
+    %% as funs, so that the state does not hold them in clear
+    ConnOpts2 = ws_port_proto:conceal(ConnOpts#{
+        active => Active, await => false, retry => Retry, retry_on => RetryOn
+    }),
     {ok, St#st{conn_opts = ConnOpts2}}.
 
 %% Opens a new connection (await => false: the answer is ws_port_up or

@@ -176,7 +176,9 @@ start_child(Sup, Map) ->
         end,
     case Url of
         undefined -> {error, {bad_option, url, undefined}};
-        _ -> supervisor:start_child(Sup, [Module, Url, Map4])
+        %% the supervisor keeps the arguments (for restarts) and prints them
+        %% in its reports: the TLS key and password and the proxy as funs
+        _ -> supervisor:start_child(Sup, [Module, Url, ws_port_proto:conceal(Map4)])
     end.
 
 %% @equiv stop_client(ws_port_client_sup, Pid)

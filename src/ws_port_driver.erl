@@ -39,17 +39,23 @@
 %% connect, or a retry after its delay): the program enforces
 %% `connect_timeout' itself and reports a timeout as a retryable `down', so
 %% the guard, `connect_timeout' (+ the retry's delay) + 3 s without news,
-%% only asks whether the program is alive. When it fires, the driver sends
-%% one port-wide probe (a `stats' round trip) for every connection whose
-%% guard fired meanwhile: answered, the guards start again (the program is
-%% slow, e.g. 10,000 connections reconnecting at once, not dead). Not
-%% answered within 10 s, the driver looks for other signs of life: a program
-%% that wrote anything meanwhile gets another 10 s, and so does one that
-%% used CPU time (up to 6 periods in a row; /proc, where there is one); a
-%% program that did neither (stopped, blocked, gone) is hung, and those
-%% connections end with `timeout' (the owner gets `{ws_port_closed, Conn,
-%% timeout}', an awaited connect `{error, timeout}'), once each, as
-%% before: a hung program does not hold them forever.
+%% only asks whether the program is alive and still has the connection.
+%% When it fires, the driver asks the program for that connection's
+%% statistics (`{stats, Id}'). Answered, the guard starts again (the
+%% program is slow, e.g. 10,000 connections reconnecting at once, not
+%% dead). Answered with `unknown_id', the program has lost the connection
+%% (a bug in it): the connection ends once, with `{port_lost_connection,
+%% Detail}' (the owner gets `{ws_port_closed, Conn, {port_lost_connection,
+%% Detail}}', an awaited connect `{error, {port_lost_connection,
+%% Detail}}'), as it does when any other command about a connection the
+%% driver holds is answered so. Not answered within 10 s, the driver looks
+%% for other signs of life: a program that wrote anything meanwhile gets
+%% another 10 s, and so does one that used CPU time (up to 6 periods in a
+%% row; /proc, where there is one); a program that did neither (stopped,
+%% blocked, gone) is hung, and the connections whose probe is unanswered
+%% end with `timeout' (the owner gets `{ws_port_closed, Conn, timeout}', an
+%% awaited connect `{error, timeout}'), once each, as before: a hung
+%% program does not hold them forever.
 %%
 %% More than 5 port restarts within 10 seconds stop the driver with reason
 %% `{port_exit, Status}' (owners get `{ws_port_closed, Conn, {port_exit,
@@ -98,10 +104,11 @@
     wire :: [ws_port_proto:wire_opt()],
     connect_timeout :: pos_integer(),
     %% guard timer in case the port never answers a connect; `probe' once it
-    %% fired and the port-wide probe (#state.probe) is out
+    %% fired and this connection's probe (a `probe' in #conn.stats) is out
     timer :: reference() | probe | undefined,
-    %% callers of info/2 waiting for a `stats' event, oldest first
-    stats = [] :: [gen_server:from()],
+    %% callers of info/2 waiting for a `stats' event, oldest first, and
+    %% `probe' for each liveness probe of the guard (see guard_fired/3)
+    stats = [] :: [gen_server:from() | probe],
     %% erlang:monotonic_time() when connect was sent
     since :: integer(),
     replayed = false :: boolean(),
@@ -159,13 +166,12 @@
     %% monotonic milliseconds of recent port restarts
     restarts = [] :: [integer()],
     held = #{} :: #{ws_port_proto:id() => #hold{}},
-    %% callers of program_stats/1 waiting for {stats, 0, _}, oldest first,
-    %% and `probe' for each liveness probe sent (see guard_fired/3)
-    pstats = [] :: [gen_server:from() | probe],
-    %% the timer of the liveness probe out, if any: connections whose guard
-    %% fired (timer = probe) wait for its answer
+    %% callers of program_stats/1 waiting for {stats, 0, _}, oldest first
+    pstats = [] :: [gen_server:from()],
+    %% the deadline of the liveness probes out, if any: connections whose
+    %% guard fired (timer = probe) wait for their answers
     probe :: reference() | undefined,
-    %% what the program had done when the probe went out or was last
+    %% what the program had done when the probes went out or were last
     %% extended (see progress/1), and how many extensions in a row it got
     %% for CPU time alone
     probe_mark = {0, undefined, 0} :: {non_neg_integer(), non_neg_integer() | undefined, non_neg_integer()},
@@ -681,43 +687,57 @@ cancel_timer(TRef) -> _ = erlang:cancel_timer(TRef, [{async, true}, {info, false
 
 %% A connection's guard fired: nothing from the port program about it for
 %% connect_timeout (+ delay) + 3 s. The program enforces connect_timeout
-%% itself, so it is late, not the connection: ask the program whether it is
-%% alive (one probe for all the connections whose guard fired meanwhile).
+%% itself, so it is late, not the connection: ask the program about this
+%% connection (`{stats, Id}'). Its answer says it is alive and still has
+%% the connection (probe_answered/3), or that it lost it (`unknown_id',
+%% see event/2). One deadline covers all the probes out.
 guard_fired(Id, C, #state{conns = Conns, probe = Probe} = State) ->
-    State2 = State#state{conns = Conns#{Id := C#conn{timer = probe}}},
+    command(State#state.port, ws_port_proto:stats_cmd(Id)),
+    State2 = State#state{conns = Conns#{Id := C#conn{timer = probe, stats = C#conn.stats ++ [probe]}}},
     case Probe of
         undefined ->
-            command(State#state.port, ws_port_proto:stats_cmd(0)),
             TRef = erlang:start_timer(?PROBE_TIMEOUT_MS, self(), probe_timeout),
             {Out, Cpu} = progress(State),
-            State2#state{probe = TRef, probe_mark = {Out, Cpu, 0}, pstats = State#state.pstats ++ [probe]};
+            State2#state{probe = TRef, probe_mark = {Out, Cpu, 0}};
         _ ->
             State2
     end.
 
-%% The program answered: it is alive, only slow. The guards start again.
-%% (An answer to an older probe, sent before a later one timed out, counts
-%% as well: the program answered after that.)
-probe_answered(#state{probe = TRef, conns = Conns} = State) ->
-    cancel_timer(TRef),
-    Rearm = fun
-        (Id, #conn{timer = probe} = C) -> C#conn{timer = guard_timer(Id, C#conn.connect_timeout)};
-        (_Id, C) -> C
-    end,
-    State#state{probe = undefined, conns = maps:map(Rearm, Conns)}.
+%% The program answered a connection's probe: it is alive, only slow, and
+%% has the connection. Its guard starts again (unless an event about it
+%% came meanwhile and set it already).
+probe_answered(Id, #conn{timer = probe} = C, State) ->
+    C2 = C#conn{timer = guard_timer(Id, C#conn.connect_timeout)},
+    State#state{conns = (State#state.conns)#{Id := C2}};
+probe_answered(Id, C, State) ->
+    State#state{conns = (State#state.conns)#{Id := C}}.
 
 %% No answer within ?PROBE_TIMEOUT_MS. A program that wrote anything since
 %% (events: it is working through a backlog, the answer is queued behind
 %% it) is given another period, and so is one that used CPU time (busy in
 %% one long loop turn), up to ?PROBE_BUSY_MAX periods in a row; stopped,
 %% blocked or gone, it is hung.
-probe_late(#state{probe_mark = {Out0, Cpu0, Busy}} = State) ->
-    {Out, Cpu} = progress(State),
-    Ran = is_integer(Cpu) andalso is_integer(Cpu0) andalso Cpu > Cpu0,
-    if
-        Out > Out0 -> extend_probe({Out, Cpu, 0}, State);
-        Ran andalso Busy < ?PROBE_BUSY_MAX -> extend_probe({Out, Cpu, Busy + 1}, State);
-        true -> probe_unanswered(State#state{probe = undefined})
+%% (With no probe unanswered any more, the deadline just ends.)
+probe_late(#state{probe_mark = {Out0, Cpu0, Busy}, conns = Conns} = State) ->
+    case probes_out(maps:iterator(Conns)) of
+        false ->
+            State#state{probe = undefined};
+        true ->
+            {Out, Cpu} = progress(State),
+            Ran = is_integer(Cpu) andalso is_integer(Cpu0) andalso Cpu > Cpu0,
+            if
+                Out > Out0 -> extend_probe({Out, Cpu, 0}, State);
+                Ran andalso Busy < ?PROBE_BUSY_MAX -> extend_probe({Out, Cpu, Busy + 1}, State);
+                true -> probe_unanswered(State#state{probe = undefined})
+            end
+    end.
+
+%% Whether a connection waits for the answer to its probe.
+probes_out(Iter) ->
+    case maps:next(Iter) of
+        none -> false;
+        {_Id, #conn{timer = probe, owner = Owner}, _} when is_pid(Owner) -> true;
+        {_Id, _C, Next} -> probes_out(Next)
     end.
 
 extend_probe(Mark, State) ->
@@ -817,7 +837,7 @@ detach(#conn{handle = {ws_port, Key, Id}, owner = Owner, from = From, timer = TR
 %% The connection is gone for good (or its connect was abandoned): tell
 %% whoever waits.
 finish(Id, #conn{from = From, stats = Waiting, handle = Handle} = C, Reason, State) ->
-    lists:foreach(fun(W) -> gen_server:reply(W, {error, closed}) end, Waiting),
+    _ = [gen_server:reply(W, {error, closed}) || W <- Waiting, W =/= probe],
     case From of
         undefined ->
             emit(Id, C, {ws_port_closed, Handle, Reason}, State);
@@ -1026,8 +1046,6 @@ event({passive, Id}, State) ->
     to_owner(Id, fun(H) -> {ws_port_passive, H} end, State);
 event({pong, Id, Rtt}, State) ->
     to_owner(Id, fun(H) -> {ws_port_pong, H, Rtt} end, State);
-event({stats, 0, Stats}, #state{pstats = [probe | Waiting]} = State) when is_map(Stats) ->
-    probe_answered(State#state{pstats = Waiting});
 event({stats, 0, Stats}, #state{pstats = [From | Waiting], conns = Conns} = State) when
     is_map(Stats)
 ->
@@ -1035,6 +1053,8 @@ event({stats, 0, Stats}, #state{pstats = [From | Waiting], conns = Conns} = Stat
     State#state{pstats = Waiting};
 event({stats, Id, Stats}, #state{conns = Conns} = State) when is_map(Stats) ->
     case Conns of
+        #{Id := #conn{stats = [probe | Waiting]} = C} ->
+            probe_answered(Id, C#conn{stats = Waiting}, State);
         #{Id := #conn{stats = [From | Waiting]} = C} ->
             #conn{handle = {ws_port, Key, _}, url = Url, owner = Owner} = C,
             %% the port's counters start again if the port program
@@ -1062,6 +1082,16 @@ event({error, Id, {What, Detail}} = Event, #state{conns = Conns} = State) ->
         #{Id := #conn{owner = undefined}} when What =:= unknown_id ->
             %% a connection we gave up on that the port no longer knows
             event({closed, Id, closed}, State);
+        #{Id := #conn{}} when What =:= unknown_id ->
+            %% The program has lost a connection it never reported closed
+            %% (a bug in it; the answer to the guard's probe, to info/2 or
+            %% to a send): no event will ever come for it. Its one final
+            %% outcome, as if the program had closed it.
+            ?LOG_ERROR(
+                "ws_port: the port program lost connection ~b (~0p); it ends with port_lost_connection",
+                [Id, Detail]
+            ),
+            event({closed, Id, {port_lost_connection, Detail}}, State);
         #{Id := #conn{handle = Handle} = C} ->
             emit(Id, C, {ws_port_error, Handle, {What, Detail}}, State);
         _ when What =:= unknown_id; What =:= not_connected ->
@@ -1476,7 +1506,7 @@ port_exited(Status, State0) ->
             ?LOG_WARNING("ws_port: port program exited with status ~p, restarting it (~b connections)",
                          [Status, map_size(Conns)]),
             %% the new program never heard those questions
-            _ = [gen_server:reply(W, {error, port_exit}) || W <- State#state.pstats, W =/= probe],
+            _ = [gen_server:reply(W, {error, port_exit}) || W <- State#state.pstats],
             %% the replay below arms every connection's guard afresh
             cancel_timer(State#state.probe),
             #state{program = Program, use_socket = UseSocket, events_ns = Ns0} = State,
@@ -1555,7 +1585,10 @@ replay_one(Id, #conn{} = C, Status, #state{key = Key, port = Port} = State) ->
     Wire = lists:keystore(active, 1, C#conn.wire, {active, Active}),
     command(Port, ws_port_proto:connect_cmd(Id, C#conn.url, Wire)),
     true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active, queues(Wire), max_size(Wire)}),
-    [command(Port, ws_port_proto:stats_cmd(Id)) || _ <- C#conn.stats],
+    %% the callers of info/2 ask the new program (the guard's probes do
+    %% not: the guard starts afresh)
+    Stats = [W || W <- C#conn.stats, W =/= probe],
+    [command(Port, ws_port_proto:stats_cmd(Id)) || _ <- Stats],
     State2 =
         %% every connection whose owner holds a handle hears of the restart
         %% (not only open ones): its credit is what was last given, and an
@@ -1572,6 +1605,7 @@ replay_one(Id, #conn{} = C, Status, #state{key = Key, port = Port} = State) ->
     cancel_timer(C#conn.timer),
     C2 = (wake(C))#conn{
         notify_up = C#conn.from =:= undefined,
+        stats = Stats,
         timer = guard_timer(Id, C#conn.connect_timeout),
         since = erlang:monotonic_time(),
         replayed = true,

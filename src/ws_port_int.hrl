@@ -15,5 +15,12 @@
 %% messages.
 -define(WS_PORT_TAB, ws_port_conns).
 
+%% The public ETS table of ws_port_client processes being closed, owned by
+%% ws_port_sup: {Pid, Closers}, a row while ws_port_client:close/1 waits for
+%% the local client Pid. The client drops the frames it still holds (not
+%% handled) once it sees its row, so that close/1 does not wait for every
+%% frame already in its mailbox to go through handle_frame.
+-define(WS_PORT_CLOSING, ws_port_closing).
+
 %% persistent_term key of the default pool: {tuple of driver names, atomics}.
 -define(WS_PORT_POOL, {ws_port, pool}).

@@ -10,7 +10,7 @@
 -export([connect_cmd/3, send_cmd/3, close_cmd/3, active_cmd/2, stats_cmd/1, reconnect_cmd/2]).
 -export([validate_active/1, validate_close/2, opcode/1, default_retry/0]).
 -export([decode_data/1]).
--export([scrub/1, tls_keys/0]).
+-export([scrub/1, conceal/1, tls_keys/0]).
 
 -export_type([id/0, active/0, frame_type/0, opts/0, wire_opt/0, data_entry/0, retry_class/0]).
 
@@ -101,7 +101,7 @@
     | {retry_on, ws_port_retry:retry_on()}
     | {send_queue, non_neg_integer()}
     | {compress, [{compress_key(), term()}]}
-    | {proxy, {http | socks5, binary(), 1..65535, binary(), binary()}}.
+    | {proxy, {http | socks5, binary(), 1..65535, binary(), fun(() -> binary())}}.
 
 -type data_entry() :: {id(), text | binary, binary()}.
 
@@ -462,6 +462,31 @@ shown_tls(key, _) -> redacted;
 shown_tls(password, _) -> redacted;
 shown_tls(_, V) -> V.
 
+%% @doc Connect options (a map, as given to ws_port:connect/2) with their
+%% secrets kept as funs returning them, as normalize_connect_opts/1 keeps
+%% them: the `tls' key and password, and the `proxy' (a URL or map that may
+%% hold credentials). For processes that keep a user's options to connect
+%% again later (ws_port_client, WsPort.Producer): their state, even as
+%% `sys:get_state/1' returns it, then shows `#Fun<...>', never the bytes.
+%% connect/2 takes the options as they are.
+-spec conceal(map()) -> map().
+conceal(Opts) when is_map(Opts) ->
+    maps:map(fun conceal_opt/2, Opts).
+
+conceal_opt(tls, Tls) when is_map(Tls) ->
+    maps:map(fun(K, V) -> element(2, conceal_tls({K, V})) end, Tls);
+conceal_opt(tls, Tls) when is_list(Tls) ->
+    [conceal_tls(E) || E <- Tls];
+conceal_opt(proxy, P) when is_binary(P); is_list(P); is_map(P) ->
+    secret(P);
+conceal_opt(_, V) ->
+    V.
+
+conceal_tls({K, V}) when K =:= key, not is_function(V); K =:= password, not is_function(V) ->
+    {K, secret(V)};
+conceal_tls(E) ->
+    E.
+
 %% The key and the password are kept as a fun returning them (as OTP's ssl
 %% keeps its passwords): option maps and the driver's state print
 %% `#Fun<...>', never the bytes. connect_cmd/3 takes them out.
@@ -530,6 +555,13 @@ is_der_seq(_) ->
 -define(KEY_PEM_LABELS, [
     <<"RSA PRIVATE KEY">>, <<"EC PRIVATE KEY">>, <<"PRIVATE KEY">>, <<"ENCRYPTED PRIVATE KEY">>
 ]).
+client_key(F) when is_function(F, 0) ->
+    %% a fun returning the key (as normalize_connect_opts/1 keeps it)
+    try F() of
+        V when not is_function(V) -> client_key(V)
+    catch
+        _:_ -> error
+    end;
 client_key({Type, Der}) when
     Type =:= 'RSAPrivateKey'; Type =:= 'ECPrivateKey'; Type =:= 'PrivateKeyInfo'
 ->
@@ -802,7 +834,10 @@ wire_opt(compress, C, Acc) -> [{compress, lists:sort(maps:to_list(C))} | Acc];
 wire_opt(proxy, none, Acc) -> Acc;
 %% resolved by ws_port_driver before (ws_port_proxy:resolve/2)
 wire_opt(proxy, system, Acc) -> Acc;
-wire_opt(proxy, Proxy, Acc) -> [{proxy, ws_port_proxy:wire(Proxy)} | Acc];
+wire_opt(proxy, Proxy, Acc) ->
+    %% the password as a fun too: the driver's state keeps the wire options
+    {T, H, P, U, Pw} = ws_port_proxy:wire(Proxy),
+    [{proxy, {T, H, P, U, secret(Pw)}} | Acc];
 wire_opt(retry, Retry, Acc) -> [{retry, lists:sort(maps:to_list(Retry))} | Acc];
 wire_opt(Name, Value, Acc) -> [{Name, Value} | Acc].
 
@@ -817,6 +852,7 @@ connect_cmd(Id, Url, WireOpts) ->
 
 %% The key and password as the port program reads them (binaries).
 reveal({K, F}) when is_function(F, 0), K =:= key; is_function(F, 0), K =:= password -> {K, F()};
+reveal({proxy, {T, H, P, U, F}}) when is_function(F, 0) -> {proxy, {T, H, P, U, F()}};
 reveal(O) -> O.
 
 %% @doc `{reconnect, Id, DelayMs}' as a packet (manual retry mode).

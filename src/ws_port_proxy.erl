@@ -47,6 +47,14 @@
 -spec normalize(term()) -> {ok, proxy() | none | system} | {error, {bad_option, term(), term()}}.
 normalize(P) when P =:= none; P =:= false ->
     {ok, none};
+normalize(F) when is_function(F, 0) ->
+    %% a fun returning the proxy (ws_port_proto:conceal/1): its credentials
+    %% do not show where the options are kept
+    try F() of
+        P when not is_function(P) -> normalize(P)
+    catch
+        _:_ -> {error, {bad_option, proxy, redacted}}
+    end;
 normalize(system) ->
     {ok, system};
 normalize(P) when is_map(P) ->

@@ -33,6 +33,9 @@ init([]) ->
     _ = ets:new(?WS_PORT_TAB, [
         set, public, named_table, {read_concurrency, true}, {write_concurrency, true}
     ]),
+    _ = ets:new(?WS_PORT_CLOSING, [
+        set, public, named_table, {read_concurrency, true}, {write_concurrency, true}
+    ]),
     Names = driver_names(N),
     persistent_term:put(?WS_PORT_POOL, {list_to_tuple(Names), atomics:new(1, [{signed, false}])}),
     Children = [

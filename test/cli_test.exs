@@ -50,7 +50,7 @@ defmodule WsPort.CLITest do
   # Runs `ws_port args...` with `input` (binary, or nil for /dev/null) on
   # stdin, killed (status 124) after timeout_s. Returns {exit_status, stdout,
   # stderr}.
-  defp run(ctx, args, input \\ nil, timeout_s \\ @run_timeout_s) do
+  defp run(ctx, args, input \\ nil, timeout_s \\ @run_timeout_s, env \\ []) do
     n = System.unique_integer([:positive])
 
     in_file =
@@ -69,7 +69,7 @@ defmodule WsPort.CLITest do
 
     {out, status} =
       System.cmd("/bin/sh", ["-c", script, bin() | args],
-        env: [{"WSP_IN", in_file}, {"WSP_ERR", err_file}]
+        env: [{"WSP_IN", in_file}, {"WSP_ERR", err_file} | env]
       )
 
     {status, out, File.read!(err_file)}
@@ -454,6 +454,122 @@ defmodule WsPort.CLITest do
                ~r/disconnected: closed by the server with 1012 "restart"; retrying in \d+ ms \(attempt 1\)/
 
       assert err =~ "upgrade refused: HTTP 401"
+    end
+  end
+
+  describe "client certificate" do
+    @key_password "cli-Passw0rd s3cret"
+
+    # a server that requires a client certificate signed by the test CA, and
+    # the client key encrypted with openssl (PKCS#8, AES-256) at test time
+    setup ctx do
+      certs = ctx.certs
+      enc = Path.join(ctx.tmp, "client_enc_#{System.unique_integer([:positive])}.pem")
+
+      {_, 0} =
+        System.cmd(
+          "openssl",
+          ~w(pkcs8 -topk8 -v2 aes-256-cbc -in #{certs.client.key} -out #{enc} -passout) ++
+            ["pass:#{@key_password}"],
+          stderr_to_stdout: true
+        )
+
+      assert File.read!(enc) =~ "BEGIN ENCRYPTED PRIVATE KEY"
+
+      peer =
+        Peer.start!(:python, tls: {certs.server.cert, certs.server.key}, client_ca: certs.ca.cert)
+
+      on_exit(fn -> Peer.stop(peer) end)
+
+      args = [
+        "connect",
+        url(peer, "/echo", "wss", "localhost"),
+        "--cacert",
+        certs.ca.cert,
+        "--cert",
+        certs.client.cert,
+        "--key",
+        enc,
+        "--count",
+        "1"
+      ]
+
+      %{client_args: args}
+    end
+
+    test "an encrypted --key with --key-password pass:, env: or file:", ctx do
+      pw_file = Path.join(ctx.tmp, "pw_#{System.unique_integer([:positive])}")
+      File.write!(pw_file, @key_password <> "\n")
+
+      for {source, env} <- [
+            {"pass:" <> @key_password, []},
+            {"env:WSP_KEY_PW", [{"WSP_KEY_PW", @key_password}]},
+            {"file:" <> pw_file, []}
+          ] do
+        {0, out, err} =
+          run(ctx, ctx.client_args ++ ["--key-password", source], "mine\n", @run_timeout_s, env)
+
+        assert out == "mine\n", "#{source |> String.split(":") |> hd}: #{err}"
+        assert err =~ "connected to wss://"
+        refute err =~ @key_password
+      end
+    end
+
+    test "without the password, or a wrong one: exit 4, never printing it", ctx do
+      {4, "", err} = run(ctx, ctx.client_args, "x\n")
+      assert err =~ "TLS failure"
+      assert err =~ "the key is encrypted and no password was given"
+
+      {4, "", err} = run(ctx, ctx.client_args ++ ["--key-password", "pass:not-it"], "x\n")
+      assert err =~ "wrong password"
+      refute err =~ "not-it"
+
+      # the server requires a certificate: without one it drops the
+      # connection (TLS 1.3: after the client's handshake, before the upgrade)
+      args = Enum.take(ctx.client_args, 4) ++ ["--count", "1"]
+      {status, "", err} = run(ctx, args, "x\n")
+      assert status in [3, 4], err
+      refute err =~ "connected to"
+    end
+
+    test "--key-password usage errors exit 2 without quoting the value", ctx do
+      url = "wss://127.0.0.1:1/"
+      {2, "", err} = run(ctx, ["connect", url, "--key-password", "pass:abc"])
+      assert err =~ "--key-password goes with --cert and --key"
+
+      {2, "", err} =
+        run(ctx, [
+          "connect",
+          url,
+          "--cert",
+          "c.pem",
+          "--key",
+          "k.pem",
+          "--key-password",
+          "hunter2"
+        ])
+
+      assert err =~ "pass:TEXT, env:VAR or file:PATH"
+      refute err =~ "hunter2"
+
+      {2, "", err} =
+        run(ctx, [
+          "connect",
+          url,
+          "--cert",
+          "c",
+          "--key",
+          "k",
+          "--key-password",
+          "env:WSP_NO_SUCH"
+        ])
+
+      assert err =~ "WSP_NO_SUCH is not set"
+
+      {2, "", err} =
+        run(ctx, ["connect", url, "--cert", "c", "--key", "k", "--key-password", "pass:"])
+
+      assert err =~ "1 to 1024 bytes"
     end
   end
 

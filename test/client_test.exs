@@ -127,7 +127,7 @@ defmodule WsPort.ClientTest do
     pid =
       start_client(Peer.url(peer, "/flood?n=3000&size=200&tag=nocredit"),
         window: :infinity,
-        init: [sleep: 2, report_frames: false]
+        init: [sleep: 2, report_frames: false, report_handled: true]
       )
 
     assert_receive {:client, :connect, ^pid, _}, 5000
@@ -135,6 +135,15 @@ defmodule WsPort.ClientTest do
     Process.sleep(100)
     {:message_queue_len, n} = Process.info(pid, :message_queue_len)
     assert n > 1000
+
+    # close/1 does not wait for that backlog to go through handle_frame (2 ms
+    # each: more than its 10 s call timeout on a loaded machine): the frames
+    # not yet handled are dropped, the connection closes with 1000
+    assert :ok = WsPort.Client.close(pid)
+    assert_receive {:client, :handled, ^pid, handled}, 5000
+    assert handled < 3000
+    assert_receive {:client, :terminate, ^pid, :normal}, 5000
+    Peer.await_line(peer, "CLOSED /flood?n=3000&size=200&tag=nocredit 1000")
   end
 
   test "Deribit heartbeat: answers test requests, measures the RTT, hides heartbeats", %{

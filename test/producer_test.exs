@@ -594,6 +594,36 @@ defmodule WsPort.ProducerTest do
       assert ProducerOptions.connect_opts(c).retry_on == [{:remote_close, {:except, [1000]}}]
     end
 
+    test "tls key and password and proxy credentials are kept as funs, not in clear" do
+      secret = "pr0xy-s3cret"
+
+      {:ok, c} =
+        ProducerOptions.validate(url: "ws://h", proxy: "http://u:#{secret}@127.0.0.1:3128")
+
+      assert is_function(c.proxy, 0)
+      refute inspect(c, limit: :infinity) =~ secret
+      # :ws_port.connect/2 gets them all the same
+      {:ok, %{proxy: proxy}} =
+        :ws_port_proto.normalize_connect_opts(ProducerOptions.connect_opts(c))
+
+      assert proxy.password == secret and proxy.username == "u"
+
+      {:ok, c} =
+        ProducerOptions.validate(
+          url: "wss://h",
+          tls: [certfile: "/c", keyfile: "/k", password: secret, verify: :verify_none]
+        )
+
+      assert %{password: pw, keyfile: "/k", verify: :verify_none} = c.tls
+      assert is_function(pw, 0)
+      refute inspect(c, limit: :infinity) =~ secret
+      {:ok, %{tls: tls}} = :ws_port_proto.normalize_connect_opts(ProducerOptions.connect_opts(c))
+      assert tls.password.() == secret
+      # an error about a malformed :tls never quotes it
+      msg = error(url: "wss://h", tls: [{:password, secret}, :oops])
+      refute msg =~ secret
+    end
+
     test "connect_opts: never blocks, nothing read before demand" do
       {:ok, c} = ProducerOptions.validate(url: "ws://h", ping_interval: 5_000)
 

@@ -194,6 +194,9 @@ defmodule WsPort.ProxyTest do
           assert info.proxy == "http://127.0.0.1:#{p.port}"
           {:ws_port, driver, _} = conn
           refute inspect(:sys.get_status(driver), limit: :infinity) =~ @pass
+          # its state as it is (sys:get_state: no format_status) keeps the
+          # password in a fun
+          refute inspect(:sys.get_state(driver), limit: :infinity) =~ @pass
           :ok = :ws_port.close(conn)
 
           assert {:error, {:proxy, {:http_status, _, _}}} =
@@ -466,7 +469,14 @@ defmodule WsPort.ProxyTest do
       assert {:ok, config} =
                WsPort.ProducerOptions.validate(url: url, proxy: "socks5://u:pw@127.0.0.1:1")
 
-      assert WsPort.ProducerOptions.connect_opts(config).proxy == "socks5://u:pw@127.0.0.1:1"
+      # passed on inside a fun (the producer's state holds no credentials)
+      proxy = WsPort.ProducerOptions.connect_opts(config).proxy
+      assert proxy.() == "socks5://u:pw@127.0.0.1:1"
+      refute inspect(config, limit: :infinity) =~ "pw@"
+
+      assert {:ok, %{proxy: %{type: :socks5, username: "u", password: "pw"}}} =
+               :ws_port_proto.normalize_connect_opts(WsPort.ProducerOptions.connect_opts(config))
+
       assert {:error, msg} = WsPort.ProducerOptions.validate(url: url, proxy: "ftp://u:hidden@h")
       assert msg =~ ":proxy"
       refute msg =~ "hidden"

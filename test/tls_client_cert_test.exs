@@ -396,6 +396,80 @@ defmodule WsPort.TlsClientCertTest do
       assert hidden?.(log)
     end
 
+    # sys:get_state/1 returns the state as it is (format_status/1 does not
+    # apply): the processes that keep the options keep their secrets as funs
+    test "not in sys:get_state of the driver, a ws_port_client, a producer core", ctx do
+      key_b64 = ctx.ec_enc_pem |> String.split("\n") |> Enum.at(2)
+
+      hidden? = fn term ->
+        printed = inspect(term, limit: :infinity, printable_limit: :infinity)
+        erl = IO.iodata_to_binary(:io_lib.format(~c"~p", [term]))
+        for text <- [printed, erl], do: refute(text =~ @password or text =~ key_b64)
+        true
+      end
+
+      tls = tls(ctx, cert: ctx.ec_cert_pem, key: ctx.ec_enc_pem, password: @password)
+      # the check sees the secrets in the options as given
+      assert_raise ExUnit.AssertionError, fn -> hidden?.(tls) end
+
+      log =
+        capture_log(fn ->
+          {:ok, conn} = :ws_port.connect(ctx.url, %{tls: tls})
+          {:ws_port, driver, _} = conn
+          driver_pid = if is_pid(driver), do: driver, else: Process.whereis(driver)
+          assert hidden?.(:sys.get_state(driver_pid))
+          :ok = :ws_port.close(conn)
+
+          {:ok, client} =
+            :ws_port_client.start(:ws_port_client_forward, ctx.url, %{
+              tls: tls,
+              init_arg: self()
+            })
+
+          assert_receive {:ws_port_client_up, ^client, _}, @wait
+          assert hidden?.(:sys.get_state(client))
+          :ok = :ws_port_client.close(client)
+
+          # a supervised client: the supervisor keeps its start arguments
+          {:ok, sup} = :ws_port_client_sup.start_link(%{name: false})
+          {:ok, child} = :ws_port_client_sup.start_client(sup, ctx.url, %{tls: tls})
+          assert_receive {:ws_port_client_up, ^child, _}, @wait
+          assert hidden?.(:sys.get_state(sup))
+          assert hidden?.(:sys.get_state(child))
+          # a crash: the supervisor's report prints the child's arguments
+          Process.exit(child, :kill)
+          assert_receive {:ws_port_client_up, child2, _}, @wait
+          assert child2 != child
+          :ok = :ws_port_client_sup.stop_client(sup, child2)
+          Process.unlink(sup)
+          Process.exit(sup, :shutdown)
+
+          # WsPort.Producer's state is the core (Broadway is not needed to
+          # hold one): an Agent owns it here, as the producer process would
+          {:ok, holder} =
+            Agent.start(fn ->
+              {:ok, core} = WsPort.ProducerCore.init(url: ctx.url, tls: Map.to_list(tls))
+              core
+            end)
+
+          core = :sys.get_state(holder)
+          assert hidden?.(core)
+          assert %{key: key, password: pw} = core.config.tls
+          assert is_function(key, 0) and is_function(pw, 0)
+          # the connection is made with them all the same
+          {:ok, %{state: _}} = :ws_port.info(WsPort.ProducerCore.conn(core))
+          assert hidden?.(:sys.get_status(holder))
+          ref = Process.monitor(holder)
+          :ok = :sys.terminate(holder, :crash_for_the_test)
+          assert_receive {:DOWN, ^ref, :process, ^holder, :crash_for_the_test}, @wait
+        end)
+
+      # the Agent's crash report printed the core (with no format_status of
+      # its own): nothing in clear
+      assert log =~ "crash_for_the_test"
+      assert hidden?.(log)
+    end
+
     test "scrub/1 hides key and password in maps, proplists and wire options" do
       term = %{
         tls: %{key: "K", password: "P", cert: "C"},

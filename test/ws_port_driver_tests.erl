@@ -33,7 +33,9 @@ driver_test_() ->
                 {"a stopped port program, continued after the guards fired: connections come up",
                     fun port_stopped/1},
                 {"a hung port program: the connections waiting on it end with timeout, once",
-                    fun port_hung/1}
+                    fun port_hung/1},
+                {"connections the port program lost end with port_lost_connection, once",
+                    fun port_lost/1}
             ]
         ]}
     end}.
@@ -546,6 +548,53 @@ port_hung(Base) ->
     [?assertEqual({error, closed}, ws_port:send(C, {text, <<"x">>})) || C <- Later],
     ok = ws_port:close(Open),
     ok = gen_server:stop(Driver),
+    receive
+        M -> ?assertEqual(nothing, M)
+    after 200 -> ok
+    end.
+
+%% A port program that has lost track of a connection (a bug in it) must
+%% not hold that connection for ever. test/peers/lossy_port.py runs the real
+%% program but never passes it a connect whose URL holds "lost-by-port": the
+%% driver believes those connections exist, the program never had them. The
+%% guard's probe ({stats, Id}, 500 + 3000 ms after the connect) is answered
+%% unknown_id: each such connection ends once, with {port_lost_connection,
+%% Detail}, and an awaited connect returns that error; info/1 asks the
+%% program at once and ends one the same way. The connection the program
+%% has is left alone. (A program merely slow: port_stopped above.)
+port_lost(Base) ->
+    flush(),
+    Program = filename:join([root(), "test", "peers", "lossy_port.py"]),
+    {ok, Driver} = ws_port_driver:start_link(undefined, [{port_program, Program}]),
+    unlink(Driver),
+    Opts = #{driver => Driver, connect_timeout => 500},
+    {ok, Open} = ws_port:connect(Base ++ "/echo", Opts),
+    Lost = Base ++ "/echo?lost-by-port",
+    {ok, Later} = ws_port:connect(Lost, Opts#{await => false}),
+    {ok, Asked} = ws_port:connect(Lost, Opts#{await => false}),
+    Self = self(),
+    spawn(fun() -> Self ! {awaited, ws_port:connect(Lost, Opts)} end),
+    ?assertEqual({error, closed}, ws_port:info(Asked)),
+    ?assertMatch({ws_port_closed, Asked, {port_lost_connection, <<_/binary>>}}, recv_any(Asked)),
+    %% the others when their guard fires
+    ?assertMatch({ws_port_closed, Later, {port_lost_connection, <<_/binary>>}}, recv_any(Later)),
+    ?assertMatch(
+        {error, {port_lost_connection, <<_/binary>>}},
+        receive
+            {awaited, R} -> R
+        after ?WAIT -> error(timeout)
+        end
+    ),
+    ?assertMatch(
+        {ok, #{driver_connections := 1, connections := 1}}, ws_port_driver:program_stats(Driver)
+    ),
+    ?assertEqual({error, closed}, ws_port:send(Later, {text, <<"x">>})),
+    ?assertEqual(ok, ws_port:close(Later)),
+    ok = ws_port:send(Open, {text, <<"still">>}),
+    ?assertEqual({text, <<"still">>}, recv(Open)),
+    ok = ws_port:close(Open),
+    ok = gen_server:stop(Driver),
+    %% one final outcome each: nothing more came
     receive
         M -> ?assertEqual(nothing, M)
     after 200 -> ok

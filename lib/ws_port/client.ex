@@ -257,7 +257,12 @@ defmodule WsPort.Client do
   @spec reply(GenServer.from(), term()) :: :ok
   def reply(from, reply), do: :ws_port_client.reply(from, reply)
 
-  @doc "Closes the connection (1000) and stops the client normally (not restarted)."
+  @doc """
+  Closes the connection (1000) and stops the client normally (not
+  restarted). Frames already delivered but not yet handled are dropped (not
+  passed to `c:handle_frame/2`; at most 31 more may still be handled):
+  `close/1` does not wait for a backlog.
+  """
   @spec close(client()) :: :ok
   def close(client), do: :ws_port_client.close(client)
 

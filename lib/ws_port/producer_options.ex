@@ -334,14 +334,15 @@ defmodule WsPort.ProducerOptions do
 
   defp protocols(other), do: bad(:protocols, other, "a list of non-empty strings")
 
-  # the value is kept as given (ws_port.connect/2 takes it); never echoed in
-  # the message, which may be a URL with credentials
+  # the value is kept as given (ws_port.connect/2 takes it), inside a fun (it
+  # may hold credentials: not in the producer's state in clear); never
+  # echoed in the message, which may be a URL with credentials
   defp proxy(nil), do: {:ok, nil}
 
   defp proxy(proxy) do
     case :ws_port_proxy.normalize(proxy) do
       {:ok, _} ->
-        {:ok, proxy}
+        {:ok, :ws_port_proto.conceal(%{proxy: proxy}).proxy}
 
       {:error, {:bad_option, part, value}} ->
         {:error,
@@ -353,7 +354,11 @@ defmodule WsPort.ProducerOptions do
   defp tls(nil), do: {:ok, nil}
 
   defp tls(tls) when is_list(tls),
-    do: if(Keyword.keyword?(tls), do: tls(Map.new(tls)), else: bad_tls(tls))
+    do:
+      if(Keyword.keyword?(tls),
+        do: tls(Map.new(tls)),
+        else: bad_tls(:ws_port_proto.scrub(tls))
+      )
 
   # checked as :ws_port.connect/2 checks it (ws_port_proto), so every key it
   # takes is taken here; the key and password are never shown in an error
@@ -362,7 +367,9 @@ defmodule WsPort.ProducerOptions do
       nil ->
         case :ws_port_proto.normalize_connect_opts(%{tls: tls}) do
           {:ok, _} ->
-            {:ok, tls}
+            # the key and password kept as funs: the producer's state (its
+            # config) never holds them in clear
+            {:ok, :ws_port_proto.conceal(%{tls: tls}).tls}
 
           {:error, {:bad_option, {:tls, :verify}, v}} ->
             bad(:tls, [verify: v], ":verify_peer or :verify_none for :verify")
@@ -387,7 +394,7 @@ defmodule WsPort.ProducerOptions do
     end
   end
 
-  defp tls(other), do: bad_tls(other)
+  defp tls(other), do: bad_tls(:ws_port_proto.scrub(other))
 
   defp bad_tls(v),
     do: bad(:tls, v, "a keyword list or map of " <> Enum.map_join(@tls_keys, ", ", &inspect/1))

@@ -20,7 +20,8 @@ end
     Reports everything to `arg[:test]` as `{:client, event, self(), data}`;
     sends `arg[:subscribe]` (a text) after every connect; `"crash"` makes
     `handle_frame` raise; `arg[:sleep]` ms of sleep in every `handle_frame`;
-    `arg[:on_disconnect]` (`:stop`) is what `handle_disconnect` does.
+    `arg[:on_disconnect]` (`:stop`) is what `handle_disconnect` does;
+    `arg[:report_handled]` reports the frames handled when it terminates.
     """
     use WsPort.Client
 
@@ -73,7 +74,10 @@ end
     def handle_info(_msg, state), do: {:ok, state}
 
     @impl true
-    def terminate(reason, state), do: report(state, :terminate, reason)
+    def terminate(reason, state) do
+      if state[:report_handled], do: report(state, :handled, Map.get(state, :frames, 0))
+      report(state, :terminate, reason)
+    end
 
     defp report(state, event, data) do
       if test = state[:test], do: send(test, {:client, event, self(), data})
