@@ -183,11 +183,13 @@
 %% events socket: inet's read buffer. Its default (1460 bytes) took one or
 %% two packets of small messages per read, so a backlog (the BEAM short of
 %% CPU a moment) drained one poll round trip per packet: in the fan-in
-%% benchmark (10,000 connections, 20,000 small messages/s) p90 went from
-%% about 100 ms to 4 ms with 64 KiB, at less CPU. A packet over it gets a
-%% buffer of its own size, as before; a small message, a sub-binary of its
-%% packet, keeps at most this much alive (README, Performance).
--define(EVENTS_BUFFER, 65536).
+%% benchmark (10,000 connections, 20,000 small messages/s, 735 B packets)
+%% p90 went from 5-110 ms to about 3 ms with 16 or 64 KiB. A packet larger
+%% than the buffer is moved into one of its own size, copying what was
+%% read: 64 KiB cost 64 KiB messages ~10% more BEAM CPU, 16 KiB (the port
+%% program's batches of small messages are about that) did not. A small
+%% message, a sub-binary of its read, keeps at most this much alive.
+-define(EVENTS_BUFFER, 16384).
 -define(EVENTS_ACCEPT_MS, 5000).
 %% the program is gone: its socket's end comes at once
 -define(EVENTS_DRAIN_MS, 1000).
