@@ -52,13 +52,16 @@ main([Mode, Url, N | Rest]) when Mode =:= "procs"; Mode =:= "one" ->
     io:format(standard_error, "fanin_bench: ~b connections up in ~.1f s~n",
               [Count, (T1 - T0) / 1000]),
     timer:sleep(Warm * 1000),
+    Prof = profile_start(Driver),
     S0 = snapshot(H),
     Cpu0 = {cpu(OsPid), cpu(os:getpid())},
     W0 = erlang:monotonic_time(microsecond),
+    Sampler = sampler_start(Prof, Driver),
     timer:sleep(Window * 1000),
     S1 = snapshot(H),
     Cpu1 = {cpu(OsPid), cpu(os:getpid())},
     W1 = erlang:monotonic_time(microsecond),
+    profile_stop(Prof, Sampler, Driver, Owners),
     Mq = lists:sum([Q || O <- Owners, {message_queue_len, Q} <- [process_info(O, message_queue_len)]]),
     Secs = (W1 - W0) / 1.0e6,
     Hist = [B - A || {A, B} <- lists:zip(S0, S1)],
@@ -149,6 +152,76 @@ one_owner(#{hist := H, coord := Coord} = S) ->
         Other ->
             fail("unexpected message: ~0p", [Other])
     end.
+
+%% ---- FANIN_PROFILE=1: where the BEAM's time goes (on stderr): msacc
+%% over the window, the driver's heap and mailbox (sampled every 10 ms:
+%% the largest mailbox seen), the events socket's packets (messages per
+%% packet), the driver's and owners' reductions. Off by default: msacc's
+%% own cost is small but not nil.
+
+profile_start(Driver) ->
+    case os:getenv("FANIN_PROFILE") of
+        "1" ->
+            Ev = events_socket(Driver),
+            msacc:start(),
+            #{events => Ev, stat0 => sock_stat(Ev),
+              red0 => red(Driver), gc0 => erlang:statistics(garbage_collection),
+              cs0 => element(1, erlang:statistics(context_switches))};
+        _ ->
+            undefined
+    end.
+
+sampler_start(undefined, _Driver) ->
+    undefined;
+sampler_start(_, Driver) ->
+    Self = self(),
+    spawn_link(fun() -> sample(Driver, Self, 0, 0, 0) end).
+
+sample(Driver, Parent, MaxQ, SumQ, N) ->
+    receive
+        {stop, Parent} -> Parent ! {sampled, MaxQ, SumQ / max(N, 1), N}
+    after 10 ->
+        {message_queue_len, Q} = process_info(Driver, message_queue_len),
+        sample(Driver, Parent, max(Q, MaxQ), SumQ + Q, N + 1)
+    end.
+
+profile_stop(undefined, _, _, _) ->
+    ok;
+profile_stop(#{events := Ev, stat0 := St0, red0 := R0, gc0 := {Gc0, W0, _}, cs0 := Cs0},
+             Sampler, Driver, Owners) ->
+    msacc:stop(),
+    Sampler ! {stop, self()},
+    {MaxQ, AvgQ, _} = receive {sampled, A, B, C} -> {A, B, C} end,
+    St1 = sock_stat(Ev),
+    {Gc1, W1, _} = erlang:statistics(garbage_collection),
+    Cs1 = element(1, erlang:statistics(context_switches)),
+    Info = process_info(Driver, [heap_size, total_heap_size, message_queue_len,
+                                 garbage_collection, current_function, status]),
+    OwnerRed = lists:sum([R || O <- Owners, {reductions, R} <- [process_info(O, reductions)]]),
+    io:format(standard_error,
+              "fanin_bench profile: events socket ~p -> ~p~n"
+              "  driver reductions in window ~b, owners' reductions total ~b~n"
+              "  driver mailbox max ~b, mean ~.1f (10 ms samples); ~p~n"
+              "  GCs in window ~b (~b words reclaimed), context switches ~b~n",
+              [St0, St1, red(Driver) - R0, OwnerRed, MaxQ, AvgQ, Info,
+               Gc1 - Gc0, W1 - W0, Cs1 - Cs0]),
+    msacc:print(standard_error, msacc:stats(), #{system => true}),
+    ok.
+
+events_socket(Driver) ->
+    %% #state{key, port, events, ...}
+    element(4, sys:get_state(Driver)).
+
+sock_stat(undefined) -> undefined;
+sock_stat(S) ->
+    case inet:getstat(S, [recv_cnt, recv_oct, recv_avg]) of
+        {ok, L} -> L;
+        _ -> undefined
+    end.
+
+red(Pid) ->
+    {reductions, R} = process_info(Pid, reductions),
+    R.
 
 %% ---- histogram
 

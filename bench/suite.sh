@@ -10,6 +10,8 @@
 #   BENCHES=storm TRANSPORTS=wss bench/suite.sh     # reconnect storm (runs bench/storm.sh)
 #   BENCHES=fanin TRANSPORTS=ws bench/suite.sh      # 10,000 connections x 10 small msgs/s: CPU, latency
 #   BEFORE=/path/to/old/ws_port BENCHES="echo fanin" bench/suite.sh  # also that port program (echo, fanin), same run
+#   BEFORE_EBIN=/path/to/old/ebin BENCHES=fanin bench/suite.sh  # fanin: also that build of the BEAM code
+#                                      # (with BEFORE's program if set, else this tree's), same run
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +26,8 @@ SETUP_N=${SETUP_N:-1000}
 IDLE_N=${IDLE_N:-10000}
 STREAM_N=${STREAM_N:-500000}
 CMD="$0 $*"
+# fanin's *_before rows: BEFORE's program, or this tree's with BEFORE_EBIN
+BEF=${BEFORE:-${BEFORE_EBIN:+${WS_PORT_PROGRAM:-$ROOT/priv/ws_port}}}
 # fanin: FANIN_N connections from bench/out/fanin_server, FANIN_RATE messages
 # of FANIN_SIZE bytes per second each; FANIN_WARM s warm-up, FANIN_WINDOW s measured
 FANIN_N=${FANIN_N:-10000}
@@ -34,7 +38,7 @@ FANIN_WINDOW=${FANIN_WINDOW:-20}
 if [[ " $BENCHES " == *" fanin "* ]]; then
     for v in FANIN_N FANIN_RATE FANIN_SIZE FANIN_WARM FANIN_WINDOW; do CMD="$v=\"${!v}\" $CMD"; done
 fi
-for v in RUNS TRANSPORTS BENCHES ECHO_N ECHO_SIZE SETUP_N IDLE_N STREAM_N ${WS_PORT_PROGRAM:+WS_PORT_PROGRAM} ${BEFORE:+BEFORE}; do
+for v in RUNS TRANSPORTS BENCHES ECHO_N ECHO_SIZE SETUP_N IDLE_N STREAM_N ${WS_PORT_PROGRAM:+WS_PORT_PROGRAM} ${BEFORE:+BEFORE} ${BEFORE_EBIN:+BEFORE_EBIN}; do
     CMD="$v=\"${!v}\" $CMD"
 done
 
@@ -185,12 +189,12 @@ for tr in $TRANSPORTS; do
                         sleep 0.05
                     done
                 fi
-                for c in plain procs one ${BEFORE:+procs_before one_before}; do
+                for c in plain procs one ${BEF:+procs_before one_before}; do
                     furl="ws://127.0.0.1:$FANIN_PORT/"
                     if [[ $c == plain ]]; then
                         line=$(run "$c" "$OUT/plain_client" --fanin "$FANIN_N" --warm "$FANIN_WARM" --window "$FANIN_WINDOW" "$furl")
                     elif [[ $c == *_before ]]; then
-                        line=$(WS_PORT_PROGRAM=$BEFORE run "$c" escript "$HERE/fanin_bench.escript" "${c%_before}" "$furl" "$FANIN_N" "$FANIN_WARM" "$FANIN_WINDOW")
+                        line=$(WS_PORT_EBIN=${BEFORE_EBIN:-${WS_PORT_EBIN:-}} WS_PORT_PROGRAM=$BEF run "$c" escript "$HERE/fanin_bench.escript" "${c%_before}" "$furl" "$FANIN_N" "$FANIN_WARM" "$FANIN_WINDOW")
                     else
                         line=$(run "$c" escript "$HERE/fanin_bench.escript" "$c" "$furl" "$FANIN_N" "$FANIN_WARM" "$FANIN_WINDOW")
                     fi
@@ -287,7 +291,7 @@ if [[ " $BENCHES " == *" fanin "* ]]; then
     TABLE+=$'\n'"Fan-in: $FANIN_N connections on 127.0.0.1, each $FANIN_RATE messages/s of $FANIN_SIZE B (bench/out/fanin_server, paced every 250 µs; expected $((FANIN_N * FANIN_RATE)) msgs/s), $FANIN_WINDOW s measured after $FANIN_WARM s warm-up; latency = receive - send time (CLOCK_REALTIME); CPU s per million messages (plain: the client; ws_port: the port program, and the BEAM apart); procs = one owner process per connection, one = one owner holding all; targets: port/plain CPU <= 2, p99 < 5 ms"$'\n\n'
     TABLE+="| case | msgs/s | gaps | p50 µs | p99 µs | p99.9 µs | CPU s/M (plain or port) | BEAM CPU s/M | port / plain CPU |"$'\n'
     TABLE+="|---|---:|---:|---:|---:|---:|---:|---:|---:|"$'\n'
-    for c in plain procs one ${BEFORE:+procs_before one_before}; do
+    for c in plain procs one ${BEF:+procs_before one_before}; do
         TABLE+="| $c | $(v "ws,fanin,$c,rate") | $(v "ws,fanin,$c,gaps") | $(v "ws,fanin,$c,p50") | $(v "ws,fanin,$c,p99") | $(v "ws,fanin,$c,p999") | $(v "ws,fanin,$c,cpu") | $(v "ws,fanin,$c,beam") | $(ratio "${R[ws,fanin,$c,cpu]:-}" "${R[ws,fanin,plain,cpu]:-}") |"$'\n'
     done
 fi

@@ -186,6 +186,16 @@
 %% events socket: packets taken from it before the driver says "more"
 %% (back pressure reaches the port program when the driver falls behind)
 -define(EVENTS_ACTIVE, 64).
+%% events socket: inet's read buffer. Its default (1460 bytes) took one or
+%% two packets of small messages per read, so a backlog (the BEAM short of
+%% CPU a moment) drained one poll round trip per packet: in the fan-in
+%% benchmark (10,000 connections, 20,000 small messages/s, 735 B packets)
+%% p90 went from 5-110 ms to about 3 ms with 16 or 64 KiB. A packet larger
+%% than the buffer is moved into one of its own size, copying what was
+%% read: 64 KiB cost 64 KiB messages ~10% more BEAM CPU, 16 KiB (the port
+%% program's batches of small messages are about that) did not. A small
+%% message, a sub-binary of its read, keeps at most this much alive.
+-define(EVENTS_BUFFER, 16384).
 -define(EVENTS_ACCEPT_MS, 5000).
 %% the program is gone: its socket's end comes at once
 -define(EVENTS_DRAIN_MS, 1000).
@@ -484,8 +494,8 @@ handle_info(Msg, State) ->
     ?LOG_DEBUG("ws_port_driver: unexpected message ~P", [Msg, 20]),
     {noreply, State}.
 
-packet(<<1, Entries/binary>>, #state{conns = Conns} = State) ->
-    case deliver(Entries, 0, undefined, undefined, Conns, []) of
+packet(<<1, Entries/binary>>, #state{key = Key, conns = Conns} = State) ->
+    case deliver(Entries, 0, undefined, Key, undefined, Conns, []) of
         [] -> {noreply, State};
         Held -> {noreply, hold_messages(lists:reverse(Held), State)}
     end;
@@ -538,6 +548,7 @@ do_connect(Url0, Opts, Owner, From, #state{key = Key, port = Port, conns = Conns
     {Url, State1} = intern(Url0, State0),
     {Wire, State2} = intern(ws_port_proto:wire_opts(Opts), State1),
     State = own(Owner, Id, State2),
+    route(Id, Owner),
     #{connect_timeout := Timeout, active := Active, await := Await} = Opts,
     command(Port, ws_port_proto:connect_cmd(Id, Url, Wire)),
     true = ets:insert(?WS_PORT_TAB, {{Key, Id}, Port, connecting, Active, queues(Wire), max_size(Wire)}),
@@ -643,8 +654,10 @@ own(Pid, Id, #state{owners = Owners} = State) ->
         end,
     State#state{owners = Owners#{Pid => Entry}}.
 
-%% Id is no longer Pid's: its monitor goes with its last connection.
+%% Id is no longer Pid's: its monitor goes with its last connection, and
+%% its data no longer go straight to Pid (see route/2).
 disown(Pid, Id, #state{owners = Owners} = State) ->
+    unroute(Id),
     case Owners of
         #{Pid := {Ref, Ids}} ->
             case maps:remove(Id, Ids) of
@@ -657,6 +670,25 @@ disown(Pid, Id, #state{owners = Owners} = State) ->
         _ ->
             State
     end.
+
+%% The route of a connection's data (the hot path, deliver/7): Id => the
+%% owner its messages go straight to, in the process dictionary. A lookup
+%% in a map of 10,000 connections (a HAMT: a cache miss per level, then
+%% the #conn{}) was the driver's largest cost per message in the fan-in
+%% benchmark; the dictionary is one hash and a bucket. An entry exists
+%% only while the connection has an owner and no handover is in progress
+%% (#conn.hold): set when it is opened (do_connect/5) and when a hold ends
+%% (end_hold/3), removed by disown/3 (detach/3, handover, closed). Without
+%% an entry, deliver/7 looks in #state.conns as before (holds, drops), so a
+%% missing entry is only slower, never wrong. Keys are the integer ids:
+%% nothing else in this process's dictionary is an integer.
+route(Id, Owner) ->
+    _ = put(Id, Owner),
+    ok.
+
+unroute(Id) ->
+    _ = erase(Id),
+    ok.
 
 %% One connection of an owner that died (already out of #state.owners).
 owner_down(Id, Pid, #state{conns = Conns} = State) ->
@@ -892,6 +924,7 @@ end_hold(Id, Continue, #state{held = Held0, conns = Conns} = State) ->
                     gen_server:reply(From, ok),
                     hand_over(Id, C2, NewOwner, State3);
                 undefined ->
+                    route(Id, To),
                     State3
             end;
         #{Id := C} ->
@@ -921,28 +954,38 @@ hold_messages([{Id, Msg} | Rest], #state{conns = Conns} = State) ->
 
 %% The hot path: deliver every message of a data packet, in order, caching
 %% the owner of the last id seen. Payloads are sub-binaries of the packet.
-%% Messages for a connection in handover are returned (newest first) to be
-%% held; the cache only ever holds an owner that gets messages directly.
-deliver(<<Id:32, Op, Len:32, Payload:Len/binary, Rest/binary>>, Id, Owner, Handle, Conns, Held) when
+%% The owner comes from the route (route/2, the process dictionary); a
+%% connection without one is looked up in Conns: messages for a connection
+%% in handover are returned (newest first) to be held, those of a detached
+%% or unknown one dropped. The cache only ever holds an owner that gets
+%% messages directly.
+deliver(<<Id:32, Op, Len:32, Payload:Len/binary, Rest/binary>>, Id, Owner, Key, Handle, Conns, Held) when
     is_pid(Owner)
 ->
     Owner ! {ws_port, Handle, frame(Op, Payload)},
-    deliver(Rest, Id, Owner, Handle, Conns, Held);
-deliver(<<Id:32, Op, Len:32, Payload:Len/binary, Rest/binary>>, _, _, _, Conns, Held) ->
-    case Conns of
-        #{Id := #conn{owner = Owner, handle = Handle, hold = false}} when is_pid(Owner) ->
+    deliver(Rest, Id, Owner, Key, Handle, Conns, Held);
+deliver(<<Id:32, Op, Len:32, Payload:Len/binary, Rest/binary>>, _, _, Key, _, Conns, Held) ->
+    case get(Id) of
+        Owner when is_pid(Owner) ->
+            Handle = {ws_port, Key, Id},
             Owner ! {ws_port, Handle, frame(Op, Payload)},
-            deliver(Rest, Id, Owner, Handle, Conns, Held);
-        #{Id := #conn{owner = Owner, handle = Handle}} when is_pid(Owner) ->
-            Msg = {ws_port, Handle, frame(Op, Payload)},
-            deliver(Rest, 0, undefined, undefined, Conns, [{Id, Msg} | Held]);
-        _ ->
-            %% closed by the user or unknown: dropped
-            deliver(Rest, 0, undefined, undefined, Conns, Held)
+            deliver(Rest, Id, Owner, Key, Handle, Conns, Held);
+        undefined ->
+            case Conns of
+                #{Id := #conn{owner = Owner, handle = Handle, hold = false}} when is_pid(Owner) ->
+                    Owner ! {ws_port, Handle, frame(Op, Payload)},
+                    deliver(Rest, Id, Owner, Key, Handle, Conns, Held);
+                #{Id := #conn{owner = Owner, handle = Handle}} when is_pid(Owner) ->
+                    Msg = {ws_port, Handle, frame(Op, Payload)},
+                    deliver(Rest, 0, undefined, Key, undefined, Conns, [{Id, Msg} | Held]);
+                _ ->
+                    %% closed by the user or unknown: dropped
+                    deliver(Rest, 0, undefined, Key, undefined, Conns, Held)
+            end
     end;
-deliver(<<>>, _, _, _, _, Held) ->
+deliver(<<>>, _, _, _, _, _, Held) ->
     Held;
-deliver(Bad, _, _, _, _, Held) ->
+deliver(Bad, _, _, _, _, _, Held) ->
     ?LOG_WARNING("ws_port: malformed data packet from the port program: ~P", [Bad, 20]),
     Held.
 
@@ -1404,7 +1447,7 @@ events_accept(Port, {L, Dir} = Listen) ->
     close_listen(Listen),
     case R of
         {ok, S} ->
-            _ = inet:setopts(S, [{active, ?EVENTS_ACTIVE}]),
+            _ = inet:setopts(S, [{active, ?EVENTS_ACTIVE}, {buffer, ?EVENTS_BUFFER}]),
             {ok, Port, S};
         stdout ->
             ?LOG_WARNING("ws_port: events socket not reached: events come on stdout"),

@@ -313,14 +313,28 @@ owner_monitor_shared(Base) ->
         length([M || {process, M} <- Ms, M =:= P])
     end,
     ?assertEqual(1, Watched(Owner)),
+    %% the driver's routes of data (id => owner, its process dictionary):
+    %% one per connection with an owner and no handover in progress
+    Routes = fun() ->
+        {dictionary, D} = erlang:process_info(Driver, dictionary),
+        lists:sort([{K, V} || {K, V} <- D, is_integer(K)])
+    end,
+    Id = fun({ws_port, _, I}) -> I end,
+    ?assertEqual(lists:sort([{Id(X), Owner} || X <- [A, B, C]]), Routes()),
     %% any process may close a connection: the owner still watched once
     ok = ws_port:close(A),
     ?assertEqual({error, closed}, ws_port:send(A, {text, <<"x">>})),
     ?assertEqual(1, Watched(Owner)),
+    ?assertEqual(lists:sort([{Id(X), Owner} || X <- [B, C]]), Routes()),
     %% B moves to this process: watched once each
     Owner ! {give, B},
     ?assertEqual(ok, receive {given, R} -> R after ?WAIT -> timeout end),
     ?assertEqual(ok, wait_until(fun() -> Watched(Self) =:= 1 andalso Watched(Owner) =:= 1 end)),
+    %% once the handover is released, B's data go straight to this process
+    ?assertEqual(
+        ok,
+        wait_until(fun() -> Routes() =:= lists:sort([{Id(B), Self}, {Id(C), Owner}]) end)
+    ),
     %% the owner dies: C (still its own) closes, B (moved) stays up
     exit(Owner, kill),
     receive
@@ -328,11 +342,13 @@ owner_monitor_shared(Base) ->
     end,
     ?assertEqual(ok, wait_until(fun() -> ws_port:send(C, {text, <<"x">>}) =:= {error, closed} end)),
     ?assertEqual(0, Watched(Owner)),
+    ?assertEqual([{Id(B), Self}], Routes()),
     ok = ws_port:send(B, {text, <<"still here">>}),
     ?assertEqual({text, <<"still here">>}, recv(B)),
     %% its last connection closed: this process is not watched any more
     ok = ws_port:close(B),
     ?assertEqual(0, Watched(Self)),
+    ?assertEqual([], Routes()),
     ok = gen_server:stop(Driver),
     flush().
 
