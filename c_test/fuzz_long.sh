@@ -62,6 +62,11 @@ while [ "$j" -lt "$jobs" ]; do
     j=$((j + 1))
 done
 echo "fuzz-long: $total executions in all, commit $commit, until $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+# a job interrupted by hand (SIGINT to the job itself, not to this
+# script) exits non-zero too: a stop, not a finding
+if grep -q 'libFuzzer: run interrupted' "$dir"/job*.log 2>/dev/null; then
+    stopped=1
+fi
 found=0
 for f in "$dir"/job*.log; do
     if grep -qE '^==[0-9]+==ERROR|^fuzz_conn: |^fake_(net|loop): |deadly signal|ALARM: working on|runtime error:' "$f"; then
