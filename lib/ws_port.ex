@@ -120,7 +120,7 @@ defmodule WsPort do
   `{:error, {:bad_option, name, value}}` at run time).
   """
   @type option ::
-          {:headers, [{header_part(), header_part()}]}
+          {:headers, [{header_part(), header_part() | (() -> header_part())}]}
           | {:protocols, [String.t() | charlist()]}
           | {:connect_timeout, pos_integer()}
           | {:tls, [tls_option()] | map()}
@@ -149,7 +149,10 @@ defmodule WsPort do
 
     * `:headers` - extra request headers, `[{name, value}]`; not the
       handshake's own (`Host`, `Upgrade`, `Connection`,
-      `Sec-WebSocket-Key`, `Sec-WebSocket-Version`).
+      `Sec-WebSocket-Key`, `Sec-WebSocket-Version`). A value may be a
+      zero-arity fun returning it. Every value is kept as a fun in process
+      state (the driver, `WsPort.Client`, supervisors, `WsPort.Producer`),
+      so an `Authorization` never shows in clear there.
     * `:protocols` - the `Sec-WebSocket-Protocol` offer, a list of strings.
     * `:connect_timeout` - ms for DNS, TCP, TLS and the upgrade together
       (default 15000).

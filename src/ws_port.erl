@@ -67,7 +67,7 @@
 %% Options of connect/2, as a map or a proplist.
 -type connect_opts() ::
     #{
-        headers => [{header_part(), header_part()}],
+        headers => [{header_part(), header_part() | fun(() -> header_part())}],
         protocols => [binary() | string()],
         connect_timeout => pos_integer(),
         tls => tls_opts(),
@@ -169,7 +169,10 @@ connect(Url) ->
 %% <ul>
 %% <li>`headers': extra request headers, `[{Name, Value}]'; not the
 %%     handshake's own (`Host', `Upgrade', `Connection',
-%%     `Sec-WebSocket-Key', `Sec-WebSocket-Version').</li>
+%%     `Sec-WebSocket-Key', `Sec-WebSocket-Version'). A value may be a fun
+%%     returning it. The driver keeps every value as a fun, so an
+%%     `Authorization' never shows in clear in its state, and nor does it in
+%%     that of a `ws_port_client', a supervisor or a producer.</li>
 %% <li>`protocols': the `Sec-WebSocket-Protocol' offer.</li>
 %% <li>`connect_timeout': ms for DNS, TCP, TLS and the upgrade together
 %%     (default 15000).</li>

@@ -81,7 +81,7 @@
 
 %% One option of the `connect' command, as the port program reads it.
 -type wire_opt() ::
-    {headers, [{binary(), binary()}]}
+    {headers, [{binary(), fun(() -> binary()) | binary()}]}
     | {protocols, [binary()]}
     | {connect_timeout, pos_integer()}
     | {max_message_size, pos_integer()}
@@ -464,8 +464,9 @@ shown_tls(_, V) -> V.
 
 %% @doc Connect options (a map, as given to ws_port:connect/2) with their
 %% secrets kept as funs returning them, as normalize_connect_opts/1 keeps
-%% them: the `tls' key and password, and the `proxy' (a URL or map that may
-%% hold credentials). For processes that keep a user's options to connect
+%% them: the `tls' key and password, the `proxy' (a URL or map that may
+%% hold credentials), and the value of every header in `headers' (an
+%% `Authorization' or `Cookie'; the names stay readable). For processes that keep a user's options to connect
 %% again later (ws_port_client, WsPort.Producer): their state, even as
 %% `sys:get_state/1' returns it, then shows `#Fun<...>', never the bytes.
 %% connect/2 takes the options as they are.
@@ -479,12 +480,19 @@ conceal_opt(tls, Tls) when is_list(Tls) ->
     [conceal_tls(E) || E <- Tls];
 conceal_opt(proxy, P) when is_binary(P); is_list(P); is_map(P) ->
     secret(P);
+conceal_opt(headers, Hs) when is_list(Hs) ->
+    [conceal_header(H) || H <- Hs];
 conceal_opt(_, V) ->
     V.
 
 conceal_tls({K, V}) when K =:= key, not is_function(V); K =:= password, not is_function(V) ->
     {K, secret(V)};
 conceal_tls(E) ->
+    E.
+
+conceal_header({Name, V}) when not is_function(V) ->
+    {Name, secret(V)};
+conceal_header(E) ->
     E.
 
 %% The key and the password are kept as a fun returning them (as OTP's ssl
@@ -687,8 +695,17 @@ valid_retry(jitter, X) -> is_number(X) andalso X >= 0 andalso X =< 1;
 valid_retry(manual, B) -> is_boolean(B);
 valid_retry(_, _) -> false.
 
-%% A header: name is an HTTP token, value has no CR, LF or NUL. The
-%% handshake's own headers cannot be given (the port program writes them).
+%% A header: name is an HTTP token, value has no CR, LF or NUL, or a fun
+%% returning such a value (as conceal/1 keeps it: called here, in the
+%% caller). The handshake's own headers cannot be given (the port program
+%% writes them).
+normalize_header({Name, F}) when is_function(F, 0) ->
+    try F() of
+        V when not is_function(V) -> normalize_header({Name, V});
+        _ -> error
+    catch
+        _:_ -> error
+    end;
 normalize_header({Name, Value}) ->
     case {normalize_token(Name), to_header_value(Value)} of
         {{ok, N}, {ok, V}} ->
@@ -838,6 +855,9 @@ wire_opt(proxy, Proxy, Acc) ->
     %% the password as a fun too: the driver's state keeps the wire options
     {T, H, P, U, Pw} = ws_port_proxy:wire(Proxy),
     [{proxy, {T, H, P, U, secret(Pw)}} | Acc];
+%% header values as funs too (an Authorization): the driver's state keeps
+%% the wire options
+wire_opt(headers, Hs, Acc) -> [{headers, [{N, secret(V)} || {N, V} <- Hs]} | Acc];
 wire_opt(retry, Retry, Acc) -> [{retry, lists:sort(maps:to_list(Retry))} | Acc];
 wire_opt(Name, Value, Acc) -> [{Name, Value} | Acc].
 
@@ -853,7 +873,11 @@ connect_cmd(Id, Url, WireOpts) ->
 %% The key and password as the port program reads them (binaries).
 reveal({K, F}) when is_function(F, 0), K =:= key; is_function(F, 0), K =:= password -> {K, F()};
 reveal({proxy, {T, H, P, U, F}}) when is_function(F, 0) -> {proxy, {T, H, P, U, F()}};
+reveal({headers, Hs}) -> {headers, [{N, reveal_value(V)} || {N, V} <- Hs]};
 reveal(O) -> O.
+
+reveal_value(F) when is_function(F, 0) -> F();
+reveal_value(V) -> V.
 
 %% @doc `{reconnect, Id, DelayMs}' as a packet (manual retry mode).
 -spec reconnect_cmd(id(), non_neg_integer()) -> binary().

@@ -252,6 +252,42 @@ defmodule WsPort.E2ETest do
         close_quietly(conn)
       end
 
+      # the token reaches the server, and never shows in clear in the state
+      # of the driver or of a ws_port_client that keeps it to reconnect
+      test "header values are sent but kept out of process state", ctx do
+        token = "Bearer hidden-#{System.unique_integer([:positive])}"
+        headers = [{"Authorization", token}, {"X-From-Fun", fn -> "fun value" end}]
+
+        hidden? = fn term ->
+          printed = inspect(term, limit: :infinity, printable_limit: :infinity)
+          erl = IO.iodata_to_binary(:io_lib.format(~c"~p", [term]))
+          not (printed =~ token or erl =~ token)
+        end
+
+        # the check sees the token in the options as given
+        refute hidden?.(headers)
+        conn = connect!(ctx, tagged("/headers"), %{headers: headers})
+        assert {:text, json} = recv!(conn)
+        seen = JSON.decode!(json)
+        assert seen["authorization"] == token
+        assert seen["x-from-fun"] == "fun value"
+        {:ws_port, driver, _} = conn
+        driver_pid = if is_pid(driver), do: driver, else: Process.whereis(driver)
+        assert hidden?.(:sys.get_state(driver_pid))
+        close_quietly(conn)
+
+        opts = merge_opts(ctx.base_opts, %{headers: headers, init_arg: self()})
+
+        {:ok, client} =
+          :ws_port_client.start(:ws_port_client_forward, ctx.base <> tagged("/headers"), opts)
+
+        assert_receive {:ws_port_client_up, ^client, _}, @wait
+        assert_receive {:ws_port_client, ^client, {:text, json2}}, @wait
+        assert JSON.decode!(json2)["authorization"] == token
+        assert hidden?.(:sys.get_state(client))
+        :ok = :ws_port_client.close(client)
+      end
+
       test "delivers the server's close code and reason", ctx do
         path = tagged("/close?code=4001&reason=bye")
         conn = connect!(ctx, path, %{retry: false})

@@ -89,6 +89,40 @@ headers_test() ->
     ?assertEqual({error, {bad_option, headers, [{"a", 1.5}]}}, Bad([{"a", 1.5}])),
     ?assertMatch({ok, #{headers := []}}, ?P:normalize_connect_opts(#{headers => []})).
 
+%% Header values (an Authorization) are kept as funs by conceal/1 and in the
+%% wire options the driver keeps; normalize takes them as given or as funs,
+%% and only the connect command carries the bytes.
+headers_concealed_test() ->
+    Given = #{headers => [{"Authorization", "Bearer s3cret"}, {<<"X-N">>, 7}]},
+    Concealed = ?P:conceal(Given),
+    Shown = lists:flatten(io_lib:format("~p", [Concealed])),
+    ?assertEqual(nomatch, string:find(Shown, "s3cret")),
+    ?assertMatch(#{headers := [{"Authorization", F}, {<<"X-N">>, _}]} when is_function(F, 0), Concealed),
+    %% concealing twice changes nothing; a malformed entry is left for
+    %% normalize to name
+    ?assertEqual(Concealed, ?P:conceal(Concealed)),
+    ?assertEqual(#{headers => [x]}, ?P:conceal(#{headers => [x]})),
+    {ok, O} = ?P:normalize_connect_opts(Concealed),
+    ?assertEqual([{<<"Authorization">>, <<"Bearer s3cret">>}, {<<"X-N">>, <<"7">>}], maps:get(headers, O)),
+    {headers, WireHs} = lists:keyfind(headers, 1, ?P:wire_opts(O)),
+    ?assert(lists:all(fun({_, V}) -> is_function(V, 0) end, WireHs)),
+    ?assertEqual(nomatch, string:find(lists:flatten(io_lib:format("~p", [WireHs])), "s3cret")),
+    %% equal options give equal wire options (the driver shares them)
+    ?assertEqual(?P:wire_opts(O), ?P:wire_opts(O)),
+    {connect, 1, _, Sent} = binary_to_term(?P:connect_cmd(1, <<"ws://h">>, ?P:wire_opts(O))),
+    ?assertEqual(
+        {headers, [{<<"Authorization">>, <<"Bearer s3cret">>}, {<<"X-N">>, <<"7">>}]},
+        lists:keyfind(headers, 1, Sent)
+    ),
+    %% a fun's value is checked as a value is; a failing fun is a bad option
+    Bad = fun(H) -> ?P:normalize_connect_opts(#{headers => H}) end,
+    Inject = [{"a", fun() -> "c\r\nx: y" end}],
+    ?assertEqual({error, {bad_option, headers, Inject}}, Bad(Inject)),
+    Raises = [{"a", fun() -> error(boom) end}],
+    ?assertEqual({error, {bad_option, headers, Raises}}, Bad(Raises)),
+    Nested = [{"a", fun() -> fun() -> "v" end end}],
+    ?assertEqual({error, {bad_option, headers, Nested}}, Bad(Nested)).
+
 protocols_test() ->
     ?assertMatch(
         {ok, #{protocols := [<<"chat">>, <<"v2.json">>, <<"mqtt">>]}},

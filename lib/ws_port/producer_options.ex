@@ -302,7 +302,10 @@ defmodule WsPort.ProducerOptions do
         {:halt, bad_header(other)}
     end)
     |> case do
-      {:ok, acc} -> {:ok, Enum.reverse(acc)}
+      # the values kept as funs (an Authorization or a Cookie): the
+      # producer's state never holds them in clear; :ws_port.connect/2
+      # takes them so
+      {:ok, acc} -> {:ok, :ws_port_proto.conceal(%{headers: Enum.reverse(acc)}).headers}
       error -> error
     end
   end
