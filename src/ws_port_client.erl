@@ -78,6 +78,7 @@
 -export([send_frame/2, send_frame/3, call/2, call/3, cast/2, reply/2, close/1]).
 -export([health/1, health/2, connection/1, option_names/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, format_status/1]).
+-export([while_closing/2]).
 
 -export_type([client/0, frame/0, opts/0, health/0, disconnect_info/0, hook/0]).
 
@@ -336,6 +337,20 @@ close(Client) ->
         exit:{noproc, _} -> ok;
         exit:{normal, _} -> ok;
         exit:{{nodedown, _}, _} -> ok
+    after
+        unmark_closing(Pid)
+    end.
+
+%% @private
+%% Runs Fun with Client marked as closing (as close/1 does): the frames in
+%% its mailbox are dropped, not handled, until Fun returns; for
+%% ws_port_client_sup:stop_client/2, whose shutdown would otherwise wait
+%% behind them.
+-spec while_closing(client(), fun(() -> Result)) -> Result.
+while_closing(Client, Fun) ->
+    Pid = mark_closing(Client),
+    try
+        Fun()
     after
         unmark_closing(Pid)
     end.

@@ -188,14 +188,18 @@ stop_client(Pid) ->
 
 %% @doc Stops a client gracefully (its connection is closed with 1000 and
 %% `terminate/2' runs); it is not restarted. `{error, not_found}' when
-%% `Pid' is not a client of `Sup'.
+%% `Pid' is not a client of `Sup'. As with {@link ws_port_client:close/1},
+%% frames delivered to the client but not yet handled are dropped (at most
+%% 31 more may still be handled): the stop does not wait for a backlog to
+%% go through `handle_frame/2'.
 -spec stop_client(sup_ref(), pid()) -> ok | {error, not_found}.
 stop_client(Sup, Pid) when is_pid(Pid) ->
     %% terminate_child/2 of a simple_one_for_one supervisor answers ok for
     %% any pid that is not alive: ask the supervisor first
     case lists:member(Pid, list_clients(Sup)) of
         true ->
-            case supervisor:terminate_child(Sup, Pid) of
+            Stop = fun() -> supervisor:terminate_child(Sup, Pid) end,
+            case ws_port_client:while_closing(Pid, Stop) of
                 ok -> ok;
                 {error, _} -> {error, not_found}
             end;

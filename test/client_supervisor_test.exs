@@ -75,6 +75,40 @@ defmodule WsPort.ClientSupervisorTest do
     assert CS.list_clients(sup) == []
   end
 
+  test "stop_client does not wait for a backlog of frames to be handled", %{peer: peer} do
+    sup = start_sup()
+    path = "/flood?n=3000&size=200&tag=stopbacklog"
+
+    {:ok, c} =
+      CS.start_client(
+        Peer.url(peer, path),
+        client_opts(sup,
+          window: :infinity,
+          init: [sleep: 2, report_frames: false, report_handled: true]
+        )
+      )
+
+    assert_receive {:client, :connect, ^c, _}, 5000
+    Peer.await_line(peer, "SENT " <> path)
+    Process.sleep(100)
+    {:message_queue_len, n} = Process.info(c, :message_queue_len)
+    assert n > 1000
+
+    # handled one by one (2 ms each) the backlog would outlast the
+    # supervisor's 5 s shutdown limit and the client would be killed, its
+    # terminate/2 never run: the frames not yet handled are dropped instead
+    ref = Process.monitor(c)
+    assert :ok = CS.stop_client(sup, c)
+    assert_receive {:DOWN, ^ref, :process, ^c, :shutdown}, 5000
+    assert_receive {:client, :handled, ^c, handled}, 5000
+    assert handled < 3000
+    assert_receive {:client, :terminate, ^c, :shutdown}, 5000
+    Peer.await_line(peer, "CLOSED #{path} 1000")
+    assert CS.list_clients(sup) == []
+    # the mark is gone with the client
+    assert :ets.lookup(:ws_port_closing, c) == []
+  end
+
   test "the default module forwards frames to the caller", %{peer: peer} do
     sup = start_sup()
     {:ok, c} = CS.start_client(%{url: Peer.url(peer, "/echo?tag=fwd")}, supervisor: sup)

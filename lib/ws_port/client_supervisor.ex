@@ -55,7 +55,9 @@ defmodule WsPort.ClientSupervisor do
 
   @doc """
   Stops a client gracefully (its connection is closed with 1000); it is not
-  restarted. `{:error, :not_found}` when `pid` is not a client here.
+  restarted. `{:error, :not_found}` when `pid` is not a client here. As with
+  `WsPort.Client.close/1`, frames delivered to the client but not yet
+  handled are dropped: the stop does not wait behind a backlog.
   """
   @spec stop_client(pid()) :: :ok | {:error, :not_found}
   def stop_client(pid), do: :ws_port_client_sup.stop_client(pid)
