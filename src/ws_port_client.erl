@@ -270,13 +270,17 @@ child_spec(Opts) ->
     Module = maps:get(module, Map, ws_port_client_forward),
     #{
         id => maps:get(id, Map, Module),
-        %% the options as given: start_link/1 checks them
-        start => {?MODULE, start_link, [Opts]},
+        %% the options as given (start_link/1 checks them), their secrets as
+        %% funs: the supervisor keeps them, and prints them in its reports
+        start => {?MODULE, start_link, [conceal(Opts)]},
         restart => transient,
         shutdown => 5000,
         type => worker,
         modules => [?MODULE, Module]
     }.
+
+conceal(Opts) when is_map(Opts); is_list(Opts) -> ws_port_proto:conceal(Opts);
+conceal(Opts) -> Opts.
 
 %% @equiv send_frame(Client, Frame, 5000)
 -spec send_frame(client(), frame() | [frame()]) -> ok | {error, term()}.

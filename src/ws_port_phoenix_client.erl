@@ -137,7 +137,10 @@ to_map(Opts) when is_list(Opts) -> maps:from_list(proplists:unfold(Opts)).
 child_spec(#{module := Module, url := Url} = Opts) ->
     #{
         id => maps:get(id, Opts, Module),
-        start => {?MODULE, start_link, [Module, Url, maps:without([id, module, url], Opts)]},
+        %% the secrets (tls key and password, proxy, header values) as funs:
+        %% the supervisor keeps the arguments and prints them in its reports
+        start =>
+            {?MODULE, start_link, [Module, Url, ws_port_proto:conceal(maps:without([id, module, url], Opts))]},
         restart => transient,
         shutdown => 5000,
         type => worker,

@@ -469,10 +469,18 @@ shown_tls(_, V) -> V.
 %% `Authorization' or `Cookie'; the names stay readable). For processes that keep a user's options to connect
 %% again later (ws_port_client, WsPort.Producer): their state, even as
 %% `sys:get_state/1' returns it, then shows `#Fun<...>', never the bytes.
-%% connect/2 takes the options as they are.
--spec conceal(map()) -> map().
+%% connect/2 takes the options as they are. A proplist keeps its order,
+%% its other entries and anything else as they are (a child specification's
+%% arguments, checked when the child starts).
+-spec conceal(map()) -> map();
+             (list()) -> list().
 conceal(Opts) when is_map(Opts) ->
-    maps:map(fun conceal_opt/2, Opts).
+    maps:map(fun conceal_opt/2, Opts);
+conceal(Opts) when is_list(Opts) ->
+    [conceal_entry(E) || E <- Opts].
+
+conceal_entry({K, V}) -> {K, conceal_opt(K, V)};
+conceal_entry(E) -> E.
 
 conceal_opt(tls, Tls) when is_map(Tls) ->
     maps:map(fun(K, V) -> element(2, conceal_tls({K, V})) end, Tls);

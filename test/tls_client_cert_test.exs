@@ -1,4 +1,6 @@
 Code.require_file("support/peer.exs", __DIR__)
+Code.require_file("support/test_clients.exs", __DIR__)
+Code.require_file("support/phoenix_clients.exs", __DIR__)
 
 defmodule WsPort.TlsClientCertTest do
   @moduledoc """
@@ -468,6 +470,65 @@ defmodule WsPort.TlsClientCertTest do
       # its own): nothing in clear
       assert log =~ "crash_for_the_test"
       assert hidden?.(log)
+    end
+
+    # a client in the user's own tree: the supervisor keeps the child
+    # specification's arguments (and prints them in its reports)
+    test "not in the child specifications a supervisor keeps", ctx do
+      key_b64 = ctx.ec_enc_pem |> String.split("\n") |> Enum.at(2)
+      token = "Bearer spec-#{System.unique_integer([:positive])}"
+
+      hidden? = fn term ->
+        printed = inspect(term, limit: :infinity, printable_limit: :infinity)
+        erl = IO.iodata_to_binary(:io_lib.format(~c"~p", [term]))
+
+        for text <- [printed, erl],
+            do: refute(text =~ @password or text =~ key_b64 or text =~ token)
+
+        true
+      end
+
+      tls = tls(ctx, cert: ctx.ec_cert_pem, key: ctx.ec_enc_pem, password: @password)
+      headers = [{"Authorization", token}]
+      assert_raise ExUnit.AssertionError, fn -> hidden?.({tls, headers}) end
+
+      # the specifications themselves: ws_port_client's (a map and a
+      # proplist), a `use WsPort.Client` module's, a Phoenix client's
+      for spec <- [
+            :ws_port_client.child_spec(%{url: ctx.url, tls: tls, headers: headers}),
+            :ws_port_client.child_spec(url: ctx.url, tls: Map.to_list(tls), headers: headers),
+            WsPort.Test.ReportClient.child_spec(url: ctx.url, tls: tls, headers: headers),
+            WsPort.Test.PhoenixReportClient.child_spec(url: ctx.url, tls: tls, headers: headers),
+            :ws_port_phoenix_client.child_spec(%{
+              module: WsPort.Test.PhoenixReportClient,
+              url: ctx.url,
+              tls: tls,
+              headers: headers
+            })
+          ],
+          do: assert(hidden?.(spec))
+
+      # and a real tree: the client connects with them all the same
+      {:ok, sup} =
+        Supervisor.start_link(
+          [
+            {WsPort.Test.ReportClient,
+             url: ctx.url, tls: tls, headers: headers, init_arg: [test: self()]},
+            :ws_port_client.child_spec(%{
+              id: :erl_client,
+              url: ctx.url,
+              tls: tls,
+              headers: headers,
+              init_arg: self()
+            })
+          ],
+          strategy: :one_for_one
+        )
+
+      assert_receive {:client, :connect, _, %{status: 101}}, @wait
+      assert_receive {:ws_port_client_up, _, %{status: 101}}, @wait
+      assert hidden?.(:sys.get_state(sup))
+      Supervisor.stop(sup)
     end
 
     test "scrub/1 hides key and password in maps, proplists and wire options" do

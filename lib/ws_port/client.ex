@@ -156,6 +156,10 @@ defmodule WsPort.Client do
       def child_spec(arg) do
         id = if Keyword.keyword?(arg), do: Keyword.get(arg, :id, __MODULE__), else: __MODULE__
 
+        # the secrets (:tls key and password, :proxy, header values) as
+        # funs: the supervisor keeps the arguments and prints them
+        arg = if Keyword.keyword?(arg), do: :ws_port_proto.conceal(arg), else: arg
+
         %{
           id: id,
           start: {__MODULE__, :start_link, [arg]},
@@ -170,7 +174,8 @@ defmodule WsPort.Client do
       option of `WsPort.Client.start_link/3` (or `:id`), else
       `{:error, {:bad_option, name, value}}`: a misspelled option is not
       ignored. Data of your own for `c:init/1` goes in `:init_arg`; without
-      it, `c:init/1` gets the whole list.
+      it, `c:init/1` gets the whole list (started from `child_spec/1`: with
+      the `:tls` key and password, `:proxy` and header values as funs).
       """
       @spec start_link(keyword()) :: GenServer.on_start()
       def start_link(opts) do

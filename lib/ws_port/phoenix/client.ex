@@ -85,7 +85,9 @@ defmodule WsPort.Phoenix.Client do
       def child_spec(opts) do
         %{
           id: Keyword.get(opts, :id, __MODULE__),
-          start: {__MODULE__, :start_link, [Keyword.delete(opts, :id)]},
+          # the secrets (:tls key and password, :proxy, header values) as
+          # funs: the supervisor keeps the arguments and prints them
+          start: {__MODULE__, :start_link, [:ws_port_proto.conceal(Keyword.delete(opts, :id))]},
           restart: :transient,
           shutdown: 5000,
           type: :worker
