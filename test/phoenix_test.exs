@@ -130,6 +130,29 @@ defmodule WsPort.PhoenixTest do
       assert {:error, {:bad_option, :serializer, :v3}} = Phoenix.connect(url, serializer: :v3)
     end
 
+    test "a bad timeout is an error naming it; the socket and its caller live on",
+         %{url: url} do
+      socket = connect!(url)
+      # it was a badarg in erlang:send_after/3 inside the socket process,
+      # which took the linked caller down with it
+      assert {:error, {:bad_timeout, :soon}} = Phoenix.join(socket, "room:a", %{}, :soon)
+      assert {:error, {:bad_timeout, -1}} = Phoenix.join(socket, "room:a", %{}, -1)
+      {:ok, _} = Phoenix.join(socket, "room:a")
+      assert {:error, {:bad_timeout, 1.5}} = Phoenix.push(socket, "room:a", "echo", %{}, 1.5)
+
+      assert {:error, {:bad_timeout, "5000"}} =
+               Phoenix.await_message(socket, "room:a", "pushed", "5000")
+
+      assert {:error, {:bad_timeout, nil}} = :ws_port_phoenix.leave(socket, "room:a", nil)
+      assert {:error, {:bad_topic, :room}} = Phoenix.await_message(socket, :room, "pushed", 10)
+
+      assert {:error, {:bad_event, :pushed}} =
+               Phoenix.await_message(socket, "room:a", :pushed, 10)
+
+      assert Process.alive?(socket)
+      assert {:ok, %{"x" => 1}} = Phoenix.push(socket, "room:a", "echo", %{x: 1}, :infinity)
+    end
+
     test "a push without a reply times out", %{url: url} do
       socket = connect!(url)
       {:ok, _} = Phoenix.join(socket, "room:a")

@@ -39,7 +39,9 @@ defmodule WsPort.Phoenix do
     * `:max_buffer` - server messages kept for `await_message/4` before
       the socket stops reading the connection (default 10_000)
 
-  Errors name the problem: `{:bad_topic, t}`, `{:already_joined, topic}`,
+  Errors name the problem: `{:bad_topic, t}`, `{:bad_event, e}`,
+  `{:bad_timeout, t}` (not `:infinity` nor an integer 0..4294967295 ms),
+  `{:already_joined, topic}`,
   `{:not_joined, topic}`, `:timeout`, `:disconnected` (the socket dropped
   before the reply came), `{:topic_closed, :crashed | :closed}`,
   `{:closed, reason}`.
@@ -83,7 +85,7 @@ defmodule WsPort.Phoenix do
 
   @doc "Waits for the next server push or broadcast of `event` on `topic` (in order)."
   @spec await_message(socket(), String.t(), String.t(), timeout()) ::
-          {:ok, term()} | {:error, :timeout}
+          {:ok, term()} | {:error, term()}
   def await_message(socket, topic, event, timeout \\ 5000),
     do: :ws_port_phoenix.await_message(socket, topic, event, timeout)
 
