@@ -318,7 +318,9 @@ pause(C, false) ->
 %%====================================================================
 
 %% @doc Joins `Topic' with `Params' (sent now, or at the next handshake).
-%% The answer is a `joined' or `join_error' event.
+%% The answer is a `joined' or `join_error' event. Params the JSON codec
+%% cannot encode are its error (`{error, {unsupported, Term}}' with
+%% {@link ws_port_json}), and the topic is not joined.
 -spec join(conn(), binary(), term()) -> {ok, conn()} | {error, term()}.
 join(_C, Topic, _Params) when not is_binary(Topic) ->
     {error, {bad_topic, Topic}};
@@ -329,8 +331,18 @@ join(#conn{topics = Topics} = C, Topic, Params) ->
         #{Topic := _} ->
             {error, {already_joined, Topic}};
         _ ->
-            T = #topic{state = waiting, params = Params},
-            {ok, send_join(C#conn{topics = Topics#{Topic => T}}, Topic)}
+            %% params that cannot be encoded are refused now, as a push's
+            %% payload is: sent later they would fail at every (re)join
+            Msg = #{
+                join_ref => <<>>, ref => <<>>, topic => Topic, event => <<"phx_join">>, payload => Params
+            },
+            case encode(C, Msg) of
+                {ok, _} ->
+                    T = #topic{state = waiting, params = Params},
+                    {ok, send_join(C#conn{topics = Topics#{Topic => T}}, Topic)};
+                {error, _} = Error ->
+                    Error
+            end
     end.
 
 %% @doc Pushes `Event' with `Payload' (a JSON term or `{binary, Bin}') to a

@@ -130,6 +130,19 @@ defmodule WsPort.PhoenixTest do
       assert {:error, {:bad_option, :serializer, :v3}} = Phoenix.connect(url, serializer: :v3)
     end
 
+    test "join params that cannot be JSON are refused at once, as a push's payload is",
+         %{url: url, peer: peer} do
+      socket = connect!(url)
+      # it logged a warning, sent nothing and waited out the join's timeout
+      assert {:error, {:unsupported, {:a, 1}}} = Phoenix.join(socket, "room:a", [a: 1], 30_000)
+      assert {:error, {:unsupported, pid}} = Phoenix.join(socket, "room:a", %{"p" => self()})
+      assert pid == self()
+      # the topic is not taken: a join with good params goes through
+      assert Phoenix.info(socket).topics == %{}
+      assert {:ok, %{"params" => %{"a" => 1}}} = Phoenix.join(socket, "room:a", %{a: 1})
+      assert [_] = lines(peer, ~r/^JOIN \S+ room:a /)
+    end
+
     test "a bad timeout is an error naming it; the socket and its caller live on",
          %{url: url} do
       socket = connect!(url)
