@@ -92,9 +92,16 @@
 
 %% @doc Connects to a Phoenix socket (`ws://host/socket/websocket' or
 %% wss) and waits for the first handshake. See the module doc for `Opts'.
+%% Options that are not a map or a proplist are `{error, {bad_option,
+%% opts, Opts}}'; a `json' that is not a loadable module with `encode/1'
+%% and `decode/1' is `{error, {bad_option, json, Json}}'.
 -spec connect(unicode:chardata(), map() | proplists:proplist()) -> {ok, socket()} | {error, term()}.
 connect(Url, Opts) when is_list(Opts) ->
-    connect(Url, maps:from_list(proplists:unfold(Opts)));
+    %% as ws_port:connect/2: a bad entry or a name given twice is refused
+    case ws_port_proto:options_map(Opts) of
+        {ok, Map} -> connect(Url, Map);
+        {error, _} = Error -> Error
+    end;
 connect(Url, Opts) when is_map(Opts) ->
     {ok, Pid} = gen_server:start_link(?MODULE, [], []),
     case gen_server:call(Pid, {connect, Url, Opts}, infinity) of
@@ -108,7 +115,9 @@ connect(Url, Opts) when is_map(Opts) ->
             after 0 -> ok
             end,
             Error
-    end.
+    end;
+connect(_Url, Opts) ->
+    {error, {bad_option, opts, Opts}}.
 
 %% @equiv join(Socket, Topic, #{}, 5000)
 join(S, Topic) -> join(S, Topic, #{}, 5000).

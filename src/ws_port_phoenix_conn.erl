@@ -190,7 +190,7 @@ check_opts(Opts, Serializer) ->
             (infinity) -> true;
             (I) -> is_integer(I) andalso I > 0
         end)},
-        {json, check(json, Opts, fun is_atom/1)},
+        {json, check(json, Opts, fun is_json_codec/1)},
         {rejoin_after, check(rejoin_after, Opts, fun(F) -> is_function(F, 1) end)},
         {window, check(window, Opts, fun(W) -> is_integer(W) andalso W > 0 end)},
         {join_timeout, check(join_timeout, Opts, fun(W) -> is_integer(W) andalso W > 0 end)},
@@ -203,6 +203,17 @@ check_opts(Opts, Serializer) ->
         [] -> ok;
         [Name | _] -> {error, {bad_option, Name, maps:get(Name, Opts, Serializer)}}
     end.
+
+%% A module with encode/1 and decode/1 (loaded now: a name misspelled or
+%% not in the code path is refused here, not at every join and push).
+is_json_codec(ws_port_json) ->
+    true;
+is_json_codec(Mod) when is_atom(Mod) ->
+    code:ensure_loaded(Mod) =:= {module, Mod} andalso
+        erlang:function_exported(Mod, encode, 1) andalso
+        erlang:function_exported(Mod, decode, 1);
+is_json_codec(_) ->
+    false.
 
 check(Key, Opts, Pred) ->
     case Opts of

@@ -130,6 +130,20 @@ defmodule WsPort.PhoenixTest do
       assert {:error, {:bad_option, :serializer, :v3}} = Phoenix.connect(url, serializer: :v3)
     end
 
+    test "connect refuses a JSON codec that is not one, and options that are not a list or map",
+         %{url: url} do
+      # a module that does not exist was taken: every join and push then
+      # failed (a join after its timeout, with a warning in the log)
+      assert {:error, {:bad_option, :json, NoSuchCodec}} = Phoenix.connect(url, json: NoSuchCodec)
+      # no encode/1 and decode/1
+      assert {:error, {:bad_option, :json, Enum}} = Phoenix.connect(url, json: Enum)
+      # a Protocol.UndefinedError in Map.new/1, a function_clause in Erlang
+      assert {:error, {:bad_option, :opts, :fast}} = Phoenix.connect(url, :fast)
+      assert {:error, {:bad_option, :opts, :fast}} = :ws_port_phoenix.connect(url, :fast)
+      assert {:ok, socket} = Phoenix.connect(url, json: WsPort.Test.CountingJSON)
+      assert :ok = Phoenix.disconnect(socket)
+    end
+
     test "join params that cannot be JSON are refused at once, as a push's payload is",
          %{url: url, peer: peer} do
       socket = connect!(url)

@@ -67,10 +67,15 @@ defmodule WsPort.Phoenix do
 
   @doc "Connects and waits for the first handshake. See the moduledoc for the options."
   @spec connect(String.t(), [option()] | map()) :: {:ok, socket()} | {:error, term()}
-  def connect(url, opts \\ []) do
+  def connect(url, opts \\ [])
+
+  def connect(url, opts) when is_list(opts) or is_map(opts) do
     opts = Map.new(opts)
     :ws_port_phoenix.connect(url, Map.put_new(opts, :null, nil))
   end
+
+  # {:error, {:bad_option, :opts, opts}}
+  def connect(url, opts), do: :ws_port_phoenix.connect(url, opts)
 
   @doc "Joins `topic`: `{:ok, reply}`, `{:error, reply}` (refused) or `{:error, :timeout}`."
   @spec join(socket(), String.t(), term(), timeout()) :: {:ok, term()} | {:error, term()}
