@@ -209,7 +209,10 @@
 %% module documentation. Returns once `init/1' has run; the connection is
 %% opened in the background (`handle_connect/2' tells when it is up).
 %% Options are checked here: a bad one gives `{error, {bad_option, Name,
-%% Value}}'.
+%% Value}}'; so are the URL (`{error, {invalid_url, Detail}}') and the
+%% module (`{error, {bad_module, Module, Why}}': not loadable, or no
+%% `handle_frame/2'), so that these are error returns, not exit signals
+%% through the link.
 -spec start_link(module(), unicode:chardata(), opts()) -> gen_server:start_ret().
 start_link(Module, Url, Opts) ->
     start(fun gen_server:start_link/3, fun gen_server:start_link/4, Module, Url, Opts).
@@ -235,9 +238,9 @@ start(Module, Url, Opts) ->
     start(fun gen_server:start/3, fun gen_server:start/4, Module, Url, Opts).
 
 start(Start3, Start4, Module, Url, Opts) ->
-    %% options are checked by the caller: a bad one is an error return, not
-    %% an exit signal through the link
-    case check_opts(Opts) of
+    %% options, URL and module are checked by the caller: a bad one is an
+    %% error return, not an exit signal through the link
+    case check_start(Module, Url, Opts) of
         {ok, Map} ->
             Args = {Module, Url, Map},
             case maps:find(name, Map) of
@@ -249,16 +252,58 @@ start(Start3, Start4, Module, Url, Opts) ->
             Error
     end.
 
-check_opts(Opts) ->
-    case ws_port_proto:options_map(Opts) of
-        {ok, Map} ->
-            case parse_opts(Map, check) of
-                ok -> {ok, Map};
+check_start(Module, Url, Opts) ->
+    case ws_port_proto:normalize_url(Url) of
+        {ok, _} ->
+            case check_module(Module) of
+                ok -> check_opts(Opts);
                 {error, _} = Error -> Error
             end;
         {error, _} = Error ->
             Error
     end.
+
+%% handle_frame/2 is the one callback without a default.
+check_module(Module) when is_atom(Module) ->
+    case code:ensure_loaded(Module) of
+        {module, Module} ->
+            case erlang:function_exported(Module, handle_frame, 2) of
+                true -> ok;
+                false -> {error, {bad_module, Module, {not_exported, {handle_frame, 2}}}}
+            end;
+        {error, What} ->
+            {error, {bad_module, Module, What}}
+    end;
+check_module(Module) ->
+    {error, {bad_module, Module, not_an_atom}}.
+
+check_opts(Opts) ->
+    case ws_port_proto:options_map(Opts) of
+        {ok, Map} ->
+            case check_name(Map) of
+                ok ->
+                    case parse_opts(Map, check) of
+                        ok -> {ok, Map};
+                        {error, _} = Error -> Error
+                    end;
+                {error, _} = Error ->
+                    Error
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+%% What gen_server:start_link/4 takes as a name (an atom: {local, Atom}).
+check_name(#{name := Name}) ->
+    case Name of
+        _ when is_atom(Name) -> ok;
+        {local, N} when is_atom(N) -> ok;
+        {global, _} -> ok;
+        {via, M, _} when is_atom(M) -> ok;
+        _ -> {error, {bad_option, name, Name}}
+    end;
+check_name(_) ->
+    ok.
 
 %% @doc A child specification for a supervisor: `Opts' as for {@link
 %% start_link/1} (with `url', and `module', `id' if wanted). The restart is

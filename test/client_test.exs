@@ -274,6 +274,36 @@ defmodule WsPort.ClientTest do
              WsPort.Client.start(ReportClient, "ws://127.0.0.1:1/", heartbeat: :no_such_module)
   end
 
+  test "a bad URL, module or name is an error of start_link, not an exit signal to its caller" do
+    # init/1 returned {:stop, reason}: start_link returned {:error, reason}
+    # and the exit signal that followed through the link ended the caller
+    Process.flag(:trap_exit, true)
+    url = "ws://127.0.0.1:1/"
+
+    assert {:error, {:invalid_url, "scheme must be ws:// or wss://"}} =
+             WsPort.Client.start_link(ReportClient, "http://127.0.0.1:1/", [])
+
+    assert {:error, {:invalid_url, "not a string"}} =
+             WsPort.Client.start_link(ReportClient, 42, [])
+
+    assert {:error, {:bad_module, NoSuchClient, :nofile}} =
+             WsPort.Client.start_link(NoSuchClient, url, [])
+
+    # handle_frame/2 is the one callback without a default: it was an undef
+    # crash at the first frame
+    assert {:error, {:bad_module, Enum, {:not_exported, {:handle_frame, 2}}}} =
+             WsPort.Client.start_link(Enum, url, [])
+
+    # a FunctionClauseError in :gen.where/1
+    assert {:error, {:bad_option, :name, "client"}} =
+             WsPort.Client.start_link(ReportClient, url, name: "client")
+
+    assert {:error, {:bad_option, :name, {:local, "client"}}} =
+             :ws_port_client.start(ReportClient, url, %{name: {:local, "client"}})
+
+    refute_receive {:EXIT, _, _}, 200
+  end
+
   test "use WsPort.Client gives a transient child_spec and a start_link/1", %{peer: peer} do
     spec = ReportClient.child_spec(url: "ws://x/", id: :abc)
     assert spec.restart == :transient and spec.id == :abc

@@ -223,7 +223,11 @@ defmodule WsPort.Client do
   @doc """
   Starts a client process linked to the caller, with callback `module`.
   Returns once `c:init/1` has run; the connection opens in the background.
-  A bad option gives `{:error, {:bad_option, name, value}}`.
+  Checked before a process starts (an error return, not an exit signal to
+  the caller): a bad option (`:name` included) gives `{:error,
+  {:bad_option, name, value}}`, a bad URL `{:error, {:invalid_url,
+  detail}}`, a module that cannot be loaded or has no `c:handle_frame/2`
+  `{:error, {:bad_module, module, why}}`.
   """
   @spec start_link(module(), String.t(), keyword() | map()) :: GenServer.on_start()
   def start_link(module, url, opts \\ []), do: :ws_port_client.start_link(module, url, opts)
