@@ -207,4 +207,43 @@ defmodule WsPort.PhoenixClientTest do
     assert_receive {:phx, :disconnect, {:http_status, 403, _}}, 5000
     assert_receive {:EXIT, ^pid, {:closed, {:http_status, 403, _}}}, 5000
   end
+
+  test "bad options, URL, module and name are errors of start_link, not exit signals",
+       %{url: url} do
+    # they were init/1's {:stop, reason}: start_link returned the error and
+    # the exit signal that followed through the link ended the caller
+    Process.flag(:trap_exit, true)
+    opts = [url: url, init_arg: [test: self()]]
+
+    assert {:error, {:bad_option, :fooo, 1}} =
+             Client.start_link(PhoenixReportClient, opts ++ [fooo: 1])
+
+    assert {:error, {:bad_option, :heartbeat_interval, 0}} =
+             Client.start_link(PhoenixReportClient, opts ++ [heartbeat_interval: 0])
+
+    assert {:error, {:bad_option, :json, NoSuchCodec}} =
+             Client.start_link(PhoenixReportClient, opts ++ [json: NoSuchCodec])
+
+    assert {:error, {:bad_option, {:retry, :delay}, -1}} =
+             Client.start_link(PhoenixReportClient, opts ++ [retry: [delay: -1]])
+
+    assert {:error, {:bad_option, :params, 5}} =
+             Client.start_link(PhoenixReportClient, opts ++ [params: 5])
+
+    assert {:error, {:invalid_url, "scheme must be ws:// or wss://"}} =
+             Client.start_link(PhoenixReportClient, url: "http://127.0.0.1:1/socket/websocket")
+
+    assert {:error, {:bad_module, NoSuchPhoenixClient, :nofile}} =
+             Client.start_link(NoSuchPhoenixClient, opts)
+
+    # a FunctionClauseError in :gen.where/1
+    assert {:error, {:bad_option, :name, "lobby"}} =
+             Client.start_link(PhoenixReportClient, opts ++ [name: "lobby"])
+
+    # a FunctionClauseError in to_map/1
+    assert {:error, {:bad_option, :opts, :fast}} =
+             :ws_port_phoenix_client.start_link(PhoenixReportClient, url, :fast)
+
+    refute_receive {:EXIT, _, _}, 200
+  end
 end

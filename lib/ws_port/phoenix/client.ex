@@ -144,6 +144,10 @@ defmodule WsPort.Phoenix.Client do
   @doc """
   Starts a client of `module`; `opts` needs `:url`. Payloads decode with
   `nil` for null (an Elixir module's default) unless `:null` is given.
+  Options, URL, module and name are checked before a process starts (error
+  returns, not exit signals to the caller): `{:error, {:bad_option, name,
+  value}}`, `{:error, {:invalid_url, detail}}`, `{:error, {:bad_module,
+  module, why}}`.
   """
   @spec start_link(module(), keyword()) :: GenServer.on_start()
   def start_link(module, opts) do
