@@ -180,9 +180,16 @@ defmodule WsPort do
       `:ws_port_down`). Keys not given keep their defaults; `true` is the
       default policy, `false` disables reconnection. The port program
       reconnects by itself after failures of the classes in `:retry_on`.
-    * `:retry_on` - the failure classes retried (default `[:network,
-      :timeout, :http_5xx, :http_429, :protocol, :remote_close]`; also
-      `:http_4xx`, `:tls`, `:http_other`).
+    * `:retry_on` - which failures are retried (see `:ws_port_retry`): a
+      list of the classes `:network`, `:timeout`, `:http_5xx`, `:http_429`,
+      `:http_4xx`, `:tls`, `:protocol`, `:http_other` and at most one of
+      `:remote_close` (every server close), `{:remote_close, codes}` or
+      `{:remote_close, {:except, codes}}`, or a named policy (default
+      `:default`, which is `[:network, :timeout, :http_5xx, :http_429,
+      :protocol, {:remote_close, [1001, 1005, 1006, 1011, 1012, 1013,
+      1014]}]`: a server close with 1000 or another code ends the
+      connection; `:stay_connected`: every server close but 1002, 1003,
+      1007 and 1009 is retried, the default of `WsPort.Client`).
     * `:retry_fun` - `(state -> state | :stop)`, the contract of
       off_broadway_websocket's `ws_retry_fun`: called after each failed
       attempt with the current state (initially `:retry_state`), it returns
@@ -284,9 +291,18 @@ defmodule WsPort do
   def controlling_process(conn, pid), do: :ws_port.controlling_process(conn, pid)
 
   @doc """
+  Reconnects after `delay_ms`, keeping the handle.
+
+  On an open (or connecting) connection: drops it now (close 1000
+  `"reconnecting"` when open) and opens it again, whatever the retry
+  policy; the owner gets `{:ws_port_down, conn, :reconnect, %{delay_ms:
+  delay_ms}}` then `{:ws_port_up, conn, info}`. Use it when the link looks
+  dead to you (missed application heartbeats).
+
   In manual retry mode (`retry: [manual: true]`), tells the port program to
   try again after `delay_ms`: the answer to `{:ws_port_down, conn, reason,
   %{delay_ms: :manual}}`. Close the connection to give up.
+  `{:error, :closed}` once the connection is closed.
   """
   @spec reconnect(conn(), non_neg_integer()) :: :ok | {:error, :closed}
   def reconnect(conn, delay_ms), do: :ws_port.reconnect(conn, delay_ms)

@@ -31,4 +31,22 @@ defmodule WsPort.DocsTest do
     assert out =~ "connect(Url,"
     refute out =~ "No documentation"
   end
+
+  test "WsPort.connect/2's doc states the retry_on default the code has" do
+    # it said [:network, :timeout, :http_5xx, :http_429, :protocol,
+    # :remote_close]: every server close retried, 1000 included
+    {:docs_v1, _, :elixir, _, _, _, docs} = Code.fetch_docs(WsPort)
+    [doc] = for {{:function, :connect, 2}, _, _, %{"en" => d}, _} <- docs, do: d
+    text = String.replace(doc, ~r/\s+/, " ")
+
+    default =
+      :default
+      |> :ws_port_retry.retry_on()
+      |> inspect(limit: :infinity)
+      |> String.replace(~r/\s+/, " ")
+
+    assert text =~ "`:retry_on` - "
+    assert String.contains?(text, "(default `:default`, which is `#{default}`")
+    refute text =~ ":protocol, :remote_close]"
+  end
 end
