@@ -137,6 +137,21 @@
 ]).
 
 -define(TAG, '$ws_port_client').
+%% Raises badarg as ws_port does, in the function called: error_info names
+%% the argument (the shell prints it, Elixir raises an ArgumentError).
+-define(BADARG(Args, Cause),
+    erlang:error(badarg, Args, [{error_info, #{module => ws_port, cause => Cause}}])
+).
+%% What gen_server:call/3 takes as a server and as a timeout.
+-define(IS_CLIENT(C),
+    (is_pid(C) orelse is_atom(C) orelse
+        (is_tuple(C) andalso tuple_size(C) =:= 2 andalso is_atom(element(1, C)) andalso
+            is_atom(element(2, C))) orelse
+        (is_tuple(C) andalso tuple_size(C) =:= 2 andalso element(1, C) =:= global) orelse
+        (is_tuple(C) andalso tuple_size(C) =:= 3 andalso element(1, C) =:= via andalso
+            is_atom(element(2, C))))
+).
+-define(IS_TIMEOUT(T), (T =:= infinity orelse (is_integer(T) andalso T >= 0))).
 -define(DEFAULT_WINDOW, 100).
 %% close/1's mark (an ETS lookup, a few hundred ns here) is looked at on
 %% every ?CLOSE_CHECK-th frame: at most ?CLOSE_CHECK - 1 frames are handled
@@ -338,13 +353,35 @@ send_frame(Client, Frame) ->
 %% `{error, noproc}' for a client that is not running. Each failure counts
 %% in the client's `errors' (see {@link health/1}). Not to be called from
 %% the client's own callbacks: they return `{reply, Frames, State}'.
+%% A `Client' that is not a pid or a name (of the forms gen_server takes),
+%% or a bad `Timeout', raises `badarg' naming it, as {@link ws_port} does;
+%% so do the other calls of this module.
 -spec send_frame(client(), frame() | [frame()], timeout()) -> ok | {error, term()}.
-send_frame(Client, Frame, Timeout) ->
+send_frame(Client, Frame, Timeout) when ?IS_CLIENT(Client), ?IS_TIMEOUT(Timeout) ->
     try
         gen_server:call(Client, {?TAG, send, Frame}, Timeout)
     catch
         exit:{Reason, {gen_server, call, _}} -> {error, exit_reason(Reason)}
+    end;
+send_frame(Client, Frame, Timeout) ->
+    ?BADARG([Client, Frame, Timeout], bad_call(Client, 3, Timeout)).
+
+%% What is wrong with a call's client (argument 1) or timeout (argument N).
+bad_call(Client, N, Timeout) ->
+    case ?IS_CLIENT(Client) of
+        false -> #{1 => not_client(Client)};
+        true -> #{N => bad_timeout(Timeout)}
     end.
+
+not_client(Term) ->
+    io_lib:format(
+        "not a ws_port_client (a pid, a registered name, {Name, Node}, {global, Name} "
+        "or {via, Module, Name}), got ~0tP",
+        [Term, 10]
+    ).
+
+bad_timeout(Timeout) ->
+    io_lib:format("the timeout must be infinity or an integer >= 0 (ms), got ~0tP", [Timeout, 5]).
 
 exit_reason({nodedown, _}) -> nodedown;
 exit_reason({normal, _}) -> noproc;
@@ -357,13 +394,17 @@ call(Client, Request) ->
 
 %% @doc Calls the client's `handle_call/3', as `gen_server:call/3'.
 -spec call(client(), term(), timeout()) -> term().
+call(Client, Request, Timeout) when ?IS_CLIENT(Client), ?IS_TIMEOUT(Timeout) ->
+    gen_server:call(Client, Request, Timeout);
 call(Client, Request, Timeout) ->
-    gen_server:call(Client, Request, Timeout).
+    ?BADARG([Client, Request, Timeout], bad_call(Client, 3, Timeout)).
 
 %% @doc Casts to the client's `handle_cast/2', as `gen_server:cast/2'.
 -spec cast(client(), term()) -> ok.
+cast(Client, Msg) when ?IS_CLIENT(Client) ->
+    gen_server:cast(Client, Msg);
 cast(Client, Msg) ->
-    gen_server:cast(Client, Msg).
+    ?BADARG([Client, Msg], #{1 => not_client(Client)}).
 
 %% @doc Replies to a `handle_call/3' that returned `{noreply, State}'.
 -spec reply(gen_server:from(), term()) -> ok.
@@ -378,6 +419,8 @@ reply(From, Reply) ->
 %% `window => infinity' and a slow handler) to be worked through. Messages
 %% other than frames are still handled in order.
 -spec close(client()) -> ok.
+close(Client) when not ?IS_CLIENT(Client) ->
+    ?BADARG([Client], #{1 => not_client(Client)});
 close(Client) ->
     Pid = mark_closing(Client),
     try
@@ -458,14 +501,18 @@ health(Client) ->
 %% `last_error', the current retry `attempt', `uptime_ms' of the current
 %% connection (0 when not connected) and `age_ms' of the process.
 -spec health(client(), timeout()) -> health().
+health(Client, Timeout) when ?IS_CLIENT(Client), ?IS_TIMEOUT(Timeout) ->
+    gen_server:call(Client, {?TAG, health}, Timeout);
 health(Client, Timeout) ->
-    gen_server:call(Client, {?TAG, health}, Timeout).
+    ?BADARG([Client, Timeout], bad_call(Client, 2, Timeout)).
 
 %% @doc The client's current {@link ws_port:conn()} (it changes when the
 %% client reconnects after missed heartbeats), for {@link ws_port:info/1}.
 -spec connection(client()) -> {ok, ws_port:conn()} | {error, not_connected}.
+connection(Client) when ?IS_CLIENT(Client) ->
+    gen_server:call(Client, {?TAG, connection});
 connection(Client) ->
-    gen_server:call(Client, {?TAG, connection}).
+    ?BADARG([Client], #{1 => not_client(Client)}).
 
 %% @doc The option names {@link start_link/3} knows (its own and those of
 %% {@link ws_port:connect/2} it passes on).

@@ -69,6 +69,10 @@ defmodule WsPort.Client do
   Any other key, or a key given twice, is refused: `{:error, {:bad_option,
   name, value}}` (`{:bad_option, {:duplicate, name}, value}`), returned by
   `start_link` without starting a process.
+
+  A `client` that is not a pid or a name (as `GenServer` takes them), or a
+  timeout that is not `:infinity` nor an integer >= 0, raises
+  `ArgumentError` naming the argument, as `WsPort`'s functions do.
   """
 
   @typedoc "A running client: a pid or a registered name."

@@ -28,7 +28,9 @@ defmodule WsPort.Sync do
 
   @doc """
   Waits up to `timeout` ms for the next message: `{:ok, {:text | :binary,
-  data}}`, `{:error, :timeout}` or `{:error, {:closed, reason}}`.
+  data}}`, `{:error, :timeout}` or `{:error, {:closed, reason}}`. A
+  timeout that is not `:infinity` nor an integer >= 0 raises
+  `ArgumentError`.
   """
   @spec receive_frame(term(), timeout()) ::
           {:ok, {:text | :binary, binary()}} | {:error, :timeout | {:closed, term()}}
