@@ -78,7 +78,7 @@
 -export([send_frame/2, send_frame/3, call/2, call/3, cast/2, reply/2, close/1]).
 -export([health/1, health/2, connection/1, option_names/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, format_status/1]).
--export([while_closing/2]).
+-export([while_closing/2, check_frames/1]).
 
 -export_type([client/0, frame/0, opts/0, health/0, disconnect_info/0, hook/0]).
 
@@ -890,6 +890,18 @@ send_list([Frame | Rest], #st{conn = Conn} = St) ->
         {error, _} = Error ->
             {Error, St#st{errors = St#st.errors + 1, last_error = Error}}
     end.
+
+%% @private
+%% `ok', or `{error, {bad_frame, Frame}}' for the first frame that is not
+%% one (what send_frame/3 would return), without sending anything.
+-spec check_frames(frame() | [frame()]) -> ok | {error, {bad_frame, term()}}.
+check_frames(Frames) when is_list(Frames) ->
+    case [F || F <- Frames, normalize_frame(F) =:= error] of
+        [] -> ok;
+        [Bad | _] -> {error, {bad_frame, Bad}}
+    end;
+check_frames(Frame) ->
+    check_frames([Frame]).
 
 normalize_frame({Type, Data} = Frame) when
     Type =:= text; Type =:= binary; Type =:= ping; Type =:= pong

@@ -14,6 +14,9 @@
 %% `ws_port_client_sup'.
 -module(ws_port_client_sup).
 
+%% RFC 6455 5.5: control frames carry at most 125 bytes.
+-define(MAX_CONTROL_PAYLOAD, 125).
+
 -behaviour(supervisor).
 
 -export([start_link/0, start_link/1, child_spec/1]).
@@ -224,7 +227,8 @@ list_clients(Sup) ->
 %%====================================================================
 
 %% @equiv send_balanced(Frame, #{})
--spec send_balanced(ws_port_client:frame()) -> ok | {error, no_connections}.
+-spec send_balanced(ws_port_client:frame() | [ws_port_client:frame()]) ->
+    ok | {error, no_connections | {bad_frame, term()} | ws_port:send_error()}.
 send_balanced(Frame) ->
     send_balanced(Frame, #{}).
 
@@ -239,14 +243,25 @@ send_balanced(Frame) ->
 %% others are tried in order of fewest heartbeat misses, then fewest
 %% errors, then lowest round-trip time, at most `max_attempts' of them
 %% (default 3). A failed send counts in that client's `errors'. Returns
-%% `{error, no_connections}' when no client took the frame.
--spec send_balanced(ws_port_client:frame(), balance_opts()) -> ok | {error, no_connections}.
+%% `{error, no_connections}' when no client took the frame. A frame no
+%% client may send is its own error, without a failover: `{error,
+%% {bad_frame, F}}' (checked before any client is asked), `{error,
+%% {invalid_utf8, Offset}}', `{error, {too_large, Size, 125}}' (a ping or
+%% pong payload over 125 bytes). A message over one client's
+%% `max_message_size' is tried on the next.
+-spec send_balanced(ws_port_client:frame() | [ws_port_client:frame()], balance_opts()) ->
+    ok | {error, no_connections | {bad_frame, term()} | ws_port:send_error()}.
 send_balanced(Frame, Opts) ->
-    Map = to_map(Opts),
-    MaxAttempts = maps:get(max_attempts, Map, 3),
-    Timeout = maps:get(timeout, Map, 1000),
-    Pids = discover(Map),
-    try_send(Frame, lists:sublist(rank(healths(Pids, Timeout)), MaxAttempts), Timeout).
+    case ws_port_client:check_frames(Frame) of
+        ok ->
+            Map = to_map(Opts),
+            MaxAttempts = maps:get(max_attempts, Map, 3),
+            Timeout = maps:get(timeout, Map, 1000),
+            Pids = discover(Map),
+            try_send(Frame, lists:sublist(rank(healths(Pids, Timeout)), MaxAttempts), Timeout);
+        {error, _} = Error ->
+            Error
+    end.
 
 discover(#{client_discovery := {M, F, A}}) ->
     apply(M, F, A);
@@ -295,6 +310,9 @@ try_send(_Frame, [], _Timeout) ->
 try_send(Frame, [Pid | Rest], Timeout) ->
     case ws_port_client:send_frame(Pid, Frame, Timeout) of
         ok -> ok;
+        %% about the frame, not the client: another would refuse it too
+        {error, {invalid_utf8, _}} = Error -> Error;
+        {error, {too_large, _, ?MAX_CONTROL_PAYLOAD}} = Error -> Error;
         {error, _} -> try_send(Frame, Rest, Timeout)
     end.
 

@@ -241,6 +241,33 @@ defmodule WsPort.ClientSupervisorTest do
     assert :ws_port_client_sup.rank(healths) == [:d, :c, :b, :a]
   end
 
+  test "send_balanced: a frame no client may send is its error, not a failover", %{peer: peer} do
+    sup = start_sup()
+
+    clients =
+      for tag <- ["a", "b", "c"] do
+        {:ok, c} = CS.start_client(Peer.url(peer, "/echo?tag=frame_#{tag}"), client_opts(sup))
+        assert_receive {:client, :connect, ^c, _}, 5000
+        c
+      end
+
+    # each was tried on 3 clients in turn (each counting an error, which
+    # ranks them lower for the next sends), then {:error, :no_connections}
+    assert {:error, {:bad_frame, :nope}} = CS.send_balanced(:nope, supervisor: sup)
+    assert {:error, {:invalid_utf8, 1}} = CS.send_balanced({:text, <<?a, 255>>}, supervisor: sup)
+
+    assert {:error, {:too_large, 126, 125}} =
+             CS.send_balanced({:ping, :binary.copy("p", 126)}, supervisor: sup)
+
+    # the frame is checked before any client is asked
+    assert {:error, {:bad_frame, :nope}} = CS.send_balanced(:nope, client_discovery: fn -> [] end)
+
+    # one client tried (and counting the error) for each of the two, not three
+    assert Enum.sum(for c <- clients, do: WsPort.Client.health(c).errors) == 2
+    assert :ok = CS.send_balanced({:text, "fine"}, supervisor: sup)
+    assert_receive {:client, :frame, _, {:text, "fine"}}, 5000
+  end
+
   defp liar_serve(test) do
     receive do
       {:"$gen_call", from, {:"$ws_port_client", :health}} ->

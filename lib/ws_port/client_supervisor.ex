@@ -85,8 +85,12 @@ defmodule WsPort.ClientSupervisor do
 
   Clients are ranked by heartbeat misses in a row, then errors, then last
   round-trip time. Returns `{:error, :no_connections}` when no client took
-  the frame.
+  the frame. A frame no client may send is its own error, without a
+  failover: `{:error, {:bad_frame, frame}}` (checked before any client is
+  asked), `{:error, {:invalid_utf8, offset}}`, `{:error, {:too_large, size,
+  125}}` (a ping or pong payload over 125 bytes).
   """
-  @spec send_balanced(WsPort.Client.frame(), keyword() | map()) :: :ok | {:error, :no_connections}
+  @spec send_balanced(WsPort.Client.frame() | [WsPort.Client.frame()], keyword() | map()) ::
+          :ok | {:error, :no_connections | {:bad_frame, term()} | :ws_port.send_error()}
   def send_balanced(frame, opts \\ []), do: :ws_port_client_sup.send_balanced(frame, opts)
 end
