@@ -178,10 +178,17 @@ leave(_S, _Topic, Timeout) when not ?IS_TIMEOUT(Timeout) ->
 leave(S, Topic, Timeout) ->
     gen_server:call(S, {leave, Topic, Timeout}, infinity).
 
-%% @doc Closes the socket (1000) and ends its process.
+%% @doc Closes the socket (1000) and ends its process. `ok' also when it
+%% has ended already (as {@link ws_port:close/1} of a closed connection).
 -spec disconnect(socket()) -> ok.
 disconnect(S) ->
-    gen_server:call(S, disconnect, infinity).
+    try
+        gen_server:call(S, disconnect, infinity)
+    catch
+        exit:{noproc, _} -> ok;
+        exit:{normal, _} -> ok;
+        exit:{{nodedown, _}, _} -> ok
+    end.
 
 %% @doc `#{topics => #{Topic => State}, stats => #{...}, closed => ...,
 %% buffered => ..., connection => Conn}' (`stats' of

@@ -180,6 +180,14 @@ defmodule WsPort.PhoenixTest do
       assert {:ok, %{"x" => 1}} = Phoenix.push(socket, "room:a", "echo", %{x: 1}, :infinity)
     end
 
+    test "disconnect of a socket already disconnected is :ok, as WsPort.close/1's", %{url: url} do
+      {:ok, socket} = Phoenix.connect(url, params: %{token: "good"})
+      assert :ok = Phoenix.disconnect(socket)
+      # it exited with :noproc (a gen_server call to the ended process)
+      assert :ok = Phoenix.disconnect(socket)
+      assert :ok = :ws_port_phoenix.disconnect(socket)
+    end
+
     test "a push without a reply times out", %{url: url} do
       socket = connect!(url)
       {:ok, _} = Phoenix.join(socket, "room:a")

@@ -98,7 +98,7 @@ defmodule WsPort.Phoenix do
   @spec leave(socket(), String.t()) :: :ok | {:error, term()}
   def leave(socket, topic), do: :ws_port_phoenix.leave(socket, topic)
 
-  @doc "Closes the socket and ends its process."
+  @doc "Closes the socket and ends its process; `:ok` also when it has ended already."
   @spec disconnect(socket()) :: :ok
   def disconnect(socket), do: :ws_port_phoenix.disconnect(socket)
 
