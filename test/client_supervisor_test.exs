@@ -306,4 +306,33 @@ defmodule WsPort.ClientSupervisorTest do
     assert CS.list_clients() == []
     Supervisor.stop(top)
   end
+
+  test "the supervisor's and send_balanced's option mistakes are {:error, {:bad_option, name, value}}" do
+    Process.flag(:trap_exit, true)
+    # a misspelled option was ignored (the supervisor ran with the default)
+    assert {:error, {:bad_option, :max_restart, 3}} = CS.start_link(name: false, max_restart: 3)
+    # supervisor:start_link/3's init failure, an exit signal to the caller
+    assert {:error, {:bad_option, :max_restarts, -1}} =
+             CS.start_link(name: false, max_restarts: -1)
+
+    assert {:error, {:bad_option, :max_seconds, 0}} = CS.start_link(name: false, max_seconds: 0)
+    assert {:error, {:bad_option, :name, "sup"}} = CS.start_link(name: "sup")
+
+    assert {:error, {:bad_option, {:duplicate, :max_seconds}, 2}} =
+             CS.start_link(name: false, max_seconds: 1, max_seconds: 2)
+
+    # a FunctionClauseError in to_map/1
+    assert {:error, {:bad_option, :opts, :fast}} = CS.start_link(:fast)
+    assert {:error, {:bad_option, :opts, :fast}} = CS.send_balanced("x", :fast)
+    assert {:error, {:bad_option, :max_attempt, 1}} = CS.send_balanced("x", max_attempt: 1)
+    assert {:error, {:bad_option, :max_attempts, 0}} = CS.send_balanced("x", max_attempts: 0)
+    assert {:error, {:bad_option, :timeout, :soon}} = CS.send_balanced("x", timeout: :soon)
+
+    assert {:error, {:bad_option, :client_discovery, :pg}} =
+             CS.send_balanced("x", client_discovery: :pg)
+
+    # child_spec/1 of options that are not any: the supervisor's start says so
+    assert %{start: {:ws_port_client_sup, :start_link, [:fast]}} = CS.child_spec(:fast)
+    refute_receive {:EXIT, _, _}, 200
+  end
 end
