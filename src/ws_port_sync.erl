@@ -29,11 +29,16 @@ connect(Url) ->
 
 %% @doc Opens a connection and waits for the handshake. `Opts' are those of
 %% {@link ws_port:connect/2} except `active' and `await', which are set
-%% here (`false' and `true'); `retry' defaults to `false', as fits a script.
+%% here (`false' and `true'; given, they are `{error, {bad_option, Name,
+%% Value}}'); `retry' defaults to `false', as fits a script.
 -spec connect(unicode:chardata(), map() | proplists:proplist()) ->
     {ok, ws_port:conn()} | {error, ws_port:close_reason()}.
 connect(Url, Opts) ->
     case ws_port_proto:options_map(Opts) of
+        {ok, #{active := Active}} ->
+            {error, {bad_option, active, Active}};
+        {ok, #{await := Await}} ->
+            {error, {bad_option, await, Await}};
         {ok, Map} ->
             Defaults = #{retry => false},
             ws_port:connect(Url, maps:merge(Defaults, Map#{active => false, await => true}));

@@ -363,4 +363,14 @@ defmodule WsPort.ClientTest do
     {:ok, conn} = WsPort.Sync.connect(Peer.url(peer, "/nowhere"))
     assert {:error, {:closed, {:remote, 4404, _}}} = WsPort.Sync.receive_frame(conn, 5000)
   end
+
+  test "synchronous interface: :active and :await are refused, as WsPort.Client refuses them",
+       %{peer: peer} do
+    url = Peer.url(peer, "/echo?tag=sync_opts")
+    # they were silently replaced (active: false, await: true)
+    assert {:error, {:bad_option, :active, true}} = WsPort.Sync.connect(url, active: true)
+    assert {:error, {:bad_option, :await, false}} = :ws_port_sync.connect(url, %{await: false})
+    assert {:ok, conn} = WsPort.Sync.connect(url, retry: false)
+    :ok = WsPort.Sync.close(conn)
+  end
 end

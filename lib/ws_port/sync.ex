@@ -15,8 +15,8 @@ defmodule WsPort.Sync do
 
   @doc """
   Opens a connection and waits for the handshake. Options are those of
-  `WsPort.connect/2` except `:active` and `:await`; `:retry` defaults to
-  `false`.
+  `WsPort.connect/2` except `:active` and `:await` (given, they are
+  `{:error, {:bad_option, name, value}}`); `:retry` defaults to `false`.
   """
   @spec connect(String.t(), WsPort.connect_opts()) :: {:ok, term()} | {:error, term()}
   def connect(url, opts \\ []), do: :ws_port_sync.connect(url, opts)
