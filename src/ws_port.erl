@@ -610,7 +610,9 @@ set_active(Driver, Id, Active, Tries) ->
 %% and `Pid' gets all messages in order. `Pid' must be a local pid (else
 %% `badarg').
 -spec controlling_process(conn(), pid()) -> ok | {error, not_owner | closed}.
-controlling_process({ws_port, Driver, Id} = Conn, Pid) when ?IS_CONN(Conn), is_pid(Pid) ->
+controlling_process({ws_port, Driver, Id} = Conn, Pid) when
+    ?IS_CONN(Conn), is_pid(Pid), node(Pid) =:= node()
+->
     try ws_port_driver:controlling_process(Driver, Id, Pid) of
         ok when Pid =:= self() ->
             ws_port_driver:release(Driver, Id);
@@ -623,6 +625,10 @@ controlling_process({ws_port, Driver, Id} = Conn, Pid) when ?IS_CONN(Conn), is_p
     catch
         exit:_ -> {error, closed}
     end;
+controlling_process(Conn, Pid) when ?IS_CONN(Conn), is_pid(Pid) ->
+    ?BADARG([Conn, Pid], #{
+        2 => io_lib:format("the new owner must be a local pid, got ~0p of node ~0tp", [Pid, node(Pid)])
+    });
 controlling_process(Conn, Pid) when ?IS_CONN(Conn) ->
     ?BADARG([Conn, Pid], #{2 => io_lib:format("the new owner must be a pid, got ~0tP", [Pid, 5])});
 controlling_process(Conn, Pid) ->

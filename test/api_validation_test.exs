@@ -30,6 +30,16 @@ defmodule WsPort.APIValidationTest do
     %{url: "ws://127.0.0.1:#{Peer.port(peer)}"}
   end
 
+  # a pid of another node (not connected): self() with its node renamed in
+  # the external term format
+  defp remote_pid do
+    bin = :erlang.term_to_binary(self(), minor_version: 2)
+    node = Atom.to_string(node())
+    other = String.duplicate("x", byte_size(node))
+    [head, tail] = :binary.split(bin, node)
+    :erlang.binary_to_term(head <> other <> tail)
+  end
+
   defp echo!(conn) do
     tag = "echo #{System.unique_integer([:positive])}"
     :ok = WsPort.send_text(conn, tag)
@@ -53,6 +63,9 @@ defmodule WsPort.APIValidationTest do
        "3rd argument: the close reason must be UTF-8 of at most 123 bytes"},
       {fn -> WsPort.controlling_process(conn, :nope) end,
        "2nd argument: the new owner must be a pid"},
+      # documented, but the connection was handed to it
+      {fn -> WsPort.controlling_process(conn, remote_pid()) end,
+       "2nd argument: the new owner must be a local pid"},
       {fn -> WsPort.info("x") end, "1st argument: not a ws_port connection"},
       {fn -> WsPort.setopts(conn, :active) end, "2nd argument: options are a list"}
     ]
