@@ -284,8 +284,8 @@ defmodule WsPort do
   def setopts(conn, opts), do: :ws_port.setopts(conn, opts)
 
   @doc """
-  Makes `pid` the owner of `conn`. Only the current owner may call it;
-  returns `{:error, :not_owner}` otherwise.
+  Makes `pid` (a process of this node) the owner of `conn`. Only the
+  current owner may call it; returns `{:error, :not_owner}` otherwise.
   """
   @spec controlling_process(conn(), pid()) :: :ok | {:error, :not_owner | :closed}
   def controlling_process(conn, pid), do: :ws_port.controlling_process(conn, pid)
