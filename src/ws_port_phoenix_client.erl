@@ -278,9 +278,16 @@ call(Client, Request, Timeout) -> gen_server:call(Client, Request, Timeout).
 %% @doc A cast handled by `handle_cast/2'.
 cast(Client, Msg) -> gen_server:cast(Client, Msg).
 
-%% @doc Stops the client (its socket is closed with 1000).
+%% @doc Stops the client (its socket is closed with 1000). `ok' also when
+%% it has ended already (as {@link ws_port_client:close/1}).
 -spec stop(gen_server:server_ref()) -> ok.
-stop(Client) -> gen_server:stop(Client).
+stop(Client) ->
+    try
+        gen_server:stop(Client)
+    catch
+        exit:noproc -> ok;
+        exit:normal -> ok
+    end.
 
 %% @doc `#{topics, stats}' of the client's socket.
 -spec info(gen_server:server_ref()) -> map().

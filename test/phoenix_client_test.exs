@@ -246,4 +246,13 @@ defmodule WsPort.PhoenixClientTest do
 
     refute_receive {:EXIT, _, _}, 200
   end
+
+  test "stop of a client that has ended already is :ok, as WsPort.Client.close/1's",
+       %{url: url} do
+    {:ok, pid} = Client.start(PhoenixReportClient, url: url, init_arg: [test: self()])
+    assert :ok = Client.stop(pid)
+    # it exited with :noproc (gen_server:stop/1 of an ended process)
+    assert :ok = Client.stop(pid)
+    assert :ok = :ws_port_phoenix_client.stop(pid)
+  end
 end

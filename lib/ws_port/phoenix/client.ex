@@ -184,7 +184,7 @@ defmodule WsPort.Phoenix.Client do
   @spec cast(GenServer.server(), term()) :: :ok
   defdelegate cast(client, msg), to: :ws_port_phoenix_client
 
-  @doc "Stops the client (its socket is closed with 1000)."
+  @doc "Stops the client (its socket is closed with 1000); `:ok` also when it has ended already."
   @spec stop(GenServer.server()) :: :ok
   defdelegate stop(client), to: :ws_port_phoenix_client
 
