@@ -326,7 +326,13 @@ check_name(_) ->
 %% its supervisor is not restarted, a crash is.
 -spec child_spec(opts()) -> supervisor:child_spec().
 child_spec(Opts) ->
-    Map = to_map(Opts),
+    %% options that are not a map or proplist: start_link/1 says so when
+    %% the supervisor starts the child
+    Map =
+        case ws_port_proto:options_map(Opts) of
+            {ok, M} -> M;
+            {error, _} -> #{}
+        end,
     Module = maps:get(module, Map, ws_port_client_forward),
     #{
         id => maps:get(id, Map, Module),
@@ -1077,11 +1083,6 @@ last_rtt(#st{hb = ping_pong, status = connected, conn = Conn, last_rtt = Last}) 
     end;
 last_rtt(#st{last_rtt = Last}) ->
     Last.
-
-to_map(Opts) when is_map(Opts) ->
-    Opts;
-to_map(Opts) when is_list(Opts) ->
-    maps:from_list(proplists:unfold(Opts)).
 
 to_binary(Url) when is_binary(Url) -> Url;
 to_binary(Url) -> unicode:characters_to_binary(Url).

@@ -181,8 +181,14 @@ conn_opts(Module, Opts) ->
     ConnOpts#{connect_async => true}.
 
 %% @doc A child spec: `#{module := Module, url := Url, id => Id, ...
-%% options}', `restart => transient'.
--spec child_spec(map()) -> supervisor:child_spec().
+%% options}' (or a proplist of the same), `restart => transient'. Without
+%% `module' and `url' it raises `badarg' naming the argument.
+-spec child_spec(map() | proplists:proplist()) -> supervisor:child_spec().
+child_spec(Opts) when is_list(Opts) ->
+    case ws_port_proto:options_map(Opts) of
+        {ok, Map} -> child_spec(Map);
+        {error, _} -> bad_child_spec(Opts)
+    end;
 child_spec(#{module := Module, url := Url} = Opts) ->
     #{
         id => maps:get(id, Opts, Module),
@@ -194,7 +200,19 @@ child_spec(#{module := Module, url := Url} = Opts) ->
         shutdown => 5000,
         type => worker,
         modules => [?MODULE, Module]
-    }.
+    };
+child_spec(Opts) ->
+    bad_child_spec(Opts).
+
+bad_child_spec(Opts) ->
+    erlang:error(badarg, [Opts], [
+        {error_info, #{
+            module => ws_port,
+            cause => #{
+                1 => io_lib:format("a map or proplist with module and url, got ~0tP", [Opts, 10])
+            }
+        }}
+    ]).
 
 %% @doc Whether `Module' implements this behaviour (Erlang `-behaviour' or
 %% Elixir `use WsPort.Phoenix.Client').

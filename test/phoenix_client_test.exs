@@ -255,4 +255,29 @@ defmodule WsPort.PhoenixClientTest do
     assert :ok = Client.stop(pid)
     assert :ok = :ws_port_phoenix_client.stop(pid)
   end
+
+  test "child_spec/1 takes a proplist as ws_port_client's does; without module and url it says so",
+       %{url: url} do
+    # a proplist was a FunctionClauseError (a map only)
+    spec =
+      :ws_port_phoenix_client.child_spec(
+        module: PhoenixReportClient,
+        url: url,
+        id: :lobby,
+        params: %{token: "good"},
+        init_arg: [test: self(), joins: [{"room:spec", %{}}]]
+      )
+
+    assert %{id: :lobby, restart: :transient} = spec
+    {:ok, tree} = Supervisor.start_link([spec], strategy: :one_for_one)
+    assert_receive {:phx, :join, {"room:spec", {:ok, _}}}, 5000
+    Supervisor.stop(tree)
+
+    error = assert_raise ArgumentError, fn -> :ws_port_phoenix_client.child_spec(%{url: url}) end
+    assert Exception.message(error) =~ "1st argument: a map or proplist with module and url"
+
+    # ws_port_client's: a FunctionClauseError; now its start says what is wrong
+    assert %{start: {:ws_port_client, :start_link, [:fast]}} = :ws_port_client.child_spec(:fast)
+    assert {:error, {:bad_option, :opts, :fast}} = :ws_port_client.start_link(:fast)
+  end
 end
