@@ -74,7 +74,10 @@ defmodule WsPort do
           | {:ciphers, String.t() | charlist()}
           | {:ciphersuites, String.t() | charlist()}
           | {:cert, binary() | [binary()]}
-          | {:key, binary() | {:RSAPrivateKey | :ECPrivateKey | :PrivateKeyInfo, binary()}}
+          | {:key,
+             binary()
+             | {:RSAPrivateKey | :ECPrivateKey | :PrivateKeyInfo, binary()}
+             | (() -> binary() | {:RSAPrivateKey | :ECPrivateKey | :PrivateKeyInfo, binary()})}
           | {:password, String.t() | charlist() | (() -> String.t() | charlist())}
           | {:reuse_sessions, boolean()}
 
@@ -98,11 +101,18 @@ defmodule WsPort do
           | {:mem_level, 1..9}
           | {:threshold, non_neg_integer()}
 
-  @typedoc "A proxy for `connect/2`'s `:proxy` option (see the README's options table)."
+  @typedoc """
+  A proxy for `connect/2`'s `:proxy` option (see the README's options table):
+  a URL, a map, `:system`, `:none` (or `false`), or a zero-arity fun
+  returning one of these.
+  """
   @type proxy ::
           String.t()
           | charlist()
           | :system
+          | :none
+          | false
+          | (() -> proxy())
           | %{
               required(:type) => :http | :socks5,
               required(:host) => String.t() | charlist(),

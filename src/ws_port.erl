@@ -83,7 +83,7 @@
         retry_state => ws_port_retry:retry_state(),
         send_queue => non_neg_integer(),
         compress => boolean() | map() | proplists:proplist(),
-        proxy => ws_port_proxy:proxy() | none | system | unicode:chardata() | map()
+        proxy => proxy()
     }
     | proplists:proplist().
 -type retry_opts() ::
@@ -98,6 +98,17 @@
     }
     | proplists:proplist().
 -type header_part() :: binary() | string() | atom().
+%% A proxy URL, map, `system', `none' (or `false'), or a fun returning one.
+-type proxy() ::
+    ws_port_proxy:proxy()
+    | none
+    | false
+    | system
+    | unicode:chardata()
+    | map()
+    | fun(() -> ws_port_proxy:proxy() | none | false | system | unicode:chardata() | map()).
+-type client_key() ::
+    binary() | {'RSAPrivateKey' | 'ECPrivateKey' | 'PrivateKeyInfo', binary()}.
 -type tls_opts() ::
     #{
         verify => verify_peer | verify_none,
@@ -114,8 +125,9 @@
         ciphersuites => binary() | string(),
         %% the client certificate: DER, [DER] (leaf first) or PEM
         cert => binary() | [binary()],
-        %% the client key: PEM, DER or {KeyType, DER} as OTP's ssl takes it
-        key => binary() | {'RSAPrivateKey' | 'ECPrivateKey' | 'PrivateKeyInfo', binary()},
+        %% the client key: PEM, DER or {KeyType, DER} as OTP's ssl takes it,
+        %% or a fun returning it
+        key => client_key() | fun(() -> client_key()),
         %% for an encrypted key or keyfile
         password => binary() | string() | fun(() -> binary() | string()),
         reuse_sessions => boolean()

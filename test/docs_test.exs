@@ -49,4 +49,23 @@ defmodule WsPort.DocsTest do
     assert String.contains?(text, "(default `:default`, which is `#{default}`")
     refute text =~ ":protocol, :remote_close]"
   end
+
+  test "WsPort's option types have what connect/2 takes: funs for :proxy and the :tls key" do
+    # connect/2 takes them (they are how the options are kept concealed)
+    # but the types said no: dialyzer flagged such calls
+    {:ok, types} = Code.Typespec.fetch_types(WsPort)
+
+    text = fn name ->
+      [t] = for {:type, {^name, _, _} = t} <- types, do: t
+      t |> Code.Typespec.type_to_quoted() |> Macro.to_string()
+    end
+
+    assert text.(:proxy) =~ "(() -> proxy())"
+    assert text.(:proxy) =~ ":none"
+    assert text.(:tls_option) =~ ~r/\{:key,.*\(\(\) -> binary\(\)/s
+    # and connect/2 does take them
+    for proxy <- [fn -> :none end, :none, false] do
+      assert {:ok, %{proxy: :none}} = :ws_port_proto.normalize_connect_opts(proxy: proxy)
+    end
+  end
 end
