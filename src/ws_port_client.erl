@@ -354,7 +354,8 @@ send_frame(Client, Frame) ->
     send_frame(Client, Frame, 5000).
 
 %% @doc Sends one frame (or a list of frames, in order) on the client's
-%% connection. `{error, not_connected}' while it is reconnecting (unless
+%% connection. A list with an element that is not a frame is `{error,
+%% {bad_frame, Element}}' and none of it is sent. `{error, not_connected}' while it is reconnecting (unless
 %% the `send_queue' option keeps it), `{error, closed}' after the end,
 %% `{error, noproc}' for a client that is not running. Each failure counts
 %% in the client's `errors' (see {@link health/1}). Not to be called from
@@ -876,10 +877,16 @@ handle_result({stop, Reason, S}, St) ->
 handle_result(Other, _St) ->
     error({bad_return_value, Other}).
 
-send_frames(Frames, St) when is_list(Frames) ->
-    send_list(Frames, St);
-send_frames(Frame, St) ->
-    send_list([Frame], St).
+%% Nothing of a list is sent when one of its frames is not a frame.
+send_frames(Frames, St) ->
+    case check_frames(Frames) of
+        ok when is_list(Frames) ->
+            send_list(Frames, St);
+        ok ->
+            send_list([Frames], St);
+        {error, _} = Error ->
+            {Error, St#st{errors = St#st.errors + 1, last_error = Error}}
+    end.
 
 send_list([], St) ->
     {ok, St};

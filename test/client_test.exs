@@ -46,12 +46,17 @@ defmodule WsPort.ClientTest do
     assert_receive {:client, :frame, ^pid, {:text, "one"}}, 5000
     assert_receive {:client, :frame, ^pid, {:text, "two"}}, 5000
     assert {:error, {:bad_frame, :nope}} = WsPort.Client.send_frame(pid, :nope)
+    # a list with a bad frame sends none of it (the frames before it went out)
+    assert {:error, {:bad_frame, 42}} = WsPort.Client.send_frame(pid, [{:text, "not sent"}, 42])
+    assert :ok = WsPort.Client.send_frame(pid, {:text, "next"})
+    assert_receive {:client, :frame, ^pid, frame}, 5000
+    assert frame == {:text, "next"}
 
     assert :sent = WsPort.Client.call(pid, {:send, "from handle_call"})
     assert_receive {:client, :frame, ^pid, {:text, "from handle_call"}}, 5000
     :ok = WsPort.Client.cast(pid, {:send, "from handle_cast"})
     assert_receive {:client, :frame, ^pid, {:text, "from handle_cast"}}, 5000
-    assert WsPort.Client.call(pid, :frames) == 7
+    assert WsPort.Client.call(pid, :frames) == 8
 
     # a deferred reply
     task = Task.async(fn -> WsPort.Client.call(pid, :later) end)
@@ -64,7 +69,8 @@ defmodule WsPort.ClientTest do
 
     health = WsPort.Client.health(pid)
     assert health.connected and health.status == :connected
-    assert health.errors == 1 and health.last_error == {:error, {:bad_frame, :nope}}
+    # the two bad sends above
+    assert health.errors == 2 and health.last_error == {:error, {:bad_frame, 42}}
     assert health.heartbeat == :ping_pong and health.reconnects == 0
 
     ref = Process.monitor(pid)

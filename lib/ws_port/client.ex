@@ -249,7 +249,9 @@ defmodule WsPort.Client do
   def child_spec(opts), do: :ws_port_client.child_spec(opts)
 
   @doc """
-  Sends a frame (or a list of frames, in order). `{:error, :not_connected}`
+  Sends a frame (or a list of frames, in order; a list with an element that
+  is not a frame is `{:error, {:bad_frame, element}}` and none of it is
+  sent). `{:error, :not_connected}`
   while reconnecting (unless `:send_queue` keeps it); each failure counts
   in the client's `errors`. Not for use inside the client's own callbacks:
   return `{:reply, frames, state}` there.
