@@ -204,6 +204,7 @@ child_spec(#{module := Module, url := Url} = Opts) ->
 child_spec(Opts) ->
     bad_child_spec(Opts).
 
+-spec bad_child_spec(term()) -> no_return().
 bad_child_spec(Opts) ->
     erlang:error(badarg, [Opts], [
         {error_info, #{

@@ -140,6 +140,11 @@ defmodule WsPort.PhoenixTest do
       # a Protocol.UndefinedError in Map.new/1, a function_clause in Erlang
       assert {:error, {:bad_option, :opts, :fast}} = Phoenix.connect(url, :fast)
       assert {:error, {:bad_option, :opts, :fast}} = :ws_port_phoenix.connect(url, :fast)
+      # an option given twice is refused, as WsPort.connect/2 refuses it (the
+      # Elixir facade took the last one)
+      assert {:error, {:bad_option, {:duplicate, :heartbeat_interval}, 2}} =
+               Phoenix.connect(url, heartbeat_interval: 1, heartbeat_interval: 2)
+
       assert {:ok, socket} = Phoenix.connect(url, json: WsPort.Test.CountingJSON)
       assert :ok = Phoenix.disconnect(socket)
     end

@@ -69,10 +69,14 @@ defmodule WsPort.Phoenix do
   @spec connect(String.t(), [option()] | map()) :: {:ok, socket()} | {:error, term()}
   def connect(url, opts \\ [])
 
-  def connect(url, opts) when is_list(opts) or is_map(opts) do
-    opts = Map.new(opts)
-    :ws_port_phoenix.connect(url, Map.put_new(opts, :null, nil))
+  # a list stays a list: :ws_port_phoenix refuses a key given twice
+  def connect(url, opts) when is_list(opts) do
+    opts = if List.keymember?(opts, :null, 0), do: opts, else: opts ++ [null: nil]
+    :ws_port_phoenix.connect(url, opts)
   end
+
+  def connect(url, opts) when is_map(opts),
+    do: :ws_port_phoenix.connect(url, Map.put_new(opts, :null, nil))
 
   # {:error, {:bad_option, :opts, opts}}
   def connect(url, opts), do: :ws_port_phoenix.connect(url, opts)
