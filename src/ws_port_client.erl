@@ -399,7 +399,11 @@ exit_reason(Reason) -> Reason.
 call(Client, Request) ->
     call(Client, Request, 5000).
 
-%% @doc Calls the client's `handle_call/3', as `gen_server:call/3'.
+%% @doc Calls the client's `handle_call/3', as `gen_server:call/3': it
+%% exits (`noproc', `timeout', ...) when the client is not running or does
+%% not answer in time; so do {@link health/2} and {@link connection/1}.
+%% {@link send_frame/3} returns those as `{error, Reason}', {@link close/1}
+%% as `ok'.
 -spec call(client(), term(), timeout()) -> term().
 call(Client, Request, Timeout) when ?IS_CLIENT(Client), ?IS_TIMEOUT(Timeout) ->
     gen_server:call(Client, Request, Timeout);

@@ -260,7 +260,12 @@ defmodule WsPort.Client do
   def send_frame(client, frame, timeout \\ 5000),
     do: :ws_port_client.send_frame(client, frame, timeout)
 
-  @doc "Calls the client's `c:handle_call/3`."
+  @doc """
+  Calls the client's `c:handle_call/3`. As `GenServer.call/3`, it exits
+  (`:noproc`, `:timeout`, ...) when the client is not running or does not
+  answer in time; so do `health/2` and `connection/1`. `send_frame/3`
+  returns those as `{:error, reason}` and `close/1` as `:ok`.
+  """
   @spec call(client(), term(), timeout()) :: term()
   def call(client, request, timeout \\ 5000), do: :ws_port_client.call(client, request, timeout)
 
