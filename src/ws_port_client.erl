@@ -985,10 +985,15 @@ parse_client_opts(Opts, Mode) ->
                 [] ->
                     [OnConnect, OnDisconnect] = Hooks,
                     case ws_port_heartbeat:resolve(HeartbeatOpt) of
-                        {ok, _} when Mode =:= check ->
-                            case ws_port_proto:normalize_connect_opts(maps:with(?CONNECT_KEYS, Opts)) of
-                                {ok, _} -> ok;
-                                {error, _} = Error -> Error
+                        {ok, Heartbeat} when Mode =:= check ->
+                            case check_heartbeat(Heartbeat) of
+                                ok ->
+                                    case ws_port_proto:normalize_connect_opts(maps:with(?CONNECT_KEYS, Opts)) of
+                                        {ok, _} -> ok;
+                                        {error, _} = Error -> Error
+                                    end;
+                                {error, _} = Error ->
+                                    Error
                             end;
                         {ok, Heartbeat} ->
                             St = #st{
@@ -1004,6 +1009,17 @@ parse_client_opts(Opts, Mode) ->
                     end
             end
     end.
+
+%% The built-in Deribit heartbeat's options, in the caller (its init/1 has
+%% no side effect; a module of the user's is initialised in the client only).
+check_heartbeat({ws_port_heartbeat_deribit, HbOpts}) ->
+    try ws_port_heartbeat_deribit:init(HbOpts) of
+        {ok, _, _, _} -> ok
+    catch
+        error:{bad_option, Key, Value} -> {error, {bad_option, {heartbeat, Key}, Value}}
+    end;
+check_heartbeat(_) ->
+    ok.
 
 valid_hook(undefined) -> true;
 valid_hook(Fun) when is_function(Fun, 1) -> true;
@@ -1027,7 +1043,7 @@ init_heartbeat({HbMod, HbOpts}, ConnOpts, St) ->
         Other ->
             {error, {bad_option, heartbeat, {HbMod, Other}}}
     catch
-        error:{bad_option, _, _} = Bad -> {error, Bad}
+        error:{bad_option, Key, Value} -> {error, {bad_option, {heartbeat, Key}, Value}}
     end.
 
 finish_opts(ConnOpts, #st{window = Window} = St) ->

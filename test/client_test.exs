@@ -307,6 +307,16 @@ defmodule WsPort.ClientTest do
     assert {:error, {:bad_option, :name, {:local, "client"}}} =
              :ws_port_client.start(ReportClient, url, %{name: {:local, "client"}})
 
+    # the Deribit heartbeat's own options: checked in init/1 only, an exit
+    # signal too, and named without saying they were the heartbeat's
+    assert {:error, {:bad_option, {:heartbeat, :interval}, -5}} =
+             WsPort.Client.start_link(ReportClient, url,
+               heartbeat: %{type: :deribit, interval: -5}
+             )
+
+    assert {:error, {:bad_option, {:heartbeat, :max_misses}, :x}} =
+             WsPort.Client.start_link(ReportClient, url, heartbeat: {:deribit, %{max_misses: :x}})
+
     refute_receive {:EXIT, _, _}, 200
   end
 
