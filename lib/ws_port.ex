@@ -159,7 +159,10 @@ defmodule WsPort do
 
     * `:headers` - extra request headers, `[{name, value}]`; not the
       handshake's own (`Host`, `Upgrade`, `Connection`,
-      `Sec-WebSocket-Key`, `Sec-WebSocket-Version`). A value may be a
+      `Sec-WebSocket-Key`, `Sec-WebSocket-Version`, and
+      `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions`, which come
+      from `:protocols` and `:compress`): those are `{:error, {:bad_option,
+      :headers, headers}}`. A value may be a
       zero-arity fun returning it. Every value is kept as a fun in process
       state (the driver, `WsPort.Client`, supervisors, `WsPort.Producer`),
       so an `Authorization` never shows in clear there.

@@ -181,7 +181,10 @@ connect(Url) ->
 %% <ul>
 %% <li>`headers': extra request headers, `[{Name, Value}]'; not the
 %%     handshake's own (`Host', `Upgrade', `Connection',
-%%     `Sec-WebSocket-Key', `Sec-WebSocket-Version'). A value may be a fun
+%%     `Sec-WebSocket-Key', `Sec-WebSocket-Version', and
+%%     `Sec-WebSocket-Protocol' and `Sec-WebSocket-Extensions', which come
+%%     from `protocols' and `compress'): those are `{error, {bad_option,
+%%     headers, Headers}}'. A value may be a fun
 %%     returning it. The driver keeps every value as a fun, so an
 %%     `Authorization' never shows in clear in its state, and nor does it in
 %%     that of a `ws_port_client', a supervisor or a producer.</li>
