@@ -128,6 +128,12 @@ defmodule WsPort.PhoenixTest do
                Phoenix.push(socket, "room:a", "echo", {:a, :tuple})
 
       assert {:error, {:bad_option, :serializer, :v3}} = Phoenix.connect(url, serializer: :v3)
+      # the detail says what is wrong, as WsPort.connect/2's (it was the URL given)
+      assert {:error, {:invalid_url, "not a string"}} = Phoenix.connect(42)
+      assert {:error, {:invalid_url, "not a string"}} = Phoenix.connect(%{url: url})
+
+      assert {:error, {:invalid_url, "scheme must be ws:// or wss://"}} =
+               Phoenix.connect("http://127.0.0.1/socket/websocket")
     end
 
     test "connect refuses a JSON codec that is not one, and options that are not a list or map",
