@@ -74,7 +74,10 @@ defmodule WsPort do
           | {:ciphers, String.t() | charlist()}
           | {:ciphersuites, String.t() | charlist()}
           | {:cert, binary() | [binary()]}
-          | {:key, binary() | {:RSAPrivateKey | :ECPrivateKey | :PrivateKeyInfo, binary()}}
+          | {:key,
+             binary()
+             | {:RSAPrivateKey | :ECPrivateKey | :PrivateKeyInfo, binary()}
+             | (() -> binary() | {:RSAPrivateKey | :ECPrivateKey | :PrivateKeyInfo, binary()})}
           | {:password, String.t() | charlist() | (() -> String.t() | charlist())}
           | {:reuse_sessions, boolean()}
 
@@ -98,11 +101,18 @@ defmodule WsPort do
           | {:mem_level, 1..9}
           | {:threshold, non_neg_integer()}
 
-  @typedoc "A proxy for `connect/2`'s `:proxy` option (see the README's options table)."
+  @typedoc """
+  A proxy for `connect/2`'s `:proxy` option (see the README's options table):
+  a URL, a map, `:system`, `:none` (or `false`), or a zero-arity fun
+  returning one of these.
+  """
   @type proxy ::
           String.t()
           | charlist()
           | :system
+          | :none
+          | false
+          | (() -> proxy())
           | %{
               required(:type) => :http | :socks5,
               required(:host) => String.t() | charlist(),
@@ -149,7 +159,10 @@ defmodule WsPort do
 
     * `:headers` - extra request headers, `[{name, value}]`; not the
       handshake's own (`Host`, `Upgrade`, `Connection`,
-      `Sec-WebSocket-Key`, `Sec-WebSocket-Version`). A value may be a
+      `Sec-WebSocket-Key`, `Sec-WebSocket-Version`, and
+      `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions`, which come
+      from `:protocols` and `:compress`): those are `{:error, {:bad_option,
+      :headers, headers}}`. A value may be a
       zero-arity fun returning it. Every value is kept as a fun in process
       state (the driver, `WsPort.Client`, supervisors, `WsPort.Producer`),
       so an `Authorization` never shows in clear there.
@@ -180,9 +193,16 @@ defmodule WsPort do
       `:ws_port_down`). Keys not given keep their defaults; `true` is the
       default policy, `false` disables reconnection. The port program
       reconnects by itself after failures of the classes in `:retry_on`.
-    * `:retry_on` - the failure classes retried (default `[:network,
-      :timeout, :http_5xx, :http_429, :protocol, :remote_close]`; also
-      `:http_4xx`, `:tls`, `:http_other`).
+    * `:retry_on` - which failures are retried (see `:ws_port_retry`): a
+      list of the classes `:network`, `:timeout`, `:http_5xx`, `:http_429`,
+      `:http_4xx`, `:tls`, `:protocol`, `:http_other` and at most one of
+      `:remote_close` (every server close), `{:remote_close, codes}` or
+      `{:remote_close, {:except, codes}}`, or a named policy (default
+      `:default`, which is `[:network, :timeout, :http_5xx, :http_429,
+      :protocol, {:remote_close, [1001, 1005, 1006, 1011, 1012, 1013,
+      1014]}]`: a server close with 1000 or another code ends the
+      connection; `:stay_connected`: every server close but 1002, 1003,
+      1007 and 1009 is retried, the default of `WsPort.Client`).
     * `:retry_fun` - `(state -> state | :stop)`, the contract of
       off_broadway_websocket's `ws_retry_fun`: called after each failed
       attempt with the current state (initially `:retry_state`), it returns
@@ -277,16 +297,25 @@ defmodule WsPort do
   def setopts(conn, opts), do: :ws_port.setopts(conn, opts)
 
   @doc """
-  Makes `pid` the owner of `conn`. Only the current owner may call it;
-  returns `{:error, :not_owner}` otherwise.
+  Makes `pid` (a process of this node) the owner of `conn`. Only the
+  current owner may call it; returns `{:error, :not_owner}` otherwise.
   """
   @spec controlling_process(conn(), pid()) :: :ok | {:error, :not_owner | :closed}
   def controlling_process(conn, pid), do: :ws_port.controlling_process(conn, pid)
 
   @doc """
+  Reconnects after `delay_ms`, keeping the handle.
+
+  On an open (or connecting) connection: drops it now (close 1000
+  `"reconnecting"` when open) and opens it again, whatever the retry
+  policy; the owner gets `{:ws_port_down, conn, :reconnect, %{delay_ms:
+  delay_ms}}` then `{:ws_port_up, conn, info}`. Use it when the link looks
+  dead to you (missed application heartbeats).
+
   In manual retry mode (`retry: [manual: true]`), tells the port program to
   try again after `delay_ms`: the answer to `{:ws_port_down, conn, reason,
   %{delay_ms: :manual}}`. Close the connection to give up.
+  `{:error, :closed}` once the connection is closed.
   """
   @spec reconnect(conn(), non_neg_integer()) :: :ok | {:error, :closed}
   def reconnect(conn, delay_ms), do: :ws_port.reconnect(conn, delay_ms)

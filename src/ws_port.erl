@@ -83,7 +83,7 @@
         retry_state => ws_port_retry:retry_state(),
         send_queue => non_neg_integer(),
         compress => boolean() | map() | proplists:proplist(),
-        proxy => ws_port_proxy:proxy() | none | system | unicode:chardata() | map()
+        proxy => proxy()
     }
     | proplists:proplist().
 -type retry_opts() ::
@@ -98,6 +98,17 @@
     }
     | proplists:proplist().
 -type header_part() :: binary() | string() | atom().
+%% A proxy URL, map, `system', `none' (or `false'), or a fun returning one.
+-type proxy() ::
+    ws_port_proxy:proxy()
+    | none
+    | false
+    | system
+    | unicode:chardata()
+    | map()
+    | fun(() -> ws_port_proxy:proxy() | none | false | system | unicode:chardata() | map()).
+-type client_key() ::
+    binary() | {'RSAPrivateKey' | 'ECPrivateKey' | 'PrivateKeyInfo', binary()}.
 -type tls_opts() ::
     #{
         verify => verify_peer | verify_none,
@@ -114,8 +125,9 @@
         ciphersuites => binary() | string(),
         %% the client certificate: DER, [DER] (leaf first) or PEM
         cert => binary() | [binary()],
-        %% the client key: PEM, DER or {KeyType, DER} as OTP's ssl takes it
-        key => binary() | {'RSAPrivateKey' | 'ECPrivateKey' | 'PrivateKeyInfo', binary()},
+        %% the client key: PEM, DER or {KeyType, DER} as OTP's ssl takes it,
+        %% or a fun returning it
+        key => client_key() | fun(() -> client_key()),
         %% for an encrypted key or keyfile
         password => binary() | string() | fun(() -> binary() | string()),
         reuse_sessions => boolean()
@@ -169,7 +181,10 @@ connect(Url) ->
 %% <ul>
 %% <li>`headers': extra request headers, `[{Name, Value}]'; not the
 %%     handshake's own (`Host', `Upgrade', `Connection',
-%%     `Sec-WebSocket-Key', `Sec-WebSocket-Version'). A value may be a fun
+%%     `Sec-WebSocket-Key', `Sec-WebSocket-Version', and
+%%     `Sec-WebSocket-Protocol' and `Sec-WebSocket-Extensions', which come
+%%     from `protocols' and `compress'): those are `{error, {bad_option,
+%%     headers, Headers}}'. A value may be a fun
 %%     returning it. The driver keeps every value as a fun, so an
 %%     `Authorization' never shows in clear in its state, and nor does it in
 %%     that of a `ws_port_client', a supervisor or a producer.</li>
@@ -610,7 +625,9 @@ set_active(Driver, Id, Active, Tries) ->
 %% and `Pid' gets all messages in order. `Pid' must be a local pid (else
 %% `badarg').
 -spec controlling_process(conn(), pid()) -> ok | {error, not_owner | closed}.
-controlling_process({ws_port, Driver, Id} = Conn, Pid) when ?IS_CONN(Conn), is_pid(Pid) ->
+controlling_process({ws_port, Driver, Id} = Conn, Pid) when
+    ?IS_CONN(Conn), is_pid(Pid), node(Pid) =:= node()
+->
     try ws_port_driver:controlling_process(Driver, Id, Pid) of
         ok when Pid =:= self() ->
             ws_port_driver:release(Driver, Id);
@@ -623,6 +640,10 @@ controlling_process({ws_port, Driver, Id} = Conn, Pid) when ?IS_CONN(Conn), is_p
     catch
         exit:_ -> {error, closed}
     end;
+controlling_process(Conn, Pid) when ?IS_CONN(Conn), is_pid(Pid) ->
+    ?BADARG([Conn, Pid], #{
+        2 => io_lib:format("the new owner must be a local pid, got ~0p of node ~0tp", [Pid, node(Pid)])
+    });
 controlling_process(Conn, Pid) when ?IS_CONN(Conn) ->
     ?BADARG([Conn, Pid], #{2 => io_lib:format("the new owner must be a pid, got ~0tP", [Pid, 5])});
 controlling_process(Conn, Pid) ->

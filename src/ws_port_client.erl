@@ -78,7 +78,7 @@
 -export([send_frame/2, send_frame/3, call/2, call/3, cast/2, reply/2, close/1]).
 -export([health/1, health/2, connection/1, option_names/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, format_status/1]).
--export([while_closing/2]).
+-export([while_closing/2, check_frames/1]).
 
 -export_type([client/0, frame/0, opts/0, health/0, disconnect_info/0, hook/0]).
 
@@ -137,6 +137,21 @@
 ]).
 
 -define(TAG, '$ws_port_client').
+%% Raises badarg as ws_port does, in the function called: error_info names
+%% the argument (the shell prints it, Elixir raises an ArgumentError).
+-define(BADARG(Args, Cause),
+    erlang:error(badarg, Args, [{error_info, #{module => ws_port, cause => Cause}}])
+).
+%% What gen_server:call/3 takes as a server and as a timeout.
+-define(IS_CLIENT(C),
+    (is_pid(C) orelse is_atom(C) orelse
+        (is_tuple(C) andalso tuple_size(C) =:= 2 andalso is_atom(element(1, C)) andalso
+            is_atom(element(2, C))) orelse
+        (is_tuple(C) andalso tuple_size(C) =:= 2 andalso element(1, C) =:= global) orelse
+        (is_tuple(C) andalso tuple_size(C) =:= 3 andalso element(1, C) =:= via andalso
+            is_atom(element(2, C))))
+).
+-define(IS_TIMEOUT(T), (T =:= infinity orelse (is_integer(T) andalso T >= 0))).
 -define(DEFAULT_WINDOW, 100).
 %% close/1's mark (an ETS lookup, a few hundred ns here) is looked at on
 %% every ?CLOSE_CHECK-th frame: at most ?CLOSE_CHECK - 1 frames are handled
@@ -209,7 +224,10 @@
 %% module documentation. Returns once `init/1' has run; the connection is
 %% opened in the background (`handle_connect/2' tells when it is up).
 %% Options are checked here: a bad one gives `{error, {bad_option, Name,
-%% Value}}'.
+%% Value}}'; so are the URL (`{error, {invalid_url, Detail}}') and the
+%% module (`{error, {bad_module, Module, Why}}': not loadable, or no
+%% `handle_frame/2'), so that these are error returns, not exit signals
+%% through the link.
 -spec start_link(module(), unicode:chardata(), opts()) -> gen_server:start_ret().
 start_link(Module, Url, Opts) ->
     start(fun gen_server:start_link/3, fun gen_server:start_link/4, Module, Url, Opts).
@@ -235,9 +253,9 @@ start(Module, Url, Opts) ->
     start(fun gen_server:start/3, fun gen_server:start/4, Module, Url, Opts).
 
 start(Start3, Start4, Module, Url, Opts) ->
-    %% options are checked by the caller: a bad one is an error return, not
-    %% an exit signal through the link
-    case check_opts(Opts) of
+    %% options, URL and module are checked by the caller: a bad one is an
+    %% error return, not an exit signal through the link
+    case check_start(Module, Url, Opts) of
         {ok, Map} ->
             Args = {Module, Url, Map},
             case maps:find(name, Map) of
@@ -249,16 +267,58 @@ start(Start3, Start4, Module, Url, Opts) ->
             Error
     end.
 
-check_opts(Opts) ->
-    case ws_port_proto:options_map(Opts) of
-        {ok, Map} ->
-            case parse_opts(Map, check) of
-                ok -> {ok, Map};
+check_start(Module, Url, Opts) ->
+    case ws_port_proto:normalize_url(Url) of
+        {ok, _} ->
+            case check_module(Module) of
+                ok -> check_opts(Opts);
                 {error, _} = Error -> Error
             end;
         {error, _} = Error ->
             Error
     end.
+
+%% handle_frame/2 is the one callback without a default.
+check_module(Module) when is_atom(Module) ->
+    case code:ensure_loaded(Module) of
+        {module, Module} ->
+            case erlang:function_exported(Module, handle_frame, 2) of
+                true -> ok;
+                false -> {error, {bad_module, Module, {not_exported, {handle_frame, 2}}}}
+            end;
+        {error, What} ->
+            {error, {bad_module, Module, What}}
+    end;
+check_module(Module) ->
+    {error, {bad_module, Module, not_an_atom}}.
+
+check_opts(Opts) ->
+    case ws_port_proto:options_map(Opts) of
+        {ok, Map} ->
+            case check_name(Map) of
+                ok ->
+                    case parse_opts(Map, check) of
+                        ok -> {ok, Map};
+                        {error, _} = Error -> Error
+                    end;
+                {error, _} = Error ->
+                    Error
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+%% What gen_server:start_link/4 takes as a name (an atom: {local, Atom}).
+check_name(#{name := Name}) ->
+    case Name of
+        _ when is_atom(Name) -> ok;
+        {local, N} when is_atom(N) -> ok;
+        {global, _} -> ok;
+        {via, M, _} when is_atom(M) -> ok;
+        _ -> {error, {bad_option, name, Name}}
+    end;
+check_name(_) ->
+    ok.
 
 %% @doc A child specification for a supervisor: `Opts' as for {@link
 %% start_link/1} (with `url', and `module', `id' if wanted). The restart is
@@ -266,7 +326,13 @@ check_opts(Opts) ->
 %% its supervisor is not restarted, a crash is.
 -spec child_spec(opts()) -> supervisor:child_spec().
 child_spec(Opts) ->
-    Map = to_map(Opts),
+    %% options that are not a map or proplist: start_link/1 says so when
+    %% the supervisor starts the child
+    Map =
+        case ws_port_proto:options_map(Opts) of
+            {ok, M} -> M;
+            {error, _} -> #{}
+        end,
     Module = maps:get(module, Map, ws_port_client_forward),
     #{
         id => maps:get(id, Map, Module),
@@ -288,18 +354,41 @@ send_frame(Client, Frame) ->
     send_frame(Client, Frame, 5000).
 
 %% @doc Sends one frame (or a list of frames, in order) on the client's
-%% connection. `{error, not_connected}' while it is reconnecting (unless
+%% connection. A list with an element that is not a frame is `{error,
+%% {bad_frame, Element}}' and none of it is sent. `{error, not_connected}' while it is reconnecting (unless
 %% the `send_queue' option keeps it), `{error, closed}' after the end,
 %% `{error, noproc}' for a client that is not running. Each failure counts
 %% in the client's `errors' (see {@link health/1}). Not to be called from
 %% the client's own callbacks: they return `{reply, Frames, State}'.
+%% A `Client' that is not a pid or a name (of the forms gen_server takes),
+%% or a bad `Timeout', raises `badarg' naming it, as {@link ws_port} does;
+%% so do the other calls of this module.
 -spec send_frame(client(), frame() | [frame()], timeout()) -> ok | {error, term()}.
-send_frame(Client, Frame, Timeout) ->
+send_frame(Client, Frame, Timeout) when ?IS_CLIENT(Client), ?IS_TIMEOUT(Timeout) ->
     try
         gen_server:call(Client, {?TAG, send, Frame}, Timeout)
     catch
         exit:{Reason, {gen_server, call, _}} -> {error, exit_reason(Reason)}
+    end;
+send_frame(Client, Frame, Timeout) ->
+    ?BADARG([Client, Frame, Timeout], bad_call(Client, 3, Timeout)).
+
+%% What is wrong with a call's client (argument 1) or timeout (argument N).
+bad_call(Client, N, Timeout) ->
+    case ?IS_CLIENT(Client) of
+        false -> #{1 => not_client(Client)};
+        true -> #{N => bad_timeout(Timeout)}
     end.
+
+not_client(Term) ->
+    io_lib:format(
+        "not a ws_port_client (a pid, a registered name, {Name, Node}, {global, Name} "
+        "or {via, Module, Name}), got ~0tP",
+        [Term, 10]
+    ).
+
+bad_timeout(Timeout) ->
+    io_lib:format("the timeout must be infinity or an integer >= 0 (ms), got ~0tP", [Timeout, 5]).
 
 exit_reason({nodedown, _}) -> nodedown;
 exit_reason({normal, _}) -> noproc;
@@ -310,15 +399,23 @@ exit_reason(Reason) -> Reason.
 call(Client, Request) ->
     call(Client, Request, 5000).
 
-%% @doc Calls the client's `handle_call/3', as `gen_server:call/3'.
+%% @doc Calls the client's `handle_call/3', as `gen_server:call/3': it
+%% exits (`noproc', `timeout', ...) when the client is not running or does
+%% not answer in time; so do {@link health/2} and {@link connection/1}.
+%% {@link send_frame/3} returns those as `{error, Reason}', {@link close/1}
+%% as `ok'.
 -spec call(client(), term(), timeout()) -> term().
+call(Client, Request, Timeout) when ?IS_CLIENT(Client), ?IS_TIMEOUT(Timeout) ->
+    gen_server:call(Client, Request, Timeout);
 call(Client, Request, Timeout) ->
-    gen_server:call(Client, Request, Timeout).
+    ?BADARG([Client, Request, Timeout], bad_call(Client, 3, Timeout)).
 
 %% @doc Casts to the client's `handle_cast/2', as `gen_server:cast/2'.
 -spec cast(client(), term()) -> ok.
+cast(Client, Msg) when ?IS_CLIENT(Client) ->
+    gen_server:cast(Client, Msg);
 cast(Client, Msg) ->
-    gen_server:cast(Client, Msg).
+    ?BADARG([Client, Msg], #{1 => not_client(Client)}).
 
 %% @doc Replies to a `handle_call/3' that returned `{noreply, State}'.
 -spec reply(gen_server:from(), term()) -> ok.
@@ -333,6 +430,8 @@ reply(From, Reply) ->
 %% `window => infinity' and a slow handler) to be worked through. Messages
 %% other than frames are still handled in order.
 -spec close(client()) -> ok.
+close(Client) when not ?IS_CLIENT(Client) ->
+    ?BADARG([Client], #{1 => not_client(Client)});
 close(Client) ->
     Pid = mark_closing(Client),
     try
@@ -413,14 +512,18 @@ health(Client) ->
 %% `last_error', the current retry `attempt', `uptime_ms' of the current
 %% connection (0 when not connected) and `age_ms' of the process.
 -spec health(client(), timeout()) -> health().
+health(Client, Timeout) when ?IS_CLIENT(Client), ?IS_TIMEOUT(Timeout) ->
+    gen_server:call(Client, {?TAG, health}, Timeout);
 health(Client, Timeout) ->
-    gen_server:call(Client, {?TAG, health}, Timeout).
+    ?BADARG([Client, Timeout], bad_call(Client, 2, Timeout)).
 
 %% @doc The client's current {@link ws_port:conn()} (it changes when the
 %% client reconnects after missed heartbeats), for {@link ws_port:info/1}.
 -spec connection(client()) -> {ok, ws_port:conn()} | {error, not_connected}.
+connection(Client) when ?IS_CLIENT(Client) ->
+    gen_server:call(Client, {?TAG, connection});
 connection(Client) ->
-    gen_server:call(Client, {?TAG, connection}).
+    ?BADARG([Client], #{1 => not_client(Client)}).
 
 %% @doc The option names {@link start_link/3} knows (its own and those of
 %% {@link ws_port:connect/2} it passes on).
@@ -778,10 +881,16 @@ handle_result({stop, Reason, S}, St) ->
 handle_result(Other, _St) ->
     error({bad_return_value, Other}).
 
-send_frames(Frames, St) when is_list(Frames) ->
-    send_list(Frames, St);
-send_frames(Frame, St) ->
-    send_list([Frame], St).
+%% Nothing of a list is sent when one of its frames is not a frame.
+send_frames(Frames, St) ->
+    case check_frames(Frames) of
+        ok when is_list(Frames) ->
+            send_list(Frames, St);
+        ok ->
+            send_list([Frames], St);
+        {error, _} = Error ->
+            {Error, St#st{errors = St#st.errors + 1, last_error = Error}}
+    end.
 
 send_list([], St) ->
     {ok, St};
@@ -798,6 +907,18 @@ send_list([Frame | Rest], #st{conn = Conn} = St) ->
         {error, _} = Error ->
             {Error, St#st{errors = St#st.errors + 1, last_error = Error}}
     end.
+
+%% @private
+%% `ok', or `{error, {bad_frame, Frame}}' for the first frame that is not
+%% one (what send_frame/3 would return), without sending anything.
+-spec check_frames(frame() | [frame()]) -> ok | {error, {bad_frame, term()}}.
+check_frames(Frames) when is_list(Frames) ->
+    case [F || F <- Frames, normalize_frame(F) =:= error] of
+        [] -> ok;
+        [Bad | _] -> {error, {bad_frame, Bad}}
+    end;
+check_frames(Frame) ->
+    check_frames([Frame]).
 
 normalize_frame({Type, Data} = Frame) when
     Type =:= text; Type =:= binary; Type =:= ping; Type =:= pong
@@ -864,10 +985,15 @@ parse_client_opts(Opts, Mode) ->
                 [] ->
                     [OnConnect, OnDisconnect] = Hooks,
                     case ws_port_heartbeat:resolve(HeartbeatOpt) of
-                        {ok, _} when Mode =:= check ->
-                            case ws_port_proto:normalize_connect_opts(maps:with(?CONNECT_KEYS, Opts)) of
-                                {ok, _} -> ok;
-                                {error, _} = Error -> Error
+                        {ok, Heartbeat} when Mode =:= check ->
+                            case check_heartbeat(Heartbeat) of
+                                ok ->
+                                    case ws_port_proto:normalize_connect_opts(maps:with(?CONNECT_KEYS, Opts)) of
+                                        {ok, _} -> ok;
+                                        {error, _} = Error -> Error
+                                    end;
+                                {error, _} = Error ->
+                                    Error
                             end;
                         {ok, Heartbeat} ->
                             St = #st{
@@ -883,6 +1009,17 @@ parse_client_opts(Opts, Mode) ->
                     end
             end
     end.
+
+%% The built-in Deribit heartbeat's options, in the caller (its init/1 has
+%% no side effect; a module of the user's is initialised in the client only).
+check_heartbeat({ws_port_heartbeat_deribit, HbOpts}) ->
+    try ws_port_heartbeat_deribit:init(HbOpts) of
+        {ok, _, _, _} -> ok
+    catch
+        error:{bad_option, Key, Value} -> {error, {bad_option, {heartbeat, Key}, Value}}
+    end;
+check_heartbeat(_) ->
+    ok.
 
 valid_hook(undefined) -> true;
 valid_hook(Fun) when is_function(Fun, 1) -> true;
@@ -906,7 +1043,7 @@ init_heartbeat({HbMod, HbOpts}, ConnOpts, St) ->
         Other ->
             {error, {bad_option, heartbeat, {HbMod, Other}}}
     catch
-        error:{bad_option, _, _} = Bad -> {error, Bad}
+        error:{bad_option, Key, Value} -> {error, {bad_option, {heartbeat, Key}, Value}}
     end.
 
 finish_opts(ConnOpts, #st{window = Window} = St) ->
@@ -973,11 +1110,6 @@ last_rtt(#st{hb = ping_pong, status = connected, conn = Conn, last_rtt = Last}) 
     end;
 last_rtt(#st{last_rtt = Last}) ->
     Last.
-
-to_map(Opts) when is_map(Opts) ->
-    Opts;
-to_map(Opts) when is_list(Opts) ->
-    maps:from_list(proplists:unfold(Opts)).
 
 to_binary(Url) when is_binary(Url) -> Url;
 to_binary(Url) -> unicode:characters_to_binary(Url).

@@ -14,6 +14,9 @@
 %% `ws_port_client_sup'.
 -module(ws_port_client_sup).
 
+%% RFC 6455 5.5: control frames carry at most 125 bytes.
+-define(MAX_CONTROL_PAYLOAD, 125).
+
 -behaviour(supervisor).
 
 -export([start_link/0, start_link/1, child_spec/1]).
@@ -55,26 +58,67 @@ start_link() ->
     start_link(#{}).
 
 %% @doc Starts the supervisor. Options: `name' (default `ws_port_client_sup';
-%% `false' for none), `max_restarts' (10), `max_seconds' (60).
+%% `false' for none), `max_restarts' (10), `max_seconds' (60). Another
+%% key, a bad value or a key given twice is `{error, {bad_option, Name,
+%% Value}}' (`{bad_option, {duplicate, Name}, Value}'), without starting
+%% anything.
 -spec start_link(sup_opts()) -> supervisor:startlink_ret().
 start_link(Opts) ->
-    Map = to_map(Opts),
-    Intensity = maps:get(max_restarts, Map, 10),
-    Period = maps:get(max_seconds, Map, 60),
-    case maps:get(name, Map, ?MODULE) of
-        false -> supervisor:start_link(?MODULE, {Intensity, Period});
-        Name when is_atom(Name) -> supervisor:start_link({local, Name}, ?MODULE, {Intensity, Period});
-        Name -> supervisor:start_link(Name, ?MODULE, {Intensity, Period})
+    case check_opts(Opts, fun sup_opt/2) of
+        {ok, Map} ->
+            Intensity = maps:get(max_restarts, Map, 10),
+            Period = maps:get(max_seconds, Map, 60),
+            case maps:get(name, Map, ?MODULE) of
+                false -> supervisor:start_link(?MODULE, {Intensity, Period});
+                Name when is_atom(Name) -> supervisor:start_link({local, Name}, ?MODULE, {Intensity, Period});
+                Name -> supervisor:start_link(Name, ?MODULE, {Intensity, Period})
+            end;
+        {error, _} = Error ->
+            Error
     end.
+
+%% Options as a map, each known and valid: else {error, {bad_option, Name,
+%% Value}} (options_map's errors for what is not a map or proplist).
+check_opts(Opts, Valid) ->
+    case ws_port_proto:options_map(Opts) of
+        {ok, Map} ->
+            case [{K, V} || {K, V} <- lists:sort(maps:to_list(Map)), not Valid(K, V)] of
+                [] -> {ok, Map};
+                [{K, V} | _] -> {error, {bad_option, K, V}}
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+sup_opt(name, false) -> true;
+sup_opt(name, Name) when is_atom(Name) -> true;
+sup_opt(name, {local, Name}) -> is_atom(Name);
+sup_opt(name, {global, _}) -> true;
+sup_opt(name, {via, Mod, _}) -> is_atom(Mod);
+sup_opt(max_restarts, N) -> is_integer(N) andalso N >= 0;
+sup_opt(max_seconds, N) -> is_integer(N) andalso N > 0;
+sup_opt(_, _) -> false.
+
+balance_opt(max_attempts, N) -> is_integer(N) andalso N > 0;
+balance_opt(client_discovery, F) when is_function(F, 0) -> true;
+balance_opt(client_discovery, {M, F, A}) -> is_atom(M) andalso is_atom(F) andalso is_list(A);
+balance_opt(supervisor, _) -> true;
+balance_opt(timeout, T) -> T =:= infinity orelse (is_integer(T) andalso T >= 0);
+balance_opt(_, _) -> false.
 
 %% @doc A child specification for the supervisor (options as {@link
 %% start_link/1}; `id' defaults to the module).
 -spec child_spec(sup_opts()) -> supervisor:child_spec().
 child_spec(Opts) ->
-    Map = to_map(Opts),
+    {Id, Args} =
+        case ws_port_proto:options_map(Opts) of
+            {ok, Map} -> {maps:get(id, Map, ?MODULE), maps:remove(id, Map)};
+            %% start_link/1 says what is wrong when the supervisor starts it
+            {error, _} -> {?MODULE, Opts}
+        end,
     #{
-        id => maps:get(id, Map, ?MODULE),
-        start => {?MODULE, start_link, [maps:remove(id, Map)]},
+        id => Id,
+        start => {?MODULE, start_link, [Args]},
         restart => permanent,
         shutdown => infinity,
         type => supervisor,
@@ -224,7 +268,8 @@ list_clients(Sup) ->
 %%====================================================================
 
 %% @equiv send_balanced(Frame, #{})
--spec send_balanced(ws_port_client:frame()) -> ok | {error, no_connections}.
+-spec send_balanced(ws_port_client:frame() | [ws_port_client:frame()]) ->
+    ok | {error, no_connections | {bad_frame, term()} | ws_port:send_error()}.
 send_balanced(Frame) ->
     send_balanced(Frame, #{}).
 
@@ -238,15 +283,33 @@ send_balanced(Frame) ->
 %% default 1000); those not connected, or not answering, are left out; the
 %% others are tried in order of fewest heartbeat misses, then fewest
 %% errors, then lowest round-trip time, at most `max_attempts' of them
-%% (default 3). A failed send counts in that client's `errors'. Returns
-%% `{error, no_connections}' when no client took the frame.
--spec send_balanced(ws_port_client:frame(), balance_opts()) -> ok | {error, no_connections}.
+%% (default 3). Another option, or a bad value, is `{error, {bad_option,
+%% Name, Value}}'. A failed send counts in that client's `errors'. Returns
+%% `{error, no_connections}' when no client took the frame. A frame no
+%% client may send is its own error, without a failover: `{error,
+%% {bad_frame, F}}' (checked before any client is asked), `{error,
+%% {invalid_utf8, Offset}}', `{error, {too_large, Size, 125}}' (a ping or
+%% pong payload over 125 bytes). A message over one client's
+%% `max_message_size' is tried on the next.
+-spec send_balanced(ws_port_client:frame() | [ws_port_client:frame()], balance_opts()) ->
+    ok
+    | {error,
+        no_connections | {bad_frame, term()} | {bad_option, term(), term()} | ws_port:send_error()}.
 send_balanced(Frame, Opts) ->
-    Map = to_map(Opts),
-    MaxAttempts = maps:get(max_attempts, Map, 3),
-    Timeout = maps:get(timeout, Map, 1000),
-    Pids = discover(Map),
-    try_send(Frame, lists:sublist(rank(healths(Pids, Timeout)), MaxAttempts), Timeout).
+    case ws_port_client:check_frames(Frame) of
+        ok ->
+            case check_opts(Opts, fun balance_opt/2) of
+                {ok, Map} ->
+                    MaxAttempts = maps:get(max_attempts, Map, 3),
+                    Timeout = maps:get(timeout, Map, 1000),
+                    Pids = discover(Map),
+                    try_send(Frame, lists:sublist(rank(healths(Pids, Timeout)), MaxAttempts), Timeout);
+                {error, _} = Error ->
+                    Error
+            end;
+        {error, _} = Error ->
+            Error
+    end.
 
 discover(#{client_discovery := {M, F, A}}) ->
     apply(M, F, A);
@@ -295,15 +358,15 @@ try_send(_Frame, [], _Timeout) ->
 try_send(Frame, [Pid | Rest], Timeout) ->
     case ws_port_client:send_frame(Pid, Frame, Timeout) of
         ok -> ok;
+        %% about the frame, not the client: another would refuse it too
+        {error, {invalid_utf8, _}} = Error -> Error;
+        {error, {too_large, _, ?MAX_CONTROL_PAYLOAD}} = Error -> Error;
         {error, _} -> try_send(Frame, Rest, Timeout)
     end.
 
 %%====================================================================
 %% Helpers
 %%====================================================================
-
-to_map(Opts) when is_map(Opts) -> Opts;
-to_map(Opts) when is_list(Opts) -> maps:from_list(proplists:unfold(Opts)).
 
 take(Key, Map, Default) ->
     case maps:take(Key, Map) of

@@ -59,6 +59,7 @@
     | {number_out_of_range, non_neg_integer()}
     | {too_deep, pos_integer(), non_neg_integer()}
     | {trailing_data, non_neg_integer()}
+    | {bad_option, opts | max_depth, term()}
     | not_binary.
 
 -define(MAX_DEPTH, 512).
@@ -79,7 +80,11 @@ decode(Bin) ->
 %% @doc Decodes one JSON document (surrounding whitespace allowed).
 %% Options: `null' (the term for JSON null, default `null'), `max_depth'
 %% (the deepest nesting of arrays and objects accepted, default 512).
+%% Options that are not a map, or a `max_depth' that is not a positive
+%% integer, are `{error, {bad_option, Name, Value}}'.
 -spec decode(binary(), decode_opts()) -> {ok, json()} | {error, decode_error()}.
+decode(Bin, #{max_depth := D}) when is_binary(Bin), not (is_integer(D) andalso D > 0) ->
+    {error, {bad_option, max_depth, D}};
 decode(Bin, Opts) when is_binary(Bin), is_map(Opts) ->
     O = {maps:get(null, Opts, null), maps:get(max_depth, Opts, ?MAX_DEPTH)},
     try value(ws(Bin), O, 0) of
@@ -91,6 +96,8 @@ decode(Bin, Opts) when is_binary(Bin), is_map(Opts) ->
     catch
         throw:{json, Kind, Rest} -> {error, error_at(Kind, byte_size(Bin) - byte_size(Rest))}
     end;
+decode(Bin, Opts) when is_binary(Bin) ->
+    {error, {bad_option, opts, Opts}};
 decode(_, _) ->
     {error, not_binary}.
 

@@ -30,7 +30,8 @@
 %% back on the server) until some are taken.
 %%
 %% Errors name what was wrong: `{bad_topic, T}' (not a binary), `{bad_event,
-%% E}', `{already_joined, Topic}', `{not_joined, Topic}', `timeout',
+%% E}', `{bad_timeout, T}' (not `infinity' nor an integer
+%% 0..4294967295 ms), `{already_joined, Topic}', `{not_joined, Topic}', `timeout',
 %% `disconnected' (the socket dropped before the reply came), `{topic_closed,
 %% crashed | closed}' (the channel ended before it replied), `{closed,
 %% Reason}' (the connection is gone for good).
@@ -70,6 +71,9 @@
 
 -type socket() :: pid().
 
+%% What erlang:send_after/3 takes, or infinity.
+-define(IS_TIMEOUT(T), (T =:= infinity orelse (is_integer(T) andalso T >= 0 andalso T =< 4294967295))).
+
 -record(st, {
     conn :: ws_port_phoenix_conn:conn() | undefined,
     joins = #{} :: #{binary() => {gen_server:from(), reference()}},
@@ -88,9 +92,16 @@
 
 %% @doc Connects to a Phoenix socket (`ws://host/socket/websocket' or
 %% wss) and waits for the first handshake. See the module doc for `Opts'.
+%% Options that are not a map or a proplist are `{error, {bad_option,
+%% opts, Opts}}'; a `json' that is not a loadable module with `encode/1'
+%% and `decode/1' is `{error, {bad_option, json, Json}}'.
 -spec connect(unicode:chardata(), map() | proplists:proplist()) -> {ok, socket()} | {error, term()}.
 connect(Url, Opts) when is_list(Opts) ->
-    connect(Url, maps:from_list(proplists:unfold(Opts)));
+    %% as ws_port:connect/2: a bad entry or a name given twice is refused
+    case ws_port_proto:options_map(Opts) of
+        {ok, Map} -> connect(Url, Map);
+        {error, _} = Error -> Error
+    end;
 connect(Url, Opts) when is_map(Opts) ->
     {ok, Pid} = gen_server:start_link(?MODULE, [], []),
     case gen_server:call(Pid, {connect, Url, Opts}, infinity) of
@@ -104,7 +115,9 @@ connect(Url, Opts) when is_map(Opts) ->
             after 0 -> ok
             end,
             Error
-    end.
+    end;
+connect(_Url, Opts) ->
+    {error, {bad_option, opts, Opts}}.
 
 %% @equiv join(Socket, Topic, #{}, 5000)
 join(S, Topic) -> join(S, Topic, #{}, 5000).
@@ -118,6 +131,8 @@ join(S, Topic, Params) -> join(S, Topic, Params, 5000).
 -spec join(socket(), binary(), term(), timeout()) -> {ok, term()} | {error, term()}.
 join(_S, Topic, _Params, _Timeout) when not is_binary(Topic) ->
     {error, {bad_topic, Topic}};
+join(_S, _Topic, _Params, Timeout) when not ?IS_TIMEOUT(Timeout) ->
+    {error, {bad_timeout, Timeout}};
 join(S, Topic, Params, Timeout) ->
     gen_server:call(S, {join, Topic, Params, Timeout}, infinity).
 
@@ -132,13 +147,21 @@ push(_S, Topic, _Event, _Payload, _Timeout) when not is_binary(Topic) ->
     {error, {bad_topic, Topic}};
 push(_S, _Topic, Event, _Payload, _Timeout) when not is_binary(Event) ->
     {error, {bad_event, Event}};
+push(_S, _Topic, _Event, _Payload, Timeout) when not ?IS_TIMEOUT(Timeout) ->
+    {error, {bad_timeout, Timeout}};
 push(S, Topic, Event, Payload, Timeout) ->
     gen_server:call(S, {push, Topic, Event, Payload, Timeout}, infinity).
 
 %% @doc Waits for the next message the server pushed or broadcast on
 %% `Topic' with `Event' (messages are kept in the order they came; others
 %% stay kept for later calls).
--spec await_message(socket(), binary(), binary(), timeout()) -> {ok, term()} | {error, timeout}.
+-spec await_message(socket(), binary(), binary(), timeout()) -> {ok, term()} | {error, term()}.
+await_message(_S, Topic, _Event, _Timeout) when not is_binary(Topic) ->
+    {error, {bad_topic, Topic}};
+await_message(_S, _Topic, Event, _Timeout) when not is_binary(Event) ->
+    {error, {bad_event, Event}};
+await_message(_S, _Topic, _Event, Timeout) when not ?IS_TIMEOUT(Timeout) ->
+    {error, {bad_timeout, Timeout}};
 await_message(S, Topic, Event, Timeout) ->
     gen_server:call(S, {await, Topic, Event, Timeout}, infinity).
 
@@ -150,13 +173,22 @@ leave(S, Topic) -> leave(S, Topic, 5000).
 -spec leave(socket(), binary(), timeout()) -> ok | {error, term()}.
 leave(_S, Topic, _Timeout) when not is_binary(Topic) ->
     {error, {bad_topic, Topic}};
+leave(_S, _Topic, Timeout) when not ?IS_TIMEOUT(Timeout) ->
+    {error, {bad_timeout, Timeout}};
 leave(S, Topic, Timeout) ->
     gen_server:call(S, {leave, Topic, Timeout}, infinity).
 
-%% @doc Closes the socket (1000) and ends its process.
+%% @doc Closes the socket (1000) and ends its process. `ok' also when it
+%% has ended already (as {@link ws_port:close/1} of a closed connection).
 -spec disconnect(socket()) -> ok.
 disconnect(S) ->
-    gen_server:call(S, disconnect, infinity).
+    try
+        gen_server:call(S, disconnect, infinity)
+    catch
+        exit:{noproc, _} -> ok;
+        exit:{normal, _} -> ok;
+        exit:{{nodedown, _}, _} -> ok
+    end.
 
 %% @doc `#{topics => #{Topic => State}, stats => #{...}, closed => ...,
 %% buffered => ..., connection => Conn}' (`stats' of

@@ -106,7 +106,11 @@
 
 %% @doc Starts a client of `Module' on the Phoenix socket at `Url'
 %% (`ws://host/socket/websocket'), linked to the caller. Returns once
-%% `init/1' ran; the connection is made in the background.
+%% `init/1' ran; the connection is made in the background. The options,
+%% the URL, the module and the name are checked before a process starts
+%% (error returns, not exit signals to the caller): `{error, {bad_option,
+%% Name, Value}}', `{error, {invalid_url, Detail}}', `{error, {bad_module,
+%% Module, Why}}'.
 -spec start_link(module(), unicode:chardata(), map() | proplists:proplist()) -> gen_server:start_ret().
 start_link(Module, Url, Opts) ->
     start(link, Module, Url, to_map(Opts)).
@@ -116,24 +120,75 @@ start_link(Module, Url, Opts) ->
 start(Module, Url, Opts) ->
     start(nolink, Module, Url, to_map(Opts)).
 
+start(_Link, _Module, _Url, {error, _} = Error) ->
+    Error;
 start(Link, Module, Url, Opts) ->
-    Args = {Module, Url, Opts},
-    case {Link, maps:get(name, Opts, undefined)} of
-        {link, undefined} -> gen_server:start_link(?MODULE, Args, []);
-        {nolink, undefined} -> gen_server:start(?MODULE, Args, []);
-        {link, Name} -> gen_server:start_link(name(Name), ?MODULE, Args, []);
-        {nolink, Name} -> gen_server:start(name(Name), ?MODULE, Args, [])
+    %% checked by the caller: a bad option, URL, module or name is an error
+    %% return, not an exit signal through the link (init/1's stop)
+    case check_start(Module, Url, Opts) of
+        ok ->
+            Args = {Module, Url, Opts},
+            case {Link, maps:get(name, Opts, undefined)} of
+                {link, undefined} -> gen_server:start_link(?MODULE, Args, []);
+                {nolink, undefined} -> gen_server:start(?MODULE, Args, []);
+                {link, Name} -> gen_server:start_link(name(Name), ?MODULE, Args, []);
+                {nolink, Name} -> gen_server:start(name(Name), ?MODULE, Args, [])
+            end;
+        {error, _} = Error ->
+            Error
     end.
+
+check_start(Module, Url, Opts) ->
+    Loaded = is_atom(Module) andalso code:ensure_loaded(Module),
+    case {Loaded, maps:get(name, Opts, undefined)} of
+        {false, _} ->
+            {error, {bad_module, Module, not_an_atom}};
+        {{error, What}, _} ->
+            {error, {bad_module, Module, What}};
+        {{module, _}, Name} ->
+            case is_name(Name) of
+                true -> ws_port_phoenix_conn:check(Url, conn_opts(Module, Opts));
+                false -> {error, {bad_option, name, Name}}
+            end
+    end.
+
+%% What gen_server:start_link/4 takes (an atom: {local, Atom}).
+is_name(Name) when is_atom(Name) -> true;
+is_name({local, Name}) -> is_atom(Name);
+is_name({global, _}) -> true;
+is_name({via, Mod, _}) -> is_atom(Mod);
+is_name(_) -> false.
 
 name(Name) when is_atom(Name) -> {local, Name};
 name(Name) -> Name.
 
-to_map(Opts) when is_map(Opts) -> Opts;
-to_map(Opts) when is_list(Opts) -> maps:from_list(proplists:unfold(Opts)).
+%% a map, or {error, {bad_option, ...}} (start/4 returns it)
+to_map(Opts) ->
+    case ws_port_proto:options_map(Opts) of
+        {ok, Map} -> Map;
+        {error, _} = Error -> Error
+    end.
+
+%% What the socket is opened with: an Elixir module gets nil for JSON null,
+%% as Jason gives.
+conn_opts(Module, Opts) ->
+    Null =
+        case atom_to_binary(Module) of
+            <<"Elixir.", _/binary>> -> nil;
+            _ -> null
+        end,
+    ConnOpts = maps:merge(#{null => Null}, maps:without(?OWN, Opts)),
+    ConnOpts#{connect_async => true}.
 
 %% @doc A child spec: `#{module := Module, url := Url, id => Id, ...
-%% options}', `restart => transient'.
--spec child_spec(map()) -> supervisor:child_spec().
+%% options}' (or a proplist of the same), `restart => transient'. Without
+%% `module' and `url' it raises `badarg' naming the argument.
+-spec child_spec(map() | proplists:proplist()) -> supervisor:child_spec().
+child_spec(Opts) when is_list(Opts) ->
+    case ws_port_proto:options_map(Opts) of
+        {ok, Map} -> child_spec(Map);
+        {error, _} -> bad_child_spec(Opts)
+    end;
 child_spec(#{module := Module, url := Url} = Opts) ->
     #{
         id => maps:get(id, Opts, Module),
@@ -145,7 +200,20 @@ child_spec(#{module := Module, url := Url} = Opts) ->
         shutdown => 5000,
         type => worker,
         modules => [?MODULE, Module]
-    }.
+    };
+child_spec(Opts) ->
+    bad_child_spec(Opts).
+
+-spec bad_child_spec(term()) -> no_return().
+bad_child_spec(Opts) ->
+    erlang:error(badarg, [Opts], [
+        {error_info, #{
+            module => ws_port,
+            cause => #{
+                1 => io_lib:format("a map or proplist with module and url, got ~0tP", [Opts, 10])
+            }
+        }}
+    ]).
 
 %% @doc Whether `Module' implements this behaviour (Erlang `-behaviour' or
 %% Elixir `use WsPort.Phoenix.Client').
@@ -229,9 +297,16 @@ call(Client, Request, Timeout) -> gen_server:call(Client, Request, Timeout).
 %% @doc A cast handled by `handle_cast/2'.
 cast(Client, Msg) -> gen_server:cast(Client, Msg).
 
-%% @doc Stops the client (its socket is closed with 1000).
+%% @doc Stops the client (its socket is closed with 1000). `ok' also when
+%% it has ended already (as {@link ws_port_client:close/1}).
 -spec stop(gen_server:server_ref()) -> ok.
-stop(Client) -> gen_server:stop(Client).
+stop(Client) ->
+    try
+        gen_server:stop(Client)
+    catch
+        exit:noproc -> ok;
+        exit:normal -> ok
+    end.
 
 %% @doc `#{topics, stats}' of the client's socket.
 -spec info(gen_server:server_ref()) -> map().
@@ -244,14 +319,7 @@ info(Client) -> gen_server:call(Client, {?MODULE, info}).
 %% @private
 init({Module, Url, Opts}) ->
     process_flag(trap_exit, true),
-    %% an Elixir module gets nil for JSON null, as Jason gives
-    Null =
-        case atom_to_binary(Module) of
-            <<"Elixir.", _/binary>> -> nil;
-            _ -> null
-        end,
-    ConnOpts = maps:merge(#{null => Null}, maps:without(?OWN, Opts)),
-    case ws_port_phoenix_conn:open(Url, ConnOpts#{connect_async => true}) of
+    case ws_port_phoenix_conn:open(Url, conn_opts(Module, Opts)) of
         {ok, Conn} ->
             put(?CONN, Conn),
             put(?EVENTS, []),

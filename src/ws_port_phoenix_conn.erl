@@ -67,13 +67,17 @@
 %% </ul>
 -module(ws_port_phoenix_conn).
 
--export([open/2, join/3, push/4, leave/2, forget/2, forget_leaving/2, close/1, handle_info/2]).
+-export([open/2, check/2, join/3, push/4, leave/2, forget/2, forget_leaving/2, close/1, handle_info/2]).
 -export([pause/2, stats/1, ws/1, topics/1, retry_on/0, reconnect_after/1, rejoin_after/1]).
 -export([phoenix_backoff/1]).
 
 -export_type([conn/0, event/0]).
 
 -define(WINDOW, 100).
+%% The options of open/2 that are not ws_port:connect/2's.
+-define(OWN_OPTS, [
+    params, heartbeat_interval, json, null, serializer, rejoin_after, join_timeout, window, transport, connect_async
+]).
 
 -record(topic, {
     state :: joining | joined | errored | waiting | leaving,
@@ -169,9 +173,7 @@ rejoin_after(_) -> 10000.
 %% given; `retry_on' defaults to {@link retry_on/0}.
 -spec open(unicode:chardata(), map()) -> {ok, conn()} | {error, term()}.
 open(Url0, Opts0) ->
-    Own = [
-        params, heartbeat_interval, json, null, serializer, rejoin_after, join_timeout, window, transport, connect_async
-    ],
+    Own = ?OWN_OPTS,
     Serializer = maps:get(serializer, Opts0, v2),
     case check_opts(Opts0, Serializer) of
         ok ->
@@ -183,6 +185,35 @@ open(Url0, Opts0) ->
             Error
     end.
 
+%% @doc Checks what {@link open/2} would be given, without connecting:
+%% `ok', or the error `open/2' would return for a bad option or URL.
+-spec check(unicode:chardata(), map()) -> ok | {error, term()}.
+check(Url0, Opts0) ->
+    Serializer = maps:get(serializer, Opts0, v2),
+    case check_opts(Opts0, Serializer) of
+        ok ->
+            case ws_port_phoenix_proto:socket_url(Url0, maps:get(params, Opts0, #{}), Serializer) of
+                {ok, Url} ->
+                    case ws_port_proto:normalize_url(Url) of
+                        {ok, _} -> check_ws_opts(Opts0);
+                        {error, _} = Error -> Error
+                    end;
+                {error, _} = Error ->
+                    Error
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+%% ws_port's options (another transport, the test utilities', has its own)
+check_ws_opts(#{transport := Transport}) when Transport =/= ws_port ->
+    ok;
+check_ws_opts(Opts) ->
+    case ws_port_proto:normalize_connect_opts(ws_opts(Opts, maps:without(?OWN_OPTS, Opts))) of
+        {ok, _} -> ok;
+        {error, _} = Error -> Error
+    end.
+
 check_opts(Opts, Serializer) ->
     Checks = [
         {serializer, Serializer =:= v1 orelse Serializer =:= v2},
@@ -190,7 +221,7 @@ check_opts(Opts, Serializer) ->
             (infinity) -> true;
             (I) -> is_integer(I) andalso I > 0
         end)},
-        {json, check(json, Opts, fun is_atom/1)},
+        {json, check(json, Opts, fun is_json_codec/1)},
         {rejoin_after, check(rejoin_after, Opts, fun(F) -> is_function(F, 1) end)},
         {window, check(window, Opts, fun(W) -> is_integer(W) andalso W > 0 end)},
         {join_timeout, check(join_timeout, Opts, fun(W) -> is_integer(W) andalso W > 0 end)},
@@ -204,14 +235,26 @@ check_opts(Opts, Serializer) ->
         [Name | _] -> {error, {bad_option, Name, maps:get(Name, Opts, Serializer)}}
     end.
 
+%% A module with encode/1 and decode/1 (loaded now: a name misspelled or
+%% not in the code path is refused here, not at every join and push).
+is_json_codec(ws_port_json) ->
+    true;
+is_json_codec(Mod) when is_atom(Mod) ->
+    code:ensure_loaded(Mod) =:= {module, Mod} andalso
+        erlang:function_exported(Mod, encode, 1) andalso
+        erlang:function_exported(Mod, decode, 1);
+is_json_codec(_) ->
+    false.
+
 check(Key, Opts, Pred) ->
     case Opts of
         #{Key := V} -> Pred(V);
         _ -> true
     end.
 
-open_url(Url, Serializer, Opts, WsOpts0) ->
-    Json = {maps:get(json, Opts, ws_port_json), maps:get(null, Opts, null)},
+%% The options of ws_port:connect/2: those given (WsOpts0), phoenix.js's
+%% backoff unless retry or retry_fun is given, retry_on, the credit.
+ws_opts(Opts, WsOpts0) ->
     Window = maps:get(window, Opts, ?WINDOW),
     Retry =
         case maps:is_key(retry, WsOpts0) orelse maps:is_key(retry_fun, WsOpts0) of
@@ -222,10 +265,16 @@ open_url(Url, Serializer, Opts, WsOpts0) ->
                 #{retry_fun => fun ?MODULE:phoenix_backoff/1, retry_state => #{tries => 0, delay => 10}}
         end,
     Async = maps:get(connect_async, Opts, false),
-    WsOpts = maps:merge(
+    maps:merge(
         maps:merge(#{retry_on => retry_on()}, Retry),
         WsOpts0#{active => Window, await => not Async}
-    ),
+    ).
+
+open_url(Url, Serializer, Opts, WsOpts0) ->
+    Json = {maps:get(json, Opts, ws_port_json), maps:get(null, Opts, null)},
+    Window = maps:get(window, Opts, ?WINDOW),
+    Async = maps:get(connect_async, Opts, false),
+    WsOpts = ws_opts(Opts, WsOpts0),
     Transport = maps:get(transport, Opts, ws_port),
     Meta = #{url => without_query(Url), serializer => Serializer},
     T0 = erlang:monotonic_time(),
@@ -318,7 +367,9 @@ pause(C, false) ->
 %%====================================================================
 
 %% @doc Joins `Topic' with `Params' (sent now, or at the next handshake).
-%% The answer is a `joined' or `join_error' event.
+%% The answer is a `joined' or `join_error' event. Params the JSON codec
+%% cannot encode are its error (`{error, {unsupported, Term}}' with
+%% {@link ws_port_json}), and the topic is not joined.
 -spec join(conn(), binary(), term()) -> {ok, conn()} | {error, term()}.
 join(_C, Topic, _Params) when not is_binary(Topic) ->
     {error, {bad_topic, Topic}};
@@ -329,8 +380,18 @@ join(#conn{topics = Topics} = C, Topic, Params) ->
         #{Topic := _} ->
             {error, {already_joined, Topic}};
         _ ->
-            T = #topic{state = waiting, params = Params},
-            {ok, send_join(C#conn{topics = Topics#{Topic => T}}, Topic)}
+            %% params that cannot be encoded are refused now, as a push's
+            %% payload is: sent later they would fail at every (re)join
+            Msg = #{
+                join_ref => <<>>, ref => <<>>, topic => Topic, event => <<"phx_join">>, payload => Params
+            },
+            case encode(C, Msg) of
+                {ok, _} ->
+                    T = #topic{state = waiting, params = Params},
+                    {ok, send_join(C#conn{topics = Topics#{Topic => T}}, Topic)};
+                {error, _} = Error ->
+                    Error
+            end
     end.
 
 %% @doc Pushes `Event' with `Payload' (a JSON term or `{binary, Bin}') to a

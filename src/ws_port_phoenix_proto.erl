@@ -48,8 +48,14 @@
 -spec socket_url(unicode:chardata(), map() | [{term(), term()}], serializer()) ->
     {ok, binary()} | {error, {invalid_url, term()} | {bad_option, params, term()}}.
 socket_url(Url, Params, Serializer) ->
+    %% a URL that is not one is named as ws_port:connect/2 names it
+    case ws_port_proto:normalize_url(Url) of
+        {ok, UrlBin} -> socket_url_bin(UrlBin, Params, Serializer);
+        {error, _} = Error -> Error
+    end.
+
+socket_url_bin(UrlBin, Params, Serializer) ->
     try
-        UrlBin = unicode:characters_to_binary(Url),
         Parsed = #{} = uri_string:parse(UrlBin),
         Query0 =
             case Parsed of
@@ -68,7 +74,7 @@ socket_url(Url, Params, Serializer) ->
     catch
         throw:{bad_params, P} -> {error, {bad_option, params, P}};
         throw:{invalid_url, U} -> {error, {invalid_url, U}};
-        error:_ -> {error, {invalid_url, Url}}
+        error:_ -> {error, {invalid_url, UrlBin}}
     end.
 
 vsn(v2) -> <<"2.0.0">>;

@@ -16,6 +16,12 @@
 
 -export([connect/1, connect/2, send/2, receive_frame/1, receive_frame/2, close/1]).
 
+%% Raises badarg as ws_port does: error_info names the argument (the shell
+%% prints it, Elixir raises an ArgumentError with it).
+-define(BADARG(Args, Cause),
+    erlang:error(badarg, Args, [{error_info, #{module => ws_port, cause => Cause}}])
+).
+
 %% @equiv connect(Url, #{})
 -spec connect(unicode:chardata()) -> {ok, ws_port:conn()} | {error, ws_port:close_reason()}.
 connect(Url) ->
@@ -23,11 +29,16 @@ connect(Url) ->
 
 %% @doc Opens a connection and waits for the handshake. `Opts' are those of
 %% {@link ws_port:connect/2} except `active' and `await', which are set
-%% here (`false' and `true'); `retry' defaults to `false', as fits a script.
+%% here (`false' and `true'; given, they are `{error, {bad_option, Name,
+%% Value}}'); `retry' defaults to `false', as fits a script.
 -spec connect(unicode:chardata(), map() | proplists:proplist()) ->
     {ok, ws_port:conn()} | {error, ws_port:close_reason()}.
 connect(Url, Opts) ->
     case ws_port_proto:options_map(Opts) of
+        {ok, #{active := Active}} ->
+            {error, {bad_option, active, Active}};
+        {ok, #{await := Await}} ->
+            {error, {bad_option, await, Await}};
         {ok, Map} ->
             Defaults = #{retry => false},
             ws_port:connect(Url, maps:merge(Defaults, Map#{active => false, await => true}));
@@ -51,9 +62,17 @@ receive_frame(Conn) ->
 
 %% @doc Waits up to `Timeout' ms for the next message. `{error, {closed,
 %% Reason}}' when the connection ended. A reconnection (with the `retry'
-%% option) is waited through.
+%% option) is waited through. A `Timeout' that is not `infinity' nor an
+%% integer >= 0, or a `Conn' that is not a connection, raises `badarg'
+%% naming it, as {@link ws_port} does.
 -spec receive_frame(ws_port:conn(), timeout()) ->
     {ok, {text | binary, binary()}} | {error, timeout | {closed, term()}}.
+receive_frame(Conn, Timeout) when
+    Timeout =/= infinity, not (is_integer(Timeout) andalso Timeout >= 0)
+->
+    ?BADARG([Conn, Timeout], #{
+        2 => io_lib:format("the timeout must be infinity or an integer >= 0 (ms), got ~0tP", [Timeout, 5])
+    });
 receive_frame(Conn, Timeout) ->
     case ws_port:setopts(Conn, [{active, once}]) of
         ok ->

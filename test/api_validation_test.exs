@@ -30,6 +30,16 @@ defmodule WsPort.APIValidationTest do
     %{url: "ws://127.0.0.1:#{Peer.port(peer)}"}
   end
 
+  # a pid of another node (not connected): self() with its node renamed in
+  # the external term format
+  defp remote_pid do
+    bin = :erlang.term_to_binary(self(), minor_version: 2)
+    node = Atom.to_string(node())
+    other = String.duplicate("x", byte_size(node))
+    [head, tail] = :binary.split(bin, node)
+    :erlang.binary_to_term(head <> other <> tail)
+  end
+
   defp echo!(conn) do
     tag = "echo #{System.unique_integer([:positive])}"
     :ok = WsPort.send_text(conn, tag)
@@ -53,6 +63,9 @@ defmodule WsPort.APIValidationTest do
        "3rd argument: the close reason must be UTF-8 of at most 123 bytes"},
       {fn -> WsPort.controlling_process(conn, :nope) end,
        "2nd argument: the new owner must be a pid"},
+      # documented, but the connection was handed to it
+      {fn -> WsPort.controlling_process(conn, remote_pid()) end,
+       "2nd argument: the new owner must be a local pid"},
       {fn -> WsPort.info("x") end, "1st argument: not a ws_port connection"},
       {fn -> WsPort.setopts(conn, :active) end, "2nd argument: options are a list"}
     ]
@@ -123,6 +136,48 @@ defmodule WsPort.APIValidationTest do
     end
 
     assert {:error, {:bad_option, :opts, :bad}} = WsPort.connect(url, :bad)
+  end
+
+  test "WsPort.Client and WsPort.Sync: arguments of the wrong shape raise ArgumentError naming them",
+       %{url: url} do
+    {:ok, conn} = WsPort.Sync.connect(url <> "/echo")
+    {:ok, pid} = ReportClient.start_link(url: url <> "/echo", init_arg: [test: self()])
+    assert_receive {:client, :connect, ^pid, _}, @wait
+    not_client = "1st argument: not a ws_port_client"
+
+    calls = [
+      # an ArithmeticError in ws_port_sync
+      {fn -> WsPort.Sync.receive_frame(conn, :soon) end,
+       "2nd argument: the timeout must be infinity or an integer >= 0 (ms), got soon"},
+      {fn -> WsPort.Sync.receive_frame(conn, -5) end,
+       "2nd argument: the timeout must be infinity or an integer >= 0 (ms), got -5"},
+      # {:error, {:function_clause, stacktrace}} from gen:do_for_proc/2
+      {fn -> WsPort.Client.send_frame("client", "x") end, not_client},
+      # exits with a function_clause in gen
+      {fn -> WsPort.Client.close("client") end, not_client},
+      {fn -> WsPort.Client.health(42) end, not_client},
+      {fn -> WsPort.Client.connection(~c"client") end, not_client},
+      {fn -> WsPort.Client.call({:a, :b, :c}, :ping) end, not_client},
+      {fn -> WsPort.Client.cast("client", :ping) end, not_client},
+      # a timeout_value error from inside gen
+      {fn -> WsPort.Client.send_frame(pid, "x", :soon) end,
+       "3rd argument: the timeout must be infinity or an integer >= 0 (ms), got soon"},
+      {fn -> WsPort.Client.health(pid, -1) end,
+       "2nd argument: the timeout must be infinity or an integer >= 0 (ms), got -1"}
+    ]
+
+    for {call, message} <- calls do
+      error = assert_raise ArgumentError, call
+      assert Exception.message(error) =~ message
+    end
+
+    # the client and the connection are unharmed
+    assert :ok = WsPort.Client.send_frame(pid, "still here")
+    assert_receive {:client, :frame, ^pid, {:text, "still here"}}, @wait
+    :ok = WsPort.Sync.send(conn, "and here")
+    assert {:ok, {:text, "and here"}} = WsPort.Sync.receive_frame(conn, @wait)
+    :ok = WsPort.Client.close(pid)
+    :ok = WsPort.Sync.close(conn)
   end
 
   test "a misspelled option of a `use WsPort.Client` module's start_link is refused", %{url: url} do

@@ -241,6 +241,33 @@ defmodule WsPort.ClientSupervisorTest do
     assert :ws_port_client_sup.rank(healths) == [:d, :c, :b, :a]
   end
 
+  test "send_balanced: a frame no client may send is its error, not a failover", %{peer: peer} do
+    sup = start_sup()
+
+    clients =
+      for tag <- ["a", "b", "c"] do
+        {:ok, c} = CS.start_client(Peer.url(peer, "/echo?tag=frame_#{tag}"), client_opts(sup))
+        assert_receive {:client, :connect, ^c, _}, 5000
+        c
+      end
+
+    # each was tried on 3 clients in turn (each counting an error, which
+    # ranks them lower for the next sends), then {:error, :no_connections}
+    assert {:error, {:bad_frame, :nope}} = CS.send_balanced(:nope, supervisor: sup)
+    assert {:error, {:invalid_utf8, 1}} = CS.send_balanced({:text, <<?a, 255>>}, supervisor: sup)
+
+    assert {:error, {:too_large, 126, 125}} =
+             CS.send_balanced({:ping, :binary.copy("p", 126)}, supervisor: sup)
+
+    # the frame is checked before any client is asked
+    assert {:error, {:bad_frame, :nope}} = CS.send_balanced(:nope, client_discovery: fn -> [] end)
+
+    # one client tried (and counting the error) for each of the two, not three
+    assert Enum.sum(for c <- clients, do: WsPort.Client.health(c).errors) == 2
+    assert :ok = CS.send_balanced({:text, "fine"}, supervisor: sup)
+    assert_receive {:client, :frame, _, {:text, "fine"}}, 5000
+  end
+
   defp liar_serve(test) do
     receive do
       {:"$gen_call", from, {:"$ws_port_client", :health}} ->
@@ -278,5 +305,34 @@ defmodule WsPort.ClientSupervisorTest do
     assert :ok = CS.stop_client(c)
     assert CS.list_clients() == []
     Supervisor.stop(top)
+  end
+
+  test "the supervisor's and send_balanced's option mistakes are {:error, {:bad_option, name, value}}" do
+    Process.flag(:trap_exit, true)
+    # a misspelled option was ignored (the supervisor ran with the default)
+    assert {:error, {:bad_option, :max_restart, 3}} = CS.start_link(name: false, max_restart: 3)
+    # supervisor:start_link/3's init failure, an exit signal to the caller
+    assert {:error, {:bad_option, :max_restarts, -1}} =
+             CS.start_link(name: false, max_restarts: -1)
+
+    assert {:error, {:bad_option, :max_seconds, 0}} = CS.start_link(name: false, max_seconds: 0)
+    assert {:error, {:bad_option, :name, "sup"}} = CS.start_link(name: "sup")
+
+    assert {:error, {:bad_option, {:duplicate, :max_seconds}, 2}} =
+             CS.start_link(name: false, max_seconds: 1, max_seconds: 2)
+
+    # a FunctionClauseError in to_map/1
+    assert {:error, {:bad_option, :opts, :fast}} = CS.start_link(:fast)
+    assert {:error, {:bad_option, :opts, :fast}} = CS.send_balanced("x", :fast)
+    assert {:error, {:bad_option, :max_attempt, 1}} = CS.send_balanced("x", max_attempt: 1)
+    assert {:error, {:bad_option, :max_attempts, 0}} = CS.send_balanced("x", max_attempts: 0)
+    assert {:error, {:bad_option, :timeout, :soon}} = CS.send_balanced("x", timeout: :soon)
+
+    assert {:error, {:bad_option, :client_discovery, :pg}} =
+             CS.send_balanced("x", client_discovery: :pg)
+
+    # child_spec/1 of options that are not any: the supervisor's start says so
+    assert %{start: {:ws_port_client_sup, :start_link, [:fast]}} = CS.child_spec(:fast)
+    refute_receive {:EXIT, _, _}, 200
   end
 end

@@ -46,12 +46,17 @@ defmodule WsPort.ClientTest do
     assert_receive {:client, :frame, ^pid, {:text, "one"}}, 5000
     assert_receive {:client, :frame, ^pid, {:text, "two"}}, 5000
     assert {:error, {:bad_frame, :nope}} = WsPort.Client.send_frame(pid, :nope)
+    # a list with a bad frame sends none of it (the frames before it went out)
+    assert {:error, {:bad_frame, 42}} = WsPort.Client.send_frame(pid, [{:text, "not sent"}, 42])
+    assert :ok = WsPort.Client.send_frame(pid, {:text, "next"})
+    assert_receive {:client, :frame, ^pid, frame}, 5000
+    assert frame == {:text, "next"}
 
     assert :sent = WsPort.Client.call(pid, {:send, "from handle_call"})
     assert_receive {:client, :frame, ^pid, {:text, "from handle_call"}}, 5000
     :ok = WsPort.Client.cast(pid, {:send, "from handle_cast"})
     assert_receive {:client, :frame, ^pid, {:text, "from handle_cast"}}, 5000
-    assert WsPort.Client.call(pid, :frames) == 7
+    assert WsPort.Client.call(pid, :frames) == 8
 
     # a deferred reply
     task = Task.async(fn -> WsPort.Client.call(pid, :later) end)
@@ -64,7 +69,8 @@ defmodule WsPort.ClientTest do
 
     health = WsPort.Client.health(pid)
     assert health.connected and health.status == :connected
-    assert health.errors == 1 and health.last_error == {:error, {:bad_frame, :nope}}
+    # the two bad sends above
+    assert health.errors == 2 and health.last_error == {:error, {:bad_frame, 42}}
     assert health.heartbeat == :ping_pong and health.reconnects == 0
 
     ref = Process.monitor(pid)
@@ -274,6 +280,46 @@ defmodule WsPort.ClientTest do
              WsPort.Client.start(ReportClient, "ws://127.0.0.1:1/", heartbeat: :no_such_module)
   end
 
+  test "a bad URL, module or name is an error of start_link, not an exit signal to its caller" do
+    # init/1 returned {:stop, reason}: start_link returned {:error, reason}
+    # and the exit signal that followed through the link ended the caller
+    Process.flag(:trap_exit, true)
+    url = "ws://127.0.0.1:1/"
+
+    assert {:error, {:invalid_url, "scheme must be ws:// or wss://"}} =
+             WsPort.Client.start_link(ReportClient, "http://127.0.0.1:1/", [])
+
+    assert {:error, {:invalid_url, "not a string"}} =
+             WsPort.Client.start_link(ReportClient, 42, [])
+
+    assert {:error, {:bad_module, NoSuchClient, :nofile}} =
+             WsPort.Client.start_link(NoSuchClient, url, [])
+
+    # handle_frame/2 is the one callback without a default: it was an undef
+    # crash at the first frame
+    assert {:error, {:bad_module, Enum, {:not_exported, {:handle_frame, 2}}}} =
+             WsPort.Client.start_link(Enum, url, [])
+
+    # a FunctionClauseError in :gen.where/1
+    assert {:error, {:bad_option, :name, "client"}} =
+             WsPort.Client.start_link(ReportClient, url, name: "client")
+
+    assert {:error, {:bad_option, :name, {:local, "client"}}} =
+             :ws_port_client.start(ReportClient, url, %{name: {:local, "client"}})
+
+    # the Deribit heartbeat's own options: checked in init/1 only, an exit
+    # signal too, and named without saying they were the heartbeat's
+    assert {:error, {:bad_option, {:heartbeat, :interval}, -5}} =
+             WsPort.Client.start_link(ReportClient, url,
+               heartbeat: %{type: :deribit, interval: -5}
+             )
+
+    assert {:error, {:bad_option, {:heartbeat, :max_misses}, :x}} =
+             WsPort.Client.start_link(ReportClient, url, heartbeat: {:deribit, %{max_misses: :x}})
+
+    refute_receive {:EXIT, _, _}, 200
+  end
+
   test "use WsPort.Client gives a transient child_spec and a start_link/1", %{peer: peer} do
     spec = ReportClient.child_spec(url: "ws://x/", id: :abc)
     assert spec.restart == :transient and spec.id == :abc
@@ -332,5 +378,15 @@ defmodule WsPort.ClientTest do
 
     {:ok, conn} = WsPort.Sync.connect(Peer.url(peer, "/nowhere"))
     assert {:error, {:closed, {:remote, 4404, _}}} = WsPort.Sync.receive_frame(conn, 5000)
+  end
+
+  test "synchronous interface: :active and :await are refused, as WsPort.Client refuses them",
+       %{peer: peer} do
+    url = Peer.url(peer, "/echo?tag=sync_opts")
+    # they were silently replaced (active: false, await: true)
+    assert {:error, {:bad_option, :active, true}} = WsPort.Sync.connect(url, active: true)
+    assert {:error, {:bad_option, :await, false}} = :ws_port_sync.connect(url, %{await: false})
+    assert {:ok, conn} = WsPort.Sync.connect(url, retry: false)
+    :ok = WsPort.Sync.close(conn)
   end
 end

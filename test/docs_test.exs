@@ -31,4 +31,41 @@ defmodule WsPort.DocsTest do
     assert out =~ "connect(Url,"
     refute out =~ "No documentation"
   end
+
+  test "WsPort.connect/2's doc states the retry_on default the code has" do
+    # it said [:network, :timeout, :http_5xx, :http_429, :protocol,
+    # :remote_close]: every server close retried, 1000 included
+    {:docs_v1, _, :elixir, _, _, _, docs} = Code.fetch_docs(WsPort)
+    [doc] = for {{:function, :connect, 2}, _, _, %{"en" => d}, _} <- docs, do: d
+    text = String.replace(doc, ~r/\s+/, " ")
+
+    default =
+      :default
+      |> :ws_port_retry.retry_on()
+      |> inspect(limit: :infinity)
+      |> String.replace(~r/\s+/, " ")
+
+    assert text =~ "`:retry_on` - "
+    assert String.contains?(text, "(default `:default`, which is `#{default}`")
+    refute text =~ ":protocol, :remote_close]"
+  end
+
+  test "WsPort's option types have what connect/2 takes: funs for :proxy and the :tls key" do
+    # connect/2 takes them (they are how the options are kept concealed)
+    # but the types said no: dialyzer flagged such calls
+    {:ok, types} = Code.Typespec.fetch_types(WsPort)
+
+    text = fn name ->
+      [t] = for {:type, {^name, _, _} = t} <- types, do: t
+      t |> Code.Typespec.type_to_quoted() |> Macro.to_string()
+    end
+
+    assert text.(:proxy) =~ "(() -> proxy())"
+    assert text.(:proxy) =~ ":none"
+    assert text.(:tls_option) =~ ~r/\{:key,.*\(\(\) -> binary\(\)/s
+    # and connect/2 does take them
+    for proxy <- [fn -> :none end, :none, false] do
+      assert {:ok, %{proxy: :none}} = :ws_port_proto.normalize_connect_opts(proxy: proxy)
+    end
+  end
 end

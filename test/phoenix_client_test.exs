@@ -207,4 +207,77 @@ defmodule WsPort.PhoenixClientTest do
     assert_receive {:phx, :disconnect, {:http_status, 403, _}}, 5000
     assert_receive {:EXIT, ^pid, {:closed, {:http_status, 403, _}}}, 5000
   end
+
+  test "bad options, URL, module and name are errors of start_link, not exit signals",
+       %{url: url} do
+    # they were init/1's {:stop, reason}: start_link returned the error and
+    # the exit signal that followed through the link ended the caller
+    Process.flag(:trap_exit, true)
+    opts = [url: url, init_arg: [test: self()]]
+
+    assert {:error, {:bad_option, :fooo, 1}} =
+             Client.start_link(PhoenixReportClient, opts ++ [fooo: 1])
+
+    assert {:error, {:bad_option, :heartbeat_interval, 0}} =
+             Client.start_link(PhoenixReportClient, opts ++ [heartbeat_interval: 0])
+
+    assert {:error, {:bad_option, :json, NoSuchCodec}} =
+             Client.start_link(PhoenixReportClient, opts ++ [json: NoSuchCodec])
+
+    assert {:error, {:bad_option, {:retry, :delay}, -1}} =
+             Client.start_link(PhoenixReportClient, opts ++ [retry: [delay: -1]])
+
+    assert {:error, {:bad_option, :params, 5}} =
+             Client.start_link(PhoenixReportClient, opts ++ [params: 5])
+
+    assert {:error, {:invalid_url, "scheme must be ws:// or wss://"}} =
+             Client.start_link(PhoenixReportClient, url: "http://127.0.0.1:1/socket/websocket")
+
+    assert {:error, {:bad_module, NoSuchPhoenixClient, :nofile}} =
+             Client.start_link(NoSuchPhoenixClient, opts)
+
+    # a FunctionClauseError in :gen.where/1
+    assert {:error, {:bad_option, :name, "lobby"}} =
+             Client.start_link(PhoenixReportClient, opts ++ [name: "lobby"])
+
+    # a FunctionClauseError in to_map/1
+    assert {:error, {:bad_option, :opts, :fast}} =
+             :ws_port_phoenix_client.start_link(PhoenixReportClient, url, :fast)
+
+    refute_receive {:EXIT, _, _}, 200
+  end
+
+  test "stop of a client that has ended already is :ok, as WsPort.Client.close/1's",
+       %{url: url} do
+    {:ok, pid} = Client.start(PhoenixReportClient, url: url, init_arg: [test: self()])
+    assert :ok = Client.stop(pid)
+    # it exited with :noproc (gen_server:stop/1 of an ended process)
+    assert :ok = Client.stop(pid)
+    assert :ok = :ws_port_phoenix_client.stop(pid)
+  end
+
+  test "child_spec/1 takes a proplist as ws_port_client's does; without module and url it says so",
+       %{url: url} do
+    # a proplist was a FunctionClauseError (a map only)
+    spec =
+      :ws_port_phoenix_client.child_spec(
+        module: PhoenixReportClient,
+        url: url,
+        id: :lobby,
+        params: %{token: "good"},
+        init_arg: [test: self(), joins: [{"room:spec", %{}}]]
+      )
+
+    assert %{id: :lobby, restart: :transient} = spec
+    {:ok, tree} = Supervisor.start_link([spec], strategy: :one_for_one)
+    assert_receive {:phx, :join, {"room:spec", {:ok, _}}}, 5000
+    Supervisor.stop(tree)
+
+    error = assert_raise ArgumentError, fn -> :ws_port_phoenix_client.child_spec(%{url: url}) end
+    assert Exception.message(error) =~ "1st argument: a map or proplist with module and url"
+
+    # ws_port_client's: a FunctionClauseError; now its start says what is wrong
+    assert %{start: {:ws_port_client, :start_link, [:fast]}} = :ws_port_client.child_spec(:fast)
+    assert {:error, {:bad_option, :opts, :fast}} = :ws_port_client.start_link(:fast)
+  end
 end

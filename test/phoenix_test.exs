@@ -128,6 +128,75 @@ defmodule WsPort.PhoenixTest do
                Phoenix.push(socket, "room:a", "echo", {:a, :tuple})
 
       assert {:error, {:bad_option, :serializer, :v3}} = Phoenix.connect(url, serializer: :v3)
+      # the detail says what is wrong, as WsPort.connect/2's (it was the URL given)
+      assert {:error, {:invalid_url, "not a string"}} = Phoenix.connect(42)
+      assert {:error, {:invalid_url, "not a string"}} = Phoenix.connect(%{url: url})
+
+      assert {:error, {:invalid_url, "scheme must be ws:// or wss://"}} =
+               Phoenix.connect("http://127.0.0.1/socket/websocket")
+    end
+
+    test "connect refuses a JSON codec that is not one, and options that are not a list or map",
+         %{url: url} do
+      # a module that does not exist was taken: every join and push then
+      # failed (a join after its timeout, with a warning in the log)
+      assert {:error, {:bad_option, :json, NoSuchCodec}} = Phoenix.connect(url, json: NoSuchCodec)
+      # no encode/1 and decode/1
+      assert {:error, {:bad_option, :json, Enum}} = Phoenix.connect(url, json: Enum)
+      # a Protocol.UndefinedError in Map.new/1, a function_clause in Erlang
+      assert {:error, {:bad_option, :opts, :fast}} = Phoenix.connect(url, :fast)
+      assert {:error, {:bad_option, :opts, :fast}} = :ws_port_phoenix.connect(url, :fast)
+      # an option given twice is refused, as WsPort.connect/2 refuses it (the
+      # Elixir facade took the last one)
+      assert {:error, {:bad_option, {:duplicate, :heartbeat_interval}, 2}} =
+               Phoenix.connect(url, heartbeat_interval: 1, heartbeat_interval: 2)
+
+      assert {:ok, socket} = Phoenix.connect(url, json: WsPort.Test.CountingJSON)
+      assert :ok = Phoenix.disconnect(socket)
+    end
+
+    test "join params that cannot be JSON are refused at once, as a push's payload is",
+         %{url: url, peer: peer} do
+      socket = connect!(url)
+      # it logged a warning, sent nothing and waited out the join's timeout
+      assert {:error, {:unsupported, {:a, 1}}} = Phoenix.join(socket, "room:a", [a: 1], 30_000)
+      assert {:error, {:unsupported, pid}} = Phoenix.join(socket, "room:a", %{"p" => self()})
+      assert pid == self()
+      # the topic is not taken: a join with good params goes through
+      assert Phoenix.info(socket).topics == %{}
+      assert {:ok, %{"params" => %{"a" => 1}}} = Phoenix.join(socket, "room:a", %{a: 1})
+      assert [_] = lines(peer, ~r/^JOIN \S+ room:a /)
+    end
+
+    test "a bad timeout is an error naming it; the socket and its caller live on",
+         %{url: url} do
+      socket = connect!(url)
+      # it was a badarg in erlang:send_after/3 inside the socket process,
+      # which took the linked caller down with it
+      assert {:error, {:bad_timeout, :soon}} = Phoenix.join(socket, "room:a", %{}, :soon)
+      assert {:error, {:bad_timeout, -1}} = Phoenix.join(socket, "room:a", %{}, -1)
+      {:ok, _} = Phoenix.join(socket, "room:a")
+      assert {:error, {:bad_timeout, 1.5}} = Phoenix.push(socket, "room:a", "echo", %{}, 1.5)
+
+      assert {:error, {:bad_timeout, "5000"}} =
+               Phoenix.await_message(socket, "room:a", "pushed", "5000")
+
+      assert {:error, {:bad_timeout, nil}} = :ws_port_phoenix.leave(socket, "room:a", nil)
+      assert {:error, {:bad_topic, :room}} = Phoenix.await_message(socket, :room, "pushed", 10)
+
+      assert {:error, {:bad_event, :pushed}} =
+               Phoenix.await_message(socket, "room:a", :pushed, 10)
+
+      assert Process.alive?(socket)
+      assert {:ok, %{"x" => 1}} = Phoenix.push(socket, "room:a", "echo", %{x: 1}, :infinity)
+    end
+
+    test "disconnect of a socket already disconnected is :ok, as WsPort.close/1's", %{url: url} do
+      {:ok, socket} = Phoenix.connect(url, params: %{token: "good"})
+      assert :ok = Phoenix.disconnect(socket)
+      # it exited with :noproc (a gen_server call to the ended process)
+      assert :ok = Phoenix.disconnect(socket)
+      assert :ok = :ws_port_phoenix.disconnect(socket)
     end
 
     test "a push without a reply times out", %{url: url} do

@@ -51,7 +51,12 @@ errors_test() ->
     ?assertEqual({error, {number_out_of_range, 1}}, dec(<<"[1e400]">>)),
     ?assertEqual({error, {unexpected_byte, $N, 0}}, dec(<<"NaN">>)),
     ?assertEqual({error, {unexpected_byte, $', 1}}, dec(<<"{'a':1}">>)),
-    ?assertEqual({error, not_binary}, dec("[]")).
+    ?assertEqual({error, not_binary}, dec("[]")),
+    %% bad options are named (they were not_binary, or a max_depth that is
+    %% not a number bounded nothing)
+    ?assertEqual({error, {bad_option, opts, [x]}}, ws_port_json:decode(<<"[]">>, [x])),
+    ?assertEqual({error, {bad_option, max_depth, infinity}}, ws_port_json:decode(<<"[]">>, #{max_depth => infinity})),
+    ?assertEqual({error, {bad_option, max_depth, 0}}, ws_port_json:decode(<<"[]">>, #{max_depth => 0})).
 
 depth_test() ->
     Deep = fun(N) -> iolist_to_binary([lists:duplicate(N, $[), lists:duplicate(N, $])]) end,

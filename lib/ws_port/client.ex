@@ -69,6 +69,10 @@ defmodule WsPort.Client do
   Any other key, or a key given twice, is refused: `{:error, {:bad_option,
   name, value}}` (`{:bad_option, {:duplicate, name}, value}`), returned by
   `start_link` without starting a process.
+
+  A `client` that is not a pid or a name (as `GenServer` takes them), or a
+  timeout that is not `:infinity` nor an integer >= 0, raises
+  `ArgumentError` naming the argument, as `WsPort`'s functions do.
   """
 
   @typedoc "A running client: a pid or a registered name."
@@ -223,7 +227,11 @@ defmodule WsPort.Client do
   @doc """
   Starts a client process linked to the caller, with callback `module`.
   Returns once `c:init/1` has run; the connection opens in the background.
-  A bad option gives `{:error, {:bad_option, name, value}}`.
+  Checked before a process starts (an error return, not an exit signal to
+  the caller): a bad option (`:name` included) gives `{:error,
+  {:bad_option, name, value}}`, a bad URL `{:error, {:invalid_url,
+  detail}}`, a module that cannot be loaded or has no `c:handle_frame/2`
+  `{:error, {:bad_module, module, why}}`.
   """
   @spec start_link(module(), String.t(), keyword() | map()) :: GenServer.on_start()
   def start_link(module, url, opts \\ []), do: :ws_port_client.start_link(module, url, opts)
@@ -241,7 +249,9 @@ defmodule WsPort.Client do
   def child_spec(opts), do: :ws_port_client.child_spec(opts)
 
   @doc """
-  Sends a frame (or a list of frames, in order). `{:error, :not_connected}`
+  Sends a frame (or a list of frames, in order; a list with an element that
+  is not a frame is `{:error, {:bad_frame, element}}` and none of it is
+  sent). `{:error, :not_connected}`
   while reconnecting (unless `:send_queue` keeps it); each failure counts
   in the client's `errors`. Not for use inside the client's own callbacks:
   return `{:reply, frames, state}` there.
@@ -250,7 +260,12 @@ defmodule WsPort.Client do
   def send_frame(client, frame, timeout \\ 5000),
     do: :ws_port_client.send_frame(client, frame, timeout)
 
-  @doc "Calls the client's `c:handle_call/3`."
+  @doc """
+  Calls the client's `c:handle_call/3`. As `GenServer.call/3`, it exits
+  (`:noproc`, `:timeout`, ...) when the client is not running or does not
+  answer in time; so do `health/2` and `connection/1`. `send_frame/3`
+  returns those as `{:error, reason}` and `close/1` as `:ok`.
+  """
   @spec call(client(), term(), timeout()) :: term()
   def call(client, request, timeout \\ 5000), do: :ws_port_client.call(client, request, timeout)
 

@@ -32,7 +32,8 @@ defmodule WsPort.ClientSupervisor do
 
   @doc """
   Starts the supervisor. Options: `:name` (default `:ws_port_client_sup`,
-  `false` for none), `:max_restarts` (10), `:max_seconds` (60).
+  `false` for none), `:max_restarts` (10), `:max_seconds` (60). Another
+  key or a bad value is `{:error, {:bad_option, name, value}}`.
   """
   @spec start_link(keyword()) :: Supervisor.on_start()
   def start_link(opts \\ []), do: :ws_port_client_sup.start_link(opts)
@@ -83,10 +84,21 @@ defmodule WsPort.ClientSupervisor do
     * `:timeout` - ms for each health answer and each send (default 1000).
     * `:supervisor` - for the default discovery.
 
+  Another option, or a bad value, is `{:error, {:bad_option, name, value}}`.
+
   Clients are ranked by heartbeat misses in a row, then errors, then last
   round-trip time. Returns `{:error, :no_connections}` when no client took
-  the frame.
+  the frame. A frame no client may send is its own error, without a
+  failover: `{:error, {:bad_frame, frame}}` (checked before any client is
+  asked), `{:error, {:invalid_utf8, offset}}`, `{:error, {:too_large, size,
+  125}}` (a ping or pong payload over 125 bytes).
   """
-  @spec send_balanced(WsPort.Client.frame(), keyword() | map()) :: :ok | {:error, :no_connections}
+  @spec send_balanced(WsPort.Client.frame() | [WsPort.Client.frame()], keyword() | map()) ::
+          :ok
+          | {:error,
+             :no_connections
+             | {:bad_frame, term()}
+             | {:bad_option, term(), term()}
+             | :ws_port.send_error()}
   def send_balanced(frame, opts \\ []), do: :ws_port_client_sup.send_balanced(frame, opts)
 end

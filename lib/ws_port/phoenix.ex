@@ -39,7 +39,9 @@ defmodule WsPort.Phoenix do
     * `:max_buffer` - server messages kept for `await_message/4` before
       the socket stops reading the connection (default 10_000)
 
-  Errors name the problem: `{:bad_topic, t}`, `{:already_joined, topic}`,
+  Errors name the problem: `{:bad_topic, t}`, `{:bad_event, e}`,
+  `{:bad_timeout, t}` (not `:infinity` nor an integer 0..4294967295 ms),
+  `{:already_joined, topic}`,
   `{:not_joined, topic}`, `:timeout`, `:disconnected` (the socket dropped
   before the reply came), `{:topic_closed, :crashed | :closed}`,
   `{:closed, reason}`.
@@ -65,10 +67,19 @@ defmodule WsPort.Phoenix do
 
   @doc "Connects and waits for the first handshake. See the moduledoc for the options."
   @spec connect(String.t(), [option()] | map()) :: {:ok, socket()} | {:error, term()}
-  def connect(url, opts \\ []) do
-    opts = Map.new(opts)
-    :ws_port_phoenix.connect(url, Map.put_new(opts, :null, nil))
+  def connect(url, opts \\ [])
+
+  # a list stays a list: :ws_port_phoenix refuses a key given twice
+  def connect(url, opts) when is_list(opts) do
+    opts = if List.keymember?(opts, :null, 0), do: opts, else: opts ++ [null: nil]
+    :ws_port_phoenix.connect(url, opts)
   end
+
+  def connect(url, opts) when is_map(opts),
+    do: :ws_port_phoenix.connect(url, Map.put_new(opts, :null, nil))
+
+  # {:error, {:bad_option, :opts, opts}}
+  def connect(url, opts), do: :ws_port_phoenix.connect(url, opts)
 
   @doc "Joins `topic`: `{:ok, reply}`, `{:error, reply}` (refused) or `{:error, :timeout}`."
   @spec join(socket(), String.t(), term(), timeout()) :: {:ok, term()} | {:error, term()}
@@ -83,7 +94,7 @@ defmodule WsPort.Phoenix do
 
   @doc "Waits for the next server push or broadcast of `event` on `topic` (in order)."
   @spec await_message(socket(), String.t(), String.t(), timeout()) ::
-          {:ok, term()} | {:error, :timeout}
+          {:ok, term()} | {:error, term()}
   def await_message(socket, topic, event, timeout \\ 5000),
     do: :ws_port_phoenix.await_message(socket, topic, event, timeout)
 
@@ -91,7 +102,7 @@ defmodule WsPort.Phoenix do
   @spec leave(socket(), String.t()) :: :ok | {:error, term()}
   def leave(socket, topic), do: :ws_port_phoenix.leave(socket, topic)
 
-  @doc "Closes the socket and ends its process."
+  @doc "Closes the socket and ends its process; `:ok` also when it has ended already."
   @spec disconnect(socket()) :: :ok
   def disconnect(socket), do: :ws_port_phoenix.disconnect(socket)
 

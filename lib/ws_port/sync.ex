@@ -15,8 +15,8 @@ defmodule WsPort.Sync do
 
   @doc """
   Opens a connection and waits for the handshake. Options are those of
-  `WsPort.connect/2` except `:active` and `:await`; `:retry` defaults to
-  `false`.
+  `WsPort.connect/2` except `:active` and `:await` (given, they are
+  `{:error, {:bad_option, name, value}}`); `:retry` defaults to `false`.
   """
   @spec connect(String.t(), WsPort.connect_opts()) :: {:ok, term()} | {:error, term()}
   def connect(url, opts \\ []), do: :ws_port_sync.connect(url, opts)
@@ -28,7 +28,9 @@ defmodule WsPort.Sync do
 
   @doc """
   Waits up to `timeout` ms for the next message: `{:ok, {:text | :binary,
-  data}}`, `{:error, :timeout}` or `{:error, {:closed, reason}}`.
+  data}}`, `{:error, :timeout}` or `{:error, {:closed, reason}}`. A
+  timeout that is not `:infinity` nor an integer >= 0 raises
+  `ArgumentError`.
   """
   @spec receive_frame(term(), timeout()) ::
           {:ok, {:text | :binary, binary()}} | {:error, :timeout | {:closed, term()}}

@@ -144,6 +144,10 @@ defmodule WsPort.Phoenix.Client do
   @doc """
   Starts a client of `module`; `opts` needs `:url`. Payloads decode with
   `nil` for null (an Elixir module's default) unless `:null` is given.
+  Options, URL, module and name are checked before a process starts (error
+  returns, not exit signals to the caller): `{:error, {:bad_option, name,
+  value}}`, `{:error, {:invalid_url, detail}}`, `{:error, {:bad_module,
+  module, why}}`.
   """
   @spec start_link(module(), keyword()) :: GenServer.on_start()
   def start_link(module, opts) do
@@ -180,7 +184,7 @@ defmodule WsPort.Phoenix.Client do
   @spec cast(GenServer.server(), term()) :: :ok
   defdelegate cast(client, msg), to: :ws_port_phoenix_client
 
-  @doc "Stops the client (its socket is closed with 1000)."
+  @doc "Stops the client (its socket is closed with 1000); `:ok` also when it has ended already."
   @spec stop(GenServer.server()) :: :ok
   defdelegate stop(client), to: :ws_port_phoenix_client
 
