@@ -52,8 +52,6 @@ defmodule WsPort.PhoenixClientTest do
     ref
   end
 
-  defp joins(peer, topic), do: Enum.filter(Peer.lines(peer), &(&1 =~ ~r/^JOIN \S+ #{topic} /))
-
   test "joins from init, replies by ref, messages and broadcasts", %{url: url} do
     pid = start_client(url, joins: [{"room:a", %{"x" => 1}}])
     assert_receive {:phx, :connect, nil}, 5000
