@@ -154,8 +154,8 @@ defmodule WsPort do
   @doc """
   Opens a WebSocket connection owned by the caller.
 
-  `url` is `ws://host[:port]/path` or `wss://...`. Options (keyword list or
-  map):
+  `url` is `ws://host[:port]/path` or `wss://...`, a string or a `%URI{}`.
+  Options (keyword list or map):
 
     * `:headers` - extra request headers, `[{name, value}]`; not the
       handshake's own (`Host`, `Upgrade`, `Connection`,
@@ -241,7 +241,8 @@ defmodule WsPort do
   your application; in a script: `Application.ensure_all_started(:ws_port)`),
   `{:error, {:not_started, :ws_port}}`.
   """
-  @spec connect(String.t() | charlist(), connect_opts()) :: {:ok, conn()} | {:error, term()}
+  @spec connect(String.t() | charlist() | URI.t(), connect_opts()) ::
+          {:ok, conn()} | {:error, term()}
   def connect(url, opts \\ []), do: :ws_port.connect(url, opts)
 
   @doc """

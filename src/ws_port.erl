@@ -60,7 +60,11 @@
 -export([send/2, close/1, close/3, setopts/2, controlling_process/2, info/1, reconnect/2]).
 -export([format_error/2]).
 
--export_type([conn/0, connect_opts/0, message/0, close_reason/0, send_error/0]).
+-export_type([conn/0, connect_opts/0, message/0, close_reason/0, send_error/0, url/0]).
+
+%% A `ws://' or `wss://' URL: a string, or an Elixir `%URI{}' (as
+%% `URI.parse/1' or `URI.new!/1' make it).
+-type url() :: unicode:chardata() | #{'__struct__' := 'Elixir.URI', atom() => term()}.
 
 -opaque conn() :: {ws_port, ws_port_driver:key(), ws_port_proto:id()}.
 
@@ -170,13 +174,14 @@
 %%====================================================================
 
 %% @equiv connect(Url, #{})
--spec connect(unicode:chardata()) -> {ok, conn()} | {error, close_reason()}.
+-spec connect(url()) -> {ok, conn()} | {error, close_reason()}.
 connect(Url) ->
     connect(Url, #{}).
 
 %% @doc Opens a WebSocket connection owned by the caller.
 %%
-%% `Url' is `ws://host[:port]/path' or `wss://...' (binary or string).
+%% `Url' is `ws://host[:port]/path' or `wss://...' (binary or string, or
+%% an Elixir `%URI{}').
 %% Options (a map or a proplist):
 %% <ul>
 %% <li>`headers': extra request headers, `[{Name, Value}]'; not the
@@ -272,7 +277,7 @@ connect(Url) ->
 %% `{error, {bad_option, {duplicate, Name}, SecondValue}}'. Before the ws_port application is started
 %% (`application:ensure_all_started(ws_port)'), `{error, {not_started,
 %% ws_port}}'.
--spec connect(unicode:chardata(), connect_opts()) -> {ok, conn()} | {error, close_reason()}.
+-spec connect(url(), connect_opts()) -> {ok, conn()} | {error, close_reason()}.
 connect(Url, Opts) ->
     case ws_port_proto:normalize_url(Url) of
         {ok, UrlBin} ->

@@ -228,7 +228,7 @@
 %% module (`{error, {bad_module, Module, Why}}': not loadable, or no
 %% `handle_frame/2'), so that these are error returns, not exit signals
 %% through the link.
--spec start_link(module(), unicode:chardata(), opts()) -> gen_server:start_ret().
+-spec start_link(module(), ws_port:url(), opts()) -> gen_server:start_ret().
 start_link(Module, Url, Opts) ->
     start(fun gen_server:start_link/3, fun gen_server:start_link/4, Module, Url, Opts).
 
@@ -248,7 +248,7 @@ start_link(Opts) ->
     end.
 
 %% @doc As {@link start_link/3}, without a link.
--spec start(module(), unicode:chardata(), opts()) -> gen_server:start_ret().
+-spec start(module(), ws_port:url(), opts()) -> gen_server:start_ret().
 start(Module, Url, Opts) ->
     start(fun gen_server:start/3, fun gen_server:start/4, Module, Url, Opts).
 
@@ -256,8 +256,8 @@ start(Start3, Start4, Module, Url, Opts) ->
     %% options, URL and module are checked by the caller: a bad one is an
     %% error return, not an exit signal through the link
     case check_start(Module, Url, Opts) of
-        {ok, Map} ->
-            Args = {Module, Url, Map},
+        {ok, UrlBin, Map} ->
+            Args = {Module, UrlBin, Map},
             case maps:find(name, Map) of
                 error -> Start3(?MODULE, Args, []);
                 {ok, Name} when is_atom(Name) -> Start4({local, Name}, ?MODULE, Args, []);
@@ -269,10 +269,15 @@ start(Start3, Start4, Module, Url, Opts) ->
 
 check_start(Module, Url, Opts) ->
     case ws_port_proto:normalize_url(Url) of
-        {ok, _} ->
+        {ok, UrlBin} ->
             case check_module(Module) of
-                ok -> check_opts(Opts);
-                {error, _} = Error -> Error
+                ok ->
+                    case check_opts(Opts) of
+                        {ok, Map} -> {ok, UrlBin, Map};
+                        {error, _} = Error -> Error
+                    end;
+                {error, _} = Error ->
+                    Error
             end;
         {error, _} = Error ->
             Error

@@ -152,7 +152,7 @@ start_worker(Module, Url, Opts) ->
 %%====================================================================
 
 %% @equiv start_client(UrlOrConfig, #{})
--spec start_client(unicode:chardata() | map() | proplists:proplist()) ->
+-spec start_client(ws_port:url() | map() | proplists:proplist()) ->
     supervisor:startchild_ret().
 start_client(UrlOrConfig) ->
     start_client(UrlOrConfig, #{}).
@@ -180,7 +180,7 @@ start_client(UrlOrConfig, Opts) ->
     end.
 
 %% @doc As {@link start_client/2} in the supervisor `Sup'.
--spec start_client(sup_ref(), unicode:chardata() | map() | proplists:proplist(), map() | proplists:proplist()) ->
+-spec start_client(sup_ref(), ws_port:url() | map() | proplists:proplist(), map() | proplists:proplist()) ->
     supervisor:startchild_ret().
 start_client(Sup, UrlOrConfig, Opts) ->
     case client_map(UrlOrConfig, Opts) of
@@ -204,6 +204,9 @@ client_config(List) when is_list(List) ->
         false -> ws_port_proto:options_map(List)
     end;
 client_config(Url) when is_binary(Url) ->
+    {ok, #{url => Url}};
+client_config(#{'__struct__' := 'Elixir.URI'} = Url) ->
+    %% an Elixir %URI{} is a URL, not a config map
     {ok, #{url => Url}};
 client_config(Config) when is_map(Config) ->
     {ok, Config};

@@ -6,6 +6,10 @@
 %% {ok, _} = ws_port_phoenix:join(S, <<"room:lobby">>, #{}),
 %% {ok, Reply} = ws_port_phoenix:push(S, <<"room:lobby">>, <<"new_msg">>, #{body => <<"hi">>}),
 %% {ok, Payload} = ws_port_phoenix:await_message(S, <<"room:lobby">>, <<"new_msg">>, 5000),
+%% %% pushes in flight together, replies awaited later:
+%% {ok, R1} = ws_port_phoenix:push_async(S, <<"room:lobby">>, <<"a">>, #{}),
+%% {ok, R2} = ws_port_phoenix:push_async(S, <<"room:lobby">>, <<"b">>, #{}),
+%% {ok, _} = ws_port_phoenix:await_reply(R1), {ok, _} = ws_port_phoenix:await_reply(R2),
 %% ok = ws_port_phoenix:leave(S, <<"room:lobby">>),
 %% ok = ws_port_phoenix:disconnect(S).
 %% '''
@@ -34,7 +38,8 @@
 %% 0..4294967295 ms), `{already_joined, Topic}', `{not_joined, Topic}', `timeout',
 %% `disconnected' (the socket dropped before the reply came), `{topic_closed,
 %% crashed | closed}' (the channel ended before it replied), `{closed,
-%% Reason}' (the connection is gone for good).
+%% Reason}' (the connection is gone for good; `{closed, noproc}' when the
+%% socket process had ended already, e.g. after {@link disconnect/1}).
 %%
 %% == Options of connect/2 ==
 %% A map or a proplist: those of {@link ws_port:connect/2} (`headers',
@@ -64,12 +69,16 @@
 -behaviour(gen_server).
 
 -export([connect/2, join/2, join/3, join/4, push/4, push/5, await_message/4, leave/2, leave/3]).
+-export([push_async/4, push_async/5, await_reply/1, await_reply/2]).
 -export([disconnect/1, info/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
--export_type([socket/0]).
+-export_type([socket/0, push_ref/0]).
 
 -type socket() :: pid().
+
+%% A push sent by {@link push_async/5}, for {@link await_reply/2}.
+-opaque push_ref() :: {push_ref, gen_server:request_id()}.
 
 %% What erlang:send_after/3 takes, or infinity.
 -define(IS_TIMEOUT(T), (T =:= infinity orelse (is_integer(T) andalso T >= 0 andalso T =< 4294967295))).
@@ -95,7 +104,7 @@
 %% Options that are not a map or a proplist are `{error, {bad_option,
 %% opts, Opts}}'; a `json' that is not a loadable module with `encode/1'
 %% and `decode/1' is `{error, {bad_option, json, Json}}'.
--spec connect(unicode:chardata(), map() | proplists:proplist()) -> {ok, socket()} | {error, term()}.
+-spec connect(ws_port:url(), map() | proplists:proplist()) -> {ok, socket()} | {error, term()}.
 connect(Url, Opts) when is_list(Opts) ->
     %% as ws_port:connect/2: a bad entry or a name given twice is refused
     case ws_port_proto:options_map(Opts) of
@@ -134,7 +143,7 @@ join(_S, Topic, _Params, _Timeout) when not is_binary(Topic) ->
 join(_S, _Topic, _Params, Timeout) when not ?IS_TIMEOUT(Timeout) ->
     {error, {bad_timeout, Timeout}};
 join(S, Topic, Params, Timeout) ->
-    gen_server:call(S, {join, Topic, Params, Timeout}, infinity).
+    call(S, {join, Topic, Params, Timeout}).
 
 %% @equiv push(Socket, Topic, Event, Payload, 5000)
 push(S, Topic, Event, Payload) -> push(S, Topic, Event, Payload, 5000).
@@ -150,7 +159,52 @@ push(_S, _Topic, Event, _Payload, _Timeout) when not is_binary(Event) ->
 push(_S, _Topic, _Event, _Payload, Timeout) when not ?IS_TIMEOUT(Timeout) ->
     {error, {bad_timeout, Timeout}};
 push(S, Topic, Event, Payload, Timeout) ->
-    gen_server:call(S, {push, Topic, Event, Payload, Timeout}, infinity).
+    call(S, {push, Topic, Event, Payload, Timeout}).
+
+%% @equiv push_async(Socket, Topic, Event, Payload, 5000)
+push_async(S, Topic, Event, Payload) -> push_async(S, Topic, Event, Payload, 5000).
+
+%% @doc Pushes `Event' with `Payload' to a joined topic without waiting:
+%% `{ok, Ref}' at once, and {@link await_reply/2} with `Ref' (in the same
+%% process) gives what {@link push/5} would have returned: `{ok, Reply}',
+%% `{error, Reply}', `{error, timeout}' after `Timeout' ms without a reply,
+%% or another error (module doc). Many pushes can be in flight, as with
+%% phoenix.js's `channel.push(...).receive(...)'; they are sent in the
+%% order of the calls. The reply comes to the caller as a message (as
+%% with `gen_server:send_request/2'): a caller that never awaits it has it
+%% in its mailbox.
+-spec push_async(socket(), binary(), binary(), term(), timeout()) -> {ok, push_ref()} | {error, term()}.
+push_async(_S, Topic, _Event, _Payload, _Timeout) when not is_binary(Topic) ->
+    {error, {bad_topic, Topic}};
+push_async(_S, _Topic, Event, _Payload, _Timeout) when not is_binary(Event) ->
+    {error, {bad_event, Event}};
+push_async(_S, _Topic, _Event, _Payload, Timeout) when not ?IS_TIMEOUT(Timeout) ->
+    {error, {bad_timeout, Timeout}};
+push_async(S, Topic, Event, Payload, Timeout) when is_pid(S) ->
+    {ok, {push_ref, gen_server:send_request(S, {push, Topic, Event, Payload, Timeout})}};
+push_async(S, _Topic, _Event, _Payload, _Timeout) ->
+    {error, {bad_socket, S}}.
+
+%% @equiv await_reply(Ref, infinity)
+await_reply(Ref) -> await_reply(Ref, infinity).
+
+%% @doc The reply to a {@link push_async/5}: `{ok, Reply}', `{error,
+%% Reply}', `{error, timeout}' (the push's own timeout passed without a
+%% reply), another error of {@link push/5}, or `{error, {closed,
+%% Reason}}' when the socket process ended first. `Timeout' bounds this
+%% wait (the push's timeout bounds it already): past it, `{error,
+%% timeout}' and the reply, if it comes later, is dropped.
+-spec await_reply(push_ref(), timeout()) -> {ok, term()} | {error, term()}.
+await_reply(_Ref, Timeout) when not ?IS_TIMEOUT(Timeout) ->
+    {error, {bad_timeout, Timeout}};
+await_reply({push_ref, ReqId}, Timeout) ->
+    case gen_server:receive_response(ReqId, Timeout) of
+        {reply, Reply} -> Reply;
+        timeout -> {error, timeout};
+        {error, {Reason, _S}} -> {error, {closed, Reason}}
+    end;
+await_reply(Ref, _Timeout) ->
+    {error, {bad_ref, Ref}}.
 
 %% @doc Waits for the next message the server pushed or broadcast on
 %% `Topic' with `Event' (messages are kept in the order they came; others
@@ -163,7 +217,7 @@ await_message(_S, _Topic, Event, _Timeout) when not is_binary(Event) ->
 await_message(_S, _Topic, _Event, Timeout) when not ?IS_TIMEOUT(Timeout) ->
     {error, {bad_timeout, Timeout}};
 await_message(S, Topic, Event, Timeout) ->
-    gen_server:call(S, {await, Topic, Event, Timeout}, infinity).
+    call(S, {await, Topic, Event, Timeout}).
 
 %% @equiv leave(Socket, Topic, 5000)
 leave(S, Topic) -> leave(S, Topic, 5000).
@@ -176,7 +230,7 @@ leave(_S, Topic, _Timeout) when not is_binary(Topic) ->
 leave(_S, _Topic, Timeout) when not ?IS_TIMEOUT(Timeout) ->
     {error, {bad_timeout, Timeout}};
 leave(S, Topic, Timeout) ->
-    gen_server:call(S, {leave, Topic, Timeout}, infinity).
+    call(S, {leave, Topic, Timeout}).
 
 %% @doc Closes the socket (1000) and ends its process. `ok' also when it
 %% has ended already (as {@link ws_port:close/1} of a closed connection).
@@ -415,6 +469,15 @@ take(Queue, Topic, Event, Skipped) ->
         {{value, {Topic, Event, Payload}}, Rest} -> {ok, Payload, queue:join(Skipped, Rest)};
         {{value, Other}, Rest} -> take(Rest, Topic, Event, queue:in(Other, Skipped));
         {empty, _} -> none
+    end.
+
+%% A call to the socket; one that has ended (or ends during the call) is
+%% `{error, {closed, Why}}', as a push on a closed socket is.
+call(S, Request) ->
+    try
+        gen_server:call(S, Request, infinity)
+    catch
+        exit:{Why, {gen_server, call, [S | _]}} -> {error, {closed, Why}}
     end.
 
 timer_for(infinity, _What) ->

@@ -111,12 +111,12 @@
 %% (error returns, not exit signals to the caller): `{error, {bad_option,
 %% Name, Value}}', `{error, {invalid_url, Detail}}', `{error, {bad_module,
 %% Module, Why}}'.
--spec start_link(module(), unicode:chardata(), map() | proplists:proplist()) -> gen_server:start_ret().
+-spec start_link(module(), ws_port:url(), map() | proplists:proplist()) -> gen_server:start_ret().
 start_link(Module, Url, Opts) ->
     start(link, Module, Url, to_map(Opts)).
 
 %% @doc As {@link start_link/3}, not linked.
--spec start(module(), unicode:chardata(), map() | proplists:proplist()) -> gen_server:start_ret().
+-spec start(module(), ws_port:url(), map() | proplists:proplist()) -> gen_server:start_ret().
 start(Module, Url, Opts) ->
     start(nolink, Module, Url, to_map(Opts)).
 

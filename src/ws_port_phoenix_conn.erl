@@ -171,7 +171,7 @@ rejoin_after(_) -> 10000.
 %% the test utilities give their own).
 %% Reconnection is phoenix.js's backoff unless `retry' or `retry_fun' is
 %% given; `retry_on' defaults to {@link retry_on/0}.
--spec open(unicode:chardata(), map()) -> {ok, conn()} | {error, term()}.
+-spec open(ws_port:url(), map()) -> {ok, conn()} | {error, term()}.
 open(Url0, Opts0) ->
     Own = ?OWN_OPTS,
     Serializer = maps:get(serializer, Opts0, v2),
@@ -187,7 +187,7 @@ open(Url0, Opts0) ->
 
 %% @doc Checks what {@link open/2} would be given, without connecting:
 %% `ok', or the error `open/2' would return for a bad option or URL.
--spec check(unicode:chardata(), map()) -> ok | {error, term()}.
+-spec check(ws_port:url(), map()) -> ok | {error, term()}.
 check(Url0, Opts0) ->
     Serializer = maps:get(serializer, Opts0, v2),
     case check_opts(Opts0, Serializer) of

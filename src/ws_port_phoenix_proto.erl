@@ -45,7 +45,7 @@
 %% string and `vsn' unless the query already has one (`2.0.0' for V2,
 %% `1.0.0' for V1). Nested maps are written as phoenix.js does
 %% (`user[id]=1').
--spec socket_url(unicode:chardata(), map() | [{term(), term()}], serializer()) ->
+-spec socket_url(ws_port:url(), map() | [{term(), term()}], serializer()) ->
     {ok, binary()} | {error, {invalid_url, term()} | {bad_option, params, term()}}.
 socket_url(Url, Params, Serializer) ->
     %% a URL that is not one is named as ws_port:connect/2 names it

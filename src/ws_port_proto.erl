@@ -119,7 +119,14 @@
 %% @doc Turns a URL given as a binary or a string into a binary and checks
 %% its scheme (`ws://' or `wss://', any case). The port program checks the
 %% rest and answers `{invalid_url, Detail}' itself.
--spec normalize_url(unicode:chardata()) -> {ok, binary()} | {error, {invalid_url, binary()}}.
+-spec normalize_url(ws_port:url() | term()) -> {ok, binary()} | {error, {invalid_url, binary()}}.
+normalize_url(#{'__struct__' := 'Elixir.URI'} = Uri) ->
+    %% An Elixir %URI{} (URI.parse/1, URI.new/1 or built by hand), as
+    %% Mint and Slipstream take it: made back into its string.
+    case uri_struct_to_binary(Uri) of
+        {ok, Bin} -> normalize_url(Bin);
+        error -> {error, {invalid_url, <<"a %URI{} without a scheme and host">>}}
+    end;
 normalize_url(Url) ->
     case to_binary(Url) of
         {ok, Bin} ->
@@ -131,6 +138,33 @@ normalize_url(Url) ->
         error ->
             {error, {invalid_url, <<"not a string">>}}
     end.
+
+%% The parts of a %URI{} (nil where absent) for uri_string:recompose/1;
+%% the scheme's default port is left out, as URI.to_string/1 does.
+uri_struct_to_binary(#{scheme := Scheme, host := Host} = Uri) when
+    is_binary(Scheme), is_binary(Host), Host =/= <<>>
+->
+    %% uri_string:recompose/1 needs a path, empty or not
+    Parts0 = maps:from_list([
+        {K, V}
+     || K <- [scheme, userinfo, host, port, path, query, fragment],
+        V <- [maps:get(K, Uri, nil)],
+        V =/= nil
+    ] ++ [{path, <<>>} || maps:get(path, Uri, nil) =:= nil]),
+    Parts =
+        case {string:lowercase(Scheme), maps:get(port, Parts0, none)} of
+            {<<"ws">>, 80} -> maps:remove(port, Parts0);
+            {<<"wss">>, 443} -> maps:remove(port, Parts0);
+            _ -> Parts0
+        end,
+    try uri_string:recompose(Parts) of
+        Bin when is_binary(Bin) -> {ok, Bin};
+        _ -> error
+    catch
+        _:_ -> error
+    end;
+uri_struct_to_binary(_) ->
+    error.
 
 invalid_url(Bin) ->
     case has_ws_scheme(Bin) of

@@ -23,7 +23,7 @@
 ).
 
 %% @equiv connect(Url, #{})
--spec connect(unicode:chardata()) -> {ok, ws_port:conn()} | {error, ws_port:close_reason()}.
+-spec connect(ws_port:url()) -> {ok, ws_port:conn()} | {error, ws_port:close_reason()}.
 connect(Url) ->
     connect(Url, #{}).
 
@@ -31,7 +31,7 @@ connect(Url) ->
 %% {@link ws_port:connect/2} except `active' and `await', which are set
 %% here (`false' and `true'; given, they are `{error, {bad_option, Name,
 %% Value}}'); `retry' defaults to `false', as fits a script.
--spec connect(unicode:chardata(), map() | proplists:proplist()) ->
+-spec connect(ws_port:url(), map() | proplists:proplist()) ->
     {ok, ws_port:conn()} | {error, ws_port:close_reason()}.
 connect(Url, Opts) ->
     case ws_port_proto:options_map(Opts) of

@@ -180,6 +180,72 @@ defmodule WsPort.APIValidationTest do
     :ok = WsPort.Sync.close(conn)
   end
 
+  test "a URL may be a %URI{}, wherever a URL is taken", %{url: url} do
+    uri = URI.parse(url <> "/echo?tag=uri")
+    expected = url <> "/echo?tag=uri"
+
+    {:ok, conn} = WsPort.connect(uri)
+    echo!(conn)
+    assert {:ok, %{url: ^expected}} = WsPort.info(conn)
+    :ok = WsPort.close(conn)
+
+    {:ok, pid} = ReportClient.start_link(url: uri, heartbeat: :none, init_arg: [test: self()])
+    assert_receive {:client, :connect, ^pid, %{url: ^expected}}, @wait
+    :ok = WsPort.Client.close(pid)
+
+    {:ok, sup} = WsPort.ClientSupervisor.start_link(name: false)
+
+    {:ok, pid} =
+      WsPort.ClientSupervisor.start_client(uri,
+        supervisor: sup,
+        module: ReportClient,
+        init_arg: [test: self()]
+      )
+
+    assert_receive {:client, :connect, ^pid, %{url: ^expected}}, @wait
+    :ok = WsPort.ClientSupervisor.stop_client(sup, pid)
+    :ok = Supervisor.stop(sup)
+
+    # made back into the string URI.to_string/1 gives; the scheme's default
+    # port (that URI.parse/1 fills in) left out, IPv6 hosts in brackets
+    for s <- [
+          "wss://example.com/a/b?c=1&d=%20#frag",
+          "ws://user:pw@example.com:8080/",
+          "ws://[::1]:4000/socket/websocket?vsn=2.0.0",
+          "WSS://Example.com"
+        ] do
+      assert {:ok, URI.to_string(URI.parse(s))} == :ws_port_proto.normalize_url(URI.parse(s))
+    end
+
+    assert {:ok, "ws://example.com/x"} =
+             :ws_port_proto.normalize_url(URI.parse("ws://example.com/x"))
+
+    assert {:ok, "wss://example.com"} =
+             :ws_port_proto.normalize_url(URI.parse("wss://example.com:443"))
+
+    # and refused as a string would be, naming why
+    assert {:error, {:invalid_url, "scheme must be ws:// or wss://"}} =
+             WsPort.connect(URI.parse("http://127.0.0.1:1/"))
+
+    assert {:error, {:invalid_url, "a %URI{} without a scheme and host"}} =
+             WsPort.connect(URI.parse("/just/a/path"))
+
+    assert {:error, {:invalid_url, "a %URI{} without a scheme and host"}} =
+             ReportClient.start_link(url: %URI{scheme: "ws"}, init_arg: [test: self()])
+
+    # the producer's :url
+    assert {:ok, config} = WsPort.ProducerOptions.validate(url: uri)
+    assert config.url == expected
+  end
+
+  test "a `use WsPort.Client` module's start_link without :url says so", _ do
+    # was a KeyError raised in the caller
+    assert {:error, {:bad_option, :url, :undefined}} =
+             ReportClient.start_link(init_arg: [test: self()])
+
+    assert Process.alive?(self())
+  end
+
   test "a misspelled option of a `use WsPort.Client` module's start_link is refused", %{url: url} do
     # before: ignored (the client ran with the default heartbeat)
     assert {:error, {:bad_option, :hearbeat, :none}} =

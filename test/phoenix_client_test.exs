@@ -242,7 +242,26 @@ defmodule WsPort.PhoenixClientTest do
     assert {:error, {:bad_option, :opts, :fast}} =
              :ws_port_phoenix_client.start_link(PhoenixReportClient, url, :fast)
 
+    # without :url: a KeyError raised in the caller (Keyword.pop!/2)
+    assert {:error, {:bad_option, :url, :undefined}} =
+             Client.start_link(PhoenixReportClient, init_arg: [test: self()])
+
+    assert {:error, {:bad_option, :url, :undefined}} =
+             Client.start(PhoenixReportClient, init_arg: [test: self()])
+
+    assert {:error, {:bad_option, :url, :undefined}} =
+             PhoenixReportClient.start_link(init_arg: [test: self()])
+
     refute_receive {:EXIT, _, _}, 200
+  end
+
+  test "the URL may be a %URI{}", %{url: url, peer: peer} do
+    pid = start_client(URI.parse(url), joins: [{"room:uri", %{}}])
+    assert_receive {:phx, :join, {"room:uri", {:ok, _}}}, 5000
+    # the params and vsn went into the query of the URL made from it
+    assert Peer.await_line(peer, "CONNECT ") =~ "token=good"
+    ref = push(pid, "room:uri", "echo", %{"via" => "uri"})
+    assert_receive {:phx, :reply, {^ref, {:ok, %{"via" => "uri"}}}}, 5000
   end
 
   test "stop of a client that has ended already is :ok, as WsPort.Client.close/1's",

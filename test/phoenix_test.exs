@@ -199,6 +199,78 @@ defmodule WsPort.PhoenixTest do
       assert :ok = :ws_port_phoenix.disconnect(socket)
     end
 
+    test "push_async: pushes in flight together, each reply to its ref, in any order awaited",
+         %{url: url, peer: peer} do
+      socket = connect!(url)
+      {:ok, _} = Phoenix.join(socket, "room:a")
+
+      refs =
+        for i <- 1..50 do
+          assert {:ok, ref} = Phoenix.push_async(socket, "room:a", "echo", %{i: i})
+          {i, ref}
+        end
+
+      # all 50 reached the server before the first reply was taken, in the
+      # order of the calls (Phoenix refs count up from the socket's first)
+      events =
+        wait_until(fn ->
+          events = lines(peer, ~r/^EVENT \S+ room:a echo /)
+          length(events) == 50 && events
+        end)
+
+      event_refs = Enum.map(events, &(&1 |> String.split() |> List.last() |> String.to_integer()))
+      assert event_refs == Enum.sort(event_refs)
+      assert length(Enum.uniq(event_refs)) == 50
+
+      for {i, ref} <- Enum.reverse(refs) do
+        assert {:ok, %{"i" => ^i}} = Phoenix.await_reply(ref)
+      end
+
+      # errors of the push come back through await_reply, as push/5 returns them
+      {:ok, ref} = Phoenix.push_async(socket, "room:a", "error", %{why: "no"})
+      assert {:error, %{"why" => "no"}} = Phoenix.await_reply(ref, 5000)
+      {:ok, ref} = Phoenix.push_async(socket, "room:nope", "echo", %{})
+      assert {:error, {:not_joined, "room:nope"}} = Phoenix.await_reply(ref)
+      # the push's own timeout
+      {:ok, ref} = Phoenix.push_async(socket, "room:a", "noreply", %{}, 100)
+      assert {:error, :timeout} = Phoenix.await_reply(ref)
+      # the wait's timeout: the late reply is dropped, not left in the mailbox
+      {:ok, ref} = Phoenix.push_async(socket, "room:a", "sleep", %{ms: 300})
+      assert {:error, :timeout} = Phoenix.await_reply(ref, 10)
+      assert {:ok, %{"x" => 1}} = Phoenix.push(socket, "room:a", "echo", %{x: 1})
+      refute_received _
+
+      # bad arguments are named at once
+      assert {:error, {:bad_topic, :t}} = Phoenix.push_async(socket, :t, "echo", %{})
+      assert {:error, {:bad_event, 1}} = Phoenix.push_async(socket, "room:a", 1, %{})
+      assert {:error, {:bad_timeout, -1}} = Phoenix.push_async(socket, "room:a", "echo", %{}, -1)
+      assert {:error, {:bad_timeout, :soon}} = Phoenix.await_reply(ref, :soon)
+      assert {:error, {:bad_ref, :nope}} = Phoenix.await_reply(:nope)
+    end
+
+    test "calls on a socket that has ended are {:error, {:closed, :noproc}}, not exits",
+         %{url: url} do
+      socket = connect!(url)
+      {:ok, _} = Phoenix.join(socket, "room:a")
+      {:ok, ref} = Phoenix.push_async(socket, "room:a", "sleep", %{ms: 2000})
+      :ok = Phoenix.disconnect(socket)
+      # the push in flight when the socket ended
+      assert {:error, {:closed, _}} = Phoenix.await_reply(ref)
+      assert {:error, {:closed, :noproc}} = Phoenix.join(socket, "room:b")
+      assert {:error, {:closed, :noproc}} = Phoenix.push(socket, "room:a", "echo", %{})
+      assert {:error, {:closed, :noproc}} = Phoenix.await_message(socket, "room:a", "x", 10)
+      assert {:error, {:closed, :noproc}} = Phoenix.leave(socket, "room:a")
+      {:ok, ref} = Phoenix.push_async(socket, "room:a", "echo", %{})
+      assert {:error, {:closed, :noproc}} = Phoenix.await_reply(ref)
+    end
+
+    test "connect takes a %URI{}", %{url: url, peer: peer} do
+      socket = connect!(URI.parse(url), params: %{token: "good", via: "uri"})
+      assert Peer.await_line(peer, "CONNECT ") =~ "via=uri"
+      assert {:ok, reply} = Phoenix.join(socket, "room:a")
+      assert reply["connect_params"] == %{"token" => "good", "via" => "uri"}
+    end
+
     test "a push without a reply times out", %{url: url} do
       socket = connect!(url)
       {:ok, _} = Phoenix.join(socket, "room:a")

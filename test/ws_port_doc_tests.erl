@@ -59,4 +59,4 @@ shell_h_renders_connect_test() ->
     end),
     Rendered = receive {rendered, R} -> unicode:characters_to_binary(R) after 10000 -> <<"timeout">> end,
     ?assertNotEqual(nomatch, binary:match(Rendered, <<"Opens a WebSocket connection">>)),
-    ?assertNotEqual(nomatch, binary:match(Rendered, <<"-spec connect(Url :: unicode:chardata(), Opts :: connect_opts())">>)).
+    ?assertNotEqual(nomatch, binary:match(Rendered, <<"-spec connect(Url :: url(), Opts :: connect_opts())">>)).

@@ -174,7 +174,8 @@ defmodule WsPort.Client do
       end
 
       @doc """
-      Starts this client. `opts` needs `:url`; every other key must be an
+      Starts this client. `opts` needs `:url` (without it, `{:error,
+      {:bad_option, :url, :undefined}}`); every other key must be an
       option of `WsPort.Client.start_link/3` (or `:id`), else
       `{:error, {:bad_option, name, value}}`: a misspelled option is not
       ignored. Data of your own for `c:init/1` goes in `:init_arg`; without
@@ -183,11 +184,10 @@ defmodule WsPort.Client do
       """
       @spec start_link(keyword()) :: GenServer.on_start()
       def start_link(opts) do
-        WsPort.Client.start_link(
-          __MODULE__,
-          Keyword.fetch!(opts, :url),
-          WsPort.Client.split_opts(opts)
-        )
+        case Keyword.fetch(opts, :url) do
+          {:ok, url} -> WsPort.Client.start_link(__MODULE__, url, WsPort.Client.split_opts(opts))
+          :error -> {:error, {:bad_option, :url, :undefined}}
+        end
       end
 
       @impl WsPort.Client
@@ -233,11 +233,11 @@ defmodule WsPort.Client do
   detail}}`, a module that cannot be loaded or has no `c:handle_frame/2`
   `{:error, {:bad_module, module, why}}`.
   """
-  @spec start_link(module(), String.t(), keyword() | map()) :: GenServer.on_start()
+  @spec start_link(module(), String.t() | URI.t(), keyword() | map()) :: GenServer.on_start()
   def start_link(module, url, opts \\ []), do: :ws_port_client.start_link(module, url, opts)
 
   @doc "As `start_link/3`, without a link."
-  @spec start(module(), String.t(), keyword() | map()) :: GenServer.on_start()
+  @spec start(module(), String.t() | URI.t(), keyword() | map()) :: GenServer.on_start()
   def start(module, url, opts \\ []), do: :ws_port_client.start(module, url, opts)
 
   @doc """

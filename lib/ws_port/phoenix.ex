@@ -8,6 +8,9 @@ defmodule WsPort.Phoenix do
       {:ok, _reply} = WsPort.Phoenix.join(socket, "room:lobby", %{})
       {:ok, reply} = WsPort.Phoenix.push(socket, "room:lobby", "new_msg", %{body: "hi"})
       {:ok, payload} = WsPort.Phoenix.await_message(socket, "room:lobby", "new_msg", 5000)
+      # many pushes in flight, replies awaited later
+      {:ok, ref} = WsPort.Phoenix.push_async(socket, "room:lobby", "new_msg", %{body: "again"})
+      {:ok, reply} = WsPort.Phoenix.await_reply(ref)
       :ok = WsPort.Phoenix.leave(socket, "room:lobby")
       :ok = WsPort.Phoenix.disconnect(socket)
 
@@ -44,7 +47,8 @@ defmodule WsPort.Phoenix do
   `{:already_joined, topic}`,
   `{:not_joined, topic}`, `:timeout`, `:disconnected` (the socket dropped
   before the reply came), `{:topic_closed, :crashed | :closed}`,
-  `{:closed, reason}`.
+  `{:closed, reason}` (`{:closed, :noproc}`: the socket process had ended,
+  e.g. after `disconnect/1`).
   """
 
   @type socket :: pid()
@@ -66,7 +70,7 @@ defmodule WsPort.Phoenix do
           | {:null, term()}
 
   @doc "Connects and waits for the first handshake. See the moduledoc for the options."
-  @spec connect(String.t(), [option()] | map()) :: {:ok, socket()} | {:error, term()}
+  @spec connect(String.t() | URI.t(), [option()] | map()) :: {:ok, socket()} | {:error, term()}
   def connect(url, opts \\ [])
 
   # a list stays a list: :ws_port_phoenix refuses a key given twice
@@ -91,6 +95,27 @@ defmodule WsPort.Phoenix do
           {:ok, term()} | {:error, term()}
   def push(socket, topic, event, payload, timeout \\ 5000),
     do: :ws_port_phoenix.push(socket, topic, event, payload, timeout)
+
+  @doc """
+  Pushes `event` to a joined topic without waiting: `{:ok, ref}` at once;
+  `await_reply/2` with `ref` (in the same process) returns what `push/5`
+  would have. Pushes go out in the order of the calls; many can be in
+  flight. The reply comes to the caller as a message (as with
+  `GenServer.send_request/2`'s): one never awaited stays in its mailbox.
+  """
+  @spec push_async(socket(), String.t(), String.t(), term(), timeout()) ::
+          {:ok, :ws_port_phoenix.push_ref()} | {:error, term()}
+  def push_async(socket, topic, event, payload, timeout \\ 5000),
+    do: :ws_port_phoenix.push_async(socket, topic, event, payload, timeout)
+
+  @doc """
+  The reply to `push_async/5`: `{:ok, reply}`, `{:error, reply}`,
+  `{:error, :timeout}` (the push's timeout passed), another error of
+  `push/5`, or `{:error, {:closed, reason}}` when the socket ended first.
+  `timeout` bounds this wait; past it the reply is dropped.
+  """
+  @spec await_reply(:ws_port_phoenix.push_ref(), timeout()) :: {:ok, term()} | {:error, term()}
+  def await_reply(ref, timeout \\ :infinity), do: :ws_port_phoenix.await_reply(ref, timeout)
 
   @doc "Waits for the next server push or broadcast of `event` on `topic` (in order)."
   @spec await_message(socket(), String.t(), String.t(), timeout()) ::

@@ -33,7 +33,7 @@ if Code.ensure_loaded?(Broadway) do
     raises `ArgumentError` naming it and what is accepted. Names in
     parentheses are off_broadway_websocket's, accepted as aliases.
 
-      * `:url` - required. A `ws://` or `wss://` URL.
+      * `:url` - required. A `ws://` or `wss://` URL (a string or a `%URI{}`).
       * `:path` - appended to `:url` (`"wss://h"` + `"/a?b=1"`), for
         off_broadway_websocket's `url` + `path` split. Default none.
       * `:headers` - `[{name, value}]` sent with the upgrade request.

@@ -246,6 +246,8 @@ defmodule WsPort.ProducerOptions do
   defp required_url(nil),
     do: {:error, "required option :url is missing: give a ws:// or wss:// URL"}
 
+  defp required_url(%URI{} = uri), do: required_url(URI.to_string(uri))
+
   defp required_url(url) when is_list(url) do
     case chardata(url) do
       {:ok, s} -> required_url(s)

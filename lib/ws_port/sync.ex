@@ -18,7 +18,7 @@ defmodule WsPort.Sync do
   `WsPort.connect/2` except `:active` and `:await` (given, they are
   `{:error, {:bad_option, name, value}}`); `:retry` defaults to `false`.
   """
-  @spec connect(String.t(), WsPort.connect_opts()) :: {:ok, term()} | {:error, term()}
+  @spec connect(String.t() | URI.t(), WsPort.connect_opts()) :: {:ok, term()} | {:error, term()}
   def connect(url, opts \\ []), do: :ws_port_sync.connect(url, opts)
 
   @doc "Sends `{:text, iodata}`, `{:binary, iodata}`, `{:ping, iodata}` or a binary (as text)."

@@ -142,7 +142,8 @@ defmodule WsPort.Phoenix.Client do
   end
 
   @doc """
-  Starts a client of `module`; `opts` needs `:url`. Payloads decode with
+  Starts a client of `module`; `opts` needs `:url` (a string or a
+  `%URI{}`; without it, `{:error, {:bad_option, :url, :undefined}}`). Payloads decode with
   `nil` for null (an Elixir module's default) unless `:null` is given.
   Options, URL, module and name are checked before a process starts (error
   returns, not exit signals to the caller): `{:error, {:bad_option, name,
@@ -151,15 +152,19 @@ defmodule WsPort.Phoenix.Client do
   """
   @spec start_link(module(), keyword()) :: GenServer.on_start()
   def start_link(module, opts) do
-    {url, opts} = Keyword.pop!(opts, :url)
-    :ws_port_phoenix_client.start_link(module, url, elixir_opts(opts))
+    case Keyword.pop(opts, :url) do
+      {nil, _} -> {:error, {:bad_option, :url, :undefined}}
+      {url, opts} -> :ws_port_phoenix_client.start_link(module, url, elixir_opts(opts))
+    end
   end
 
   @doc "As `start_link/2`, not linked."
   @spec start(module(), keyword()) :: GenServer.on_start()
   def start(module, opts) do
-    {url, opts} = Keyword.pop!(opts, :url)
-    :ws_port_phoenix_client.start(module, url, elixir_opts(opts))
+    case Keyword.pop(opts, :url) do
+      {nil, _} -> {:error, {:bad_option, :url, :undefined}}
+      {url, opts} -> :ws_port_phoenix_client.start(module, url, elixir_opts(opts))
+    end
   end
 
   defp elixir_opts(opts), do: Map.new(opts)
